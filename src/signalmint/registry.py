@@ -1,0 +1,102 @@
+"""Plugin kinds and how they are found.
+
+Sources and detectors are found through entry points, built-ins included
+(``pyproject.toml`` registers them exactly as a third-party package would)::
+
+    [project.entry-points."signalmint.sources"]
+    synthetic = "signalmint.sources.synthetic:SyntheticMarket"
+
+    [project.entry-points."signalmint.detectors"]
+    volume_spike = "signalmint.detectors.volume_spike:VolumeSpike"
+
+A plugin class carries ``kind`` (its name in config) and ``Options`` (a
+pydantic model of its settings); it is built as ``cls(**options.model_dump())``.
+Nothing is loaded at import time: a :class:`Registry` is created and passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+from .errors import ConfigError
+from .records import Frame, Scores
+
+__all__ = ["GROUPS", "Detector", "Plugin", "Registry", "Source"]
+
+GROUPS = {"source": "signalmint.sources", "detector": "signalmint.detectors"}
+
+
+class Plugin(Protocol):
+    kind: ClassVar[str]
+    Options: ClassVar[type[BaseModel]]
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Learns from and scores a whole columnar batch at once, keeping state per key."""
+
+    kind: ClassVar[str]
+    Options: ClassVar[type[BaseModel]]
+
+    def update(self, frame: Frame) -> Scores: ...
+
+
+@runtime_checkable
+class Source(Protocol):
+    """An async stream of frames (normally one frame per tick).
+
+    ``stream(since)`` skips bars at or before ``since`` so a restart resumes
+    where the last committed frame ended. Rows that fail validation are
+    dropped and counted in ``rejected`` (reason -> count), never raised.
+    """
+
+    kind: ClassVar[str]
+    Options: ClassVar[type[BaseModel]]
+
+    @property
+    def rejected(self) -> Mapping[str, int]: ...
+
+    def stream(self, since: datetime | None = None) -> AsyncIterator[Frame]: ...
+
+
+@dataclass
+class Registry:
+    """The plugin classes available to this process, by kind name."""
+
+    sources: dict[str, type[Any]] = field(default_factory=dict)
+    detectors: dict[str, type[Any]] = field(default_factory=dict)
+
+    @classmethod
+    def from_entry_points(cls) -> Registry:
+        found: dict[str, dict[str, type[Any]]] = {"source": {}, "detector": {}}
+        for what, group in GROUPS.items():
+            for ep in entry_points(group=group):
+                found[what][ep.name] = ep.load()
+        return cls(sources=found["source"], detectors=found["detector"])
+
+    def kinds(self, what: str) -> dict[str, type[Any]]:
+        if what not in GROUPS:
+            raise ValueError(f"unknown plugin group {what!r}")
+        return self.sources if what == "source" else self.detectors
+
+    def get(self, what: str, kind: str) -> type[Any]:
+        kinds = self.kinds(what)
+        try:
+            return kinds[kind]
+        except KeyError:
+            known = ", ".join(sorted(kinds)) or "none installed"
+            raise ConfigError(
+                f"unknown {what} kind {kind!r}",
+                hint=f"use one of: {known}",
+            ) from None
+
+    def build(self, what: str, kind: str, options: Mapping[str, Any]) -> Any:
+        cls = self.get(what, kind)
+        validated = cls.Options.model_validate(dict(options))
+        return cls(**validated.model_dump())
