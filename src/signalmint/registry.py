@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib.metadata import entry_points
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, ClassVar, Protocol, cast, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -67,34 +67,43 @@ class Source(Protocol):
 
 @dataclass
 class Registry:
-    """The plugin classes available to this process, by kind name."""
+    """The plugin classes available to this process, by kind name.
 
-    sources: dict[str, type[Any]] = field(default_factory=dict)
-    detectors: dict[str, type[Any]] = field(default_factory=dict)
+    Entry points are loaded on first use, so a broken third-party plugin only
+    fails the automations that use it, with a clear message.
+    """
+
+    sources: dict[str, Any] = field(default_factory=dict)
+    detectors: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_entry_points(cls) -> Registry:
-        found: dict[str, dict[str, type[Any]]] = {"source": {}, "detector": {}}
+        found: dict[str, dict[str, Any]] = {"source": {}, "detector": {}}
         for what, group in GROUPS.items():
             for ep in entry_points(group=group):
-                found[what][ep.name] = ep.load()
+                found[what][ep.name] = ep
         return cls(sources=found["source"], detectors=found["detector"])
 
-    def kinds(self, what: str) -> dict[str, type[Any]]:
+    def kinds(self, what: str) -> dict[str, Any]:
         if what not in GROUPS:
             raise ValueError(f"unknown plugin group {what!r}")
         return self.sources if what == "source" else self.detectors
 
     def get(self, what: str, kind: str) -> type[Any]:
         kinds = self.kinds(what)
-        try:
-            return kinds[kind]
-        except KeyError:
+        if kind not in kinds:
             known = ", ".join(sorted(kinds)) or "none installed"
-            raise ConfigError(
-                f"unknown {what} kind {kind!r}",
-                hint=f"use one of: {known}",
-            ) from None
+            raise ConfigError(f"unknown {what} kind {kind!r}", hint=f"use one of: {known}")
+        found = kinds[kind]
+        if isinstance(found, EntryPoint):
+            try:
+                found = kinds[kind] = found.load()
+            except Exception as exc:
+                raise ConfigError(
+                    f"the {what} plugin {kind!r} ({found.value}) failed to load: {exc}",
+                    hint="reinstall the package that provides it",
+                ) from exc
+        return cast(type[Any], found)
 
     def build(self, what: str, kind: str, options: Mapping[str, Any]) -> Any:
         cls = self.get(what, kind)

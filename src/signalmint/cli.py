@@ -1,0 +1,205 @@
+"""The ``signalmint`` command: parses arguments and calls the library."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .config import Settings, load_settings
+from .errors import SignalmintError
+from .registry import Registry
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="signalmint",
+    help="Turn a data feed into a paid alert service that runs by itself.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="the YAML config file")]
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def _fail(error: SignalmintError) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def _load(config: Path) -> Settings:
+    try:
+        return load_settings(config, registry=Registry.from_entry_points())
+    except SignalmintError as exc:
+        raise _fail(exc) from None
+
+
+def _db_url(value: str) -> str:
+    return value if "://" in value else f"sqlite:///{Path(value).expanduser().resolve()}"
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="port of the web server")] = 8000,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    run_for: Annotated[float | None, typer.Option("--for", help="stop after this many seconds", min=0)] = None,
+    db: Annotated[str | None, typer.Option(help="SQLite file (or database URL) to keep; default: a temporary file")] = None,
+    speed: Annotated[float, typer.Option(help="replay this many times faster than the default pace", min=0.01)] = 1.0,
+) -> None:
+    """Run the demo: two automations, real and synthetic data, no accounts or keys."""
+    from .demo import demo_settings
+    from .serve import run_process
+
+    _setup_logging("INFO")
+    tmp = None
+    if db is None:
+        tmp = tempfile.TemporaryDirectory(prefix="signalmint-demo-")
+        db = str(Path(tmp.name) / "demo.db")
+    settings = demo_settings(_db_url(db), host=host, port=port, speed=speed)
+
+    def ready(url: str) -> None:
+        out.print(f"\n[bold green]signalmint demo[/] is running at [bold]{url}[/]")
+        out.print(f"  API:      {url}/api/v1/signals   docs: {url}/docs")
+        out.print(f"  Database: {settings.database}")
+        out.print("  Stop with Ctrl+C.\n", highlight=False)
+
+    try:
+        run_process(settings, Registry.from_entry_points(), run_for=run_for, on_ready=ready)
+    except SignalmintError as exc:
+        raise _fail(exc) from None
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+@app.command()
+def run(
+    config: ConfigOption = Path("signalmint.yaml"),
+    run_for: Annotated[float | None, typer.Option("--for", help="stop after this many seconds", min=0)] = None,
+) -> None:
+    """Run every automation of a config with its web app, in one process."""
+    from .serve import run_process
+
+    settings = _load(config)
+    _setup_logging(settings.log_level)
+    try:
+        run_process(
+            settings,
+            Registry.from_entry_points(),
+            run_for=run_for,
+            on_ready=lambda url: out.print(f"signalmint is running at [bold]{url}[/]"),
+        )
+    except SignalmintError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="where to write the example config")] = Path("signalmint.yaml"),
+    force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
+) -> None:
+    """Write a commented example config that passes `signalmint check`."""
+    if path.exists() and not force:
+        err.print(f"[bold red]error:[/] {path} already exists (use --force to overwrite it)")
+        raise typer.Exit(1)
+    path.write_text(resources.files("signalmint").joinpath("example.yaml").read_text(encoding="utf-8"))
+    out.print(f"wrote {path}; check it with [bold]signalmint check -c {path}[/]")
+
+
+@app.command()
+def check(config: ConfigOption = Path("signalmint.yaml")) -> None:
+    """Validate a config; on error say which file, line and key, and what to write instead."""
+    settings = _load(config)
+    table = Table(title=f"{config}: OK", title_justify="left")
+    for column in ("automation", "source", "detector", "retention"):
+        table.add_column(column)
+    for a in settings.automations:
+        options = ", ".join(f"{k}={v}" for k, v in a.detector.options.items())
+        table.add_row(a.name, a.source.kind, f"{a.detector.kind} {options}".strip(), str(a.retention or "forever"))
+    out.print(table)
+
+
+@app.command()
+def migrate(config: ConfigOption = Path("signalmint.yaml")) -> None:
+    """Create or upgrade the database schema."""
+    from .store import Database
+
+    settings = _load(config)
+    db = Database(settings.database)
+    try:
+        db.migrate()
+        out.print(f"{db.safe_url} is at revision {db.current_revision()}")
+    except SignalmintError as exc:
+        raise _fail(exc) from None
+    finally:
+        db.close()
+
+
+@app.command()
+def verify(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="read the database URL from this config")] = None,
+    db: Annotated[str | None, typer.Option(help="SQLite file or database URL (instead of --config)")] = None,
+    automation: Annotated[str | None, typer.Option(help="only this automation")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Check the tamper-evident hash chain of every automation's signals."""
+    from .store import Database, verify_chain
+    from .store.signals import automations_with_signals
+
+    if db is None:
+        db = _load(config or Path("signalmint.yaml")).database
+    database = Database(_db_url(db))
+    try:
+        names = [automation] if automation else database.read_sync(automations_with_signals)
+        reports = [database.read_sync(verify_chain, name) for name in sorted(names)]
+    except SignalmintError as exc:
+        raise _fail(exc) from None
+    finally:
+        database.close()
+    if as_json:
+        print(json.dumps([_report(r) for r in reports], indent=2))
+    else:
+        for r in reports:
+            if r.ok:
+                out.print(f"[green]✓[/] {r.automation}: {r.checked} signals, chain intact")
+            else:
+                out.print(f"[red]✗[/] {r.automation}: broken at signal #{r.bad_seq}: {r.reason} ({r.checked} verified before it)")
+        if not reports:
+            out.print("no signals to verify")
+    if not all(r.ok for r in reports):
+        raise typer.Exit(1)
+
+
+def _report(r: object) -> dict[str, object]:
+    return {name: getattr(r, name) for name in ("automation", "checked", "ok", "bad_seq", "reason")}
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,372 @@
+"""YAML configuration -> validated :class:`Settings`.
+
+Errors never show a traceback: every problem becomes a :class:`ConfigError`
+naming the file, the line, the key path (``automations[0].detector.ratio``)
+and, where we can tell, what to write instead.
+
+Secrets come from the environment: ``${VAR}`` (required) or
+``${VAR:-default}`` anywhere inside a string value.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+from .registry import Registry
+
+__all__ = [
+    "AutomationConfig",
+    "Settings",
+    "WebConfig",
+    "load_settings",
+    "parse_duration",
+    "parse_settings",
+]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(value: Any) -> Any:
+    """Durations as ``"90s"``, ``"15m"``, ``"2h"``, ``"7d"``, ``"1w"`` or seconds.
+
+    >>> parse_duration("15m")
+    datetime.timedelta(seconds=900)
+    >>> parse_duration(2.5)
+    datetime.timedelta(seconds=2, microseconds=500000)
+    """
+    if isinstance(value, timedelta) or value is None:
+        return value
+    if isinstance(value, bool):
+        raise ValueError("a duration such as 30s, 15m, 2h or 7d")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 15m, 2h or 7d")
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PluginConfig(BaseModel):
+    """``kind`` picks the plugin; the other keys are that plugin's own options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    kind: str = Field(description="the plugin's name, e.g. synthetic, file, bokeh_stocks")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class DetectorConfig(PluginConfig):
+    kind: str = Field(description="the detector's name, e.g. volume_spike")
+    cooldown: Duration = Field(
+        default=timedelta(0),
+        description="after a signal for a key, further signals for it are held back this long",
+    )
+
+
+class AutomationConfig(_Strict):
+    name: str = Field(
+        pattern=_NAME, description="id in URLs and the API: lowercase, digits, - and _"
+    )
+    title: str = Field(default="", description="human title shown on the pages")
+    description: str = Field(default="", description="one or two sentences for the public page")
+    source: PluginConfig = Field(description="where the data comes from")
+    detector: DetectorConfig = Field(description="how data turns into signals")
+    retention: Duration | None = Field(
+        default=timedelta(days=30),
+        description="how long raw bars are kept for charts, counted back from the newest bar "
+        "(null keeps everything)",
+    )
+    enabled: bool = Field(
+        default=True, description="false keeps the automation's history but stops it"
+    )
+
+    @property
+    def display_title(self) -> str:
+        return self.title or self.name.replace("-", " ").replace("_", " ").capitalize()
+
+
+class WebConfig(_Strict):
+    host: str = Field(default="127.0.0.1", description="address the web server listens on")
+    port: int = Field(
+        default=8000, ge=0, le=65535, description="port of the web server (0 picks one)"
+    )
+    title: str = Field(default="signalmint", description="site name shown in the header")
+
+
+class Settings(_Strict):
+    """Everything a signalmint process needs, passed in explicitly (never a global)."""
+
+    database: str = Field(
+        default="sqlite:///signalmint.db",
+        description="SQLAlchemy URL: sqlite:///path.db or postgresql+psycopg://user@host/db",
+    )
+    web: WebConfig = Field(default_factory=WebConfig)
+    automations: list[AutomationConfig] = Field(default_factory=list)
+    checkpoint_every: Duration = Field(
+        default=timedelta(seconds=5),
+        description="how often detector state is saved, so a restart resumes where it stopped",
+    )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+
+    @field_validator("automations")
+    @classmethod
+    def _unique_names(cls, value: list[AutomationConfig]) -> list[AutomationConfig]:
+        seen: set[str] = set()
+        for automation in value:
+            if automation.name in seen:
+                raise ValueError(
+                    f"two automations are named {automation.name!r}; names must be unique"
+                )
+            seen.add(automation.name)
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("use one of DEBUG, INFO, WARNING, ERROR")
+        return value.upper()
+
+    def automation(self, name: str) -> AutomationConfig:
+        for automation in self.automations:
+            if automation.name == name:
+                return automation
+        raise KeyError(name)
+
+
+# --- locating keys in the YAML text -------------------------------------------------------
+
+Path_ = tuple[str | int, ...]
+
+
+def _lines(node: yaml.Node, path: Path_, out: dict[Path_, int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            _lines(value_node, (*path, key), out)
+            out[(*path, key)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _lines(item, (*path, index), out)
+
+
+def _dotted(path: Path_) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _line_of(path: Path_, lines: Mapping[Path_, int]) -> int | None:
+    for end in range(len(path), -1, -1):
+        if path[:end] in lines:
+            return lines[path[:end]]
+    return None
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(data: Any, path: Path_, env: Mapping[str, str], fail: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _interpolate(v, (*path, k), env, fail) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_interpolate(v, (*path, i), env, fail) for i, v in enumerate(data)]
+    if isinstance(data, str) and "${" in data:
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            fail(
+                path,
+                f"environment variable {name} is not set",
+                f"export {name}=... or write ${{{name}:-default}}",
+            )
+            return ""
+
+        return _ENV.sub(replace, data)
+    return data
+
+
+def _hint(error: Mapping[str, Any], allowed: list[str]) -> str | None:
+    kind = error["type"]
+    last = error["loc"][-1] if error["loc"] else ""
+    if kind == "missing":
+        return f"add `{last}: ...`"
+    if kind == "extra_forbidden":
+        close = difflib.get_close_matches(str(last), allowed, n=1)
+        if close:
+            return f"did you mean `{close[0]}`?"
+        return "remove it; known keys here: " + ", ".join(allowed) if allowed else "remove it"
+    if kind in {"int_parsing", "int_type", "float_parsing", "float_type"}:
+        return f"write a number, e.g. `{last}: 3`"
+    if kind in {"bool_parsing", "bool_type"}:
+        return f"write `{last}: true` or `{last}: false`"
+    if kind == "string_pattern_mismatch":
+        return "use lowercase letters, digits, - and _ (e.g. my-automation)"
+    return None
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the model found at ``loc`` (for 'did you mean' hints)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", {})
+        if part not in fields:
+            return []
+        annotation = fields[part].annotation
+        args = getattr(annotation, "__args__", ())
+        current = next(
+            (a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)),
+            None,
+        )
+        if current is None:
+            return []
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def _raise_validation(
+    exc: ValidationError,
+    model: type[BaseModel],
+    prefix: Path_,
+    file: str,
+    lines: Mapping[Path_, int],
+) -> None:
+    problems: list[ConfigError] = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        path = (*prefix, *loc)
+        message = error["msg"]
+        if error["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
+        if (
+            error["type"] != "missing"
+            and "input" in error
+            and not isinstance(error["input"], dict | list)
+        ):
+            message += f" (got {error['input']!r})"
+        problems.append(
+            ConfigError(
+                message,
+                file=file,
+                line=_line_of(path, lines),
+                key=_dotted(path),
+                hint=_hint(error, _fields_at(model, loc)),
+            )
+        )
+    first = problems[0]
+    if len(problems) > 1:
+        rest = "\n".join(str(p) for p in problems[1:])
+        first.hint = (
+            (first.hint + "\n") if first.hint else ""
+        ) + f"and {len(problems) - 1} more:\n{rest}"
+    raise first
+
+
+def parse_settings(
+    text: str, *, file: str = "<config>", registry: Registry, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Validate a YAML document into :class:`Settings`, plugins' options included."""
+    env = os.environ if env is None else env
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise ConfigError(
+            f"this is not valid YAML: {exc.problem or exc}",
+            file=file,
+            line=mark.line + 1 if mark else None,
+            hint="check the indentation and that every `key: value` has a space after the colon",
+        ) from None
+    if data is None:
+        data = {}
+    lines: dict[Path_, int] = {}
+    if node is not None:
+        _lines(node, (), lines)
+    if not isinstance(data, dict):
+        raise ConfigError(
+            "the top level must be a mapping of `key: value` lines", file=file, line=1
+        )
+
+    def fail(path: Path_, message: str, hint: str | None = None) -> None:
+        raise ConfigError(
+            message, file=file, line=_line_of(path, lines), key=_dotted(path), hint=hint
+        )
+
+    data = _interpolate(data, (), env, fail)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        _raise_validation(exc, Settings, (), file, lines)
+        raise  # unreachable: _raise_validation always raises
+    for index, automation in enumerate(settings.automations):
+        for what, plugin in (("source", automation.source), ("detector", automation.detector)):
+            path: Path_ = ("automations", index, what)
+            try:
+                cls = registry.get(what, plugin.kind)
+            except ConfigError as exc:
+                fail((*path, "kind"), exc.message, exc.hint)
+                raise
+            options = plugin.options
+            known = sorted(cls.Options.model_fields)
+            for key in options:
+                if key not in cls.Options.model_fields:
+                    close = difflib.get_close_matches(key, known, n=1)
+                    hint = (
+                        f"did you mean `{close[0]}`?"
+                        if close
+                        else "known options: " + ", ".join(known)
+                    )
+                    fail((*path, key), f"{plugin.kind} has no option {key!r}", hint)
+            try:
+                cls.Options.model_validate(options)
+            except ValidationError as exc:
+                _raise_validation(exc, cls.Options, path, file, lines)
+    return settings
+
+
+def load_settings(
+    path: str | Path, *, registry: Registry, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Read and validate a config file; a missing or unreadable file is a ConfigError too."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            "no such file", file=str(path), hint="create one with `signalmint init`"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read it: {exc}", file=str(path)) from None
+    return parse_settings(text, file=str(path), registry=registry, env=env)

@@ -1,0 +1,115 @@
+"""Running the whole embedded process: web app, engine and (later) workers in one loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable, Generator
+
+import uvicorn
+
+from .config import Settings
+from .engine import Engine
+from .registry import Registry
+from .store import Database
+from .web.app import create_app
+
+__all__ = ["run_process", "serve"]
+
+log = logging.getLogger("signalmint")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, but SIGINT/SIGTERM only ask it to stop: no re-raise after a clean shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._ask_exit, sig)
+                installed.append(sig)
+        try:
+            yield
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    def _ask_exit(self, sig: int) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
+        log.info("received %s; shutting down", signal.Signals(sig).name)
+
+
+async def serve(
+    settings: Settings,
+    db: Database,
+    registry: Registry,
+    *,
+    run_for: float | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the web app with the engine running inside it until a signal or ``run_for`` seconds."""
+    engine = Engine(settings, db, registry)
+    app = create_app(settings, db, engine=engine)
+    config = uvicorn.Config(
+        app,
+        host=settings.web.host,
+        port=settings.web.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=3,
+    )
+    server = _Server(config)
+    loop = asyncio.get_running_loop()
+    if run_for is not None:
+        loop.call_later(run_for, setattr, server, "should_exit", True)
+
+    async def announce() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            await asyncio.sleep(0.05)
+        sockets = [s for srv in server.servers for s in (srv.sockets or [])]
+        port = sockets[0].getsockname()[1] if sockets else settings.web.port
+        if on_ready:
+            on_ready(f"http://{settings.web.host}:{port}")
+
+    watcher = asyncio.create_task(announce())
+    try:
+        await server.serve()
+    finally:
+        watcher.cancel()
+    if not server.started and not server.should_exit:
+        raise SystemExit(f"could not listen on {settings.web.host}:{settings.web.port}")
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is in the default install but optional on Windows
+        return None
+    return uvloop.new_event_loop if sys.platform != "win32" else None
+
+
+def run_process(
+    settings: Settings,
+    registry: Registry,
+    *,
+    run_for: float | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Open the store, migrate it, and serve until stopped; the store is closed cleanly."""
+    db = Database(settings.database)
+    try:
+        db.migrate()
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(serve(settings, db, registry, run_for=run_for, on_ready=on_ready))
+    finally:
+        db.close()

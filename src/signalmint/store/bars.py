@@ -1,0 +1,77 @@
+"""Raw bars, kept for charts for as long as an automation's retention says."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..records import BAR_COLUMNS, Frame, to_datetime
+from .tables import bars
+
+__all__ = ["bar_window", "insert_bars", "prune_bars"]
+
+
+def insert_bars(conn: Connection, automation: str, frame: Frame) -> int:
+    """Store a frame's bars; a bar already stored (same automation, key, time) is kept as is."""
+    if len(frame) == 0:
+        return 0
+    columns = {name: frame.columns[name].tolist() for name in BAR_COLUMNS}
+    times = frame.times.astype("datetime64[us]").astype(np.int64).tolist()
+    rows: list[dict[str, Any]] = [
+        {
+            "automation": automation,
+            "key": str(key),
+            "time": to_datetime(t * 1000),
+            **{name: columns[name][i] for name in BAR_COLUMNS},
+        }
+        for i, (key, t) in enumerate(zip(frame.keys.tolist(), times, strict=True))
+    ]
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    conn.execute(dialect.insert(bars).on_conflict_do_nothing(), rows)
+    return len(rows)
+
+
+def prune_bars(conn: Connection, automation: str, retention: timedelta) -> int:
+    """Delete bars older than the automation's newest bar minus ``retention``."""
+    newest = conn.execute(
+        select(func.max(bars.c.time)).where(bars.c.automation == automation)
+    ).scalar()
+    if newest is None:
+        return 0
+    result = conn.execute(
+        delete(bars).where(bars.c.automation == automation, bars.c.time < newest - retention)
+    )
+    return int(result.rowcount or 0)
+
+
+def bar_window(
+    conn: Connection, automation: str, key: str, at: datetime, *, before: int = 90, after: int = 15
+) -> dict[str, np.ndarray]:
+    """Up to ``before`` bars up to and including ``at`` and ``after`` bars past it, in time order."""
+    cols = [bars.c.time, *(bars.c[name] for name in BAR_COLUMNS)]
+    base = select(*cols).where(bars.c.automation == automation, bars.c.key == key)
+    head = conn.execute(
+        base.where(bars.c.time <= at).order_by(bars.c.time.desc()).limit(before + 1)
+    ).all()
+    tail = conn.execute(base.where(bars.c.time > at).order_by(bars.c.time).limit(after)).all()
+    rows = [*reversed(head), *tail]
+    out: dict[str, np.ndarray] = {
+        "time": np.array(
+            [np.datetime64(r.time.replace(tzinfo=None), "ns") for r in rows], dtype="datetime64[ns]"
+        )
+    }
+    for name in BAR_COLUMNS:
+        out[name] = np.array([getattr(r, name) for r in rows], dtype=np.float64)
+    return out
+
+
+def count_bars(conn: Connection, automation: str) -> int:
+    return int(
+        conn.execute(
+            select(func.count()).select_from(bars).where(bars.c.automation == automation)
+        ).scalar_one()
+    )

@@ -1,0 +1,265 @@
+"""The append-only signal log and its tamper-evident hash chain.
+
+Each signal of an automation carries ``seq`` (1, 2, 3...) and ``prev_hash``,
+the hash of the signal before it; ``hash`` covers every field a subscriber
+relies on. Editing, deleting or reordering any stored signal breaks the chain
+from that point on, which :func:`verify_chain` reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, func, select
+
+from ..records import Signal
+from .tables import signals
+
+__all__ = [
+    "ChainReport",
+    "append_signals",
+    "clean_payload",
+    "count_signals",
+    "get_signal",
+    "latest_signals",
+    "list_signals",
+    "signal_hash",
+    "signals_after",
+    "verify_chain",
+]
+
+
+def clean_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON-safe payload: numpy scalars become Python numbers, NaN and inf become None.
+
+    >>> clean_payload({"z": float("inf"), "ratio": 3.5})
+    {'z': None, 'ratio': 3.5}
+    """
+    out: dict[str, Any] = {}
+    for name, value in payload.items():
+        if hasattr(value, "item"):
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None
+        out[name] = value
+    return out
+
+
+def signal_hash(signal: Signal, seq: int, prev_hash: str) -> str:
+    """SHA-256 over a canonical JSON of the signal's fields and the previous hash."""
+    body = {
+        "automation": signal.automation,
+        "seq": seq,
+        "key": signal.key,
+        "time": signal.time.isoformat(),
+        "kind": signal.kind,
+        "score": float(signal.score).hex(),
+        "payload": signal.payload,
+        "prev_hash": prev_hash,
+    }
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _record(row: Row[Any]) -> Signal:
+    m = row._mapping
+    return Signal(
+        id=m["id"],
+        automation=m["automation"],
+        seq=m["seq"],
+        key=m["key"],
+        time=m["time"],
+        kind=m["kind"],
+        score=m["score"],
+        payload=m["payload"],
+        prev_hash=m["prev_hash"],
+        hash=m["hash"],
+        created_at=m["created_at"],
+    )
+
+
+def append_signals(
+    conn: Connection, automation: str, new: Iterable[Signal], now: datetime
+) -> list[Signal]:
+    """Append signals to an automation's chain, skipping any already stored.
+
+    The idempotency key is (automation, key, time, kind): feeding the same bars
+    twice (a restart from the last checkpoint) adds nothing. Must run inside
+    the writer's transaction; returns the stored signals with ids and hashes.
+    """
+    candidates: dict[tuple[str, datetime, str], Signal] = {}
+    for signal in sorted(new, key=lambda s: (s.time, s.key)):
+        candidates.setdefault((signal.key, signal.time, signal.kind), signal)
+    if not candidates:
+        return []
+    times = sorted({t for _, t, _ in candidates})
+    existing = conn.execute(
+        select(signals.c.key, signals.c.time, signals.c.kind).where(
+            signals.c.automation == automation,
+            signals.c.time >= times[0],
+            signals.c.time <= times[-1],
+        )
+    )
+    for key, time, kind in existing:
+        candidates.pop((key, time, kind), None)
+    if not candidates:
+        return []
+    last = conn.execute(
+        select(signals.c.seq, signals.c.hash)
+        .where(signals.c.automation == automation)
+        .order_by(signals.c.seq.desc())
+        .limit(1)
+    ).first()
+    seq, prev = (last.seq, last.hash) if last else (0, "")
+    rows: list[dict[str, Any]] = []
+    stored: list[Signal] = []
+    for signal in candidates.values():
+        seq += 1
+        payload = clean_payload(signal.payload)
+        signal = replace(
+            signal, automation=automation, payload=payload, seq=seq, prev_hash=prev, created_at=now
+        )
+        digest = signal_hash(signal, seq, prev)
+        signal = replace(signal, hash=digest)
+        rows.append(
+            {
+                "automation": automation,
+                "seq": seq,
+                "key": signal.key,
+                "time": signal.time,
+                "kind": signal.kind,
+                "score": float(signal.score),
+                "payload": payload,
+                "prev_hash": prev,
+                "hash": digest,
+                "created_at": now,
+            }
+        )
+        stored.append(signal)
+        prev = digest
+    ids = conn.execute(
+        signals.insert().returning(signals.c.id, sort_by_parameter_order=True), rows
+    ).scalars()
+    return [replace(s, id=i) for s, i in zip(stored, ids, strict=True)]
+
+
+def get_signal(conn: Connection, signal_id: int) -> Signal | None:
+    row = conn.execute(select(signals).where(signals.c.id == signal_id)).first()
+    return _record(row) if row else None
+
+
+def list_signals(
+    conn: Connection,
+    *,
+    automation: str | None = None,
+    key: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[Signal]:
+    """Newest first; ``before_id`` continues a page (keyset pagination)."""
+    query = select(signals)
+    if automation is not None:
+        query = query.where(signals.c.automation == automation)
+    if key is not None:
+        query = query.where(signals.c.key == key)
+    if since is not None:
+        query = query.where(signals.c.time >= since)
+    if until is not None:
+        query = query.where(signals.c.time <= until)
+    if before_id is not None:
+        query = query.where(signals.c.id < before_id)
+    query = query.order_by(signals.c.id.desc()).limit(limit)
+    return [_record(row) for row in conn.execute(query)]
+
+
+def latest_signals(conn: Connection, automation: str, limit: int = 5) -> list[Signal]:
+    return list_signals(conn, automation=automation, limit=limit)
+
+
+def signals_after(
+    conn: Connection, after_id: int, *, automation: str | None = None, limit: int = 500
+) -> list[Signal]:
+    """Oldest first, every signal with an id above ``after_id`` (SSE replay)."""
+    query = select(signals).where(signals.c.id > after_id)
+    if automation is not None:
+        query = query.where(signals.c.automation == automation)
+    return [_record(row) for row in conn.execute(query.order_by(signals.c.id).limit(limit))]
+
+
+def count_signals(conn: Connection, automation: str | None = None) -> int:
+    query = select(func.count()).select_from(signals)
+    if automation is not None:
+        query = query.where(signals.c.automation == automation)
+    return int(conn.execute(query).scalar_one())
+
+
+def max_signal_id(conn: Connection) -> int:
+    return int(conn.execute(select(func.coalesce(func.max(signals.c.id), 0))).scalar_one())
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    automation: str
+    checked: int
+    ok: bool
+    bad_seq: int | None = None
+    reason: str = ""
+
+
+def _chain(conn: Connection, automation: str, chunk: int = 5000) -> Iterator[Signal]:
+    after = 0
+    while True:
+        rows = conn.execute(
+            select(signals)
+            .where(and_(signals.c.automation == automation, signals.c.seq > after))
+            .order_by(signals.c.seq)
+            .limit(chunk)
+        ).all()
+        if not rows:
+            return
+        for row in rows:
+            yield _record(row)
+        after = rows[-1].seq
+
+
+def verify_chain(conn: Connection, automation: str) -> ChainReport:
+    """Recompute every hash of an automation's chain, in order."""
+    expected_seq, prev = 1, ""
+    checked = 0
+    for signal in _chain(conn, automation):
+        if signal.seq != expected_seq:
+            return ChainReport(
+                automation, checked, False, expected_seq, f"signal #{expected_seq} is missing"
+            )
+        if signal.prev_hash != prev:
+            return ChainReport(
+                automation,
+                checked,
+                False,
+                signal.seq,
+                "its prev_hash does not match the signal before",
+            )
+        if signal_hash(signal, signal.seq, prev) != signal.hash:
+            return ChainReport(
+                automation,
+                checked,
+                False,
+                signal.seq,
+                "its contents do not match its hash (edited)",
+            )
+        prev = signal.hash
+        expected_seq += 1
+        checked += 1
+    return ChainReport(automation, checked, True)
+
+
+def automations_with_signals(conn: Connection) -> Sequence[str]:
+    return list(conn.execute(select(signals.c.automation).distinct()).scalars())

@@ -1,0 +1,123 @@
+"""The database schema, as SQLAlchemy Core tables.
+
+Migrations under ``migrations/`` create exactly this schema; ``tests/store``
+checks that they agree. Times are stored as naive UTC and read back aware.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+
+__all__ = ["automation_state", "automations", "bars", "metadata", "signals"]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, naive UTC in the column, aware UTC out."""
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} cannot be stored; use UTC")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC)
+
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+automations = Table(
+    "automations",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("title", String(200), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("source_kind", String(64), nullable=False),
+    Column("detector_kind", String(64), nullable=False),
+    Column("detector_options", JSON, nullable=False, default=dict),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+signals = Table(
+    "signals",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("automation", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("key", String(128), nullable=False),
+    Column("time", UTCDateTime, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("automation", "seq"),
+    UniqueConstraint("automation", "key", "time", "kind"),
+    Index(None, "automation", "id"),
+    Index(None, "automation", "key", "id"),
+    Index(None, "time"),
+)
+
+bars = Table(
+    "bars",
+    metadata,
+    Column("automation", String(64), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("time", UTCDateTime, primary_key=True),
+    Column("open", Float, nullable=False),
+    Column("high", Float, nullable=False),
+    Column("low", Float, nullable=False),
+    Column("close", Float, nullable=False),
+    Column("volume", Float, nullable=False),
+    Index(None, "automation", "time"),
+)
+
+automation_state = Table(
+    "automation_state",
+    metadata,
+    Column("automation", String(64), primary_key=True),
+    Column("cursor", UTCDateTime, nullable=True),
+    Column("detector_state", LargeBinary, nullable=True),
+    Column("bars_total", BigInteger, nullable=False, default=0),
+    Column("keys", Integer, nullable=False, default=0),
+    Column("rejected", JSON, nullable=False, default=dict),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,1 @@
+"""HTTP routes: the public pages, the JSON API and operations endpoints."""

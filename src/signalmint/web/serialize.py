@@ -1,0 +1,92 @@
+"""Records -> JSON shapes of the public API (also used by the live feed)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from ..records import Automation, Signal
+
+__all__ = ["AutomationOut", "SignalOut", "decode_cursor", "encode_cursor", "signal_json"]
+
+
+class SignalOut(BaseModel):
+    id: int
+    automation: str
+    seq: int = Field(description="position in the automation's hash chain, from 1")
+    key: str = Field(description="the series the signal is about, e.g. a symbol")
+    time: datetime = Field(description="time of the bar that triggered it (UTC)")
+    kind: str
+    score: float
+    payload: dict[str, Any] = Field(description="the numbers behind the signal")
+    hash: str
+    prev_hash: str
+    url: str
+
+
+class AutomationOut(BaseModel):
+    name: str
+    title: str
+    description: str
+    source: str
+    detector: str
+    detector_options: dict[str, Any]
+    url: str
+
+
+class SignalPage(BaseModel):
+    items: list[SignalOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= to get the next (older) page")
+
+
+class AutomationPage(BaseModel):
+    items: list[AutomationOut]
+    next_cursor: str | None = None
+
+
+def signal_json(signal: Signal) -> dict[str, Any]:
+    return {
+        "id": signal.id,
+        "automation": signal.automation,
+        "seq": signal.seq,
+        "key": signal.key,
+        "time": signal.time.isoformat().replace("+00:00", "Z"),
+        "kind": signal.kind,
+        "score": signal.score,
+        "payload": dict(signal.payload),
+        "hash": signal.hash,
+        "prev_hash": signal.prev_hash,
+        "url": f"/signals/{signal.id}",
+    }
+
+
+def automation_json(automation: Automation) -> dict[str, Any]:
+    return {
+        "name": automation.name,
+        "title": automation.title,
+        "description": automation.description,
+        "source": automation.source_kind,
+        "detector": automation.detector_kind,
+        "detector_options": dict(automation.detector_options),
+        "url": f"/automations/{automation.name}",
+    }
+
+
+def encode_cursor(signal_id: int) -> str:
+    return base64.urlsafe_b64encode(f"id:{signal_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The id a cursor stands for; ValueError if it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise ValueError("not a cursor returned by this API") from None
+    prefix, _, number = raw.partition(":")
+    if prefix != "id" or not number.isdigit():
+        raise ValueError("not a cursor returned by this API")
+    return int(number)
