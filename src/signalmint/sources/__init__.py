@@ -1,0 +1,18 @@
+"""Sources: async streams of bar frames, one file per source kind.
+
+- ``synthetic`` (:class:`SyntheticMarket`): a seeded live market with known spikes;
+- ``file`` (:class:`FileReplay`): replays a CSV or Parquet file;
+- ``bokeh_stocks`` (:class:`BokehStocks`): real daily bars of five US stocks.
+
+Every source checks its rows with a :class:`RowValidator` and counts the bad
+ones in its ``rejected`` mapping instead of raising.
+"""
+
+from __future__ import annotations
+
+from .bokeh_stocks import BokehStocks
+from .file import FileReplay
+from .synthetic import SyntheticMarket
+from .validate import REASONS, RowValidator
+
+__all__ = ["REASONS", "BokehStocks", "FileReplay", "RowValidator", "SyntheticMarket"]

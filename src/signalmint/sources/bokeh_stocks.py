@@ -1,0 +1,155 @@
+"""Real daily bars of AAPL, GOOG, IBM, MSFT and FB, replayed one trading day per tick.
+
+The data are the ``stocks.csv.gz`` file of the ``bokeh_sampledata`` package
+(Quandl WIKI prices, public domain): 2000-03-01 to 2013-03-01, FB from its
+listing on 2012-05-18, GOOG from 2004-08-19. Prices are as traded, not adjusted
+for splits (AAPL's 2-for-1 splits of 2000-06-21 and 2005-02-28 show as
+halvings); volumes are shares.
+
+Each bar is stamped with its trading date at 21:00 UTC: the US market close
+(16:00 New York) in winter. It is one hour after the close in summer (EDT);
+a fixed hour keeps every day's stamp the same and after the close.
+
+The file is read directly with polars (``bokeh_sampledata.stocks`` would parse
+every column eagerly with pandas). Rows are checked like the ``file`` source's
+(bad date: ``bad_timestamp``; text in a number: ``bad_value``; then the
+:class:`~signalmint.sources.validate.RowValidator`); the shipped file has no bad
+rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import date, datetime
+from types import MappingProxyType
+from typing import ClassVar, Literal, Self
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+from bokeh_sampledata import package_path
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..records import BAR_COLUMNS, Frame, to_datetime64
+from .file import number_column, replay, split_ticks
+from .validate import RowValidator
+
+__all__ = ["TICKERS", "BokehStocks"]
+
+Ticker = Literal["AAPL", "GOOG", "IBM", "MSFT", "FB"]
+
+#: The tickers in the file.
+TICKERS: tuple[Ticker, ...] = ("AAPL", "GOOG", "IBM", "MSFT", "FB")
+
+#: Where each bar field is in the file.
+FILE_COLUMNS = {
+    "key": "Ticker",
+    "time": "Date",
+    "open": "Open",
+    "high": "High",
+    "low": "Low",
+    "close": "Close",
+    "volume": "Volume",
+}
+
+_CLOSE_NS = 21 * 3600 * 1_000_000_000  # 21:00 UTC
+
+
+def data_path() -> str:
+    """The path of the gzipped CSV inside the installed ``bokeh_sampledata``."""
+    return str(package_path("stocks.csv.gz"))
+
+
+class BokehStocksOptions(BaseModel):
+    """Settings of the ``bokeh_stocks`` source."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    symbols: list[Ticker] = Field(
+        default_factory=lambda: list(TICKERS), min_length=1, description="Tickers to replay."
+    )
+    pace: float = Field(0.1, ge=0, description="Seconds between trading days (0: at once).")
+    start: date | None = Field(None, description="First trading date replayed (inclusive).")
+    end: date | None = Field(None, description="Last trading date replayed (inclusive).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        return self
+
+
+class BokehStocks:
+    """Replays real daily OHLCV of five US stocks, one trading day per tick."""
+
+    kind: ClassVar[str] = "bokeh_stocks"
+    Options: ClassVar[type[BokehStocksOptions]] = BokehStocksOptions
+
+    def __init__(
+        self,
+        symbols: list[str] | None = None,
+        pace: float = 0.1,
+        start: date | None = None,
+        end: date | None = None,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.symbols = list(symbols) if symbols is not None else list(TICKERS)
+        self.pace = pace
+        self.start = start
+        self.end = end
+        self.sleep = sleep
+        self._rejected: Counter[str] = Counter()
+
+    def __repr__(self) -> str:
+        return f"BokehStocks(symbols={self.symbols!r}, pace={self.pace})"
+
+    @property
+    def rejected(self) -> Mapping[str, int]:
+        """Rows rejected so far, by reason."""
+        return MappingProxyType(self._rejected)
+
+    def _load(self, validator: RowValidator, since: datetime | None) -> Frame:
+        df = (
+            pl.scan_csv(data_path(), infer_schema=False)
+            .select(pl.col(name).alias(field) for field, name in FILE_COLUMNS.items())
+            .filter(pl.col("key").is_in(self.symbols))
+            .with_columns(day=pl.col("time").str.strptime(pl.Date, "%Y-%m-%d", strict=False))
+            .collect()
+        )
+        day = df["day"]
+        good_time = day.is_not_null().to_numpy()
+        validator.reject("bad_timestamp", int((~good_time).sum()))
+        keep = good_time.copy()
+        if self.start is not None:
+            keep &= (day >= self.start).fill_null(False).to_numpy()
+        if self.end is not None:
+            keep &= (day <= self.end).fill_null(False).to_numpy()
+        ns = day.cast(pl.Datetime("ns")).cast(pl.Int64).fill_null(0).to_numpy() + _CLOSE_NS
+        if since is not None:
+            keep &= ns > int(to_datetime64(since).astype(np.int64))
+        bad = np.zeros(len(df), dtype=bool)
+        values: dict[str, npt.NDArray[np.float64]] = {}
+        for name in BAR_COLUMNS:
+            values[name], text = number_column(df[name], FILE_COLUMNS[name], data_path())
+            bad |= text
+        validator.reject("bad_value", int((bad & keep).sum()))
+        keep &= ~bad
+        frame = Frame(
+            keys=df["key"].to_numpy().astype(str)[keep],
+            times=ns[keep].astype(np.int64).view("datetime64[ns]"),
+            columns={name: col[keep] for name, col in values.items()},
+        )
+        return validator.check(frame)
+
+    async def stream(self, since: datetime | None = None) -> AsyncIterator[Frame]:
+        """One frame per trading day (all selected tickers that traded), ``pace`` apart."""
+        validator = RowValidator(self._rejected, source=self.kind)
+        try:
+            frame = await asyncio.to_thread(self._load, validator, since)
+            async for tick in replay(split_ticks(frame), self.pace, self.sleep):
+                yield tick
+        finally:
+            validator.flush()
