@@ -49,7 +49,7 @@ def to_datetime64(value: datetime) -> np.datetime64:
     """An aware datetime as ``datetime64[ns]`` in UTC; naive datetimes are refused.
 
     >>> to_datetime64(datetime(2024, 1, 2, tzinfo=UTC))
-    numpy.datetime64('2024-01-02T00:00:00.000000000')
+    np.datetime64('2024-01-02T00:00:00.000000000')
     """
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value!r}: give it a timezone (UTC)")

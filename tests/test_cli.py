@@ -1,0 +1,113 @@
+"""The `signalmint` command: init, check, verify, and a real `signalmint demo` process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from signalmint.cli import app
+from signalmint.records import Signal
+from signalmint.store import Database, append_signals
+
+from .conftest import free_port
+
+runner = CliRunner()
+
+
+def test_init_writes_a_config_that_check_accepts(tmp_path: Path) -> None:
+    path = tmp_path / "signalmint.yaml"
+    result = runner.invoke(app, ["init", str(path)])
+    assert result.exit_code == 0, result.output
+    assert path.read_text().startswith("# signalmint configuration")
+    checked = runner.invoke(app, ["check", "-c", str(path)])
+    assert checked.exit_code == 0, checked.output
+    assert "us-stocks-volume" in checked.output and "synthetic-volume" in checked.output
+    again = runner.invoke(app, ["init", str(path)])
+    assert again.exit_code == 1 and "already exists" in again.output
+
+
+def test_check_reports_file_line_key_without_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "automations:\n  - name: x\n    source: {kind: synthetic}\n    detector:\n      kind: volume_spike\n"
+        "      ratio: lots\n"
+    )
+    result = runner.invoke(app, ["check", "-c", str(path)])
+    assert result.exit_code == 1
+    assert f"{path}:6: automations[0].detector.ratio" in result.output
+    assert "hint: write a number" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_check_missing_file(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["check", "-c", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 1 and "no such file" in result.output and "signalmint init" in result.output
+
+
+def test_verify_passes_then_catches_an_edit(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    db = Database(f"sqlite:///{path}")
+    db.migrate()
+    for i in range(3):
+        signal = Signal("a", f"K{i}", datetime(2024, 1, 1, i, tzinfo=UTC), "volume_spike", 5.0, {"ratio": 5.0})
+        db.write_sync(append_signals, "a", [signal], datetime.now(UTC))
+    ok = runner.invoke(app, ["verify", "--db", str(path)])
+    assert ok.exit_code == 0 and "3 signals, chain intact" in ok.output
+
+    def edit(conn) -> None:  # type: ignore[no-untyped-def]
+        conn.execute(text("DROP TRIGGER signals_no_update"))
+        conn.execute(text("UPDATE signals SET payload = '{\"ratio\": 50.0}' WHERE seq = 2"))
+
+    db.write_sync(edit)
+    db.close()
+    broken = runner.invoke(app, ["verify", "--db", str(path)])
+    assert broken.exit_code == 1
+    assert "broken at signal #2" in broken.output
+
+
+@pytest.mark.slow
+def test_demo_process_serves_signals_from_both_automations(tmp_path: Path) -> None:
+    port = free_port()
+    db = tmp_path / "demo.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "signalmint.cli", "demo", "--port", str(port), "--for", "40", "--db", str(db),
+         "--speed", "4"],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen: set[str] = set()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            deadline = time.monotonic() + 35
+            while time.monotonic() < deadline and seen != {"us-stocks-volume", "synthetic-volume"}:
+                time.sleep(0.5)
+                try:
+                    items = http.get("/api/v1/signals", params={"limit": 200}).json()["items"]
+                except httpx.TransportError:
+                    continue
+                seen |= {item["automation"] for item in items}
+            assert seen == {"us-stocks-volume", "synthetic-volume"}
+            assert http.get("/").status_code == 200
+            assert "signalmint_signals_total" in http.get("/metrics").text
+            health = http.get("/healthz").json()
+            assert {a["name"] for a in health["automations"]} == {"us-stocks-volume", "synthetic-volume"}
+        proc.send_signal(2)  # SIGINT: a clean shutdown
+        output, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output
+    assert f"http://127.0.0.1:{port}" in output
+    assert "checkpoint saved" in output
