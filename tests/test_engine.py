@@ -150,7 +150,7 @@ def test_kill_9_and_restart_loses_nothing_and_duplicates_nothing(tmp_path: Path)
     exe = [sys.executable, "-m", "signalmint.cli"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     write_config(reference, 0.0)
-    subprocess.run([*exe, "run", "-c", str(config), "--for", "8"], check=True, env=env, capture_output=True)
+    subprocess.run([*exe, "run", "-c", str(config), "--for", "60", "--exit-when-done"], check=True, env=env, capture_output=True)
     ref_db = Database(f"sqlite:///{reference}")
     expected = keys_of(ref_db)
     ref_db.close()
@@ -175,7 +175,7 @@ def test_kill_9_and_restart_loses_nothing_and_duplicates_nothing(tmp_path: Path)
         partial = keys_of(db)
         assert 0 < len(partial) < len(expected)
         write_config(target, 0.0)
-        rerun = subprocess.run([*exe, "run", "-c", str(config), "--for", "8"], env=env, capture_output=True, text=True)
+        rerun = subprocess.run([*exe, "run", "-c", str(config), "--for", "60", "--exit-when-done"], env=env, capture_output=True, text=True)
         assert rerun.returncode == 0, rerun.stderr
         got = keys_of(db)
         assert got == expected, (sorted(set(expected) - set(got)), sorted(set(got) - set(expected)), rerun.stderr[-3000:])

@@ -98,6 +98,9 @@ def demo(
 def run(
     config: ConfigOption = Path("signalmint.yaml"),
     run_for: Annotated[float | None, typer.Option("--for", help="stop after this many seconds", min=0)] = None,
+    exit_when_done: Annotated[
+        bool, typer.Option(help="exit once every source has ended (a replay or backfill)")
+    ] = False,
 ) -> None:
     """Run every automation of a config with its web app, in one process."""
     from .serve import run_process
@@ -109,6 +112,7 @@ def run(
             settings,
             Registry.from_entry_points(),
             run_for=run_for,
+            exit_when_done=exit_when_done,
             on_ready=lambda url: out.print(f"signalmint is running at [bold]{url}[/]"),
         )
     except SignalmintError as exc:

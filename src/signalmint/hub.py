@@ -15,7 +15,14 @@ __all__ = ["SignalHub"]
 class SignalHub:
     def __init__(self) -> None:
         self.latest_id = 0
+        self.closed = False
         self._event = asyncio.Event()
+
+    def close(self) -> None:
+        """The server is stopping: wake every stream so it can end now."""
+        self.closed = True
+        event, self._event = self._event, asyncio.Event()
+        event.set()
 
     def publish(self, signal_id: int) -> None:
         if signal_id > self.latest_id:
@@ -25,7 +32,7 @@ class SignalHub:
 
     async def wait(self, after_id: int, timeout: float) -> None:
         """Return once a signal newer than ``after_id`` is published, or after ``timeout``."""
-        if self.latest_id > after_id:
+        if self.latest_id > after_id or self.closed:
             return
         try:
             await asyncio.wait_for(self._event.wait(), timeout)

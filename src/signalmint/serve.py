@@ -23,7 +23,24 @@ log = logging.getLogger("signalmint")
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, but SIGINT/SIGTERM only ask it to stop: no re-raise after a clean shutdown."""
+    """uvicorn's server, but SIGINT/SIGTERM only ask it to stop (no re-raise after a clean
+    shutdown), and ``on_exit`` runs the moment it is asked to, so live streams end at once
+    instead of holding the graceful shutdown open."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        self._on_exit = on_exit
+        self._exiting = False
+        super().__init__(config)
+
+    @property  # type: ignore[override]
+    def should_exit(self) -> bool:
+        return self._exiting
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        if value and not self._exiting:
+            self._on_exit()
+        self._exiting = value
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -52,9 +69,11 @@ async def serve(
     registry: Registry,
     *,
     run_for: float | None = None,
+    exit_when_done: bool = False,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve the web app with the engine running inside it until a signal or ``run_for`` seconds."""
+    """Serve the web app with the engine inside it until a signal, ``run_for`` seconds, or
+    (``exit_when_done``) until every automation's source has ended."""
     engine = Engine(settings, db, registry)
     app = create_app(settings, db, engine=engine)
     config = uvicorn.Config(
@@ -66,7 +85,7 @@ async def serve(
         lifespan="on",
         timeout_graceful_shutdown=3,
     )
-    server = _Server(config)
+    server = _Server(config, on_exit=engine.hub.close)
     loop = asyncio.get_running_loop()
     if run_for is not None:
         loop.call_later(run_for, setattr, server, "should_exit", True)
@@ -80,6 +99,10 @@ async def serve(
         port = sockets[0].getsockname()[1] if sockets else settings.web.port
         if on_ready:
             on_ready(f"http://{settings.web.host}:{port}")
+        if exit_when_done:
+            await engine.wait()
+            log.info("every source has ended; exiting")
+            server.should_exit = True
 
     watcher = asyncio.create_task(announce())
     try:
@@ -103,6 +126,7 @@ def run_process(
     registry: Registry,
     *,
     run_for: float | None = None,
+    exit_when_done: bool = False,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Open the store, migrate it, and serve until stopped; the store is closed cleanly."""
@@ -110,6 +134,8 @@ def run_process(
     try:
         db.migrate()
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(serve(settings, db, registry, run_for=run_for, on_ready=on_ready))
+            runner.run(
+                serve(settings, db, registry, run_for=run_for, exit_when_done=exit_when_done, on_ready=on_ready)
+            )
     finally:
         db.close()

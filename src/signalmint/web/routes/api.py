@@ -126,7 +126,7 @@ async def stream(
                     after = item.id or after
                     yield {"event": "signal", "id": str(item.id), "data": json.dumps(signal_json(item))}
                 if len(batch) < 200:
-                    if await request.is_disconnected():
+                    if ctx.hub.closed or await request.is_disconnected():
                         return
                     await ctx.hub.wait(after, timeout=2.0)
         finally:
