@@ -58,7 +58,9 @@ def test_verify_passes_then_catches_an_edit(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{path}")
     db.migrate()
     for i in range(3):
-        signal = Signal("a", f"K{i}", datetime(2024, 1, 1, i, tzinfo=UTC), "volume_spike", 5.0, {"ratio": 5.0})
+        signal = Signal(
+            "a", f"K{i}", datetime(2024, 1, 1, i, tzinfo=UTC), "volume_spike", 5.0, {"ratio": 5.0}
+        )
         db.write_sync(append_signals, "a", [signal], datetime.now(UTC))
     ok = runner.invoke(app, ["verify", "--db", str(path)])
     assert ok.exit_code == 0 and "3 signals, chain intact" in ok.output
@@ -79,8 +81,20 @@ def test_demo_process_serves_signals_from_both_automations(tmp_path: Path) -> No
     port = free_port()
     db = tmp_path / "demo.db"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "signalmint.cli", "demo", "--port", str(port), "--for", "40", "--db", str(db),
-         "--speed", "4"],
+        [
+            sys.executable,
+            "-m",
+            "signalmint.cli",
+            "demo",
+            "--port",
+            str(port),
+            "--for",
+            "40",
+            "--db",
+            str(db),
+            "--speed",
+            "4",
+        ],
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -1,4 +1,7 @@
-"""README.md documents every setting, plugin option, CLI command and API route (like datasette's test_docs)."""
+"""README.md documents every setting, plugin option, CLI command and API route.
+
+Like datasette's test_docs: adding a setting without documenting it fails here.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +23,9 @@ def fields(model: type[BaseModel]) -> list[str]:
     return sorted(model.model_fields)
 
 
-@pytest.mark.parametrize("model", [Settings, WebConfig, AutomationConfig, DetectorConfig], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "model", [Settings, WebConfig, AutomationConfig, DetectorConfig], ids=lambda m: m.__name__
+)
 def test_every_setting_is_documented(model: type[BaseModel]) -> None:
     missing = [name for name in fields(model) if name not in DOCUMENTED]
     assert not missing, f"add a README table row for {missing}"

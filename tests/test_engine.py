@@ -86,7 +86,9 @@ def test_replay_finds_the_injected_spikes(db: Database, registry: Registry, tmp_
     assert db.read_sync(verify_chain, "replay").ok
 
 
-def test_bad_rows_are_counted_and_the_rest_is_processed(db: Database, registry: Registry, tmp_path: Path) -> None:
+def test_bad_rows_are_counted_and_the_rest_is_processed(
+    db: Database, registry: Registry, tmp_path: Path
+) -> None:
     spikes = write_bars(tmp_path / "bars.csv")
     engine = asyncio.run(run_to_end(settings_for(db.url, tmp_path / "bars.csv"), db, registry))
     checkpoint = db.read_sync(load_checkpoint, "replay")
@@ -150,7 +152,12 @@ def test_kill_9_and_restart_loses_nothing_and_duplicates_nothing(tmp_path: Path)
     exe = [sys.executable, "-m", "signalmint.cli"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     write_config(reference, 0.0)
-    subprocess.run([*exe, "run", "-c", str(config), "--for", "60", "--exit-when-done"], check=True, env=env, capture_output=True)
+    subprocess.run(
+        [*exe, "run", "-c", str(config), "--for", "60", "--exit-when-done"],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     ref_db = Database(f"sqlite:///{reference}")
     expected = keys_of(ref_db)
     ref_db.close()
@@ -158,8 +165,9 @@ def test_kill_9_and_restart_loses_nothing_and_duplicates_nothing(tmp_path: Path)
 
     target = tmp_path / "crash.db"
     write_config(target, 0.02)
-    proc = subprocess.Popen([*exe, "run", "-c", str(config)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*exe, "run", "-c", str(config)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     db = Database(f"sqlite:///{target}")
     try:
         deadline = time.monotonic() + 60
@@ -175,10 +183,19 @@ def test_kill_9_and_restart_loses_nothing_and_duplicates_nothing(tmp_path: Path)
         partial = keys_of(db)
         assert 0 < len(partial) < len(expected)
         write_config(target, 0.0)
-        rerun = subprocess.run([*exe, "run", "-c", str(config), "--for", "60", "--exit-when-done"], env=env, capture_output=True, text=True)
+        rerun = subprocess.run(
+            [*exe, "run", "-c", str(config), "--for", "60", "--exit-when-done"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert rerun.returncode == 0, rerun.stderr
         got = keys_of(db)
-        assert got == expected, (sorted(set(expected) - set(got)), sorted(set(got) - set(expected)), rerun.stderr[-3000:])
+        assert got == expected, (
+            sorted(set(expected) - set(got)),
+            sorted(set(got) - set(expected)),
+            rerun.stderr[-3000:],
+        )
         assert db.read_sync(verify_chain, "replay").ok
     finally:
         if proc.poll() is None:

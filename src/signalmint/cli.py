@@ -64,9 +64,15 @@ def _db_url(value: str) -> str:
 def demo(
     port: Annotated[int, typer.Option(help="port of the web server")] = 8000,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    run_for: Annotated[float | None, typer.Option("--for", help="stop after this many seconds", min=0)] = None,
-    db: Annotated[str | None, typer.Option(help="SQLite file (or database URL) to keep; default: a temporary file")] = None,
-    speed: Annotated[float, typer.Option(help="replay this many times faster than the default pace", min=0.01)] = 1.0,
+    run_for: Annotated[
+        float | None, typer.Option("--for", help="stop after this many seconds", min=0)
+    ] = None,
+    db: Annotated[
+        str | None, typer.Option(help="SQLite file (or database URL) to keep; default: a temporary file")
+    ] = None,
+    speed: Annotated[
+        float, typer.Option(help="replay this many times faster than the default pace", min=0.01)
+    ] = 1.0,
 ) -> None:
     """Run the demo: two automations, real and synthetic data, no accounts or keys."""
     from .demo import demo_settings
@@ -97,7 +103,9 @@ def demo(
 @app.command()
 def run(
     config: ConfigOption = Path("signalmint.yaml"),
-    run_for: Annotated[float | None, typer.Option("--for", help="stop after this many seconds", min=0)] = None,
+    run_for: Annotated[
+        float | None, typer.Option("--for", help="stop after this many seconds", min=0)
+    ] = None,
     exit_when_done: Annotated[
         bool, typer.Option(help="exit once every source has ended (a replay or backfill)")
     ] = False,
@@ -141,7 +149,9 @@ def check(config: ConfigOption = Path("signalmint.yaml")) -> None:
         table.add_column(column)
     for a in settings.automations:
         options = ", ".join(f"{k}={v}" for k, v in a.detector.options.items())
-        table.add_row(a.name, a.source.kind, f"{a.detector.kind} {options}".strip(), str(a.retention or "forever"))
+        table.add_row(
+            a.name, a.source.kind, f"{a.detector.kind} {options}".strip(), str(a.retention or "forever")
+        )
     out.print(table)
 
 
@@ -163,7 +173,9 @@ def migrate(config: ConfigOption = Path("signalmint.yaml")) -> None:
 
 @app.command()
 def verify(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="read the database URL from this config")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="read the database URL from this config")
+    ] = None,
     db: Annotated[str | None, typer.Option(help="SQLite file or database URL (instead of --config)")] = None,
     automation: Annotated[str | None, typer.Option(help="only this automation")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
@@ -189,7 +201,10 @@ def verify(
             if r.ok:
                 out.print(f"[green]✓[/] {r.automation}: {r.checked} signals, chain intact")
             else:
-                out.print(f"[red]✗[/] {r.automation}: broken at signal #{r.bad_seq}: {r.reason} ({r.checked} verified before it)")
+                out.print(
+                    f"[red]✗[/] {r.automation}: broken at signal #{r.bad_seq}: {r.reason} "
+                    f"({r.checked} verified before it)"
+                )
         if not reports:
             out.print("no signals to verify")
     if not all(r.ok for r in reports):

@@ -88,9 +88,7 @@ class DetectorConfig(PluginConfig):
 
 
 class AutomationConfig(_Strict):
-    name: str = Field(
-        pattern=_NAME, description="id in URLs and the API: lowercase, digits, - and _"
-    )
+    name: str = Field(pattern=_NAME, description="id in URLs and the API: lowercase, digits, - and _")
     title: str = Field(default="", description="human title shown on the pages")
     description: str = Field(default="", description="one or two sentences for the public page")
     source: PluginConfig = Field(description="where the data comes from")
@@ -100,9 +98,7 @@ class AutomationConfig(_Strict):
         description="how long raw bars are kept for charts, counted back from the newest bar "
         "(null keeps everything)",
     )
-    enabled: bool = Field(
-        default=True, description="false keeps the automation's history but stops it"
-    )
+    enabled: bool = Field(default=True, description="false keeps the automation's history but stops it")
 
     @property
     def display_title(self) -> str:
@@ -111,9 +107,7 @@ class AutomationConfig(_Strict):
 
 class WebConfig(_Strict):
     host: str = Field(default="127.0.0.1", description="address the web server listens on")
-    port: int = Field(
-        default=8000, ge=0, le=65535, description="port of the web server (0 picks one)"
-    )
+    port: int = Field(default=8000, ge=0, le=65535, description="port of the web server (0 picks one)")
     title: str = Field(default="signalmint", description="site name shown in the header")
 
 
@@ -138,9 +132,7 @@ class Settings(_Strict):
         seen: set[str] = set()
         for automation in value:
             if automation.name in seen:
-                raise ValueError(
-                    f"two automations are named {automation.name!r}; names must be unique"
-                )
+                raise ValueError(f"two automations are named {automation.name!r}; names must be unique")
             seen.add(automation.name)
         return value
 
@@ -269,11 +261,7 @@ def _raise_validation(
         message = error["msg"]
         if error["type"] == "value_error":
             message = message.removeprefix("Value error, ")
-        if (
-            error["type"] != "missing"
-            and "input" in error
-            and not isinstance(error["input"], dict | list)
-        ):
+        if error["type"] != "missing" and "input" in error and not isinstance(error["input"], dict | list):
             message += f" (got {error['input']!r})"
         problems.append(
             ConfigError(
@@ -287,9 +275,7 @@ def _raise_validation(
     first = problems[0]
     if len(problems) > 1:
         rest = "\n".join(str(p) for p in problems[1:])
-        first.hint = (
-            (first.hint + "\n") if first.hint else ""
-        ) + f"and {len(problems) - 1} more:\n{rest}"
+        first.hint = ((first.hint + "\n") if first.hint else "") + f"and {len(problems) - 1} more:\n{rest}"
     raise first
 
 
@@ -315,14 +301,10 @@ def parse_settings(
     if node is not None:
         _lines(node, (), lines)
     if not isinstance(data, dict):
-        raise ConfigError(
-            "the top level must be a mapping of `key: value` lines", file=file, line=1
-        )
+        raise ConfigError("the top level must be a mapping of `key: value` lines", file=file, line=1)
 
     def fail(path: Path_, message: str, hint: str | None = None) -> None:
-        raise ConfigError(
-            message, file=file, line=_line_of(path, lines), key=_dotted(path), hint=hint
-        )
+        raise ConfigError(message, file=file, line=_line_of(path, lines), key=_dotted(path), hint=hint)
 
     data = _interpolate(data, (), env, fail)
     try:
@@ -343,11 +325,7 @@ def parse_settings(
             for key in options:
                 if key not in cls.Options.model_fields:
                     close = difflib.get_close_matches(key, known, n=1)
-                    hint = (
-                        f"did you mean `{close[0]}`?"
-                        if close
-                        else "known options: " + ", ".join(known)
-                    )
+                    hint = f"did you mean `{close[0]}`?" if close else "known options: " + ", ".join(known)
                     fail((*path, key), f"{plugin.kind} has no option {key!r}", hint)
             try:
                 cls.Options.model_validate(options)
@@ -356,17 +334,13 @@ def parse_settings(
     return settings
 
 
-def load_settings(
-    path: str | Path, *, registry: Registry, env: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(path: str | Path, *, registry: Registry, env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate a config file; a missing or unreadable file is a ConfigError too."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(
-            "no such file", file=str(path), hint="create one with `signalmint init`"
-        ) from None
+        raise ConfigError("no such file", file=str(path), hint="create one with `signalmint init`") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read it: {exc}", file=str(path)) from None
     return parse_settings(text, file=str(path), registry=registry, env=env)

@@ -9,7 +9,9 @@ from .config import AutomationConfig, DetectorConfig, PluginConfig, Settings, We
 __all__ = ["demo_settings"]
 
 
-def demo_settings(database: str, *, host: str = "127.0.0.1", port: int = 8000, speed: float = 1.0) -> Settings:
+def demo_settings(
+    database: str, *, host: str = "127.0.0.1", port: int = 8000, speed: float = 1.0
+) -> Settings:
     """Settings for ``signalmint demo``; ``speed`` multiplies the default pace of both feeds.
 
     At speed 1 the stock history replays ten trading days a second and the
@@ -41,7 +43,9 @@ def demo_settings(database: str, *, host: str = "127.0.0.1", port: int = 8000, s
                     "one-minute bars compressed to one per second."
                 ),
                 source=PluginConfig(kind="synthetic", symbols=500, seed=7, interval=interval),
-                detector=DetectorConfig(kind="volume_spike", cooldown=timedelta(seconds=30 * interval), **volume_spike),
+                detector=DetectorConfig(
+                    kind="volume_spike", cooldown=timedelta(seconds=30 * interval), **volume_spike
+                ),
                 retention=timedelta(seconds=600 * interval),
             ),
         ],

@@ -95,9 +95,7 @@ class DeliveryError(SignalmintError):
     receiver's own hint of when to try again.
     """
 
-    def __init__(
-        self, message: str, *, permanent: bool = False, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, message: str, *, permanent: bool = False, retry_after: float | None = None) -> None:
         self.permanent = permanent
         self.retry_after = retry_after
         super().__init__(message)

@@ -8,6 +8,7 @@ up on a timeout and poll, so they see signals committed by other processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 __all__ = ["SignalHub"]
 
@@ -34,7 +35,5 @@ class SignalHub:
         """Return once a signal newer than ``after_id`` is published, or after ``timeout``."""
         if self.latest_id > after_id or self.closed:
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), timeout)
-        except TimeoutError:
-            pass

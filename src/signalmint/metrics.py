@@ -15,9 +15,14 @@ class Metrics:
         r = self.registry
         self.bars = Counter("signalmint_bars", "Bars accepted from sources", ["automation"], registry=r)
         self.rejected = Counter(
-            "signalmint_rows_rejected", "Rows rejected by source validation", ["automation", "reason"], registry=r
+            "signalmint_rows_rejected",
+            "Rows rejected by source validation",
+            ["automation", "reason"],
+            registry=r,
         )
-        self.signals = Counter("signalmint_signals", "Signals committed to the log", ["automation"], registry=r)
+        self.signals = Counter(
+            "signalmint_signals", "Signals committed to the log", ["automation"], registry=r
+        )
         self.tick_seconds = Histogram(
             "signalmint_tick_seconds",
             "Time to detect and commit one tick",
@@ -26,13 +31,22 @@ class Metrics:
             registry=r,
         )
         self.last_bar = Gauge(
-            "signalmint_last_bar_timestamp_seconds", "Time of the newest committed bar", ["automation"], registry=r
+            "signalmint_last_bar_timestamp_seconds",
+            "Time of the newest committed bar",
+            ["automation"],
+            registry=r,
         )
         self.engine_up = Gauge(
-            "signalmint_automation_running", "1 while the automation's engine task runs", ["automation"], registry=r
+            "signalmint_automation_running",
+            "1 while the automation's engine task runs",
+            ["automation"],
+            registry=r,
         )
         self.engine_errors = Counter(
-            "signalmint_engine_errors", "Errors that restarted an automation's engine task", ["automation"], registry=r
+            "signalmint_engine_errors",
+            "Errors that restarted an automation's engine task",
+            ["automation"],
+            registry=r,
         )
         self.http_requests = Counter(
             "signalmint_http_requests", "HTTP requests served", ["method", "route", "status"], registry=r

@@ -44,7 +44,11 @@ def build_pipeline(config: AutomationConfig, registry: Registry) -> Pipeline:
     detector: Detector = registry.build("detector", config.detector.kind, config.detector.options)
     if config.detector.cooldown.total_seconds() > 0:
         detector = Cooldown(detector, config.detector.cooldown)
-    options = {"kind": config.detector.kind, **config.detector.options, "cooldown": str(config.detector.cooldown)}
+    options = {
+        "kind": config.detector.kind,
+        **config.detector.options,
+        "cooldown": str(config.detector.cooldown),
+    }
     fingerprint = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return Pipeline(describe(config), source, detector, fingerprint)
 

@@ -40,7 +40,7 @@ def to_datetime(value: np.datetime64 | int) -> datetime:
     >>> to_datetime(np.datetime64("2024-01-02T03:04:05", "ns"))
     datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
     """
-    ns = int(np.datetime64(value, "ns").astype(np.int64)) if not isinstance(value, int) else value
+    ns = value if isinstance(value, int) else int(np.asarray(value, dtype="datetime64[ns]").astype(np.int64))
     seconds, rest = divmod(ns, 1_000_000_000)
     return datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=rest // 1000)
 

@@ -32,7 +32,7 @@ class _Server(uvicorn.Server):
         self._exiting = False
         super().__init__(config)
 
-    @property  # type: ignore[override]
+    @property
     def should_exit(self) -> bool:
         return self._exiting
 
@@ -135,7 +135,9 @@ def run_process(
         db.migrate()
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(
-                serve(settings, db, registry, run_for=run_for, exit_when_done=exit_when_done, on_ready=on_ready)
+                serve(
+                    settings, db, registry, run_for=run_for, exit_when_done=exit_when_done, on_ready=on_ready
+                )
             )
     finally:
         db.close()

@@ -45,7 +45,12 @@ def test_stored_signal_reads_back_identically(db: Database) -> None:
     loaded = db.read_sync(get_signal, stored.id)
     assert loaded is not None
     assert loaded.time == stored.time and loaded.time.tzinfo is not None
-    assert loaded.payload == {"volume": 7123.456789012345, "baseline": 1000.0, "ratio": 7.123456789012345, "z": None}
+    assert loaded.payload == {
+        "volume": 7123.456789012345,
+        "baseline": 1000.0,
+        "ratio": 7.123456789012345,
+        "z": None,
+    }
     assert signal_hash(loaded, loaded.seq, loaded.prev_hash) == loaded.hash
 
 
@@ -67,7 +72,9 @@ def test_chains_are_per_automation(db: Database) -> None:
 def test_signals_are_append_only_in_the_database(db: Database) -> None:
     (stored,) = append(db, [make("AAPL", 1)])
     with pytest.raises(DBAPIError, match="append-only"):
-        db.write_sync(lambda c: c.execute(text("UPDATE signals SET score = 0 WHERE id = :i"), {"i": stored.id}))
+        db.write_sync(
+            lambda c: c.execute(text("UPDATE signals SET score = 0 WHERE id = :i"), {"i": stored.id})
+        )
     with pytest.raises(DBAPIError, match="append-only"):
         db.write_sync(lambda c: c.execute(text("DELETE FROM signals")))
     assert db.read_sync(count_signals) == 1

@@ -21,8 +21,15 @@ def _csv(tmp: Path) -> str:
     for t in range(60):
         for key in ("A", "B", "C"):
             rows.append(
-                {"symbol": key, "time": f"2024-01-02T14:{t:02d}:00Z", "open": 10.0, "high": 11.0, "low": 9.0,
-                 "close": 10.5, "volume": float(rng.lognormal(5, 0.2))}
+                {
+                    "symbol": key,
+                    "time": f"2024-01-02T14:{t:02d}:00Z",
+                    "open": 10.0,
+                    "high": 11.0,
+                    "low": 9.0,
+                    "close": 10.5,
+                    "volume": float(rng.lognormal(5, 0.2)),
+                }
             )
     path = tmp / "bars.csv"
     pl.DataFrame(rows).write_csv(path)

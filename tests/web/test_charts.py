@@ -1,7 +1,6 @@
 """The SVG charts: well-formed, accessible, honest about gaps and empty input."""
 
 # The multiplication sign and sigma are the units the pages show, on purpose:
-# ruff: noqa: RUF001, RUF003
 from __future__ import annotations
 
 import re

@@ -5,7 +5,6 @@ that live.js formats streamed signals exactly as the server renders them.
 """
 
 # The multiplication sign and sigma are the units the pages show, on purpose:
-# ruff: noqa: RUF001
 from __future__ import annotations
 
 import json

@@ -37,9 +37,7 @@ def insert_bars(conn: Connection, automation: str, frame: Frame) -> int:
 
 def prune_bars(conn: Connection, automation: str, retention: timedelta) -> int:
     """Delete bars older than the automation's newest bar minus ``retention``."""
-    newest = conn.execute(
-        select(func.max(bars.c.time)).where(bars.c.automation == automation)
-    ).scalar()
+    newest = conn.execute(select(func.max(bars.c.time)).where(bars.c.automation == automation)).scalar()
     if newest is None:
         return 0
     result = conn.execute(
@@ -54,9 +52,7 @@ def bar_window(
     """Up to ``before`` bars up to and including ``at`` and ``after`` bars past it, in time order."""
     cols = [bars.c.time, *(bars.c[name] for name in BAR_COLUMNS)]
     base = select(*cols).where(bars.c.automation == automation, bars.c.key == key)
-    head = conn.execute(
-        base.where(bars.c.time <= at).order_by(bars.c.time.desc()).limit(before + 1)
-    ).all()
+    head = conn.execute(base.where(bars.c.time <= at).order_by(bars.c.time.desc()).limit(before + 1)).all()
     tail = conn.execute(base.where(bars.c.time > at).order_by(bars.c.time).limit(after)).all()
     rows = [*reversed(head), *tail]
     out: dict[str, np.ndarray] = {

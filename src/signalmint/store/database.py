@@ -65,11 +65,7 @@ class Database:
 
     @property
     def safe_url(self) -> str:
-        return (
-            self.engine.url.render_as_string(hide_password=True)
-            if hasattr(self, "engine")
-            else self.url
-        )
+        return self.engine.url.render_as_string(hide_password=True) if hasattr(self, "engine") else self.url
 
     # -- schema -----------------------------------------------------------------------------
 

@@ -84,9 +84,7 @@ def _record(row: Row[Any]) -> Signal:
     )
 
 
-def append_signals(
-    conn: Connection, automation: str, new: Iterable[Signal], now: datetime
-) -> list[Signal]:
+def append_signals(conn: Connection, automation: str, new: Iterable[Signal], now: datetime) -> list[Signal]:
     """Append signals to an automation's chain, skipping any already stored.
 
     The idempotency key is (automation, key, time, kind): feeding the same bars
@@ -143,9 +141,7 @@ def append_signals(
         )
         stored.append(signal)
         prev = digest
-    ids = conn.execute(
-        signals.insert().returning(signals.c.id, sort_by_parameter_order=True), rows
-    ).scalars()
+    ids = conn.execute(signals.insert().returning(signals.c.id, sort_by_parameter_order=True), rows).scalars()
     return [replace(s, id=i) for s, i in zip(stored, ids, strict=True)]
 
 
@@ -236,9 +232,7 @@ def verify_chain(conn: Connection, automation: str) -> ChainReport:
     checked = 0
     for signal in _chain(conn, automation):
         if signal.seq != expected_seq:
-            return ChainReport(
-                automation, checked, False, expected_seq, f"signal #{expected_seq} is missing"
-            )
+            return ChainReport(automation, checked, False, expected_seq, f"signal #{expected_seq} is missing")
         if signal.prev_hash != prev:
             return ChainReport(
                 automation,

@@ -74,9 +74,7 @@ class Checkpoint:
 
 
 def load_checkpoint(conn: Connection, automation: str) -> Checkpoint:
-    row = conn.execute(
-        select(automation_state).where(automation_state.c.automation == automation)
-    ).first()
+    row = conn.execute(select(automation_state).where(automation_state.c.automation == automation)).first()
     if row is None:
         return Checkpoint(automation)
     return Checkpoint(

@@ -61,9 +61,9 @@ class _CountRequests:
 
 
 def _wants_html(request: Request) -> bool:
-    return not request.url.path.startswith(("/api/", "/healthz", "/metrics")) and "text/html" in request.headers.get(
-        "accept", ""
-    )
+    return not request.url.path.startswith(
+        ("/api/", "/healthz", "/metrics")
+    ) and "text/html" in request.headers.get("accept", "")
 
 
 def create_app(
@@ -111,16 +111,19 @@ def create_app(
             return templates.TemplateResponse(
                 request,
                 "error.html",
-                {"status": exc.status_code, "message": exc.detail, "site_title": settings.web.title, "nav_active": ""},
+                {
+                    "status": exc.status_code,
+                    "message": exc.detail,
+                    "site_title": settings.web.title,
+                    "nav_active": "",
+                },
                 status_code=exc.status_code,
             )
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:
-        problems = [
-            {"where": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()
-        ]
+        problems = [{"where": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
         message = "; ".join(f"{p['where']}: {p['problem']}" for p in problems)
         if _wants_html(request):
             return HTMLResponse(f"Bad request: {message}", status_code=422)

@@ -11,7 +11,6 @@ small "no data" chart instead of an error.
 """
 
 # The multiplication sign in docstrings is the unit we show readers, on purpose:
-# ruff: noqa: RUF002
 from __future__ import annotations
 
 import math

@@ -6,7 +6,6 @@ and then shows an em dash, so a template never has to guard a missing value.
 """
 
 # The multiplication sign and sigma are units we show readers, on purpose:
-# ruff: noqa: RUF001, RUF002
 from __future__ import annotations
 
 import math

@@ -93,7 +93,9 @@ def _automation_page(conn: Connection, name: str) -> dict[str, Any]:
 
 @router.get("/automations/{name}", response_class=HTMLResponse)
 def automation_page(name: str, request: Request, ctx: Ctx) -> HTMLResponse:
-    return _render(request, "automation.html", nav_active="automation", **ctx.db.read_sync(_automation_page, name))
+    return _render(
+        request, "automation.html", nav_active="automation", **ctx.db.read_sync(_automation_page, name)
+    )
 
 
 def rolling_baseline(volume: np.ndarray, window: int) -> np.ndarray:
@@ -136,7 +138,11 @@ def _signal_page(conn: Connection, signal_id: int) -> dict[str, Any]:
             note = "Older bars were removed by the retention setting; the baseline line starts later."
     else:
         note = "The bars behind this signal were removed by the automation's retention setting."
-    recent = [s for s in list_signals(conn, automation=signal.automation, key=signal.key, limit=11) if s.id != signal.id]
+    recent = [
+        s
+        for s in list_signals(conn, automation=signal.automation, key=signal.key, limit=11)
+        if s.id != signal.id
+    ]
     return {
         "signal": signal,
         "automation": automation,
@@ -151,4 +157,3 @@ def _signal_page(conn: Connection, signal_id: int) -> dict[str, Any]:
 @router.get("/signals/{signal_id}", response_class=HTMLResponse)
 def signal_page(signal_id: int, request: Request, ctx: Ctx) -> HTMLResponse:
     return _render(request, "signal.html", nav_active="signal", **ctx.db.read_sync(_signal_page, signal_id))
-

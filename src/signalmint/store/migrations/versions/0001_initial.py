@@ -55,9 +55,7 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_signals"),
         sa.UniqueConstraint("automation", "seq", name="uq_signals_automation_seq"),
-        sa.UniqueConstraint(
-            "automation", "key", "time", "kind", name="uq_signals_automation_key_time_kind"
-        ),
+        sa.UniqueConstraint("automation", "key", "time", "kind", name="uq_signals_automation_key_time_kind"),
     )
     op.create_index("ix_signals_automation_id", "signals", ["automation", "id"])
     op.create_index("ix_signals_automation_key_id", "signals", ["automation", "key", "id"])
