@@ -201,3 +201,47 @@ def test_kill_9_and_restart_loses_nothing_and_duplicates_nothing(tmp_path: Path)
         if proc.poll() is None:
             proc.kill()
         db.close()
+
+
+def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path: Path) -> None:
+    write_bars(tmp_path / "bars.csv", bars=400, bad_rows=False)
+    config = tmp_path / "signalmint.yaml"
+    config.write_text(
+        f"database: sqlite:///{tmp_path / 'term.db'}\n"
+        "web: {port: 0}\n"
+        "automations:\n"
+        "  - name: replay\n"
+        f"    source: {{kind: file, path: {tmp_path / 'bars.csv'}, pace: 0.02}}\n"
+        "    detector: {kind: volume_spike}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "signalmint.cli", "run", "-c", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    db = Database(f"sqlite:///{tmp_path / 'term.db'}")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            try:
+                if db.read_sync(load_checkpoint, "replay").bars_total or db.read_sync(
+                    count_signals, "replay"
+                ):
+                    break
+            except Exception:  # the schema may not exist yet
+                continue
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert "received SIGTERM" in output and "checkpoint saved" in output
+    checkpoint = db.read_sync(load_checkpoint, "replay")
+    assert checkpoint.cursor is not None and checkpoint.detector_state is not None
+    assert checkpoint.bars_total == len(SYMBOLS) * (
+        1 + round((checkpoint.cursor - START).total_seconds() / 60)
+    )
+    db.close()
