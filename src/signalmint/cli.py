@@ -9,7 +9,7 @@ import sys
 import tempfile
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -64,18 +64,17 @@ def _db_url(value: str) -> str:
 def demo(
     port: Annotated[int, typer.Option(help="port of the web server")] = 8000,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    run_for: Annotated[
-        float | None, typer.Option("--for", help="stop after this many seconds", min=0)
-    ] = None,
+    run_for: Annotated[float | None, typer.Option("--for", help="stop after this many seconds", min=0)] = None,
     db: Annotated[
         str | None, typer.Option(help="SQLite file (or database URL) to keep; default: a temporary file")
     ] = None,
-    speed: Annotated[
-        float, typer.Option(help="replay this many times faster than the default pace", min=0.01)
-    ] = 1.0,
+    speed: Annotated[float, typer.Option(help="replay this many times faster than the default pace", min=0.01)] = 1.0,
+    keys_file: Annotated[
+        Path | None, typer.Option(help="also write the demo accounts and their API keys to this JSON file")
+    ] = None,
 ) -> None:
-    """Run the demo: two automations, real and synthetic data, no accounts or keys."""
-    from .demo import demo_settings
+    """Run the demo: two automations, three plans, demo accounts; no accounts or keys needed."""
+    from .demo import demo_settings, new_admin_password, seed_demo
     from .serve import run_process
 
     _setup_logging("INFO")
@@ -83,16 +82,46 @@ def demo(
     if db is None:
         tmp = tempfile.TemporaryDirectory(prefix="signalmint-demo-")
         db = str(Path(tmp.name) / "demo.db")
-    settings = demo_settings(_db_url(db), host=host, port=port, speed=speed)
+    password = new_admin_password()
+    settings = demo_settings(_db_url(db), host=host, port=port, speed=speed, admin_password=password)
+    seeded: list[Any] = []
+
+    def prepare(database: Any) -> None:
+        seeded.extend(seed_demo(settings, database))
+        if keys_file is not None:
+            keys_file.write_text(
+                json.dumps(
+                    {
+                        "accounts": [
+                            {"role": a.role, "email": a.email, "plan": a.plan, "api_key": a.api_key} for a in seeded
+                        ],
+                        "admin_password": password,
+                    },
+                    indent=2,
+                )
+            )
+            keys_file.chmod(0o600)
 
     def ready(url: str) -> None:
         out.print(f"\n[bold green]signalmint demo[/] is running at [bold]{url}[/]")
         out.print(f"  API:      {url}/api/v1/signals   docs: {url}/docs")
+        out.print(f"  Admin:    {url}/admin  (password: {password})")
         out.print(f"  Database: {settings.database}")
+        table = Table(title="Demo accounts (API keys: send as Authorization: Bearer <key>)", title_justify="left")
+        for column in ("role", "email", "API key"):
+            table.add_column(column)
+        for account in seeded:
+            table.add_row(account.role, account.email, account.api_key)
+        out.print(table)
+        out.print(
+            f"  Try:  curl -H 'Authorization: Bearer {seeded[2].api_key}' {url}/api/v1/signals?limit=3", soft_wrap=True
+        )
+        if keys_file is not None:
+            out.print(f"  Keys written to {keys_file}")
         out.print("  Stop with Ctrl+C.\n", highlight=False)
 
     try:
-        run_process(settings, Registry.from_entry_points(), run_for=run_for, on_ready=ready)
+        run_process(settings, Registry.from_entry_points(), run_for=run_for, on_ready=ready, prepare=prepare)
     except SignalmintError as exc:
         raise _fail(exc) from None
     finally:
@@ -103,9 +132,7 @@ def demo(
 @app.command()
 def run(
     config: ConfigOption = Path("signalmint.yaml"),
-    run_for: Annotated[
-        float | None, typer.Option("--for", help="stop after this many seconds", min=0)
-    ] = None,
+    run_for: Annotated[float | None, typer.Option("--for", help="stop after this many seconds", min=0)] = None,
     exit_when_done: Annotated[
         bool, typer.Option(help="exit once every source has ended (a replay or backfill)")
     ] = False,
@@ -149,9 +176,7 @@ def check(config: ConfigOption = Path("signalmint.yaml")) -> None:
         table.add_column(column)
     for a in settings.automations:
         options = ", ".join(f"{k}={v}" for k, v in a.detector.options.items())
-        table.add_row(
-            a.name, a.source.kind, f"{a.detector.kind} {options}".strip(), str(a.retention or "forever")
-        )
+        table.add_row(a.name, a.source.kind, f"{a.detector.kind} {options}".strip(), str(a.retention or "forever"))
     out.print(table)
 
 

@@ -16,12 +16,21 @@ import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
+from .records import Plan
 from .registry import Registry
 
 __all__ = [
@@ -95,14 +104,107 @@ class AutomationConfig(_Strict):
     detector: DetectorConfig = Field(description="how data turns into signals")
     retention: Duration | None = Field(
         default=timedelta(days=30),
-        description="how long raw bars are kept for charts, counted back from the newest bar "
-        "(null keeps everything)",
+        description="how long raw bars are kept for charts, counted back from the newest bar (null keeps everything)",
     )
     enabled: bool = Field(default=True, description="false keeps the automation's history but stops it")
 
     @property
     def display_title(self) -> str:
         return self.title or self.name.replace("-", " ").replace("_", " ").capitalize()
+
+
+_CHANNELS = ("web", "api", "rss", "email", "telegram", "webhook", "apprise")
+
+
+class PlanConfig(_Strict):
+    """One plan: a price and what it entitles to. Changing its terms creates a new version."""
+
+    id: str = Field(pattern=_NAME, description="stable id, e.g. free, premium, pro")
+    name: str = Field(default="", description="name shown to subscribers")
+    description: str = Field(default="", description="one line shown on the pricing card")
+    automations: list[str] | Literal["*"] = Field(
+        default="*", description='the automations it covers ("*": all), several make a bundle'
+    )
+    price: int = Field(default=0, ge=0, description="price in minor units (2900 = 29.00), 0 is free")
+    currency: str = Field(default="usd", pattern=r"^[a-z]{3}$", description="ISO 4217 code, lowercase")
+    interval: Literal["month", "year"] = Field(default="month", description="billing interval")
+    trial_days: int = Field(default=0, ge=0, le=365, description="free trial before the first charge")
+    grace: Duration = Field(default=timedelta(days=3), description="past_due subscribers keep access this long")
+    delay: Duration = Field(default=timedelta(0), description="signals reach this plan this long after they happen")
+    keys: list[str] | None = Field(default=None, description="only these keys (symbols); unset: all")
+    watchlist: int | None = Field(
+        default=None, ge=1, le=10_000, description="subscribers choose at most this many keys"
+    )
+    channels: list[str] = Field(default_factory=lambda: ["web"], description="channels allowed")
+    masked_fields: list[str] = Field(
+        default_factory=list, description="payload fields (or score) this plan never sees; * hides all"
+    )
+    alerts_per_day: int | None = Field(default=None, ge=0, description="at most this many alerts a day")
+    api_quota: int | None = Field(default=None, ge=0, description="API calls a calendar month (unset: unlimited)")
+    overage_price: int = Field(
+        default=0, ge=0, description="minor units per API call beyond the quota (0: refuse them)"
+    )
+    rate_per_second: float = Field(default=2.0, gt=0, le=10_000, description="API token-bucket refill rate")
+    burst: int = Field(default=10, ge=1, le=100_000, description="API token-bucket size")
+    public: bool = Field(default=True, description="listed on the public pricing cards")
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channels(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(_CHANNELS))
+        if unknown:
+            raise ValueError(f"unknown channel(s) {unknown}; use any of {list(_CHANNELS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_key_rule(self) -> PlanConfig:
+        if self.keys is not None and self.watchlist is not None:
+            raise ValueError("set either keys (a fixed list) or watchlist (subscribers choose), not both")
+        return self
+
+    def to_plan(self, version: int) -> Plan:
+        automations = ("*",) if self.automations == "*" else tuple(self.automations)
+        return Plan(
+            id=self.id,
+            version=version,
+            name=self.name or self.id.capitalize(),
+            automations=automations,
+            price=self.price,
+            currency=self.currency,
+            interval=self.interval,
+            trial_days=self.trial_days,
+            grace_days=max(0, round(self.grace.total_seconds() / 86400)),
+            delay=self.delay,
+            keys=tuple(self.keys) if self.keys is not None else None,
+            watchlist=self.watchlist,
+            channels=frozenset(self.channels),
+            masked_fields=frozenset(self.masked_fields),
+            alerts_per_day=self.alerts_per_day,
+            api_quota=self.api_quota,
+            overage_price=self.overage_price,
+            rate_per_second=self.rate_per_second,
+            burst=self.burst,
+            public=self.public,
+            description=self.description,
+        )
+
+
+class AdminConfig(_Strict):
+    email: str | None = Field(default=None, description="the operator's address (magic-link login)")
+    password_hash: str | None = Field(default=None, description="argon2 hash of the admin password")
+    password: str | None = Field(
+        default=None, description="the admin password itself, from ${ENV}; hashed at start, never stored"
+    )
+
+
+class EmailConfig(_Strict):
+    host: str | None = Field(default=None, description="SMTP server; unset: emails are logged, not sent")
+    port: int = Field(default=587, ge=1, le=65535, description="SMTP port")
+    starttls: bool = Field(default=True, description="upgrade with STARTTLS")
+    tls: bool = Field(default=False, description="implicit TLS (port 465)")
+    username: str | None = Field(default=None, description="SMTP login")
+    password: str | None = Field(default=None, description="SMTP password, from ${ENV}")
+    sender: str = Field(default="signalmint <alerts@localhost>", description="From: address")
 
 
 class WebConfig(_Strict):
@@ -125,6 +227,20 @@ class Settings(_Strict):
         description="how often detector state is saved, so a restart resumes where it stopped",
     )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    base_url: str = Field(
+        default="http://127.0.0.1:8000", description="public address of the site, used in emailed links"
+    )
+    secret: str | None = Field(
+        default=None,
+        min_length=16,
+        description="server secret (from ${ENV}) keying API-key hashes and sessions; unset: one is "
+        "generated and kept in the database",
+    )
+    plans: list[PlanConfig] = Field(default_factory=list, description="what subscribers can buy")
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    email: EmailConfig = Field(default_factory=EmailConfig)
+    signup: bool = Field(default=True, description="whether visitors can sign up on the public pages")
+    demo: bool = Field(default=False, description="demo mode: emailed links are also shown on the page")
 
     @field_validator("automations")
     @classmethod
@@ -135,6 +251,30 @@ class Settings(_Strict):
                 raise ValueError(f"two automations are named {automation.name!r}; names must be unique")
             seen.add(automation.name)
         return value
+
+    def plan_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Plans that clash or cover automations that do not exist, as (key path, message)."""
+        names = {a.name for a in self.automations}
+        seen: set[str] = set()
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        for index, plan in enumerate(self.plans):
+            if plan.id in seen:
+                problems.append((("plans", index, "id"), f"two plans have the id {plan.id!r}; ids must be unique"))
+            seen.add(plan.id)
+            if plan.automations != "*":
+                unknown = sorted(set(plan.automations) - names)
+                if unknown:
+                    problems.append(
+                        (
+                            ("plans", index, "automations"),
+                            f"plan {plan.id!r} covers unknown automation(s) {unknown}",
+                        )
+                    )
+        return problems
+
+    def current_plans(self) -> list[Plan]:
+        """The configured plans as records, version 0 (the store assigns real versions)."""
+        return [p.to_plan(0) for p in self.plans]
 
     @field_validator("log_level")
     @classmethod
@@ -312,6 +452,8 @@ def parse_settings(
     except ValidationError as exc:
         _raise_validation(exc, Settings, (), file, lines)
         raise  # unreachable: _raise_validation always raises
+    for where, message in settings.plan_problems():
+        fail(where, message, 'name automations listed under `automations:`, or write "*" for all')
     for index, automation in enumerate(settings.automations):
         for what, plugin in (("source", automation.source), ("detector", automation.detector)):
             path: Path_ = ("automations", index, what)

@@ -2,15 +2,63 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
-from .config import AutomationConfig, DetectorConfig, PluginConfig, Settings, WebConfig
+from .accounts import Accounts, server_pepper
+from .config import AdminConfig, AutomationConfig, DetectorConfig, PlanConfig, PluginConfig, Settings, WebConfig
+from .mail import LogMailer
+from .store import Database
+from .store.accounts import confirm_subscriber, ensure_subscriber, set_watchlist, start_subscription
+from .store.plans import sync_plans
 
-__all__ = ["demo_settings"]
+__all__ = ["DemoAccount", "demo_plans", "demo_settings", "seed_demo"]
+
+NUMBERS = ["volume", "baseline", "ratio", "z", "mad", "price_change", "score"]
+
+
+def demo_plans() -> list[PlanConfig]:
+    """The flagship's three tiers (see README: "Plans")."""
+    return [
+        PlanConfig(
+            id="free",
+            name="Free",
+            description="Delayed alerts on a few symbols you choose.",
+            delay=timedelta(minutes=15),
+            watchlist=3,
+            channels=["web", "email", "rss"],
+            masked_fields=NUMBERS,
+            alerts_per_day=10,
+            rate_per_second=1,
+            burst=5,
+        ),
+        PlanConfig(
+            id="premium",
+            name="Premium",
+            description="Every signal the moment it happens, on every channel.",
+            price=2900,
+            trial_days=7,
+            channels=["web", "email", "telegram", "webhook", "apprise", "rss"],
+        ),
+        PlanConfig(
+            id="pro",
+            name="Pro",
+            description="Premium plus the API: 10,000 calls a month, then 1 cent a call.",
+            price=9900,
+            trial_days=7,
+            channels=["web", "email", "telegram", "webhook", "apprise", "rss", "api"],
+            api_quota=10_000,
+            overage_price=1,
+            rate_per_second=20,
+            burst=40,
+        ),
+    ]
 
 
 def demo_settings(
-    database: str, *, host: str = "127.0.0.1", port: int = 8000, speed: float = 1.0
+    database: str, *, host: str = "127.0.0.1", port: int = 8000, speed: float = 1.0, admin_password: str | None = None
 ) -> Settings:
     """Settings for ``signalmint demo``; ``speed`` multiplies the default pace of both feeds.
 
@@ -22,6 +70,10 @@ def demo_settings(
     return Settings(
         database=database,
         web=WebConfig(host=host, port=port, title="signalmint demo"),
+        base_url=f"http://{host}:{port}",
+        demo=True,
+        plans=demo_plans(),
+        admin=AdminConfig(email="owner@demo.invalid", password=admin_password),
         checkpoint_every=timedelta(seconds=5),
         automations=[
             AutomationConfig(
@@ -43,10 +95,54 @@ def demo_settings(
                     "one-minute bars compressed to one per second."
                 ),
                 source=PluginConfig(kind="synthetic", symbols=500, seed=7, interval=interval),
-                detector=DetectorConfig(
-                    kind="volume_spike", cooldown=timedelta(seconds=30 * interval), **volume_spike
-                ),
+                detector=DetectorConfig(kind="volume_spike", cooldown=timedelta(seconds=30 * interval), **volume_spike),
                 retention=timedelta(seconds=600 * interval),
             ),
         ],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class DemoAccount:
+    role: str
+    email: str
+    plan: str | None
+    api_key: str
+
+
+def seed_demo(settings: Settings, db: Database) -> list[DemoAccount]:
+    """A free, a premium and a pro subscriber and an admin, each with a fresh API key."""
+    now = datetime.now(UTC)
+    plans = {p.id: p for p in db.write_sync(sync_plans, settings.current_plans(), now)}
+    accounts = Accounts(settings, db, LogMailer(), server_pepper(settings, db))
+    out: list[DemoAccount] = []
+
+    def subscriber(email: str, plan_id: str, watch: list[str]) -> int:
+        def write(conn):  # type: ignore[no-untyped-def]
+            person = ensure_subscriber(conn, email, now)
+            confirm_subscriber(conn, person.id, now)
+            start_subscription(conn, person.id, plans[plan_id], now, origin="demo", state="active")
+            if watch:
+                set_watchlist(conn, person.id, watch, now)
+            return person.id
+
+        return int(db.write_sync(write))
+
+    async def keys() -> None:
+        for role, email, watch in (
+            ("free", "free@demo.invalid", ["AAPL", "MSFT", "SYN001"]),
+            ("premium", "premium@demo.invalid", []),
+            ("pro", "pro@demo.invalid", []),
+        ):
+            sid = subscriber(email, role, watch)
+            _, text = await accounts.create_key("demo", subscriber_id=sid)
+            out.append(DemoAccount(role, email, role, text))
+        _, text = await accounts.create_key("demo admin", subscriber_id=None, admin=True)
+        out.append(DemoAccount("admin", settings.admin.email or "", None, text))
+
+    asyncio.run(keys())
+    return out
+
+
+def new_admin_password() -> str:
+    return secrets.token_urlsafe(12)

@@ -10,9 +10,9 @@ Times inside a frame are ``datetime64[ns]`` values meaning UTC.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -20,10 +20,17 @@ import numpy.typing as npt
 
 __all__ = [
     "BAR_COLUMNS",
+    "CHANNELS",
+    "STATES",
+    "ApiKey",
     "Automation",
     "Frame",
+    "Plan",
+    "Preferences",
     "Scores",
     "Signal",
+    "Subscriber",
+    "Subscription",
     "to_datetime",
     "to_datetime64",
 ]
@@ -150,3 +157,128 @@ class Automation:
     source_kind: str
     detector_kind: str
     detector_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+# --- products: plans, subscribers, subscriptions -------------------------------------------
+
+#: Channels a plan can allow. ``web`` is the dashboard feed, ``api`` the REST API and stream.
+CHANNELS: tuple[str, ...] = ("web", "api", "rss", "email", "telegram", "webhook", "apprise")
+
+#: Subscription states (Stripe's vocabulary where it has one).
+STATES: tuple[str, ...] = ("trialing", "active", "past_due", "canceled", "expired", "comped")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One version of a plan: what a subscriber gets, for how much.
+
+    ``price`` is in integer minor units of ``currency`` (2900 = 29.00 USD) per
+    ``interval``; 0 is free. ``keys`` fixes the symbols a plan covers, while
+    ``watchlist`` lets the subscriber choose at most that many (neither: every
+    key). ``delay`` holds each signal back from ``signal.time``.
+    ``masked_fields`` are payload fields (or ``score``) a subscriber never sees.
+    ``api_quota`` is calls per calendar month (None: unlimited), beyond which
+    calls are metered at ``overage_price`` minor units each (0: refused).
+    ``rate_per_second`` and ``burst`` size the API's token bucket.
+    """
+
+    id: str
+    version: int
+    name: str
+    automations: tuple[str, ...]
+    price: int = 0
+    currency: str = "usd"
+    interval: str = "month"
+    trial_days: int = 0
+    grace_days: int = 3
+    delay: timedelta = timedelta(0)
+    keys: tuple[str, ...] | None = None
+    watchlist: int | None = None
+    channels: frozenset[str] = frozenset({"web"})
+    masked_fields: frozenset[str] = frozenset()
+    alerts_per_day: int | None = None
+    api_quota: int | None = None
+    overage_price: int = 0
+    rate_per_second: float = 1.0
+    burst: int = 5
+    public: bool = True
+    description: str = ""
+
+    @property
+    def free(self) -> bool:
+        return self.price == 0
+
+    def covers(self, automation: str) -> bool:
+        """Whether the plan includes ``automation`` (``"*"`` in ``automations`` includes all)."""
+        return "*" in self.automations or automation in self.automations
+
+    def expanded(self, names: Iterable[str]) -> Plan:
+        """This plan with ``"*"`` replaced by the given automation names (for per-automation decisions)."""
+        if "*" not in self.automations:
+            return self
+        return replace(self, automations=tuple(sorted({*names} | (set(self.automations) - {"*"}))))
+
+    @property
+    def api(self) -> bool:
+        return "api" in self.channels
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    """A person on the list: ``confirmed_at`` is set by the double opt-in link."""
+
+    id: int
+    email: str
+    created_at: datetime
+    confirmed_at: datetime | None = None
+    timezone: str = "UTC"
+
+    @property
+    def confirmed(self) -> bool:
+        return self.confirmed_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A subscriber's hold on one plan version, and where it stands.
+
+    ``canceled`` means canceled at period end: entitled until ``period_end``.
+    ``past_due`` stays entitled for the plan's grace days after ``past_due_since``.
+    ``comped`` is complimentary access until ``period_end`` (None: forever).
+    """
+
+    id: int
+    subscriber_id: int
+    plan_id: str
+    plan_version: int
+    state: str
+    started_at: datetime
+    trial_end: datetime | None = None
+    period_end: datetime | None = None
+    past_due_since: datetime | None = None
+    ended_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Preferences:
+    """A subscriber's notification settings for one channel."""
+
+    channel: str
+    enabled: bool = True
+    quiet_start: int | None = None  # minute of the day, subscriber's timezone
+    quiet_end: int | None = None
+    daily_budget: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key as stored: a public prefix and a hash, never the secret itself."""
+
+    id: int
+    subscriber_id: int | None  # None: an admin key
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+    admin: bool = False

@@ -128,16 +128,16 @@ def run_process(
     run_for: float | None = None,
     exit_when_done: bool = False,
     on_ready: Callable[[str], None] | None = None,
+    prepare: Callable[[Database], None] | None = None,
 ) -> None:
-    """Open the store, migrate it, and serve until stopped; the store is closed cleanly."""
+    """Open the store, migrate it, ``prepare`` it (the demo seeds accounts), and serve until
+    stopped; the store is closed cleanly."""
     db = Database(settings.database)
     try:
         db.migrate()
+        if prepare is not None:
+            prepare(db)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(
-                serve(
-                    settings, db, registry, run_for=run_for, exit_when_done=exit_when_done, on_ready=on_ready
-                )
-            )
+            runner.run(serve(settings, db, registry, run_for=run_for, exit_when_done=exit_when_done, on_ready=on_ready))
     finally:
         db.close()

@@ -40,9 +40,7 @@ def prune_bars(conn: Connection, automation: str, retention: timedelta) -> int:
     newest = conn.execute(select(func.max(bars.c.time)).where(bars.c.automation == automation)).scalar()
     if newest is None:
         return 0
-    result = conn.execute(
-        delete(bars).where(bars.c.automation == automation, bars.c.time < newest - retention)
-    )
+    result = conn.execute(delete(bars).where(bars.c.automation == automation, bars.c.time < newest - retention))
     return int(result.rowcount or 0)
 
 
@@ -56,9 +54,7 @@ def bar_window(
     tail = conn.execute(base.where(bars.c.time > at).order_by(bars.c.time).limit(after)).all()
     rows = [*reversed(head), *tail]
     out: dict[str, np.ndarray] = {
-        "time": np.array(
-            [np.datetime64(r.time.replace(tzinfo=None), "ns") for r in rows], dtype="datetime64[ns]"
-        )
+        "time": np.array([np.datetime64(r.time.replace(tzinfo=None), "ns") for r in rows], dtype="datetime64[ns]")
     }
     for name in BAR_COLUMNS:
         out[name] = np.array([getattr(r, name) for r in rows], dtype=np.float64)
@@ -66,8 +62,4 @@ def bar_window(
 
 
 def count_bars(conn: Connection, automation: str) -> int:
-    return int(
-        conn.execute(
-            select(func.count()).select_from(bars).where(bars.c.automation == automation)
-        ).scalar_one()
-    )
+    return int(conn.execute(select(func.count()).select_from(bars).where(bars.c.automation == automation)).scalar_one())

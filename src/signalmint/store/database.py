@@ -107,9 +107,7 @@ class Database:
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(connection, *args)`` in a transaction on the writer thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._writer, functools.partial(self.write_sync, fn, *args, **kwargs)
-        )
+        return await loop.run_in_executor(self._writer, functools.partial(self.write_sync, fn, *args, **kwargs))
 
     def write_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         with self.engine.begin() as connection:

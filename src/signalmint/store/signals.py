@@ -16,13 +16,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, func, select
+from sqlalchemy import Connection, Row, and_, false, func, or_, select
 
 from ..records import Signal
 from .tables import signals
 
 __all__ = [
     "ChainReport",
+    "Scope",
     "append_signals",
     "clean_payload",
     "count_signals",
@@ -67,7 +68,7 @@ def signal_hash(signal: Signal, seq: int, prev_hash: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _record(row: Row[Any]) -> Signal:
+def row_to_signal(row: Row[Any]) -> Signal:
     m = row._mapping
     return Signal(
         id=m["id"],
@@ -120,9 +121,7 @@ def append_signals(conn: Connection, automation: str, new: Iterable[Signal], now
     for signal in candidates.values():
         seq += 1
         payload = clean_payload(signal.payload)
-        signal = replace(
-            signal, automation=automation, payload=payload, seq=seq, prev_hash=prev, created_at=now
-        )
+        signal = replace(signal, automation=automation, payload=payload, seq=seq, prev_hash=prev, created_at=now)
         digest = signal_hash(signal, seq, prev)
         signal = replace(signal, hash=digest)
         rows.append(
@@ -147,12 +146,38 @@ def append_signals(conn: Connection, automation: str, new: Iterable[Signal], now
 
 def get_signal(conn: Connection, signal_id: int) -> Signal | None:
     row = conn.execute(select(signals).where(signals.c.id == signal_id)).first()
-    return _record(row) if row else None
+    return row_to_signal(row) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Part of what a viewer may see: one automation's signals up to ``until``, on ``keys`` (None: all)."""
+
+    automation: str
+    until: datetime | None = None
+    keys: frozenset[str] | None = None
+
+
+def _scoped(query: Any, scopes: Sequence[Scope] | None) -> Any:
+    if scopes is None:
+        return query
+    if not scopes:
+        return query.where(false())
+    clauses = []
+    for scope in scopes:
+        parts = [signals.c.automation == scope.automation]
+        if scope.until is not None:
+            parts.append(signals.c.time <= scope.until)
+        if scope.keys is not None:
+            parts.append(signals.c.key.in_(sorted(scope.keys)) if scope.keys else false())
+        clauses.append(and_(*parts))
+    return query.where(or_(*clauses))
 
 
 def list_signals(
     conn: Connection,
     *,
+    scopes: Sequence[Scope] | None = None,
     automation: str | None = None,
     key: str | None = None,
     since: datetime | None = None,
@@ -160,8 +185,8 @@ def list_signals(
     before_id: int | None = None,
     limit: int = 50,
 ) -> list[Signal]:
-    """Newest first; ``before_id`` continues a page (keyset pagination)."""
-    query = select(signals)
+    """Newest first; ``before_id`` continues a page (keyset pagination); ``scopes`` limit what is seen."""
+    query = _scoped(select(signals), scopes)
     if automation is not None:
         query = query.where(signals.c.automation == automation)
     if key is not None:
@@ -173,7 +198,7 @@ def list_signals(
     if before_id is not None:
         query = query.where(signals.c.id < before_id)
     query = query.order_by(signals.c.id.desc()).limit(limit)
-    return [_record(row) for row in conn.execute(query)]
+    return [row_to_signal(row) for row in conn.execute(query)]
 
 
 def latest_signals(conn: Connection, automation: str, limit: int = 5) -> list[Signal]:
@@ -181,17 +206,22 @@ def latest_signals(conn: Connection, automation: str, limit: int = 5) -> list[Si
 
 
 def signals_after(
-    conn: Connection, after_id: int, *, automation: str | None = None, limit: int = 500
+    conn: Connection,
+    after_id: int,
+    *,
+    automation: str | None = None,
+    limit: int = 500,
+    scopes: Sequence[Scope] | None = None,
 ) -> list[Signal]:
     """Oldest first, every signal with an id above ``after_id`` (SSE replay)."""
-    query = select(signals).where(signals.c.id > after_id)
+    query = _scoped(select(signals), scopes).where(signals.c.id > after_id)
     if automation is not None:
         query = query.where(signals.c.automation == automation)
-    return [_record(row) for row in conn.execute(query.order_by(signals.c.id).limit(limit))]
+    return [row_to_signal(row) for row in conn.execute(query.order_by(signals.c.id).limit(limit))]
 
 
-def count_signals(conn: Connection, automation: str | None = None) -> int:
-    query = select(func.count()).select_from(signals)
+def count_signals(conn: Connection, automation: str | None = None, scopes: Sequence[Scope] | None = None) -> int:
+    query = _scoped(select(func.count()).select_from(signals), scopes)
     if automation is not None:
         query = query.where(signals.c.automation == automation)
     return int(conn.execute(query).scalar_one())
@@ -222,7 +252,7 @@ def _chain(conn: Connection, automation: str, chunk: int = 5000) -> Iterator[Sig
         if not rows:
             return
         for row in rows:
-            yield _record(row)
+            yield row_to_signal(row)
         after = rows[-1].seq
 
 

@@ -98,16 +98,11 @@ def save_checkpoint(conn: Connection, checkpoint: Checkpoint, now: datetime) -> 
         "updated_at": now,
     }
     result = conn.execute(
-        update(automation_state)
-        .where(automation_state.c.automation == checkpoint.automation)
-        .values(**values)
+        update(automation_state).where(automation_state.c.automation == checkpoint.automation).values(**values)
     )
     if not result.rowcount:
         conn.execute(automation_state.insert().values(automation=checkpoint.automation, **values))
 
 
 def all_checkpoints(conn: Connection) -> dict[str, Checkpoint]:
-    return {
-        name: load_checkpoint(conn, name)
-        for name in conn.execute(select(automation_state.c.automation)).scalars()
-    }
+    return {name: load_checkpoint(conn, name) for name in conn.execute(select(automation_state.c.automation)).scalars()}

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -120,4 +121,117 @@ automation_state = Table(
     Column("keys", Integer, nullable=False, default=0),
     Column("rejected", JSON, nullable=False, default=dict),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# --- plans, subscribers and access (migration 0002) ------------------------------------------
+
+plans = Table(
+    "plans",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("terms", JSON, nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("current", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("confirmed_at", UTCDateTime, nullable=True),
+    Column("timezone", String(64), nullable=False),
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("subscriber_id", BigInteger, ForeignKey("subscribers.id"), nullable=False, index=True),
+    Column("plan_id", String(64), nullable=False),
+    Column("plan_version", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("trial_end", UTCDateTime, nullable=True),
+    Column("period_end", UTCDateTime, nullable=True),
+    Column("past_due_since", UTCDateTime, nullable=True),
+    Column("ended_at", UTCDateTime, nullable=True),
+    Column("origin", String(32), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+watchlist = Table(
+    "watchlist",
+    metadata,
+    Column("subscriber_id", BigInteger, ForeignKey("subscribers.id"), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("added_at", UTCDateTime, nullable=False),
+)
+
+preferences = Table(
+    "preferences",
+    metadata,
+    Column("subscriber_id", BigInteger, ForeignKey("subscribers.id"), primary_key=True),
+    Column("channel", String(16), primary_key=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("quiet_start", Integer, nullable=True),
+    Column("quiet_end", Integer, nullable=True),
+    Column("daily_budget", Integer, nullable=True),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("subscriber_id", BigInteger, ForeignKey("subscribers.id"), nullable=True, index=True),
+    Column("admin", Boolean, nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("prefix", String(16), nullable=False, unique=True),
+    Column("hash", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime, nullable=True),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+usage = Table(
+    "usage",
+    metadata,
+    Column("subscriber_id", BigInteger, ForeignKey("subscribers.id"), primary_key=True),
+    Column("month", String(7), primary_key=True),
+    Column("calls", BigInteger, nullable=False),
+    Column("overage", BigInteger, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("hash", String(64), primary_key=True),
+    Column("purpose", String(16), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("subscriber_id", BigInteger, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("hash", String(64), primary_key=True),
+    Column("subscriber_id", BigInteger, nullable=True),
+    Column("admin", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+settings_kv = Table(
+    "settings_kv",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
 )

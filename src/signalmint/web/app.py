@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,13 +19,21 @@ from fastapi.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
+from ..accounts import Accounts, server_pepper
 from ..config import Settings
+from ..errors import AccessError
 from ..hub import SignalHub
+from ..mail import Mailer, mailer_for
 from ..metrics import Metrics
 from ..store import Database
+from ..store.plans import sync_plans
+from ..usage import UsageMeter
+from .auth import AccessBook
 from .context import AppContext
 from .filters import register_filters
-from .routes import api, pages
+from .routes import admin_api, api, me, ops, pages
+
+ROUTES = [api, me, admin_api, ops, pages]
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -61,9 +72,9 @@ class _CountRequests:
 
 
 def _wants_html(request: Request) -> bool:
-    return not request.url.path.startswith(
-        ("/api/", "/healthz", "/metrics")
-    ) and "text/html" in request.headers.get("accept", "")
+    return not request.url.path.startswith(("/api/", "/healthz", "/metrics")) and "text/html" in request.headers.get(
+        "accept", ""
+    )
 
 
 def create_app(
@@ -73,13 +84,34 @@ def create_app(
     engine: Engine | None = None,
     metrics: Metrics | None = None,
     hub: SignalHub | None = None,
+    mailer: Mailer | None = None,
 ) -> FastAPI:
-    """The web app and API. With ``engine``, the app starts and stops it with its lifespan."""
+    """The web app and API. With ``engine``, the app starts and stops it with its lifespan.
+
+    Plans from ``settings`` are synced to the store here (a changed plan gets a new version).
+    """
     metrics = metrics or (engine.metrics if engine else Metrics())
     hub = hub or (engine.hub if engine else SignalHub())
+    mailer = mailer or mailer_for(settings.email)
+    pepper = server_pepper(settings, db)
+    if settings.plans:
+        db.write_sync(sync_plans, settings.current_plans(), datetime.now(UTC))
+    ctx = AppContext(
+        settings=settings,
+        db=db,
+        hub=hub,
+        metrics=metrics,
+        engine=engine,
+        mailer=mailer,
+        pepper=pepper,
+        accounts=Accounts(settings, db, mailer, pepper),
+        access=db.read_sync(AccessBook.load, [a.name for a in settings.automations]),
+        meter=UsageMeter(db),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        housekeeping = asyncio.create_task(ctx.housekeeping())
         if engine is not None:
             await engine.start()
         try:
@@ -87,23 +119,31 @@ def create_app(
         finally:
             if engine is not None:
                 await engine.stop()
+            housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await housekeeping
 
     app = FastAPI(
         title=f"{settings.web.title} API",
         version=__version__,
-        description="Signals from signalmint automations. Lists are `{items, next_cursor}`, newest first.",
+        description=(
+            "Signals from signalmint automations. Lists are `{items, next_cursor}`, newest first. "
+            "Send `Authorization: Bearer <key>` to see what your plan entitles you to; without a key "
+            "you get the public view (delayed, masked as the free plan is)."
+        ),
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
     )
-    app.state.ctx = AppContext(settings=settings, db=db, hub=hub, metrics=metrics, engine=engine)
+    app.state.ctx = ctx
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     register_filters(templates.env)
     app.state.templates = templates
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    app.include_router(api.router)
-    app.include_router(pages.router)
+    for module in ROUTES:
+        app.include_router(module.router)
     app.add_middleware(_CountRequests, metrics=metrics)
+    app.add_middleware(_LimitBody, max_bytes=MAX_BODY)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -111,13 +151,9 @@ def create_app(
             return templates.TemplateResponse(
                 request,
                 "error.html",
-                {
-                    "status": exc.status_code,
-                    "message": exc.detail,
-                    "site_title": settings.web.title,
-                    "nav_active": "",
-                },
+                {"status": exc.status_code, "message": exc.detail, "site_title": settings.web.title, "nav_active": ""},
                 status_code=exc.status_code,
+                headers=exc.headers,
             )
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
@@ -129,4 +165,41 @@ def create_app(
             return HTMLResponse(f"Bad request: {message}", status_code=422)
         return JSONResponse({"detail": message, "errors": problems}, status_code=422)
 
+    @app.exception_handler(AccessError)
+    async def access_error(request: Request, exc: AccessError) -> Response:
+        return await http_error(request, HTTPException(400, str(exc)))
+
     return app
+
+
+MAX_BODY = 64 * 1024
+
+
+class _LimitBody:
+    """Refuses request bodies over ``max_bytes`` with 413 (OWASP API4: unrestricted resource use)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            response = JSONResponse({"detail": f"request body over {self.max_bytes} bytes"}, status_code=413)
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(413, f"request body over {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited, send)

@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from fastapi import Request
 
+from ..accounts import Accounts
+from ..admin import Operator
 from ..config import Settings
 from ..hub import SignalHub
+from ..mail import Mailer
 from ..metrics import Metrics
-from ..store import Database
+from ..ratelimit import TokenBucketLimiter
+from ..store import Database, list_automations
+from ..store.auth import touch_api_keys
+from ..usage import UsageMeter
+from .auth import AccessBook, Viewer, ViewerCache, resolve_viewer
 
 if TYPE_CHECKING:
     from ..engine import Engine
 
 __all__ = ["AppContext", "Viewer", "get_ctx", "get_viewer"]
+
+log = logging.getLogger("signalmint.web")
 
 
 @dataclass
@@ -24,18 +38,53 @@ class AppContext:
     db: Database
     hub: SignalHub
     metrics: Metrics
+    accounts: Accounts
+    mailer: Mailer
+    pepper: bytes
+    access: AccessBook
     engine: Engine | None = None
+    viewers: ViewerCache = field(default_factory=ViewerCache)
+    limiter: TokenBucketLimiter = field(default_factory=TokenBucketLimiter)
+    meter: UsageMeter | None = None
+    _used_keys: dict[int, datetime] = field(default_factory=dict)
+    _names: tuple[float, list[str]] = (-1e9, [])
 
+    @property
+    def operator(self) -> Operator:
+        return Operator(self.db, self.access.current, self.viewers.forget_subscriber)
 
-@dataclass(frozen=True, slots=True)
-class Viewer:
-    """Who is asking. Today everyone is the public; plans and API keys will fill this in.
+    def key_used(self, key_id: int) -> None:
+        self._used_keys[key_id] = datetime.now(UTC)
 
-    Every API route depends on :func:`get_viewer`, so authentication and
-    entitlement filtering slot in here without changing any route's shape.
-    """
+    def automation_names(self) -> list[str]:
+        """Every automation in the store (cached for a few seconds; they change rarely)."""
+        at, names = self._names
+        if time.monotonic() - at > 5.0:
+            names = [a.name for a in self.db.read_sync(list_automations, enabled_only=False)]
+            self._names = (time.monotonic(), names)
+        return names
 
-    kind: str = "public"
+    def reload_access(self) -> None:
+        names = [a.name for a in self.settings.automations]
+        self.access = self.db.read_sync(AccessBook.load, names)
+        self.viewers.clear()
+
+    async def housekeeping(self, every: float = 1.0) -> None:
+        """Flush API usage and key last-used times every second (and once more when stopping)."""
+        try:
+            while True:
+                await asyncio.sleep(every)
+                await self._flush()
+        finally:
+            with contextlib.suppress(Exception):
+                await self._flush()
+
+    async def _flush(self) -> None:
+        if self.meter is not None:
+            await self.meter.flush()
+        if self._used_keys:
+            used, self._used_keys = self._used_keys, {}
+            await self.db.write(touch_api_keys, used)
 
 
 def get_ctx(request: Request) -> AppContext:
@@ -44,4 +93,4 @@ def get_ctx(request: Request) -> AppContext:
 
 
 def get_viewer(request: Request) -> Viewer:
-    return Viewer()
+    return resolve_viewer(request)

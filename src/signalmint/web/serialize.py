@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ..records import Automation, Signal
+from ..records import Automation, Plan, Signal
 
 __all__ = ["AutomationOut", "SignalOut", "decode_cursor", "encode_cursor", "signal_json"]
 
@@ -21,11 +21,12 @@ class SignalOut(BaseModel):
     key: str = Field(description="the series the signal is about, e.g. a symbol")
     time: datetime = Field(description="time of the bar that triggered it (UTC)")
     kind: str
-    score: float
-    payload: dict[str, Any] = Field(description="the numbers behind the signal")
-    hash: str
-    prev_hash: str
+    score: float | None = Field(description="null when your plan masks it")
+    payload: dict[str, Any] = Field(description="the numbers behind the signal (fields your plan masks are left out)")
+    hash: str | None = Field(description="null when your plan masks any field")
+    prev_hash: str | None
     url: str
+    masked: list[str] = Field(default_factory=list, description="fields your plan hides")
 
 
 class AutomationOut(BaseModel):
@@ -41,6 +42,33 @@ class AutomationOut(BaseModel):
 class SignalPage(BaseModel):
     items: list[SignalOut]
     next_cursor: str | None = Field(description="pass as ?cursor= to get the next (older) page")
+
+
+class PlanOut(BaseModel):
+    id: str
+    version: int
+    name: str
+    description: str
+    automations: list[str]
+    price: int = Field(description="in minor units of currency (2900 = 29.00)")
+    currency: str
+    interval: str
+    trial_days: int
+    delay_seconds: float
+    keys: list[str] | None
+    watchlist: int | None
+    channels: list[str]
+    masked_fields: list[str]
+    alerts_per_day: int | None
+    api_quota: int | None
+    overage_price: int
+    rate_per_second: float
+    burst: int
+
+
+class PlanPage(BaseModel):
+    items: list[PlanOut]
+    next_cursor: str | None = None
 
 
 class AutomationPage(BaseModel):
@@ -90,3 +118,27 @@ def decode_cursor(cursor: str) -> int:
     if prefix != "id" or not number.isdigit():
         raise ValueError("not a cursor returned by this API")
     return int(number)
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "id": plan.id,
+        "version": plan.version,
+        "name": plan.name,
+        "description": plan.description,
+        "automations": list(plan.automations),
+        "price": plan.price,
+        "currency": plan.currency,
+        "interval": plan.interval,
+        "trial_days": plan.trial_days,
+        "delay_seconds": plan.delay.total_seconds(),
+        "keys": list(plan.keys) if plan.keys is not None else None,
+        "watchlist": plan.watchlist,
+        "channels": sorted(plan.channels),
+        "masked_fields": sorted(plan.masked_fields),
+        "alerts_per_day": plan.alerts_per_day,
+        "api_quota": plan.api_quota,
+        "overage_price": plan.overage_price,
+        "rate_per_second": plan.rate_per_second,
+        "burst": plan.burst,
+    }

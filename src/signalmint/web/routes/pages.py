@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import numpy as np
@@ -9,18 +10,21 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy import Connection
 
-from ...records import Automation
+from ...records import Automation, Signal
 from ...store import get_signal, list_automations, list_signals
 from ...store.bars import bar_window
 from ...store.signals import count_signals
 from ...store.state import load_checkpoint
 from .. import charts
-from ..context import AppContext, get_ctx
+from ..auth import Viewer
+from ..context import AppContext, get_ctx, get_viewer
+from ..visibility import scopes_for
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
 Ctx = Annotated[AppContext, Depends(get_ctx)]
+Who = Annotated[Viewer, Depends(get_viewer)]
 
 
 def _render(request: Request, name: str, **context: Any) -> HTMLResponse:
@@ -42,18 +46,31 @@ def _detector_label(automation: Automation) -> str:
     return f"{automation.detector_kind} · {shown}" if shown else automation.detector_kind
 
 
-def _overview(conn: Connection) -> list[dict[str, Any]]:
+def _seen(signals: list[Signal], viewer: Viewer, now: datetime) -> list[Signal]:
+    """The signals as ``viewer`` sees them at ``now`` (masked), dropping any not released to them."""
+    out = []
+    for signal in signals:
+        grant = viewer.grant(signal.automation)
+        view = grant.view(signal, now) if grant is not None else None
+        if view is not None:
+            out.append(view)
+    return out
+
+
+def _overview(conn: Connection, viewer: Viewer) -> list[dict[str, Any]]:
     cards = []
+    now = datetime.now(UTC)
     for automation in list_automations(conn):
-        latest = list_signals(conn, automation=automation.name, limit=5)
+        scopes = scopes_for(viewer, now, [automation.name])
+        latest = _seen(list_signals(conn, scopes=scopes, automation=automation.name, limit=5), viewer, now)
         checkpoint = load_checkpoint(conn, automation.name)
-        recent = list_signals(conn, automation=automation.name, limit=40)
+        recent = _seen(list_signals(conn, scopes=scopes, automation=automation.name, limit=40), viewer, now)
         ratios = np.array([s.payload.get("ratio") or 0.0 for s in reversed(recent)], dtype=np.float64)
         cards.append(
             {
                 "automation": automation,
                 "latest": latest,
-                "signal_count": count_signals(conn, automation.name),
+                "signal_count": count_signals(conn, automation.name, scopes),
                 "last_signal_at": latest[0].time if latest else None,
                 "keys": checkpoint.keys,
                 "sparkline": charts.sparkline(ratios) if len(ratios) > 1 else "",
@@ -70,19 +87,22 @@ def _automation(conn: Connection, name: str) -> Automation:
 
 
 @router.get("/", response_class=HTMLResponse)
-def home(request: Request, ctx: Ctx) -> HTMLResponse:
-    return _render(request, "home.html", nav_active="home", automations=ctx.db.read_sync(_overview))
+def home(request: Request, ctx: Ctx, viewer: Who) -> HTMLResponse:
+    return _render(request, "home.html", nav_active="home", automations=ctx.db.read_sync(_overview, viewer))
 
 
-def _automation_page(conn: Connection, name: str) -> dict[str, Any]:
+def _automation_page(conn: Connection, name: str, viewer: Viewer) -> dict[str, Any]:
     automation = _automation(conn, name)
-    signals = list_signals(conn, automation=name, limit=50)
+    now = datetime.now(UTC)
+    scopes = scopes_for(viewer, now, [name])
+    signals = _seen(list_signals(conn, scopes=scopes, automation=name, limit=50), viewer, now)
     checkpoint = load_checkpoint(conn, name)
     return {
         "automation": automation,
         "signals": signals,
+        "grant": viewer.grant(name),
         "stats": {
-            "signals_total": count_signals(conn, name),
+            "signals_total": count_signals(conn, name, scopes),
             "keys": checkpoint.keys,
             "last_signal_at": signals[0].time if signals else None,
             "detector": _detector_label(automation),
@@ -92,10 +112,10 @@ def _automation_page(conn: Connection, name: str) -> dict[str, Any]:
 
 
 @router.get("/automations/{name}", response_class=HTMLResponse)
-def automation_page(name: str, request: Request, ctx: Ctx) -> HTMLResponse:
-    return _render(
-        request, "automation.html", nav_active="automation", **ctx.db.read_sync(_automation_page, name)
-    )
+def automation_page(name: str, request: Request, ctx: Ctx, viewer: Who) -> HTMLResponse:
+    page = ctx.db.read_sync(_automation_page, name, viewer)
+    plans = [p for p in ctx.access.current() if p.public and name in p.automations]
+    return _render(request, "automation.html", nav_active="automation", plans=plans, viewer=viewer, **page)
 
 
 def rolling_baseline(volume: np.ndarray, window: int) -> np.ndarray:
@@ -111,10 +131,18 @@ def rolling_baseline(volume: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def _signal_page(conn: Connection, signal_id: int) -> dict[str, Any]:
-    signal = get_signal(conn, signal_id)
-    if signal is None:
-        raise HTTPException(404, f"There is no signal #{signal_id}.")
+CHART_FIELDS = frozenset({"volume", "baseline", "ratio", "z", "mad"})
+
+
+def _signal_page(conn: Connection, signal_id: int, viewer: Viewer) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    stored = get_signal(conn, signal_id)
+    grant = viewer.grant(stored.automation) if stored is not None else None
+    hidden = grant.hidden_at(stored, now) if grant is not None and stored is not None else None
+    if stored is None or grant is None or hidden is None:  # unknown and not-yet-yours look the same
+        raise HTTPException(404, f"There is no signal #{signal_id}, or it is not public yet.")
+    signal = grant.view(stored, now)
+    assert signal is not None
     automation = _automation(conn, signal.automation)
     window = int(automation.detector_options.get("window", 30))
     shown = 90
@@ -125,7 +153,10 @@ def _signal_page(conn: Connection, signal_id: int) -> dict[str, Any]:
     hits = np.flatnonzero(times == target)
     volume_svg = price_svg = None
     note = None
-    if len(hits):
+    charts_hidden = bool(hidden & (CHART_FIELDS | {"*"}))
+    if charts_hidden:
+        note = "Charts and numbers for this signal come with a paid plan."
+    elif len(hits):
         first = max(0, int(hits[0]) - shown)
         sl = slice(first, None)
         highlight = int(hits[0]) - first
@@ -133,16 +164,15 @@ def _signal_page(conn: Connection, signal_id: int) -> dict[str, Any]:
         volume_svg = charts.volume_chart(
             times[sl], volume[sl], baseline[sl], highlight, ratio_line=float(ratio) if ratio else None
         )
-        price_svg = charts.price_chart(times[sl], series["close"][sl], highlight)
+        if not hidden & {"price_change", "*"}:
+            price_svg = charts.price_chart(times[sl], series["close"][sl], highlight)
         if int(hits[0]) < window:
             note = "Older bars were removed by the retention setting; the baseline line starts later."
     else:
         note = "The bars behind this signal were removed by the automation's retention setting."
-    recent = [
-        s
-        for s in list_signals(conn, automation=signal.automation, key=signal.key, limit=11)
-        if s.id != signal.id
-    ]
+    scopes = scopes_for(viewer, now, [signal.automation])
+    same_key = list_signals(conn, scopes=scopes, automation=signal.automation, key=signal.key, limit=11)
+    recent = [s for s in _seen(same_key, viewer, now) if s.id != signal.id]
     return {
         "signal": signal,
         "automation": automation,
@@ -155,5 +185,5 @@ def _signal_page(conn: Connection, signal_id: int) -> dict[str, Any]:
 
 
 @router.get("/signals/{signal_id}", response_class=HTMLResponse)
-def signal_page(signal_id: int, request: Request, ctx: Ctx) -> HTMLResponse:
-    return _render(request, "signal.html", nav_active="signal", **ctx.db.read_sync(_signal_page, signal_id))
+def signal_page(signal_id: int, request: Request, ctx: Ctx, viewer: Who) -> HTMLResponse:
+    return _render(request, "signal.html", nav_active="signal", **ctx.db.read_sync(_signal_page, signal_id, viewer))

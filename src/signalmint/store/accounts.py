@@ -1,0 +1,245 @@
+"""Subscribers, their subscriptions, watchlists and notification preferences."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, or_, select, update
+
+from ..errors import AccessError
+from ..records import Plan, Preferences, Subscriber, Subscription
+from .tables import preferences, subscribers, subscriptions, watchlist
+
+__all__ = [
+    "SubscriberSummary",
+    "confirm_subscriber",
+    "current_subscription",
+    "ensure_subscriber",
+    "get_preferences",
+    "get_subscriber",
+    "get_watchlist",
+    "list_subscribers",
+    "normalize_email",
+    "set_preference",
+    "set_subscription_state",
+    "set_watchlist",
+    "start_subscription",
+    "subscriber_by_email",
+]
+
+
+def normalize_email(email: str) -> str:
+    """Trimmed and lowercased; a light sanity check (the confirmation link is the real one).
+
+    >>> normalize_email("  Ada@Example.COM ")
+    'ada@example.com'
+    """
+    value = email.strip().lower()
+    local, _, domain = value.partition("@")
+    if not local or "." not in domain or len(value) > 254 or any(c.isspace() for c in value):
+        raise AccessError("that does not look like an email address")
+    return value
+
+
+def _subscriber(row: Any) -> Subscriber:
+    return Subscriber(
+        id=row.id,
+        email=row.email,
+        created_at=row.created_at,
+        confirmed_at=row.confirmed_at,
+        timezone=row.timezone,
+    )
+
+
+def _subscription(row: Any) -> Subscription:
+    return Subscription(
+        id=row.id,
+        subscriber_id=row.subscriber_id,
+        plan_id=row.plan_id,
+        plan_version=row.plan_version,
+        state=row.state,
+        started_at=row.started_at,
+        trial_end=row.trial_end,
+        period_end=row.period_end,
+        past_due_since=row.past_due_since,
+        ended_at=row.ended_at,
+    )
+
+
+def get_subscriber(conn: Connection, subscriber_id: int) -> Subscriber | None:
+    row = conn.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).first()
+    return _subscriber(row) if row else None
+
+
+def subscriber_by_email(conn: Connection, email: str) -> Subscriber | None:
+    row = conn.execute(select(subscribers).where(subscribers.c.email == normalize_email(email))).first()
+    return _subscriber(row) if row else None
+
+
+def ensure_subscriber(conn: Connection, email: str, now: datetime, timezone: str = "UTC") -> Subscriber:
+    """The subscriber with this email, created (unconfirmed) if new."""
+    found = subscriber_by_email(conn, email)
+    if found is not None:
+        return found
+    new_id = conn.execute(
+        subscribers.insert()
+        .values(email=normalize_email(email), created_at=now, timezone=timezone)
+        .returning(subscribers.c.id)
+    ).scalar_one()
+    created = get_subscriber(conn, new_id)
+    assert created is not None
+    return created
+
+
+def confirm_subscriber(conn: Connection, subscriber_id: int, now: datetime) -> None:
+    conn.execute(
+        update(subscribers)
+        .where(subscribers.c.id == subscriber_id, subscribers.c.confirmed_at.is_(None))
+        .values(confirmed_at=now)
+    )
+
+
+def current_subscription(conn: Connection, subscriber_id: int) -> Subscription | None:
+    """The subscriber's open subscription (one at a time), if any."""
+    row = conn.execute(
+        select(subscriptions)
+        .where(subscriptions.c.subscriber_id == subscriber_id, subscriptions.c.ended_at.is_(None))
+        .order_by(subscriptions.c.id.desc())
+        .limit(1)
+    ).first()
+    return _subscription(row) if row else None
+
+
+def start_subscription(
+    conn: Connection,
+    subscriber_id: int,
+    plan: Plan,
+    now: datetime,
+    *,
+    origin: str,
+    state: str | None = None,
+    period_end: datetime | None = None,
+) -> Subscription:
+    """Close the open subscription (if any) and open one on ``plan``.
+
+    Without an explicit ``state``: a plan with trial days starts ``trialing``,
+    a free plan ``active``. Paid plans without a trial need a payment first
+    (or an operator's comp), which callers decide.
+    """
+    conn.execute(
+        update(subscriptions)
+        .where(subscriptions.c.subscriber_id == subscriber_id, subscriptions.c.ended_at.is_(None))
+        .values(ended_at=now, state="expired", updated_at=now)
+    )
+    trial_end = None
+    if state is None:
+        state = "trialing" if plan.trial_days > 0 else "active"
+    if state == "trialing":
+        trial_end = now + timedelta(days=plan.trial_days)
+    new_id = conn.execute(
+        subscriptions.insert()
+        .values(
+            subscriber_id=subscriber_id,
+            plan_id=plan.id,
+            plan_version=plan.version,
+            state=state,
+            started_at=now,
+            trial_end=trial_end,
+            period_end=period_end,
+            origin=origin,
+            updated_at=now,
+        )
+        .returning(subscriptions.c.id)
+    ).scalar_one()
+    row = conn.execute(select(subscriptions).where(subscriptions.c.id == new_id)).one()
+    return _subscription(row)
+
+
+def set_subscription_state(conn: Connection, subscription_id: int, now: datetime, **values: Any) -> Subscription:
+    """Update a subscription's state fields (state, trial_end, period_end, past_due_since)."""
+    allowed = {"state", "trial_end", "period_end", "past_due_since"}
+    unknown = set(values) - allowed
+    if unknown:
+        raise ValueError(f"not a state field: {sorted(unknown)}")
+    conn.execute(update(subscriptions).where(subscriptions.c.id == subscription_id).values(updated_at=now, **values))
+    return _subscription(conn.execute(select(subscriptions).where(subscriptions.c.id == subscription_id)).one())
+
+
+def get_watchlist(conn: Connection, subscriber_id: int) -> frozenset[str]:
+    rows = conn.execute(select(watchlist.c.key).where(watchlist.c.subscriber_id == subscriber_id))
+    return frozenset(rows.scalars())
+
+
+def set_watchlist(conn: Connection, subscriber_id: int, keys: Iterable[str], now: datetime) -> frozenset[str]:
+    wanted = frozenset(keys)
+    conn.execute(delete(watchlist).where(watchlist.c.subscriber_id == subscriber_id))
+    if wanted:
+        conn.execute(watchlist.insert(), [{"subscriber_id": subscriber_id, "key": k, "added_at": now} for k in wanted])
+    return wanted
+
+
+def get_preferences(conn: Connection, subscriber_id: int) -> dict[str, Preferences]:
+    rows = conn.execute(select(preferences).where(preferences.c.subscriber_id == subscriber_id))
+    return {r.channel: Preferences(r.channel, r.enabled, r.quiet_start, r.quiet_end, r.daily_budget) for r in rows}
+
+
+def set_preference(conn: Connection, subscriber_id: int, prefs: Preferences) -> None:
+    values = {
+        "enabled": prefs.enabled,
+        "quiet_start": prefs.quiet_start,
+        "quiet_end": prefs.quiet_end,
+        "daily_budget": prefs.daily_budget,
+    }
+    done = conn.execute(
+        update(preferences)
+        .where(preferences.c.subscriber_id == subscriber_id, preferences.c.channel == prefs.channel)
+        .values(**values)
+    )
+    if not done.rowcount:
+        conn.execute(preferences.insert().values(subscriber_id=subscriber_id, channel=prefs.channel, **values))
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberSummary:
+    subscriber: Subscriber
+    subscription: Subscription | None
+    watchlist: frozenset[str]
+
+
+def list_subscribers(
+    conn: Connection, *, after_id: int = 0, limit: int = 100, search: str | None = None
+) -> list[SubscriberSummary]:
+    """Subscribers in id order with their open subscription (admin listing and CSV export)."""
+    query = select(subscribers).where(subscribers.c.id > after_id)
+    if search:
+        query = query.where(subscribers.c.email.contains(search.lower(), autoescape=True))
+    rows = conn.execute(query.order_by(subscribers.c.id).limit(limit)).all()
+    out = []
+    for row in rows:
+        out.append(SubscriberSummary(_subscriber(row), current_subscription(conn, row.id), get_watchlist(conn, row.id)))
+    return out
+
+
+def count_subscribers(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(subscribers)).scalar_one())
+
+
+def open_subscriptions(conn: Connection) -> list[tuple[Subscription, Subscriber]]:
+    """Every open subscription with its subscriber (for audiences and revenue views)."""
+    rows = conn.execute(
+        select(
+            subscriptions,
+            subscribers.c.email,
+            subscribers.c.created_at.label("s_created"),
+            subscribers.c.confirmed_at,
+            subscribers.c.timezone,
+        )
+        .join(subscribers, subscribers.c.id == subscriptions.c.subscriber_id)
+        .where(or_(subscriptions.c.ended_at.is_(None)))
+    )
+    return [
+        (_subscription(r), Subscriber(r.subscriber_id, r.email, r.s_created, r.confirmed_at, r.timezone)) for r in rows
+    ]

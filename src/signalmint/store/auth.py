@@ -1,0 +1,176 @@
+"""API keys, one-time tokens (magic links) and sessions, stored as hashes only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from ..records import ApiKey
+from .tables import api_keys, sessions, settings_kv, tokens
+
+__all__ = [
+    "SessionRow",
+    "TokenRow",
+    "consume_token",
+    "create_api_key",
+    "create_session",
+    "find_api_key",
+    "get_or_create_setting",
+    "get_session",
+    "issue_token",
+    "list_api_keys",
+    "revoke_api_key",
+    "revoke_session",
+]
+
+
+def _key(r: Any) -> ApiKey:
+    return ApiKey(
+        id=r.id,
+        subscriber_id=r.subscriber_id,
+        name=r.name,
+        prefix=r.prefix,
+        created_at=r.created_at,
+        last_used_at=r.last_used_at,
+        revoked_at=r.revoked_at,
+        admin=r.admin,
+    )
+
+
+def create_api_key(
+    conn: Connection,
+    *,
+    prefix: str,
+    hash: str,
+    name: str,
+    now: datetime,
+    subscriber_id: int | None,
+    admin: bool,
+) -> ApiKey:
+    new_id = conn.execute(
+        api_keys.insert()
+        .values(prefix=prefix, hash=hash, name=name, created_at=now, subscriber_id=subscriber_id, admin=admin)
+        .returning(api_keys.c.id)
+    ).scalar_one()
+    return _key(conn.execute(select(api_keys).where(api_keys.c.id == new_id)).one())
+
+
+def find_api_key(conn: Connection, prefix: str) -> tuple[ApiKey, str] | None:
+    """The key with this public prefix and its stored hash (revoked keys included)."""
+    row = conn.execute(select(api_keys).where(api_keys.c.prefix == prefix)).first()
+    return (_key(row), row.hash) if row else None
+
+
+def list_api_keys(conn: Connection, subscriber_id: int | None, *, admin: bool = False) -> list[ApiKey]:
+    query = select(api_keys).where(api_keys.c.admin.is_(admin))
+    query = query.where(api_keys.c.subscriber_id == subscriber_id) if subscriber_id is not None else query
+    return [_key(r) for r in conn.execute(query.order_by(api_keys.c.id))]
+
+
+def revoke_api_key(conn: Connection, key_id: int, now: datetime, *, owner: int | None, admin: bool = False) -> bool:
+    """Revoke a key only if ``owner`` holds it (``admin=True``: an admin key); False if not found."""
+    query = update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+    if admin:
+        query = query.where(api_keys.c.admin.is_(True))
+    else:
+        query = query.where(api_keys.c.subscriber_id == owner, api_keys.c.admin.is_(False))
+    return bool(conn.execute(query.values(revoked_at=now)).rowcount)
+
+
+def touch_api_keys(conn: Connection, used: dict[int, datetime]) -> None:
+    for key_id, at in used.items():
+        conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=at))
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    purpose: str
+    email: str
+    subscriber_id: int | None
+
+
+def issue_token(
+    conn: Connection,
+    *,
+    hash: str,
+    purpose: str,
+    email: str,
+    subscriber_id: int | None,
+    now: datetime,
+    expires_at: datetime,
+) -> None:
+    conn.execute(
+        tokens.insert().values(
+            hash=hash,
+            purpose=purpose,
+            email=email,
+            subscriber_id=subscriber_id,
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
+
+
+def consume_token(conn: Connection, hash: str, purpose: str, now: datetime) -> TokenRow | None:
+    """Use a one-time token: None if unknown, of another purpose, expired or already used."""
+    done = conn.execute(
+        update(tokens)
+        .where(
+            tokens.c.hash == hash,
+            tokens.c.purpose == purpose,
+            tokens.c.used_at.is_(None),
+            tokens.c.expires_at > now,
+        )
+        .values(used_at=now)
+    )
+    if done.rowcount != 1:
+        return None
+    row = conn.execute(select(tokens).where(tokens.c.hash == hash)).one()
+    return TokenRow(row.purpose, row.email, row.subscriber_id)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    subscriber_id: int | None
+    admin: bool
+    expires_at: datetime
+
+
+def create_session(
+    conn: Connection,
+    *,
+    hash: str,
+    subscriber_id: int | None,
+    admin: bool,
+    now: datetime,
+    expires_at: datetime,
+) -> None:
+    conn.execute(
+        sessions.insert().values(
+            hash=hash, subscriber_id=subscriber_id, admin=admin, created_at=now, expires_at=expires_at
+        )
+    )
+
+
+def get_session(conn: Connection, hash: str, now: datetime) -> SessionRow | None:
+    row = conn.execute(
+        select(sessions).where(sessions.c.hash == hash, sessions.c.revoked_at.is_(None), sessions.c.expires_at > now)
+    ).first()
+    return SessionRow(row.subscriber_id, row.admin, row.expires_at) if row else None
+
+
+def revoke_session(conn: Connection, hash: str, now: datetime) -> None:
+    conn.execute(update(sessions).where(sessions.c.hash == hash).values(revoked_at=now))
+
+
+def get_or_create_setting(conn: Connection, name: str, make: Callable[[], str]) -> str:
+    row = conn.execute(select(settings_kv.c.value).where(settings_kv.c.name == name)).first()
+    if row is not None:
+        return str(row.value)
+    value = make()
+    conn.execute(settings_kv.insert().values(name=name, value=value))
+    return value

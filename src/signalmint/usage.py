@@ -1,0 +1,86 @@
+"""Metering API calls against monthly quotas without a database write per request.
+
+Counts gather in memory and are flushed to the ``usage`` table every second
+(and at shutdown). The quota check adds what is pending to what is stored, so
+one process never lets a subscriber past the quota; several processes may each
+let a call or two through in the second before their flushes meet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from .store import Database
+from .store.usage import add_usage, get_usage
+
+__all__ = ["UsageMeter", "month_of"]
+
+log = logging.getLogger("signalmint.usage")
+
+
+def month_of(at: datetime) -> str:
+    """The calendar month (UTC) a call counts in.
+
+    >>> month_of(datetime(2026, 11, 21, tzinfo=UTC))
+    '2026-11'
+    """
+    return at.astimezone(UTC).strftime("%Y-%m")
+
+
+class UsageMeter:
+    def __init__(self, db: Database, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.db = db
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._stored: dict[tuple[int, str], int] = {}
+        self._pending: dict[tuple[int, str], tuple[int, int]] = {}
+
+    def used(self, subscriber_id: int, month: str) -> int:
+        """Calls this month so far: stored plus pending."""
+        key = (subscriber_id, month)
+        with self._lock:
+            stored = self._stored.get(key)
+        if stored is None:
+            stored = self.db.read_sync(get_usage, subscriber_id, month)[0]
+            with self._lock:
+                self._stored.setdefault(key, stored)
+                stored = self._stored[key]
+        with self._lock:
+            return stored + self._pending.get(key, (0, 0))[0]
+
+    def record(self, subscriber_id: int, month: str, *, overage: bool) -> None:
+        key = (subscriber_id, month)
+        with self._lock:
+            calls, over = self._pending.get(key, (0, 0))
+            self._pending[key] = (calls + 1, over + int(overage))
+
+    async def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        try:
+            await self.db.write(add_usage, pending, self.clock())
+        except Exception:
+            log.exception("could not store API usage; keeping it for the next flush")
+            with self._lock:
+                for key, (calls, over) in pending.items():
+                    c, o = self._pending.get(key, (0, 0))
+                    self._pending[key] = (c + calls, o + over)
+            return
+        with self._lock:
+            for key, (calls, _) in pending.items():
+                if key in self._stored:
+                    self._stored[key] += calls
+
+    async def run(self, every: float = 1.0) -> None:
+        try:
+            while True:
+                await asyncio.sleep(every)
+                await self.flush()
+        finally:
+            await self.flush()

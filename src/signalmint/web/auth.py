@@ -1,0 +1,207 @@
+"""Who is asking: an API key, a session cookie, or the public; and what they may see.
+
+``get_viewer`` resolves ``Authorization: Bearer <key>`` first, then the session
+cookie, else the public. A malformed, unknown or revoked key is a 401, never a
+silent fall back to the public view. Subscriber viewers carry one
+:class:`~signalmint.access.Grant` per automation; the public carries the
+public grants (longest delay, the free plan's mask); an admin sees all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import HTTPException, Request
+
+from ..access import Grant, grants, public_grant
+from ..credentials import check_csrf, csrf_token, parse_api_key, verify_token
+from ..records import ApiKey, Plan, Subscriber, Subscription
+from ..store.accounts import current_subscription, get_subscriber, get_watchlist
+from ..store.auth import find_api_key
+from ..store.plans import load_plans
+
+__all__ = ["SESSION_COOKIE", "AccessBook", "Viewer", "ViewerCache", "resolve_viewer"]
+
+SESSION_COOKIE = "sm_session"
+CACHE_SECONDS = 2.0
+
+
+@dataclass
+class AccessBook:
+    """Every plan version, and the public grant of each automation (rebuilt when plans change)."""
+
+    plans: dict[tuple[str, int], Plan] = field(default_factory=dict)
+    public: dict[str, Grant] = field(default_factory=dict)
+    current_ids: set[tuple[str, int]] = field(default_factory=set)
+
+    @classmethod
+    def load(cls, conn: Any, automations: list[str]) -> AccessBook:
+        plans = load_plans(conn)
+        current = list(load_plans(conn, current_only=True).values())
+        return cls(plans=plans, current_ids={(p.id, p.version) for p in current})
+
+    def public_for(self, automation: str) -> Grant:
+        """The public grant of an automation (an automation no plan covers is open to all)."""
+        grant = self.public.get(automation)
+        if grant is None:
+            plans = [p.expanded([automation]) for p in self.current()]
+            grant = self.public[automation] = public_grant(plans, automation)
+        return grant
+
+    def current(self) -> list[Plan]:
+        """The plans on sale now, cheapest first."""
+        plans = [self.plans[k] for k in self.current_ids if k in self.plans]
+        return sorted(plans, key=lambda p: (p.price, p.id))
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """The caller of a request and what they may see."""
+
+    kind: str = "public"  # public | subscriber | admin
+    grants: Mapping[str, Grant] = field(default_factory=dict)
+    subscriber: Subscriber | None = None
+    subscription: Subscription | None = None
+    plan: Plan | None = None
+    watchlist: frozenset[str] = frozenset()
+    api_key: ApiKey | None = None
+    session: str | None = None  # the session token, for CSRF checks
+    book: AccessBook | None = None  # set for the public: grants come from the plans on sale
+
+    @property
+    def is_admin(self) -> bool:
+        return self.kind == "admin"
+
+    def grant(self, automation: str) -> Grant | None:
+        """The grant for one automation; None means nothing of it is visible. Admins see all."""
+        if self.is_admin:
+            return _OPEN
+        if self.book is not None:
+            return self.book.public_for(automation)
+        return self.grants.get(automation)
+
+    def csrf(self, pepper: bytes) -> str:
+        return csrf_token(self.session, pepper) if self.session else ""
+
+    def check_csrf(self, submitted: str | None, pepper: bytes) -> bool:
+        return bool(self.session) and check_csrf(self.session or "", submitted or "", pepper)
+
+
+_OPEN = public_grant([], None)
+
+
+class ViewerCache:
+    """Short-lived caches of key lookups and subscriber grants; writes through the app evict at once."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, tuple[float, ApiKey, str]] = {}
+        self.subscribers: dict[int, tuple[float, Any]] = {}
+
+    def forget_key(self, prefix: str) -> None:
+        self.keys.pop(prefix, None)
+
+    def forget_subscriber(self, subscriber_id: int) -> None:
+        self.subscribers.pop(subscriber_id, None)
+
+    def clear(self) -> None:
+        self.keys.clear()
+        self.subscribers.clear()
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(401, message, headers={"WWW-Authenticate": 'Bearer realm="signalmint"'})
+
+
+def _subscriber_state(ctx: Any, subscriber_id: int) -> tuple[Subscriber | None, Subscription | None, frozenset[str]]:
+    cached = ctx.viewers.subscribers.get(subscriber_id)
+    now = time.monotonic()
+    if cached and now - cached[0] < CACHE_SECONDS:
+        return cached[1]  # type: ignore[no-any-return]
+
+    def read(conn: Any) -> tuple[Subscriber | None, Subscription | None, frozenset[str]]:
+        return (
+            get_subscriber(conn, subscriber_id),
+            current_subscription(conn, subscriber_id),
+            get_watchlist(conn, subscriber_id),
+        )
+
+    state: tuple[Subscriber | None, Subscription | None, frozenset[str]] = ctx.db.read_sync(read)
+    ctx.viewers.subscribers[subscriber_id] = (now, state)
+    return state
+
+
+def subscriber_viewer(ctx: Any, subscriber_id: int, **extra: Any) -> Viewer:
+    subscriber, subscription, watchlist = _subscriber_state(ctx, subscriber_id)
+    if subscriber is None:
+        raise _unauthorized("this account no longer exists")
+    plan = ctx.access.plans.get((subscription.plan_id, subscription.plan_version)) if subscription else None
+    held = [(subscription, plan.expanded(ctx.automation_names()))] if subscription and plan else []
+    return Viewer(
+        kind="subscriber",
+        grants=grants(held, subscriber, watchlist, datetime.now(UTC)),
+        subscriber=subscriber,
+        subscription=subscription,
+        plan=plan,
+        watchlist=watchlist,
+        **extra,
+    )
+
+
+def public_viewer(ctx: Any) -> Viewer:
+    return Viewer(kind="public", book=ctx.access)
+
+
+def _key_viewer(ctx: Any, token: str) -> Viewer:
+    parsed = parse_api_key(token)
+    if parsed is None:
+        raise _unauthorized("that is not a signalmint API key (they look like sm_xxxxxxxx_...)")
+    prefix, text = parsed
+    now = time.monotonic()
+    cached = ctx.viewers.keys.get(prefix)
+    if cached and now - cached[0] < CACHE_SECONDS:
+        key, stored = cached[1], cached[2]
+    else:
+        found = ctx.db.read_sync(find_api_key, prefix)
+        if found is None:
+            raise _unauthorized("unknown API key")
+        key, stored = found
+        ctx.viewers.keys[prefix] = (now, key, stored)
+    if not verify_token(text, stored, ctx.pepper):
+        raise _unauthorized("unknown API key")
+    if key.revoked_at is not None:
+        raise _unauthorized("this API key was revoked")
+    ctx.key_used(key.id)
+    if key.admin:
+        return Viewer(kind="admin", api_key=key)
+    if key.subscriber_id is None:
+        raise _unauthorized("unknown API key")
+    return subscriber_viewer(ctx, key.subscriber_id, api_key=key)
+
+
+def resolve_viewer(request: Request) -> Viewer:
+    """The viewer of this request (cached on the request)."""
+    cached = getattr(request.state, "viewer", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    ctx = request.app.state.ctx
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _unauthorized("use Authorization: Bearer <your API key>")
+        viewer = _key_viewer(ctx, token.strip())
+    else:
+        viewer = public_viewer(ctx)
+        session_token = request.cookies.get(SESSION_COOKIE)
+        if session_token:
+            row = ctx.accounts.session(session_token)
+            if row is not None and row.admin:
+                viewer = Viewer(kind="admin", session=session_token)
+            elif row is not None and row.subscriber_id is not None:
+                viewer = subscriber_viewer(ctx, row.subscriber_id, session=session_token)
+    request.state.viewer = viewer
+    return viewer

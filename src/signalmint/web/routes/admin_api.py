@@ -1,0 +1,127 @@
+"""The operator's API under /api/v1/admin: subscribers, plans, comps, trials, exports.
+
+Only admin keys and admin sessions pass; a subscriber's key or session gets 403
+(OWASP API5), the public 401.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from ...admin import summary_json
+from ...store.accounts import list_subscribers
+from ..auth import Viewer
+from ..context import AppContext, get_ctx
+from ..serialize import plan_json
+from .api import RESPONSES, api_viewer
+
+__all__ = ["require_admin_api", "router"]
+
+router = APIRouter(tags=["admin"], responses=RESPONSES)
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+
+def require_admin_api(viewer: Annotated[Viewer, Depends(api_viewer)]) -> Viewer:
+    if viewer.kind == "public":
+        raise HTTPException(401, "admin routes need an admin API key", headers={"WWW-Authenticate": "Bearer"})
+    if not viewer.is_admin:
+        raise HTTPException(403, "admin routes are for the operator only")
+    return viewer
+
+
+Admin = Annotated[Viewer, Depends(require_admin_api)]
+
+
+class PlanChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    plan: str = Field(max_length=64)
+
+
+class Comp(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    plan: str | None = Field(default=None, max_length=64, description="default: their current plan")
+    until: datetime | None = Field(default=None, description="default: forever")
+
+
+class Trial(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    days: int = Field(ge=1, le=365)
+
+
+def _subscription_json(sub: Any) -> dict[str, Any]:
+    return {
+        "id": sub.id,
+        "plan": sub.plan_id,
+        "plan_version": sub.plan_version,
+        "state": sub.state,
+        "trial_end": sub.trial_end.isoformat() if sub.trial_end else None,
+        "period_end": sub.period_end.isoformat() if sub.period_end else None,
+    }
+
+
+@router.get("/api/v1/admin/subscribers")
+def subscribers(
+    ctx: Ctx,
+    admin: Admin,
+    q: Annotated[str | None, Query(max_length=100, description="search in emails")] = None,
+    after: Annotated[int, Query(ge=0, description="next_cursor of the previous page")] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """Every subscriber with plan, state, channels and watchlist."""
+    rows = ctx.db.read_sync(list_subscribers, after_id=after, limit=limit + 1, search=q)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [summary_json(r, ctx.access.plans) for r in rows]
+    return {"items": items, "next_cursor": str(rows[-1].subscriber.id) if more and rows else None}
+
+
+@router.get("/api/v1/admin/subscribers.csv", response_class=Response)
+def export(ctx: Ctx, admin: Admin) -> Response:
+    """Every subscriber as CSV."""
+    return Response(
+        ctx.operator.export_csv(),
+        media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="subscribers.csv"'},
+    )
+
+
+@router.get("/api/v1/admin/subscribers/{subscriber_id}")
+def subscriber(subscriber_id: int, ctx: Ctx, admin: Admin) -> dict[str, Any]:
+    rows = ctx.db.read_sync(list_subscribers, after_id=subscriber_id - 1, limit=1)
+    if not rows or rows[0].subscriber.id != subscriber_id:
+        raise HTTPException(404, f"no subscriber with id {subscriber_id}")
+    return summary_json(rows[0], ctx.access.plans)
+
+
+@router.post("/api/v1/admin/subscribers/{subscriber_id}/plan")
+async def change_plan(subscriber_id: int, body: PlanChange, ctx: Ctx, admin: Admin) -> dict[str, Any]:
+    """Move the subscriber to the current version of a plan."""
+    return _subscription_json(await ctx.operator.change_plan(subscriber_id, body.plan))
+
+
+@router.post("/api/v1/admin/subscribers/{subscriber_id}/comp")
+async def comp(subscriber_id: int, body: Comp, ctx: Ctx, admin: Admin) -> dict[str, Any]:
+    """Complimentary access to a plan, until a date or forever."""
+    return _subscription_json(await ctx.operator.comp(subscriber_id, body.plan, body.until))
+
+
+@router.post("/api/v1/admin/subscribers/{subscriber_id}/trial")
+async def extend_trial(subscriber_id: int, body: Trial, ctx: Ctx, admin: Admin) -> dict[str, Any]:
+    """Extend (or start) a trial by some days."""
+    return _subscription_json(await ctx.operator.extend_trial(subscriber_id, body.days))
+
+
+@router.get("/api/v1/admin/plans")
+def plans(ctx: Ctx, admin: Admin) -> dict[str, Any]:
+    """Every plan version, current or retired."""
+    current = ctx.access.current_ids
+    items = [
+        {**plan_json(p), "current": (p.id, p.version) in current}
+        for p in sorted(ctx.access.plans.values(), key=lambda p: (p.id, p.version))
+    ]
+    return {"items": items, "next_cursor": None}

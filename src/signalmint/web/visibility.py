@@ -1,0 +1,118 @@
+"""What a viewer sees of the signal log: which signals (scopes), how much of each (masks), and in
+what order a live stream releases them.
+
+A signal is released to a viewer at ``available_at = max(created_at, time + delay)`` (the
+shortest delay of a tier that covers its key). Streams emit signals in (available_at, id)
+order, and only those available at least :data:`SETTLE` seconds ago, by which time every
+commit stamped earlier is visible. That order is a function of the stored signal and the
+viewer's grant, so ``Last-Event-ID`` (a signal id) locates exactly where a stream stopped,
+whatever the mix of delays and automations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, or_, select
+
+from ..access import Grant, masked_json
+from ..records import Signal
+from ..store.signals import Scope, row_to_signal
+from ..store.tables import signals
+from .auth import Viewer
+from .serialize import signal_json
+
+__all__ = ["SETTLE", "available_at", "position_of", "present", "released_after", "scopes_for"]
+
+SETTLE = timedelta(seconds=1)
+
+
+def scopes_for(viewer: Viewer, now: datetime, names: Sequence[str]) -> list[Scope] | None:
+    """SQL scopes of what ``viewer`` may see at ``now`` of the automations ``names`` (None: all, admins)."""
+    if viewer.is_admin:
+        return None
+    scopes = []
+    for name in names:
+        grant = viewer.grant(name)
+        if grant is None:
+            continue
+        for tier in grant.tiers:
+            scopes.append(Scope(name, now - tier.delay, tier.keys))
+    return scopes
+
+
+def present(signal: Signal, viewer: Viewer, now: datetime) -> dict[str, Any] | None:
+    """The signal as JSON, masked for ``viewer``; None if they may not see it (yet)."""
+    grant = viewer.grant(signal.automation)
+    if grant is None:
+        return None
+    hidden = grant.hidden_at(signal, now)
+    if hidden is None:
+        return None
+    body = signal_json(signal)
+    return masked_json(body, hidden) if hidden else {**body, "masked": []}
+
+
+def available_at(signal: Signal, grant: Grant) -> datetime | None:
+    release = grant.release_at(signal)
+    if release is None:
+        return None
+    created = signal.created_at or signal.time
+    return max(created, release)
+
+
+def released_after(
+    conn: Connection,
+    viewer: Viewer,
+    cursor: tuple[datetime, int],
+    now: datetime,
+    *,
+    automation: str | None = None,
+    limit: int = 200,
+) -> list[tuple[tuple[datetime, int], Signal]]:
+    """Signals released to ``viewer`` after ``cursor`` and by ``now - SETTLE``, in release order."""
+    horizon = now - SETTLE
+    after_at, after_id = cursor
+    out: list[tuple[tuple[datetime, int], Signal]] = []
+    names = [automation] if automation is not None else _automations(conn)
+    for name in names:
+        grant = viewer.grant(name)
+        if grant is None:
+            continue
+        delays = [t.delay for t in grant.tiers]
+        low, high = min(delays), max(delays)
+        query = select(signals).where(
+            signals.c.automation == name,
+            signals.c.created_at <= horizon,
+            signals.c.time <= horizon - low,
+            or_(signals.c.created_at >= after_at, signals.c.time >= after_at - high),
+        )
+        if grant.keys is not None:
+            query = query.where(signals.c.key.in_(sorted(grant.keys)))
+        for row in conn.execute(query.order_by(signals.c.id).limit(limit * 4)):
+            signal = row_to_signal(row)
+            at = available_at(signal, grant)
+            if at is None or at > horizon:
+                continue
+            position = (at, signal.id or 0)
+            if position > (after_at, after_id):
+                out.append((position, signal))
+    out.sort(key=lambda item: item[0])
+    return out[:limit]
+
+
+def position_of(conn: Connection, viewer: Viewer, signal_id: int) -> tuple[datetime, int] | None:
+    """The stream position of a signal for this viewer (to resume after ``Last-Event-ID``)."""
+    row = conn.execute(select(signals).where(signals.c.id == signal_id)).first()
+    if row is None:
+        return None
+    signal = row_to_signal(row)
+    grant = viewer.grant(signal.automation)
+    at = available_at(signal, grant) if grant is not None else None
+    return (at, signal_id) if at is not None else None
+
+
+def _automations(conn: Connection) -> Sequence[str]:
+    return list(conn.execute(select(signals.c.automation).distinct()).scalars())
