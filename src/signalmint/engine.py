@@ -100,9 +100,7 @@ class AutomationRunner:
             log.warning("%s: checkpoint unreadable (%s); the detector starts cold", self.config.name, exc)
             return
         if fingerprint != pipeline.fingerprint:
-            log.warning(
-                "%s: detector settings changed since the checkpoint; it starts cold", self.config.name
-            )
+            log.warning("%s: detector settings changed since the checkpoint; it starts cold", self.config.name)
             return
         pipeline.detector = detector
 
@@ -140,10 +138,7 @@ class AutomationRunner:
                 status.bars += len(frame)
                 status.keys.update(frame.keys.tolist())
                 self._count_rejected(pipeline)
-                due = (
-                    time.monotonic() - self._checkpointed
-                    >= self.engine.settings.checkpoint_every.total_seconds()
-                )
+                due = time.monotonic() - self._checkpointed >= self.engine.settings.checkpoint_every.total_seconds()
                 snapshot = self._checkpoint(cursor) if due else None
                 pending = asyncio.ensure_future(db.write(commit_tick, name, frame, found, snapshot))
                 stored = await asyncio.shield(pending)
@@ -170,9 +165,7 @@ class AutomationRunner:
         save_checkpoint(conn, checkpoint, datetime.now(UTC))
 
     def _checkpoint(self, cursor: datetime) -> Checkpoint:
-        blob = pickle.dumps(
-            (self._pipeline.fingerprint, self._pipeline.detector), protocol=pickle.HIGHEST_PROTOCOL
-        )
+        blob = pickle.dumps((self._pipeline.fingerprint, self._pipeline.detector), protocol=pickle.HIGHEST_PROTOCOL)
         return Checkpoint(
             automation=self.config.name,
             cursor=cursor,
@@ -219,9 +212,7 @@ class AutomationRunner:
         self._pruned = time.monotonic()
         removed = await self.engine.db.write(prune_bars, self.config.name, retention)
         if removed:
-            log.debug(
-                "%s: pruned %d bars older than the retention of %s", self.config.name, removed, retention
-            )
+            log.debug("%s: pruned %d bars older than the retention of %s", self.config.name, removed, retention)
 
 
 class Engine:

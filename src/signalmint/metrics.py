@@ -20,9 +20,7 @@ class Metrics:
             ["automation", "reason"],
             registry=r,
         )
-        self.signals = Counter(
-            "signalmint_signals", "Signals committed to the log", ["automation"], registry=r
-        )
+        self.signals = Counter("signalmint_signals", "Signals committed to the log", ["automation"], registry=r)
         self.tick_seconds = Histogram(
             "signalmint_tick_seconds",
             "Time to detect and commit one tick",

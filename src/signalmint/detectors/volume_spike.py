@@ -244,10 +244,8 @@ class VolumeSpike:
         """
         last = self._last_keys
         if last is not None and last.shape == keys.shape and last.dtype == keys.dtype:
-            if keys.dtype.kind in "US":  # fixed-width strings: equal bytes, equal keys
-                same = keys.tobytes() == self._last_bytes
-            else:
-                same = bool(np.array_equal(last, keys))
+            # fixed-width strings: equal bytes, equal keys
+            same = keys.tobytes() == self._last_bytes if keys.dtype.kind in "US" else bool(np.array_equal(last, keys))
             if same:
                 return self._last_rows
         rows_map = self._rows

@@ -67,9 +67,7 @@ class BokehStocksOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    symbols: list[Ticker] = Field(
-        default_factory=lambda: list(TICKERS), min_length=1, description="Tickers to replay."
-    )
+    symbols: list[Ticker] = Field(default_factory=lambda: list(TICKERS), min_length=1, description="Tickers to replay.")
     pace: float = Field(0.1, ge=0, description="Seconds between trading days (0: at once).")
     start: date | None = Field(None, description="First trading date replayed (inclusive).")
     end: date | None = Field(None, description="Last trading date replayed (inclusive).")

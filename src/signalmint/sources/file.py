@@ -80,9 +80,7 @@ class FileOptions(BaseModel):
         "auto", description="File format; auto reads it from the extension."
     )
     columns: ColumnMap = Field(default_factory=ColumnMap, description="Field -> file column.")
-    timezone: str | None = Field(
-        None, description="IANA zone for times without an offset; unset rejects them."
-    )
+    timezone: str | None = Field(None, description="IANA zone for times without an offset; unset rejects them.")
     pace: float = Field(0.0, ge=0, description="Seconds between ticks (0: as fast as possible).")
     symbols: list[str] | None = Field(None, description="Replay only these keys.")
 
@@ -153,9 +151,7 @@ def _localize(naive: datetime, zone: ZoneInfo) -> datetime | None:
     return local if back == naive else None
 
 
-def _datetime_column(
-    col: pl.Series, zone: ZoneInfo | None
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int8]]:
+def _datetime_column(col: pl.Series, zone: ZoneInfo | None) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int8]]:
     if col.dtype == pl.Date:
         col = col.cast(pl.Datetime("us"))
     zone_of_column = getattr(col.dtype, "time_zone", None)
@@ -174,9 +170,7 @@ def _datetime_column(
     return ns.astype(np.int64), status
 
 
-def number_column(
-    col: pl.Series, what: str, source: str
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+def number_column(col: pl.Series, what: str, source: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
     """The column as float64 (missing -> NaN) and where its text was not a number."""
     if col.dtype == pl.String:
         stripped = col.str.strip_chars()
@@ -186,9 +180,7 @@ def number_column(
         try:
             values = col.cast(pl.Float64)
         except pl.exceptions.PolarsError as err:
-            raise SourceError(
-                f"{source}: column {col.name!r} ({what}) has type {col.dtype}, not numbers"
-            ) from err
+            raise SourceError(f"{source}: column {col.name!r} ({what}) has type {col.dtype}, not numbers") from err
         bad = np.zeros(len(col), dtype=bool)
     return values.fill_null(float("nan")).to_numpy().astype(np.float64), bad
 
@@ -258,9 +250,7 @@ class FileReplay:
 
     def _read(self) -> pl.DataFrame:
         cols = self.columns
-        lazy = self._scan().select(
-            pl.col(getattr(cols, field)).alias(field) for field in ("key", "time", *BAR_COLUMNS)
-        )
+        lazy = self._scan().select(pl.col(getattr(cols, field)).alias(field) for field in ("key", "time", *BAR_COLUMNS))
         lazy = lazy.with_columns(pl.col("key").cast(pl.String).str.strip_chars())
         if self.symbols is not None:
             lazy = lazy.filter(pl.col("key").is_in(self.symbols))

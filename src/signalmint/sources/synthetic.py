@@ -65,12 +65,8 @@ class SyntheticOptions(BaseModel):
 
     symbols: int = Field(500, ge=1, le=100_000, description="Number of symbols (SYN000...).")
     seed: int = Field(7, ge=0, description="Seed of every random draw.")
-    interval: float = Field(
-        60.0, ge=0.001, description="Wall-clock seconds between bars (the demo uses 1.0)."
-    )
-    spike_rate: float = Field(
-        0.002, ge=0.0, le=1.0, description="Probability of an injected spike per symbol-bar."
-    )
+    interval: float = Field(60.0, ge=0.001, description="Wall-clock seconds between bars (the demo uses 1.0).")
+    spike_rate: float = Field(0.002, ge=0.0, le=1.0, description="Probability of an injected spike per symbol-bar.")
     spike_multiplier: tuple[float, float] = Field(
         (6.0, 15.0), description="Range of a spike's volume, as a multiple of the normal volume."
     )

@@ -100,9 +100,7 @@ def check_pickles_mid_stream(factory: Factory) -> None:
     detector = factory()
     _run(detector, frames[:half])
     clone = pickle.loads(pickle.dumps(detector))
-    _same(
-        _run(detector, frames[half:]), _run(clone, frames[half:]), "a pickled detector continues identically"
-    )
+    _same(_run(detector, frames[half:]), _run(clone, frames[half:]), "a pickled detector continues identically")
 
 
 def check_flags_something(factory: Factory) -> None:

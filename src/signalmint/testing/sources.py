@@ -35,9 +35,7 @@ def _frames(factory: Factory, count: int = 50, since: Any = None) -> list[Frame]
 def check_has_kind_and_options(factory: Factory) -> None:
     source = factory()
     assert isinstance(getattr(type(source), "kind", None), str), "a source class needs a `kind` string"
-    assert hasattr(getattr(type(source), "Options", None), "model_validate"), (
-        "a source needs a pydantic `Options`"
-    )
+    assert hasattr(getattr(type(source), "Options", None), "model_validate"), "a source needs a pydantic `Options`"
     assert isinstance(source.rejected, Mapping), "`rejected` maps reasons to counts"
 
 

@@ -45,9 +45,7 @@ def _n(x: float) -> str:
 def _tag(name: str, text: str = "", *, children: str = "", **attrs: object) -> str:
     """One SVG element: ``text`` and every attribute value escaped, ``children`` markup as is.
     ``class_`` becomes ``class``; other underscores become dashes (``stroke_width``)."""
-    rendered = "".join(
-        f' {key.rstrip("_").replace("_", "-")}="{escape(str(value))}"' for key, value in attrs.items()
-    )
+    rendered = "".join(f' {key.rstrip("_").replace("_", "-")}="{escape(str(value))}"' for key, value in attrs.items())
     inner = escape(text) + children
     return f"<{name}{rendered}>{inner}</{name}>" if inner else f"<{name}{rendered}/>"
 
@@ -113,11 +111,7 @@ def _dates(times: npt.ArrayLike) -> list[datetime | None]:
 def _date_label(moment: datetime, span_days: float) -> str:
     """Months over long spans, days over weeks, clock times within a day or two."""
     return (
-        f"{moment:%b %Y}"
-        if span_days >= 600
-        else f"{moment:%b} {moment.day}"
-        if span_days >= 2
-        else f"{moment:%H:%M}"
+        f"{moment:%b %Y}" if span_days >= 600 else f"{moment:%b} {moment.day}" if span_days >= 2 else f"{moment:%H:%M}"
     )
 
 
