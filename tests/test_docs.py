@@ -12,11 +12,19 @@ import pytest
 from pydantic import BaseModel
 
 from signalmint.cli import app as cli_app
-from signalmint.config import AutomationConfig, DetectorConfig, Settings, WebConfig
+from signalmint.config import (
+    AdminConfig,
+    AutomationConfig,
+    DetectorConfig,
+    EmailConfig,
+    PlanConfig,
+    Settings,
+    WebConfig,
+)
 from signalmint.registry import Registry
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
-DOCUMENTED = set(re.findall(r"^\| `([a-z_]+)` \|", README, flags=re.MULTILINE))
+DOCUMENTED = set(re.findall(r"^\| `([a-z_]+)`(?: \([a-z]+\))? \|", README, flags=re.MULTILINE))
 
 
 def fields(model: type[BaseModel]) -> list[str]:
@@ -48,11 +56,13 @@ def test_every_cli_command_is_documented() -> None:
 
 
 def test_every_api_route_is_documented() -> None:
-    from signalmint.web.routes import api
+    from signalmint.web.routes import admin_api, api, me, ops
 
-    for route in api.router.routes:
-        path = getattr(route, "path", "")
-        assert f"`GET {path}" in README, f"document {path} in README's API table"
+    for module in (api, me, admin_api, ops):
+        for route in module.router.routes:
+            path = getattr(route, "path", "")
+            for method in getattr(route, "methods", ()):
+                assert f"`{method} {path}" in README, f"document {method} {path} in README's API table"
 
 
 def test_readme_names_the_two_commands_and_ci_runs_the_test_one() -> None:

@@ -28,7 +28,8 @@ def month_of(at: datetime) -> str:
     >>> month_of(datetime(2026, 11, 21, tzinfo=UTC))
     '2026-11'
     """
-    return at.astimezone(UTC).strftime("%Y-%m")
+    at = at.astimezone(UTC)
+    return f"{at.year:04d}-{at.month:02d}"
 
 
 class UsageMeter:

@@ -53,7 +53,7 @@ class World:
         self.app = create_app(settings(db, **overrides), db)
         self.ctx = self.app.state.ctx
         self.signals: list[Signal] = []
-        ages = [0, 1, 5, 14, 16, 30, 120]  # minutes before now
+        ages = [0.05, 1, 5, 14, 16, 30, 120]  # minutes before now (the API may show a signal a second late)
         for i, minutes in enumerate(ages):
             for key in ("AAPL", "MSFT", "IBM"):
                 signal = Signal(

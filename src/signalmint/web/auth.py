@@ -9,6 +9,7 @@ public grants (longest delay, the free plan's mask); an admin sees all.
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class Viewer:
     api_key: ApiKey | None = None
     session: str | None = None  # the session token, for CSRF checks
     book: AccessBook | None = None  # set for the public: grants come from the plans on sale
+    signature: tuple[Any, ...] = ()  # equal signatures see exactly the same signals (page cache key)
 
     @property
     def is_admin(self) -> bool:
@@ -95,21 +97,31 @@ _OPEN = public_grant([], None)
 
 
 class ViewerCache:
-    """Short-lived caches of key lookups and subscriber grants; writes through the app evict at once."""
+    """Short-lived caches of key lookups and subscribers' access; writes through the app evict at once.
+
+    Across processes (several web replicas) a change reaches the others within ``CACHE_SECONDS``.
+    """
 
     def __init__(self) -> None:
         self.keys: dict[str, tuple[float, ApiKey, str]] = {}
         self.subscribers: dict[int, tuple[float, Any]] = {}
+        self.built: dict[tuple[int, int | None, str | None], tuple[float, Viewer]] = {}
+        self.verified: dict[str, str] = {}
 
     def forget_key(self, prefix: str) -> None:
         self.keys.pop(prefix, None)
+        self.verified.pop(prefix, None)
 
     def forget_subscriber(self, subscriber_id: int) -> None:
         self.subscribers.pop(subscriber_id, None)
+        for key in [k for k in self.built if k[0] == subscriber_id]:
+            self.built.pop(key, None)
 
     def clear(self) -> None:
         self.keys.clear()
+        self.verified.clear()
         self.subscribers.clear()
+        self.built.clear()
 
 
 def _unauthorized(message: str) -> HTTPException:
@@ -135,14 +147,36 @@ def _subscriber_state(ctx: Any, subscriber_id: int) -> tuple[Subscriber | None, 
 
 
 def subscriber_viewer(ctx: Any, subscriber_id: int, **extra: Any) -> Viewer:
+    key = extra.get("api_key")
+    cache_key = (subscriber_id, key.id if key is not None else None, extra.get("session"))
+    now = time.monotonic()
+    cached = ctx.viewers.built.get(cache_key)
+    if cached is not None and now - cached[0] < CACHE_SECONDS:
+        return cached[1]
+    viewer = _build_subscriber_viewer(ctx, subscriber_id, **extra)
+    if len(ctx.viewers.built) > 50_000:
+        ctx.viewers.built.clear()
+    ctx.viewers.built[cache_key] = (now, viewer)
+    return viewer
+
+
+def _signature(grants_: Mapping[str, Grant]) -> tuple[Any, ...]:
+    return tuple(
+        (name, tuple((t.delay, t.keys, t.masked) for t in grant.tiers)) for name, grant in sorted(grants_.items())
+    )
+
+
+def _build_subscriber_viewer(ctx: Any, subscriber_id: int, **extra: Any) -> Viewer:
     subscriber, subscription, watchlist = _subscriber_state(ctx, subscriber_id)
     if subscriber is None:
         raise _unauthorized("this account no longer exists")
     plan = ctx.access.plans.get((subscription.plan_id, subscription.plan_version)) if subscription else None
     held = [(subscription, plan.expanded(ctx.automation_names()))] if subscription and plan else []
+    granted = grants(held, subscriber, watchlist, datetime.now(UTC))
     return Viewer(
         kind="subscriber",
-        grants=grants(held, subscriber, watchlist, datetime.now(UTC)),
+        grants=granted,
+        signature=("subscriber", _signature(granted)),
         subscriber=subscriber,
         subscription=subscription,
         plan=plan,
@@ -152,7 +186,7 @@ def subscriber_viewer(ctx: Any, subscriber_id: int, **extra: Any) -> Viewer:
 
 
 def public_viewer(ctx: Any) -> Viewer:
-    return Viewer(kind="public", book=ctx.access)
+    return Viewer(kind="public", book=ctx.access, signature=("public", id(ctx.access)))
 
 
 def _key_viewer(ctx: Any, token: str) -> Viewer:
@@ -170,13 +204,16 @@ def _key_viewer(ctx: Any, token: str) -> Viewer:
             raise _unauthorized("unknown API key")
         key, stored = found
         ctx.viewers.keys[prefix] = (now, key, stored)
-    if not verify_token(text, stored, ctx.pepper):
-        raise _unauthorized("unknown API key")
+    verified = ctx.viewers.verified.get(prefix)
+    if verified is None or not hmac.compare_digest(verified, text):
+        if not verify_token(text, stored, ctx.pepper):
+            raise _unauthorized("unknown API key")
+        ctx.viewers.verified[prefix] = text  # in memory only: the next request skips the HMAC
     if key.revoked_at is not None:
         raise _unauthorized("this API key was revoked")
     ctx.key_used(key.id)
     if key.admin:
-        return Viewer(kind="admin", api_key=key)
+        return Viewer(kind="admin", api_key=key, signature=("admin",))
     if key.subscriber_id is None:
         raise _unauthorized("unknown API key")
     return subscriber_viewer(ctx, key.subscriber_id, api_key=key)
@@ -200,7 +237,7 @@ def resolve_viewer(request: Request) -> Viewer:
         if session_token:
             row = ctx.accounts.session(session_token)
             if row is not None and row.admin:
-                viewer = Viewer(kind="admin", session=session_token)
+                viewer = Viewer(kind="admin", session=session_token, signature=("admin",))
             elif row is not None and row.subscriber_id is not None:
                 viewer = subscriber_viewer(ctx, row.subscriber_id, session=session_token)
     request.state.viewer = viewer

@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
@@ -27,7 +28,7 @@ from .auth import AccessBook, Viewer, ViewerCache, resolve_viewer
 if TYPE_CHECKING:
     from ..engine import Engine
 
-__all__ = ["AppContext", "Viewer", "get_ctx", "get_viewer"]
+__all__ = ["AppContext", "Viewer", "ctx_dependency", "get_ctx", "get_viewer"]
 
 log = logging.getLogger("signalmint.web")
 
@@ -48,6 +49,25 @@ class AppContext:
     meter: UsageMeter | None = None
     _used_keys: dict[int, datetime] = field(default_factory=dict)
     _names: tuple[float, list[str]] = (-1e9, [])
+    pages: dict[tuple[Any, ...], asyncio.Future[bytes]] = field(default_factory=dict)
+
+    async def page(self, key: tuple[Any, ...], make: Callable[[], Awaitable[bytes]]) -> bytes:
+        """A cached response body; concurrent misses of one key wait for a single ``make()``."""
+        found = self.pages.get(key)
+        if found is not None and found.done():
+            return found.result()
+        if found is None:
+            if len(self.pages) > 20_000:
+                self.pages = {k: f for k, f in self.pages.items() if not f.done()}
+            found = self.pages[key] = asyncio.get_running_loop().create_future()
+            try:
+                found.set_result(await make())
+            except BaseException as exc:
+                self.pages.pop(key, None)
+                found.set_exception(exc)
+                found.exception()  # retrieved: waiters re-raise it, nobody logs "never retrieved"
+                raise
+        return await asyncio.shield(found)
 
     @property
     def operator(self) -> Operator:
@@ -88,6 +108,12 @@ class AppContext:
 
 
 def get_ctx(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+async def ctx_dependency(request: Request) -> AppContext:
+    """``get_ctx`` for ``Depends`` in async routes (a sync dependency would cost a thread hop)."""
     ctx: AppContext = request.app.state.ctx
     return ctx
 

@@ -16,14 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from ...admin import summary_json
 from ...store.accounts import list_subscribers
 from ..auth import Viewer
-from ..context import AppContext, get_ctx
+from ..context import AppContext, ctx_dependency
 from ..serialize import plan_json
 from .api import RESPONSES, api_viewer
 
 __all__ = ["require_admin_api", "router"]
 
 router = APIRouter(tags=["admin"], responses=RESPONSES)
-Ctx = Annotated[AppContext, Depends(get_ctx)]
+Ctx = Annotated[AppContext, Depends(ctx_dependency)]
 
 
 def require_admin_api(viewer: Annotated[Viewer, Depends(api_viewer)]) -> Viewer:

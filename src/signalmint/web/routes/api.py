@@ -18,13 +18,15 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette import EventSourceResponse
 
 from ...access import is_entitled, quota_decision
 from ...store import get_signal, list_automations, list_signals
 from ...usage import month_of
 from ..auth import Viewer, resolve_viewer, subscriber_viewer
-from ..context import AppContext, get_ctx
+from ..context import AppContext, ctx_dependency, get_ctx
 from ..serialize import (
     AutomationPage,
     PlanPage,
@@ -40,7 +42,7 @@ from ..visibility import SETTLE, position_of, present, released_after, scopes_fo
 __all__ = ["api_viewer", "router"]
 
 router = APIRouter()
-Ctx = Annotated[AppContext, Depends(get_ctx)]
+Ctx = Annotated[AppContext, Depends(ctx_dependency)]
 MAX_LIMIT = 500
 PUBLIC_RATE, PUBLIC_BURST = 5.0, 20
 RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -50,8 +52,12 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def api_viewer(request: Request, response: Response) -> Viewer:
-    """The caller, after the plan's rate limit and monthly quota (keys) or a per-address limit (public)."""
+async def api_viewer(request: Request) -> Viewer:
+    """The caller, after the plan's rate limit and monthly quota (keys) or a per-address limit (public).
+
+    The limit headers are kept on ``request.state.limit_headers``; a middleware adds them to
+    every answer (FastAPI merges no dependency headers into a ready-made ``Response``).
+    """
     ctx = get_ctx(request)
     viewer = resolve_viewer(request)
     if viewer.api_key is not None and viewer.kind == "subscriber":
@@ -63,7 +69,7 @@ def api_viewer(request: Request, response: Response) -> Viewer:
         decision = ctx.limiter.check(f"sub:{viewer.subscriber.id}", plan.rate_per_second, plan.burst)
         if not decision.allowed:
             raise HTTPException(429, "rate limit exceeded; slow down", headers=decision.headers())
-        response.headers.update(decision.headers())
+        headers = decision.headers()
         if plan.api:  # the API as a product: metered against the monthly quota, then overage
             month = month_of(now)
             assert ctx.meter is not None
@@ -76,13 +82,14 @@ def api_viewer(request: Request, response: Response) -> Viewer:
                 )
             ctx.meter.record(viewer.subscriber.id, month, overage=quota.overage)
             if quota.remaining is not None:
-                response.headers["X-Quota-Remaining"] = str(quota.remaining)
+                headers["X-Quota-Remaining"] = str(quota.remaining)
+        request.state.limit_headers = headers
     elif viewer.kind == "public":
         client = request.client.host if request.client else "unknown"
         decision = ctx.limiter.check(f"ip:{client}", PUBLIC_RATE, PUBLIC_BURST)
         if not decision.allowed:
             raise HTTPException(429, "rate limit exceeded; use an API key for more", headers=decision.headers())
-        response.headers.update(decision.headers())
+        request.state.limit_headers = decision.headers()
     return viewer
 
 
@@ -112,17 +119,48 @@ def plans(ctx: Ctx, viewer: Who) -> dict[str, Any]:
     return {"items": [plan_json(p) for p in ctx.access.current() if p.public], "next_cursor": None}
 
 
-@router.get("/api/v1/signals", response_model=SignalPage, tags=["signals"], responses=RESPONSES)
-def signals(
-    ctx: Ctx,
-    viewer: Who,
-    automation: Annotated[str | None, Query(max_length=64, description="only this automation")] = None,
-    key: Annotated[str | None, Query(max_length=128, description="only this key, e.g. AAPL")] = None,
-    since: Annotated[datetime | None, Query(description="only bars at or after this time (ISO 8601 with zone)")] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")] = 50,
-    cursor: Annotated[str | None, Query(max_length=64, description="next_cursor of the previous page")] = None,
-) -> dict[str, Any]:
-    """Signals you are entitled to, newest first, in pages of ``limit``; follow ``next_cursor``."""
+class SignalQuery(BaseModel):
+    """The filters of ``GET /api/v1/signals`` (unknown parameters are ignored, as elsewhere)."""
+
+    model_config = ConfigDict(extra="ignore")
+    automation: str | None = Field(default=None, max_length=64, description="only this automation")
+    key: str | None = Field(default=None, max_length=128, description="only this key, e.g. AAPL")
+    since: datetime | None = Field(default=None, description="only bars at or after this time (ISO 8601 with zone)")
+    limit: int = Field(default=50, ge=1, le=MAX_LIMIT, description="page size")
+    cursor: str | None = Field(default=None, max_length=64, description="next_cursor of the previous page")
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """OpenAPI query parameters from a pydantic model (for routes that validate it themselves)."""
+    schema = model.model_json_schema()
+    return [
+        {"name": name, "in": "query", "required": False, "schema": prop, "description": prop.get("description", "")}
+        for name, prop in schema["properties"].items()
+    ]
+
+
+@router.get(
+    "/api/v1/signals",
+    response_model=SignalPage,
+    tags=["signals"],
+    responses=RESPONSES,
+    openapi_extra={"parameters": _query_parameters(SignalQuery)},
+)
+async def signals(request: Request) -> Response:
+    """Signals you are entitled to, newest first, in pages of ``limit``; follow ``next_cursor``.
+
+    Pages are cached for the current second per access profile (viewers whose plans, keys and
+    masks are the same share them): a signal can appear up to a second late, never early.
+    """
+    # The busiest route: it validates its query and calls api_viewer itself, which saves
+    # FastAPI's per-parameter dependency solving (bench/api.py); the rules are the same.
+    try:
+        query = SignalQuery.model_validate(dict(request.query_params))
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("query", *e["loc"])} for e in exc.errors()]) from None
+    viewer = await api_viewer(request)
+    ctx = get_ctx(request)
+    automation, key, since, limit, cursor = query.automation, query.key, query.since, query.limit, query.cursor
     if since is not None and since.tzinfo is None:
         raise HTTPException(400, "since needs a timezone, e.g. 2024-01-02T15:30:00Z")
     before_id = None
@@ -131,23 +169,31 @@ def signals(
             before_id = decode_cursor(cursor)
         except ValueError as exc:
             raise HTTPException(400, f"cursor: {exc}") from None
-    _known_automation(ctx, automation)
-    now = datetime.now(UTC)
-    scopes = _scopes(ctx, viewer, now, automation)
-    rows = ctx.db.read_sync(
-        list_signals,
-        scopes=scopes,
-        automation=automation,
-        key=key,
-        since=since,
-        before_id=before_id,
-        limit=limit + 1,
-    )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    items = [body for body in (present(s, viewer, now) for s in rows) if body is not None]
-    next_cursor = encode_cursor(rows[-1].id) if more and rows and rows[-1].id is not None else None
-    return {"items": items, "next_cursor": next_cursor}
+    if automation is not None and automation not in ctx.automation_names():
+        raise HTTPException(404, f"no automation named {automation!r}; GET /api/v1/automations lists them")
+    second = int(time.time())
+
+    async def make() -> bytes:
+        now = datetime.fromtimestamp(second, UTC)
+        scopes = _scopes(ctx, viewer, now, automation)
+        rows = await ctx.db.read(
+            list_signals,
+            scopes=scopes,
+            automation=automation,
+            key=key,
+            since=since,
+            before_id=before_id,
+            limit=limit + 1,
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        items = [item for item in (present(s, viewer, now) for s in rows) if item is not None]
+        next_cursor = encode_cursor(rows[-1].id) if more and rows and rows[-1].id is not None else None
+        return json.dumps({"items": items, "next_cursor": next_cursor}, allow_nan=False).encode()
+
+    page_key = (viewer.signature, automation, key, since, before_id, limit, second, ctx.hub.latest_id)
+    body = await (ctx.page(page_key, make) if viewer.signature else make())
+    return Response(body, media_type="application/json")
 
 
 def _scopes(ctx: AppContext, viewer: Viewer, now: datetime, automation: str | None) -> Any:

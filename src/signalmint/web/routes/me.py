@@ -17,13 +17,13 @@ from ...store.accounts import set_watchlist
 from ...store.auth import list_api_keys, revoke_api_key
 from ...usage import month_of
 from ..auth import Viewer
-from ..context import AppContext, get_ctx
+from ..context import AppContext, ctx_dependency
 from .api import RESPONSES, api_viewer
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["me"], responses=RESPONSES)
-Ctx = Annotated[AppContext, Depends(get_ctx)]
+Ctx = Annotated[AppContext, Depends(ctx_dependency)]
 KEY = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
 MAX_WATCHLIST = 1000
 
