@@ -14,6 +14,7 @@ from signalmint.records import Plan, Signal, Subscriber, Subscription, to_dateti
 
 T0 = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 MIN15 = timedelta(minutes=15)
+NAT = np.array(["NaT"], dtype="datetime64[ns]")
 
 FREE = Plan(id="free", version=1, name="Free", automations=("spikes",), delay=MIN15, watchlist=2)
 PREMIUM = Plan(id="premium", version=1, name="Premium", automations=("spikes", "gaps"), price=2900)
@@ -40,7 +41,7 @@ def row(
         plan_version=plan.version,
         state=state,
         started_at=T0 - timedelta(days=40),
-        **dates,  # type: ignore[arg-type]
+        **dates,
     )
     return (subscription, plan, person(i, confirmed), frozenset(watchlist))
 
@@ -175,10 +176,10 @@ def test_columns_must_line_up() -> None:
     with pytest.raises(ValueError, match="plan_index"):
         Audience.from_columns(
             [PREMIUM], plan_index=[1], subscription_id=[1], subscriber_id=[1], state=["active"],
-            confirmed=[True], trial_end=[None], period_end=[None], past_due_since=[None], watchlists=[set()],
+            confirmed=[True], trial_end=NAT, period_end=NAT, past_due_since=NAT, watchlists=[set()],
         )  # fmt: skip
     with pytest.raises(ValueError, match="one value per subscription"):
         Audience.from_columns(
             [PREMIUM], plan_index=[0], subscription_id=[1], subscriber_id=[1], state=["active"],
-            confirmed=[True, False], trial_end=[None], period_end=[None], past_due_since=[None], watchlists=[set()],
+            confirmed=[True, False], trial_end=NAT, period_end=NAT, past_due_since=NAT, watchlists=[set()],
         )  # fmt: skip

@@ -74,7 +74,7 @@ def sub(plan: Plan = PREMIUM, state: str = "active", **dates: datetime | None) -
         plan_version=plan.version,
         state=state,
         started_at=T0 - timedelta(days=30),
-        **dates,  # type: ignore[arg-type]
+        **dates,
     )
 
 
@@ -164,7 +164,7 @@ def test_other_timezones_compare_as_instants() -> None:
 
 def test_watchlist_counts_only_the_first_keys_in_sorted_order() -> None:
     overfull = frozenset({"TSLA", "AAPL", "MSFT", "NVDA", "AMZN", "META", "GOOG"})
-    assert allowed_keys(FREE, overfull) == {"AAPL", "AMZN", "GOOG", "META", "MSFT"}
+    assert allowed_keys(FREE, overfull) == frozenset({"AAPL", "AMZN", "GOOG", "META", "MSFT"})
     assert key_allowed("MSFT", FREE, overfull)
     assert not key_allowed("NVDA", FREE, overfull)
     assert not key_allowed("TSLA", FREE, overfull)
@@ -186,7 +186,7 @@ def test_fixed_keys_ignore_the_watchlist() -> None:
 
 def test_keys_and_watchlist_choose_among_the_keys_then_cap() -> None:
     plan = Plan(id="f", version=1, name="F", automations=("s",), keys=("MSFT", "TSLA", "NVDA"), watchlist=1)
-    assert allowed_keys(plan, {"AAPL", "TSLA", "NVDA"}) == {"NVDA"}  # AAPL is not in keys
+    assert allowed_keys(plan, {"AAPL", "TSLA", "NVDA"}) == frozenset({"NVDA"})  # AAPL is not in keys
     assert not key_allowed("AAPL", plan, {"AAPL"})
     assert not key_allowed("TSLA", plan, {"AAPL", "TSLA", "NVDA"})
 
@@ -295,11 +295,11 @@ def holdings(*plans: Plan, state: str = "active") -> list[tuple[Subscription, Pl
 
 def test_premium_and_free_give_premium() -> None:
     g = grants(holdings(FREE, PREMIUM), ANN, {"AAPL"}, T0)
-    assert set(g) == {"gaps", "spikes"}
+    assert set(g) == frozenset({"gaps", "spikes"})
     spikes = g["spikes"]
     assert spikes.delay == timedelta(0) and spikes.masked == frozenset() and spikes.keys is None
     assert spikes.plan_ids == ("free", "premium")
-    assert spikes.channels == {"web", "email", "telegram"}
+    assert spikes.channels == frozenset({"web", "email", "telegram"})
     assert spikes.release_at(signal("TSLA")) == T0
     assert spikes.hidden_at(signal("TSLA"), T0) == frozenset()
     assert g["gaps"].plan_ids == ("premium",)
@@ -328,7 +328,7 @@ def test_grant_channels_decide_per_tier() -> None:
     assert g.release_at(signal(), "web") == T0 + MIN15
     assert g.release_at(signal(), "email") == T0
     assert g.release_at(signal(), "telegram") is None
-    assert g.hidden_at(signal(), T0 + MIN15, "email") == {"volume"}
+    assert g.hidden_at(signal(), T0 + MIN15, "email") == frozenset({"volume"})
     assert g.hidden_at(signal(), T0 + MIN15) == frozenset()
 
 
@@ -336,8 +336,8 @@ def test_grant_masks_meet_with_star_and_refuse_other_automations() -> None:
     a = Tier("a", timedelta(0), None, frozenset({MASK_ALL}), frozenset({"web"}))
     b = Tier("b", timedelta(0), None, frozenset({"volume"}), frozenset({"web"}))
     g = Grant.of("spikes", [a, b])
-    assert g.masked == {"volume"}
-    assert g.hidden_at(signal(), T0) == {"volume"}
+    assert g.masked == frozenset({"volume"})
+    assert g.hidden_at(signal(), T0) == frozenset({"volume"})
     assert g.release_at(signal(automation="gaps")) is None
     with pytest.raises(ValueError):
         Grant.of("spikes", [])
@@ -347,7 +347,7 @@ def test_grants_count_only_entitled_subscriptions() -> None:
     assert grants(holdings(PREMIUM, state="expired"), ANN, frozenset(), T0) == {}
     assert grants(holdings(PREMIUM), NEW, frozenset(), T0) == {}
     g = grants([(sub(FREE), FREE), (sub(PREMIUM, "expired"), PREMIUM)], ANN, {"MSFT"}, T0)
-    assert g["spikes"].plan_ids == ("free",) and g["spikes"].keys == {"MSFT"}
+    assert g["spikes"].plan_ids == ("free",) and g["spikes"].keys == frozenset({"MSFT"})
 
 
 # --- the public view -----------------------------------------------------------------------------
@@ -360,7 +360,7 @@ def test_public_grant_longest_delay_and_free_masks() -> None:
     )  # fmt: skip
     g = public_grant([FREE, PREMIUM, slow_free], "spikes")
     assert g.delay == timedelta(hours=1)
-    assert g.masked == {"volume", "score", "ratio"}
+    assert g.masked == frozenset({"volume", "score", "ratio"})
     assert g.release_at(signal()) == T0 + timedelta(hours=1)
     assert g.release_at(signal(automation="gaps")) is None
     seen = g.view(signal(), T0 + timedelta(hours=1))
@@ -413,8 +413,8 @@ def test_budget_is_the_smaller_of_plan_and_preferences() -> None:
 NIGHT = Preferences("email", quiet_start=22 * 60, quiet_end=7 * 60)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def test_quiet_window_across_midnight() -> None:

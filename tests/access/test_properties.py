@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -21,6 +22,7 @@ from signalmint.access import (
     Row,
     deliver_at,
     grants,
+    is_entitled,
     key_allowed,
     mask,
     masked_json,
@@ -35,6 +37,7 @@ T0 = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 KEYS = ("AAPL", "MSFT", "TSLA", "NVDA", "IBM")
 AUTOMATIONS = ("spikes", "gaps")
 FIELDS = ("volume", "ratio", "z", "close", "score")
+US = timedelta(microseconds=1)
 ZONES = (UTC, timezone(timedelta(hours=2)), ZoneInfo("America/New_York"))
 
 MINUTES = (-24 * 60, -90, -60, -16, -15, -14, -1, 0, 1, 14, 15, 16, 60, 90, 24 * 60)
@@ -239,30 +242,60 @@ def test_audience_decides_as_deliver_at(scenario: tuple[list[Row], Signal, datet
     want = [(row[0].id, at) for row in population if (at := decide_one(row, signal, now)) is not None]
     for audience in (Audience.build(population), as_columns(population)):
         d = audience.decide(signal, now)
-        at = [to_datetime(int(t)) for t in d.deliver_at.view(np.int64)]
-        assert list(zip(d.subscription_id.tolist(), at, strict=True)) == want
+        when = [to_datetime(int(t)) for t in d.deliver_at.view(np.int64)]
+        assert list(zip(d.subscription_id.tolist(), when, strict=True)) == want
         assert d.subscriber_id.tolist() == [population[i][0].subscriber_id for i in d.row.tolist()]
 
 
 # a subscriber's grant over several plans: released as soon as the first plan releases it, and
-# a field shows only if a plan that has released the signal shows it
+# a field shows exactly when some plan that has released the signal shows it
+
+ANN = Subscriber(id=1, email="ann@example.com", created_at=T0, confirmed_at=T0)
+LATER = T0 + timedelta(days=3)  # every plan has released by then
+
+
+@st.composite
+def holdings(draw: st.DrawFn) -> list[tuple[Subscription, Plan]]:
+    """Ann's subscriptions: ids always match, states mostly entitled."""
+    held = []
+    wide = plans.map(lambda p: replace(p, automations=AUTOMATIONS, keys=None, watchlist=None))
+    for i, plan in enumerate(draw(st.lists(wide | plans, min_size=1, max_size=4))):
+        state = draw(st.sampled_from(["active", "active", "trialing", "canceled", "past_due", "comped", "expired"]))
+        subscription = Subscription(
+            id=i,
+            subscriber_id=1,
+            plan_id=plan.id,
+            plan_version=plan.version,
+            state=state,
+            started_at=T0 - timedelta(days=30),
+            trial_end=draw(maybe_times),
+            period_end=draw(maybe_times),
+            past_due_since=draw(maybe_times),
+        )
+        held.append((subscription, plan))
+    return held
+
+
+def _hides(plan: Plan, field: str) -> bool:
+    return field in plan.masked_fields or MASK_ALL in plan.masked_fields
 
 
 @settings(max_examples=500)
-@given(scenarios(8), st.sampled_from([None, "web", "email"]), times)
+@given(holdings(), key_sets, signals, times, st.sampled_from([None, "web", "email"]), st.just(LATER) | times)
 def test_grant_is_the_best_single_plan_per_signal(
-    scenario: tuple[list[Row], Signal, datetime], channel: str | None, at: datetime
+    held: list[tuple[Subscription, Plan]],
+    watchlist: frozenset[str],
+    signal: Signal,
+    now: datetime,
+    channel: str | None,
+    at: datetime,
 ) -> None:
-    population, signal, now = scenario
-    who = Subscriber(id=1, email="1@example.com", created_at=T0, confirmed_at=T0)
-    watchlist = population[0][3] if population else frozenset()
-    held = [(s, p) for s, p, _, _ in population if s.subscriber_id == 1]
-    g = grants(held, who, watchlist, now).get(signal.automation)
+    g = grants(held, ANN, watchlist, now).get(signal.automation)
     releases = [
         (t, p)
         for s, p in held
         if (channel is None or channel in p.channels)
-        and (t := deliver_at(signal, s, p, who, watchlist=watchlist, now=now)) is not None
+        and (t := deliver_at(signal, s, p, ANN, watchlist=watchlist, now=now)) is not None
     ]
     if not releases:
         assert g is None or g.release_at(signal, channel) is None
@@ -271,12 +304,39 @@ def test_grant_is_the_best_single_plan_per_signal(
     assert g.release_at(signal, channel) == min(t for t, _ in releases)
     seen = g.view(signal, at, channel)
     released = [p for t, p in releases if t <= at]
-    assert (seen is None) == (not released)
-    if seen is not None:
-        for field in seen.payload:
-            assert any(field not in p.masked_fields and MASK_ALL not in p.masked_fields for p in released)
-        if not math.isnan(signal.score) and math.isnan(seen.score):
-            assert all("score" in p.masked_fields or MASK_ALL in p.masked_fields for p in released)
+    if not released:
+        assert seen is None
+        return
+    assert seen is not None
+    assert set(seen.payload) == {f for f in signal.payload if not all(_hides(p, f) for p in released)}
+    assert math.isnan(seen.score) == all(_hides(p, "score") for p in released)
+
+
+# an entitlement is exactly a half-open window [.., end)
+
+
+@settings(max_examples=500)
+@given(holdings(), st.data())
+def test_entitled_exactly_before_the_end(held: list[tuple[Subscription, Plan]], data: st.DataObject) -> None:
+    subscription, plan = held[0]
+    end: datetime | None = {
+        "active": None,
+        "trialing": subscription.trial_end,
+        "canceled": subscription.period_end,
+        "comped": subscription.period_end,
+        "past_due": None
+        if subscription.past_due_since is None
+        else subscription.past_due_since + timedelta(days=plan.grace_days),
+    }.get(subscription.state, T0)
+    never = subscription.state == "expired" or (end is None and subscription.state not in ("active", "comped"))
+    now = data.draw(times if end is None else st.sampled_from([end, end - US, end + US]) | times)
+    entitled = is_entitled(subscription, plan, ANN, now)
+    assert entitled == (not never and (end is None or now < end))
+    signal = Signal(automation="a", key="k", time=T0, kind="x", score=0.0, payload={})
+    opened = replace(plan, automations=("a",), keys=None, watchlist=None)
+    row: Row = (subscription, opened, ANN, frozenset())
+    assert len(Audience.build([row]).decide(signal, now)) == int(entitled)
+    assert len(as_columns([row]).decide(signal, now)) == int(entitled)
 
 
 # quiet hours: None outside the window; inside, the first instant the wall clock leaves it
@@ -306,6 +366,4 @@ def test_quiet_until_is_the_end_of_the_window(at: datetime, start: int, end: int
     while step < until:
         assert _quiet(step.astimezone(zone), start, end)
         step += timedelta(minutes=7)
-    assert _quiet((until - timedelta(seconds=1)).astimezone(zone), start, end) or until - at <= timedelta(
-        seconds=1
-    )
+    assert _quiet((until - timedelta(seconds=1)).astimezone(zone), start, end) or until - at <= timedelta(seconds=1)

@@ -102,7 +102,7 @@ def is_entitled(subscription: Subscription, plan: Plan, subscriber: Subscriber, 
     if state == "active":
         return True
     if state == "trialing":
-        return subscription.trial_end is not None and at <= subscription.trial_end
+        return subscription.trial_end is not None and at < subscription.trial_end
     if state == "canceled":
         return subscription.period_end is not None and at < subscription.period_end
     if state == "past_due":
