@@ -49,7 +49,9 @@ def settings_for(db_path: str):  # type: ignore[no-untyped-def]
         secret="bench-secret-0123456789abcdef",
         plans=[
             PlanConfig(id="free", delay="15m", watchlist=3, masked_fields=["volume", "ratio"]),
-            PlanConfig(id="pro", price=9900, channels=["web", "api"], api_quota=10**12, rate_per_second=10_000, burst=100_000),
+            PlanConfig(
+                id="pro", price=9900, channels=["web", "api"], api_quota=10**12, rate_per_second=10_000, burst=100_000
+            ),
         ],
     )
 
@@ -78,8 +80,15 @@ def seed(db_path: str) -> str:
                 time=now - timedelta(minutes=2000 - i),
                 kind="volume_spike",
                 score=5.0 + i % 7,
-                payload={"volume": 50000.0 + i, "baseline": 9000.0, "ratio": 5.5, "z": 8.25, "mad": 800.0,
-                         "price_change": 0.0031, "history": 30.0},
+                payload={
+                    "volume": 50000.0 + i,
+                    "baseline": 9000.0,
+                    "ratio": 5.5,
+                    "z": 8.25,
+                    "mad": 800.0,
+                    "price_change": 0.0031,
+                    "history": 30.0,
+                },
             )
         )
     for name in ("spikes", "stocks"):
@@ -107,8 +116,15 @@ def serve_app(db_path: str, port: int) -> None:
     from signalmint.web.app import create_app
 
     db = Database(f"sqlite:///{db_path}")
-    uvicorn.run(create_app(settings_for(db_path), db), host="127.0.0.1", port=port, log_level="warning",
-                access_log=False, loop="uvloop", http="httptools")
+    uvicorn.run(
+        create_app(settings_for(db_path), db),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
 
 
 def serve_bare(body_path: str, port: int) -> None:
@@ -123,8 +139,9 @@ def serve_bare(body_path: str, port: int) -> None:
         return Response(body, media_type="application/json")
 
     app = Starlette(routes=[Route("/api/v1/signals", signals)])
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop="uvloop",
-                http="httptools")
+    uvicorn.run(
+        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop="uvloop", http="httptools"
+    )
 
 
 def start(args: list[str], port: int) -> subprocess.Popen[bytes]:
@@ -184,7 +201,9 @@ def asyncio_load(url: str, key: str | None, seconds: float, connections: int) ->
 
     async def main() -> int:
         until = time.perf_counter() + seconds
-        counts = await asyncio.gather(*(_client("127.0.0.1", port, request, until, latencies) for _ in range(connections)))
+        counts = await asyncio.gather(
+            *(_client("127.0.0.1", port, request, until, latencies) for _ in range(connections))
+        )
         return sum(counts)
 
     started = time.perf_counter()
@@ -199,7 +218,9 @@ def load_in_other_process(url: str, key: str | None, seconds: float, connections
         return wrk(url, key, seconds, connections)
     out = subprocess.run(
         [sys.executable, str(HERE), "--load", url, key or "", str(seconds), str(connections)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps, p99 = out.split()
     return float(rps), float(p99)
@@ -212,8 +233,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     args = parser.parse_args()
     tool = "wrk" if shutil.which("wrk") else "a bounded asyncio client"
-    print(f"GET /api/v1/signals?limit=50 vs a bare Starlette endpoint; load: {tool} in its own process, "
-          f"{args.connections} connections, {args.seconds:g}s x {args.runs} runs each")
+    print(
+        f"GET /api/v1/signals?limit=50 vs a bare Starlette endpoint; load: {tool} in its own process, "
+        f"{args.connections} connections, {args.seconds:g}s x {args.runs} runs each"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         db_path = os.path.join(tmp, "bench.db")
         key = seed(db_path)
@@ -221,7 +244,9 @@ def main() -> None:
         app = start(["--serve-app", db_path, str(app_port)], app_port)
         try:
             path = "/api/v1/signals?limit=50"
-            request = urllib.request.Request(f"http://127.0.0.1:{app_port}{path}", headers={"Authorization": f"Bearer {key}"})
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{app_port}{path}", headers={"Authorization": f"Bearer {key}"}
+            )
             with urllib.request.urlopen(request) as response:
                 body = response.read()
             items = json.loads(body)["items"]
@@ -234,10 +259,18 @@ def main() -> None:
                 load_in_other_process(f"http://127.0.0.1:{app_port}{path}", key, 2, args.connections)  # warm up
                 load_in_other_process(f"http://127.0.0.1:{bare_port}{path}", None, 2, args.connections)
                 for run in range(args.runs):
-                    api_runs.append(load_in_other_process(f"http://127.0.0.1:{app_port}{path}", key, args.seconds, args.connections))
-                    bare_runs.append(load_in_other_process(f"http://127.0.0.1:{bare_port}{path}", None, args.seconds, args.connections))
-                    print(f"  run {run + 1}: signalmint {api_runs[-1][0]:,.0f} req/s (p99 {api_runs[-1][1]:.1f} ms), "
-                          f"bare {bare_runs[-1][0]:,.0f} req/s (p99 {bare_runs[-1][1]:.1f} ms)")
+                    api_runs.append(
+                        load_in_other_process(f"http://127.0.0.1:{app_port}{path}", key, args.seconds, args.connections)
+                    )
+                    bare_runs.append(
+                        load_in_other_process(
+                            f"http://127.0.0.1:{bare_port}{path}", None, args.seconds, args.connections
+                        )
+                    )
+                    print(
+                        f"  run {run + 1}: signalmint {api_runs[-1][0]:,.0f} req/s (p99 {api_runs[-1][1]:.1f} ms), "
+                        f"bare {bare_runs[-1][0]:,.0f} req/s (p99 {bare_runs[-1][1]:.1f} ms)"
+                    )
             finally:
                 bare.terminate()
                 bare.wait()
@@ -247,7 +280,9 @@ def main() -> None:
     api_rps = statistics.median(r for r, _ in api_runs)
     bare_rps = statistics.median(r for r, _ in bare_runs)
     api_p99 = statistics.median(p for _, p in api_runs)
-    print(f"RESULT api_rps={api_rps:.0f} bare_rps={bare_rps:.0f} ratio={api_rps / bare_rps:.3f} api_p99_ms={api_p99:.1f}")
+    print(
+        f"RESULT api_rps={api_rps:.0f} bare_rps={bare_rps:.0f} ratio={api_rps / bare_rps:.3f} api_p99_ms={api_p99:.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -109,9 +109,7 @@ def run_pandas(volume: npt.NDArray[np.float64]) -> tuple[float, Flags]:
     began = time.perf_counter()
     rolling = df.groupby("symbol")["volume"].rolling(WINDOW, closed="left")
     med = rolling.median().reset_index(level=0, drop=True)
-    mad = rolling.apply(lambda w: np.median(np.abs(w - np.median(w))), raw=True).reset_index(
-        level=0, drop=True
-    )
+    mad = rolling.apply(lambda w: np.median(np.abs(w - np.median(w))), raw=True).reset_index(level=0, drop=True)
     flag = (df["volume"] / med >= RATIO) & ((df["volume"] - med) / (1.4826 * mad) >= Z)
     seconds = time.perf_counter() - began
     return seconds, flag.to_numpy().reshape(PANDAS_SYMBOLS, BARS).T
@@ -151,10 +149,7 @@ def main() -> None:
     pandas_seconds, pandas_flags = run_pandas(volume)
     pandas_bars = PANDAS_SYMBOLS * BARS
     pandas_rate = pandas_bars / pandas_seconds
-    print(
-        f"  pandas ({PANDAS_SYMBOLS} symbols): {pandas_seconds:.2f}s, "
-        f"{pandas_rate:,.0f} bars/s (extrapolated)"
-    )
+    print(f"  pandas ({PANDAS_SYMBOLS} symbols): {pandas_seconds:.2f}s, {pandas_rate:,.0f} bars/s (extrapolated)")
 
     same_naive = np.array_equal(flags, naive_flags)
     same_pandas = np.array_equal(flags[:, :PANDAS_SYMBOLS], pandas_flags)

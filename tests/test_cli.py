@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from signalmint.store import Database, append_signals
 from .conftest import free_port
 
 runner = CliRunner()
+DEMO = [sys.executable, "-m", "signalmint.cli", "demo"]
 
 
 def test_init_writes_a_config_that_check_accepts(tmp_path: Path) -> None:
@@ -58,9 +60,7 @@ def test_verify_passes_then_catches_an_edit(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{path}")
     db.migrate()
     for i in range(3):
-        signal = Signal(
-            "a", f"K{i}", datetime(2024, 1, 1, i, tzinfo=UTC), "volume_spike", 5.0, {"ratio": 5.0}
-        )
+        signal = Signal("a", f"K{i}", datetime(2024, 1, 1, i, tzinfo=UTC), "volume_spike", 5.0, {"ratio": 5.0})
         db.write_sync(append_signals, "a", [signal], datetime.now(UTC))
     ok = runner.invoke(app, ["verify", "--db", str(path)])
     assert ok.exit_code == 0 and "3 signals, chain intact" in ok.output
@@ -80,21 +80,9 @@ def test_verify_passes_then_catches_an_edit(tmp_path: Path) -> None:
 def test_demo_process_serves_signals_from_both_automations(tmp_path: Path) -> None:
     port = free_port()
     db = tmp_path / "demo.db"
+    keys_file = tmp_path / "keys.json"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "signalmint.cli",
-            "demo",
-            "--port",
-            str(port),
-            "--for",
-            "40",
-            "--db",
-            str(db),
-            "--speed",
-            "4",
-        ],
+        [*DEMO, "--port", str(port), "--for", "40", "--db", str(db), "--speed", "4", "--keys-file", str(keys_file)],
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -106,12 +94,25 @@ def test_demo_process_serves_signals_from_both_automations(tmp_path: Path) -> No
             deadline = time.monotonic() + 35
             while time.monotonic() < deadline and seen != {"us-stocks-volume", "synthetic-volume"}:
                 time.sleep(0.5)
+                if not keys_file.exists():
+                    continue
+                accounts = {a["role"]: a["api_key"] for a in json.loads(keys_file.read_text())["accounts"]}
+                pro = {"Authorization": f"Bearer {accounts['pro']}"}  # live signals are real time for pro only
                 try:
-                    items = http.get("/api/v1/signals", params={"limit": 200}).json()["items"]
+                    items = http.get("/api/v1/signals", params={"limit": 200}, headers=pro).json()["items"]
                 except httpx.TransportError:
                     continue
                 seen |= {item["automation"] for item in items}
             assert seen == {"us-stocks-volume", "synthetic-volume"}
+            public = http.get("/api/v1/signals", params={"limit": 500}).json()["items"]
+            assert all(item["automation"] == "us-stocks-volume" for item in public)  # live ones are 15 min late
+            assert all(item["score"] is None for item in public)  # and masked as the free plan is
+            free = {"Authorization": f"Bearer {accounts['free']}"}
+            assert {i["key"] for i in http.get("/api/v1/signals", headers=free).json()["items"]} <= {
+                "AAPL",
+                "MSFT",
+                "SYN001",
+            }
             assert http.get("/").status_code == 200
             assert "signalmint_signals_total" in http.get("/metrics").text
             health = http.get("/healthz").json()

@@ -32,7 +32,9 @@ def fields(model: type[BaseModel]) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "model", [Settings, WebConfig, AutomationConfig, DetectorConfig], ids=lambda m: m.__name__
+    "model",
+    [Settings, WebConfig, AutomationConfig, DetectorConfig, PlanConfig, AdminConfig, EmailConfig],
+    ids=lambda m: m.__name__,
 )
 def test_every_setting_is_documented(model: type[BaseModel]) -> None:
     missing = [name for name in fields(model) if name not in DOCUMENTED]

@@ -86,9 +86,7 @@ def test_replay_finds_the_injected_spikes(db: Database, registry: Registry, tmp_
     assert db.read_sync(verify_chain, "replay").ok
 
 
-def test_bad_rows_are_counted_and_the_rest_is_processed(
-    db: Database, registry: Registry, tmp_path: Path
-) -> None:
+def test_bad_rows_are_counted_and_the_rest_is_processed(db: Database, registry: Registry, tmp_path: Path) -> None:
     spikes = write_bars(tmp_path / "bars.csv")
     engine = asyncio.run(run_to_end(settings_for(db.url, tmp_path / "bars.csv"), db, registry))
     checkpoint = db.read_sync(load_checkpoint, "replay")
@@ -226,9 +224,7 @@ def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path: Path) -> None:
         while time.monotonic() < deadline:
             time.sleep(0.2)
             try:
-                if db.read_sync(load_checkpoint, "replay").bars_total or db.read_sync(
-                    count_signals, "replay"
-                ):
+                if db.read_sync(load_checkpoint, "replay").bars_total or db.read_sync(count_signals, "replay"):
                     break
             except Exception:  # the schema may not exist yet
                 continue
@@ -241,7 +237,5 @@ def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path: Path) -> None:
     assert "received SIGTERM" in output and "checkpoint saved" in output
     checkpoint = db.read_sync(load_checkpoint, "replay")
     assert checkpoint.cursor is not None and checkpoint.detector_state is not None
-    assert checkpoint.bars_total == len(SYMBOLS) * (
-        1 + round((checkpoint.cursor - START).total_seconds() / 60)
-    )
+    assert checkpoint.bars_total == len(SYMBOLS) * (1 + round((checkpoint.cursor - START).total_seconds() / 60))
     db.close()

@@ -100,9 +100,7 @@ def assert_matches(got: Sequence[Scores], want: Sequence[dict[str, np.ndarray]])
         np.testing.assert_array_equal(scores.flags, expected["flags"].astype(bool), f"tick {t}")
         np.testing.assert_allclose(scores.score, expected["z"], rtol=1e-12, err_msg=f"tick {t}")
         for name in DETAILS:
-            np.testing.assert_allclose(
-                scores.details[name], expected[name], rtol=1e-12, err_msg=f"tick {t}: {name}"
-            )
+            np.testing.assert_allclose(scores.details[name], expected[name], rtol=1e-12, err_msg=f"tick {t}: {name}")
 
 
 def random_stream(seed: int, n_keys: int, ticks: int) -> list[Frame]:

@@ -80,17 +80,13 @@ def test_parquet_with_mapping_and_datetime_column(tmp_path: Path) -> None:
     df.write_parquet(path)
     source = build(path=str(path), columns={"key": "Ticker", "time": "ts", "volume": "Vol", "open": "O"})
     frames = collect(source)
-    assert [f.times[0] for f in frames] == [
-        np.datetime64(f"2024-01-02T09:{m}:00", "ns") for m in (30, 31, 32)
-    ]
+    assert [f.times[0] for f in frames] == [np.datetime64(f"2024-01-02T09:{m}:00", "ns") for m in (30, 31, 32)]
     assert frames[0].columns["open"].tolist() == [10.0, 10.0]
     assert rows(frames)[-1] == ("BBB", "2024-01-02T09:32:00", 301.0)
 
 
 def test_parquet_naive_datetime_needs_timezone(tmp_path: Path) -> None:
-    df = pl.DataFrame(bars(2)).with_columns(
-        pl.col("time").str.to_datetime(time_zone="UTC").dt.replace_time_zone(None)
-    )
+    df = pl.DataFrame(bars(2)).with_columns(pl.col("time").str.to_datetime(time_zone="UTC").dt.replace_time_zone(None))
     path = tmp_path / "naive.parquet"
     df.write_parquet(path)
     strict = build(path=str(path))

@@ -72,9 +72,7 @@ def test_chains_are_per_automation(db: Database) -> None:
 def test_signals_are_append_only_in_the_database(db: Database) -> None:
     (stored,) = append(db, [make("AAPL", 1)])
     with pytest.raises(DBAPIError, match="append-only"):
-        db.write_sync(
-            lambda c: c.execute(text("UPDATE signals SET score = 0 WHERE id = :i"), {"i": stored.id})
-        )
+        db.write_sync(lambda c: c.execute(text("UPDATE signals SET score = 0 WHERE id = :i"), {"i": stored.id}))
     with pytest.raises(DBAPIError, match="append-only"):
         db.write_sync(lambda c: c.execute(text("DELETE FROM signals")))
     assert db.read_sync(count_signals) == 1

@@ -46,8 +46,10 @@ class World:
         self.now = datetime.now(UTC)
         db.write_sync(
             sync_automations,
-            [Automation("spikes", "Spikes", "", "synthetic", "volume_spike", {}),
-             Automation("other", "Other", "", "synthetic", "volume_spike", {})],
+            [
+                Automation("spikes", "Spikes", "", "synthetic", "volume_spike", {}),
+                Automation("other", "Other", "", "synthetic", "volume_spike", {}),
+            ],
             self.now,
         )
         self.app = create_app(settings(db, **overrides), db)
@@ -62,14 +64,22 @@ class World:
                     time=self.now - timedelta(minutes=minutes),
                     kind="volume_spike",
                     score=5.0 + i,
-                    payload={"volume": 123456.0 + i, "baseline": 1000.0, "ratio": 7.5, "z": 9.25,
-                             "mad": 10.0, "price_change": 0.0125, "history": 30.0},
+                    payload={
+                        "volume": 123456.0 + i,
+                        "baseline": 1000.0,
+                        "ratio": 7.5,
+                        "z": 9.25,
+                        "mad": 10.0,
+                        "price_change": 0.0125,
+                        "history": 30.0,
+                    },
                 )
                 self.signals += db.write_sync(append_signals, signal.automation, [signal], self.now)
         self.keys: dict[str, str] = {}
         self.ids: dict[str, int] = {}
         current = {p.id: p for p in db.read_sync(load_plans, current_only=True).values()}
         for name, plan in (("free", "free"), ("premium", "premium"), ("pro", "pro"), ("pro2", "pro")):
+
             def write(conn, name=name, plan=plan):  # type: ignore[no-untyped-def]
                 person = ensure_subscriber(conn, f"{name}@example.com", self.now)
                 confirm_subscriber(conn, person.id, self.now)
@@ -99,8 +109,15 @@ def world(db: Database) -> World:
 
 # --- the authorization matrix over every route of the OpenAPI table ---------------------------
 
-PUBLIC_OK = {"/api/v1/automations", "/api/v1/plans", "/api/v1/signals", "/api/v1/signals/{signal_id}",
-             "/api/v1/stream", "/healthz", "/metrics"}
+PUBLIC_OK = {
+    "/api/v1/automations",
+    "/api/v1/plans",
+    "/api/v1/signals",
+    "/api/v1/signals/{signal_id}",
+    "/api/v1/stream",
+    "/healthz",
+    "/metrics",
+}
 
 
 def _fill(path: str, world: World, owner: str) -> str:
@@ -168,7 +185,7 @@ def test_authorization_matrix_covers_every_route(world: World) -> None:
 
 
 def test_a_subscriber_never_reaches_another_subscribers_keys(world: World) -> None:
-    theirs = [k for k in _keys(world) if k.subscriber_id == world.ids["pro2"]][0]
+    theirs = next(k for k in _keys(world) if k.subscriber_id == world.ids["pro2"])
     response = world.request("DELETE", f"/api/v1/me/keys/{theirs.id}", "pro")
     assert response.status_code == 404
     assert world.get("/api/v1/me", "pro2").status_code == 200  # still works
@@ -228,7 +245,7 @@ def test_a_database_dump_holds_no_plaintext_key(sqlite_db: Database) -> None:
 
 def test_rate_limit_accepts_burst_plus_rate_times_t_then_429(db: Database) -> None:
     plans = [PlanConfig(id="pro", channels=["web", "api"], rate_per_second=20, burst=10)]
-    world = World(db, plans=plans + [PlanConfig(id="free"), PlanConfig(id="premium")])
+    world = World(db, plans=[*plans, PlanConfig(id="free"), PlanConfig(id="premium")])
     accepted = refused = 0
     start = time.monotonic()
     last: Any = None
@@ -305,7 +322,7 @@ def test_premium_sees_everything_at_once_unmasked(world: World) -> None:
 
 
 def test_masked_fields_never_leak_through_pages(world: World) -> None:
-    old = [s for s in world.signals if s.time <= world.now - timedelta(minutes=16)][0]
+    old = next(s for s in world.signals if s.time <= world.now - timedelta(minutes=16))
     html = world.client.get(f"/signals/{old.id}").text
     assert old.key in html
     for secret in ("123,45", "123456", "7.5×", "9.25", "1.25%"):

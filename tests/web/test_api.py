@@ -17,9 +17,7 @@ T0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
 
 def seed(db: Database, n: int = 7) -> list[Signal]:
     automations = [
-        Automation(
-            "alpha", "Alpha", "first", "synthetic", "volume_spike", {"window": 30, "ratio": 3.0, "z": 4.0}
-        ),
+        Automation("alpha", "Alpha", "first", "synthetic", "volume_spike", {"window": 30, "ratio": 3.0, "z": 4.0}),
         Automation("beta", "Beta", "second", "file", "volume_spike", {}),
     ]
     db.write_sync(sync_automations, automations, datetime.now(UTC))
@@ -62,9 +60,7 @@ def test_signals_newest_first_with_filters(client: TestClient, db: Database) -> 
     assert len(alpha) == sum(1 for s in stored if s.automation == "alpha")
     k1 = client.get("/api/v1/signals", params={"key": "K1"}).json()["items"]
     assert {s["key"] for s in k1} == {"K1"} and len(k1) == 2
-    since = client.get("/api/v1/signals", params={"since": (T0 + timedelta(minutes=5)).isoformat()}).json()[
-        "items"
-    ]
+    since = client.get("/api/v1/signals", params={"since": (T0 + timedelta(minutes=5)).isoformat()}).json()["items"]
     assert [s["time"] for s in since] == ["2024-03-01T14:36:00Z", "2024-03-01T14:35:00Z"]
 
 

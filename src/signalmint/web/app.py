@@ -32,9 +32,10 @@ from ..usage import UsageMeter
 from .auth import AccessBook
 from .context import AppContext
 from .filters import register_filters
-from .routes import admin_api, api, me, ops, pages
+from .money import register_money_filters
+from .routes import account, admin, admin_api, api, dashboard, me, ops, pages
 
-ROUTES = [api, me, admin_api, ops, pages]
+ROUTES = [api, me, admin_api, ops, pages, account, dashboard, admin]
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -167,6 +168,7 @@ def create_app(
     app.state.ctx = ctx
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     register_filters(templates.env)
+    register_money_filters(templates.env)
     app.state.templates = templates
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     for module in ROUTES:

@@ -150,7 +150,7 @@ def subscriber_viewer(ctx: Any, subscriber_id: int, **extra: Any) -> Viewer:
     key = extra.get("api_key")
     cache_key = (subscriber_id, key.id if key is not None else None, extra.get("session"))
     now = time.monotonic()
-    cached = ctx.viewers.built.get(cache_key)
+    cached: tuple[float, Viewer] | None = ctx.viewers.built.get(cache_key)
     if cached is not None and now - cached[0] < CACHE_SECONDS:
         return cached[1]
     viewer = _build_subscriber_viewer(ctx, subscriber_id, **extra)

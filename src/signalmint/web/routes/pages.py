@@ -16,7 +16,7 @@ from ...store.bars import bar_window
 from ...store.signals import count_signals
 from ...store.state import load_checkpoint
 from .. import charts
-from ..auth import Viewer
+from ..auth import Viewer, resolve_viewer
 from ..context import AppContext, get_ctx, get_viewer
 from ..visibility import scopes_for
 
@@ -31,6 +31,7 @@ def _render(request: Request, name: str, **context: Any) -> HTMLResponse:
     ctx = get_ctx(request)
     templates = request.app.state.templates
     context.setdefault("site_title", ctx.settings.web.title)
+    context.setdefault("viewer", resolve_viewer(request))
     response: HTMLResponse = templates.TemplateResponse(request, name, context)
     return response
 
@@ -114,7 +115,7 @@ def _automation_page(conn: Connection, name: str, viewer: Viewer) -> dict[str, A
 @router.get("/automations/{name}", response_class=HTMLResponse)
 def automation_page(name: str, request: Request, ctx: Ctx, viewer: Who) -> HTMLResponse:
     page = ctx.db.read_sync(_automation_page, name, viewer)
-    plans = [p for p in ctx.access.current() if p.public and name in p.automations]
+    plans = [p for p in ctx.access.current() if p.public and p.covers(name)]
     return _render(request, "automation.html", nav_active="automation", plans=plans, viewer=viewer, **page)
 
 
