@@ -61,7 +61,7 @@ def test_dashboard_shows_plan_state_and_live_feed(client: TestClient, app: FastA
     assert 'data-stream-url="/api/v1/stream"' in html and '<template id="feed-row">' in html
     assert '<script src="/static/live.js" defer></script>' in html
     assert "Email" in html and 'action="/dashboard/preferences"' in html  # premium includes email
-    assert "API access comes with plans that include it" in html  # and no API
+    assert "Keys read exactly what this dashboard shows" in html  # keys, but no API quota
     assert client.get("/dashboard").headers["cache-control"] == "no-store"
 
 
@@ -185,11 +185,16 @@ def test_api_key_is_shown_once_and_stored_hashed(client: TestClient, app: FastAP
         assert api.get("/api/v1/signals", headers={"Authorization": f"Bearer {text}"}).status_code == 200
 
 
-def test_keys_need_a_plan_with_api_access(client: TestClient, app: FastAPI, db: Database) -> None:
-    csrf = signed_in(client, app, "premium")
-    refused = client.post("/dashboard/keys", data={"name": "bot", "csrf": csrf})
-    assert refused.status_code == 403
-    assert db.read_sync(lambda conn: conn.execute(select(api_keys)).all()) == []
+def test_a_key_on_a_plan_without_the_api_reads_only_what_the_plan_shows(
+    client: TestClient, app: FastAPI, db: Database
+) -> None:
+    csrf = signed_in(client, app, "free")
+    text = new_key(client, csrf)
+    assert len(db.read_sync(lambda conn: conn.execute(select(api_keys)).all())) == 1
+    with TestClient(app) as api:
+        me = api.get("/api/v1/me", headers={"Authorization": f"Bearer {text}"}).json()
+    assert me["plan"] == "free" and me["usage"]["quota"] is None
+    assert all(access["delay_seconds"] == 900 for access in me["access"].values())
 
 
 def test_only_the_owner_can_revoke_a_key(app: FastAPI, db: Database) -> None:

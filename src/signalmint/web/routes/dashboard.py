@@ -243,8 +243,8 @@ async def create_key(request: Request, ctx: Ctx, me: Me) -> Response:
     form = await read_form(request, "name", "csrf")
     check_csrf(me, ctx, form["csrf"])
     assert me.subscriber is not None
-    if me.plan is None or not me.plan.api:
-        raise HTTPException(403, "API keys come with plans that include API access.")
+    if me.plan is None:
+        raise HTTPException(403, "API keys need a plan.")
     active = [k for k in ctx.db.read_sync(list_api_keys, me.subscriber.id) if k.revoked_at is None]
     if len(active) >= MAX_KEYS:
         return _page(
