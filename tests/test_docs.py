@@ -15,10 +15,12 @@ from signalmint.cli import app as cli_app
 from signalmint.config import (
     AdminConfig,
     AutomationConfig,
+    DeliveryConfig,
     DetectorConfig,
     EmailConfig,
     PlanConfig,
     Settings,
+    TelegramConfig,
     WebConfig,
 )
 from signalmint.registry import Registry
@@ -33,7 +35,10 @@ def fields(model: type[BaseModel]) -> list[str]:
 
 @pytest.mark.parametrize(
     "model",
-    [Settings, WebConfig, AutomationConfig, DetectorConfig, PlanConfig, AdminConfig, EmailConfig],
+    [
+        Settings, WebConfig, AutomationConfig, DetectorConfig, PlanConfig, AdminConfig, EmailConfig, TelegramConfig,
+        DeliveryConfig,
+    ],  # fmt: skip
     ids=lambda m: m.__name__,
 )
 def test_every_setting_is_documented(model: type[BaseModel]) -> None:
@@ -58,9 +63,9 @@ def test_every_cli_command_is_documented() -> None:
 
 
 def test_every_api_route_is_documented() -> None:
-    from signalmint.web.routes import admin_api, api, me, ops
+    from signalmint.web.routes import admin_api, api, endpoints, me, ops
 
-    for module in (api, me, admin_api, ops):
+    for module in (api, me, endpoints, admin_api, ops):
         for route in module.router.routes:
             path = getattr(route, "path", "")
             for method in getattr(route, "methods", ()):

@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import quote
 
 from .config import Settings
@@ -165,7 +166,7 @@ class Accounts:
         if row.subscriber_id is None:
             return None
         if purpose == "confirm":
-            await self.db.write(confirm_subscriber, row.subscriber_id, now)
+            await self.db.write(_confirm_with_email_endpoint, row.subscriber_id, row.email, now)
         return await self.new_session(row.subscriber_id, admin=False)
 
     # -- admin --------------------------------------------------------------------------
@@ -237,3 +238,12 @@ class Accounts:
             admin=admin,
         )
         return key, issued.text
+
+
+def _confirm_with_email_endpoint(conn: Any, subscriber_id: int, email: str, now: datetime) -> None:
+    """Double opt-in done: the address is confirmed and becomes the subscriber's email endpoint."""
+    from .store.outbox import add_endpoint, list_endpoints
+
+    confirm_subscriber(conn, subscriber_id, now)
+    if not any(e.channel == "email" for e in list_endpoints(conn, subscriber_id)):
+        add_endpoint(conn, subscriber_id, "email", f"mailto:{email}", now)

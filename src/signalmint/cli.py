@@ -136,10 +136,20 @@ def run(
     exit_when_done: Annotated[
         bool, typer.Option(help="exit once every source has ended (a replay or backfill)")
     ] = False,
+    role: Annotated[
+        list[str] | None,
+        typer.Option(help="run only these roles: web, engine, worker (repeat it; default: all three)"),
+    ] = None,
 ) -> None:
-    """Run every automation of a config with its web app, in one process."""
-    from .serve import run_process
+    """Run a config: the web app, the engine and the delivery worker, in one process or by role."""
+    from .serve import ROLES, run_process
 
+    roles = frozenset(role or ROLES)
+    if not roles <= ROLES:
+        err.print(
+            f"[bold red]error:[/] --role takes {', '.join(sorted(ROLES))}, not {', '.join(sorted(roles - ROLES))}"
+        )
+        raise typer.Exit(1)
     settings = _load(config)
     _setup_logging(settings.log_level)
     try:
@@ -148,7 +158,8 @@ def run(
             Registry.from_entry_points(),
             run_for=run_for,
             exit_when_done=exit_when_done,
-            on_ready=lambda url: out.print(f"signalmint is running at [bold]{url}[/]"),
+            on_ready=lambda url: out.print(f"signalmint is running{f' at [bold]{url}[/]' if url else ''}"),
+            roles=roles,
         )
     except SignalmintError as exc:
         raise _fail(exc) from None

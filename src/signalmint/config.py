@@ -36,6 +36,7 @@ from .registry import Registry
 __all__ = [
     "AutomationConfig",
     "Settings",
+    "TelegramConfig",
     "WebConfig",
     "load_settings",
     "parse_duration",
@@ -189,6 +190,23 @@ class PlanConfig(_Strict):
         )
 
 
+class TelegramConfig(_Strict):
+    token: str | None = Field(default=None, description="the bot's token from @BotFather, from ${ENV}")
+    bot: str | None = Field(default=None, description="the bot's username, for t.me deep links")
+    base_url: str = Field(default="https://api.telegram.org", description="Bot API address (tests use a local one)")
+
+
+class DeliveryConfig(_Strict):
+    allow_loopback_targets: bool = Field(
+        default=False, description="let webhooks reach 127.0.0.1 and private addresses: local testing only"
+    )
+    concurrency: int = Field(default=256, ge=1, le=10_000, description="sends in flight per worker")
+    batch: int = Field(default=500, ge=1, le=10_000, description="deliveries claimed per round")
+    lease: Duration = Field(
+        default=timedelta(seconds=60), description="a claimed delivery returns to the queue after this"
+    )
+
+
 class AdminConfig(_Strict):
     email: str | None = Field(default=None, description="the operator's address (magic-link login)")
     password_hash: str | None = Field(default=None, description="argon2 hash of the admin password")
@@ -239,6 +257,8 @@ class Settings(_Strict):
     plans: list[PlanConfig] = Field(default_factory=list, description="what subscribers can buy")
     admin: AdminConfig = Field(default_factory=AdminConfig)
     email: EmailConfig = Field(default_factory=EmailConfig)
+    telegram: TelegramConfig = Field(default_factory=TelegramConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     signup: bool = Field(default=True, description="whether visitors can sign up on the public pages")
     demo: bool = Field(default=False, description="demo mode: emailed links are also shown on the page")
 
@@ -486,3 +506,13 @@ def load_settings(path: str | Path, *, registry: Registry, env: Mapping[str, str
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read it: {exc}", file=str(path)) from None
     return parse_settings(text, file=str(path), registry=registry, env=env)
+
+
+def delivery_channels(settings: Settings) -> frozenset[str]:
+    """The channel kinds this installation can send: email needs SMTP, Telegram a bot token."""
+    kinds = {"webhook", "apprise"}
+    if settings.email.host:
+        kinds.add("email")
+    if settings.telegram.token:
+        kinds.add("telegram")
+    return frozenset(kinds)

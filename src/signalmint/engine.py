@@ -24,7 +24,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from .config import AutomationConfig, Settings
+from .config import AutomationConfig, Settings, delivery_channels
+from .delivery.fanout import FanOut
 from .hub import SignalHub
 from .metrics import Metrics
 from .pipeline import Pipeline, build_pipeline, describe, signals_from_scores
@@ -32,6 +33,7 @@ from .records import Frame, Signal, to_datetime
 from .registry import Registry
 from .store import Checkpoint, Database, append_signals, load_checkpoint, save_checkpoint, sync_automations
 from .store.bars import insert_bars, prune_bars
+from .store.outbox import enqueue
 
 __all__ = ["Engine", "commit_tick"]
 
@@ -40,12 +42,20 @@ PRUNE_EVERY = 60.0
 
 
 def commit_tick(
-    conn: Connection, automation: str, frame: Frame, signals: list[Signal], checkpoint: Checkpoint | None
+    conn: Connection,
+    automation: str,
+    frame: Frame,
+    signals: list[Signal],
+    checkpoint: Checkpoint | None,
+    fanout: FanOut | None = None,
 ) -> list[Signal]:
-    """The one transaction of a tick (runs on the writer thread)."""
+    """The one transaction of a tick (runs on the writer thread): bars, signals, their outbox
+    rows (one per entitled subscriber endpoint) and, when due, the checkpoint."""
     now = datetime.now(UTC)
     insert_bars(conn, automation, frame)
     stored = append_signals(conn, automation, signals, now)
+    if fanout is not None and stored:
+        enqueue(conn, fanout.deliveries_for(conn, stored, now), now)
     if checkpoint is not None:
         save_checkpoint(conn, checkpoint, now)
     return stored
@@ -140,7 +150,7 @@ class AutomationRunner:
                 self._count_rejected(pipeline)
                 due = time.monotonic() - self._checkpointed >= self.engine.settings.checkpoint_every.total_seconds()
                 snapshot = self._checkpoint(cursor) if due else None
-                pending = asyncio.ensure_future(db.write(commit_tick, name, frame, found, snapshot))
+                pending = asyncio.ensure_future(db.write(commit_tick, name, frame, found, snapshot, self.engine.fanout))
                 stored = await asyncio.shield(pending)
                 pending = None
                 if due:
@@ -233,6 +243,7 @@ class Engine:
         self.metrics = metrics or Metrics()
         self.hub = hub or SignalHub()
         self.listeners: list[Callable[[list[Signal]], Any]] = []
+        self.fanout = FanOut(delivery_channels(settings))
         self.runners = {a.name: AutomationRunner(a, self) for a in settings.automations if a.enabled}
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Generator
 import uvicorn
 
 from .config import Settings
+from .delivery.runner import run_worker
 from .engine import Engine
 from .registry import Registry
 from .store import Database
@@ -63,6 +64,9 @@ class _Server(uvicorn.Server):
         log.info("received %s; shutting down", signal.Signals(sig).name)
 
 
+ROLES = frozenset({"web", "engine", "worker"})
+
+
 async def serve(
     settings: Settings,
     db: Database,
@@ -71,11 +75,68 @@ async def serve(
     run_for: float | None = None,
     exit_when_done: bool = False,
     on_ready: Callable[[str], None] | None = None,
+    roles: frozenset[str] = ROLES,
 ) -> None:
-    """Serve the web app with the engine inside it until a signal, ``run_for`` seconds, or
-    (``exit_when_done``) until every automation's source has ended."""
-    engine = Engine(settings, db, registry)
-    app = create_app(settings, db, engine=engine)
+    """Run the given roles until a signal, ``run_for`` seconds, or (``exit_when_done``) until every
+    automation's source has ended: ``web`` (pages and API), ``engine`` (sources, detectors, the
+    signal log and fan-out) and ``worker`` (the outbox). Together they are the embedded default."""
+    engine = Engine(settings, db, registry) if "engine" in roles else None
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(settings, db, stop)) if "worker" in roles else None
+    loop = asyncio.get_running_loop()
+    try:
+        if "web" in roles:
+            await _serve_web(settings, db, engine, stop, run_for, exit_when_done, on_ready)
+        else:
+            await _run_headless(engine, stop, run_for, exit_when_done, on_ready, loop)
+    finally:
+        stop.set()
+        if worker is not None:
+            await asyncio.wait({worker}, timeout=30)
+
+
+async def _run_headless(
+    engine: Engine | None,
+    stop: asyncio.Event,
+    run_for: float | None,
+    exit_when_done: bool,
+    on_ready: Callable[[str], None] | None,
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    if run_for is not None:
+        loop.call_later(run_for, stop.set)
+    if engine is not None:
+        await engine.start()
+    if on_ready:
+        on_ready("")
+    try:
+        if exit_when_done and engine is not None:
+            done = asyncio.create_task(engine.wait())
+            await asyncio.wait({done, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
+        else:
+            await stop.wait()
+    finally:
+        if engine is not None:
+            await engine.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+async def _serve_web(
+    settings: Settings,
+    db: Database,
+    engine: Engine | None,
+    stop: asyncio.Event,
+    run_for: float | None,
+    exit_when_done: bool,
+    on_ready: Callable[[str], None] | None,
+) -> None:
+    hub = engine.hub if engine is not None else None
+    app = create_app(settings, db, engine=engine, hub=hub)
     config = uvicorn.Config(
         app,
         host=settings.web.host,
@@ -85,7 +146,12 @@ async def serve(
         lifespan="on",
         timeout_graceful_shutdown=3,
     )
-    server = _Server(config, on_exit=engine.hub.close)
+
+    def exiting() -> None:
+        app.state.ctx.hub.close()
+        stop.set()
+
+    server = _Server(config, on_exit=exiting)
     loop = asyncio.get_running_loop()
     if run_for is not None:
         loop.call_later(run_for, setattr, server, "should_exit", True)
@@ -99,7 +165,7 @@ async def serve(
         port = sockets[0].getsockname()[1] if sockets else settings.web.port
         if on_ready:
             on_ready(f"http://{settings.web.host}:{port}")
-        if exit_when_done:
+        if exit_when_done and engine is not None:
             await engine.wait()
             log.info("every source has ended; exiting")
             server.should_exit = True
@@ -129,6 +195,7 @@ def run_process(
     exit_when_done: bool = False,
     on_ready: Callable[[str], None] | None = None,
     prepare: Callable[[Database], None] | None = None,
+    roles: frozenset[str] = ROLES,
 ) -> None:
     """Open the store, migrate it, ``prepare`` it (the demo seeds accounts), and serve until
     stopped; the store is closed cleanly."""

@@ -235,3 +235,42 @@ settings_kv = Table(
     Column("name", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+# --- delivery: endpoints and the outbox (migration 0003) ---------------------------------------
+
+endpoints = Table(
+    "endpoints",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("subscriber_id", BigInteger, ForeignKey("subscribers.id"), nullable=False, index=True),
+    Column("channel", String(16), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("secrets", JSON, nullable=False),
+    Column("status", String(16), nullable=False),  # active | paused | disabled
+    Column("status_reason", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("signal_id", BigInteger, nullable=False),
+    Column("endpoint_id", BigInteger, ForeignKey("endpoints.id"), nullable=False),
+    Column("subscriber_id", BigInteger, nullable=False, index=True),
+    Column("idempotency_id", String(64), nullable=False, unique=True),
+    Column("status", String(16), nullable=False),  # pending | sending | sent | dead | skipped
+    Column("not_before", UTCDateTime, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("receipt", JSON, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime, nullable=True),
+    UniqueConstraint("signal_id", "endpoint_id"),
+    Index(None, "status", "next_attempt_at"),
+    Index(None, "endpoint_id", "id"),
+)

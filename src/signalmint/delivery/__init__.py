@@ -1,0 +1,1 @@
+"""Delivery: the durable outbox, its workers, and one channel module per service."""

@@ -1,0 +1,76 @@
+"""What every channel speaks: a :class:`Message` in, a :class:`Receipt` out, or a DeliveryError.
+
+A channel is configured by a URL (``mailto:ada@example.com``, ``telegram://CHAT_ID``,
+``webhook+https://example.com/hook``, ``apprise+ntfy://topic``...) with a
+``from_url()``/``to_url(redact=True)`` round trip, and sends with
+``async send(message) -> Receipt``. Failures raise
+:class:`~signalmint.errors.DeliveryError` with ``permanent`` (retrying cannot help: a 410,
+a bad address, a blocked bot) and ``retry_after`` (the receiver's own hint, in seconds).
+The outbox records every attempt; channels never swallow a failure.
+
+Shared resources (HTTP client, SMTP settings, the operator's bot token, the SSRF policy)
+come in a :class:`ChannelContext`, built once per worker and passed to ``from_url``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+__all__ = ["Channel", "ChannelContext", "Message", "Receipt"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One delivery to one endpoint; several grouped signals make one message.
+
+    ``idempotency_id`` is the same on every attempt for a (signal or group, endpoint): the
+    webhook-id, the email Message-ID, the Telegram dedup key.
+    """
+
+    idempotency_id: str
+    subject: str
+    text: str
+    payload: Mapping[str, Any]  # the versioned JSON a webhook receives
+    created_at: datetime
+    html: str | None = None
+    chart_png: bytes | None = None
+    signal_ids: tuple[int, ...] = ()
+    unsubscribe_url: str | None = None  # email: List-Unsubscribe (RFC 8058 one-click POST)
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What the receiver said: its own id for the message (if any) and a short detail."""
+
+    channel: str
+    at: datetime
+    provider_id: str | None = None
+    detail: str = ""
+
+
+@dataclass
+class ChannelContext:
+    """Resources shared by every channel of a worker."""
+
+    http: Any = None  # an async HTTP client session, owned by the worker
+    smtp: Any = None  # signalmint.config.EmailConfig
+    telegram_token: str | None = None
+    telegram_base_url: str = "https://api.telegram.org"
+    allow_loopback: bool = False  # SSRF guard: only for local testing
+    resolver: Any = None  # SSRF guard: an async resolver (host -> list of IPs); None: the system's
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Channel(Protocol):
+    scheme: ClassVar[str]
+
+    @classmethod
+    def from_url(cls, url: str, context: ChannelContext) -> Channel: ...
+
+    def to_url(self, redact: bool = True) -> str: ...
+
+    async def send(self, message: Message) -> Receipt: ...

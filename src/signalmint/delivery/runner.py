@@ -1,0 +1,53 @@
+"""Running a delivery worker: its shared resources (HTTP session, SMTP, bot) and its loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from ..accounts import server_pepper
+from ..config import Settings
+from ..store import Database
+from .channels.base import ChannelContext
+from .worker import Worker
+
+__all__ = ["channel_context", "run_worker"]
+
+log = logging.getLogger("signalmint.delivery")
+
+
+def channel_context(settings: Settings) -> ChannelContext:
+    """Channel resources from settings (call inside the event loop; close ``http`` when done)."""
+    from .channels.webhook import make_http_session
+
+    context = ChannelContext(
+        smtp=settings.email,
+        telegram_token=settings.telegram.token,
+        telegram_base_url=settings.telegram.base_url,
+        allow_loopback=settings.delivery.allow_loopback_targets,
+    )
+    context.http = make_http_session(context)
+    return context
+
+
+async def run_worker(settings: Settings, db: Database, stop: asyncio.Event) -> Worker:
+    """Send deliveries until ``stop`` is set; the in-flight round finishes first."""
+    context = channel_context(settings)
+    worker = Worker(
+        settings,
+        db,
+        context,
+        server_pepper(settings, db),
+        batch=settings.delivery.batch,
+        concurrency=settings.delivery.concurrency,
+        lease=settings.delivery.lease,
+    )
+    log.info("delivery worker %s started", worker.owner)
+    try:
+        await worker.run(stop)
+    finally:
+        with contextlib.suppress(Exception):
+            await context.http.close()
+        log.info("delivery worker %s stopped: %d sent, %d failed attempts", worker.owner, worker.sent, worker.failed)
+    return worker

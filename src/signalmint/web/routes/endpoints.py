@@ -1,0 +1,172 @@
+"""Where a subscriber's alerts go: endpoints over the API, and the one-click unsubscribe link.
+
+Webhook and Apprise URLs are checked against private and local addresses when registered
+(and again by the worker at send time, on the address actually dialled). A webhook's
+signing secret is shown once, at registration. Only channels the subscriber's plan allows
+can be registered.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from ...delivery.worker import unsubscribe_token
+from ...errors import DeliveryError
+from ...store.outbox import add_endpoint, list_deliveries, list_endpoints, set_endpoint_status
+from ..context import AppContext, ctx_dependency
+from .me import Me
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["me"])
+Ctx = Annotated[AppContext, Depends(ctx_dependency)]
+MAX_ENDPOINTS = 20
+
+
+class EndpointIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    channel: Literal["webhook", "apprise"]
+    url: str = Field(min_length=8, max_length=2000, description="https://... (webhook) or an Apprise URL")
+
+
+def _endpoint_json(endpoint: Any) -> dict[str, Any]:
+    return {
+        "id": endpoint.id,
+        "channel": endpoint.channel,
+        "url": _redacted(endpoint),
+        "status": endpoint.status,
+        "status_reason": endpoint.status_reason,
+    }
+
+
+def _redacted(endpoint: Any) -> str:
+    if endpoint.channel == "email":
+        local, _, domain = endpoint.url.removeprefix("mailto:").partition("@")
+        return f"mailto:{local[:1]}***@{domain}"
+    if endpoint.channel == "webhook":
+        return str(endpoint.url.split("?", 1)[0])
+    return "apprise:***"
+
+
+def _vet(ctx: AppContext, body: EndpointIn) -> tuple[str, list[str]]:
+    allow = ctx.settings.delivery.allow_loopback_targets
+    if body.channel == "webhook":
+        from ...delivery.channels.webhook import new_secret
+        from ...delivery.ssrf import check_url
+
+        url = body.url.removeprefix("webhook+")
+        try:
+            check_url(url, allow_loopback=allow)
+        except DeliveryError as exc:
+            raise HTTPException(422, f"url: {exc}") from None
+        return f"webhook+{url}", [new_secret()]
+    from ...delivery.channels.apprise import vet_apprise_url
+
+    url = body.url.removeprefix("apprise+")
+    try:
+        vet_apprise_url(url, allow_loopback=allow)
+    except DeliveryError as exc:
+        raise HTTPException(422, f"url: {exc}") from None
+    return f"apprise+{url}", []
+
+
+@router.get("/api/v1/me/endpoints")
+def endpoints(ctx: Ctx, viewer: Me) -> dict[str, Any]:
+    """Where your alerts go (email, webhooks, Apprise, Telegram) and each one's status."""
+    assert viewer.subscriber is not None
+    items = [_endpoint_json(e) for e in ctx.db.read_sync(list_endpoints, viewer.subscriber.id)]
+    return {"items": items, "next_cursor": None}
+
+
+@router.post("/api/v1/me/endpoints", status_code=201)
+async def add(body: EndpointIn, ctx: Ctx, viewer: Me) -> dict[str, Any]:
+    """Register a webhook (the response holds its signing secret, once) or an Apprise URL."""
+    assert viewer.subscriber is not None
+    if viewer.plan is None or body.channel not in viewer.plan.channels:
+        raise HTTPException(403, f"your plan does not include {body.channel} alerts")
+    if len(ctx.db.read_sync(list_endpoints, viewer.subscriber.id)) >= MAX_ENDPOINTS:
+        raise HTTPException(422, f"at most {MAX_ENDPOINTS} endpoints; delete one first")
+    url, secrets = _vet(ctx, body)
+    endpoint = await ctx.db.write(add_endpoint, viewer.subscriber.id, body.channel, url, datetime.now(UTC), secrets)
+    _changed(ctx)
+    out = _endpoint_json(endpoint)
+    if secrets:
+        out["secret"] = secrets[0]  # whsec_...: verify our signatures with it (Standard Webhooks)
+    return out
+
+
+@router.delete("/api/v1/me/endpoints/{endpoint_id}", status_code=204)
+async def remove(endpoint_id: int, ctx: Ctx, viewer: Me) -> None:
+    """Stop sending to one of your endpoints. Someone else's endpoint is a 404."""
+    assert viewer.subscriber is not None
+    done = await ctx.db.write(
+        set_endpoint_status, endpoint_id, "disabled", "removed by the subscriber", datetime.now(UTC),
+        owner=viewer.subscriber.id,
+    )  # fmt: skip
+    if not done:
+        raise HTTPException(404, f"you have no endpoint with id {endpoint_id}")
+    _changed(ctx)
+
+
+@router.get("/api/v1/me/endpoints/{endpoint_id}/deliveries")
+def delivery_log(endpoint_id: int, ctx: Ctx, viewer: Me) -> dict[str, Any]:
+    """The last deliveries to one of your endpoints: status, attempts, last error, receipt."""
+    assert viewer.subscriber is not None
+    owned = {e.id for e in ctx.db.read_sync(list_endpoints, viewer.subscriber.id)}
+    if endpoint_id not in owned:
+        raise HTTPException(404, f"you have no endpoint with id {endpoint_id}")
+    rows = ctx.db.read_sync(list_deliveries, endpoint_id=endpoint_id, limit=100)
+    return {"items": [_delivery_json(d) for d in rows], "next_cursor": None}
+
+
+def _delivery_json(d: Any) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "signal_id": d.signal_id,
+        "status": d.status,
+        "attempts": d.attempts,
+        "not_before": d.not_before.isoformat(),
+        "next_attempt_at": d.next_attempt_at.isoformat(),
+        "last_error": d.last_error,
+        "receipt": d.receipt,
+        "idempotency_id": d.idempotency_id,
+    }
+
+
+def _changed(ctx: AppContext) -> None:
+    if ctx.engine is not None:
+        ctx.engine.fanout.invalidate()
+
+
+# --- one-click unsubscribe (RFC 8058): no cookies, no login -------------------------------------
+
+
+def _unsubscribe_target(ctx: AppContext, endpoint_id: int, token: str) -> None:
+    expected = unsubscribe_token(endpoint_id, ctx.pepper)
+    if len(token) > 64 or not hmac.compare_digest(expected, token):
+        raise HTTPException(404, "this unsubscribe link is not valid")
+
+
+@router.get("/unsubscribe/{endpoint_id}/{token}", response_class=HTMLResponse, include_in_schema=False)
+def unsubscribe_page(endpoint_id: int, token: str, request: Request, ctx: Ctx) -> HTMLResponse:
+    _unsubscribe_target(ctx, endpoint_id, token)
+    html = (
+        "<!doctype html><title>Unsubscribe</title><main style='font-family:system-ui;max-width:32rem;margin:4rem auto'>"
+        "<h1>Stop these emails?</h1><form method='post'><button type='submit'>Unsubscribe</button></form></main>"
+    )
+    return HTMLResponse(html, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+
+
+@router.post("/unsubscribe/{endpoint_id}/{token}", include_in_schema=False)
+async def unsubscribe(endpoint_id: int, token: str, ctx: Ctx) -> Response:
+    """RFC 8058 one-click: mail clients POST ``List-Unsubscribe=One-Click`` without cookies."""
+    _unsubscribe_target(ctx, endpoint_id, token)
+    await ctx.db.write(set_endpoint_status, endpoint_id, "disabled", "unsubscribed", datetime.now(UTC))
+    _changed(ctx)
+    return HTMLResponse("<!doctype html><title>Unsubscribed</title><p>You will not get these emails any more.</p>")
