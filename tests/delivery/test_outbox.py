@@ -1,0 +1,211 @@
+"""The outbox end to end: commit -> fan-out rows -> a worker -> a real local webhook receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from standardwebhooks import Webhook
+
+from signalmint.config import DeliveryConfig, PlanConfig, Settings
+from signalmint.delivery.fanout import FanOut
+from signalmint.delivery.runner import channel_context
+from signalmint.delivery.worker import RETRY_SCHEDULE, Worker
+from signalmint.engine import commit_tick
+from signalmint.records import Automation, Frame, Signal
+from signalmint.store import Database, sync_automations
+from signalmint.store.accounts import confirm_subscriber, ensure_subscriber, set_watchlist, start_subscription
+from signalmint.store.outbox import add_endpoint, counts_by_status, list_deliveries, list_endpoints
+from signalmint.store.plans import sync_plans
+from signalmint.store.tables import deliveries
+
+from .conftest import HttpSink, Reply
+
+NUMBERS = ["volume", "baseline", "ratio", "z", "mad", "price_change", "score"]
+PEPPER = b"outbox-test-pepper-0123456789"
+
+
+def settings(db: Database) -> Settings:
+    return Settings(
+        database=db.url,
+        delivery=DeliveryConfig(allow_loopback_targets=True),
+        plans=[
+            PlanConfig(id="free", delay="15m", watchlist=2, masked_fields=NUMBERS, channels=["web", "webhook"]),
+            PlanConfig(id="premium", price=2900, channels=["web", "webhook"]),
+            PlanConfig(id="basic", price=900, channels=["web"]),
+        ],
+    )
+
+
+class Outbox:
+    def __init__(self, db: Database, sink: HttpSink) -> None:
+        self.db, self.sink = db, sink
+        self.settings = settings(db)
+        self.now = datetime.now(UTC)
+        db.write_sync(sync_automations, [Automation("spikes", "Spikes", "", "synthetic", "volume_spike", {})], self.now)
+        self.plans = {p.id: p for p in db.write_sync(sync_plans, self.settings.current_plans(), self.now)}
+        self.secrets: dict[str, str] = {}
+        self.ids: dict[str, int] = {}
+        self.fanout = FanOut({"webhook"})
+
+    def subscriber(self, name: str, plan: str, watch: tuple[str, ...] = ()) -> int:
+        secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"[: 32]
+
+        def write(conn: Any) -> int:
+            person = ensure_subscriber(conn, f"{name}@example.com", self.now)
+            confirm_subscriber(conn, person.id, self.now)
+            start_subscription(conn, person.id, self.plans[plan], self.now, origin="test", state="active")
+            set_watchlist(conn, person.id, list(watch), self.now)
+            add_endpoint(conn, person.id, "webhook", "webhook+" + self.sink.url(f"/hook/{name}"), self.now, [secret])
+            return int(person.id)
+
+        self.ids[name] = self.db.write_sync(write)
+        self.secrets[name] = secret
+        self.fanout.invalidate()
+        return self.ids[name]
+
+    def commit(self, *signals: Signal) -> list[Signal]:
+        stored: list[Signal] = self.db.write_sync(commit_tick, "spikes", Frame.empty(), list(signals), None, self.fanout)
+        return stored
+
+    def worker(self, clock: Any = None) -> Worker:
+        async def make() -> Worker:
+            context = channel_context(self.settings)
+            return Worker(self.settings, self.db, context, PEPPER, clock=clock or (lambda: datetime.now(UTC)))
+
+        return asyncio.run(make())
+
+    def drain(self, clock: Any = None, rounds: int = 5) -> int:
+        async def run() -> int:
+            context = channel_context(self.settings)
+            worker = Worker(self.settings, self.db, context, PEPPER, clock=clock or (lambda: datetime.now(UTC)))
+            handled = 0
+            try:
+                for _ in range(rounds):
+                    handled += await worker.run_once()
+            finally:
+                await context.http.close()
+            return handled
+
+        return asyncio.run(run())
+
+
+def spike(key: str, minutes_ago: float, now: datetime) -> Signal:
+    return Signal(
+        automation="spikes", key=key, time=now - timedelta(minutes=minutes_ago), kind="volume_spike", score=8.5,
+        payload={"volume": 77777.0, "baseline": 9000.0, "ratio": 8.6, "z": 8.5, "mad": 700.0, "price_change": 0.01},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def outbox(db: Database, http_sink: HttpSink) -> Outbox:
+    return Outbox(db, http_sink)
+
+
+def test_a_committed_signal_reaches_every_entitled_webhook_signed_once(outbox: Outbox) -> None:
+    outbox.subscriber("ann", "premium")
+    outbox.subscriber("bob", "premium")
+    outbox.subscriber("cy", "basic")  # plan without webhooks: no row
+    (signal,) = outbox.commit(spike("AAPL", 1, outbox.now))
+    rows = outbox.db.read_sync(list_deliveries)
+    assert {d.subscriber_id for d in rows} == {outbox.ids["ann"], outbox.ids["bob"]}
+    assert outbox.drain() == 2
+    received = outbox.sink.wait_for(2)
+    for request in received:
+        name = request.path.rsplit("/", 1)[1]
+        Webhook(outbox.secrets[name]).verify(request.body, request.headers)  # raises if the signature is wrong
+        body = request.json()
+        assert body["type"] == "signal.created" and body["data"]["id"] == signal.id
+        assert body["data"]["payload"]["volume"] == 77777.0
+    ids = {r.headers["webhook-id"] for r in received}
+    assert ids == {d.idempotency_id for d in rows}
+    assert outbox.db.read_sync(counts_by_status) == {"sent": 2}
+    assert outbox.drain() == 0  # nothing twice
+
+
+def test_a_free_subscriber_is_never_attempted_before_its_delay(outbox: Outbox) -> None:
+    outbox.subscriber("fay", "free", watch=("AAPL",))
+    outbox.commit(spike("AAPL", 1, outbox.now), spike("MSFT", 1, outbox.now))  # MSFT: not on her watchlist
+    (row,) = outbox.db.read_sync(list_deliveries)
+    assert row.not_before >= outbox.now - timedelta(minutes=1) + timedelta(minutes=15) - timedelta(seconds=1)
+    assert outbox.drain() == 0 and outbox.sink.requests == []
+    later = outbox.now + timedelta(minutes=15)
+    assert outbox.drain(clock=lambda: later) == 1
+    (request,) = outbox.sink.wait_for(1)
+    data = request.json()["data"]
+    assert data["key"] == "AAPL"
+    assert not set(data["payload"]) & set(NUMBERS) and data["score"] is None and data["hash"] is None
+
+
+def test_retry_honours_retry_after_then_succeeds_with_the_same_id(outbox: Outbox) -> None:
+    outbox.subscriber("ann", "premium")
+    outbox.commit(spike("AAPL", 1, outbox.now))
+    outbox.sink.script(Reply(status=503, headers={"Retry-After": "120"}))
+    assert outbox.drain(rounds=1) == 1
+    (row,) = outbox.db.read_sync(list_deliveries)
+    assert row.status == "pending" and row.attempts == 1 and "503" in (row.last_error or "")
+    assert row.next_attempt_at >= datetime.now(UTC) + timedelta(seconds=110)
+    later = datetime.now(UTC) + timedelta(seconds=130)
+    assert outbox.drain(clock=lambda: later, rounds=1) == 1
+    first, second = outbox.sink.wait_for(2)
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    assert outbox.db.read_sync(list_deliveries)[0].status == "sent"
+
+
+def test_410_disables_the_endpoint_and_the_delivery_is_a_dead_letter(outbox: Outbox) -> None:
+    outbox.subscriber("ann", "premium")
+    outbox.commit(spike("AAPL", 1, outbox.now))
+    outbox.sink.script(Reply(status=410))
+    outbox.drain(rounds=1)
+    (row,) = outbox.db.read_sync(list_deliveries)
+    assert row.status == "dead" and "410" in (row.last_error or "")
+    (endpoint,) = outbox.db.read_sync(list_endpoints)
+    assert endpoint.status == "disabled"
+    outbox.fanout.invalidate()
+    outbox.commit(spike("MSFT", 1, outbox.now))
+    assert len(outbox.db.read_sync(list_deliveries)) == 1  # a disabled endpoint gets no new rows
+
+
+def test_after_the_last_attempt_a_delivery_is_dead(outbox: Outbox) -> None:
+    outbox.subscriber("ann", "premium")
+    outbox.commit(spike("AAPL", 1, outbox.now))
+    outbox.sink.default = Reply(status=500)
+    moment = [datetime.now(UTC)]
+    for _ in range(len(RETRY_SCHEDULE) + 1):
+        outbox.drain(clock=lambda: moment[0], rounds=1)
+        moment[0] += timedelta(hours=12)
+    (row,) = outbox.db.read_sync(list_deliveries)
+    assert row.status == "dead" and row.attempts == len(RETRY_SCHEDULE) + 1
+    assert "gave up" in (row.last_error or "")
+
+
+def test_an_expired_lease_returns_the_row_to_the_queue(outbox: Outbox) -> None:
+    outbox.subscriber("ann", "premium")
+    outbox.commit(spike("AAPL", 1, outbox.now))
+    from signalmint.store.outbox import claim
+
+    claimed = outbox.db.write_sync(claim, "dead-worker", datetime.now(UTC), lease=timedelta(seconds=30), limit=10)
+    assert len(claimed) == 1
+    assert outbox.drain(rounds=1) == 0  # leased by someone else
+    later = datetime.now(UTC) + timedelta(seconds=31)
+    assert outbox.drain(clock=lambda: later, rounds=1) == 1
+    with outbox.db.engine.connect() as conn:
+        row = conn.execute(select(deliveries)).one()
+    assert row.status == "sent" and row.attempts == 2
+
+
+def test_a_subscription_that_ended_after_fan_out_receives_nothing(outbox: Outbox) -> None:
+    sid = outbox.subscriber("ann", "premium")
+    outbox.commit(spike("AAPL", 1, outbox.now))
+    from signalmint.store.accounts import current_subscription, set_subscription_state
+
+    sub = outbox.db.read_sync(current_subscription, sid)
+    outbox.db.write_sync(set_subscription_state, sub.id, datetime.now(UTC), state="expired")
+    outbox.drain(rounds=1)
+    (row,) = outbox.db.read_sync(list_deliveries)
+    assert row.status == "skipped" and outbox.sink.requests == []
+    assert json.dumps(row.last_error).find("entitled") >= 0
