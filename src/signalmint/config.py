@@ -223,6 +223,11 @@ class EmailConfig(_Strict):
     username: str | None = Field(default=None, description="SMTP login")
     password: str | None = Field(default=None, description="SMTP password, from ${ENV}")
     sender: str = Field(default="signalmint <alerts@localhost>", description="From: address")
+    inbound_secret: str | None = Field(
+        default=None,
+        min_length=16,
+        description="bearer secret your email provider's bounce/complaint webhook sends to /api/v1/email/events",
+    )
 
 
 class WebConfig(_Strict):

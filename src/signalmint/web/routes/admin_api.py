@@ -125,3 +125,45 @@ def plans(ctx: Ctx, admin: Admin) -> dict[str, Any]:
         for p in sorted(ctx.access.plans.values(), key=lambda p: (p.id, p.version))
     ]
     return {"items": items, "next_cursor": None}
+
+
+@router.get("/api/v1/admin/deliveries")
+def deliveries(
+    ctx: Ctx,
+    admin: Admin,
+    status: Annotated[str | None, Query(pattern="^(pending|sending|sent|dead|skipped)$")] = "dead",
+    before: Annotated[int | None, Query(ge=1, description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """Deliveries by status, newest first: by default the dead letters, with their reasons."""
+    from ...store.outbox import counts_by_status, list_deliveries
+
+    rows = ctx.db.read_sync(list_deliveries, status=status, before_id=before, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [
+        {
+            "id": d.id, "signal_id": d.signal_id, "subscriber_id": d.subscriber_id, "endpoint_id": d.endpoint_id,
+            "status": d.status, "attempts": d.attempts, "last_error": d.last_error, "receipt": d.receipt,
+            "idempotency_id": d.idempotency_id, "created_at": d.created_at.isoformat() if d.created_at else None,
+        }
+        for d in rows
+    ]  # fmt: skip
+    return {
+        "items": items,
+        "next_cursor": str(rows[-1].id) if more and rows else None,
+        "counts": ctx.db.read_sync(counts_by_status),
+    }
+
+
+@router.post("/api/v1/admin/deliveries/{delivery_id}/replay")
+async def replay_delivery(delivery_id: int, ctx: Ctx, admin: Admin) -> dict[str, Any]:
+    """Send a dead letter again (its attempts start over, with the same idempotency id)."""
+    from datetime import UTC
+    from datetime import datetime as dt
+
+    from ...store.outbox import replay
+
+    if not await ctx.db.write(replay, delivery_id, dt.now(UTC)):
+        raise HTTPException(404, f"no dead or skipped delivery with id {delivery_id}")
+    return {"id": delivery_id, "status": "pending"}

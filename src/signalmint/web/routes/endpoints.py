@@ -170,3 +170,153 @@ async def unsubscribe(endpoint_id: int, token: str, ctx: Ctx) -> Response:
     await ctx.db.write(set_endpoint_status, endpoint_id, "disabled", "unsubscribed", datetime.now(UTC))
     _changed(ctx)
     return HTMLResponse("<!doctype html><title>Unsubscribed</title><p>You will not get these emails any more.</p>")
+
+
+# --- send a test event ---------------------------------------------------------------------------
+
+
+@router.post("/api/v1/me/endpoints/{endpoint_id}/test")
+async def test_event(endpoint_id: int, ctx: Ctx, viewer: Me) -> dict[str, Any]:
+    """Send a test message to one of your endpoints now; the answer says what the receiver said."""
+    from ...delivery.channels.base import Message
+    from ...delivery.runner import channel_context
+    from ...delivery.worker import default_channel_factory
+
+    assert viewer.subscriber is not None
+    owned = {e.id: e for e in ctx.db.read_sync(list_endpoints, viewer.subscriber.id)}
+    endpoint = owned.get(endpoint_id)
+    if endpoint is None:
+        raise HTTPException(404, f"you have no endpoint with id {endpoint_id}")
+    now = datetime.now(UTC)
+    message = Message(
+        idempotency_id=f"msg_test_{endpoint_id}_{int(now.timestamp())}",
+        subject="signalmint test event",
+        text="This is a test event: your endpoint is set up to receive signals.",
+        payload={"type": "test", "version": 1, "timestamp": now.isoformat(), "data": {"endpoint": endpoint_id}},
+        created_at=now,
+    )
+    context = channel_context(ctx.settings)
+    try:
+        receipt = await default_channel_factory(endpoint, context).send(message)
+    except DeliveryError as exc:
+        return {"ok": False, "error": str(exc), "permanent": exc.permanent, "retry_after": exc.retry_after}
+    finally:
+        await context.http.close()
+    return {"ok": True, "receipt": {"id": receipt.provider_id, "detail": receipt.detail}}
+
+
+# --- a private Atom feed per subscriber -------------------------------------------------------------
+
+
+def _feed_nonce(ctx: AppContext, subscriber_id: int, *, rotate: bool = False) -> str:
+    import secrets as random_secrets
+
+    from ...store.auth import get_or_create_setting
+    from ...store.tables import settings_kv
+
+    name = f"feed_nonce:{subscriber_id}"
+    if rotate:
+
+        def replace(conn: Any) -> str:
+            conn.execute(settings_kv.delete().where(settings_kv.c.name == name))
+            return get_or_create_setting(conn, name, lambda: random_secrets.token_hex(8))
+
+        return str(ctx.db.write_sync(replace))
+    return str(ctx.db.write_sync(get_or_create_setting, name, lambda: random_secrets.token_hex(8)))
+
+
+def feed_token(ctx: AppContext, subscriber_id: int, nonce: str) -> str:
+    return hmac.new(ctx.pepper, f"feed:{subscriber_id}:{nonce}".encode(), "sha256").hexdigest()[:40]
+
+
+def _feed_url(ctx: AppContext, subscriber_id: int, nonce: str) -> str:
+    return f"{ctx.settings.base_url.rstrip('/')}/feeds/{subscriber_id}/{feed_token(ctx, subscriber_id, nonce)}.atom"
+
+
+@router.get("/api/v1/me/feed")
+def feed_url(ctx: Ctx, viewer: Me) -> dict[str, Any]:
+    """Your private Atom feed's address (keep it secret; rotate it if it leaks)."""
+    assert viewer.subscriber is not None
+    return {"url": _feed_url(ctx, viewer.subscriber.id, _feed_nonce(ctx, viewer.subscriber.id))}
+
+
+@router.post("/api/v1/me/feed/rotate")
+def rotate_feed(ctx: Ctx, viewer: Me) -> dict[str, Any]:
+    """A new feed address; the old one stops working at once."""
+    assert viewer.subscriber is not None
+    return {"url": _feed_url(ctx, viewer.subscriber.id, _feed_nonce(ctx, viewer.subscriber.id, rotate=True))}
+
+
+@router.get("/feeds/{subscriber_id}/{token}.atom", include_in_schema=False)
+def atom_feed(subscriber_id: int, token: str, ctx: Ctx) -> Response:
+    """The subscriber's signals as Atom, exactly as their plan shows them (delay, keys, masks)."""
+    from xml.sax.saxutils import escape
+
+    from ...store import list_signals
+    from ..auth import subscriber_viewer
+    from ..visibility import present, scopes_for
+
+    expected = feed_token(ctx, subscriber_id, _feed_nonce(ctx, subscriber_id))
+    if len(token) > 64 or not hmac.compare_digest(expected, token):
+        raise HTTPException(404, "no such feed")
+    viewer = subscriber_viewer(ctx, subscriber_id)
+    if viewer.plan is None or "rss" not in viewer.plan.channels:
+        raise HTTPException(403, "your plan does not include the feed")
+    now = datetime.now(UTC)
+    rows = ctx.db.read_sync(list_signals, scopes=scopes_for(viewer, now, ctx.automation_names()), limit=50)
+    base = ctx.settings.base_url.rstrip("/")
+    entries = []
+    for signal in rows:
+        body = present(signal, viewer, now)
+        if body is None:
+            continue
+        ratio = body["payload"].get("ratio")
+        title = f"{body['key']} traded {ratio:.1f}× its usual volume" if ratio else f"{body['key']}: {body['kind']}"
+        entries.append(
+            f"<entry><id>{base}/signals/{body['id']}</id><title>{escape(title)}</title>"
+            f'<updated>{body["time"]}</updated><link href="{base}/signals/{body["id"]}"/>'
+            f'<content type="text">{escape(str(body["payload"]))}</content></entry>'
+        )
+    updated = rows[0].time.isoformat().replace("+00:00", "Z") if rows else now.isoformat().replace("+00:00", "Z")
+    xml = (
+        '<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
+        f"<id>{base}/feeds/{subscriber_id}</id><title>{escape(ctx.settings.web.title)} signals</title>"
+        f"<updated>{updated}</updated>{''.join(entries)}</feed>"
+    )
+    return Response(xml, media_type="application/atom+xml", headers={"Cache-Control": "private, max-age=30"})
+
+
+# --- bounces and complaints from the email provider ------------------------------------------------
+
+
+class EmailEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["bounce", "complaint", "delivered"]
+    email: str = Field(max_length=320)
+    permanent: bool = Field(default=True, description="a hard bounce (soft bounces are retried, not suppressed)")
+
+
+@router.post("/api/v1/email/events", tags=["operations"])
+async def email_event(event: EmailEvent, request: Request, ctx: Ctx) -> dict[str, Any]:
+    """Your email provider reports hard bounces and complaints here; the address gets nothing more.
+
+    Authenticate with ``Authorization: Bearer <email.inbound_secret>``.
+    """
+    secret = ctx.settings.email.inbound_secret
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if not secret or not hmac.compare_digest(secret.encode(), given.encode()):
+        raise HTTPException(401, "wrong or missing inbound secret", headers={"WWW-Authenticate": "Bearer"})
+    if event.type == "delivered" or (event.type == "bounce" and not event.permanent):
+        return {"suppressed": 0}
+    address = f"mailto:{event.email.strip().lower()}"
+    now = datetime.now(UTC)
+
+    def suppress(conn: Any) -> int:
+        hits = [e for e in list_endpoints(conn) if e.channel == "email" and e.url.lower() == address]
+        for endpoint in hits:
+            set_endpoint_status(conn, endpoint.id, "disabled", f"suppressed: {event.type}", now)
+        return len(hits)
+
+    count = await ctx.db.write(suppress)
+    _changed(ctx)
+    return {"suppressed": count}
