@@ -19,7 +19,7 @@ import os
 import random
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
 from typing import Any
@@ -30,13 +30,24 @@ from ..access import grants, masked_json
 from ..config import Settings
 from ..errors import DeliveryError
 from ..records import Signal
+from ..shapes import signal_json
 from ..store import Database, list_automations
-from ..store.accounts import current_subscription, get_subscriber, get_watchlist
-from ..store.outbox import Delivery, Endpoint, Outcome, claim, list_endpoints, record, sent_since, set_endpoint_status
+from ..store.accounts import open_subscriptions_of, subscribers_by_id, watchlists_of
+from ..store.outbox import (
+    Delivery,
+    Endpoint,
+    Outcome,
+    claim,
+    list_endpoints,
+    record,
+    sent_since_many,
+    set_endpoint_status,
+)
 from ..store.plans import load_plans
 from ..store.signals import row_to_signal
 from ..store.tables import signals as signals_table
 from .channels.base import Channel, ChannelContext, Message, Receipt
+from .render import signal_text
 
 __all__ = ["RETRY_SCHEDULE", "Worker", "backoff", "unsubscribe_token"]
 
@@ -96,8 +107,9 @@ def default_channel_factory(endpoint: Endpoint, context: ChannelContext) -> Chan
 class _Batch:
     signals: dict[int, Signal]
     endpoints: dict[int, Endpoint]
-    views: dict[int, Any]  # subscriber id -> (grants, budget) or None (not entitled)
+    views: dict[int, Any]  # subscriber id -> (grants, plan, budget) or None (no plan)
     titles: dict[str, str]
+    bodies: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
 
 
 class Worker:
@@ -161,27 +173,40 @@ class Worker:
     # -- loading ---------------------------------------------------------------------------
 
     def _load(self, conn: Connection, claimed: list[Delivery], now: datetime) -> _Batch:
+        """Everything a batch needs, in a handful of queries (not a few per subscriber)."""
         ids = sorted({d.signal_id for d in claimed})
-        rows = conn.execute(select(signals_table).where(signals_table.c.id.in_(ids)))
-        found = {r.id: row_to_signal(r) for r in rows}
-        endpoint_ids = {d.endpoint_id for d in claimed}
-        endpoints = {e.id: e for e in list_endpoints(conn) if e.id in endpoint_ids}
+        found = {r.id: row_to_signal(r) for r in conn.execute(select(signals_table).where(signals_table.c.id.in_(ids)))}
+        endpoint_ids = sorted({d.endpoint_id for d in claimed})
+        endpoints = {e.id: e for e in list_endpoints(conn, ids=endpoint_ids)}
         automations = list_automations(conn, enabled_only=False)
         names = [a.name for a in automations]
         plans = load_plans(conn)
-        views: dict[int, Any] = {}
+        subscriber_ids = sorted({d.subscriber_id for d in claimed})
+        people = subscribers_by_id(conn, subscriber_ids)
+        holdings = open_subscriptions_of(conn, subscriber_ids)
+        watching = watchlists_of(conn, subscriber_ids)
         day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        for subscriber_id in {d.subscriber_id for d in claimed}:
-            subscriber = get_subscriber(conn, subscriber_id)
-            subscription = current_subscription(conn, subscriber_id)
+        budgeted = [
+            sid for sid, sub in holdings.items()
+            if (plan := plans.get((sub.plan_id, sub.plan_version))) is not None and plan.alerts_per_day is not None
+        ]  # fmt: skip
+        sent_today = sent_since_many(conn, budgeted, day) if budgeted else {}
+        views: dict[int, Any] = {}
+        expanded: dict[tuple[str, int], Any] = {}
+        for subscriber_id in subscriber_ids:
+            subscriber = people.get(subscriber_id)
+            subscription = holdings.get(subscriber_id)
             plan = plans.get((subscription.plan_id, subscription.plan_version)) if subscription else None
             if subscriber is None or subscription is None or plan is None:
                 views[subscriber_id] = None
                 continue
-            held = grants([(subscription, plan.expanded(names))], subscriber, get_watchlist(conn, subscriber_id), now)
+            key = (plan.id, plan.version)
+            if key not in expanded:
+                expanded[key] = plan.expanded(names)
+            held = grants([(subscription, expanded[key])], subscriber, watching.get(subscriber_id, frozenset()), now)
             budget = None
             if plan.alerts_per_day is not None:
-                budget = [plan.alerts_per_day - sent_since(conn, subscriber_id, day)]
+                budget = [plan.alerts_per_day - sent_today.get(subscriber_id, 0)]
             views[subscriber_id] = (held, plan, budget)
         return _Batch(found, endpoints, views, {a.name: a.title for a in automations})
 
@@ -207,22 +232,26 @@ class Worker:
             if budget[0] <= 0:
                 return "the daily alert budget is used up"
             budget[0] -= 1
-        from ..web.serialize import signal_json
-
-        body = masked_json(signal_json(signal), hidden)
-        title = batch.titles.get(signal.automation, signal.automation)
+        # One body per (signal, what is hidden): thousands of subscribers share a few views.
+        cache_key = (signal.id, hidden)
+        body = batch.bodies.get(cache_key)
+        if body is None:
+            body = batch.bodies[cache_key] = masked_json(signal_json(signal), hidden)
         unsubscribe = None
-        if endpoint.channel == "email":
-            token = unsubscribe_token(endpoint.id, self.pepper)
-            unsubscribe = f"{self.settings.base_url.rstrip('/')}/unsubscribe/{endpoint.id}/{token}"
-        from .render import signal_text
-
-        rendered = signal_text(body, title, base_url=self.settings.base_url, unsubscribe_url=unsubscribe)
+        subject, text, html = "", "", None
+        if endpoint.channel in {"email", "telegram", "apprise"}:  # people read these: render them
+            if endpoint.channel == "email":
+                token = unsubscribe_token(endpoint.id, self.pepper)
+                unsubscribe = f"{self.settings.base_url.rstrip('/')}/unsubscribe/{endpoint.id}/{token}"
+            title = batch.titles.get(signal.automation, signal.automation)
+            subject, text, html = signal_text(body, title, base_url=self.settings.base_url, unsubscribe_url=unsubscribe)
+        else:
+            subject = f"{signal.key} {signal.kind}"
         return Message(
             idempotency_id=delivery.idempotency_id,
-            subject=rendered[0],
-            text=rendered[1],
-            html=rendered[2],
+            subject=subject,
+            text=text,
+            html=html,
             payload={"type": "signal.created", "version": 1, "timestamp": now.isoformat(), "data": body},
             created_at=now,
             signal_ids=(signal.id or 0,),

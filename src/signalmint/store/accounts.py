@@ -243,3 +243,35 @@ def open_subscriptions(conn: Connection) -> list[tuple[Subscription, Subscriber]
     return [
         (_subscription(r), Subscriber(r.subscriber_id, r.email, r.s_created, r.confirmed_at, r.timezone)) for r in rows
     ]
+
+
+def subscribers_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, Subscriber]:
+    wanted = list(ids)
+    if not wanted:
+        return {}
+    return {r.id: _subscriber(r) for r in conn.execute(select(subscribers).where(subscribers.c.id.in_(wanted)))}
+
+
+def open_subscriptions_of(conn: Connection, subscriber_ids: Iterable[int]) -> dict[int, Subscription]:
+    """Each subscriber's open subscription (the newest, as ``current_subscription``)."""
+    wanted = list(subscriber_ids)
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        select(subscriptions)
+        .where(subscriptions.c.subscriber_id.in_(wanted), subscriptions.c.ended_at.is_(None))
+        .order_by(subscriptions.c.id)
+    )
+    return {r.subscriber_id: _subscription(r) for r in rows}  # later ids win: the newest
+
+
+def watchlists_of(conn: Connection, subscriber_ids: Iterable[int]) -> dict[int, frozenset[str]]:
+    wanted = list(subscriber_ids)
+    out: dict[int, set[str]] = {}
+    if wanted:
+        rows = conn.execute(
+            select(watchlist.c.subscriber_id, watchlist.c.key).where(watchlist.c.subscriber_id.in_(wanted))
+        )
+        for subscriber_id, key in rows:
+            out.setdefault(subscriber_id, set()).add(key)
+    return {k: frozenset(v) for k, v in out.items()}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from .tables import deliveries, endpoints
 
@@ -104,8 +104,12 @@ def add_endpoint(
     return _endpoint(conn.execute(select(endpoints).where(endpoints.c.id == new_id)).one())
 
 
-def list_endpoints(conn: Connection, subscriber_id: int | None = None, *, active_only: bool = False) -> list[Endpoint]:
+def list_endpoints(
+    conn: Connection, subscriber_id: int | None = None, *, active_only: bool = False, ids: Sequence[int] | None = None
+) -> list[Endpoint]:
     query = select(endpoints).order_by(endpoints.c.id)
+    if ids is not None:
+        query = query.where(endpoints.c.id.in_(list(ids)))
     if subscriber_id is not None:
         query = query.where(endpoints.c.subscriber_id == subscriber_id)
     if active_only:
@@ -180,24 +184,32 @@ class Outcome:
 
 
 def record(conn: Connection, outcomes: Sequence[Outcome], now: datetime, owner: str) -> int:
-    """Store outcomes of a worker's leased rows (rows whose lease moved to another worker are left alone)."""
+    """Store outcomes of a worker's leased rows, in one statement per kind of outcome.
+
+    A row whose lease moved to another worker (this one was too slow) is left alone.
+    """
+    mine = and_(
+        deliveries.c.id == bindparam("_id"), deliveries.c.lease_owner == owner, deliveries.c.status == "sending"
+    )
     done = 0
-    for o in outcomes:
-        values: dict[str, Any] = {"status": o.status, "lease_until": None, "lease_owner": None}
-        if o.status == "sent":
-            values.update(sent_at=now, receipt=o.receipt, last_error=None)
-        else:
-            values["last_error"] = o.error
-        if o.status == "pending":
-            values["next_attempt_at"] = o.next_attempt_at or now
-        result = conn.execute(
-            update(deliveries)
-            .where(
-                deliveries.c.id == o.delivery_id, deliveries.c.lease_owner == owner, deliveries.c.status == "sending"
-            )
-            .values(**values)
-        )
-        done += int(result.rowcount or 0)
+    sent = [{"_id": o.delivery_id, "_receipt": o.receipt} for o in outcomes if o.status == "sent"]
+    if sent:
+        statement = update(deliveries).where(mine).values(
+            status="sent", sent_at=now, receipt=bindparam("_receipt"), last_error=None, lease_until=None,
+            lease_owner=None,
+        )  # fmt: skip
+        done += int(conn.execute(statement, sent).rowcount or 0)
+    others = [
+        {"_id": o.delivery_id, "_status": o.status, "_error": o.error, "_next": o.next_attempt_at or now}
+        for o in outcomes
+        if o.status != "sent"
+    ]
+    if others:
+        statement = update(deliveries).where(mine).values(
+            status=bindparam("_status"), last_error=bindparam("_error"), next_attempt_at=bindparam("_next"),
+            lease_until=None, lease_owner=None,
+        )  # fmt: skip
+        done += int(conn.execute(statement, others).rowcount or 0)
     return done
 
 
@@ -243,3 +255,16 @@ def sent_since(conn: Connection, subscriber_id: int, since: datetime) -> int:
         deliveries.c.subscriber_id == subscriber_id, deliveries.c.status == "sent", deliveries.c.sent_at >= since
     )
     return int(conn.execute(query).scalar_one())
+
+
+def sent_since_many(conn: Connection, subscriber_ids: Sequence[int], since: datetime) -> dict[int, int]:
+    query = (
+        select(deliveries.c.subscriber_id, func.count())
+        .where(
+            deliveries.c.subscriber_id.in_(list(subscriber_ids)),
+            deliveries.c.status == "sent",
+            deliveries.c.sent_at >= since,
+        )
+        .group_by(deliveries.c.subscriber_id)
+    )
+    return {sid: int(n) for sid, n in conn.execute(query)}

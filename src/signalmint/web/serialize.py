@@ -9,7 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ..records import Automation, Plan, Signal
+from ..records import Automation, Plan
+from ..shapes import signal_json
 
 __all__ = ["AutomationOut", "SignalOut", "decode_cursor", "encode_cursor", "signal_json"]
 
@@ -74,22 +75,6 @@ class PlanPage(BaseModel):
 class AutomationPage(BaseModel):
     items: list[AutomationOut]
     next_cursor: str | None = None
-
-
-def signal_json(signal: Signal) -> dict[str, Any]:
-    return {
-        "id": signal.id,
-        "automation": signal.automation,
-        "seq": signal.seq,
-        "key": signal.key,
-        "time": signal.time.isoformat().replace("+00:00", "Z"),
-        "kind": signal.kind,
-        "score": signal.score,
-        "payload": dict(signal.payload),
-        "hash": signal.hash,
-        "prev_hash": signal.prev_hash,
-        "url": f"/signals/{signal.id}",
-    }
 
 
 def automation_json(automation: Automation) -> dict[str, Any]:
