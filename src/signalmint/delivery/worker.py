@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import os
 import random
@@ -109,7 +110,8 @@ class _Batch:
     endpoints: dict[int, Endpoint]
     views: dict[int, Any]  # subscriber id -> (grants, plan, budget) or None (no plan)
     titles: dict[str, str]
-    bodies: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
+    at: datetime
+    bodies: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], bytes]] = field(default_factory=dict)
 
 
 class Worker:
@@ -208,7 +210,7 @@ class Worker:
             if plan.alerts_per_day is not None:
                 budget = [plan.alerts_per_day - sent_today.get(subscriber_id, 0)]
             views[subscriber_id] = (held, plan, budget)
-        return _Batch(found, endpoints, views, {a.name: a.title for a in automations})
+        return _Batch(found, endpoints, views, {a.name: a.title for a in automations}, now)
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -234,9 +236,13 @@ class Worker:
             budget[0] -= 1
         # One body per (signal, what is hidden): thousands of subscribers share a few views.
         cache_key = (signal.id, hidden)
-        body = batch.bodies.get(cache_key)
-        if body is None:
-            body = batch.bodies[cache_key] = masked_json(signal_json(signal), hidden)
+        cached = batch.bodies.get(cache_key)
+        if cached is None:
+            body = masked_json(signal_json(signal), hidden)
+            payload = {"type": "signal.created", "version": 1, "timestamp": batch.at.isoformat(), "data": body}
+            encoded = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+            cached = batch.bodies[cache_key] = (body, payload, encoded)
+        body, payload, encoded = cached
         unsubscribe = None
         subject, text, html = "", "", None
         if endpoint.channel in {"email", "telegram", "apprise"}:  # people read these: render them
@@ -252,7 +258,8 @@ class Worker:
             subject=subject,
             text=text,
             html=html,
-            payload={"type": "signal.created", "version": 1, "timestamp": now.isoformat(), "data": body},
+            payload=payload,
+            body=encoded,
             created_at=now,
             signal_ids=(signal.id or 0,),
             unsubscribe_url=unsubscribe,

@@ -39,6 +39,7 @@ class Message:
     chart_png: bytes | None = None
     signal_ids: tuple[int, ...] = ()
     unsubscribe_url: str | None = None  # email: List-Unsubscribe (RFC 8058 one-click POST)
+    body: bytes | None = None  # ``payload`` already encoded as compact JSON (shared by many deliveries)
 
 
 @dataclass(frozen=True, slots=True)

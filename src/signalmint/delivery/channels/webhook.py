@@ -1,0 +1,332 @@
+"""Webhooks: a signed JSON POST to a subscriber's HTTPS endpoint (Standard Webhooks).
+
+URL form: ``webhook+https://hooks.example.com/signalmint`` (``webhook+http://`` only when the
+operator allows loopback targets, for local testing). The endpoint's signing secrets
+(``whsec_`` + base64 of 24 to 64 random bytes, see :func:`new_secret`) are kept by the store
+and passed in: ``WebhookChannel.from_url(url, context, secrets=[current, previous])``.
+
+The body is ``message.payload`` as compact UTF-8 JSON. The payload we expect is the
+versioned envelope::
+
+    {"type": "signal.created", "version": 1, "timestamp": "2025-01-02T03:04:05Z", "data": {...}}
+
+A payload that already has ``type`` and ``data`` is sent as is; anything else is wrapped in
+that envelope (``type`` ``signal.created``, ``version`` 1, ``timestamp`` from
+``message.created_at``, ``data`` the payload).
+
+Headers (https://www.standardwebhooks.com): ``webhook-id`` is ``message.idempotency_id``, the
+same on every retry; ``webhook-timestamp`` is the attempt's time in integer seconds (fresh on
+each attempt, since receivers refuse stale ones); ``webhook-signature`` holds one
+``v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`` per secret, space-separated, so
+during a rotation both the old and the new secret verify.
+
+Outcomes:
+
+==========================  ==============================================================
+2xx                         ``Receipt(provider_id=str(status))``
+410 Gone                    :class:`EndpointGone`: permanent, ``disable_endpoint = True``
+301, 308                    permanent: the endpoint moved for good; redirects are never
+                            followed (a redirect could point anywhere, past the SSRF
+                            guard), so the subscriber must register the new URL
+other 3xx                   retryable (a temporary redirect may go away)
+408, 429, 5xx               retryable, with ``retry_after`` from ``Retry-After`` (seconds
+                            or an HTTP date) when the receiver sends one
+other 4xx                   permanent
+timeout, connection error   retryable (default timeout: 15 s for the whole exchange)
+refused by the SSRF guard   :class:`~signalmint.delivery.ssrf.UnsafeTarget` (permanent)
+==========================  ==============================================================
+
+The HTTP client is aiohttp (``bench/http_clients.py`` measured it against httpx for this
+fan-out). The worker creates one session with :func:`make_http_session` and puts it in
+``ChannelContext.http``; that session dials only addresses the SSRF guard vetted at
+connection time (see :mod:`signalmint.delivery.ssrf`), follows no redirects, ignores proxy
+environment variables and keeps no cookies.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+import secrets as _secrets
+import ssl
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, ClassVar, Final
+
+import aiohttp
+import yarl
+
+from signalmint.delivery.channels.base import ChannelContext, Message, Receipt
+from signalmint.delivery.ssrf import ParsedTarget, Resolver, VettedResolver, check_url
+from signalmint.errors import ConfigError, DeliveryError
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "EndpointGone",
+    "WebhookChannel",
+    "make_http_session",
+    "new_secret",
+    "parse_retry_after",
+    "sign",
+]
+
+DEFAULT_TIMEOUT: Final = 15.0
+USER_AGENT: Final = "signalmint-webhooks/1"
+SECRET_PREFIX: Final = "whsec_"
+PREFIX: Final = "webhook+"
+
+# Sessions made by make_http_session, with the loopback policy they enforce.
+_GUARDED: weakref.WeakKeyDictionary[aiohttp.ClientSession, bool] = weakref.WeakKeyDictionary()
+
+
+class EndpointGone(DeliveryError):
+    """The receiver answered 410 Gone: stop sending to this endpoint (``disable_endpoint``)."""
+
+    disable_endpoint: ClassVar[bool] = True
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)
+
+
+def new_secret(nbytes: int = 32) -> str:
+    """A fresh endpoint signing secret: ``whsec_`` + base64 of ``nbytes`` random bytes."""
+    return SECRET_PREFIX + base64.b64encode(_secrets.token_bytes(nbytes)).decode()
+
+
+def _secret_key(secret: str) -> bytes:
+    raw = secret.removeprefix(SECRET_PREFIX)
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise DeliveryError("webhook secret is not whsec_ followed by base64", permanent=True) from None
+    if not 24 <= len(key) <= 64:
+        raise DeliveryError(f"webhook secret must hold 24 to 64 bytes, not {len(key)}", permanent=True)
+    return key
+
+
+def sign(msg_id: str, timestamp: int, body: bytes, keys: Sequence[bytes]) -> str:
+    """The ``webhook-signature`` header: one ``v1,<base64>`` per key, space-separated."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return " ".join("v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode() for key in keys)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delay-seconds or an HTTP date).
+
+    >>> parse_retry_after("120")
+    120.0
+    >>> parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now=datetime(2015, 10, 21, 7, 28, tzinfo=UTC))
+    30.0
+    >>> parse_retry_after("soon") is None
+    True
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return seconds if seconds >= 0 and seconds != float("inf") else None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def make_http_session(
+    context: ChannelContext,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    limit: int = 512,
+    limit_per_host: int = 0,
+    ssl_context: ssl.SSLContext | None = None,
+    resolver: Resolver | None = None,
+) -> aiohttp.ClientSession:
+    """The worker's HTTP session for webhooks; call inside a running event loop, close it on exit.
+
+    It enforces ``context.allow_loopback`` and uses ``resolver`` (default
+    ``context.resolver``, else the system's) through :class:`VettedResolver`, so every
+    address it connects to was vetted at connection time. ``limit`` caps connections in
+    flight (``limit_per_host=0``: no separate cap per host); ``ssl_context`` replaces the
+    default verified context (tests pass one trusting a local CA).
+    """
+    connector = aiohttp.TCPConnector(
+        resolver=VettedResolver(resolver=resolver or context.resolver, allow_loopback=context.allow_loopback),
+        limit=limit,
+        limit_per_host=limit_per_host,
+        ssl=ssl_context if ssl_context is not None else True,
+    )
+    session = aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout),
+        trust_env=False,  # no proxies or .netrc from the environment
+        cookie_jar=aiohttp.DummyCookieJar(),  # endpoints never see each other's cookies
+        headers={"user-agent": USER_AGENT},
+    )
+    _GUARDED[session] = context.allow_loopback
+    return session
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def encode_body(message: Message) -> bytes:
+    """The request body: the envelope described in the module docstring, as compact JSON."""
+    if message.body is not None:  # encoded once by the worker for every endpoint of the same view
+        return message.body
+    payload: Mapping[str, Any] = message.payload
+    if "type" not in payload or "data" not in payload:
+        payload = {
+            "type": "signal.created",
+            "version": 1,
+            "timestamp": _json_default(message.created_at),
+            "data": dict(payload),
+        }
+    try:
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise DeliveryError(f"webhook payload is not JSON: {exc}", permanent=True) from None
+    return text.encode()
+
+
+_TOKENISH = re.compile(r"(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9_\-]{20,}")
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,256}")
+
+
+class WebhookChannel:
+    """POST signed JSON to one endpoint. Build it with :meth:`from_url`."""
+
+    scheme: ClassVar[str] = "webhook"
+
+    def __init__(
+        self,
+        target: ParsedTarget,
+        context: ChannelContext,
+        *,
+        secrets: Sequence[str] = (),
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.target = target
+        self.context = context
+        self.secrets = tuple(secrets)
+        self.timeout = timeout
+        self._keys = tuple(_secret_key(s) for s in self.secrets)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        context: ChannelContext,
+        *,
+        secrets: Sequence[str] = (),
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> WebhookChannel:
+        """Vet ``webhook+https://...`` (the registration-time SSRF check) and bind its secrets."""
+        if not url.startswith(PREFIX):
+            raise DeliveryError(f"a webhook URL starts with {PREFIX}https://", permanent=True)
+        session = context.http
+        if session is not None and _GUARDED.get(session) is None:
+            raise ConfigError(
+                "the worker's HTTP session was not made by make_http_session(), so it has no SSRF guard",
+                key="ChannelContext.http",
+                hint="ctx.http = signalmint.delivery.channels.webhook.make_http_session(ctx)",
+            )
+        if session is not None and _GUARDED[session] != context.allow_loopback:
+            raise ConfigError(
+                "the HTTP session and the channel context disagree on allow_loopback", key="ChannelContext.http"
+            )
+        target = check_url(url.removeprefix(PREFIX), allow_loopback=context.allow_loopback)
+        return cls(target, context, secrets=secrets, timeout=timeout)
+
+    def to_url(self, redact: bool = True) -> str:
+        """The URL back; ``redact`` masks query values and token-like path segments."""
+        if not redact:
+            return PREFIX + self.target.url
+        url = yarl.URL(self.target.url)
+        path = "/".join("***" if _TOKENISH.fullmatch(seg) else seg for seg in url.raw_path.split("/"))
+        keys = [pair.split("=", 1)[0] for pair in url.raw_query_string.split("&") if pair]
+        query = "&".join(f"{key}=***" for key in keys)
+        base = url.with_query(None).with_fragment(None).with_path(path, encoded=True)
+        return f"{PREFIX}{base}" + (f"?{query}" if query else "")
+
+    def __repr__(self) -> str:
+        return f"WebhookChannel({self.to_url()!r}, secrets={len(self.secrets)})"
+
+    async def send(self, message: Message) -> Receipt:
+        """POST the message; a Receipt on 2xx, else DeliveryError (see the module docstring)."""
+        # Vet again at send time: the policy may have changed, and aiohttp does not pass IP
+        # literals through the resolver, so this is their only check at send time.
+        target = check_url(self.target.url, allow_loopback=self.context.allow_loopback)
+        if not self._keys:
+            raise DeliveryError("the webhook endpoint has no signing secret", permanent=True)
+        if not _HEADER_SAFE.fullmatch(message.idempotency_id):
+            raise DeliveryError("the idempotency id cannot be sent as webhook-id", permanent=True)
+        body = encode_body(message)
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "webhook-id": message.idempotency_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(message.idempotency_id, timestamp, body, self._keys),
+        }
+        session = self.context.http
+        if session is None:  # one-off sends (a "send test event" button): a session of our own
+            async with make_http_session(self.context, timeout=self.timeout) as own:
+                return await self._post(own, target, body, headers)
+        return await self._post(session, target, body, headers)
+
+    async def _post(
+        self, session: aiohttp.ClientSession, target: ParsedTarget, body: bytes, headers: dict[str, str]
+    ) -> Receipt:
+        where = f"webhook {target.host}"
+        try:
+            async with session.post(
+                target.url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as response:
+                status = response.status
+                if 200 <= status < 300:
+                    return Receipt(channel=self.scheme, at=datetime.now(UTC), provider_id=str(status), detail="")
+                snippet = (await response.content.read(300)).decode("utf-8", "replace")
+                return self._failure(where, status, response.headers, snippet)
+        except DeliveryError:
+            raise
+        except TimeoutError:
+            raise DeliveryError(f"{where}: no answer within {self.timeout:g} s", permanent=False) from None
+        except aiohttp.ClientError as exc:
+            raise DeliveryError(f"{where}: {type(exc).__name__}: {exc}", permanent=False) from None
+
+    def _failure(self, where: str, status: int, headers: Mapping[str, str], snippet: str) -> Receipt:
+        text = " ".join(snippet.split())[:200]
+        said = f"{where} answered {status}" + (f": {text}" if text else "")
+        if status == 410:
+            raise EndpointGone(f"{said} (endpoint gone: disable it)")
+        if 300 <= status < 400:
+            try:
+                location = str(yarl.URL(headers.get("location", "")).with_query(None).with_fragment(None))
+            except ValueError:
+                location = ""
+            moved = f"{said}, redirecting to {location or '?'} (redirects are not followed)"
+            raise DeliveryError(moved, permanent=status in (301, 308))
+        if status in (408, 429) or status >= 500:
+            raise DeliveryError(said, permanent=False, retry_after=parse_retry_after(headers.get("retry-after")))
+        raise DeliveryError(said, permanent=400 <= status < 500)
