@@ -44,9 +44,25 @@ async def run_worker(settings: Settings, db: Database, stop: asyncio.Event) -> W
         lease=settings.delivery.lease,
     )
     log.info("delivery worker %s started", worker.owner)
+    bot = None
+    if settings.telegram.token:  # the same process answers the bot's commands
+        from .channels.telegram import run_polling, telegram_bot
+        from .telegram_commands import StoreCommands
+
+        commands = StoreCommands(db, worker.pepper)
+        bot = asyncio.create_task(run_polling(telegram_bot(context, settings.telegram.token), commands, stop))
     try:
         await worker.run(stop)
+        if bot is not None:
+            await asyncio.wait({bot}, timeout=5)
     finally:
+        if bot is not None and not bot.done():
+            bot.cancel()
+        if settings.telegram.token:
+            from .channels.telegram import close
+
+            with contextlib.suppress(Exception):
+                await close(context)
         with contextlib.suppress(Exception):
             await context.http.close()
         log.info("delivery worker %s stopped: %d sent, %d failed attempts", worker.owner, worker.sent, worker.failed)

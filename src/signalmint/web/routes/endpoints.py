@@ -320,3 +320,18 @@ async def email_event(event: EmailEvent, request: Request, ctx: Ctx) -> dict[str
     count = await ctx.db.write(suppress)
     _changed(ctx)
     return {"suppressed": count}
+
+
+@router.post("/api/v1/me/telegram")
+async def telegram_link(ctx: Ctx, viewer: Me) -> dict[str, Any]:
+    """A one-time link (valid for an hour) that connects a Telegram chat to your alerts."""
+    from ...delivery.telegram_commands import connect_link
+
+    assert viewer.subscriber is not None
+    bot = ctx.settings.telegram.bot
+    if not (bot and ctx.settings.telegram.token):
+        raise HTTPException(404, "this site has no Telegram bot")
+    if viewer.plan is None or "telegram" not in viewer.plan.channels:
+        raise HTTPException(403, "your plan does not include Telegram alerts")
+    link = await connect_link(ctx.db, ctx.pepper, bot, viewer.subscriber.id, viewer.subscriber.email)
+    return {"link": link, "expires_in": 3600}
