@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +74,22 @@ def serve_sink(port: int, delay: float) -> None:
             if delay:
                 await asyncio.sleep(delay)
             body = b"ok"
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(body)).encode())]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(body)).encode())]}
+        )
         await send({"type": "http.response.body", "body": body})
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop="uvloop",
-                http="httptools", backlog=4096, limit_concurrency=None)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        backlog=4096,
+        limit_concurrency=None,
+    )
 
 
 class Sink:
@@ -277,8 +288,11 @@ def main() -> None:
                 for run in range(args.runs):
                     results[label].append(signalmint_run(settings, db, sink, args.endpoints, f"{label}{run}"))
                     results[f"{label}_apprise"].append(apprise_run(sink, args.endpoints))
-                    print(f"  {int(delay * 1000)} ms sink, run {run + 1}: signalmint {results[label][-1]:,.0f}/s, "
-                          f"apprise {results[label + '_apprise'][-1]:,.0f}/s", flush=True)
+                    print(
+                        f"  {int(delay * 1000)} ms sink, run {run + 1}: signalmint {results[label][-1]:,.0f}/s, "
+                        f"apprise {results[label + '_apprise'][-1]:,.0f}/s",
+                        flush=True,
+                    )
                 if label == "fast":
                     p99 = latency_run(settings, db, sink, rate=50, subscribers=100, seconds=10)
                     print(f"  50 signals/s x 100 subscribers for 10 s: p99 commit-to-receipt {p99:.0f} ms", flush=True)
@@ -288,8 +302,10 @@ def main() -> None:
     fast, slow = statistics.median(results["fast"]), statistics.median(results["slow"])
     slow_apprise = statistics.median(results["slow_apprise"])
     print(f"no delay: signalmint {fast:,.0f}/s vs apprise {statistics.median(results['fast_apprise']):,.0f}/s")
-    print(f"RESULT fanout_per_s={slow:.0f} apprise_per_s={slow_apprise:.0f} ratio={slow / slow_apprise:.1f} "
-          f"p99_commit_to_receipt_ms={p99:.0f} fanout_no_delay_per_s={fast:.0f}")
+    print(
+        f"RESULT fanout_per_s={slow:.0f} apprise_per_s={slow_apprise:.0f} ratio={slow / slow_apprise:.1f} "
+        f"p99_commit_to_receipt_ms={p99:.0f} fanout_no_delay_per_s={fast:.0f}"
+    )
 
 
 if __name__ == "__main__":

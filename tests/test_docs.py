@@ -36,9 +36,16 @@ def fields(model: type[BaseModel]) -> list[str]:
 @pytest.mark.parametrize(
     "model",
     [
-        Settings, WebConfig, AutomationConfig, DetectorConfig, PlanConfig, AdminConfig, EmailConfig, TelegramConfig,
+        Settings,
+        WebConfig,
+        AutomationConfig,
+        DetectorConfig,
+        PlanConfig,
+        AdminConfig,
+        EmailConfig,
+        TelegramConfig,
         DeliveryConfig,
-    ],  # fmt: skip
+    ],
     ids=lambda m: m.__name__,
 )
 def test_every_setting_is_documented(model: type[BaseModel]) -> None:

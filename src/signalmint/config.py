@@ -234,6 +234,10 @@ class WebConfig(_Strict):
     host: str = Field(default="127.0.0.1", description="address the web server listens on")
     port: int = Field(default=8000, ge=0, le=65535, description="port of the web server (0 picks one)")
     title: str = Field(default="signalmint", description="site name shown in the header")
+    public_rate_per_second: float = Field(
+        default=5.0, gt=0, le=100_000, description="API requests a second per address without a key"
+    )
+    public_burst: int = Field(default=20, ge=1, le=1_000_000, description="token-bucket size for those")
 
 
 class Settings(_Strict):

@@ -43,7 +43,7 @@ class Inbox:
     def __init__(self) -> None:
         self.message_ids: list[str] = []
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's name)
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         for line in envelope.content.decode("utf-8", "replace").splitlines():
             if line.lower().startswith("message-id:"):
                 self.message_ids.append(line.split(":", 1)[1].strip().strip("<>").split("@")[0])
@@ -82,7 +82,9 @@ def _seed(db: Database, sink: HttpSink, smtp_port: int) -> None:
     db.write_sync(people)
     fanout = FanOut({"webhook", "email"})
     for i in range(SIGNALS):
-        signal_ = Signal("spikes", f"K{i % 7}", now - timedelta(minutes=SIGNALS - i), "volume_spike", 9.0, {"ratio": 9.0})
+        signal_ = Signal(
+            "spikes", f"K{i % 7}", now - timedelta(minutes=SIGNALS - i), "volume_spike", 9.0, {"ratio": 9.0}
+        )
         db.write_sync(commit_tick, "spikes", Frame.empty(), [signal_], None, fanout)
 
 
@@ -106,8 +108,12 @@ def test_kill_9_at_random_moments_loses_no_delivery(seed: int, tmp_path: Path, h
         rng = random.Random(seed)
         kills = 0
         for _ in range(3):
+            before = db.read_sync(counts_by_status).get("sent", 0)
             proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ)
-            time.sleep(rng.uniform(2.0, 4.0))  # start-up takes ~1.5 s; then it is mid-stream
+            deadline = time.monotonic() + 60
+            while db.read_sync(counts_by_status).get("sent", 0) == before and time.monotonic() < deadline:
+                time.sleep(0.05)  # wait until this worker is sending...
+            time.sleep(rng.uniform(0.0, 1.5))  # ...then kill it at a random moment mid-stream
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
             kills += 1

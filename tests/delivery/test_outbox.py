@@ -53,7 +53,7 @@ class Outbox:
         self.fanout = FanOut({"webhook"})
 
     def subscriber(self, name: str, plan: str, watch: tuple[str, ...] = ()) -> int:
-        secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"[: 32]
+        secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"[:32]
 
         def write(conn: Any) -> int:
             person = ensure_subscriber(conn, f"{name}@example.com", self.now)
@@ -69,7 +69,9 @@ class Outbox:
         return self.ids[name]
 
     def commit(self, *signals: Signal) -> list[Signal]:
-        stored: list[Signal] = self.db.write_sync(commit_tick, "spikes", Frame.empty(), list(signals), None, self.fanout)
+        stored: list[Signal] = self.db.write_sync(
+            commit_tick, "spikes", Frame.empty(), list(signals), None, self.fanout
+        )
         return stored
 
     def worker(self, clock: Any = None) -> Worker:

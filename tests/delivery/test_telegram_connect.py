@@ -63,27 +63,27 @@ class Bot:
     def link(self, who: str) -> Any:
         return self.client.post("/api/v1/me/telegram", headers={"Authorization": f"Bearer {self.keys[who]}"})
 
-    def chat(self, fake: FakeBotApi, chat_id: int, *texts: str) -> list[str]:
+    def chat(self, api: FakeBotApi, chat_id: int, *texts: str) -> list[str]:
         """Send commands from a chat and run the bot until it answered them all."""
-        start = len(fake.updates) + 10 * len(fake.calls)
-        fake.updates.clear()  # the real Bot API forgets updates once a later offset confirms them
-        before = len(fake.to(str(chat_id)))
+        start = len(api.updates) + 10 * len(api.calls)
+        api.updates.clear()  # the real Bot API forgets updates once a later offset confirms them
+        before = len(api.to(str(chat_id)))
         for i, text in enumerate(texts):
-            fake.updates.append({"update_id": 1000 + start + i, "message": {"chat": {"id": chat_id}, "text": text}})
+            api.updates.append({"update_id": 1000 + start + i, "message": {"chat": {"id": chat_id}, "text": text}})
 
         async def run() -> None:
             stop = asyncio.Event()
             bot = telegram_bot(self.context, TOKEN)
             task = asyncio.create_task(run_polling(bot, StoreCommands(self.db, self.ctx.pepper), stop, timeout=0.2))
             deadline = asyncio.get_running_loop().time() + 10
-            while len(fake.to(str(chat_id))) < before + len(texts) and asyncio.get_running_loop().time() < deadline:
+            while len(api.to(str(chat_id))) < before + len(texts) and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.05)
             stop.set()
             await task
             await close(self.context)
 
         asyncio.run(run())
-        return [c.text for c in fake.to(str(chat_id))][before:]
+        return [c.text for c in api.to(str(chat_id))][before:]
 
 
 @pytest.fixture

@@ -58,9 +58,9 @@ async def run_worker(settings: Settings, db: Database, stop: asyncio.Event) -> W
     finally:
         if bot is not None and not bot.done():
             bot.cancel()
-        if settings.telegram.token:
-            from .channels.telegram import close
+        from .channels import email, telegram
 
+        for close in (email.close, telegram.close):  # the SMTP pool and the bot's client, if opened
             with contextlib.suppress(Exception):
                 await close(context)
         with contextlib.suppress(Exception):

@@ -44,7 +44,6 @@ __all__ = ["api_viewer", "router"]
 router = APIRouter()
 Ctx = Annotated[AppContext, Depends(ctx_dependency)]
 MAX_LIMIT = 500
-PUBLIC_RATE, PUBLIC_BURST = 5.0, 20
 RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "malformed, unknown or revoked API key"},
     403: {"description": "the key's subscription is not active, or the route is not yours"},
@@ -86,7 +85,8 @@ async def api_viewer(request: Request) -> Viewer:
         request.state.limit_headers = headers
     elif viewer.kind == "public":
         client = request.client.host if request.client else "unknown"
-        decision = ctx.limiter.check(f"ip:{client}", PUBLIC_RATE, PUBLIC_BURST)
+        web = ctx.settings.web
+        decision = ctx.limiter.check(f"ip:{client}", web.public_rate_per_second, web.public_burst)
         if not decision.allowed:
             raise HTTPException(429, "rate limit exceeded; use an API key for more", headers=decision.headers())
         request.state.limit_headers = decision.headers()

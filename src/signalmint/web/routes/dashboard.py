@@ -142,6 +142,8 @@ def _feed(conn: Connection, viewer: Viewer, now: datetime) -> list[Signal]:
 
 
 def _page(request: Request, ctx: AppContext, viewer: Viewer, *, status: int = 200, **extra: Any) -> HTMLResponse:
+    from .dashboard_delivery import delivery_context  # that module's routes render this page
+
     assert viewer.subscriber is not None
     subscriber, plan, now = viewer.subscriber, viewer.plan, datetime.now(UTC)
 
@@ -173,6 +175,7 @@ def _page(request: Request, ctx: AppContext, viewer: Viewer, *, status: int = 20
         stream_url="/api/v1/stream",
         saved=request.query_params.get("saved", ""),
         **data,
+        **delivery_context(ctx, viewer),
         **extra,
     )
 

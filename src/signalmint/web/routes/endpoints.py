@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ...delivery.worker import unsubscribe_token
 from ...errors import DeliveryError
@@ -296,16 +296,25 @@ class EmailEvent(BaseModel):
     permanent: bool = Field(default=True, description="a hard bounce (soft bounces are retried, not suppressed)")
 
 
-@router.post("/api/v1/email/events", tags=["operations"])
-async def email_event(event: EmailEvent, request: Request, ctx: Ctx) -> dict[str, Any]:
+@router.post(
+    "/api/v1/email/events",
+    tags=["operations"],
+    openapi_extra={"requestBody": {"content": {"application/json": {"schema": EmailEvent.model_json_schema()}}}},
+)
+async def email_event(request: Request, ctx: Ctx) -> dict[str, Any]:
     """Your email provider reports hard bounces and complaints here; the address gets nothing more.
 
-    Authenticate with ``Authorization: Bearer <email.inbound_secret>``.
+    Authenticate with ``Authorization: Bearer <email.inbound_secret>`` (checked before the body
+    is even read).
     """
     secret = ctx.settings.email.inbound_secret
     given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
     if not secret or not hmac.compare_digest(secret.encode(), given.encode()):
         raise HTTPException(401, "wrong or missing inbound secret", headers={"WWW-Authenticate": "Bearer"})
+    try:
+        event = EmailEvent.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise HTTPException(422, f"not an email event: {exc.errors()[0]['msg']}") from None
     if event.type == "delivered" or (event.type == "bounce" and not event.permanent):
         return {"suppressed": 0}
     address = f"mailto:{event.email.strip().lower()}"

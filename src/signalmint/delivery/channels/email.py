@@ -1,0 +1,402 @@
+"""Email: ``mailto:ada@example.com`` over SMTP (aiosmtplib), through a small pool of connections.
+
+Each message is multipart/alternative (plain text and HTML); when the message carries a chart
+the HTML part becomes multipart/related with the PNG inline under ``cid:`` ``CHART_CID``.
+``Message-ID`` is ``<{idempotency_id}@{sender domain}>``, the same on every attempt, so a
+receiver (or a person) can tell a retried duplicate. ``List-Unsubscribe`` and
+``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058) go with every message that has
+an ``unsubscribe_url``.
+
+SMTP connections are reused: one :class:`SmtpPool` per worker (kept in the
+:class:`ChannelContext`) holds up to ``size`` open sessions and sends one transaction after
+another on each, so a batch costs a MAIL/RCPT/DATA exchange per message instead of a TCP and
+TLS handshake, EHLO and login. Close it with :func:`close` when the worker stops.
+
+The MIME text is written directly (quoted-printable text and HTML, the chart's base64 encoded
+once per chart): the email package takes milliseconds per message with an image.
+
+Errors: a recipient refused with a 5xx code or a message refused at DATA with 5xx is permanent;
+when the enhanced status says the address itself is wrong (5.1.x: no such mailbox or domain)
+it is a hard bounce, :class:`MailboxUnavailable`, which also pauses the endpoint. 4xx answers,
+timeouts and connection trouble are retryable, and so are problems of the operator's own setup
+(login, sender refused, STARTTLS missing), which a retry gets past once they are fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import functools
+import re
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.policy import default as default_policy
+from email.utils import format_datetime, parseaddr
+from html import escape
+from typing import ClassVar
+from urllib.parse import quote, unquote
+
+import aiosmtplib
+
+from signalmint.config import EmailConfig
+from signalmint.delivery.render import CHART_CID
+from signalmint.errors import ConfigError, DeliveryError
+
+from .base import ChannelContext, Message, Receipt
+
+__all__ = [
+    "EmailChannel",
+    "MailboxUnavailable",
+    "SmtpPool",
+    "build_email",
+    "close",
+    "email_bytes",
+    "message_id",
+    "smtp_pool",
+]
+
+_POOL_KEY = "email.smtp_pool"
+_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_DOMAIN = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_BAD_MAILBOX = re.compile(r"^5\.1\.\d+\b")  # RFC 3463 X.1.X: the address itself is wrong
+_ID_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+")
+
+
+class MailboxUnavailable(DeliveryError):
+    """A hard bounce: the server says the address does not exist (enhanced status 5.1.x).
+
+    Permanent, and ``pause_endpoint`` tells the outbox to stop mailing the address (suppression)."""
+
+    pause_endpoint: ClassVar[bool] = True
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)
+
+
+def _domain_of(sender: str) -> str:
+    address = parseaddr(sender)[1]
+    return address.rpartition("@")[2] or "localhost"
+
+
+def message_id(idempotency_id: str, sender: str) -> str:
+    """``<{idempotency_id}@{sender domain}>``; characters a Message-ID cannot hold become ``=XX``.
+
+    >>> message_id("d-42.7", "signalmint <alerts@sm.example>")
+    '<d-42.7@sm.example>'
+    >>> message_id("a b@c", "alerts@sm.example")
+    '<a=20b=40c@sm.example>'
+    """
+    out: list[str] = []
+    for i, char in enumerate(idempotency_id):
+        dot_ok = char == "." and 0 < i < len(idempotency_id) - 1 and idempotency_id[i - 1] != "."
+        out.append(char if char in _ID_SAFE or dot_ok else "".join(f"={b:02X}" for b in char.encode()))
+    return f"<{''.join(out) or 'empty'}@{_domain_of(sender)}>"
+
+
+def _redact(address: str) -> str:
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def _with_chart(html: str) -> str:
+    """The HTML with the chart referenced (added before ``</body>`` when the renderer left it out)."""
+    if f"cid:{CHART_CID}" in html:
+        return html
+    img = f'<p><img src="cid:{CHART_CID}" alt="Chart" style="display:block;max-width:100%;height:auto;border:0;"></p>'
+    at = html.lower().rfind("</body>")
+    return html + img if at < 0 else html[:at] + img + html[at:]
+
+
+# Boundaries that start with "=_" cannot occur in quoted-printable (which writes "=" as "=3D")
+# or base64 text, so fixed ones are safe and the bytes of a message are reproducible.
+_ALT, _REL = b"=_sm-alternative", b"=_sm-related"
+_CRLF = b"\r\n"
+
+
+def _qp(text: str) -> bytes:
+    """UTF-8 text as quoted-printable with CRLF line ends (lines of at most 76 characters)."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n")
+    return binascii.b2a_qp(lines.encode("utf-8"), istext=True).replace(b"\n", _CRLF)
+
+
+def _text_part(subtype: str, text: str) -> bytes:
+    head = f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
+    return head.encode() + _qp(text)
+
+
+@functools.lru_cache(maxsize=16)
+def _png_part(png: bytes) -> bytes:
+    """The chart's MIME part; encoded once per chart, however many subscribers get it."""
+    head = (f"Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\nContent-ID: <{CHART_CID}>\r\n"
+            'Content-Disposition: inline; filename="chart.png"\r\n\r\n')  # fmt: skip
+    return head.encode() + base64.encodebytes(png).replace(b"\n", _CRLF)
+
+
+def _multipart(subtype: str, boundary: bytes, parts: list[bytes], params: str = "") -> bytes:
+    head = f'Content-Type: multipart/{subtype}; boundary="{boundary.decode()}"{params}\r\n\r\n'.encode()
+    body = b"".join(b"--" + boundary + _CRLF + part + _CRLF for part in parts)
+    return head + body + b"--" + boundary + b"--" + _CRLF
+
+
+def _body(text: str, html: str | None, chart_png: bytes | None) -> bytes:
+    """The MIME entity: text/plain, or multipart/alternative of text and HTML (multipart/related
+    with the chart when there is one).
+
+    Written out directly: the email package takes milliseconds for a message with an image,
+    which would cap one worker at a few hundred emails a second.
+    """
+    if html is None and chart_png:
+        html = f'<pre style="font-family:inherit;white-space:pre-wrap;">{escape(text)}</pre>'
+    if html is None:
+        return b"MIME-Version: 1.0\r\n" + _text_part("plain", text)
+    html_part = _text_part("html", _with_chart(html) if chart_png else html)
+    if chart_png:
+        html_part = _multipart("related", _REL, [html_part, _png_part(chart_png)], '; type="text/html"')
+    return b"MIME-Version: 1.0\r\n" + _multipart("alternative", _ALT, [_text_part("plain", text), html_part])
+
+
+@functools.lru_cache(maxsize=8)
+def _header(name: str, value: str) -> bytes:
+    """A header through the email package (addresses with display names); cached, as it is slow."""
+    folded: str = SMTP_POLICY.fold(name, SMTP_POLICY.header_factory(name, value))
+    return folded.encode("ascii")
+
+
+def _words(text: str) -> str:
+    """``text`` as it may appear in a header: as is when printable ASCII, else RFC 2047 encoded
+    words (base64 of at most 39 UTF-8 bytes each, never splitting a character), folded so that
+    no line passes 78 characters.
+
+    >>> _words("AAPL traded 7.4× its usual volume")
+    '=?utf-8?b?QUFQTCB0cmFkZWQgNy40w5cgaXRzIHVzdWFsIHZvbHVtZQ==?='
+    """
+    if text.isascii() and text.isprintable() and len(text) < 900:
+        return text
+    chunks, current = [], b""
+    for char in text:
+        encoded = char.encode("utf-8")
+        if len(current) + len(encoded) > 39:
+            chunks.append(current)
+            current = b""
+        current += encoded
+    chunks.append(current)
+    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(chunk).decode()}?=" for chunk in chunks)
+
+
+def _ascii_value(name: str, value: str) -> str:
+    if not (value.isascii() and value.isprintable()) or len(value) > 900:
+        raise ValueError(f"{name} {value!r} cannot go in a header")
+    return value
+
+
+def email_bytes(message: Message, to: str, sender: str) -> bytes:
+    """The message for ``to`` as sent on the wire (CRLF line ends, 7-bit)."""
+    created = message.created_at if message.created_at.tzinfo else message.created_at.replace(tzinfo=UTC)
+    lines = [
+        f"To: {_ascii_value('address', to)}",
+        f"Subject: {_words(' '.join(message.subject.split()))}",
+        f"Date: {format_datetime(created.astimezone(UTC))}",
+        f"Message-ID: {message_id(message.idempotency_id, sender)}",
+        "Auto-Submitted: auto-generated",  # RFC 3834: no vacation auto-replies
+    ]
+    if message.unsubscribe_url:
+        url = _ascii_value("unsubscribe_url", message.unsubscribe_url)
+        if " " in url or "<" in url or ">" in url:
+            raise ValueError(f"unsubscribe_url {url!r} cannot go in a header")
+        lines.append(f"List-Unsubscribe: <{url}>")
+        lines.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")  # RFC 8058
+    head = "".join(line + "\r\n" for line in lines).encode("ascii")
+    return _header("From", sender) + head + _body(message.text, message.html, message.chart_png)
+
+
+def build_email(message: Message, to: str, sender: str) -> EmailMessage:
+    """The message for ``to`` as an :class:`EmailMessage` (for catchers and tests; sending uses the bytes)."""
+    return message_from_bytes(email_bytes(message, to, sender), policy=default_policy)
+
+
+@dataclass(slots=True)
+class _Session:
+    smtp: aiosmtplib.SMTP
+    last_used: float
+    sent: int = 0
+
+
+class SmtpPool:
+    """Up to ``size`` SMTP sessions, each reused for ``max_messages`` messages or until idle ``max_idle`` s."""
+
+    def __init__(
+        self,
+        config: EmailConfig,
+        *,
+        size: int = 4,
+        timeout: float = 15.0,
+        max_messages: int = 100,
+        max_idle: float = 20.0,
+    ) -> None:
+        if not config.host:
+            raise ConfigError("no SMTP server configured", key="email.host", hint="set email.host (and port)")
+        self.config = config
+        self.size = size
+        self.timeout = timeout
+        self.max_messages = max_messages
+        self.max_idle = max_idle
+        self.sender = config.sender
+        self.envelope_from = parseaddr(config.sender)[1]
+        self._idle: list[_Session] = []
+        self._slots = asyncio.Semaphore(size)
+        self._hostname: str | None = None
+        self.connections_opened = 0
+
+    async def send(self, data: bytes, recipient: str) -> str:
+        """One SMTP transaction; returns the server's answer to DATA. aiosmtplib errors pass through."""
+        async with self._slots:
+            session = self._take()
+            reused = session is not None
+            if session is None:
+                session = await self._open()
+            try:
+                try:
+                    _, answer = await session.smtp.sendmail(self.envelope_from, [recipient], data)
+                except aiosmtplib.SMTPServerDisconnected:
+                    if not reused:
+                        raise
+                    session.smtp.close()  # the server dropped an idle session: one fresh try
+                    session = await self._open()
+                    _, answer = await session.smtp.sendmail(self.envelope_from, [recipient], data)
+            except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+                self._give_back(session)  # aiosmtplib sent RSET: the session is clean
+                raise
+            except BaseException:
+                session.smtp.close()
+                raise
+            session.sent += 1
+            if session.sent >= self.max_messages:  # rotate: some servers cap messages per session
+                await self._quit(session)
+            else:
+                self._give_back(session)
+            return answer
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for session in idle:
+            await self._quit(session)
+
+    @staticmethod
+    async def _quit(session: _Session) -> None:
+        try:
+            await asyncio.wait_for(session.smtp.quit(), timeout=2)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            session.smtp.close()
+
+    def _take(self) -> _Session | None:
+        now = time.monotonic()
+        while self._idle:
+            session = self._idle.pop()
+            if session.smtp.is_connected and now - session.last_used < self.max_idle:
+                return session
+            session.smtp.close()
+        return None
+
+    def _give_back(self, session: _Session) -> None:
+        session.last_used = time.monotonic()
+        if session.smtp.is_connected:
+            self._idle.append(session)
+        else:
+            session.smtp.close()
+
+    async def _open(self) -> _Session:
+        c = self.config
+        if self._hostname is None:
+            self._hostname = await asyncio.to_thread(socket.getfqdn)
+        smtp = aiosmtplib.SMTP(
+            hostname=c.host,
+            port=c.port,
+            username=c.username,
+            password=c.password,
+            use_tls=c.tls,
+            start_tls=c.starttls and not c.tls,
+            timeout=self.timeout,
+            local_hostname=self._hostname,
+        )
+        try:
+            await smtp.connect()
+        except BaseException:
+            smtp.close()
+            raise
+        self.connections_opened += 1
+        return _Session(smtp, time.monotonic())
+
+
+def smtp_pool(context: ChannelContext) -> SmtpPool:
+    """The worker's SMTP pool, made on first use from ``context.smtp`` (an :class:`EmailConfig`)."""
+    pool = context.extra.get(_POOL_KEY)
+    if not isinstance(pool, SmtpPool):
+        if not isinstance(context.smtp, EmailConfig):
+            raise ConfigError("no SMTP server configured", key="email.host", hint="set email.host (and port)")
+        pool = context.extra[_POOL_KEY] = SmtpPool(context.smtp)
+    return pool
+
+
+async def close(context: ChannelContext) -> None:
+    """Close the SMTP sessions this module opened for ``context``."""
+    pool = context.extra.pop(_POOL_KEY, None)
+    if isinstance(pool, SmtpPool):
+        await pool.aclose()
+
+
+class EmailChannel:
+    """``mailto:ada@example.com``."""
+
+    scheme: ClassVar[str] = "mailto"
+
+    def __init__(self, address: str, context: ChannelContext) -> None:
+        self.address = address
+        self.context = context
+
+    @classmethod
+    def from_url(cls, url: str, context: ChannelContext) -> EmailChannel:
+        scheme, _, rest = url.partition(":")
+        address = unquote(rest.partition("?")[0]).strip()
+        local, _, domain = address.rpartition("@")
+        if scheme.lower() != cls.scheme or not _LOCAL.match(local) or len(local) > 64 or not _DOMAIN.match(domain):
+            raise ConfigError(f"{url!r} is not an email channel URL", key="url", hint="write mailto:ada@example.com")
+        return cls(address, context)
+
+    def to_url(self, redact: bool = True) -> str:
+        address = _redact(self.address) if redact else self.address
+        return f"mailto:{quote(address, safe='@*')}"
+
+    def __repr__(self) -> str:
+        return f"EmailChannel({self.to_url()!r})"
+
+    async def send(self, message: Message) -> Receipt:
+        try:
+            pool = smtp_pool(self.context)
+        except ConfigError as exc:
+            raise DeliveryError(f"email is not set up: {exc}") from exc
+        to = _redact(self.address)
+        try:
+            answer = await pool.send(email_bytes(message, self.address, pool.sender), self.address)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            refusals = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
+            if all(r.code >= 500 and _BAD_MAILBOX.match(r.message) for r in exc.recipients):
+                raise MailboxUnavailable(f"the server refused {to}: {refusals}") from exc
+            permanent = all(r.code >= 500 for r in exc.recipients)
+            raise DeliveryError(f"the server refused {to}: {refusals}", permanent=permanent) from exc
+        except aiosmtplib.SMTPDataError as exc:
+            raise DeliveryError(f"the server refused the message to {to}: {exc.code} {exc.message}",
+                                permanent=exc.code >= 500) from exc  # fmt: skip
+        except aiosmtplib.SMTPResponseException as exc:
+            raise DeliveryError(f"SMTP server answered {exc.code} {exc.message} (sending to {to})") from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise DeliveryError(f"sending to {to} failed: {type(exc).__name__}: {exc}") from exc
+        except ValueError as exc:  # an address aiosmtplib cannot put on the wire
+            raise DeliveryError(f"cannot send to {to}: {exc}", permanent=True) from exc
+        provider_id = message_id(message.idempotency_id, pool.sender)
+        return Receipt(channel="email", at=datetime.now(UTC), provider_id=provider_id, detail=answer)
