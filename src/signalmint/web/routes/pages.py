@@ -11,8 +11,8 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import Connection
 
 from ...records import Automation, Signal
+from ...series import CHART_FIELDS, signal_series
 from ...store import get_signal, list_automations, list_signals
-from ...store.bars import bar_window
 from ...store.signals import count_signals
 from ...store.state import load_checkpoint
 from .. import charts
@@ -119,22 +119,6 @@ def automation_page(name: str, request: Request, ctx: Ctx, viewer: Who) -> HTMLR
     return _render(request, "automation.html", nav_active="automation", plans=plans, viewer=viewer, **page)
 
 
-def rolling_baseline(volume: np.ndarray, window: int) -> np.ndarray:
-    """Median of the previous ``window`` bars for each bar (NaN until there are that many).
-
-    >>> rolling_baseline(np.array([1.0, 2.0, 3.0, 10.0]), 3)
-    array([nan, nan, nan,  2.])
-    """
-    out = np.full(len(volume), np.nan)
-    if len(volume) > window:
-        windows = np.lib.stride_tricks.sliding_window_view(volume[:-1], window)
-        out[window:] = np.median(windows, axis=1)
-    return out
-
-
-CHART_FIELDS = frozenset({"volume", "baseline", "ratio", "z", "mad"})
-
-
 def _signal_page(conn: Connection, signal_id: int, viewer: Viewer) -> dict[str, Any]:
     now = datetime.now(UTC)
     stored = get_signal(conn, signal_id)
@@ -146,31 +130,24 @@ def _signal_page(conn: Connection, signal_id: int, viewer: Viewer) -> dict[str, 
     assert signal is not None
     automation = _automation(conn, signal.automation)
     window = int(automation.detector_options.get("window", 30))
-    shown = 90
-    series = bar_window(conn, signal.automation, signal.key, signal.time, before=shown + window, after=15)
-    times, volume = series["time"], series["volume"]
-    baseline = rolling_baseline(volume, window)
-    target = np.datetime64(signal.time.replace(tzinfo=None), "ns")
-    hits = np.flatnonzero(times == target)
     volume_svg = price_svg = None
     note = None
-    charts_hidden = bool(hidden & (CHART_FIELDS | {"*"}))
-    if charts_hidden:
+    if hidden & CHART_FIELDS:
         note = "Charts and numbers for this signal come with a paid plan."
-    elif len(hits):
-        first = max(0, int(hits[0]) - shown)
-        sl = slice(first, None)
-        highlight = int(hits[0]) - first
-        ratio = automation.detector_options.get("ratio")
-        volume_svg = charts.volume_chart(
-            times[sl], volume[sl], baseline[sl], highlight, ratio_line=float(ratio) if ratio else None
-        )
-        if not hidden & {"price_change", "*"}:
-            price_svg = charts.price_chart(times[sl], series["close"][sl], highlight)
-        if int(hits[0]) < window:
-            note = "Older bars were removed by the retention setting; the baseline line starts later."
     else:
-        note = "The bars behind this signal were removed by the automation's retention setting."
+        series = signal_series(conn, stored, window)
+        if series.highlight is None:
+            note = "The bars behind this signal were removed by the automation's retention setting."
+        else:
+            ratio = automation.detector_options.get("ratio")
+            volume_svg = charts.volume_chart(
+                series.times, series.volume, series.baseline, series.highlight,
+                ratio_line=float(ratio) if ratio else None,
+            )  # fmt: skip
+            if not hidden & {"price_change", "*"}:
+                price_svg = charts.price_chart(series.times, series.close, series.highlight)
+            if series.pruned_history:
+                note = "Older bars were removed by the retention setting; the baseline line starts later."
     scopes = scopes_for(viewer, now, [signal.automation])
     same_key = list_signals(conn, scopes=scopes, automation=signal.automation, key=signal.key, limit=11)
     recent = [s for s in _seen(same_key, viewer, now) if s.id != signal.id]
