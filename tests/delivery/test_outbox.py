@@ -211,3 +211,32 @@ def test_a_subscription_that_ended_after_fan_out_receives_nothing(outbox: Outbox
     (row,) = outbox.db.read_sync(list_deliveries)
     assert row.status == "skipped" and outbox.sink.requests == []
     assert json.dumps(row.last_error).find("entitled") >= 0
+
+
+def test_quiet_hours_hold_a_delivery_until_the_window_ends(outbox: Outbox) -> None:
+    from signalmint.records import Preferences
+    from signalmint.store.accounts import set_preference
+
+    sid = outbox.subscriber("ann", "premium")
+    minute = outbox.now.hour * 60 + outbox.now.minute
+    quiet = Preferences("webhook", True, quiet_start=(minute - 30) % 1440, quiet_end=(minute + 30) % 1440)
+    outbox.db.write_sync(set_preference, sid, quiet)
+    outbox.fanout.invalidate()
+    outbox.commit(spike("AAPL", 0, outbox.now))
+    (row,) = outbox.db.read_sync(list_deliveries)
+    assert outbox.now + timedelta(minutes=28) < row.not_before <= outbox.now + timedelta(minutes=31)
+    assert outbox.drain() == 0 and outbox.sink.requests == []
+    later = row.not_before + timedelta(seconds=1)
+    assert outbox.drain(clock=lambda: later) == 1
+    assert len(outbox.sink.wait_for(1)) == 1
+
+
+def test_a_channel_switched_off_gets_no_rows(outbox: Outbox) -> None:
+    from signalmint.records import Preferences
+    from signalmint.store.accounts import set_preference
+
+    sid = outbox.subscriber("ann", "premium")
+    outbox.db.write_sync(set_preference, sid, Preferences("webhook", enabled=False))
+    outbox.fanout.invalidate()
+    outbox.commit(spike("AAPL", 1, outbox.now))
+    assert outbox.db.read_sync(list_deliveries) == []
