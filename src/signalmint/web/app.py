@@ -33,9 +33,9 @@ from .auth import AccessBook
 from .context import AppContext
 from .filters import register_filters
 from .money import register_money_filters
-from .routes import account, admin, admin_api, api, dashboard, endpoints, me, ops, pages
+from .routes import account, admin, admin_api, api, dashboard, dashboard_delivery, endpoints, me, ops, pages
 
-ROUTES = [api, me, endpoints, admin_api, ops, pages, account, dashboard, admin]
+ROUTES = [api, me, endpoints, admin_api, ops, pages, account, dashboard, dashboard_delivery, admin]
 
 if TYPE_CHECKING:
     from ..engine import Engine

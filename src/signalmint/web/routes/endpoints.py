@@ -51,6 +51,8 @@ def _redacted(endpoint: Any) -> str:
         return f"mailto:{local[:1]}***@{domain}"
     if endpoint.channel == "webhook":
         return str(endpoint.url.split("?", 1)[0])
+    if endpoint.channel == "telegram":
+        return "telegram://" + str(endpoint.url).removeprefix("telegram://").rsplit("@", 1)[-1]  # never the token
     return "apprise:***"
 
 
@@ -90,7 +92,8 @@ async def add(body: EndpointIn, ctx: Ctx, viewer: Me) -> dict[str, Any]:
     assert viewer.subscriber is not None
     if viewer.plan is None or body.channel not in viewer.plan.channels:
         raise HTTPException(403, f"your plan does not include {body.channel} alerts")
-    if len(ctx.db.read_sync(list_endpoints, viewer.subscriber.id)) >= MAX_ENDPOINTS:
+    live = [e for e in ctx.db.read_sync(list_endpoints, viewer.subscriber.id) if e.status != "disabled"]
+    if len(live) >= MAX_ENDPOINTS:
         raise HTTPException(422, f"at most {MAX_ENDPOINTS} endpoints; delete one first")
     url, secrets = _vet(ctx, body)
     endpoint = await ctx.db.write(add_endpoint, viewer.subscriber.id, body.channel, url, datetime.now(UTC), secrets)
@@ -202,6 +205,10 @@ async def test_event(endpoint_id: int, ctx: Ctx, viewer: Me) -> dict[str, Any]:
         return {"ok": False, "error": str(exc), "permanent": exc.permanent, "retry_after": exc.retry_after}
     finally:
         await context.http.close()
+        from ...delivery.channels import email, telegram
+
+        for close in (email.close, telegram.close):
+            await close(context)
     return {"ok": True, "receipt": {"id": receipt.provider_id, "detail": receipt.detail}}
 
 
