@@ -57,12 +57,14 @@ log = logging.getLogger("signalmint.delivery")
 
 #: Seconds before attempt 2, 3, ... (Standard Webhooks: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h).
 RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
+#: A receiver's Retry-After is honoured up to a day (a hostile one cannot park a row for ever).
+MAX_RETRY_AFTER = 86_400.0
 
 
 def backoff(attempts: int, retry_after: float | None = None, *, rng: random.Random | None = None) -> float | None:
     """Seconds to wait after ``attempts`` failed attempts (None: give up), with ±10% jitter.
 
-    A receiver's ``retry_after`` is honoured when it asks for longer.
+    A receiver's ``retry_after`` is honoured when it asks for longer (up to a day).
 
     >>> backoff(1, rng=random.Random(0)) is not None and 4.5 <= backoff(1, rng=random.Random(0)) <= 5.5
     True
@@ -73,7 +75,7 @@ def backoff(attempts: int, retry_after: float | None = None, *, rng: random.Rand
         return None
     base = RETRY_SCHEDULE[attempts - 1]
     wait = base * (rng or random).uniform(0.9, 1.1)
-    return max(wait, retry_after or 0.0)
+    return max(wait, min(retry_after or 0.0, MAX_RETRY_AFTER))
 
 
 def unsubscribe_token(endpoint_id: int, pepper: bytes) -> str:

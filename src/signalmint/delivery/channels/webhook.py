@@ -71,6 +71,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "EndpointGone",
     "WebhookChannel",
+    "encode_body",
     "make_http_session",
     "new_secret",
     "parse_retry_after",
