@@ -6,7 +6,7 @@ from typing import Any
 
 from .records import Signal
 
-__all__ = ["signal_json"]
+__all__ = ["delivery_json", "signal_json"]
 
 
 def signal_json(signal: Signal) -> dict[str, Any]:
@@ -22,4 +22,22 @@ def signal_json(signal: Signal) -> dict[str, Any]:
         "hash": signal.hash,
         "prev_hash": signal.prev_hash,
         "url": f"/signals/{signal.id}",
+    }
+
+
+def delivery_json(delivery: Any) -> dict[str, Any]:
+    """One outbox row, as the subscriber's delivery log and the admin's dead letters show it."""
+    return {
+        "id": delivery.id,
+        "signal_id": delivery.signal_id,
+        "subscriber_id": delivery.subscriber_id,
+        "endpoint_id": delivery.endpoint_id,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "not_before": delivery.not_before.isoformat(),
+        "next_attempt_at": delivery.next_attempt_at.isoformat(),
+        "last_error": delivery.last_error,
+        "receipt": delivery.receipt,
+        "idempotency_id": delivery.idempotency_id,
+        "created_at": delivery.created_at.isoformat() if delivery.created_at else None,
     }

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...admin import summary_json
+from ...shapes import delivery_json
 from ...store.accounts import list_subscribers
 from ..auth import Viewer
 from ..context import AppContext, ctx_dependency
@@ -141,14 +142,7 @@ def deliveries(
     rows = ctx.db.read_sync(list_deliveries, status=status, before_id=before, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    items = [
-        {
-            "id": d.id, "signal_id": d.signal_id, "subscriber_id": d.subscriber_id, "endpoint_id": d.endpoint_id,
-            "status": d.status, "attempts": d.attempts, "last_error": d.last_error, "receipt": d.receipt,
-            "idempotency_id": d.idempotency_id, "created_at": d.created_at.isoformat() if d.created_at else None,
-        }
-        for d in rows
-    ]  # fmt: skip
+    items = [delivery_json(d) for d in rows]
     return {
         "items": items,
         "next_cursor": str(rows[-1].id) if more and rows else None,

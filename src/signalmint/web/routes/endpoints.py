@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ...delivery.worker import unsubscribe_token
 from ...errors import DeliveryError
+from ...shapes import delivery_json
 from ...store.outbox import add_endpoint, list_deliveries, list_endpoints, set_endpoint_status
 from ..context import AppContext, ctx_dependency
 from .me import Me
@@ -125,21 +126,7 @@ def delivery_log(endpoint_id: int, ctx: Ctx, viewer: Me) -> dict[str, Any]:
     if endpoint_id not in owned:
         raise HTTPException(404, f"you have no endpoint with id {endpoint_id}")
     rows = ctx.db.read_sync(list_deliveries, endpoint_id=endpoint_id, limit=100)
-    return {"items": [_delivery_json(d) for d in rows], "next_cursor": None}
-
-
-def _delivery_json(d: Any) -> dict[str, Any]:
-    return {
-        "id": d.id,
-        "signal_id": d.signal_id,
-        "status": d.status,
-        "attempts": d.attempts,
-        "not_before": d.not_before.isoformat(),
-        "next_attempt_at": d.next_attempt_at.isoformat(),
-        "last_error": d.last_error,
-        "receipt": d.receipt,
-        "idempotency_id": d.idempotency_id,
-    }
+    return {"items": [delivery_json(d) for d in rows], "next_cursor": None}
 
 
 def _changed(ctx: AppContext) -> None:
