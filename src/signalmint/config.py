@@ -148,6 +148,9 @@ class PlanConfig(_Strict):
     rate_per_second: float = Field(default=2.0, gt=0, le=10_000, description="API token-bucket refill rate")
     burst: int = Field(default=10, ge=1, le=100_000, description="API token-bucket size")
     public: bool = Field(default=True, description="listed on the public pricing cards")
+    alert_price: int = Field(
+        default=0, ge=0, description="pay per alert: micro-units of credit each delivered alert costs (0: included)"
+    )
 
     @field_validator("channels")
     @classmethod
@@ -187,6 +190,7 @@ class PlanConfig(_Strict):
             burst=self.burst,
             public=self.public,
             description=self.description,
+            alert_price=self.alert_price,
         )
 
 
@@ -205,6 +209,55 @@ class DeliveryConfig(_Strict):
     lease: Duration = Field(
         default=timedelta(seconds=60), description="a claimed delivery returns to the queue after this"
     )
+
+
+class StripeConfig(_Strict):
+    secret_key: str | None = Field(default=None, description="secret API key (sk_...), from ${ENV}")
+    webhook_secret: str | None = Field(default=None, description="webhook signing secret (whsec_...), from ${ENV}")
+    base_url: str = Field(
+        default="https://api.stripe.com", description="API address (tests point it at a local server)"
+    )
+    meter_event: str = Field(default="api_overage", description="Billing meter event name for API overage")
+    tolerance: Duration = Field(
+        default=timedelta(minutes=5), description="webhook timestamps further off than this, past or future, are refused"
+    )
+
+
+class FeeModel(_Strict):
+    percent: float = Field(default=2.9, ge=0, le=100, description="processing fee, percent of each payment")
+    fixed: int = Field(default=30, ge=0, description="processing fee, minor units per payment")
+    warn_above: float = Field(
+        default=15.0, ge=0, le=100, description="warn when fees take more than this percent of a price"
+    )
+
+
+class CreditsConfig(_Strict):
+    packs: list[int] = Field(
+        default_factory=lambda: [500, 1000, 2500], description="top-up amounts offered, in minor units"
+    )
+    minimum: int = Field(default=100, ge=1, description="smallest top-up, in minor units")
+
+
+class TipsConfig(_Strict):
+    enabled: bool = Field(default=True, description="show a tip jar on automation pages and in the bot")
+    suggested: list[int] = Field(
+        default_factory=lambda: [300, 500, 1000], description="tip amounts offered, in minor units"
+    )
+    minimum: int = Field(default=100, ge=1, description="smallest tip, in minor units")
+    maximum: int = Field(default=100_000, ge=1, description="largest tip, in minor units")
+
+
+class BillingConfig(_Strict):
+    provider: Literal["local", "stripe", "manual"] = Field(
+        default="local",
+        description="who takes payments: local (test mode, no money moves), stripe, or manual (recorded by hand)",
+    )
+    currency: str = Field(default="usd", pattern=r"^[a-z]{3}$", description="currency of credits and tips")
+    stripe: StripeConfig = Field(default_factory=StripeConfig)
+    fees: FeeModel = Field(default_factory=FeeModel)
+    credits: CreditsConfig = Field(default_factory=CreditsConfig)
+    tips: TipsConfig = Field(default_factory=TipsConfig)
+    dunning_email: bool = Field(default=True, description="email subscribers whose payment failed")
 
 
 class AdminConfig(_Strict):
@@ -268,6 +321,7 @@ class Settings(_Strict):
     email: EmailConfig = Field(default_factory=EmailConfig)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    billing: BillingConfig = Field(default_factory=BillingConfig)
     signup: bool = Field(default=True, description="whether visitors can sign up on the public pages")
     demo: bool = Field(default=False, description="demo mode: emailed links are also shown on the page")
 

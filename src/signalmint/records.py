@@ -203,6 +203,12 @@ class Plan:
     burst: int = 5
     public: bool = True
     description: str = ""
+    alert_price: int = 0  # micro-units of credit per delivered alert (pay per alert); 0: included
+
+    @property
+    def monthly(self) -> int:
+        """What the plan brings in a month, in minor units (a yearly price divided by 12, rounded)."""
+        return self.price if self.interval == "month" else round(self.price / 12)
 
     @property
     def free(self) -> bool:

@@ -22,6 +22,11 @@ from .tables import plans
 __all__ = ["load_plans", "plan_from_terms", "plan_terms", "sync_plans"]
 
 
+# Terms added after plans were first stored: left out while at their default, so upgrading
+# signalmint does not turn every stored plan into a new version.
+_LATER_TERMS = {"alert_price": 0}
+
+
 def plan_terms(plan: Plan) -> dict[str, Any]:
     """A plan as plain JSON (everything but id and version)."""
     terms: dict[str, Any] = {}
@@ -29,6 +34,8 @@ def plan_terms(plan: Plan) -> dict[str, Any]:
         if field.name in {"id", "version"}:
             continue
         value = getattr(plan, field.name)
+        if field.name in _LATER_TERMS and value == _LATER_TERMS[field.name]:
+            continue
         if isinstance(value, timedelta):
             value = value.total_seconds()
         elif isinstance(value, frozenset | tuple):

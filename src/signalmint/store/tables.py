@@ -13,6 +13,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Float,
@@ -161,6 +162,9 @@ subscriptions = Table(
     Column("ended_at", UTCDateTime, nullable=True),
     Column("origin", String(32), nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # migration 0005: who bills it (none | local | stripe | manual) and its id there
+    Column("provider", String(16), nullable=False, server_default="none"),
+    Column("provider_ref", String(255), nullable=True, index=True),
 )
 
 watchlist = Table(
@@ -180,6 +184,10 @@ preferences = Table(
     Column("quiet_start", Integer, nullable=True),
     Column("quiet_end", Integer, nullable=True),
     Column("daily_budget", Integer, nullable=True),
+    # migration 0004: quiet hours either hold deliveries or summarise them in one digest;
+    # signals within group_seconds of each other become one message
+    Column("quiet_mode", String(8), nullable=False, server_default="hold"),
+    Column("group_seconds", Integer, nullable=True),
 )
 
 api_keys = Table(
@@ -270,7 +278,139 @@ deliveries = Table(
     Column("receipt", JSON, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime, nullable=True),
+    # migration 0004: deliveries sharing a group key go out as one message (grouping, digests)
+    Column("group_key", String(64), nullable=True),
     UniqueConstraint("signal_id", "endpoint_id"),
     Index(None, "status", "next_attempt_at"),
     Index(None, "endpoint_id", "id"),
+    Index(None, "group_key"),
+)
+
+
+# --- billing (migration 0005) ---------------------------------------------------------------
+# Money is integer minor units of ``currency`` (2900 usd = 29.00 USD) everywhere; wallet
+# credits are integer micro-units (1_000_000 = one major unit) so prices below a cent work.
+
+billing_customers = Table(
+    "billing_customers",
+    metadata,
+    Column("subscriber_id", BigInteger, ForeignKey("subscribers.id"), primary_key=True),
+    Column("provider", String(16), primary_key=True),
+    Column("customer_ref", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("provider", "customer_ref"),
+)
+
+provider_prices = Table(
+    "provider_prices",
+    metadata,
+    Column("provider", String(16), primary_key=True),
+    Column("plan_id", String(64), primary_key=True),
+    Column("plan_version", Integer, primary_key=True),
+    Column("lookup_key", String(200), nullable=False),
+    Column("product_ref", String(255), nullable=False),
+    Column("price_ref", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+billing_events = Table(
+    "billing_events",
+    metadata,
+    Column("provider", String(16), primary_key=True),
+    Column("event_id", String(255), primary_key=True),
+    Column("type", String(100), nullable=False),
+    Column("object_ref", String(255), nullable=True),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+
+checkouts = Table(
+    "checkouts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("token", String(64), nullable=False, unique=True),
+    Column("subscriber_id", BigInteger, ForeignKey("subscribers.id"), nullable=True, index=True),
+    Column("email", String(320), nullable=True),
+    Column("provider", String(16), nullable=False),
+    Column("kind", String(16), nullable=False),  # subscription | credits | tip
+    Column("plan_id", String(64), nullable=True),
+    Column("plan_version", Integer, nullable=True),
+    Column("automation", String(64), nullable=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(16), nullable=False),  # open | complete | canceled | expired
+    Column("provider_ref", String(255), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("completed_at", UTCDateTime, nullable=True),
+)
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("subscriber_id", BigInteger, nullable=True, index=True),
+    Column("provider", String(16), nullable=False),
+    Column("provider_ref", String(255), nullable=True),
+    Column("kind", String(16), nullable=False),  # subscription | credits | tip | manual
+    Column("plan_id", String(64), nullable=True),
+    Column("automation", String(64), nullable=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("fee", BigInteger, nullable=False),
+    Column("refunded", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # paid | refunded | failed
+    Column("note", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("provider", "provider_ref"),
+    Index(None, "created_at"),
+)
+
+wallets = Table(
+    "wallets",
+    metadata,
+    Column("subscriber_id", BigInteger, ForeignKey("subscribers.id"), primary_key=True),
+    Column("balance", BigInteger, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("balance >= 0", name="ck_wallets_balance_never_negative"),
+)
+
+ledger = Table(
+    "ledger",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("subscriber_id", BigInteger, nullable=False),
+    Column("delta", BigInteger, nullable=False),
+    Column("balance_after", BigInteger, nullable=False),
+    Column("reason", String(32), nullable=False),  # topup | api_call | alert | report | refund | adjust | grant
+    Column("ref", String(128), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("reason", "ref"),
+    Index(None, "subscriber_id", "id"),
+)
+
+meter_events = Table(
+    "meter_events",
+    metadata,
+    Column("identifier", String(100), primary_key=True),
+    Column("subscriber_id", BigInteger, nullable=False),
+    Column("event_name", String(100), nullable=False),
+    Column("value", BigInteger, nullable=False),
+    Column("period", String(7), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("reported_at", UTCDateTime, nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+)
+
+subscription_history = Table(
+    "subscription_history",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("subscription_id", BigInteger, nullable=False),
+    Column("subscriber_id", BigInteger, nullable=False, index=True),
+    Column("plan_id", String(64), nullable=False),
+    Column("plan_version", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("mrr", BigInteger, nullable=False),  # minor units a month this subscription brings in
+    Column("currency", String(3), nullable=False),
+    Column("at", UTCDateTime, nullable=False, index=True),
 )
