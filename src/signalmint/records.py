@@ -263,6 +263,8 @@ class Subscription:
     period_end: datetime | None = None
     past_due_since: datetime | None = None
     ended_at: datetime | None = None
+    provider: str = "none"  # who bills it: none | local | stripe | manual
+    provider_ref: str | None = None  # its id there (a Stripe subscription id...)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,10 @@ from sqlalchemy import Connection, delete, func, or_, select, update
 
 from ..errors import AccessError
 from ..records import Plan, Preferences, Subscriber, Subscription
-from .tables import preferences, subscribers, subscriptions, watchlist
+from .tables import plans, preferences, subscribers, subscription_history, subscriptions, watchlist
 
 __all__ = [
+    "PAYING_STATES",
     "SubscriberSummary",
     "confirm_subscriber",
     "current_subscription",
@@ -23,6 +24,7 @@ __all__ = [
     "get_watchlist",
     "list_subscribers",
     "normalize_email",
+    "record_history",
     "set_preference",
     "set_subscription_state",
     "set_watchlist",
@@ -66,7 +68,46 @@ def _subscription(row: Any) -> Subscription:
         period_end=row.period_end,
         past_due_since=row.past_due_since,
         ended_at=row.ended_at,
+        provider=row.provider,
+        provider_ref=row.provider_ref,
     )
+
+
+# States in which a subscription brings money in: MRR counts them (``canceled`` means canceled
+# at period end, still paid for until then). Trials and comps bring nothing yet.
+PAYING_STATES = frozenset({"active", "past_due", "canceled"})
+
+
+def record_history(conn: Connection, subscription_ids: Iterable[int], now: datetime) -> None:
+    """Append each subscription's state as of ``now`` to ``subscription_history`` (revenue reads it)."""
+    ids = list(subscription_ids)
+    if not ids:
+        return
+    rows = conn.execute(
+        select(subscriptions, plans.c.terms)
+        .join(plans, (plans.c.id == subscriptions.c.plan_id) & (plans.c.version == subscriptions.c.plan_version))
+        .where(subscriptions.c.id.in_(ids))
+    ).all()
+    history = []
+    for row in rows:
+        terms = row.terms or {}
+        price = int(terms.get("price", 0))
+        monthly = price if terms.get("interval", "month") == "month" else round(price / 12)
+        paying = row.state in PAYING_STATES and row.ended_at is None
+        history.append(
+            {
+                "subscription_id": row.id,
+                "subscriber_id": row.subscriber_id,
+                "plan_id": row.plan_id,
+                "plan_version": row.plan_version,
+                "state": row.state if row.ended_at is None else "ended",
+                "mrr": monthly if paying else 0,
+                "currency": terms.get("currency", "usd"),
+                "at": now,
+            }
+        )
+    if history:
+        conn.execute(subscription_history.insert(), history)
 
 
 def get_subscriber(conn: Connection, subscriber_id: int) -> Subscriber | None:
@@ -122,22 +163,35 @@ def start_subscription(
     origin: str,
     state: str | None = None,
     period_end: datetime | None = None,
+    trial_end: datetime | None = None,
+    provider: str = "none",
+    provider_ref: str | None = None,
 ) -> Subscription:
     """Close the open subscription (if any) and open one on ``plan``.
 
     Without an explicit ``state``: a plan with trial days starts ``trialing``,
     a free plan ``active``. Paid plans without a trial need a payment first
-    (or an operator's comp), which callers decide.
+    (or an operator's comp), which callers decide. ``provider`` and ``provider_ref``
+    name who bills it and its id there. Both changes go to ``subscription_history``.
     """
-    conn.execute(
-        update(subscriptions)
-        .where(subscriptions.c.subscriber_id == subscriber_id, subscriptions.c.ended_at.is_(None))
-        .values(ended_at=now, state="expired", updated_at=now)
-    )
-    trial_end = None
+    closing = [
+        r.id
+        for r in conn.execute(
+            select(subscriptions.c.id).where(
+                subscriptions.c.subscriber_id == subscriber_id, subscriptions.c.ended_at.is_(None)
+            )
+        )
+    ]
+    if closing:
+        conn.execute(
+            update(subscriptions)
+            .where(subscriptions.c.id.in_(closing))
+            .values(ended_at=now, state="expired", updated_at=now)
+        )
+        record_history(conn, closing, now)
     if state is None:
         state = "trialing" if plan.trial_days > 0 else "active"
-    if state == "trialing":
+    if state == "trialing" and trial_end is None:
         trial_end = now + timedelta(days=plan.trial_days)
     new_id = conn.execute(
         subscriptions.insert()
@@ -151,20 +205,33 @@ def start_subscription(
             period_end=period_end,
             origin=origin,
             updated_at=now,
+            provider=provider,
+            provider_ref=provider_ref,
         )
         .returning(subscriptions.c.id)
     ).scalar_one()
+    record_history(conn, [new_id], now)
     row = conn.execute(select(subscriptions).where(subscriptions.c.id == new_id)).one()
     return _subscription(row)
 
 
 def set_subscription_state(conn: Connection, subscription_id: int, now: datetime, **values: Any) -> Subscription:
-    """Update a subscription's state fields (state, trial_end, period_end, past_due_since)."""
-    allowed = {"state", "trial_end", "period_end", "past_due_since"}
+    """Update a subscription's state fields (state, trial_end, period_end, past_due_since, ended_at).
+
+    A change of state (or an end) is appended to ``subscription_history``.
+    """
+    allowed = {"state", "trial_end", "period_end", "past_due_since", "ended_at"}
     unknown = set(values) - allowed
     if unknown:
         raise ValueError(f"not a state field: {sorted(unknown)}")
+    before = conn.execute(
+        select(subscriptions.c.state, subscriptions.c.ended_at).where(subscriptions.c.id == subscription_id)
+    ).first()
     conn.execute(update(subscriptions).where(subscriptions.c.id == subscription_id).values(updated_at=now, **values))
+    if before is not None and (
+        before.state != values.get("state", before.state) or before.ended_at != values.get("ended_at", before.ended_at)
+    ):
+        record_history(conn, [subscription_id], now)
     return _subscription(conn.execute(select(subscriptions).where(subscriptions.c.id == subscription_id)).one())
 
 
