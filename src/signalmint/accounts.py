@@ -96,14 +96,18 @@ class Accounts:
         if not self.settings.signup:
             raise AccessError("sign-ups are closed")
         plan = self.public_plan(plan_id)
+        start: Plan | None = plan
         if not plan.free and plan.trial_days == 0:
-            raise AccessError(f"the {plan.name} plan needs a payment; choose a free plan or one with a trial")
+            # Paid from the first day: the account starts on the free plan (if there is one)
+            # and the subscriber pays from their billing page once their address is confirmed.
+            free = [p for p in self.db.read_sync(load_plans, current_only=True).values() if p.free and p.public]
+            start = min(free, key=lambda p: p.id) if free else None
         now = self.clock()
 
         def write(conn):  # type: ignore[no-untyped-def]
             subscriber = ensure_subscriber(conn, email, now)
-            if current_subscription(conn, subscriber.id) is None:
-                start_subscription(conn, subscriber.id, plan, now, origin="signup")
+            if start is not None and current_subscription(conn, subscriber.id) is None:
+                start_subscription(conn, subscriber.id, start, now, origin="signup")
             return subscriber
 
         subscriber = await self.db.write(write)

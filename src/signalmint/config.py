@@ -258,6 +258,10 @@ class BillingConfig(_Strict):
     credits: CreditsConfig = Field(default_factory=CreditsConfig)
     tips: TipsConfig = Field(default_factory=TipsConfig)
     dunning_email: bool = Field(default=True, description="email subscribers whose payment failed")
+    manual_instructions: str = Field(
+        default="Contact the operator to pay by bank transfer; your plan starts when the payment is recorded.",
+        description="what the manual provider's checkout page tells payers",
+    )
 
 
 class AdminConfig(_Strict):

@@ -23,6 +23,7 @@ __all__ = [
     "CHANNELS",
     "STATES",
     "ApiKey",
+    "Checkout",
     "Automation",
     "Frame",
     "Plan",
@@ -276,6 +277,8 @@ class Preferences:
     quiet_start: int | None = None  # minute of the day, subscriber's timezone
     quiet_end: int | None = None
     daily_budget: int | None = None
+    quiet_mode: str = "hold"  # hold: held signals go out one by one | digest: as one message
+    group_seconds: int | None = None  # signals within the same N-second window become one message
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,3 +293,30 @@ class ApiKey:
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
     admin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Checkout:
+    """A payment a subscriber (or a visitor, for tips) started: what for, how much, where it stands.
+
+    ``kind`` is ``subscription`` (a plan version), ``credits`` (a wallet top-up) or ``tip``.
+    ``token`` names it in URLs and to the provider (Stripe's ``client_reference_id``);
+    ``amount`` is in minor units of ``currency``.
+    """
+
+    id: int
+    token: str
+    provider: str
+    kind: str
+    amount: int
+    currency: str
+    status: str  # open | complete | canceled | expired
+    created_at: datetime
+    subscriber_id: int | None = None
+    email: str | None = None
+    plan_id: str | None = None
+    plan_version: int | None = None
+    automation: str | None = None
+    provider_ref: str | None = None
+    completed_at: datetime | None = None
+

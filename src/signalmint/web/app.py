@@ -22,6 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..accounts import Accounts, server_pepper
+from ..billing import make_provider
+from ..billing.service import Billing
 from ..config import Settings
 from ..errors import AccessError
 from ..hub import SignalHub
@@ -34,9 +36,21 @@ from .auth import AccessBook
 from .context import AppContext
 from .filters import register_filters
 from .money import register_money_filters
-from .routes import account, admin, admin_api, api, dashboard, dashboard_delivery, endpoints, me, ops, pages
+from .routes import (
+    account,
+    admin,
+    admin_api,
+    api,
+    billing,
+    dashboard,
+    dashboard_delivery,
+    endpoints,
+    me,
+    ops,
+    pages,
+)
 
-ROUTES = [api, me, endpoints, admin_api, ops, pages, account, dashboard, dashboard_delivery, admin]
+ROUTES = [api, me, endpoints, admin_api, ops, pages, account, dashboard, dashboard_delivery, admin, billing]
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -143,6 +157,14 @@ def create_app(
         access=db.read_sync(AccessBook.load, [a.name for a in settings.automations]),
         meter=UsageMeter(db),
     )
+    ctx.billing = Billing(
+        settings,
+        db,
+        make_provider(settings, db),
+        mailer,
+        current_plans=lambda: ctx.access.current(),
+        evict=ctx.viewers.forget_subscriber,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -151,6 +173,7 @@ def create_app(
         gc.collect()
         gc.freeze()
         housekeeping = asyncio.create_task(ctx.housekeeping())
+        billing_loop = asyncio.create_task(ctx.billing.run())
         if engine is not None:
             await engine.start()
         try:
@@ -158,9 +181,10 @@ def create_app(
         finally:
             if engine is not None:
                 await engine.stop()
-            housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await housekeeping
+            for task in (housekeeping, billing_loop):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     app = FastAPI(
         title=f"{settings.web.title} API",

@@ -15,6 +15,7 @@ from fastapi import Request
 
 from ..accounts import Accounts
 from ..admin import Operator
+from ..billing.service import Billing
 from ..config import Settings
 from ..hub import SignalHub
 from ..mail import Mailer
@@ -47,6 +48,7 @@ class AppContext:
     viewers: ViewerCache = field(default_factory=ViewerCache)
     limiter: TokenBucketLimiter = field(default_factory=TokenBucketLimiter)
     meter: UsageMeter | None = None
+    billing: Billing | None = None
     _used_keys: dict[int, datetime] = field(default_factory=dict)
     _names: tuple[float, list[str]] = (-1e9, [])
     pages: dict[tuple[Any, ...], asyncio.Future[bytes]] = field(default_factory=dict)

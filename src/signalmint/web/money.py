@@ -15,7 +15,7 @@ from typing import Any
 
 import jinja2
 
-__all__ = ["fmt_delay", "fmt_money", "fmt_price", "minor_digits", "register_money_filters"]
+__all__ = ["fmt_credits", "fmt_delay", "fmt_money", "fmt_price", "minor_digits", "register_money_filters"]
 
 DASH = "—"
 
@@ -95,6 +95,25 @@ def fmt_delay(delay: Any) -> str:
     return f"{seconds} s delay"
 
 
+def fmt_credits(micros: Any, currency: str = "usd") -> str:
+    """A credit balance in micro-units (1,000,000 = one major unit), to the micro-unit when needed.
+
+    >>> fmt_credits(12_500_000, "usd"), fmt_credits(1_000, "usd"), fmt_credits(0, "eur")
+    ('$12.50', '$0.001', '€0')
+    """
+    if micros is None or isinstance(micros, bool | jinja2.Undefined):
+        return DASH
+    amount = int(micros)
+    digits = minor_digits(currency)
+    if amount % 10 ** (6 - digits) == 0:
+        return fmt_money(amount // 10 ** (6 - digits), currency)
+    whole, part = divmod(abs(amount), 1_000_000)
+    symbol = _SYMBOLS.get(currency.lower())
+    number = f"{whole:,}." + f"{part:06d}".rstrip("0")
+    sign = "-" if amount < 0 else ""
+    return f"{sign}{symbol}{number}" if symbol else f"{sign}{number} {currency.upper()}"
+
+
 def register_money_filters(env: jinja2.Environment) -> None:
-    """Install :func:`fmt_money`, :func:`fmt_price` and :func:`fmt_delay` into ``env``."""
-    env.filters.update(fmt_delay=fmt_delay, fmt_money=fmt_money, fmt_price=fmt_price)
+    """Install :func:`fmt_money`, :func:`fmt_price`, :func:`fmt_credits` and :func:`fmt_delay` into ``env``."""
+    env.filters.update(fmt_delay=fmt_delay, fmt_money=fmt_money, fmt_price=fmt_price, fmt_credits=fmt_credits)

@@ -1,0 +1,33 @@
+"""Billing: payment providers (stripe, local test mode, manual), credits, revenue.
+
+:func:`make_provider` picks the provider the settings name; :class:`~.service.Billing`
+starts checkouts with it, and every provider drives the same state machine
+(:func:`~.core.converge`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..store import Database
+    from .core import PaymentProvider
+
+__all__ = ["make_provider"]
+
+
+def make_provider(settings: Settings, db: Database) -> PaymentProvider:
+    """The provider ``settings.billing.provider`` names."""
+    name = settings.billing.provider
+    if name == "stripe":
+        from .stripe_provider import StripeProvider
+
+        return StripeProvider(settings, db)  # type: ignore[no-any-return, unused-ignore]
+    if name == "manual":
+        from .manual import ManualProvider
+
+        return ManualProvider(settings, db)
+    from .local import LocalProvider
+
+    return LocalProvider(settings, db)
