@@ -39,7 +39,6 @@ def demo_plans() -> list[PlanConfig]:
             name="Premium",
             description="Every signal the moment it happens, on every channel.",
             price=2900,
-            trial_days=7,
             channels=["web", "email", "telegram", "webhook", "apprise", "rss"],
         ),
         PlanConfig(

@@ -71,7 +71,9 @@ def test_subscribing_in_test_mode_opens_the_plan_and_records_the_payment(
     assert sub is not None and (sub.plan_id, sub.state, sub.provider) == ("basic", "active", "local")
     assert sub.period_end is not None and sub.period_end > datetime.now(UTC) + timedelta(days=27)
     rows = db.read_sync(lambda c: c.execute(select(payments)).all())
-    assert [(r.kind, r.amount, r.provider, r.subscriber_id) for r in rows] == [("subscription", 500, "local", subscriber_id)]
+    assert [(r.kind, r.amount, r.provider, r.subscriber_id) for r in rows] == [
+        ("subscription", 500, "local", subscriber_id)
+    ]
     assert rows[0].fee == 45  # Stripe's default fee model: 2.9% of 500 is 14.5, half up to 15, + 30
     # paying twice (a double click, a replayed form) changes nothing
     replay = client.post(location, data={"action": "pay", "csrf": client.cookies.get("sm_csrf")})
@@ -143,7 +145,9 @@ def test_credits_top_up_fills_the_wallet_once(client: TestClient, app: FastAPI, 
 
 def test_a_visitor_can_tip(app: FastAPI, db: Database) -> None:
     with client_for(app) as visitor:
-        page = visitor.get("/signup")
+        page = visitor.get("/tip", params={"amount": "300"})
+        assert page.status_code == 200 and 'value="300"' in page.text
+        assert visitor.get("/tip", params={"automation": "no-such"}).status_code == 404
         csrf = csrf_of(page.text)
         answer = visitor.post("/billing/tip", data={"amount": "300", "csrf": csrf})
         assert answer.status_code == 303

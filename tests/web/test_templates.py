@@ -24,6 +24,7 @@ import pytest
 from signalmint.records import Automation, Signal
 from signalmint.web import charts, filters
 from signalmint.web.filters import register_filters
+from signalmint.web.money import register_money_filters
 
 WEB = Path(charts.__file__).parent
 EVIL = "<script>alert(1)</script>"
@@ -41,6 +42,7 @@ def env() -> jinja2.Environment:
         autoescape=True,
     )
     register_filters(environment)
+    register_money_filters(environment)
     return environment
 
 

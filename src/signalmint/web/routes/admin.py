@@ -300,6 +300,38 @@ async def comp(subscriber_id: int, request: Request, ctx: Ctx, admin: Admin) -> 
     return _done(subscriber_id, "comp")
 
 
+@router.post("/admin/subscribers/{subscriber_id}/payment", response_class=HTMLResponse)
+async def record_payment(subscriber_id: int, request: Request, ctx: Ctx, admin: Admin) -> Response:
+    """A payment received outside any provider (bank transfer, crypto): money and months of a plan."""
+    from ...billing.manual import record_manual_payment
+
+    form = await _act(request, ctx, admin, "plan", "amount", "months", "reference", "note")
+    try:
+        ctx.operator._require(subscriber_id)
+        plan = ctx.operator._plan(form["plan"])
+        amount, months = form["amount"].strip(), form["months"].strip()
+        if not amount.isdigit() or len(amount) > 9:
+            raise AccessError("give the amount in minor units (cents), digits only")
+        if not months.isdigit():
+            raise AccessError("give the months as a whole number from 1 to 36")
+        reference = form["reference"].strip()[:80] or form["csrf"][-16:]
+        await ctx.db.write(
+            record_manual_payment,
+            ctx.settings,
+            subscriber_id,
+            plan,
+            amount=int(amount),
+            months=int(months),
+            reference=reference,
+            note=form["note"].strip()[:500],
+            now=datetime.now(UTC),
+        )
+    except AccessError as exc:
+        return _failed(request, ctx, admin, subscriber_id, str(exc))
+    ctx.viewers.forget_subscriber(subscriber_id)
+    return _done(subscriber_id, "payment")
+
+
 @router.post("/admin/subscribers/{subscriber_id}/trial", response_class=HTMLResponse)
 async def extend_trial(subscriber_id: int, request: Request, ctx: Ctx, admin: Admin) -> Response:
     form = await _act(request, ctx, admin, "days")

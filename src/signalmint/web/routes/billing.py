@@ -149,6 +149,33 @@ async def portal(request: Request, ctx: Ctx, me: Me) -> Response:
     return redirect(url or "/dashboard/billing")
 
 
+@router.get("/tip", response_class=HTMLResponse)
+def tip_page(request: Request, ctx: Ctx, automation: str = "", amount: str = "") -> HTMLResponse:
+    """The tip jar's form: an amount (suggested or your own), for an automation or the whole site."""
+    tips = ctx.settings.billing.tips
+    if not tips.enabled or ctx.billing is None:
+        raise HTTPException(404, "Tips are not open on this site.")
+    if automation and automation not in ctx.automation_names():
+        raise HTTPException(404, f"No automation named {automation[:64]!r}.")
+    viewer = resolve_viewer(request)
+    signed_in = viewer.session is not None and viewer.subscriber is not None
+    csrf = viewer.csrf(ctx.pepper) if signed_in else anon_csrf(request)
+    response = render(
+        request,
+        "tip.html",
+        nav_active="automation",
+        csrf=csrf,
+        automation=automation,
+        amount=amount if amount.isdigit() else "",
+        tips=tips,
+        currency=ctx.settings.billing.currency,
+        test_mode=ctx.billing.test_mode,
+    )
+    if not signed_in:
+        set_csrf_cookie(response, ctx, csrf)
+    return response
+
+
 @router.post("/billing/tip")
 async def tip(request: Request, ctx: Ctx) -> Response:
     """A tip from the tip jar: signed-in subscribers and visitors alike."""

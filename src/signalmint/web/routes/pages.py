@@ -116,7 +116,18 @@ def _automation_page(conn: Connection, name: str, viewer: Viewer) -> dict[str, A
 def automation_page(name: str, request: Request, ctx: Ctx, viewer: Who) -> HTMLResponse:
     page = ctx.db.read_sync(_automation_page, name, viewer)
     plans = [p for p in ctx.access.current() if p.public and p.covers(name)]
-    return _render(request, "automation.html", nav_active="automation", plans=plans, viewer=viewer, **page)
+    tips = ctx.settings.billing.tips
+    return _render(
+        request,
+        "automation.html",
+        nav_active="automation",
+        plans=plans,
+        viewer=viewer,
+        tips_enabled=tips.enabled and ctx.billing is not None,
+        tip_amounts=tips.suggested,
+        tip_currency=ctx.settings.billing.currency,
+        **page,
+    )
 
 
 def _signal_page(conn: Connection, signal_id: int, viewer: Viewer) -> dict[str, Any]:
