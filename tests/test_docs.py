@@ -15,12 +15,17 @@ from signalmint.cli import app as cli_app
 from signalmint.config import (
     AdminConfig,
     AutomationConfig,
+    BillingConfig,
+    CreditsConfig,
     DeliveryConfig,
     DetectorConfig,
     EmailConfig,
+    FeeModel,
     PlanConfig,
     Settings,
+    StripeConfig,
     TelegramConfig,
+    TipsConfig,
     WebConfig,
 )
 from signalmint.registry import Registry
@@ -45,6 +50,11 @@ def fields(model: type[BaseModel]) -> list[str]:
         EmailConfig,
         TelegramConfig,
         DeliveryConfig,
+        BillingConfig,
+        StripeConfig,
+        FeeModel,
+        CreditsConfig,
+        TipsConfig,
     ],
     ids=lambda m: m.__name__,
 )
