@@ -74,7 +74,10 @@ class Bot:
         async def run() -> None:
             stop = asyncio.Event()
             bot = telegram_bot(self.context, TOKEN)
-            task = asyncio.create_task(run_polling(bot, StoreCommands(self.db, self.ctx.pepper), stop, timeout=0.2))
+            commands = StoreCommands(
+                self.db, self.ctx.pepper, base_url="https://alerts.example.com", tips=self.ctx.settings.billing.tips
+            )
+            task = asyncio.create_task(run_polling(bot, commands, stop, timeout=0.2))
             deadline = asyncio.get_running_loop().time() + 10
             while len(api.to(str(chat_id))) < before + len(texts) and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.05)
@@ -108,6 +111,15 @@ def test_a_chat_connects_by_deep_link_once_and_obeys_commands(bot: Bot, fake: Fa
     again = bot.chat(fake, 5151, f"/start {token}")  # the link works once
     assert "expired or was already used" in again[0]
     assert bot.chat(fake, 5151, "/pause")[0] == "This chat is not connected."
+
+
+def test_tip_from_the_bot_links_to_the_tip_jar(bot: Bot, fake: FakeBotApi) -> None:  # noqa: F811
+    replies = bot.chat(fake, 7777, "/tip", "/tip 5", "/tip 0.10", "/tip lots", "/tip 100000")
+    assert replies[0] == "Thank you! Leave your tip here: https://alerts.example.com/tip"
+    assert replies[1].endswith("https://alerts.example.com/tip?amount=500")
+    assert replies[2] == "Tips go from 1 to 1000."  # below the 1.00 minimum
+    assert replies[3] == "Say how much as a number, e.g. /tip 5"
+    assert replies[4] == "Tips go from 1 to 1000."
 
 
 def test_plans_without_telegram_get_no_link(bot: Bot) -> None:

@@ -49,7 +49,7 @@ async def run_worker(settings: Settings, db: Database, stop: asyncio.Event) -> W
         from .channels.telegram import run_polling, telegram_bot
         from .telegram_commands import StoreCommands
 
-        commands = StoreCommands(db, worker.pepper)
+        commands = StoreCommands(db, worker.pepper, base_url=settings.base_url, tips=settings.billing.tips)
         bot = asyncio.create_task(run_polling(telegram_bot(context, settings.telegram.token), commands, stop))
     try:
         await worker.run(stop)

@@ -1,5 +1,5 @@
 """What the operator's Telegram bot does, on the store: connect a chat, /status, /pause,
-/resume and /watchlist.
+/resume, /watchlist and /tip.
 
 A subscriber asks for a connect link (``POST /api/v1/me/telegram``): a one-time token, stored
 hashed, inside ``https://t.me/<bot>?start=<token>``. The bot's ``/start <token>`` consumes it
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..config import TipsConfig
 from ..credentials import hash_token, new_token
 from ..store import Database
 from ..store.accounts import current_subscription, get_watchlist, set_watchlist
@@ -42,9 +43,11 @@ async def connect_link(db: Database, pepper: bytes, bot: str, subscriber_id: int
 class StoreCommands:
     """The bot's commands against the store (implements ``channels.telegram.BotCommands``)."""
 
-    def __init__(self, db: Database, pepper: bytes) -> None:
+    def __init__(self, db: Database, pepper: bytes, *, base_url: str = "", tips: TipsConfig | None = None) -> None:
         self.db = db
         self.pepper = pepper
+        self.base_url = base_url.rstrip("/")
+        self.tips = tips
 
     def _endpoint(self, chat_id: int) -> Endpoint | None:
         url = f"telegram://{chat_id}"
@@ -122,3 +125,19 @@ class StoreCommands:
                 return f"Your plan follows at most {plan.watchlist} symbols. Remove one first."
             await self.db.write(set_watchlist, sid, sorted(keys), datetime.now(UTC))
         return "Watchlist: " + (", ".join(sorted(keys)) if keys else "empty (/watchlist add AAPL)")
+
+    async def tip(self, chat_id: int, args: Sequence[str]) -> str:
+        """A link to the tip jar, for ``/tip`` or ``/tip 5`` (whole units of the currency)."""
+        if self.tips is None or not self.tips.enabled or not self.base_url:
+            return "Tips are not open here."
+        amount = ""
+        if args:
+            text = args[0].lstrip("$€£")
+            if not re.fullmatch(r"\d{1,6}(\.\d{1,2})?", text):
+                return "Say how much as a number, e.g. /tip 5"
+            cents = round(float(text) * 100)
+            if not self.tips.minimum <= cents <= self.tips.maximum:
+                low, high = self.tips.minimum / 100, self.tips.maximum / 100
+                return f"Tips go from {low:g} to {high:g}."
+            amount = f"?amount={cents}"
+        return f"Thank you! Leave your tip here: {self.base_url}/tip{amount}"

@@ -227,10 +227,13 @@ class BotCommands(Protocol):
 
     async def watchlist(self, chat_id: int, args: Sequence[str]) -> str: ...
 
+    async def tip(self, chat_id: int, args: Sequence[str]) -> str: ...
+
 
 HELP = (
     "signalmint alerts.\n/status: your plan and this chat's state\n/pause and /resume: stop or restart alerts here\n"
-    "/watchlist: the symbols you follow (/watchlist add AAPL, /watchlist remove AAPL)"
+    "/watchlist: the symbols you follow (/watchlist add AAPL, /watchlist remove AAPL)\n"
+    "/tip: leave a tip, pay what you want (/tip 5)"
 )
 CONNECT = "To connect this chat, open the Telegram link on your signalmint account page."
 
@@ -368,6 +371,8 @@ class TelegramBot:
                 reply = await handlers.resume(chat)
             elif name == "watchlist":
                 reply = await handlers.watchlist(chat, args)
+            elif name == "tip":
+                reply = await handlers.tip(chat, args)
             else:
                 reply = HELP
         except Exception:
