@@ -50,6 +50,16 @@ def test_check_reports_file_line_key_without_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+def test_check_warns_when_fees_eat_a_price_point(tmp_path: Path) -> None:
+    path = tmp_path / "cheap.yaml"
+    path.write_text("plans:\n  - id: tiny\n    price: 100\n  - id: fine\n    price: 2900\n")
+    result = runner.invoke(app, ["check", "-c", str(path)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "warning: plan tiny ($1/mo): fees of $0.33 take 33.0%" in text and "prepaid credits" in text
+    assert "plan fine" not in text
+
+
 def test_check_missing_file(tmp_path: Path) -> None:
     result = runner.invoke(app, ["check", "-c", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 1 and "no such file" in result.output and "signalmint init" in result.output

@@ -189,6 +189,10 @@ def check(config: ConfigOption = Path("signalmint.yaml")) -> None:
         options = ", ".join(f"{k}={v}" for k, v in a.detector.options.items())
         table.add_row(a.name, a.source.kind, f"{a.detector.kind} {options}".strip(), str(a.retention or "forever"))
     out.print(table)
+    from .billing.fees import price_warnings
+
+    for warning in price_warnings(settings.current_plans(), settings.billing.fees):
+        out.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
 
 
 @app.command()
