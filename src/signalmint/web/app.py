@@ -40,6 +40,7 @@ from .routes import (
     account,
     admin,
     admin_api,
+    admin_revenue,
     api,
     billing,
     dashboard,
@@ -48,9 +49,24 @@ from .routes import (
     me,
     ops,
     pages,
+    stripe_webhook,
 )
 
-ROUTES = [api, me, endpoints, admin_api, ops, pages, account, dashboard, dashboard_delivery, admin, billing]
+ROUTES = [
+    api,
+    me,
+    endpoints,
+    admin_api,
+    admin_revenue,
+    ops,
+    pages,
+    account,
+    dashboard,
+    dashboard_delivery,
+    admin,
+    billing,
+    stripe_webhook,
+]
 
 if TYPE_CHECKING:
     from ..engine import Engine
