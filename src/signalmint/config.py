@@ -219,7 +219,7 @@ class StripeConfig(_Strict):
     )
     meter_event: str = Field(default="api_overage", description="Billing meter event name for API overage")
     tolerance: Duration = Field(
-        default=timedelta(minutes=5), description="webhook timestamps further off than this, past or future, are refused"
+        default=timedelta(minutes=5), description="webhook timestamps further off than this (past or future): refused"
     )
 
 

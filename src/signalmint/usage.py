@@ -4,6 +4,9 @@ Counts gather in memory and are flushed to the ``usage`` table every second
 (and at shutdown). The quota check adds what is pending to what is stored, so
 one process never lets a subscriber past the quota; several processes may each
 let a call or two through in the second before their flushes meet.
+
+Overage calls that the payment provider bills (``metered``) become meter events in the
+flush's transaction (:func:`signalmint.billing.metering.record_overage`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from sqlalchemy import Connection
+
+from .billing.metering import record_overage
 from .store import Database
 from .store.usage import add_usage, get_usage
 
@@ -32,13 +38,33 @@ def month_of(at: datetime) -> str:
     return f"{at.year:04d}-{at.month:02d}"
 
 
+def _store(
+    conn: Connection,
+    counts: dict[tuple[int, str], tuple[int, int]],
+    metered: dict[tuple[int, str], int],
+    now: datetime,
+    event_name: str,
+) -> None:
+    add_usage(conn, counts, now)
+    for (subscriber_id, month), calls in metered.items():
+        record_overage(conn, subscriber_id, calls, month, now, event_name=event_name)
+
+
 class UsageMeter:
-    def __init__(self, db: Database, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        meter_event: str = "api_overage",
+    ) -> None:
         self.db = db
         self.clock = clock
+        self.meter_event = meter_event
         self._lock = threading.Lock()
         self._stored: dict[tuple[int, str], int] = {}
         self._pending: dict[tuple[int, str], tuple[int, int]] = {}
+        self._metered: dict[tuple[int, str], int] = {}
 
     def used(self, subscriber_id: int, month: str) -> int:
         """Calls this month so far: stored plus pending."""
@@ -53,25 +79,31 @@ class UsageMeter:
         with self._lock:
             return stored + self._pending.get(key, (0, 0))[0]
 
-    def record(self, subscriber_id: int, month: str, *, overage: bool) -> None:
+    def record(self, subscriber_id: int, month: str, *, overage: bool, metered: bool = False) -> None:
+        """Count one call; ``metered``: an overage call the payment provider bills (a meter event)."""
         key = (subscriber_id, month)
         with self._lock:
             calls, over = self._pending.get(key, (0, 0))
             self._pending[key] = (calls + 1, over + int(overage))
+            if metered and overage:
+                self._metered[key] = self._metered.get(key, 0) + 1
 
     async def flush(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, {}
+            metered, self._metered = self._metered, {}
         if not pending:
             return
         try:
-            await self.db.write(add_usage, pending, self.clock())
+            await self.db.write(_store, pending, metered, self.clock(), self.meter_event)
         except Exception:
             log.exception("could not store API usage; keeping it for the next flush")
             with self._lock:
                 for key, (calls, over) in pending.items():
                     c, o = self._pending.get(key, (0, 0))
                     self._pending[key] = (c + calls, o + over)
+                for key, n in metered.items():
+                    self._metered[key] = self._metered.get(key, 0) + n
             return
         with self._lock:
             for key, (calls, _) in pending.items():

@@ -278,9 +278,15 @@ def test_monthly_quota_then_overage_or_refusal(db: Database) -> None:
     world = World(db, plans=plans)
     statuses = [world.get("/api/v1/automations", "pro").status_code for _ in range(5)]
     assert statuses == [200, 200, 200, 429, 429]
-    metered = [world.get("/api/v1/automations", "free") for _ in range(4)]
-    assert [r.status_code for r in metered] == [200, 200, 200, 200]
-    assert metered[0].headers["x-quota-remaining"] == "1"
+    refused = [world.get("/api/v1/automations", "free") for _ in range(3)]
+    assert [r.status_code for r in refused] == [200, 200, 429]  # overage needs credits to pay it
+    assert "top up credits" in refused[2].json()["detail"]
+    from signalmint.billing.credits import credit
+
+    world.db.write_sync(credit, world.ids["free"], 100_000, "grant", None, world.now)  # two calls at 5 cents
+    metered = [world.get("/api/v1/automations", "free") for _ in range(3)]
+    assert [r.status_code for r in metered] == [200, 200, 429]  # then the credits are spent
+    assert refused[0].headers["x-quota-remaining"] == "1"
     asyncio.run(world.ctx.meter.flush())
     from signalmint.store.usage import get_usage
     from signalmint.usage import month_of

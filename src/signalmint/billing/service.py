@@ -87,7 +87,8 @@ def apply_payment(
     if payment_id is not None and kind == "credits" and subscriber_id is not None:
         from .credits import credit, minor_to_micros
 
-        credit(conn, subscriber_id, minor_to_micros(payment.amount, payment.currency), "topup", payment.ref, now)
+        ref = f"{provider}:{payment.ref}"  # as tips.record_credit_topup names it: unique across providers
+        credit(conn, subscriber_id, minor_to_micros(payment.amount, payment.currency), "topup", ref, now)
     return payment_id
 
 

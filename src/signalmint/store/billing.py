@@ -96,8 +96,9 @@ def first_seen(
         _insert(conn, billing_events)
         .values(provider=provider, event_id=event_id, type=kind, object_ref=object_ref, received_at=now)
         .on_conflict_do_nothing()
+        .returning(billing_events.c.event_id)
     )
-    return done.rowcount == 1
+    return done.first() is not None  # not rowcount: psycopg reports -1 for SQLAlchemy's inserts
 
 
 def customer_ref(conn: Connection, subscriber_id: int, provider: str) -> str | None:

@@ -171,7 +171,7 @@ def create_app(
         pepper=pepper,
         accounts=Accounts(settings, db, mailer, pepper),
         access=db.read_sync(AccessBook.load, [a.name for a in settings.automations]),
-        meter=UsageMeter(db),
+        meter=UsageMeter(db, meter_event=settings.billing.stripe.meter_event),
     )
     ctx.billing = Billing(
         settings,

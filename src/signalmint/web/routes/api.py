@@ -5,7 +5,9 @@ owner is entitled to (delay, keys, masked fields), exactly as on the web;
 without a key it answers the public view. Keys are rate limited per subscriber
 (the plan's token bucket). Plans whose channels include ``api`` sell the API
 itself: their calls are metered against ``api_quota`` a month, then billed as
-overage at ``overage_price`` (or refused when it is 0).
+overage at ``overage_price``: reported to Stripe as a meter event when Stripe bills the
+subscription, else paid from the subscriber's prepaid credits, else refused (and always
+refused when the price is 0).
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette import EventSourceResponse
 
-from ...access import is_entitled, quota_decision
+from ...access import QuotaDecision, is_entitled, quota_decision
+from ...billing.credits import pay_overage
 from ...store import get_signal, list_automations, list_signals
 from ...usage import month_of
 from ..auth import Viewer, resolve_viewer, subscriber_viewer
 from ..context import AppContext, ctx_dependency, get_ctx
+from ..money import fmt_money
 from ..serialize import (
     AutomationPage,
     PlanPage,
@@ -73,13 +77,19 @@ async def api_viewer(request: Request) -> Viewer:
             month = month_of(now)
             assert ctx.meter is not None
             quota = quota_decision(ctx.meter.used(viewer.subscriber.id, month), plan)
+            metered = quota.overage and subscription.provider == "stripe"  # Stripe bills it: a meter event
+            if quota.overage and not metered:  # else the wallet pays for the call, or it is refused
+                currency = ctx.settings.billing.currency
+                if not await ctx.db.write(pay_overage, viewer.subscriber.id, plan, currency, now):
+                    quota = QuotaDecision(allowed=False, overage=False, remaining=0)
             if not quota.allowed:
+                more = f"; top up credits to keep calling at {fmt_money(plan.overage_price, plan.currency)} a call"
                 raise HTTPException(
                     429,
-                    f"the monthly quota of {plan.api_quota} calls is used up",
+                    f"the monthly quota of {plan.api_quota} calls is used up" + (more if plan.overage_price else ""),
                     headers={"Retry-After": str(_seconds_to_next_month(now))},
                 )
-            ctx.meter.record(viewer.subscriber.id, month, overage=quota.overage)
+            ctx.meter.record(viewer.subscriber.id, month, overage=quota.overage, metered=metered)
             if quota.remaining is not None:
                 headers["X-Quota-Remaining"] = str(quota.remaining)
         request.state.limit_headers = headers
