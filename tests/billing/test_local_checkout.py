@@ -141,6 +141,10 @@ def test_credits_top_up_fills_the_wallet_once(client: TestClient, app: FastAPI, 
     )
     assert balance == 10_000_000  # 10.00 USD in micro-units
     assert "$10" in client.get("/dashboard/billing").text
+    statement = client.get("/dashboard/ledger.csv")
+    assert statement.status_code == 200 and statement.headers["content-type"].startswith("text/csv")
+    lines = statement.text.strip().splitlines()
+    assert len(lines) == 2 and "topup" in lines[1] and "10.000000" in lines[1], lines
 
 
 def test_a_visitor_can_tip(app: FastAPI, db: Database) -> None:

@@ -47,6 +47,10 @@ def test_a_recorded_payment_opens_the_plan_once_per_reference(db: Database) -> N
         assert timedelta(days=27) < later.period_end - sub.period_end < timedelta(days=32)
         for bad in [{"amount": "12.5"}, {"months": "0"}, {"months": "x"}, {"plan": "nope"}]:
             assert operator.post(f"/admin/subscribers/{found.id}/payment", data={**form, **bad}).status_code == 400
+        ledger = operator.get("/admin/ledger.csv")
+        assert ledger.status_code == 200 and ledger.headers["content-type"].startswith("text/csv")
+        assert ledger.text.splitlines()[0].startswith("id,")
+        assert ann.get("/admin/ledger.csv").status_code in {303, 403}
         # a subscriber cannot record payments
         ann_csrf = csrf_of(ann.get("/dashboard").text)
         refused = ann.post(f"/admin/subscribers/{found.id}/payment", data={**form, "csrf": ann_csrf})

@@ -213,6 +213,19 @@ def export(ctx: Ctx, admin: Admin) -> Response:
     )
 
 
+@router.get("/admin/ledger.csv")
+def ledger_export(ctx: Ctx, admin: Admin) -> Response:
+    """Every credit ledger entry (top-ups, debits), oldest first."""
+    from ...billing.credits import ledger_csv
+
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+    return Response(
+        ctx.db.read_sync(ledger_csv, None, currency=ctx.settings.billing.currency),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="ledger-{stamp}.csv"', "Cache-Control": "no-store"},
+    )
+
+
 def _detail(request: Request, ctx: AppContext, admin: Admin, subscriber_id: int, **extra: Any) -> HTMLResponse:
     def read(conn: Connection) -> dict[str, Any] | None:
         subscriber = get_subscriber(conn, subscriber_id)

@@ -17,13 +17,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
+from ...billing.credits import balance
 from ...billing.service import Billing
 from ...errors import AccessError
 from ...records import Checkout
 from ...store.billing import list_payments
-from ...store.tables import wallets
 from ..auth import Viewer, resolve_viewer
 from ..context import AppContext, get_ctx
 from .account import anon_csrf, check_anon_csrf, check_csrf, read_form, redirect, render, set_csrf_cookie, throttle
@@ -49,10 +49,6 @@ def _amount(text: str) -> int:
     return int(text)
 
 
-def _balance(conn: Connection, subscriber_id: int) -> int:
-    return int(conn.execute(select(wallets.c.balance).where(wallets.c.subscriber_id == subscriber_id)).scalar() or 0)
-
-
 def _owned(request: Request, ctx: AppContext, token: str) -> Checkout:
     """The checkout ``token`` names, if the caller may see it (else 404, whether or not it exists)."""
     checkout = _billing(ctx).checkout(token) if len(token) <= 64 else None
@@ -73,7 +69,7 @@ def billing_page(request: Request, ctx: AppContext, me: Viewer, *, status: int =
     def read(conn: Connection) -> dict[str, Any]:
         return {
             "payments": list_payments(conn, subscriber_id=subscriber_id, limit=50),
-            "balance": _balance(conn, subscriber_id),
+            "balance": balance(conn, subscriber_id),
         }
 
     data = ctx.db.read_sync(read)
@@ -101,6 +97,20 @@ def billing_page(request: Request, ctx: AppContext, me: Viewer, *, status: int =
 @router.get("/dashboard/billing", response_class=HTMLResponse)
 def billing_overview(request: Request, ctx: Ctx, me: Me) -> HTMLResponse:
     return billing_page(request, ctx, me)
+
+
+@router.get("/dashboard/ledger.csv")
+def my_ledger(ctx: Ctx, me: Me) -> Response:
+    """The subscriber's own credit statement."""
+    from ...billing.credits import ledger_csv
+
+    assert me.subscriber is not None
+    text = ctx.db.read_sync(ledger_csv, me.subscriber.id, currency=ctx.settings.billing.currency)
+    return Response(
+        text,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="credits.csv"', "Cache-Control": "no-store"},
+    )
 
 
 @router.post("/billing/subscribe")
