@@ -149,3 +149,11 @@ def test_durations(text: str | int, seconds: float) -> None:
 def test_negative_duration_refused() -> None:
     with pytest.raises(ValueError):
         parse_duration(-1)
+
+
+def test_the_stripe_provider_needs_its_keys(tmp_path: Path, registry: Registry) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("billing:\n  provider: stripe\n  stripe:\n    secret_key: sk_test_x\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, registry=registry)
+    assert "billing" in str(caught.value) and "stripe.webhook_secret" in str(caught.value)

@@ -258,6 +258,18 @@ class BillingConfig(_Strict):
     credits: CreditsConfig = Field(default_factory=CreditsConfig)
     tips: TipsConfig = Field(default_factory=TipsConfig)
     dunning_email: bool = Field(default=True, description="email subscribers whose payment failed")
+
+    @model_validator(mode="after")
+    def _stripe_needs_keys(self) -> BillingConfig:
+        if self.provider == "stripe":
+            missing = [k for k in ("secret_key", "webhook_secret") if not getattr(self.stripe, k)]
+            if missing:
+                raise ValueError(
+                    f"provider stripe needs stripe.{' and stripe.'.join(missing)} "
+                    "(from the environment: secret_key: ${STRIPE_SECRET_KEY})"
+                )
+        return self
+
     manual_instructions: str = Field(
         default="Contact the operator to pay by bank transfer; your plan starts when the payment is recorded.",
         description="what the manual provider's checkout page tells payers",

@@ -84,9 +84,9 @@ def converge(
     if view.status in ENDED:
         if ours is not None:
             set_subscription_state(conn, ours.id, now, state="expired", ended_at=now)
-            if fallback is not None:
-                return start_subscription(conn, subscriber_id, fallback, now, origin="downgrade")
-            return None
+            current = None
+        if current is None and fallback is not None:  # whatever order the events came in
+            return start_subscription(conn, subscriber_id, fallback, now, origin="downgrade")
         return current
     if state is None:
         return current

@@ -230,6 +230,19 @@ class Billing:
         except Exception:
             log.exception("could not sync plans to %s; checkouts will retry", self.provider.name)
         renew = getattr(self.provider, "renew_due", None)
+        send = getattr(self.provider, "send_meter_event", None)
+        reporter = None
+        if send is not None:  # Stripe: API overage goes out as Billing meter events
+            from .metering import run_meter_reporter
+
+            reporter = asyncio.create_task(run_meter_reporter(self.db, send, every=every))
+        try:
+            await self._renewals(renew, every)
+        finally:
+            if reporter is not None:
+                reporter.cancel()
+
+    async def _renewals(self, renew: Any, every: float) -> None:
         while True:
             if renew is not None:
                 try:

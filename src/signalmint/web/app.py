@@ -98,9 +98,12 @@ class _Edge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # Stripe's events (an invoice with many lines) can outgrow what people post; they are
+        # signed, and the signature is checked before anything is parsed.
+        limit = MAX_PROVIDER_BODY if scope["path"] == "/billing/stripe/webhook" else self.max_bytes
         for name, value in scope.get("headers") or ():
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
-                response = JSONResponse({"detail": f"request body over {self.max_bytes} bytes"}, status_code=413)
+            if name == b"content-length" and (not value.isdigit() or int(value) > limit):
+                response = JSONResponse({"detail": f"request body over {limit} bytes"}, status_code=413)
                 await response(scope, receive, send)
                 return
         status = 500
@@ -112,8 +115,8 @@ class _Edge:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise HTTPException(413, f"request body over {self.max_bytes} bytes")
+                if seen > limit:
+                    raise HTTPException(413, f"request body over {limit} bytes")
             return message
 
         async def sending(message: Message) -> None:
@@ -173,7 +176,7 @@ def create_app(
         access=db.read_sync(AccessBook.load, [a.name for a in settings.automations]),
         meter=UsageMeter(db, meter_event=settings.billing.stripe.meter_event),
     )
-    ctx.billing = Billing(
+    ctx.billing = billing = Billing(
         settings,
         db,
         make_provider(settings, db),
@@ -189,7 +192,7 @@ def create_app(
         gc.collect()
         gc.freeze()
         housekeeping = asyncio.create_task(ctx.housekeeping())
-        billing_loop = asyncio.create_task(ctx.billing.run())
+        billing_loop = asyncio.create_task(billing.run())
         if engine is not None:
             await engine.start()
         try:
@@ -256,3 +259,4 @@ def create_app(
 
 
 MAX_BODY = 64 * 1024
+MAX_PROVIDER_BODY = 1024 * 1024
