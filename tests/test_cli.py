@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -124,6 +126,19 @@ def test_demo_process_serves_signals_from_both_automations(tmp_path: Path) -> No
                 "SYN001",
             }
             assert http.get("/").status_code == 200
+            admin = {"Authorization": f"Bearer {accounts['admin']}"}
+            mrr_before = _mrr(http, admin)
+            subscribe_in_test_mode(http, "visitor@example.com", "premium")
+            # at once: the visitor's plan is premium, real time (the live automation's fresh signals)
+            assert "Premium plan" in http.get("/dashboard").text
+            deadline = time.monotonic() + 10
+            fresh: list[Any] = []
+            while time.monotonic() < deadline and not fresh:
+                items = http.get("/api/v1/signals", params={"automation": "synthetic-volume"}).json()["items"]
+                fresh = [i for i in items if i["score"] is not None]
+                time.sleep(0.5)
+            assert fresh, "a premium subscriber sees the live automation unmasked, in real time"
+            assert _mrr(http, admin) == mrr_before + 2900  # and the operator's MRR moved
             assert "signalmint_signals_total" in http.get("/metrics").text
             health = http.get("/healthz").json()
             assert {a["name"] for a in health["automations"]} == {"us-stocks-volume", "synthetic-volume"}
@@ -136,3 +151,25 @@ def test_demo_process_serves_signals_from_both_automations(tmp_path: Path) -> No
     assert "Traceback" not in output
     assert f"http://127.0.0.1:{port}" in output
     assert "checkpoint saved" in output
+
+
+def _mrr(http: httpx.Client, admin: dict[str, str]) -> int:
+    body = http.get("/api/v1/admin/revenue", params={"months": 1}, headers=admin).json()
+    return int(next(r for r in body["period"]["total"] if r["currency"] == "usd")["mrr"])
+
+
+def subscribe_in_test_mode(http: httpx.Client, email: str, plan: str) -> None:
+    """A visitor signs up (demo mode shows the link), then pays for ``plan`` on the test-mode checkout."""
+    csrf = re.compile(r'name="csrf" value="([^"]+)"')
+    page = http.get("/signup", params={"plan": "free"})
+    answer = http.post("/signup", data={"email": email, "plan": "free", "csrf": csrf.findall(page.text)[0]})
+    link = re.search(r'href="https?://[^/"]+(/confirm\?token=[^"]+)"', answer.text)
+    assert link is not None, answer.text
+    assert http.get(link.group(1).replace("&amp;", "&")).status_code == 303  # signed in
+    billing = http.get("/dashboard/billing")
+    started = http.post("/billing/subscribe", data={"plan": plan, "csrf": csrf.findall(billing.text)[0]})
+    checkout = started.headers["location"]
+    page = http.get(checkout)
+    assert "TEST MODE" in page.text
+    paid = http.post(checkout, data={"action": "pay", "csrf": csrf.findall(page.text)[0]})
+    assert paid.status_code == 303 and "Thank you" in http.get(paid.headers["location"]).text
