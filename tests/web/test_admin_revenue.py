@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection
 
-from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig
+from signalmint.config import AutomationConfig, DetectorConfig, PlanConfig, PluginConfig
 from signalmint.store import Database
 from signalmint.store.accounts import ensure_subscriber, set_subscription_state, start_subscription
 from signalmint.store.plans import load_plans
@@ -197,6 +197,11 @@ def test_page_shows_the_portfolio(operator: TestClient) -> None:
     default = operator.get("/admin/revenue")
     assert default.status_code == 200 and 'href="/admin/revenue?months=12" aria-current="page"' in default.text
     assert 'href="/admin/revenue.csv"' in default.text
+    assert "Test mode" in html  # the default provider is local
+    payments_table = html.split('id="payments-title"', 1)[1]
+    assert payments_table.count("<tr data-payment=") == 2
+    assert "$5" in payments_table and "$0.30" in payments_table and "6.0%" in payments_table  # a tip's fee
+    assert "data-fee-warning" not in html  # 29 and 99 a month: fees are small
     bad = operator.get("/admin/revenue", params={"start": "nope"}, headers={"accept": "text/html"})
     assert bad.status_code == 422 and "is not a date" in bad.text
 
@@ -209,3 +214,12 @@ def test_months_period_ends_now_and_starts_on_the_first(app: FastAPI) -> None:
     assert (start.day, start.hour) == (1, 0) and (now.year * 12 + now.month) - (start.year * 12 + start.month) == 2
     assert abs((datetime.fromisoformat(body["end"]) - now).total_seconds()) < 60
     assert usd(body["period"]["total"])["mrr"] == 12800  # nothing changed since April 2024
+
+
+def test_the_page_warns_when_fees_eat_a_price_point(db: Database) -> None:
+    cheap = [PlanConfig(id="free"), PlanConfig(id="coffee", price=100)]
+    with client_for(make_app(db, plans=cheap)) as client:
+        admin_session(client)
+        html = client.get("/admin/revenue").text
+    assert html.count("data-fee-warning") == 1
+    assert "plan coffee ($1/mo): fees of $0.33 take 33.0%" in html and "prepaid credits" in html

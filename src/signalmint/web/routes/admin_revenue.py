@@ -240,6 +240,11 @@ def revenue_page(
 ) -> HTMLResponse:
     report = _report(ctx, months, start, end)
     shown = [i for i, f in enumerate(report.period.total) if i == 0 or not f.empty]
+    from ...billing.fees import price_warnings
+    from ...store.billing import list_payments
+
+    recent = ctx.db.read_sync(list_payments, limit=25)
+    warnings = price_warnings(ctx.access.current(), ctx.settings.billing.fees)
     params = {k: v for k, v in {"months": months, "start": start, "end": end}.items() if v}
     return render(
         request,
@@ -259,4 +264,7 @@ def revenue_page(
         csv_url="/admin/revenue.csv" + (f"?{urlencode(params)}" if params else ""),
         attribution=ATTRIBUTION,
         credit_money=_credit_money,
+        payments=recent,
+        fee_warnings=warnings,
+        test_mode=ctx.billing is not None and ctx.billing.test_mode,
     )
