@@ -1,14 +1,18 @@
-"""Which async HTTP client for the webhook fan-out: httpx.AsyncClient against aiohttp.ClientSession.
+"""Which async HTTP client for the webhook fan-out: httpx, aiohttp, and signalmint's own http1.
 
 A local sink (uvicorn with uvloop and httptools, one worker, in its own process so it does not
 share the client's event loop or GIL) answers ``200 {}`` to every POST. Each client sends
 ``--requests`` POSTs of a 1 KB JSON body with ``--concurrency`` in flight, over one pooled
-session whose connection limit equals the concurrency. Runs alternate between the clients
-and are repeated; medians are quoted.
+session whose connection limit equals the concurrency, on ``--loop`` (uvloop by default, as
+``signalmint run``). Besides requests/s, the client's CPU time per request is measured
+(``time.process_time`` of this process; the sink runs in its own). Runs alternate between
+the clients and are repeated; medians are quoted.
 
-    uv run python bench/http_clients.py [--requests 5000] [--concurrency 200] [--runs 3]
+    uv run python bench/http_clients.py [--requests 5000] [--concurrency 200] [--runs 3] [--loop uvloop]
 
-Last line: RESULT httpx_rps=... aiohttp_rps=... ratio=... (ratio = aiohttp / httpx)
+Last line: RESULT httpx_rps=... aiohttp_rps=... ratio=... http1_rps=... http1_vs_aiohttp=...
+aiohttp_cpu_us=... http1_cpu_us=... cpu_ratio=... (ratio = aiohttp / httpx; http1_vs_aiohttp =
+http1 / aiohttp requests/s; cpu_ratio = aiohttp / http1 CPU per request)
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 import httpx
+import uvloop
+
+from signalmint.delivery.http1 import Http1Pool, encode_request, request_head
+from signalmint.delivery.ssrf import check_url
 
 SINK = """
 async def app(scope, receive, send):
@@ -69,8 +77,8 @@ def start_sink(port: int) -> subprocess.Popen[bytes]:
             time.sleep(0.05)
 
 
-async def drive(post: Callable[[], Awaitable[int]], requests: int, concurrency: int) -> float:
-    """Send ``requests`` POSTs with ``concurrency`` workers; return requests per second."""
+async def drive(post: Callable[[], Awaitable[int]], requests: int, concurrency: int) -> tuple[float, float]:
+    """Send ``requests`` POSTs with ``concurrency`` workers; requests per second, CPU µs per request."""
     remaining = requests
     failures = 0
 
@@ -81,15 +89,15 @@ async def drive(post: Callable[[], Awaitable[int]], requests: int, concurrency: 
             if await post() != 200:
                 failures += 1
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     if failures:
         raise RuntimeError(f"{failures} requests failed")
-    return requests / elapsed
+    return requests / elapsed, cpu / requests * 1e6
 
 
-async def run_httpx(url: str, requests: int, concurrency: int) -> float:
+async def run_httpx(url: str, requests: int, concurrency: int) -> tuple[float, float]:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     headers = {"content-type": "application/json"}
     async with httpx.AsyncClient(limits=limits, timeout=30, follow_redirects=False) as client:
@@ -101,7 +109,7 @@ async def run_httpx(url: str, requests: int, concurrency: int) -> float:
         return await drive(post, requests, concurrency)
 
 
-async def run_aiohttp(url: str, requests: int, concurrency: int) -> float:
+async def run_aiohttp(url: str, requests: int, concurrency: int) -> tuple[float, float]:
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
     headers = {"content-type": "application/json"}
     timeout = aiohttp.ClientTimeout(total=30)
@@ -115,35 +123,66 @@ async def run_aiohttp(url: str, requests: int, concurrency: int) -> float:
         return await drive(post, requests, concurrency)
 
 
+async def run_http1(url: str, requests: int, concurrency: int) -> tuple[float, float]:
+    target = check_url(url, allow_loopback=True)
+    head = request_head(target, {"content-type": "application/json"})
+    async with Http1Pool(allow_loopback=True, limit=concurrency, timeout=30) as pool:
+
+        async def post() -> int:
+            response = await pool.request(target, encode_request(head, {}, BODY))
+            return response.status
+
+        return await drive(post, requests, concurrency)
+
+
+CLIENTS = {"httpx": run_httpx, "aiohttp": run_aiohttp, "http1": run_http1}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     args = parser.parse_args()
+    loop_factory = uvloop.new_event_loop if args.loop == "uvloop" else asyncio.new_event_loop
 
     port = free_port()
     sink = start_sink(port)
     url = f"http://127.0.0.1:{port}/hook"
-    results: dict[str, list[float]] = {"httpx": [], "aiohttp": []}
+    rps: dict[str, list[float]] = {name: [] for name in CLIENTS}
+    cpu: dict[str, list[float]] = {name: [] for name in CLIENTS}
     try:
         # One short warm-up each (imports, first connections), not counted.
-        asyncio.run(run_httpx(url, 500, args.concurrency))
-        asyncio.run(run_aiohttp(url, 500, args.concurrency))
+        for fn in CLIENTS.values():
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                runner.run(fn(url, 500, args.concurrency))
         for run in range(args.runs):
-            for name, fn in (("httpx", run_httpx), ("aiohttp", run_aiohttp)):
-                rps = asyncio.run(fn(url, args.requests, args.concurrency))
-                results[name].append(rps)
-                print(f"run {run + 1} {name:8s} {rps:9.0f} requests/s")
+            for name, fn in CLIENTS.items():
+                with asyncio.Runner(loop_factory=loop_factory) as runner:
+                    r, c = runner.run(fn(url, args.requests, args.concurrency))
+                rps[name].append(r)
+                cpu[name].append(c)
+                print(f"run {run + 1} {name:8s} {r:9.0f} requests/s {c:7.0f} µs CPU/request", flush=True)
     finally:
         sink.terminate()
         sink.wait(timeout=10)
 
-    httpx_rps = statistics.median(results["httpx"])
-    aiohttp_rps = statistics.median(results["aiohttp"])
-    print(f"httpx.AsyncClient      median {httpx_rps:9.0f} requests/s")
-    print(f"aiohttp.ClientSession  median {aiohttp_rps:9.0f} requests/s")
-    print(f"RESULT httpx_rps={httpx_rps:.0f} aiohttp_rps={aiohttp_rps:.0f} ratio={aiohttp_rps / httpx_rps:.2f}")
+    med = {name: statistics.median(values) for name, values in rps.items()}
+    med_cpu = {name: statistics.median(values) for name, values in cpu.items()}
+    for name, label in (
+        ("httpx", "httpx.AsyncClient"),
+        ("aiohttp", "aiohttp.ClientSession"),
+        ("http1", "http1.Http1Pool"),
+    ):
+        print(f"{label:22s} median {med[name]:9.0f} requests/s {med_cpu[name]:7.0f} µs CPU/request")
+    print(
+        f"RESULT httpx_rps={med['httpx']:.0f} aiohttp_rps={med['aiohttp']:.0f}"
+        f" ratio={med['aiohttp'] / med['httpx']:.2f}"
+        f" http1_rps={med['http1']:.0f} http1_vs_aiohttp={med['http1'] / med['aiohttp']:.2f}"
+        f" aiohttp_cpu_us={med_cpu['aiohttp']:.0f} http1_cpu_us={med_cpu['http1']:.0f}"
+        f" cpu_ratio={med_cpu['aiohttp'] / med_cpu['http1']:.2f}"
+    )
 
 
 if __name__ == "__main__":

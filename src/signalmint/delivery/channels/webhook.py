@@ -36,11 +36,12 @@ timeout, connection error   retryable (default timeout: 15 s for the whole excha
 refused by the SSRF guard   :class:`~signalmint.delivery.ssrf.UnsafeTarget` (permanent)
 ==========================  ==============================================================
 
-The HTTP client is aiohttp (``bench/http_clients.py`` measured it against httpx for this
-fan-out). The worker creates one session with :func:`make_http_session` and puts it in
-``ChannelContext.http``; that session dials only addresses the SSRF guard vetted at
-connection time (see :mod:`signalmint.delivery.ssrf`), follows no redirects, ignores proxy
-environment variables and keeps no cookies.
+The HTTP client is :class:`~signalmint.delivery.http1.Http1Pool`, a small keep-alive
+HTTP/1.1 client (``bench/http_clients.py`` measures it against aiohttp and httpx for this
+fan-out). The worker creates one pool with :func:`make_http_session` and puts it in
+``ChannelContext.http``; that pool dials only addresses the SSRF guard vetted (see
+:mod:`signalmint.delivery.ssrf`), follows no redirects, ignores proxy environment variables
+and keeps no cookies.
 """
 
 from __future__ import annotations
@@ -54,17 +55,16 @@ import re
 import secrets as _secrets
 import ssl
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Final
 
-import aiohttp
 import yarl
 
+from signalmint.delivery import http1
 from signalmint.delivery.channels.base import ChannelContext, Message, Receipt
-from signalmint.delivery.ssrf import ParsedTarget, Resolver, VettedResolver, check_url
+from signalmint.delivery.ssrf import ParsedTarget, Resolver, check_url
 from signalmint.errors import ConfigError, DeliveryError
 
 __all__ = [
@@ -82,9 +82,6 @@ DEFAULT_TIMEOUT: Final = 15.0
 USER_AGENT: Final = "signalmint-webhooks/1"
 SECRET_PREFIX: Final = "whsec_"
 PREFIX: Final = "webhook+"
-
-# Sessions made by make_http_session, with the loopback policy they enforce.
-_GUARDED: weakref.WeakKeyDictionary[aiohttp.ClientSession, bool] = weakref.WeakKeyDictionary()
 
 
 class EndpointGone(DeliveryError):
@@ -154,30 +151,23 @@ def make_http_session(
     limit_per_host: int = 0,
     ssl_context: ssl.SSLContext | None = None,
     resolver: Resolver | None = None,
-) -> aiohttp.ClientSession:
-    """The worker's HTTP session for webhooks; call inside a running event loop, close it on exit.
+) -> http1.Http1Pool:
+    """The worker's HTTP pool for webhooks; close it on exit (``await pool.close()``).
 
-    It enforces ``context.allow_loopback`` and uses ``resolver`` (default
-    ``context.resolver``, else the system's) through :class:`VettedResolver`, so every
-    address it connects to was vetted at connection time. ``limit`` caps connections in
-    flight (``limit_per_host=0``: no separate cap per host); ``ssl_context`` replaces the
-    default verified context (tests pass one trusting a local CA).
+    It enforces ``context.allow_loopback`` and resolves with ``resolver`` (default
+    ``context.resolver``, else the system's) through the SSRF guard, so every address it
+    connects to was vetted. ``limit`` caps connections (``limit_per_host=0``: no separate
+    cap per host); ``ssl_context`` replaces the default verified context (tests pass one
+    trusting a local CA).
     """
-    connector = aiohttp.TCPConnector(
-        resolver=VettedResolver(resolver=resolver or context.resolver, allow_loopback=context.allow_loopback),
+    return http1.Http1Pool(
+        resolver=resolver or context.resolver,
+        allow_loopback=context.allow_loopback,
+        ssl_context=ssl_context,
         limit=limit,
-        limit_per_host=limit_per_host,
-        ssl=ssl_context if ssl_context is not None else True,
+        limit_per_origin=limit_per_host,
+        timeout=timeout,
     )
-    session = aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=timeout),
-        trust_env=False,  # no proxies or .netrc from the environment
-        cookie_jar=aiohttp.DummyCookieJar(),  # endpoints never see each other's cookies
-        headers={"user-agent": USER_AGENT},
-    )
-    _GUARDED[session] = context.allow_loopback
-    return session
 
 
 def _json_default(value: object) -> str:
@@ -227,6 +217,8 @@ class WebhookChannel:
         self.secrets = tuple(secrets)
         self.timeout = timeout
         self._keys = tuple(_secret_key(s) for s in self.secrets)
+        self._head = http1.request_head(target, {"content-type": "application/json", "user-agent": USER_AGENT})
+        self._vetted: tuple[bool, ParsedTarget] | None = None  # (allow_loopback, check_url's answer)
 
     @classmethod
     def from_url(
@@ -241,13 +233,13 @@ class WebhookChannel:
         if not url.startswith(PREFIX):
             raise DeliveryError(f"a webhook URL starts with {PREFIX}https://", permanent=True)
         session = context.http
-        if session is not None and _GUARDED.get(session) is None:
+        if session is not None and not isinstance(session, http1.Http1Pool):
             raise ConfigError(
                 "the worker's HTTP session was not made by make_http_session(), so it has no SSRF guard",
                 key="ChannelContext.http",
                 hint="ctx.http = signalmint.delivery.channels.webhook.make_http_session(ctx)",
             )
-        if session is not None and _GUARDED[session] != context.allow_loopback:
+        if session is not None and session.allow_loopback != context.allow_loopback:
             raise ConfigError(
                 "the HTTP session and the channel context disagree on allow_loopback", key="ChannelContext.http"
             )
@@ -270,9 +262,12 @@ class WebhookChannel:
 
     async def send(self, message: Message) -> Receipt:
         """POST the message; a Receipt on 2xx, else DeliveryError (see the module docstring)."""
-        # Vet again at send time: the policy may have changed, and aiohttp does not pass IP
-        # literals through the resolver, so this is their only check at send time.
-        target = check_url(self.target.url, allow_loopback=self.context.allow_loopback)
+        # Vet again at send time: the policy may have changed since registration. check_url is
+        # a pure function of the URL and the policy, so its answer is kept per policy.
+        allow = self.context.allow_loopback
+        if self._vetted is None or self._vetted[0] != allow:
+            self._vetted = (allow, check_url(self.target.url, allow_loopback=allow))
+        target = self._vetted[1]
         if not self._keys:
             raise DeliveryError("the webhook endpoint has no signing secret", permanent=True)
         if not _HEADER_SAFE.fullmatch(message.idempotency_id):
@@ -280,41 +275,30 @@ class WebhookChannel:
         body = encode_body(message)
         timestamp = int(time.time())
         headers = {
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
             "webhook-id": message.idempotency_id,
             "webhook-timestamp": str(timestamp),
             "webhook-signature": sign(message.idempotency_id, timestamp, body, self._keys),
         }
+        request = http1.encode_request(self._head, headers, body)
         session = self.context.http
-        if session is None:  # one-off sends (a "send test event" button): a session of our own
+        if session is None:  # one-off sends (a "send test event" button): a pool of our own
             async with make_http_session(self.context, timeout=self.timeout) as own:
-                return await self._post(own, target, body, headers)
-        return await self._post(session, target, body, headers)
+                return await self._post(own, target, request)
+        return await self._post(session, target, request)
 
-    async def _post(
-        self, session: aiohttp.ClientSession, target: ParsedTarget, body: bytes, headers: dict[str, str]
-    ) -> Receipt:
+    async def _post(self, session: http1.Http1Pool, target: ParsedTarget, request: bytes) -> Receipt:
         where = f"webhook {target.host}"
         try:
-            async with session.post(
-                target.url,
-                data=body,
-                headers=headers,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-            ) as response:
-                status = response.status
-                if 200 <= status < 300:
-                    return Receipt(channel=self.scheme, at=datetime.now(UTC), provider_id=str(status), detail="")
-                snippet = (await response.content.read(300)).decode("utf-8", "replace")
-                return self._failure(where, status, response.headers, snippet)
-        except DeliveryError:
-            raise
-        except TimeoutError:
+            response = await session.request(target, request, timeout=self.timeout)
+        except http1.Timeout:
             raise DeliveryError(f"{where}: no answer within {self.timeout:g} s", permanent=False) from None
-        except aiohttp.ClientError as exc:
+        except http1.HttpError as exc:
             raise DeliveryError(f"{where}: {type(exc).__name__}: {exc}", permanent=False) from None
+        status = response.status
+        if 200 <= status < 300:
+            return Receipt(channel=self.scheme, at=datetime.now(UTC), provider_id=str(status), detail="")
+        snippet = response.body[:300].decode("utf-8", "replace")
+        return self._failure(where, status, response.headers, snippet)
 
     def _failure(self, where: str, status: int, headers: Mapping[str, str], snippet: str) -> Receipt:
         text = " ".join(snippet.split())[:200]
