@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -173,3 +174,22 @@ def subscribe_in_test_mode(http: httpx.Client, email: str, plan: str) -> None:
     assert "TEST MODE" in page.text
     paid = http.post(checkout, data={"action": "pay", "csrf": csrf.findall(page.text)[0]})
     assert paid.status_code == 303 and "Thank you" in http.get(paid.headers["location"]).text
+
+
+def test_a_worker_role_process_serves_no_web_port(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "signalmint.yaml"
+    config.write_text(f"database: sqlite:///{tmp_path / 'w.db'}\nweb: {{port: {port}}}\n")
+    command = [sys.executable, "-m", "signalmint.cli", "run", "-c", str(config), "--role", "worker", "--for", "4"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        while proc.poll() is None:  # for its whole life
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            time.sleep(0.2)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert "delivery worker" in output and "is running at" not in output

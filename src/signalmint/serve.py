@@ -205,6 +205,16 @@ def run_process(
         if prepare is not None:
             prepare(db)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(serve(settings, db, registry, run_for=run_for, exit_when_done=exit_when_done, on_ready=on_ready))
+            runner.run(
+                serve(
+                    settings,
+                    db,
+                    registry,
+                    run_for=run_for,
+                    exit_when_done=exit_when_done,
+                    on_ready=on_ready,
+                    roles=roles,
+                )
+            )
     finally:
         db.close()
