@@ -5,6 +5,14 @@ Runs inside the transaction that commits the signals (called from the engine's
 from :class:`~signalmint.access.Audience`, compiled from the store and refreshed every few
 seconds; the worker checks entitlement again when it sends, so a subscription that ends in
 between receives nothing.
+
+Noise control happens here too, as when a row may be sent and which message it joins
+(``group_key``; the worker sends every row of a group as one message):
+
+* grouping (``group_seconds`` = N): rows wait for the end of their N-second window, aligned on
+  the clock (a 30 s window ends at :00 and :30), and share ``g:{endpoint}:{window end}``;
+* quiet hours: rows wait for the end of the window; with ``quiet_mode`` ``digest`` they share
+  ``d:{endpoint}:{quiet end}`` (one digest per quiet window), with ``hold`` they go one by one.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -20,12 +28,49 @@ from sqlalchemy import Connection, select
 from ..access import Audience, quiet_until
 from ..records import Plan, Preferences, Signal, Subscriber, Subscription, to_datetime
 from ..store import list_automations
-from ..store.accounts import open_subscriptions
+from ..store.accounts import open_subscriptions, preferences_of
 from ..store.outbox import Endpoint, list_endpoints
 from ..store.plans import load_plans
 from ..store.tables import preferences, watchlist
 
-__all__ = ["FanOut"]
+__all__ = ["FanOut", "send_window"]
+
+
+def window_end(at: datetime, seconds: int) -> datetime:
+    """The end of the ``seconds``-long window ``at`` falls in: the first multiple of ``seconds``
+    since the epoch strictly after ``at``.
+
+    >>> window_end(datetime(2024, 1, 2, 14, 30, 10, tzinfo=UTC), 30)
+    datetime.datetime(2024, 1, 2, 14, 30, 30, tzinfo=datetime.timezone.utc)
+    >>> window_end(datetime(2024, 1, 2, 14, 30, 30, tzinfo=UTC), 30)
+    datetime.datetime(2024, 1, 2, 14, 31, tzinfo=datetime.timezone.utc)
+    """
+    whole = int(at.timestamp()) // seconds * seconds + seconds
+    return datetime.fromtimestamp(whole, UTC)
+
+
+def send_window(
+    deliver_at: datetime, now: datetime, endpoint_id: int, pref: Preferences | None, timezone: str
+) -> tuple[datetime, str | None]:
+    """When a delivery may be sent (``not_before``) and the group it joins (None: on its own).
+
+    >>> night = Preferences("webhook", quiet_start=22 * 60, quiet_end=7 * 60, quiet_mode="digest", group_seconds=60)
+    >>> send_window(datetime(2024, 1, 2, 23, 5, 10, tzinfo=UTC), datetime(2024, 1, 2, 23, 5, 10, tzinfo=UTC), 7,
+    ...             night, "UTC")
+    (datetime.datetime(2024, 1, 3, 7, 0, tzinfo=datetime.timezone.utc), 'd:7:1704265200')
+    >>> send_window(datetime(2024, 1, 2, 12, 5, 10, tzinfo=UTC), datetime(2024, 1, 2, 12, 5, 10, tzinfo=UTC), 7,
+    ...             night, "UTC")
+    (datetime.datetime(2024, 1, 2, 12, 6, tzinfo=datetime.timezone.utc), 'g:7:1704197160')
+    """
+    if pref is None:
+        return deliver_at, None
+    quiet = quiet_until(deliver_at, pref, timezone)
+    if quiet is not None:  # held until the quiet hours end: one by one, or all in one digest
+        return quiet, (f"d:{endpoint_id}:{int(quiet.timestamp())}" if pref.quiet_mode == "digest" else None)
+    if pref.group_seconds:
+        end = window_end(max(deliver_at, now), pref.group_seconds)
+        return end, f"g:{endpoint_id}:{int(end.timestamp())}"
+    return deliver_at, None
 
 
 class FanOut:
@@ -57,10 +102,7 @@ class FanOut:
         watch: dict[int, set[str]] = defaultdict(set)
         for subscriber_id, key in conn.execute(select(watchlist.c.subscriber_id, watchlist.c.key)):
             watch[subscriber_id].add(key)
-        self.prefs = {
-            (r.subscriber_id, r.channel): Preferences(r.channel, r.enabled, r.quiet_start, r.quiet_end, r.daily_budget)
-            for r in conn.execute(select(preferences))
-        }
+        self.prefs = {(r.subscriber_id, r.channel): preferences_of(r) for r in conn.execute(select(preferences))}
         rows = []
         for subscription, subscriber in open_subscriptions(conn):
             plan = plans.get((subscription.plan_id, subscription.plan_version))
@@ -90,17 +132,14 @@ class FanOut:
                     pref = self.prefs.get((subscriber.id, endpoint.channel))
                     if pref is not None and not pref.enabled:
                         continue
-                    not_before = deliver_at
-                    if pref is not None:
-                        quiet = quiet_until(deliver_at, pref, subscriber.timezone)
-                        if quiet is not None:
-                            not_before = quiet  # held until the quiet hours end
+                    not_before, group_key = send_window(deliver_at, now, endpoint.id, pref, subscriber.timezone)
                     out.append(
                         {
                             "signal_id": signal.id,
                             "endpoint_id": endpoint.id,
                             "subscriber_id": subscriber.id,
                             "not_before": not_before,
+                            "group_key": group_key,
                         }
                     )
         return out

@@ -7,6 +7,13 @@ concurrently, then record the outcomes (one transaction). Retries follow the Sta
 Webhooks schedule with jitter; after the last attempt a delivery is a dead letter with its
 reason. A killed worker's leases expire and its rows are sent again, with the same
 idempotency id.
+
+Rows that share a ``group_key`` (grouping, quiet-hours digests) become one message: each
+signal is checked for entitlement on its own (a row no longer entitled is skipped), the rest
+go out together (a webhook gets ``signal.group`` with a list of signals, people get
+:func:`~signalmint.delivery.render.group_text`) under :func:`group_message_id`, and the
+outcome is recorded on every row. A group counts as one alert against the daily budget. A
+group left with one signal is sent like any single signal.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import logging
 import os
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
@@ -40,6 +47,7 @@ from ..store.outbox import (
     Endpoint,
     Outcome,
     claim,
+    group_message_id,
     list_endpoints,
     record,
     sent_since_many,
@@ -49,7 +57,7 @@ from ..store.plans import load_plans
 from ..store.signals import row_to_signal
 from ..store.tables import signals as signals_table
 from .channels.base import Channel, ChannelContext, Message, Receipt
-from .render import chart_png, signal_text
+from .render import chart_png, group_text, signal_text
 
 __all__ = ["RETRY_SCHEDULE", "Worker", "backoff", "unsubscribe_token"]
 
@@ -157,8 +165,9 @@ class Worker:
         if not claimed:
             return 0
         batch = await self.db.read(self._load, claimed, now)
-        outcomes = await asyncio.gather(*(self._deliver(d, batch) for d in claimed))
-        await self.db.write(record, list(outcomes), self.clock(), self.owner)
+        results = await asyncio.gather(*(self._deliver(rows, batch) for rows in _messages(claimed)))
+        outcomes = [outcome for result in results for outcome in result]
+        await self.db.write(record, outcomes, self.clock(), self.owner)
         for endpoint_id, (status, reason) in self._endpoint_changes.items():
             await self.db.write(set_endpoint_status, endpoint_id, status, reason, self.clock())
             self._channels.pop(endpoint_id, None)
@@ -215,8 +224,17 @@ class Worker:
                 budget = [plan.alerts_per_day - sent_today.get(subscriber_id, 0)]
             views[subscriber_id] = (held, plan, budget)
         batch = _Batch(found, endpoints, views, {a.name: a.title for a in automations}, now)
-        readers = {d.signal_id for d in claimed if endpoints.get(d.endpoint_id) and
-                   endpoints[d.endpoint_id].channel in {"email", "telegram"}}  # fmt: skip
+        sizes: dict[str, int] = {}
+        for d in claimed:
+            if d.group_key is not None:
+                sizes[d.group_key] = sizes.get(d.group_key, 0) + 1
+        readers = {  # a group's message has no chart
+            d.signal_id
+            for d in claimed
+            if endpoints.get(d.endpoint_id)
+            and endpoints[d.endpoint_id].channel in {"email", "telegram"}
+            and sizes.get(d.group_key or "", 1) == 1
+        }
         windows = {a.name: int(a.detector_options.get("window", 30)) for a in automations}
         for signal_id in readers:  # ~25 ms each: once per signal, never per delivery
             signal = found.get(signal_id)
@@ -229,8 +247,8 @@ class Worker:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def _message(self, delivery: Delivery, batch: _Batch, now: datetime) -> Message | str:
-        """The message for a delivery, or why it is skipped."""
+    def _entitled(self, delivery: Delivery, batch: _Batch, now: datetime) -> tuple[Signal, frozenset[str]] | str:
+        """The signal and the fields its subscriber may not see, or why the delivery is skipped."""
         signal = batch.signals.get(delivery.signal_id)
         endpoint = batch.endpoints.get(delivery.endpoint_id)
         view = batch.views.get(delivery.subscriber_id)
@@ -240,31 +258,42 @@ class Worker:
             return f"the endpoint is {endpoint.status}"
         if view is None:
             return "the subscriber has no plan any more"
-        held, _plan, budget = view
+        held, _plan, _budget = view
         grant = held.get(signal.automation)
         hidden = grant.hidden_at(signal, now, endpoint.channel) if grant is not None else None
         if hidden is None:
             return "not entitled to this signal on this channel any more"
-        if budget is not None:
-            if budget[0] <= 0:
-                return "the daily alert budget is used up"
-            budget[0] -= 1
-        # One body per (signal, what is hidden): thousands of subscribers share a few views.
+        return signal, hidden
+
+    def _body(
+        self, signal: Signal, hidden: frozenset[str], batch: _Batch
+    ) -> tuple[dict[str, Any], dict[str, Any], bytes]:
+        """(masked signal, webhook payload, payload as JSON), once per (signal, what is hidden):
+        thousands of subscribers share a few views."""
         cache_key = (signal.id, hidden)
         cached = batch.bodies.get(cache_key)
         if cached is None:
             body = masked_json(signal_json(signal), hidden)
             payload = {"type": "signal.created", "version": 1, "timestamp": batch.at.isoformat(), "data": body}
-            encoded = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-            cached = batch.bodies[cache_key] = (body, payload, encoded)
-        body, payload, encoded = cached
-        unsubscribe = None
+            cached = batch.bodies[cache_key] = (body, payload, _encode(payload))
+        return cached
+
+    def _unsubscribe_url(self, endpoint: Endpoint) -> str | None:
+        if endpoint.channel != "email":
+            return None
+        token = unsubscribe_token(endpoint.id, self.pepper)
+        return f"{self.settings.base_url.rstrip('/')}/unsubscribe/{endpoint.id}/{token}"
+
+    def _message(
+        self, delivery: Delivery, signal: Signal, hidden: frozenset[str], batch: _Batch, now: datetime
+    ) -> Message:
+        """The message of one signal."""
+        endpoint = batch.endpoints[delivery.endpoint_id]
+        body, payload, encoded = self._body(signal, hidden, batch)
+        unsubscribe = self._unsubscribe_url(endpoint)
         subject, text, html = "", "", None
         chart = None
         if endpoint.channel in {"email", "telegram", "apprise"}:  # people read these: render them
-            if endpoint.channel == "email":
-                token = unsubscribe_token(endpoint.id, self.pepper)
-                unsubscribe = f"{self.settings.base_url.rstrip('/')}/unsubscribe/{endpoint.id}/{token}"
             if endpoint.channel in {"email", "telegram"} and not hidden & CHART_FIELDS:
                 chart = batch.charts.get(signal.id or 0)
             title = batch.titles.get(signal.automation, signal.automation)
@@ -286,12 +315,60 @@ class Worker:
             unsubscribe_url=unsubscribe,
         )
 
-    async def _deliver(self, delivery: Delivery, batch: _Batch) -> Outcome:
+    def _group_message(
+        self, group_key: str, endpoint: Endpoint, ready: Sequence[tuple[Signal, frozenset[str]]], batch: _Batch,
+        now: datetime,
+    ) -> Message:  # fmt: skip
+        """One message for several signals: ``signal.group`` for a webhook, a list for people."""
+        bodies = [self._body(signal, hidden, batch)[0] for signal, hidden in ready]
+        signal_ids = tuple(signal.id or 0 for signal, _ in ready)
+        data = {"reason": "digest" if group_key.startswith("d:") else "group", "count": len(bodies), "signals": bodies}
+        payload = {"type": "signal.group", "version": 1, "timestamp": batch.at.isoformat(), "data": data}
+        unsubscribe = self._unsubscribe_url(endpoint)
+        subject, text, html = f"{len(bodies)} signals", "", None
+        if endpoint.channel in {"email", "telegram", "apprise"}:
+            titles = list(dict.fromkeys(batch.titles.get(s.automation, s.automation) for s, _ in ready))
+            subject, text, html = group_text(
+                bodies, " · ".join(titles), base_url=self.settings.base_url, unsubscribe_url=unsubscribe
+            )
+        return Message(
+            idempotency_id=group_message_id(group_key, signal_ids),
+            subject=subject,
+            text=text,
+            html=html,
+            payload=payload,
+            body=_encode(payload),
+            created_at=now,
+            signal_ids=signal_ids,
+            unsubscribe_url=unsubscribe,
+        )
+
+    async def _deliver(self, rows: list[Delivery], batch: _Batch) -> list[Outcome]:
+        """Send one message (one row, or every row of a group); an outcome for each row."""
         now = self.clock()
-        message = self._message(delivery, batch, now)
-        if isinstance(message, str):
-            return Outcome(delivery.id, "skipped", error=message)
-        endpoint = batch.endpoints[delivery.endpoint_id]
+        outcomes: list[Outcome] = []
+        ready: list[tuple[Delivery, Signal, frozenset[str]]] = []
+        for delivery in rows:
+            entitled = self._entitled(delivery, batch, now)
+            if isinstance(entitled, str):
+                outcomes.append(Outcome(delivery.id, "skipped", error=entitled))
+            else:
+                ready.append((delivery, *entitled))
+        if not ready:
+            return outcomes
+        budget = batch.views[ready[0][0].subscriber_id][2]
+        if budget is not None:  # a message counts once, however many signals it carries
+            if budget[0] <= 0:
+                return outcomes + [
+                    Outcome(d.id, "skipped", error="the daily alert budget is used up") for d, *_ in ready
+                ]
+            budget[0] -= 1
+        endpoint = batch.endpoints[ready[0][0].endpoint_id]
+        group_key = ready[0][0].group_key
+        if len(ready) == 1 or group_key is None:
+            message = self._message(*ready[0], batch, now)
+        else:
+            message = self._group_message(group_key, endpoint, [(s, h) for _, s, h in ready], batch, now)
         try:
             channel = self._channels.get(endpoint.id)
             if channel is None:
@@ -300,13 +377,17 @@ class Worker:
                 receipt: Receipt = await channel.send(message)
         except DeliveryError as exc:
             self.failed += 1
-            return self._failure(delivery, endpoint, exc)
+            return outcomes + [self._failure(d, endpoint, exc) for d, *_ in ready]
         except Exception as exc:  # a channel bug must not lose the delivery: retry it
             log.exception("channel %s crashed", endpoint.channel)
             self.failed += 1
-            return self._failure(delivery, endpoint, DeliveryError(f"{type(exc).__name__}: {exc}"))
-        self.sent += 1
-        return Outcome(delivery.id, "sent", receipt=_receipt_json(receipt))
+            crashed = DeliveryError(f"{type(exc).__name__}: {exc}")
+            return outcomes + [self._failure(d, endpoint, crashed) for d, *_ in ready]
+        self.sent += len(ready)
+        stored = _receipt_json(receipt)
+        if len(ready) > 1:  # which message the row went out in
+            stored["message"] = message.idempotency_id
+        return outcomes + [Outcome(d.id, "sent", receipt=stored) for d, *_ in ready]
 
     def _failure(self, delivery: Delivery, endpoint: Endpoint, exc: DeliveryError) -> Outcome:
         if getattr(exc, "disable_endpoint", False):
@@ -319,6 +400,31 @@ class Worker:
         if wait is None:
             return Outcome(delivery.id, "dead", error=f"gave up after {delivery.attempts} attempts: {exc}")
         return Outcome(delivery.id, "pending", error=str(exc), next_attempt_at=self.clock() + timedelta(seconds=wait))
+
+
+def _messages(claimed: list[Delivery]) -> list[list[Delivery]]:
+    """Claimed rows by the message they go out in: each row alone, the rows of a group together.
+
+    >>> at = datetime(2024, 1, 2, tzinfo=UTC)
+    >>> rows = [Delivery(i, i, 1, 1, f"m{i}", "sending", at, at, 1, group_key=g)
+    ...         for i, g in enumerate([None, "g:1:60", None, "g:1:60"])]
+    >>> [[d.id for d in message] for message in _messages(rows)]
+    [[0], [1, 3], [2]]
+    """
+    out: list[list[Delivery]] = []
+    groups: dict[str, list[Delivery]] = {}
+    for delivery in claimed:
+        if delivery.group_key is None:
+            out.append([delivery])
+        elif delivery.group_key in groups:
+            groups[delivery.group_key].append(delivery)
+        else:
+            out.append(groups.setdefault(delivery.group_key, [delivery]))
+    return out
+
+
+def _encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def _receipt_json(receipt: Receipt) -> dict[str, Any]:

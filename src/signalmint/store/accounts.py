@@ -24,6 +24,7 @@ __all__ = [
     "get_watchlist",
     "list_subscribers",
     "normalize_email",
+    "preferences_of",
     "record_history",
     "set_preference",
     "set_subscription_state",
@@ -250,7 +251,13 @@ def set_watchlist(conn: Connection, subscriber_id: int, keys: Iterable[str], now
 
 def get_preferences(conn: Connection, subscriber_id: int) -> dict[str, Preferences]:
     rows = conn.execute(select(preferences).where(preferences.c.subscriber_id == subscriber_id))
-    return {r.channel: Preferences(r.channel, r.enabled, r.quiet_start, r.quiet_end, r.daily_budget) for r in rows}
+    return {r.channel: preferences_of(r) for r in rows}
+
+
+def preferences_of(r: Any) -> Preferences:
+    """A ``preferences`` row as a record."""
+    mode, group = r.quiet_mode or "hold", r.group_seconds or None
+    return Preferences(r.channel, r.enabled, r.quiet_start, r.quiet_end, r.daily_budget, mode, group)
 
 
 def set_preference(conn: Connection, subscriber_id: int, prefs: Preferences) -> None:
@@ -259,6 +266,8 @@ def set_preference(conn: Connection, subscriber_id: int, prefs: Preferences) -> 
         "quiet_start": prefs.quiet_start,
         "quiet_end": prefs.quiet_end,
         "daily_budget": prefs.daily_budget,
+        "quiet_mode": prefs.quiet_mode,
+        "group_seconds": prefs.group_seconds or None,
     }
     done = conn.execute(
         update(preferences)

@@ -5,6 +5,13 @@ signal. Workers claim due rows with a lease (``FOR UPDATE SKIP LOCKED`` on Postg
 several worker processes share the queue; SQLite's single writer serializes claims), send
 outside any transaction, and record the outcome. A lease that expires (a worker killed
 mid-send) returns its rows to the queue; they are sent again with the same idempotency id.
+
+Rows that share a ``group_key`` (grouping, quiet-hours digests: see
+:mod:`signalmint.delivery.fanout`) go out as one message. They are first tried a short
+:data:`SETTLE` after their window ends (``not_before``), so rows of the same window committed
+a moment late are in, and a group is claimed whole: one worker leases every row of it, and a lease that expires
+returns them all. On PostgreSQL a transaction-scoped advisory lock per group key keeps two
+workers from taking parts of one group at the same time: only the holder locks its rows.
 """
 
 from __future__ import annotations
@@ -15,11 +22,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, literal_column, or_, select, update
 
 from .tables import deliveries, endpoints
 
 __all__ = [
+    "MAX_GROUPS",
+    "SETTLE",
     "Delivery",
     "Endpoint",
     "Outcome",
@@ -27,6 +36,7 @@ __all__ = [
     "claim",
     "counts_by_status",
     "enqueue",
+    "group_message_id",
     "idempotency_id",
     "list_deliveries",
     "list_endpoints",
@@ -43,6 +53,29 @@ def idempotency_id(signal_id: int, endpoint_id: int) -> str:
     True
     """
     return "msg_" + hashlib.sha256(f"{signal_id}:{endpoint_id}".encode()).hexdigest()[:24]
+
+
+def group_message_id(group_key: str, signal_ids: Iterable[int]) -> str:
+    """The idempotency id of one grouped message: the same on every attempt of the same group.
+
+    It names the signals too: a row of the window committed after its group went out is sent
+    on its own later, and must not carry an id the receiver already saw (and would drop).
+
+    >>> group_message_id("g:7:1704197160", [3, 1]) == group_message_id("g:7:1704197160", [1, 3])
+    True
+    >>> group_message_id("g:7:1704197160", [1, 3]) != group_message_id("g:7:1704197160", [1, 3, 4])
+    True
+    """
+    members = ",".join(str(i) for i in sorted(set(signal_ids)))
+    return "grp_" + hashlib.sha256(f"{group_key}|{members}".encode()).hexdigest()[:24]
+
+
+#: How long after its window ends a group is claimed: rows of the window committed a moment late join it.
+SETTLE = timedelta(seconds=2)
+#: Groups one claim takes at most (each holds a PostgreSQL advisory lock while it is claimed).
+MAX_GROUPS = 200
+#: First key of the PostgreSQL advisory locks that guard groups while they are claimed ("SM").
+_GROUP_LOCKS = "21325"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +104,7 @@ class Delivery:
     receipt: dict[str, Any] | None = None
     created_at: datetime | None = None
     sent_at: datetime | None = None
+    group_key: str | None = None  # rows sharing one go out as one message
 
 
 def _endpoint(r: Any) -> Endpoint:
@@ -80,7 +114,7 @@ def _endpoint(r: Any) -> Endpoint:
 def _delivery(r: Any) -> Delivery:
     return Delivery(
         r.id, r.signal_id, r.endpoint_id, r.subscriber_id, r.idempotency_id, r.status, r.not_before,
-        r.next_attempt_at, r.attempts, r.last_error, r.receipt, r.created_at, r.sent_at,
+        r.next_attempt_at, r.attempts, r.last_error, r.receipt, r.created_at, r.sent_at, r.group_key,
     )  # fmt: skip
 
 
@@ -128,13 +162,16 @@ def set_endpoint_status(
 
 
 def enqueue(conn: Connection, rows: Iterable[dict[str, Any]], now: datetime) -> int:
-    """Insert delivery rows (signal_id, endpoint_id, subscriber_id, not_before); duplicates are skipped."""
+    """Insert delivery rows (signal_id, endpoint_id, subscriber_id, not_before and optionally
+    group_key); duplicates are skipped."""
     values = [
         {
             **row,
+            "group_key": row.get("group_key"),
             "idempotency_id": idempotency_id(row["signal_id"], row["endpoint_id"]),
             "status": "pending",
-            "next_attempt_at": row["not_before"],
+            # a group is first tried a moment after its window ends, so rows committed late are in
+            "next_attempt_at": row["not_before"] + (SETTLE if row.get("group_key") else timedelta(0)),
             "attempts": 0,
             "created_at": now,
         }
@@ -152,23 +189,53 @@ def enqueue(conn: Connection, rows: Iterable[dict[str, Any]], now: datetime) -> 
 
 
 def claim(conn: Connection, owner: str, now: datetime, *, lease: timedelta, limit: int) -> list[Delivery]:
-    """Lease up to ``limit`` due deliveries (pending and due, or whose lease expired) to ``owner``."""
-    due = or_(
-        and_(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now),
-        and_(deliveries.c.status == "sending", deliveries.c.lease_until < now),
-    )
-    pick = select(deliveries.c.id).where(due).order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(limit)
-    if conn.dialect.name == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
-    ids = list(conn.execute(pick).scalars())
+    """Lease due deliveries (pending and due, or whose lease expired) to ``owner``.
+
+    About ``limit`` rows, earliest first: single rows, and whole groups (a group is never
+    split, so one may carry the batch past ``limit``).
+    """
+    c = deliveries.c
+    postgres = conn.dialect.name == "postgresql"
+    expired = and_(c.status == "sending", c.lease_until < now)
+    due = or_(and_(c.status == "pending", c.next_attempt_at <= now), expired)
+    ids: set[int] = set()
+    wanted: list[str] = []
+    if not postgres:  # one writer at a time: the earliest due rows, and the groups among them
+        pick = select(c.id).where(due).order_by(c.next_attempt_at, c.id).limit(limit)
+        ids.update(conn.execute(pick).scalars())
+        keys = select(c.group_key).distinct().where(c.id.in_(ids), c.group_key.is_not(None))
+        wanted = list(conn.execute(keys).scalars()) if ids else []
+    else:  # single rows other workers hold are skipped; groups are taken whole, earliest first
+        pick = select(c.id, c.next_attempt_at).where(due, c.group_key.is_(None))
+        pick = pick.order_by(c.next_attempt_at, c.id).limit(limit).with_for_update(skip_locked=True)
+        singles = [(r.next_attempt_at, 1, r.id) for r in conn.execute(pick)]
+        first = func.min(c.next_attempt_at)
+        candidates = select(c.group_key, first, func.count()).where(due, c.group_key.is_not(None))
+        candidates = candidates.group_by(c.group_key).order_by(first).limit(min(limit, MAX_GROUPS))
+        groups = [(at, count, key) for key, at, count in conn.execute(candidates)]
+        taken = 0
+        for _at, count, item in sorted([*singles, *groups], key=lambda x: (x[0], str(x[2]))):
+            if taken >= limit:
+                break
+            taken += count
+            if isinstance(item, str):
+                wanted.append(item)
+            else:
+                ids.add(item)
+    if wanted and postgres:  # a group another worker is claiming right now is left to it
+        lock = func.pg_try_advisory_xact_lock(literal_column(_GROUP_LOCKS), func.hashtext(c.group_key))
+        wanted = list(conn.execute(select(c.group_key).distinct().where(c.group_key.in_(wanted), lock)).scalars())
+    if wanted:  # every row of each group (only one transaction at a time locks a group's rows)
+        rest = select(c.id).where(c.group_key.in_(wanted), or_(c.status == "pending", expired))
+        ids.update(conn.execute(rest.with_for_update() if postgres else rest).scalars())
     if not ids:
         return []
     conn.execute(
         update(deliveries)
-        .where(deliveries.c.id.in_(ids))
-        .values(status="sending", lease_until=now + lease, lease_owner=owner, attempts=deliveries.c.attempts + 1)
+        .where(c.id.in_(sorted(ids)))
+        .values(status="sending", lease_until=now + lease, lease_owner=owner, attempts=c.attempts + 1)
     )
-    rows = conn.execute(select(deliveries).where(deliveries.c.id.in_(ids)).order_by(deliveries.c.id))
+    rows = conn.execute(select(deliveries).where(c.id.in_(sorted(ids))).order_by(c.id))
     return [_delivery(r) for r in rows]
 
 
@@ -249,9 +316,13 @@ def counts_by_status(conn: Connection) -> dict[str, int]:
     return {status: int(count) for status, count in rows}
 
 
+#: Messages among sent rows: a group's rows count once, every other row once.
+_MESSAGES = func.count(func.distinct(deliveries.c.group_key)) + func.count() - func.count(deliveries.c.group_key)
+
+
 def sent_since(conn: Connection, subscriber_id: int, since: datetime) -> int:
-    """Deliveries sent to a subscriber since ``since`` (the daily alert budget)."""
-    query = select(func.count()).where(
+    """Messages sent to a subscriber since ``since`` (the daily alert budget); a group is one."""
+    query = select(_MESSAGES).where(
         deliveries.c.subscriber_id == subscriber_id, deliveries.c.status == "sent", deliveries.c.sent_at >= since
     )
     return int(conn.execute(query).scalar_one())
@@ -259,7 +330,7 @@ def sent_since(conn: Connection, subscriber_id: int, since: datetime) -> int:
 
 def sent_since_many(conn: Connection, subscriber_ids: Sequence[int], since: datetime) -> dict[int, int]:
     query = (
-        select(deliveries.c.subscriber_id, func.count())
+        select(deliveries.c.subscriber_id, _MESSAGES)
         .where(
             deliveries.c.subscriber_id.in_(list(subscriber_ids)),
             deliveries.c.status == "sent",

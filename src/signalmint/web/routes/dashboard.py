@@ -212,7 +212,10 @@ async def save_watchlist(request: Request, ctx: Ctx, me: Me) -> Response:
 
 @router.post("/dashboard/preferences", response_class=HTMLResponse)
 async def save_preferences(request: Request, ctx: Ctx, me: Me) -> Response:
-    form = await read_form(request, "channel", "enabled", "quiet_start", "quiet_end", "daily_budget", "csrf")
+    from .dashboard_delivery import noise_choice  # that module imports this one
+
+    names = ("channel", "enabled", "quiet_start", "quiet_end", "daily_budget", "quiet_mode", "group_seconds", "csrf")
+    form = await read_form(request, *names)
     check_csrf(me, ctx, form["csrf"])
     assert me.subscriber is not None
     channel = form["channel"]
@@ -227,6 +230,7 @@ async def save_preferences(request: Request, ctx: Ctx, me: Me) -> Response:
         budget = form["daily_budget"].strip()
         if budget and not (budget.isdigit() and int(budget) <= 10_000):
             raise ValueError("The daily budget is a whole number of alerts from 0 to 10,000, or empty for no limit.")
+        quiet_mode, group_seconds = noise_choice(form["quiet_mode"], form["group_seconds"])
     except ValueError as exc:
         return _page(request, ctx, me, status=400, errors={channel: str(exc)}, values={channel: form})
     prefs = Preferences(
@@ -235,6 +239,8 @@ async def save_preferences(request: Request, ctx: Ctx, me: Me) -> Response:
         quiet_start=start,
         quiet_end=end,
         daily_budget=int(budget) if budget else None,
+        quiet_mode=quiet_mode,
+        group_seconds=group_seconds,
     )
     await ctx.db.write(set_preference, me.subscriber.id, prefs)
     ctx.viewers.forget_subscriber(me.subscriber.id)

@@ -5,6 +5,10 @@ private addresses and gets its signing secret (shown once) exactly as over the A
 test event, the Telegram link and the feed's new address come from the same functions. Every
 form carries the session's CSRF token, and an endpoint id is looked up among the caller's own
 endpoints only: someone else's is a 404, like an id that does not exist.
+
+The noise choices of each channel (grouping alerts, and whether quiet hours hold alerts or
+gather them in one digest) are offered here in :data:`GROUP_CHOICES` and :data:`QUIET_MODES`,
+shown in the notifications form and read by :func:`noise_choice`.
 """
 
 from __future__ import annotations
@@ -27,7 +31,17 @@ from . import endpoints as api
 from .account import check_csrf, read_form, redirect, render, throttle
 from .dashboard import Me, _page
 
-__all__ = ["EndpointRow", "delivery_context", "endpoint_row", "explain", "redact", "router"]
+__all__ = [
+    "GROUP_CHOICES",
+    "QUIET_MODES",
+    "EndpointRow",
+    "delivery_context",
+    "endpoint_row",
+    "explain",
+    "noise_choice",
+    "redact",
+    "router",
+]
 
 router = APIRouter(include_in_schema=False)
 Ctx = Annotated[AppContext, Depends(get_ctx)]
@@ -39,6 +53,32 @@ REMOVED = "removed by the subscriber"  # what the API's DELETE writes: such endp
 PAUSED_BY_YOU = "paused by you"
 LOG_ROWS = 100
 HERE = "/dashboard?saved={}#delivery"
+#: Grouping windows a subscriber can pick (seconds; 0: every alert on its own).
+GROUP_CHOICES: tuple[tuple[int, str], ...] = ((0, "Off"), (30, "30 s"), (60, "1 min"), (300, "5 min"), (900, "15 min"))
+#: What quiet hours do to the alerts that fall in them.
+QUIET_MODES: tuple[tuple[str, str], ...] = (("hold", "Hold each alert until they end"),
+                                            ("digest", "Send one digest when they end"))  # fmt: skip
+
+
+def noise_choice(quiet_mode: str, group_seconds: str) -> tuple[str, int | None]:
+    """The quiet mode and grouping window a preferences form asks for ("" means the default).
+
+    >>> noise_choice("digest", "300"), noise_choice("", "")
+    (('digest', 300), ('hold', None))
+    >>> noise_choice("hold", "45")
+    Traceback (most recent call last):
+    ...
+    ValueError: Group alerts over 30 s, 1 min, 5 min or 15 min, or leave grouping off.
+    """
+    mode = quiet_mode.strip() or "hold"
+    if mode not in dict(QUIET_MODES):
+        raise ValueError("During quiet hours, alerts are either held one by one or sent as one digest.")
+    raw = group_seconds.strip() or "0"
+    allowed = dict(GROUP_CHOICES)
+    if not (raw.isdigit() and int(raw) in allowed):
+        windows = [label for seconds, label in GROUP_CHOICES if seconds]
+        raise ValueError(f"Group alerts over {', '.join(windows[:-1])} or {windows[-1]}, or leave grouping off.")
+    return mode, int(raw) or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +205,8 @@ def delivery_context(ctx: AppContext, viewer: Viewer) -> dict[str, Any]:
         "add_channels": [c for c in ("webhook", "apprise") if c in channels],
         "telegram_ready": bool(telegram.bot and telegram.token) and "telegram" in channels,
         "feed_url": api.feed_url(ctx, viewer)["url"] if "rss" in channels else None,
+        "group_choices": GROUP_CHOICES,
+        "quiet_modes": QUIET_MODES,
     }
 
 
