@@ -378,6 +378,44 @@ def test_a_group_counts_once_against_the_daily_budget(outbox: Grouping) -> None:
     assert "budget" in (skipped.last_error or "")
 
 
+def test_the_subscribers_own_daily_budget_caps_that_channel(outbox: Grouping) -> None:
+    outbox.use_plans(PlanConfig(id="open", price=900, channels=["web", "webhook"]))
+    outbox.subscriber("ann", "open")
+    outbox.prefer("ann", daily_budget=2)
+    t0 = next_window(30)
+    outbox.commit_at(t0, "AAPL", "MSFT", "TSLA")  # three separate messages: the third is over her budget
+    assert outbox.run(t0 + timedelta(seconds=1)) == 3
+    assert len(outbox.sink.wait_for(2)) == 2
+    time.sleep(0.2)
+    assert len(outbox.sink.requests) == 2
+    (skipped,) = outbox.db.read_sync(list_deliveries, status="skipped")
+    assert "daily webhook budget" in (skipped.last_error or "")
+
+
+def test_a_pay_per_alert_plan_charges_credits_once_per_alert(outbox: Grouping) -> None:
+    from signalmint.billing.credits import balance, credit
+
+    outbox.use_plans(PlanConfig(id="metered", channels=["web", "webhook"], alert_price=20_000))  # 2 cents an alert
+    outbox.subscriber("bo", "metered")
+    outbox.db.write_sync(credit, outbox.ids["bo"], 50_000, "grant", None, outbox.now)  # enough for two
+    t0 = next_window(30)
+    outbox.commit_at(t0, "AAPL", "MSFT", "TSLA")
+    assert outbox.run(t0 + timedelta(seconds=1)) == 3
+    assert len(outbox.sink.wait_for(2)) == 2
+    assert outbox.db.read_sync(balance, outbox.ids["bo"]) == 10_000
+    (skipped,) = outbox.db.read_sync(list_deliveries, status="skipped")
+    assert "credits" in (skipped.last_error or "")
+    # a group is paid per alert, all or nothing: two alerts cost 40,000 and only 10,000 is left
+    outbox.prefer("bo", group_seconds=30)
+    t1 = next_window(30, after=35.0)
+    outbox.commit_at(t1, "NVDA", "AMZN")
+    rows = [r for r in outbox.db.read_sync(list_deliveries) if r.group_key]
+    (ends,) = {r.not_before for r in rows}
+    assert outbox.run(ends + SETTLE) == 2
+    assert outbox.db.read_sync(balance, outbox.ids["bo"]) == 10_000
+    assert outbox.db.read_sync(counts_by_status) == {"sent": 2, "skipped": 3}
+
+
 def test_a_signal_no_longer_entitled_is_dropped_from_its_group(outbox: Grouping) -> None:
     late = PlanConfig(id="late", delay="15m", watchlist=3, masked_fields=NUMBERS, channels=["web", "webhook"])
     outbox.use_plans(late)

@@ -125,8 +125,11 @@ class FanOut:
             decided = self.audience.decide(signal, now)
             for row, at in zip(decided.row.tolist(), decided.deliver_at, strict=True):
                 _subscription, plan, subscriber, _ = self.rows[row]
+                endpoints = self.endpoints.get(subscriber.id)
+                if not endpoints:  # (a refresh leaves these out; converting the time is the costly part)
+                    continue
                 deliver_at = to_datetime(at)
-                for endpoint in self.endpoints.get(subscriber.id, ()):
+                for endpoint in endpoints:
                     if endpoint.channel not in plan.channels:
                         continue
                     pref = self.prefs.get((subscriber.id, endpoint.channel))

@@ -50,11 +50,13 @@ from ..store.outbox import (
     group_message_id,
     list_endpoints,
     record,
+    sent_since_by_channel,
     sent_since_many,
     set_endpoint_status,
 )
 from ..store.plans import load_plans
 from ..store.signals import row_to_signal
+from ..store.tables import preferences
 from ..store.tables import signals as signals_table
 from .channels.base import Channel, ChannelContext, Message, Receipt
 from .render import chart_png, group_text, signal_text
@@ -115,6 +117,10 @@ def default_channel_factory(endpoint: Endpoint, context: ChannelContext) -> Chan
     raise DeliveryError(f"no channel for {endpoint.channel!r}", permanent=True)
 
 
+class _Unpaid(Exception):
+    """A pay-per-alert message the subscriber's credits cannot pay."""
+
+
 @dataclass
 class _Batch:
     signals: dict[int, Signal]
@@ -122,6 +128,7 @@ class _Batch:
     views: dict[int, Any]  # subscriber id -> (grants, plan, budget) or None (no plan)
     titles: dict[str, str]
     at: datetime
+    own_budgets: dict[tuple[int, str], list[int]] = field(default_factory=dict)  # (subscriber, channel) -> left
     bodies: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], bytes]] = field(default_factory=dict)
     charts: dict[int, bytes] = field(default_factory=dict)  # one PNG per signal, for the people-read channels
 
@@ -224,6 +231,17 @@ class Worker:
                 budget = [plan.alerts_per_day - sent_today.get(subscriber_id, 0)]
             views[subscriber_id] = (held, plan, budget)
         batch = _Batch(found, endpoints, views, {a.name: a.title for a in automations}, now)
+        own = {  # the subscriber's own daily budget, per channel (on top of the plan's)
+            (r.subscriber_id, r.channel): r.daily_budget
+            for r in conn.execute(
+                select(preferences.c.subscriber_id, preferences.c.channel, preferences.c.daily_budget).where(
+                    preferences.c.subscriber_id.in_(subscriber_ids), preferences.c.daily_budget.is_not(None)
+                )
+            )
+        }
+        if own:
+            sent = sent_since_by_channel(conn, sorted({sid for sid, _ in own}), day)
+            batch.own_budgets = {key: [limit - sent.get(key, 0)] for key, limit in own.items()}
         sizes: dict[str, int] = {}
         for d in claimed:
             if d.group_key is not None:
@@ -357,13 +375,26 @@ class Worker:
         if not ready:
             return outcomes
         budget = batch.views[ready[0][0].subscriber_id][2]
-        if budget is not None:  # a message counts once, however many signals it carries
-            if budget[0] <= 0:
-                return outcomes + [
-                    Outcome(d.id, "skipped", error="the daily alert budget is used up") for d, *_ in ready
-                ]
-            budget[0] -= 1
+        if budget is not None and budget[0] <= 0:  # a message counts once, however many signals it carries
+            return outcomes + [Outcome(d.id, "skipped", error="the daily alert budget is used up") for d, *_ in ready]
         endpoint = batch.endpoints[ready[0][0].endpoint_id]
+        own = batch.own_budgets.get((ready[0][0].subscriber_id, endpoint.channel))
+        if own is not None and own[0] <= 0:
+            return outcomes + [
+                Outcome(d.id, "skipped", error=f"the subscriber's daily {endpoint.channel} budget is used up")
+                for d, *_ in ready
+            ]
+        counters = [c for c in (budget, own) if c is not None]
+        for counter in counters:  # taken before any await, so concurrent messages cannot overspend
+            counter[0] -= 1
+        plan = batch.views[ready[0][0].subscriber_id][1]
+        if plan.alert_price > 0 and not await self._pay([d.id for d, *_ in ready], ready[0][0].subscriber_id, plan):
+            for counter in counters:
+                counter[0] += 1
+            return outcomes + [
+                Outcome(d.id, "skipped", error="not enough credits for this pay-per-alert plan: top up")
+                for d, *_ in ready
+            ]
         group_key = ready[0][0].group_key
         if len(ready) == 1 or group_key is None:
             message = self._message(*ready[0], batch, now)
@@ -388,6 +419,24 @@ class Worker:
         if len(ready) > 1:  # which message the row went out in
             stored["message"] = message.idempotency_id
         return outcomes + [Outcome(d.id, "sent", receipt=stored) for d, *_ in ready]
+
+    async def _pay(self, delivery_ids: list[int], subscriber_id: int, plan: Any) -> bool:
+        """Debit the plan's ``alert_price`` per alert from the subscriber's credits, all or none.
+
+        Each charge is named by its delivery, so a retried delivery is never charged twice.
+        """
+        from ..billing.credits import charge_alert
+
+        def charge(conn: Connection) -> None:
+            for delivery_id in delivery_ids:
+                if not charge_alert(conn, subscriber_id, delivery_id, plan.alert_price, self.clock()):
+                    raise _Unpaid  # roll back the charges of this message's other alerts
+
+        try:
+            await self.db.write(charge)
+        except _Unpaid:
+            return False
+        return True
 
     def _failure(self, delivery: Delivery, endpoint: Endpoint, exc: DeliveryError) -> Outcome:
         if getattr(exc, "disable_endpoint", False):

@@ -339,3 +339,20 @@ def sent_since_many(conn: Connection, subscriber_ids: Sequence[int], since: date
         .group_by(deliveries.c.subscriber_id)
     )
     return {sid: int(n) for sid, n in conn.execute(query)}
+
+
+def sent_since_by_channel(
+    conn: Connection, subscriber_ids: Sequence[int], since: datetime
+) -> dict[tuple[int, str], int]:
+    """Messages sent per (subscriber, channel) since ``since`` (a subscriber's own daily budget)."""
+    query = (
+        select(deliveries.c.subscriber_id, endpoints.c.channel, _MESSAGES)
+        .join(endpoints, endpoints.c.id == deliveries.c.endpoint_id)
+        .where(
+            deliveries.c.subscriber_id.in_(list(subscriber_ids)),
+            deliveries.c.status == "sent",
+            deliveries.c.sent_at >= since,
+        )
+        .group_by(deliveries.c.subscriber_id, endpoints.c.channel)
+    )
+    return {(sid, channel): int(n) for sid, channel, n in conn.execute(query)}
