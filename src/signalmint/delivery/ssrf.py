@@ -38,6 +38,7 @@ signalmint.delivery.ssrf.UnsafeTarget: ...: 0x7f.1 is a non-canonical spelling o
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import socket
@@ -318,6 +319,10 @@ BAD_PORTS: Final = frozenset(
 def check_url(url: str, *, allow_loopback: bool = False) -> ParsedTarget:
     """Vet a user-supplied HTTP(S) URL without DNS; raise :class:`UnsafeTarget` if it is refused.
 
+    A pure function of its arguments (no DNS: the dialled address is vetted separately), so
+    answers are remembered: the worker checks every endpoint when it builds its channel and
+    again when it sends.
+
     >>> check_url("https://hooks.example.com:8443/in?x=1").port
     8443
     >>> check_url("https://[::ffff:127.0.0.1]/")  # doctest: +ELLIPSIS
@@ -325,6 +330,11 @@ def check_url(url: str, *, allow_loopback: bool = False) -> ParsedTarget:
     ...
     signalmint.delivery.ssrf.UnsafeTarget: ...: ::ffff:7f00:1 is IPv4-mapped 127.0.0.1, a loopback address
     """
+    return _check_url(url, allow_loopback)
+
+
+@functools.lru_cache(maxsize=50_000)
+def _check_url(url: str, allow_loopback: bool) -> ParsedTarget:
     try:
         parsed = yarl.URL(url)
         port = parsed.port

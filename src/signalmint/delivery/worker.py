@@ -158,7 +158,7 @@ class Worker:
         self.clock = clock
         self.channel_factory = channel_factory
         self._channels: dict[int, Channel] = {}
-        self._limit = asyncio.Semaphore(concurrency)
+        self.concurrency = concurrency
         self.sent = 0
         self.failed = 0
         self._endpoint_changes: dict[int, tuple[str, str]] = {}
@@ -172,8 +172,15 @@ class Worker:
         if not claimed:
             return 0
         batch = await self.db.read(self._load, claimed, now)
-        results = await asyncio.gather(*(self._deliver(rows, batch) for rows in _messages(claimed)))
-        outcomes = [outcome for result in results for outcome in result]
+        messages = list(_messages(claimed))
+        queue = iter(messages)
+        outcomes: list[Outcome] = []
+
+        async def lane() -> None:  # `concurrency` lanes take the messages in turn: sends in flight stay bounded
+            for rows in queue:
+                outcomes.extend(await self._deliver(rows, batch))
+
+        await asyncio.gather(*(lane() for _ in range(min(self.concurrency, len(messages)))))
         await self.db.write(record, outcomes, self.clock(), self.owner)
         for endpoint_id, (status, reason) in self._endpoint_changes.items():
             await self.db.write(set_endpoint_status, endpoint_id, status, reason, self.clock())
@@ -404,8 +411,7 @@ class Worker:
             channel = self._channels.get(endpoint.id)
             if channel is None:
                 channel = self._channels[endpoint.id] = self.channel_factory(endpoint, self.context)
-            async with self._limit:
-                receipt: Receipt = await channel.send(message)
+            receipt: Receipt = await channel.send(message)
         except DeliveryError as exc:
             self.failed += 1
             return outcomes + [self._failure(d, endpoint, exc) for d, *_ in ready]
