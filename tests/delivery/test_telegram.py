@@ -435,7 +435,8 @@ def test_at_most_thirty_messages_a_second_overall(fake: FakeBotApi, base_url: st
     asyncio.run(run())
     times = sorted(c.at for c in fake.calls)
     assert len(times) == 45
-    assert times[-1] - times[0] >= 44 / 30 - 0.05
+    # arrival times jitter on a loaded machine; unpaced, all 45 would land within a few ms
+    assert times[-1] - times[0] >= 44 / 30 - 0.2
     assert max(sum(1 for t in times if start <= t < start + 0.97) for start in times) <= 30
 
 
