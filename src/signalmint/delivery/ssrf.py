@@ -12,16 +12,12 @@ Three layers, each cheap:
   the resolver would complete with the local search domain.
 - :func:`resolve_safe` resolves a name and refuses it if *any* answer is not public, so a
   name answering public first and private second is refused.
-- :class:`VettedResolver` closes the DNS-rebinding hole. It is an aiohttp resolver
-  (``aiohttp.abc.AbstractResolver``): when the connector needs an address it calls
-  :func:`resolve_safe`, and the connector dials only the addresses that call returned and
-  vetted, so nothing resolves the name a second time between the check and the connect.
-  The URL keeps its hostname, so the ``Host`` header, TLS SNI and certificate verification
-  all use the name, not the IP. aiohttp skips the resolver for IP literals, which is why
-  :func:`check_url` runs on every send too.
-
-Chosen over an httpx transport with a custom network backend because the webhook channel
-uses aiohttp (``bench/http_clients.py``) and the resolver hook is aiohttp's public API.
+- Dialling only vetted addresses closes the DNS-rebinding hole. The webhook client
+  (:mod:`signalmint.delivery.http1`) calls :func:`resolve_safe` and connects the socket to
+  the address it returned, so nothing resolves the name a second time between the check and
+  the connect; the ``Host`` header, TLS SNI and certificate verification use the name.
+  :class:`VettedResolver` does the same for an aiohttp connector (``aiohttp.abc.AbstractResolver``),
+  for any aiohttp-based client.
 
 The guard raises :class:`UnsafeTarget`, a permanent :class:`~signalmint.errors.DeliveryError`.
 ``allow_loopback`` (an operator setting, for local testing only) lets loopback addresses,
