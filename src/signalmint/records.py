@@ -319,4 +319,3 @@ class Checkout:
     automation: str | None = None
     provider_ref: str | None = None
     completed_at: datetime | None = None
-
