@@ -10,7 +10,7 @@ so an operator can try the whole business, MRR included, before opening a Stripe
 from __future__ import annotations
 
 import calendar
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, select
 
@@ -152,6 +152,4 @@ def _view(conn: Connection, sub: Subscription, *, cancel_at_period_end: bool) ->
 
 
 def _now() -> datetime:
-    from datetime import UTC
-
     return datetime.now(UTC)

@@ -27,6 +27,7 @@ from ..store.billing import complete_checkout, create_checkout, get_checkout, re
 from ..store.plans import load_plans
 from .core import PaymentProvider, ProviderSubscription, converge
 from .fees import fee_for
+from .tips import check_tip, record_credit_topup, record_tip_payment
 
 __all__ = ["Billing", "PaymentInfo", "apply_payment", "apply_subscription", "fulfil_checkout"]
 
@@ -69,27 +70,31 @@ def apply_payment(
     note: str = "",
 ) -> int | None:
     """Record a payment once (by its provider ref); credits top-ups also fill the wallet."""
-    fee = payment.fee if payment.fee is not None else fee_for(payment.amount, settings.billing.fees)
-    payment_id = record_payment(
+    fees = settings.billing.fees
+    if kind == "credits" and subscriber_id is not None:
+        return record_credit_topup(
+            conn, subscriber_id=subscriber_id, provider=provider, provider_ref=payment.ref, amount=payment.amount,
+            currency=payment.currency, fees=fees, now=now, fee=payment.fee, note=note,
+        )  # fmt: skip
+    if kind == "tip":
+        return record_tip_payment(
+            conn, provider=provider, provider_ref=payment.ref, amount=payment.amount, currency=payment.currency,
+            fees=fees, now=now, subscriber_id=subscriber_id, automation=automation, fee=payment.fee, note=note,
+        )  # fmt: skip
+    return record_payment(
         conn,
         provider=provider,
         provider_ref=payment.ref,
         kind=kind,
         amount=payment.amount,
         currency=payment.currency,
-        fee=fee,
+        fee=payment.fee if payment.fee is not None else fee_for(payment.amount, fees),
         now=now,
         subscriber_id=subscriber_id,
         plan_id=plan_id,
         automation=automation,
         note=note,
     )
-    if payment_id is not None and kind == "credits" and subscriber_id is not None:
-        from .credits import credit, minor_to_micros
-
-        ref = f"{provider}:{payment.ref}"  # as tips.record_credit_topup names it: unique across providers
-        credit(conn, subscriber_id, minor_to_micros(payment.amount, payment.currency), "topup", ref, now)
-    return payment_id
 
 
 def fulfil_checkout(
@@ -206,8 +211,6 @@ class Billing:
         self, amount: int, *, subscriber_id: int | None, email: str | None, automation: str | None
     ) -> tuple[Checkout, str]:
         """Checkout for a tip (pay what you want) to the operator, for an automation or in general."""
-        from .tips import check_tip
-
         check_tip(amount, self.settings.billing.tips)
         return await self._start(
             None,
