@@ -209,6 +209,18 @@ class DeliveryConfig(_Strict):
     lease: Duration = Field(
         default=timedelta(seconds=60), description="a claimed delivery returns to the queue after this"
     )
+    apprise_extra_schemes: list[str] = Field(
+        default_factory=list,
+        description="Apprise schemes allowed besides the reviewed ones (README, Apprise and SSRF): knowingly",
+    )
+
+    @field_validator("apprise_extra_schemes")
+    @classmethod
+    def _schemes(cls, value: list[str]) -> list[str]:
+        bad = [s for s in value if not re.fullmatch(r"[a-z][a-z0-9+.-]{0,31}", s)]
+        if bad:
+            raise ValueError(f"{bad}: write bare lowercase schemes, e.g. [rsyslog] (no '://')")
+        return value
 
 
 class StripeConfig(_Strict):

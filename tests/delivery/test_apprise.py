@@ -146,11 +146,11 @@ def test_user_hosts_are_vetted(url: str) -> None:
     ],
 )
 def test_public_and_fixed_hosts_pass(url: str, host: str | None) -> None:
-    assert vet_apprise_url(url) == host
+    assert vet_apprise_url(url) == ([host] if host else [])
 
 
 def test_loopback_only_with_allow_loopback() -> None:
-    assert vet_apprise_url("json://127.0.0.1:8080/x", allow_loopback=True) == "127.0.0.1"
+    assert vet_apprise_url("json://127.0.0.1:8080/x", allow_loopback=True) == ["127.0.0.1"]
     with pytest.raises(UnsafeTarget):
         vet_apprise_url("json://10.0.0.1:8080/x", allow_loopback=True)
 

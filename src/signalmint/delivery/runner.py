@@ -26,6 +26,7 @@ def channel_context(settings: Settings) -> ChannelContext:
         telegram_token=settings.telegram.token,
         telegram_base_url=settings.telegram.base_url,
         allow_loopback=settings.delivery.allow_loopback_targets,
+        apprise_schemes=frozenset(settings.delivery.apprise_extra_schemes),
     )
     context.http = make_http_session(context)
     return context

@@ -1,4 +1,4 @@
-"""Apprise: any Apprise URL (Discord, Slack, ntfy, Pushover, Matrix...) as a channel.
+"""Apprise: an Apprise URL (Discord, Slack, ntfy, Pushover, Zulip, email...) as a channel.
 
 URL form: ``apprise+<apprise url>``, e.g. ``apprise+ntfy://topic``,
 ``apprise+discord://ID/TOKEN`` or ``apprise+json://hooks.example.com/path`` (Apprise's own
@@ -12,13 +12,16 @@ The send runs through Apprise's async API (its blocking plugins run in Apprise's
 pool, never on the event loop); the chart goes along as an attachment where the service
 takes attachments.
 
-SSRF: services whose host comes from the user (``json://``, ``xml://``, ``form://``,
-self-hosted ntfy, Gotify, Matrix, Mattermost... any plugin with a ``host`` URL token, unless
-the URL picked the service's cloud) have that host vetted by :func:`vet_apprise_url` at
-registration, and again, resolved, right before each send. Apprise then dials through its
-own HTTP client, which resolves the name again: unlike webhooks, the dialled address is not
-pinned, so a rebinding name has a window of milliseconds. Plans that sell user-hosted
-targets should prefer the webhook channel.
+SSRF: only reviewed Apprise services are allowed (:data:`REVIEWED_SCHEMES`); an operator can
+add others with ``delivery.apprise_extra_schemes``, knowingly. A reviewed service dials only
+through ``requests`` or ``smtplib`` in the threads Apprise sends from, and every host it takes
+from the URL is known: the ``host`` of self-hosted services (``json://``, ntfy, Gotify,
+Mattermost...), the ``{organization}.{hostname}`` of Zulip, the SMTP server of ``mailto://``
+(``smtp=``, or the host) and, with ``wkd=yes``, the recipients' domains. Those are vetted by
+:func:`vet_apprise_url` at registration (no DNS), and resolved and vetted again before each
+send. Then the send runs inside :func:`signalmint.delivery.dial_guard.guarded`: every address
+the plugin actually connects to (after its own DNS lookup, after a redirect, an SMTP server)
+passes the webhook guard's rule in the socket layer, so a rebinding name cannot switch it.
 """
 
 from __future__ import annotations
@@ -26,27 +29,76 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 
 import apprise
 from apprise.attachment.memory import AttachMemory
+from apprise.manager_plugins import NotificationManager
 
 from signalmint.delivery.channels.base import ChannelContext, Message, Receipt
+from signalmint.delivery.dial_guard import guarded
 from signalmint.delivery.ssrf import BAD_PORTS, UnsafeTarget, check_host, resolve_safe
 from signalmint.errors import DeliveryError
 
-__all__ = ["AppriseChannel", "vet_apprise_url"]
+__all__ = ["EXTRA_SCHEMES_SETTING", "REVIEWED_SCHEMES", "AppriseChannel", "vet_apprise_url"]
 
 PREFIX: Final = "apprise+"
 DEFAULT_TIMEOUT: Final = 30.0
+EXTRA_SCHEMES_SETTING: Final = "delivery.apprise_extra_schemes"
 _CLOUD_MODES: Final = frozenset({"cloud", "official"})
-# Apprise's generic HTTP posters: like webhooks, they may not aim at mail, SSH, DNS... ports.
-_HTTP_POSTERS: Final = frozenset({"json", "jsons", "xml", "xmls", "form", "forms"})
 _LOG_PREFIX = re.compile(r"^\S+ \S+ - [A-Z]+ - ")  # Apprise's "date time - LEVEL - " before each message
 _ASSET = apprise.AppriseAsset(storage_mode="memory")  # no persistent cache files on disk
+_PLUGINS = NotificationManager()  # type: ignore[no-untyped-call]  # Apprise's registry of services, by scheme
+
+Dialled = list[tuple[str, int]]
+
+
+def _user_host(plugin: Any) -> Dialled:
+    """The ``host`` (and port) of a self-hosted service; nothing in a service's own cloud."""
+    if "host" not in getattr(type(plugin), "template_tokens", {}):
+        return []  # the service's host is fixed by the plugin
+    if getattr(plugin, "mode", None) in _CLOUD_MODES:
+        return []  # e.g. ntfy://topic goes to ntfy.sh
+    host = getattr(plugin, "host", None)
+    if not isinstance(host, str) or not host:
+        return []
+    port = getattr(plugin, "port", None)
+    return [(host, port if isinstance(port, int) else 0)]
+
+
+def _fixed(plugin: Any) -> Dialled:
+    return []  # the plugin dials only its service's own hosts
+
+
+def _zulip(plugin: Any) -> Dialled:
+    return [(f"{plugin.organization}.{plugin.hostname}", 443)]  # https://{org}.{hostname}/api/v1/messages
+
+
+def _email(plugin: Any) -> Dialled:
+    """The SMTP server (``smtp=`` or the URL's host) and, with ``wkd=yes``, each recipient's domain."""
+    port = plugin.port if isinstance(plugin.port, int) else 0
+    dialled = [(str(plugin.smtp_host or plugin.host or ""), port), (str(plugin.host or ""), port)]
+    if getattr(plugin, "use_wkd", False):  # OpenPGP keys fetched from openpgpkey.<domain>
+        dialled += [(str(address).rpartition("@")[2], 443) for _, address in getattr(plugin, "targets", [])]
+    return dialled
+
+
+# Reviewed (Apprise 2.2): each dials only through requests or smtplib, from the thread Apprise
+# runs it in, and the hosts it takes from the URL are the ones named here. HTTP services may not
+# aim at mail, SSH, DNS... ports, like webhooks.
+_REVIEWED: Final[dict[str, tuple[Callable[[Any], Dialled], bool]]] = {
+    **dict.fromkeys(("json", "jsons", "xml", "xmls", "form", "forms"), (_user_host, True)),  # generic posters
+    **dict.fromkeys(("ntfy", "ntfys", "gotify", "gotifys", "mmost", "mmosts"), (_user_host, True)),
+    **dict.fromkeys(("rocket", "rockets", "apprise", "apprises"), (_user_host, True)),
+    **dict.fromkeys(("mailto", "mailtos"), (_email, False)),
+    "zulip": (_zulip, True),
+    **dict.fromkeys(("discord", "slack", "tgram", "pover", "pbul", "ifttt", "pagerduty", "opsgenie"), (_fixed, True)),
+}
+REVIEWED_SCHEMES: Final = frozenset(_REVIEWED)
+"""Apprise schemes allowed by default: each was reviewed for every address it can dial."""
 
 
 class _ThreadLogs(logging.Handler):
@@ -88,40 +140,62 @@ def _instantiate(url: str) -> Any:
     return plugin
 
 
-def _dialled_host(plugin: Any) -> tuple[str, int] | None:
-    """The host and port the plugin will connect to when the user chose them, else None."""
-    if "host" not in getattr(type(plugin), "template_tokens", {}):
-        return None  # the service's host is fixed by the plugin
-    if getattr(plugin, "mode", None) in _CLOUD_MODES:
-        return None  # e.g. ntfy://topic goes to ntfy.sh
-    host = getattr(plugin, "host", None)
-    if not isinstance(host, str) or not host:
-        return None
-    port = getattr(plugin, "port", None)
-    return host, port if isinstance(port, int) else 0
+def _schemes(plugin: Any) -> set[str]:
+    """Every scheme of the plugin's service (``json`` and ``jsons``...), lowercase."""
+    names: set[str] = set()
+    for attr in ("protocol", "secure_protocol"):
+        value = getattr(type(plugin), attr, None)
+        values = (value,) if isinstance(value, str) else tuple(value or ())
+        names.update(str(v).lower() for v in values)
+    return names
 
 
-def _vet(plugin: Any, allow_loopback: bool) -> tuple[str, int] | None:
-    dialled = _dialled_host(plugin)
-    if dialled is None:
-        return None
-    host, port = dialled
+def _refuse_scheme(scheme: str) -> UnsafeTarget:
+    why = (
+        f"the {scheme}:// Apprise service is not one of the reviewed ones ({', '.join(sorted(REVIEWED_SCHEMES))}); "
+        f"the operator can allow it with the {EXTRA_SCHEMES_SETTING} setting, knowing the SSRF guard "
+        "cannot vouch for every address it dials"
+    )
+    return UnsafeTarget(f"{PREFIX}{scheme}://: {why}", target=f"{scheme}://", reason=why)
+
+
+def _allowed(url: str, extra: Collection[str]) -> None:
+    """Refuse, before Apprise parses it, a URL whose scheme names an Apprise service not allowed here."""
+    scheme = url.split("://", 1)[0].strip().lower() if "://" in url else ""
+    known = scheme in _PLUGINS
+    if known and scheme not in REVIEWED_SCHEMES and scheme not in extra:
+        raise _refuse_scheme(scheme)
+
+
+def _vet(plugin: Any, allow_loopback: bool, extra: Collection[str] = ()) -> Dialled:
+    """Check a plugin's service is allowed and every host it takes from the URL is public; no DNS."""
+    schemes = _schemes(plugin)
+    reviewed = sorted(schemes & REVIEWED_SCHEMES)
+    if not reviewed and not schemes & set(extra):  # e.g. a native https:// URL of another service
+        raise _refuse_scheme(min(schemes) if schemes else "unknown")
+    dials, is_http = _REVIEWED[reviewed[0]] if reviewed else (_user_host, True)
     subject = f"{PREFIX}{plugin.url(privacy=True)}"
-    scheme = str(plugin.url(privacy=True)).split("://", 1)[0].lower()
-    if not 0 <= port < 65536 or (port and scheme in _HTTP_POSTERS and port in BAD_PORTS):
-        raise UnsafeTarget(f"{subject}: port {port} is not allowed", target=subject, reason="bad port")
-    return check_host(host, allow_loopback=allow_loopback, subject=subject), port
+    vetted: Dialled = []
+    for host, port in dials(plugin):
+        if not 0 <= port < 65536 or (port and is_http and port in BAD_PORTS):
+            raise UnsafeTarget(f"{subject}: port {port} is not allowed", target=subject, reason="bad port")
+        name = check_host(host, allow_loopback=allow_loopback, subject=subject)
+        if (name, port) not in vetted:
+            vetted.append((name, port))
+    return vetted
 
 
-def vet_apprise_url(url: str, allow_loopback: bool = False) -> str | None:
+def vet_apprise_url(url: str, allow_loopback: bool = False, *, extra_schemes: Collection[str] = ()) -> list[str]:
     """Vet an Apprise URL (with or without ``apprise+``) at registration; no DNS.
 
-    Returns the user-chosen host it will dial (None when the service's host is fixed).
-    Raises a permanent DeliveryError for a URL Apprise cannot use and
-    :class:`~signalmint.delivery.ssrf.UnsafeTarget` for a host that is not public.
+    Returns the hosts taken from the URL that it will dial (none when the service's hosts are
+    fixed). Raises a permanent DeliveryError for a URL Apprise cannot use and
+    :class:`~signalmint.delivery.ssrf.UnsafeTarget` for a service not allowed here
+    (``extra_schemes``: the operator's additions) or a host that is not public.
     """
-    vetted = _vet(_instantiate(url.removeprefix(PREFIX)), allow_loopback)
-    return None if vetted is None else vetted[0]
+    url = url.removeprefix(PREFIX)
+    _allowed(url, extra_schemes)
+    return [host for host, _ in _vet(_instantiate(url), allow_loopback, extra_schemes)]
 
 
 def _clean(line: str) -> str:
@@ -137,15 +211,17 @@ class AppriseChannel:
         self.url = url  # the Apprise URL, without our prefix
         self.context = context
         self.timeout = timeout
+        _allowed(url, context.apprise_schemes)
         self.plugin = _instantiate(url)
         self.service = str(getattr(self.plugin, "service_name", "") or self.url.split("://", 1)[0])
 
     @classmethod
     def from_url(cls, url: str, context: ChannelContext, *, timeout: float = DEFAULT_TIMEOUT) -> AppriseChannel:
+        """The channel for ``apprise+<url>``; the same checks as at registration (the policy may have tightened)."""
         if not url.startswith(PREFIX):
             raise DeliveryError(f"an Apprise channel URL starts with {PREFIX}", permanent=True)
         channel = cls(url.removeprefix(PREFIX), context, timeout=timeout)
-        _vet(channel.plugin, context.allow_loopback)
+        _vet(channel.plugin, context.allow_loopback, context.apprise_schemes)
         return channel
 
     def to_url(self, redact: bool = True) -> str:
@@ -155,20 +231,25 @@ class AppriseChannel:
         return f"AppriseChannel({self.to_url()!r})"
 
     async def send(self, message: Message) -> Receipt:
-        """Notify through Apprise; a Receipt when it reports success, else a retryable DeliveryError."""
+        """Notify through Apprise; a Receipt when it reports success, else a DeliveryError.
+
+        Every connection the plugin makes is vetted where it is made (:func:`guarded`); a
+        refused one raises the permanent :class:`~signalmint.delivery.ssrf.UnsafeTarget`.
+        """
+        context = self.context
         plugin = _instantiate(self.url)  # a fresh plugin per send: no state shared across threads
-        vetted = _vet(plugin, self.context.allow_loopback)
-        if vetted is not None:
-            host, port = vetted
-            await resolve_safe(host, port, resolver=self.context.resolver, allow_loopback=self.context.allow_loopback)
+        for host, port in _vet(plugin, context.allow_loopback, context.apprise_schemes):
+            await resolve_safe(host, port, resolver=context.resolver, allow_loopback=context.allow_loopback)
         notifier = apprise.Apprise(asset=_ASSET)
         notifier.add(plugin)
         attach = None
         if message.chart_png and getattr(plugin, "attachment_support", False):
             attach = [AttachMemory(content=message.chart_png, name="chart.png", mimetype="image/png")]  # type: ignore[no-untyped-call]
-        result = await notifier.async_notify(
-            body=message.text, title=message.subject, attach=attach, timeout=self.timeout
-        )
+        with guarded(allow_loopback=context.allow_loopback) as scope:
+            result = await notifier.async_notify(
+                body=message.text, title=message.subject, attach=attach, timeout=self.timeout
+            )
+        scope.raise_refusal()
         if result:
             return Receipt(channel=self.scheme, at=datetime.now(UTC), detail=f"sent via {self.service}")
         said = "; ".join(dict.fromkeys(_clean(entry.message) for entry in result.logs())) or "no reason logged"

@@ -73,7 +73,7 @@ def _vet(ctx: AppContext, body: EndpointIn) -> tuple[str, list[str]]:
 
     url = body.url.removeprefix("apprise+")
     try:
-        vet_apprise_url(url, allow_loopback=allow)
+        vet_apprise_url(url, allow_loopback=allow, extra_schemes=ctx.settings.delivery.apprise_extra_schemes)
     except DeliveryError as exc:
         raise HTTPException(422, f"url: {exc}") from None
     return f"apprise+{url}", []
