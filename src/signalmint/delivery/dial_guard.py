@@ -14,15 +14,17 @@ made the socket, and an exception raised by the hook aborts the call before any 
 Outside a scope the hook returns after one set lookup and one context-variable read. Inside,
 the address must be a numeric IPv4 or IPv6 address the guard accepts: a loopback, private,
 link-local, metadata... address, a name the C layer would resolve by itself, or a Unix socket
-raises :class:`~signalmint.delivery.ssrf.UnsafeTarget`. A DNS answer that changed since the
+fails with :class:`Refused`, a :class:`PermissionError` (``EACCES``, what a firewall gives), so
+clients close the socket and report a connection error as they would for any other; the
+:class:`~signalmint.delivery.ssrf.UnsafeTarget` it carries is kept on the scope. A DNS answer that changed since the
 last check (rebinding), a redirect, an SMTP host from a query parameter: all meet the same check.
 
 The scope lives in a :class:`contextvars.ContextVar`, so it is per task and per thread, and
 follows the work where the context goes: asyncio tasks copy it, and Apprise hands a copy to each
 worker thread it sends from (``contextvars.copy_context``). A thread started without the
 context is outside the scope, which is why Apprise plugins are allowed by reviewed scheme
-(:mod:`signalmint.delivery.channels.apprise`). Each refusal is also kept on the scope, so the
-caller can report it even when a library swallowed the exception.
+(:mod:`signalmint.delivery.channels.apprise`). The caller raises the scope's first refusal
+(:meth:`DialScope.raise_refusal`) whatever the library made of the connection error.
 
 >>> vet_address(socket.AF_INET, ("93.184.215.14", 443))
 '93.184.215.14'
@@ -35,6 +37,7 @@ signalmint.delivery.ssrf.UnsafeTarget: refused to connect to 127.0.0.1 (port 25)
 from __future__ import annotations
 
 import contextvars
+import errno
 import ipaddress
 import socket
 import sys
@@ -46,10 +49,18 @@ from typing import Any, Final
 
 from .ssrf import UnsafeTarget, classify_ip
 
-__all__ = ["DialScope", "guarded", "vet_address"]
+__all__ = ["DialScope", "Refused", "guarded", "vet_address"]
 
 _EVENTS: Final = frozenset({"socket.connect", "socket.sendto", "socket.sendmsg"})
 _INET: Final = (socket.AF_INET, socket.AF_INET6)
+
+
+class Refused(PermissionError):
+    """A connection the guard refused inside a scope; ``unsafe`` says why."""
+
+    def __init__(self, unsafe: UnsafeTarget) -> None:
+        super().__init__(errno.EACCES, str(unsafe))
+        self.unsafe = unsafe
 
 
 @dataclass
@@ -103,7 +114,7 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         vet_address(getattr(sock, "family", -1), address, allow_loopback=scope.allow_loopback)
     except UnsafeTarget as exc:
         scope.refused.append(exc)
-        raise
+        raise Refused(exc) from None
 
 
 def _install() -> None:

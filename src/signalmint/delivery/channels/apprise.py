@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, NamedTuple
 
 import apprise
 from apprise.attachment.memory import AttachMemory
@@ -53,7 +53,16 @@ _LOG_PREFIX = re.compile(r"^\S+ \S+ - [A-Z]+ - ")  # Apprise's "date time - LEVE
 _ASSET = apprise.AppriseAsset(storage_mode="memory")  # no persistent cache files on disk
 _PLUGINS = NotificationManager()  # type: ignore[no-untyped-call]  # Apprise's registry of services, by scheme
 
-Dialled = list[tuple[str, int]]
+
+class Host(NamedTuple):
+    """A host a plugin takes from the URL; ``dialled`` when it connects to that very name."""
+
+    name: str
+    port: int = 0
+    dialled: bool = True
+
+
+Dialled = list[Host]
 
 
 def _user_host(plugin: Any) -> Dialled:
@@ -66,7 +75,7 @@ def _user_host(plugin: Any) -> Dialled:
     if not isinstance(host, str) or not host:
         return []
     port = getattr(plugin, "port", None)
-    return [(host, port if isinstance(port, int) else 0)]
+    return [Host(host, port if isinstance(port, int) else 0)]
 
 
 def _fixed(plugin: Any) -> Dialled:
@@ -74,16 +83,17 @@ def _fixed(plugin: Any) -> Dialled:
 
 
 def _zulip(plugin: Any) -> Dialled:
-    return [(f"{plugin.organization}.{plugin.hostname}", 443)]  # https://{org}.{hostname}/api/v1/messages
+    return [Host(f"{plugin.organization}.{plugin.hostname}", 443)]  # https://{org}.{hostname}/api/v1/messages
 
 
 def _email(plugin: Any) -> Dialled:
-    """The SMTP server (``smtp=`` or the URL's host) and, with ``wkd=yes``, each recipient's domain."""
+    """The SMTP server (``smtp=``, else the URL's host); the mail domain and, with ``wkd=yes``, the
+    recipients' domains (OpenPGP keys come from ``openpgpkey.<domain>``) are vetted by name only."""
     port = plugin.port if isinstance(plugin.port, int) else 0
-    dialled = [(str(plugin.smtp_host or plugin.host or ""), port), (str(plugin.host or ""), port)]
-    if getattr(plugin, "use_wkd", False):  # OpenPGP keys fetched from openpgpkey.<domain>
-        dialled += [(str(address).rpartition("@")[2], 443) for _, address in getattr(plugin, "targets", [])]
-    return dialled
+    hosts = [Host(str(plugin.smtp_host or plugin.host or ""), port), Host(str(plugin.host or ""), port, dialled=False)]
+    if getattr(plugin, "use_wkd", False):
+        hosts += [Host(str(to).rpartition("@")[2], 443, dialled=False) for _, to in getattr(plugin, "targets", [])]
+    return hosts
 
 
 # Reviewed (Apprise 2.2): each dials only through requests or smtplib, from the thread Apprise
@@ -176,12 +186,12 @@ def _vet(plugin: Any, allow_loopback: bool, extra: Collection[str] = ()) -> Dial
     dials, is_http = _REVIEWED[reviewed[0]] if reviewed else (_user_host, True)
     subject = f"{PREFIX}{plugin.url(privacy=True)}"
     vetted: Dialled = []
-    for host, port in dials(plugin):
-        if not 0 <= port < 65536 or (port and is_http and port in BAD_PORTS):
-            raise UnsafeTarget(f"{subject}: port {port} is not allowed", target=subject, reason="bad port")
-        name = check_host(host, allow_loopback=allow_loopback, subject=subject)
-        if (name, port) not in vetted:
-            vetted.append((name, port))
+    for host in dials(plugin):
+        if not 0 <= host.port < 65536 or (host.port and is_http and host.port in BAD_PORTS):
+            raise UnsafeTarget(f"{subject}: port {host.port} is not allowed", target=subject, reason="bad port")
+        checked = host._replace(name=check_host(host.name, allow_loopback=allow_loopback, subject=subject))
+        if checked.name not in [h.name for h in vetted]:
+            vetted.append(checked)
     return vetted
 
 
@@ -195,7 +205,7 @@ def vet_apprise_url(url: str, allow_loopback: bool = False, *, extra_schemes: Co
     """
     url = url.removeprefix(PREFIX)
     _allowed(url, extra_schemes)
-    return [host for host, _ in _vet(_instantiate(url), allow_loopback, extra_schemes)]
+    return [host.name for host in _vet(_instantiate(url), allow_loopback, extra_schemes)]
 
 
 def _clean(line: str) -> str:
@@ -238,8 +248,11 @@ class AppriseChannel:
         """
         context = self.context
         plugin = _instantiate(self.url)  # a fresh plugin per send: no state shared across threads
-        for host, port in _vet(plugin, context.allow_loopback, context.apprise_schemes):
-            await resolve_safe(host, port, resolver=context.resolver, allow_loopback=context.allow_loopback)
+        for host in _vet(plugin, context.allow_loopback, context.apprise_schemes):
+            if host.dialled:  # resolved and vetted now for a clear refusal; the connection is vetted again
+                await resolve_safe(
+                    host.name, host.port, resolver=context.resolver, allow_loopback=context.allow_loopback
+                )
         notifier = apprise.Apprise(asset=_ASSET)
         notifier.add(plugin)
         attach = None
