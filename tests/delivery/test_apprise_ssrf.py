@@ -96,32 +96,32 @@ def smtp() -> Iterator[RecordingSmtp]:
 
 
 class Dns:
-    """A scripted DNS: each name answers its list of answers in turn (the last one repeats).
+    """Scripted DNS whose answer changes between the guard's check and the plugin's own lookup.
 
-    Installed as the system resolver (``socket.getaddrinfo``, what requests and smtplib use)
-    and handed to the guard as its resolver hook, so both see the same, changing, answers.
+    ``check`` answers the guard's resolver hook (``ChannelContext.resolver``, as in the webhook
+    rebinding tests); ``dial`` answers the system resolver (``socket.getaddrinfo``), which is
+    what requests and smtplib ask when the plugin connects. ``asked`` lists (who, name).
     """
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, table: dict[str, list[str]]) -> None:
-        self.table = table
-        self.asked: list[str] = []
+    def __init__(
+        self, monkeypatch: pytest.MonkeyPatch, check: dict[str, str], dial: dict[str, str] | None = None
+    ) -> None:
+        self.check, self.dial = check, dial or {}
+        self.asked: list[tuple[str, str]] = []
         self._real = socket.getaddrinfo
         monkeypatch.setattr(socket, "getaddrinfo", self.getaddrinfo)
 
-    def answer(self, name: str) -> str:
-        self.asked.append(name)
-        script = self.table[name]
-        return script[min(self.asked.count(name), len(script)) - 1]
-
     def getaddrinfo(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if host not in self.table:
+        if host not in self.dial:
             return self._real(host, port, *args, **kwargs)
-        ip = self.answer(host)
+        self.asked.append(("dial", host))
+        ip = self.dial[host]
         family = socket.AF_INET6 if ":" in ip else socket.AF_INET
         return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (ip, int(port or 0)))]
 
     async def resolve(self, host: str) -> Sequence[str]:
-        return [self.answer(host)]
+        self.asked.append(("check", host))
+        return [self.check[host]]
 
 
 # -- registration ------------------------------------------------------------------------------
@@ -206,38 +206,43 @@ def test_a_scheme_not_reviewed_is_refused_naming_the_setting(db: Database) -> No
 
 def test_dns_rebinding_cannot_make_apprise_reach_loopback(monkeypatch: pytest.MonkeyPatch, http_sink: HttpSink) -> None:
     """Public to the checks, 127.0.0.1 when the plugin resolves the name itself: nothing arrives."""
-    dns = Dns(monkeypatch, {"rebind.example.com": [PUBLIC, "127.0.0.1"]})
+    dns = Dns(monkeypatch, check={"rebind.example.com": PUBLIC}, dial={"rebind.example.com": "127.0.0.1"})
     url = f"apprise+json://rebind.example.com:{http_sink.port}/notify"
     assert vet_apprise_url(url) == ["rebind.example.com"]  # registration: no DNS
     channel = AppriseChannel.from_url(url, ChannelContext(resolver=dns.resolve))
     with pytest.raises(UnsafeTarget, match=rf"refused to connect to 127\.0\.0\.1 \(port {http_sink.port}\)") as info:
         asyncio.run(channel.send(message()))
     assert info.value.permanent
-    assert dns.asked == ["rebind.example.com", "rebind.example.com"]  # the pre-send check, then the plugin
+    assert dns.asked == [("check", "rebind.example.com"), ("dial", "rebind.example.com")]
     assert http_sink.requests == []
 
 
 def test_an_smtp_server_name_rebinding_to_loopback_gets_no_connection(
     monkeypatch: pytest.MonkeyPatch, smtp: RecordingSmtp
 ) -> None:
-    dns = Dns(monkeypatch, {"mail.example.com": [PUBLIC, "127.0.0.1"]})
+    dns = Dns(
+        monkeypatch,
+        check={"mail.example.com": PUBLIC, "example.com": PUBLIC},
+        dial={"mail.example.com": "127.0.0.1"},
+    )
     url = f"apprise+mailto://example.com?smtp=mail.example.com&port={smtp.port}&from=a@example.com&to=b@example.com"
     assert vet_apprise_url(url) == ["mail.example.com", "example.com"]
     channel = AppriseChannel.from_url(url, ChannelContext(resolver=dns.resolve))
     with pytest.raises(UnsafeTarget, match=r"127\.0\.0\.1 \(port \d+\): a loopback address"):
         asyncio.run(channel.send(message()))
-    assert dns.asked == ["mail.example.com", "mail.example.com"]  # the mail domain is not dialled: not resolved
+    # the SMTP server is checked, then dialled; the mail domain (not dialled) is not resolved at all
+    assert dns.asked == [("check", "mail.example.com"), ("dial", "mail.example.com")]
     assert smtp.peers == [] and smtp.handler.messages == []
 
 
 def test_a_zulip_name_resolving_to_loopback_is_refused_before_sending(monkeypatch: pytest.MonkeyPatch) -> None:
-    dns = Dns(monkeypatch, {"org.example.com": ["127.0.0.1"]})
+    dns = Dns(monkeypatch, check={"org.example.com": "127.0.0.1"}, dial={"org.example.com": "127.0.0.1"})
     channel = AppriseChannel.from_url(
         "apprise+zulip://bot@org.example.com/abcdefghijklmnopqrstuvwxyzABCDEF", ChannelContext(resolver=dns.resolve)
     )
     with pytest.raises(UnsafeTarget, match=r"org\.example\.com resolves to 127\.0\.0\.1, a loopback address"):
         asyncio.run(channel.send(message()))
-    assert dns.asked == ["org.example.com"]
+    assert dns.asked == [("check", "org.example.com")]  # refused before Apprise runs
 
 
 def test_the_smtp_listener_is_reached_when_loopback_is_allowed(smtp: RecordingSmtp) -> None:
