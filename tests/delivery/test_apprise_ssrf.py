@@ -28,7 +28,7 @@ from signalmint.delivery.channels.base import ChannelContext, Message
 from signalmint.delivery.dial_guard import Refused, guarded
 from signalmint.delivery.ssrf import UnsafeTarget
 from signalmint.store import Database
-from signalmint.store.outbox import list_endpoints
+from signalmint.store.outbox import add_endpoint, list_endpoints
 from tests.web.test_account_pages import client_for
 from tests.web.test_dashboard import signed_in
 from tests.web.test_dashboard_delivery import build, endpoints_of, section
@@ -176,6 +176,19 @@ def test_a_zulip_host_on_loopback_is_refused_through_the_api(db: Database) -> No
 def test_public_email_and_zulip_urls_pass() -> None:
     assert vet_apprise_url("mailtos://user:pass@gmail.com") == ["smtp.gmail.com", "gmail.com"]
     assert vet_apprise_url("zulip://bot@apprise/abcdefghijklmnopqrstuvwxyzABCDEF") == ["apprise.zulipchat.com"]
+
+
+def test_a_stored_smtp_loopback_endpoint_gets_no_connection_from_the_test_event(
+    db: Database, smtp: RecordingSmtp
+) -> None:
+    """Registered before this fix (straight into the store): the test event refuses it, nothing connects."""
+    site = Site(db, loopback=False)
+    url = "apprise+" + MAILTO_SMTP_LOOPBACK.format(port=smtp.port)
+    endpoint = site.db.write_sync(add_endpoint, site.ids["premium"], "apprise", url, datetime.now(UTC))
+    result = site.call("POST", f"/api/v1/me/endpoints/{endpoint.id}/test", "premium").json()
+    assert result["ok"] is False and result["permanent"] is True
+    assert "127.0.0.1 is a loopback address" in result["error"]
+    assert smtp.peers == [] and smtp.handler.messages == []
 
 
 # -- the reviewed schemes, and the operator's additions -----------------------------------------
