@@ -183,7 +183,8 @@ def _vet(plugin: Any, allow_loopback: bool, extra: Collection[str] = ()) -> Dial
     reviewed = sorted(schemes & REVIEWED_SCHEMES)
     if not reviewed and not schemes & set(extra):  # e.g. a native https:// URL of another service
         raise _refuse_scheme(min(schemes) if schemes else "unknown")
-    dials, is_http = _REVIEWED[reviewed[0]] if reviewed else (_user_host, True)
+    # an operator's addition: its URL host is vetted; its protocol (and so its bad ports) is unknown
+    dials, is_http = _REVIEWED[reviewed[0]] if reviewed else (_user_host, False)
     subject = f"{PREFIX}{plugin.url(privacy=True)}"
     vetted: Dialled = []
     for host in dials(plugin):
