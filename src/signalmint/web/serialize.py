@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from ..records import Automation, Plan
 from ..shapes import signal_json
+from .params import parse_id
 
 __all__ = ["AutomationOut", "SignalOut", "decode_cursor", "encode_cursor", "signal_json"]
 
@@ -100,9 +101,12 @@ def decode_cursor(cursor: str) -> int:
     except (binascii.Error, UnicodeDecodeError):
         raise ValueError("not a cursor returned by this API") from None
     prefix, _, number = raw.partition(":")
-    if prefix != "id" or not number.isdigit():
+    if prefix != "id":
         raise ValueError("not a cursor returned by this API")
-    return int(number)
+    try:
+        return parse_id(number)
+    except ValueError:
+        raise ValueError("not a cursor returned by this API") from None
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:

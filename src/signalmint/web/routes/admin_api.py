@@ -18,6 +18,7 @@ from ...shapes import delivery_json
 from ...store.accounts import list_subscribers
 from ..auth import Viewer
 from ..context import AppContext, ctx_dependency
+from ..params import After, Before, Id
 from ..serialize import plan_json
 from .api import RESPONSES, api_viewer
 
@@ -70,7 +71,7 @@ def subscribers(
     ctx: Ctx,
     admin: Admin,
     q: Annotated[str | None, Query(max_length=100, description="search in emails")] = None,
-    after: Annotated[int, Query(ge=0, description="next_cursor of the previous page")] = 0,
+    after: After = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     """Every subscriber with plan, state, channels and watchlist."""
@@ -92,7 +93,7 @@ def export(ctx: Ctx, admin: Admin) -> Response:
 
 
 @router.get("/api/v1/admin/subscribers/{subscriber_id}")
-def subscriber(subscriber_id: int, ctx: Ctx, admin: Admin) -> dict[str, Any]:
+def subscriber(subscriber_id: Id, ctx: Ctx, admin: Admin) -> dict[str, Any]:
     rows = ctx.db.read_sync(list_subscribers, after_id=subscriber_id - 1, limit=1)
     if not rows or rows[0].subscriber.id != subscriber_id:
         raise HTTPException(404, f"no subscriber with id {subscriber_id}")
@@ -100,19 +101,19 @@ def subscriber(subscriber_id: int, ctx: Ctx, admin: Admin) -> dict[str, Any]:
 
 
 @router.post("/api/v1/admin/subscribers/{subscriber_id}/plan")
-async def change_plan(subscriber_id: int, body: PlanChange, ctx: Ctx, admin: Admin) -> dict[str, Any]:
+async def change_plan(subscriber_id: Id, body: PlanChange, ctx: Ctx, admin: Admin) -> dict[str, Any]:
     """Move the subscriber to the current version of a plan."""
     return _subscription_json(await ctx.operator.change_plan(subscriber_id, body.plan))
 
 
 @router.post("/api/v1/admin/subscribers/{subscriber_id}/comp")
-async def comp(subscriber_id: int, body: Comp, ctx: Ctx, admin: Admin) -> dict[str, Any]:
+async def comp(subscriber_id: Id, body: Comp, ctx: Ctx, admin: Admin) -> dict[str, Any]:
     """Complimentary access to a plan, until a date or forever."""
     return _subscription_json(await ctx.operator.comp(subscriber_id, body.plan, body.until))
 
 
 @router.post("/api/v1/admin/subscribers/{subscriber_id}/trial")
-async def extend_trial(subscriber_id: int, body: Trial, ctx: Ctx, admin: Admin) -> dict[str, Any]:
+async def extend_trial(subscriber_id: Id, body: Trial, ctx: Ctx, admin: Admin) -> dict[str, Any]:
     """Extend (or start) a trial by some days."""
     return _subscription_json(await ctx.operator.extend_trial(subscriber_id, body.days))
 
@@ -133,7 +134,7 @@ def deliveries(
     ctx: Ctx,
     admin: Admin,
     status: Annotated[str | None, Query(pattern="^(pending|sending|sent|dead|skipped)$")] = "dead",
-    before: Annotated[int | None, Query(ge=1, description="next_cursor of the previous page")] = None,
+    before: Before = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     """Deliveries by status, newest first: by default the dead letters, with their reasons."""
@@ -151,7 +152,7 @@ def deliveries(
 
 
 @router.post("/api/v1/admin/deliveries/{delivery_id}/replay")
-async def replay_delivery(delivery_id: int, ctx: Ctx, admin: Admin) -> dict[str, Any]:
+async def replay_delivery(delivery_id: Id, ctx: Ctx, admin: Admin) -> dict[str, Any]:
     """Send a dead letter again (its attempts start over, with the same idempotency id)."""
     from datetime import UTC
     from datetime import datetime as dt

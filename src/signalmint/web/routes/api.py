@@ -31,6 +31,7 @@ from ...usage import month_of
 from ..auth import Viewer, resolve_viewer, subscriber_viewer
 from ..context import AppContext, ctx_dependency, get_ctx
 from ..money import fmt_money
+from ..params import Id, parse_id
 from ..serialize import (
     AutomationPage,
     PlanPage,
@@ -214,7 +215,7 @@ def _scopes(ctx: AppContext, viewer: Viewer, now: datetime, automation: str | No
 
 
 @router.get("/api/v1/signals/{signal_id}", response_model=SignalOut, tags=["signals"], responses=RESPONSES)
-def signal(signal_id: int, ctx: Ctx, viewer: Who) -> dict[str, Any]:
+def signal(signal_id: Id, ctx: Ctx, viewer: Who) -> dict[str, Any]:
     """One signal, as your plan shows it, with its place in the hash chain."""
     found = ctx.db.read_sync(get_signal, signal_id)
     body = present(found, viewer, datetime.now(UTC)) if found is not None else None
@@ -258,9 +259,11 @@ async def stream(
     await asyncio.to_thread(_known_automation, ctx, automation)
     cursor: tuple[datetime, int] = (datetime.now(UTC) - SETTLE, 0)
     if last_event_id is not None:
-        if not last_event_id.strip().isdigit():
-            raise HTTPException(400, "Last-Event-ID must be a signal id")
-        found = await ctx.db.read(position_of, viewer, int(last_event_id))
+        try:
+            last_id = parse_id(last_event_id)
+        except ValueError as exc:
+            raise HTTPException(400, f"Last-Event-ID: {exc}") from None
+        found = await ctx.db.read(position_of, viewer, last_id)
         if found is not None:
             cursor = found
 

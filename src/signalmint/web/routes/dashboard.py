@@ -25,6 +25,7 @@ from ...store.auth import list_api_keys, revoke_api_key
 from ...usage import month_of
 from ..auth import Viewer, resolve_viewer
 from ..context import AppContext, get_ctx
+from ..params import Id, is_digits
 from ..visibility import scopes_for
 from .account import check_csrf, read_form, redirect, render
 
@@ -228,7 +229,7 @@ async def save_preferences(request: Request, ctx: Ctx, me: Me) -> Response:
         if start is not None and start == end:
             raise ValueError("Quiet hours need an end different from their start.")
         budget = form["daily_budget"].strip()
-        if budget and not (budget.isdigit() and int(budget) <= 10_000):
+        if budget and not (is_digits(budget) and len(budget) <= 5 and int(budget) <= 10_000):
             raise ValueError("The daily budget is a whole number of alerts from 0 to 10,000, or empty for no limit.")
         quiet_mode, group_seconds = noise_choice(form["quiet_mode"], form["group_seconds"])
     except ValueError as exc:
@@ -264,7 +265,7 @@ async def create_key(request: Request, ctx: Ctx, me: Me) -> Response:
 
 
 @router.post("/dashboard/keys/{key_id}/revoke")
-async def revoke_key(key_id: int, request: Request, ctx: Ctx, me: Me) -> Response:
+async def revoke_key(key_id: Id, request: Request, ctx: Ctx, me: Me) -> Response:
     form = await read_form(request, "csrf")
     check_csrf(me, ctx, form["csrf"])
     assert me.subscriber is not None

@@ -27,6 +27,7 @@ from sqlalchemy import Connection
 from ...store.outbox import Endpoint, list_deliveries, list_endpoints, set_endpoint_status
 from ..auth import Viewer
 from ..context import AppContext, get_ctx
+from ..params import Id, is_digits
 from . import endpoints as api
 from .account import check_csrf, read_form, redirect, render, throttle
 from .dashboard import Me, _page
@@ -75,7 +76,7 @@ def noise_choice(quiet_mode: str, group_seconds: str) -> tuple[str, int | None]:
         raise ValueError("During quiet hours, alerts are either held one by one or sent as one digest.")
     raw = group_seconds.strip() or "0"
     allowed = dict(GROUP_CHOICES)
-    if not (raw.isdigit() and int(raw) in allowed):
+    if not (is_digits(raw) and len(raw) <= 6 and int(raw) in allowed):
         windows = [label for seconds, label in GROUP_CHOICES if seconds]
         raise ValueError(f"Group alerts over {', '.join(windows[:-1])} or {windows[-1]}, or leave grouping off.")
     return mode, int(raw) or None
@@ -299,7 +300,7 @@ async def _set_status(
 
 
 @router.post("/dashboard/endpoints/{endpoint_id}/pause")
-async def pause(endpoint_id: int, request: Request, ctx: Ctx, me: Me) -> Response:
+async def pause(endpoint_id: Id, request: Request, ctx: Ctx, me: Me) -> Response:
     form = await read_form(request, "csrf")
     check_csrf(me, ctx, form["csrf"])
     await _set_status(ctx, me, endpoint_id, lambda e: e.status in ("active", "paused"), "paused", PAUSED_BY_YOU)
@@ -307,7 +308,7 @@ async def pause(endpoint_id: int, request: Request, ctx: Ctx, me: Me) -> Respons
 
 
 @router.post("/dashboard/endpoints/{endpoint_id}/resume")
-async def resume(endpoint_id: int, request: Request, ctx: Ctx, me: Me) -> Response:
+async def resume(endpoint_id: Id, request: Request, ctx: Ctx, me: Me) -> Response:
     form = await read_form(request, "csrf")
     check_csrf(me, ctx, form["csrf"])
     await _set_status(ctx, me, endpoint_id, lambda e: e.status == "active" or _resumable(e), "active", "")
@@ -315,7 +316,7 @@ async def resume(endpoint_id: int, request: Request, ctx: Ctx, me: Me) -> Respon
 
 
 @router.post("/dashboard/endpoints/{endpoint_id}/remove")
-async def remove(endpoint_id: int, request: Request, ctx: Ctx, me: Me) -> Response:
+async def remove(endpoint_id: Id, request: Request, ctx: Ctx, me: Me) -> Response:
     form = await read_form(request, "csrf")
     check_csrf(me, ctx, form["csrf"])
     await _set_status(ctx, me, endpoint_id, lambda e: True, "disabled", REMOVED)  # what DELETE over the API writes
@@ -330,7 +331,7 @@ class Flash:
 
 
 @router.post("/dashboard/endpoints/{endpoint_id}/test", response_class=HTMLResponse)
-async def send_test(endpoint_id: int, request: Request, ctx: Ctx, me: Me) -> Response:
+async def send_test(endpoint_id: Id, request: Request, ctx: Ctx, me: Me) -> Response:
     form = await read_form(request, "csrf")
     check_csrf(me, ctx, form["csrf"])
     endpoint = _own(ctx, me, endpoint_id)
@@ -358,7 +359,7 @@ async def send_test(endpoint_id: int, request: Request, ctx: Ctx, me: Me) -> Res
 
 
 @router.get("/dashboard/endpoints/{endpoint_id}/log", response_class=HTMLResponse)
-def delivery_log(endpoint_id: int, request: Request, ctx: Ctx, me: Me) -> HTMLResponse:
+def delivery_log(endpoint_id: Id, request: Request, ctx: Ctx, me: Me) -> HTMLResponse:
     endpoint = _own(ctx, me, endpoint_id)
     rows = ctx.db.read_sync(list_deliveries, endpoint_id=endpoint.id, limit=LOG_ROWS)
     channels = me.plan.channels if me.plan is not None else frozenset()

@@ -21,6 +21,7 @@ from ...errors import DeliveryError
 from ...shapes import delivery_json
 from ...store.outbox import add_endpoint, list_deliveries, list_endpoints, set_endpoint_status
 from ..context import AppContext, ctx_dependency
+from ..params import Id
 from .me import Me
 
 __all__ = ["router"]
@@ -106,7 +107,7 @@ async def add(body: EndpointIn, ctx: Ctx, viewer: Me) -> dict[str, Any]:
 
 
 @router.delete("/api/v1/me/endpoints/{endpoint_id}", status_code=204)
-async def remove(endpoint_id: int, ctx: Ctx, viewer: Me) -> None:
+async def remove(endpoint_id: Id, ctx: Ctx, viewer: Me) -> None:
     """Stop sending to one of your endpoints. Someone else's endpoint is a 404."""
     assert viewer.subscriber is not None
     done = await ctx.db.write(
@@ -119,7 +120,7 @@ async def remove(endpoint_id: int, ctx: Ctx, viewer: Me) -> None:
 
 
 @router.get("/api/v1/me/endpoints/{endpoint_id}/deliveries")
-def delivery_log(endpoint_id: int, ctx: Ctx, viewer: Me) -> dict[str, Any]:
+def delivery_log(endpoint_id: Id, ctx: Ctx, viewer: Me) -> dict[str, Any]:
     """The last deliveries to one of your endpoints: status, attempts, last error, receipt."""
     assert viewer.subscriber is not None
     owned = {e.id for e in ctx.db.read_sync(list_endpoints, viewer.subscriber.id)}
@@ -144,7 +145,7 @@ def _unsubscribe_target(ctx: AppContext, endpoint_id: int, token: str) -> None:
 
 
 @router.get("/unsubscribe/{endpoint_id}/{token}", response_class=HTMLResponse, include_in_schema=False)
-def unsubscribe_page(endpoint_id: int, token: str, request: Request, ctx: Ctx) -> HTMLResponse:
+def unsubscribe_page(endpoint_id: Id, token: str, request: Request, ctx: Ctx) -> HTMLResponse:
     _unsubscribe_target(ctx, endpoint_id, token)
     html = (
         "<!doctype html><title>Unsubscribe</title><main style='font-family:system-ui;max-width:32rem;margin:4rem auto'>"
@@ -154,7 +155,7 @@ def unsubscribe_page(endpoint_id: int, token: str, request: Request, ctx: Ctx) -
 
 
 @router.post("/unsubscribe/{endpoint_id}/{token}", include_in_schema=False)
-async def unsubscribe(endpoint_id: int, token: str, ctx: Ctx) -> Response:
+async def unsubscribe(endpoint_id: Id, token: str, ctx: Ctx) -> Response:
     """RFC 8058 one-click: mail clients POST ``List-Unsubscribe=One-Click`` without cookies."""
     _unsubscribe_target(ctx, endpoint_id, token)
     await ctx.db.write(set_endpoint_status, endpoint_id, "disabled", "unsubscribed", datetime.now(UTC))
@@ -166,7 +167,7 @@ async def unsubscribe(endpoint_id: int, token: str, ctx: Ctx) -> Response:
 
 
 @router.post("/api/v1/me/endpoints/{endpoint_id}/test")
-async def test_event(endpoint_id: int, ctx: Ctx, viewer: Me) -> dict[str, Any]:
+async def test_event(endpoint_id: Id, ctx: Ctx, viewer: Me) -> dict[str, Any]:
     """Send a test message to one of your endpoints now; the answer says what the receiver said."""
     from ...delivery.channels.base import Message
     from ...delivery.runner import channel_context
@@ -242,7 +243,7 @@ def rotate_feed(ctx: Ctx, viewer: Me) -> dict[str, Any]:
 
 
 @router.get("/feeds/{subscriber_id}/{token}.atom", include_in_schema=False)
-def atom_feed(subscriber_id: int, token: str, ctx: Ctx) -> Response:
+def atom_feed(subscriber_id: Id, token: str, ctx: Ctx) -> Response:
     """The subscriber's signals as Atom, exactly as their plan shows them (delay, keys, masks)."""
     from xml.sax.saxutils import escape
 

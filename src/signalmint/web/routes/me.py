@@ -18,6 +18,7 @@ from ...store.auth import list_api_keys, revoke_api_key
 from ...usage import month_of
 from ..auth import Viewer
 from ..context import AppContext, ctx_dependency
+from ..params import Id
 from .api import RESPONSES, api_viewer
 
 __all__ = ["router"]
@@ -128,7 +129,7 @@ async def create_key(body: KeyIn, ctx: Ctx, viewer: Me) -> dict[str, Any]:
 
 
 @router.delete("/api/v1/me/keys/{key_id}", status_code=204)
-async def revoke_key(key_id: int, ctx: Ctx, viewer: Me) -> None:
+async def revoke_key(key_id: Id, ctx: Ctx, viewer: Me) -> None:
     """Revoke one of your keys (it stops working at once). Someone else's key is a 404."""
     assert viewer.subscriber is not None
     done = await ctx.db.write(revoke_api_key, key_id, datetime.now(UTC), owner=viewer.subscriber.id)
