@@ -15,6 +15,8 @@ text (an opaque cursor, ``Last-Event-ID``) go through :func:`parse_id`.
 Traceback (most recent call last):
 ...
 ValueError: not an id: ids are whole numbers from 1 to 9223372036854775807
+>>> parse_id("0", low=0)
+0
 >>> parse_whole("²", low=1, high=36, what="months")
 Traceback (most recent call last):
 ...
@@ -47,11 +49,12 @@ def is_digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def parse_id(text: str) -> int:
-    """The id ``text`` spells; ValueError (with the message to show) otherwise."""
+def parse_id(text: str, *, low: int = 1) -> int:
+    """The id ``text`` spells (``low=0`` also lets 0 stand for "before the first"); ValueError
+    (with the message to show) otherwise."""
     text = text.strip()
-    if not is_digits(text) or len(text) > len(str(MAX_ID)) or not 1 <= int(text) <= MAX_ID:
-        raise ValueError(f"not an id: {_ID_RANGE}")
+    if not is_digits(text) or len(text) > len(str(MAX_ID)) or not low <= int(text) <= MAX_ID:
+        raise ValueError(f"not an id: ids are whole numbers from {low} to {MAX_ID}")
     return int(text)
 
 

@@ -260,7 +260,7 @@ async def stream(
     cursor: tuple[datetime, int] = (datetime.now(UTC) - SETTLE, 0)
     if last_event_id is not None:
         try:
-            last_id = parse_id(last_event_id)
+            last_id = parse_id(last_event_id, low=0)
         except ValueError as exc:
             raise HTTPException(400, f"Last-Event-ID: {exc}") from None
         found = await ctx.db.read(position_of, viewer, last_id)
