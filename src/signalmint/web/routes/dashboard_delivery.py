@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
+from ...errors import LimitError
 from ...store.outbox import Endpoint, list_deliveries, list_endpoints, set_endpoint_status
 from ..auth import Viewer
 from ..context import AppContext, get_ctx
@@ -239,6 +240,9 @@ async def add_endpoint(request: Request, ctx: Ctx, me: Me) -> Response:
     try:
         body = api.EndpointIn.model_validate({"channel": channel, "url": url})
         made = await api.add(body, ctx, me)  # the API's own checks: plan, count, private addresses
+    except LimitError:
+        problem = f"You have {api.MAX_ENDPOINTS} endpoints, the most there can be: remove one first."
+        return _page(request, ctx, me, status=400, errors={field: problem}, values={field: url[:2000]})
     except ValidationError:
         problem = "Enter the whole address, from https:// on (at most 2,000 characters)."
         if channel == "apprise":
@@ -265,8 +269,6 @@ async def add_endpoint(request: Request, ctx: Ctx, me: Me) -> Response:
 def _refusal(exc: HTTPException, url: str) -> str:
     """The API's 422 in a sentence: "url: <url>: 10.0.0.8 is a private address" and the like."""
     detail = str(exc.detail)
-    if not detail.startswith("url: "):  # too many endpoints
-        return f"You have {api.MAX_ENDPOINTS} endpoints, the most there can be: remove one first."
     why = detail.removeprefix("url: ")
     for prefix in ("webhook+", "apprise+", ""):
         why = why.removeprefix(f"{url.removeprefix(prefix)}: ")

@@ -19,16 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ...delivery.worker import unsubscribe_token
 from ...errors import DeliveryError
 from ...shapes import delivery_json
-from ...store.outbox import add_endpoint, list_deliveries, list_endpoints, set_endpoint_status
+from ...store.outbox import MAX_ENDPOINTS, add_endpoint, list_deliveries, list_endpoints, set_endpoint_status
 from ..context import AppContext, ctx_dependency
 from ..params import Id
 from .me import Me
 
-__all__ = ["router"]
+__all__ = ["MAX_ENDPOINTS", "router"]
 
 router = APIRouter(tags=["me"])
 Ctx = Annotated[AppContext, Depends(ctx_dependency)]
-MAX_ENDPOINTS = 20
 
 
 class EndpointIn(BaseModel):
@@ -90,13 +89,10 @@ def endpoints(ctx: Ctx, viewer: Me) -> dict[str, Any]:
 
 @router.post("/api/v1/me/endpoints", status_code=201)
 async def add(body: EndpointIn, ctx: Ctx, viewer: Me) -> dict[str, Any]:
-    """Register a webhook (the response holds its signing secret, once) or an Apprise URL."""
+    """Register a webhook (the response holds its signing secret, once) or an Apprise URL (at most 20 endpoints)."""
     assert viewer.subscriber is not None
     if viewer.plan is None or body.channel not in viewer.plan.channels:
         raise HTTPException(403, f"your plan does not include {body.channel} alerts")
-    live = [e for e in ctx.db.read_sync(list_endpoints, viewer.subscriber.id) if e.status != "disabled"]
-    if len(live) >= MAX_ENDPOINTS:
-        raise HTTPException(422, f"at most {MAX_ENDPOINTS} endpoints; delete one first")
     url, secrets = _vet(ctx, body)
     endpoint = await ctx.db.write(add_endpoint, viewer.subscriber.id, body.channel, url, datetime.now(UTC), secrets)
     _changed(ctx)
@@ -243,16 +239,21 @@ def rotate_feed(ctx: Ctx, viewer: Me) -> dict[str, Any]:
 
 
 @router.get("/feeds/{subscriber_id}/{token}.atom", include_in_schema=False)
-def atom_feed(subscriber_id: Id, token: str, ctx: Ctx) -> Response:
+def atom_feed(subscriber_id: Id, token: str, request: Request, ctx: Ctx) -> Response:
     """The subscriber's signals as Atom, exactly as their plan shows them (delay, keys, masks)."""
     from xml.sax.saxutils import escape
 
     from ...store import list_signals
+    from ...store.auth import get_setting
     from ..auth import subscriber_viewer
     from ..visibility import present, scopes_for
+    from .account import throttle
 
-    expected = feed_token(ctx, subscriber_id, _feed_nonce(ctx, subscriber_id))
-    if len(token) > 64 or not hmac.compare_digest(expected, token):
+    # Reading only: a feed's nonce exists once its owner asked for the address; a made-up
+    # subscriber id or token writes nothing, and wrong guesses from one address are throttled.
+    nonce = ctx.db.read_sync(get_setting, f"feed_nonce:{subscriber_id}")
+    if nonce is None or len(token) > 64 or not hmac.compare_digest(feed_token(ctx, subscriber_id, nonce), token):
+        throttle(request, ctx, "feed")
         raise HTTPException(404, "no such feed")
     viewer = subscriber_viewer(ctx, subscriber_id)
     if viewer.plan is None or "rss" not in viewer.plan.channels:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...store.accounts import set_watchlist
+from ...store.accounts import MAX_WATCHLIST, set_watchlist
 from ...store.auth import list_api_keys, revoke_api_key
 from ...usage import month_of
 from ..auth import Viewer
@@ -26,7 +26,6 @@ __all__ = ["router"]
 router = APIRouter(tags=["me"], responses=RESPONSES)
 Ctx = Annotated[AppContext, Depends(ctx_dependency)]
 KEY = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
-MAX_WATCHLIST = 1000
 
 
 def subscriber(viewer: Annotated[Viewer, Depends(api_viewer)]) -> Viewer:
@@ -105,8 +104,6 @@ async def put_watchlist(body: WatchlistIn, ctx: Ctx, viewer: Me) -> dict[str, An
     bad = [k for k in keys if not KEY.match(k)]
     if bad:
         raise HTTPException(422, f"not a key: {bad[0]!r} (1-32 letters, digits, . _ -)")
-    if len(keys) > plan.watchlist:
-        raise HTTPException(422, f"your plan allows {plan.watchlist} keys; you sent {len(keys)}")
     await ctx.db.write(set_watchlist, viewer.subscriber.id, keys, datetime.now(UTC))
     ctx.viewers.forget_subscriber(viewer.subscriber.id)
     return {"keys": keys, "max": plan.watchlist}
@@ -122,7 +119,7 @@ def keys(ctx: Ctx, viewer: Me) -> dict[str, Any]:
 
 @router.post("/api/v1/me/keys", status_code=201)
 async def create_key(body: KeyIn, ctx: Ctx, viewer: Me) -> dict[str, Any]:
-    """A new API key; `key` is in this response only, store it now."""
+    """A new API key; `key` is in this response only, store it now (at most 10 active keys)."""
     assert viewer.subscriber is not None
     key, text = await ctx.accounts.create_key(body.name, subscriber_id=viewer.subscriber.id)
     return {**_key_json(key), "key": text}
