@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from datetime import datetime
 from typing import Any
 
@@ -98,7 +97,7 @@ def decode_cursor(cursor: str) -> int:
     """The id a cursor stands for; ValueError if it is not one of ours."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, a str that is not ASCII, or bytes that are not UTF-8
         raise ValueError("not a cursor returned by this API") from None
     prefix, _, number = raw.partition(":")
     if prefix != "id":

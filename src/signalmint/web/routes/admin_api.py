@@ -6,6 +6,7 @@ Only admin keys and admin sessions pass; a subscriber's key or session gets 403
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -14,10 +15,13 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...admin import summary_json
+from ...errors import AccessError
+from ...records import Subscription
 from ...shapes import delivery_json
-from ...store.accounts import list_subscribers
+from ...store.accounts import get_subscriber, list_subscribers
 from ..auth import Viewer
 from ..context import AppContext, ctx_dependency
+from ..openapi import errors
 from ..params import After, Before, Id
 from ..serialize import plan_json
 from .api import RESPONSES, api_viewer
@@ -66,7 +70,7 @@ def _subscription_json(sub: Any) -> dict[str, Any]:
     }
 
 
-@router.get("/api/v1/admin/subscribers")
+@router.get("/api/v1/admin/subscribers", responses=errors(422))
 def subscribers(
     ctx: Ctx,
     admin: Admin,
@@ -92,7 +96,7 @@ def export(ctx: Ctx, admin: Admin) -> Response:
     )
 
 
-@router.get("/api/v1/admin/subscribers/{subscriber_id}")
+@router.get("/api/v1/admin/subscribers/{subscriber_id}", responses=errors(404, 422))
 def subscriber(subscriber_id: Id, ctx: Ctx, admin: Admin) -> dict[str, Any]:
     rows = ctx.db.read_sync(list_subscribers, after_id=subscriber_id - 1, limit=1)
     if not rows or rows[0].subscriber.id != subscriber_id:
@@ -100,22 +104,40 @@ def subscriber(subscriber_id: Id, ctx: Ctx, admin: Admin) -> dict[str, Any]:
     return summary_json(rows[0], ctx.access.plans)
 
 
-@router.post("/api/v1/admin/subscribers/{subscriber_id}/plan")
+def _change(ctx: AppContext, subscriber_id: int, plan: str | None) -> None:
+    """404 for a subscriber or plan that does not exist (whatever else the operator refuses is a 409)."""
+    if ctx.db.read_sync(get_subscriber, subscriber_id) is None:
+        raise HTTPException(404, f"no subscriber with id {subscriber_id}")
+    if plan is not None and plan not in {p.id for p in ctx.access.current()}:
+        raise HTTPException(404, f"no plan {plan!r}; GET /api/v1/admin/plans lists them")
+
+
+async def _conflict(change: Awaitable[Subscription]) -> dict[str, Any]:
+    try:
+        return _subscription_json(await change)
+    except AccessError as exc:  # the subscriber's state does not allow it (no plan to extend...)
+        raise HTTPException(409, str(exc)) from None
+
+
+@router.post("/api/v1/admin/subscribers/{subscriber_id}/plan", responses=errors(404, 409, 422))
 async def change_plan(subscriber_id: Id, body: PlanChange, ctx: Ctx, admin: Admin) -> dict[str, Any]:
     """Move the subscriber to the current version of a plan."""
-    return _subscription_json(await ctx.operator.change_plan(subscriber_id, body.plan))
+    _change(ctx, subscriber_id, body.plan)
+    return await _conflict(ctx.operator.change_plan(subscriber_id, body.plan))
 
 
-@router.post("/api/v1/admin/subscribers/{subscriber_id}/comp")
+@router.post("/api/v1/admin/subscribers/{subscriber_id}/comp", responses=errors(404, 409, 422))
 async def comp(subscriber_id: Id, body: Comp, ctx: Ctx, admin: Admin) -> dict[str, Any]:
     """Complimentary access to a plan, until a date or forever."""
-    return _subscription_json(await ctx.operator.comp(subscriber_id, body.plan, body.until))
+    _change(ctx, subscriber_id, body.plan)
+    return await _conflict(ctx.operator.comp(subscriber_id, body.plan, body.until))
 
 
-@router.post("/api/v1/admin/subscribers/{subscriber_id}/trial")
+@router.post("/api/v1/admin/subscribers/{subscriber_id}/trial", responses=errors(404, 409, 422))
 async def extend_trial(subscriber_id: Id, body: Trial, ctx: Ctx, admin: Admin) -> dict[str, Any]:
     """Extend (or start) a trial by some days."""
-    return _subscription_json(await ctx.operator.extend_trial(subscriber_id, body.days))
+    _change(ctx, subscriber_id, None)
+    return await _conflict(ctx.operator.extend_trial(subscriber_id, body.days))
 
 
 @router.get("/api/v1/admin/plans")
@@ -129,7 +151,7 @@ def plans(ctx: Ctx, admin: Admin) -> dict[str, Any]:
     return {"items": items, "next_cursor": None}
 
 
-@router.get("/api/v1/admin/deliveries")
+@router.get("/api/v1/admin/deliveries", responses=errors(422))
 def deliveries(
     ctx: Ctx,
     admin: Admin,
@@ -151,7 +173,7 @@ def deliveries(
     }
 
 
-@router.post("/api/v1/admin/deliveries/{delivery_id}/replay")
+@router.post("/api/v1/admin/deliveries/{delivery_id}/replay", responses=errors(404, 422))
 async def replay_delivery(delivery_id: Id, ctx: Ctx, admin: Admin) -> dict[str, Any]:
     """Send a dead letter again (its attempts start over, with the same idempotency id)."""
     from datetime import UTC

@@ -31,6 +31,7 @@ from ...usage import month_of
 from ..auth import Viewer, resolve_viewer, subscriber_viewer
 from ..context import AppContext, ctx_dependency, get_ctx
 from ..money import fmt_money
+from ..openapi import errors
 from ..params import Id, parse_id
 from ..serialize import (
     AutomationPage,
@@ -49,11 +50,8 @@ __all__ = ["api_viewer", "router"]
 router = APIRouter()
 Ctx = Annotated[AppContext, Depends(ctx_dependency)]
 MAX_LIMIT = 500
-RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "malformed, unknown or revoked API key"},
-    403: {"description": "the key's subscription is not active, or the route is not yours"},
-    429: {"description": "rate limit or monthly quota exceeded; see Retry-After"},
-}
+#: What every route behind :func:`api_viewer` may answer; routes add their own (``errors(404)``).
+RESPONSES: dict[int | str, dict[str, Any]] = errors(401, 403, 429)
 
 
 async def api_viewer(request: Request) -> Viewer:
@@ -138,7 +136,9 @@ class SignalQuery(BaseModel):
     key: str | None = Field(default=None, max_length=128, description="only this key, e.g. AAPL")
     since: datetime | None = Field(default=None, description="only bars at or after this time (ISO 8601 with zone)")
     limit: int = Field(default=50, ge=1, le=MAX_LIMIT, description="page size")
-    cursor: str | None = Field(default=None, max_length=64, description="next_cursor of the previous page")
+    cursor: str | None = Field(
+        default=None, max_length=64, pattern="^[A-Za-z0-9_-]+$", description="next_cursor of the previous page"
+    )
 
 
 def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
@@ -154,7 +154,7 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     "/api/v1/signals",
     response_model=SignalPage,
     tags=["signals"],
-    responses=RESPONSES,
+    responses={**RESPONSES, **errors(400, 404, 422)},
     openapi_extra={"parameters": _query_parameters(SignalQuery)},
 )
 async def signals(request: Request) -> Response:
@@ -214,7 +214,12 @@ def _scopes(ctx: AppContext, viewer: Viewer, now: datetime, automation: str | No
     return scopes_for(viewer, now, names)
 
 
-@router.get("/api/v1/signals/{signal_id}", response_model=SignalOut, tags=["signals"], responses=RESPONSES)
+@router.get(
+    "/api/v1/signals/{signal_id}",
+    response_model=SignalOut,
+    tags=["signals"],
+    responses={**RESPONSES, **errors(404, 422)},
+)
 def signal(signal_id: Id, ctx: Ctx, viewer: Who) -> dict[str, Any]:
     """One signal, as your plan shows it, with its place in the hash chain."""
     found = ctx.db.read_sync(get_signal, signal_id)
@@ -242,7 +247,11 @@ def _refresh(ctx: AppContext, viewer: Viewer) -> Viewer | None:
     "/api/v1/stream",
     tags=["signals"],
     response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}, **RESPONSES},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "server-sent events"},
+        **RESPONSES,
+        **errors(400, 404, 422),
+    },
 )
 async def stream(
     request: Request,

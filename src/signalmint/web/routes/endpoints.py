@@ -21,7 +21,9 @@ from ...errors import DeliveryError
 from ...shapes import delivery_json
 from ...store.outbox import MAX_ENDPOINTS, add_endpoint, list_deliveries, list_endpoints, set_endpoint_status
 from ..context import AppContext, ctx_dependency
+from ..openapi import errors
 from ..params import Id
+from .api import RESPONSES
 from .me import Me
 
 __all__ = ["MAX_ENDPOINTS", "router"]
@@ -79,7 +81,7 @@ def _vet(ctx: AppContext, body: EndpointIn) -> tuple[str, list[str]]:
     return f"apprise+{url}", []
 
 
-@router.get("/api/v1/me/endpoints")
+@router.get("/api/v1/me/endpoints", responses=RESPONSES)
 def endpoints(ctx: Ctx, viewer: Me) -> dict[str, Any]:
     """Where your alerts go (email, webhooks, Apprise, Telegram) and each one's status."""
     assert viewer.subscriber is not None
@@ -87,7 +89,7 @@ def endpoints(ctx: Ctx, viewer: Me) -> dict[str, Any]:
     return {"items": items, "next_cursor": None}
 
 
-@router.post("/api/v1/me/endpoints", status_code=201)
+@router.post("/api/v1/me/endpoints", status_code=201, responses={**RESPONSES, **errors(422)})
 async def add(body: EndpointIn, ctx: Ctx, viewer: Me) -> dict[str, Any]:
     """Register a webhook (the response holds its signing secret, once) or an Apprise URL (at most 20 endpoints)."""
     assert viewer.subscriber is not None
@@ -102,7 +104,7 @@ async def add(body: EndpointIn, ctx: Ctx, viewer: Me) -> dict[str, Any]:
     return out
 
 
-@router.delete("/api/v1/me/endpoints/{endpoint_id}", status_code=204)
+@router.delete("/api/v1/me/endpoints/{endpoint_id}", status_code=204, responses={**RESPONSES, **errors(404, 422)})
 async def remove(endpoint_id: Id, ctx: Ctx, viewer: Me) -> None:
     """Stop sending to one of your endpoints. Someone else's endpoint is a 404."""
     assert viewer.subscriber is not None
@@ -115,7 +117,7 @@ async def remove(endpoint_id: Id, ctx: Ctx, viewer: Me) -> None:
     _changed(ctx)
 
 
-@router.get("/api/v1/me/endpoints/{endpoint_id}/deliveries")
+@router.get("/api/v1/me/endpoints/{endpoint_id}/deliveries", responses={**RESPONSES, **errors(404, 422)})
 def delivery_log(endpoint_id: Id, ctx: Ctx, viewer: Me) -> dict[str, Any]:
     """The last deliveries to one of your endpoints: status, attempts, last error, receipt."""
     assert viewer.subscriber is not None
@@ -162,7 +164,7 @@ async def unsubscribe(endpoint_id: Id, token: str, ctx: Ctx) -> Response:
 # --- send a test event ---------------------------------------------------------------------------
 
 
-@router.post("/api/v1/me/endpoints/{endpoint_id}/test")
+@router.post("/api/v1/me/endpoints/{endpoint_id}/test", responses={**RESPONSES, **errors(404, 422)})
 async def test_event(endpoint_id: Id, ctx: Ctx, viewer: Me) -> dict[str, Any]:
     """Send a test message to one of your endpoints now; the answer says what the receiver said."""
     from ...delivery.channels.base import Message
@@ -224,14 +226,14 @@ def _feed_url(ctx: AppContext, subscriber_id: int, nonce: str) -> str:
     return f"{ctx.settings.base_url.rstrip('/')}/feeds/{subscriber_id}/{feed_token(ctx, subscriber_id, nonce)}.atom"
 
 
-@router.get("/api/v1/me/feed")
+@router.get("/api/v1/me/feed", responses=RESPONSES)
 def feed_url(ctx: Ctx, viewer: Me) -> dict[str, Any]:
     """Your private Atom feed's address (keep it secret; rotate it if it leaks)."""
     assert viewer.subscriber is not None
     return {"url": _feed_url(ctx, viewer.subscriber.id, _feed_nonce(ctx, viewer.subscriber.id))}
 
 
-@router.post("/api/v1/me/feed/rotate")
+@router.post("/api/v1/me/feed/rotate", responses=RESPONSES)
 def rotate_feed(ctx: Ctx, viewer: Me) -> dict[str, Any]:
     """A new feed address; the old one stops working at once."""
     assert viewer.subscriber is not None
@@ -295,6 +297,7 @@ class EmailEvent(BaseModel):
 @router.post(
     "/api/v1/email/events",
     tags=["operations"],
+    responses=errors(401, 422),
     openapi_extra={"requestBody": {"content": {"application/json": {"schema": EmailEvent.model_json_schema()}}}},
 )
 async def email_event(request: Request, ctx: Ctx) -> dict[str, Any]:
@@ -327,7 +330,7 @@ async def email_event(request: Request, ctx: Ctx) -> dict[str, Any]:
     return {"suppressed": count}
 
 
-@router.post("/api/v1/me/telegram")
+@router.post("/api/v1/me/telegram", responses={**RESPONSES, **errors(404)})
 async def telegram_link(ctx: Ctx, viewer: Me) -> dict[str, Any]:
     """A one-time link (valid for an hour) that connects a Telegram chat to your alerts."""
     from ...delivery.telegram_commands import connect_link

@@ -18,6 +18,7 @@ from ...store.auth import list_api_keys, revoke_api_key
 from ...usage import month_of
 from ..auth import Viewer
 from ..context import AppContext, ctx_dependency
+from ..openapi import errors
 from ..params import Id
 from .api import RESPONSES, api_viewer
 
@@ -39,7 +40,9 @@ Me = Annotated[Viewer, Depends(subscriber)]
 
 class WatchlistIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    keys: list[str] = Field(max_length=MAX_WATCHLIST, description="the keys (symbols) to follow")
+    keys: list[Annotated[str, Field(pattern=KEY.pattern)]] = Field(
+        max_length=MAX_WATCHLIST, description="the keys (symbols) to follow: 1-32 letters, digits, . _ -"
+    )
 
 
 class KeyIn(BaseModel):
@@ -93,7 +96,7 @@ def get_watchlist(viewer: Me) -> dict[str, Any]:
     return {"keys": sorted(viewer.watchlist), "max": viewer.plan.watchlist if viewer.plan else None}
 
 
-@router.put("/api/v1/me/watchlist")
+@router.put("/api/v1/me/watchlist", responses=errors(400, 422))
 async def put_watchlist(body: WatchlistIn, ctx: Ctx, viewer: Me) -> dict[str, Any]:
     """Replace your watchlist (at most your plan's `watchlist` keys)."""
     assert viewer.subscriber is not None
@@ -117,7 +120,7 @@ def keys(ctx: Ctx, viewer: Me) -> dict[str, Any]:
     return {"items": items, "next_cursor": None}
 
 
-@router.post("/api/v1/me/keys", status_code=201)
+@router.post("/api/v1/me/keys", status_code=201, responses=errors(422))
 async def create_key(body: KeyIn, ctx: Ctx, viewer: Me) -> dict[str, Any]:
     """A new API key; `key` is in this response only, store it now (at most 10 active keys)."""
     assert viewer.subscriber is not None
@@ -125,7 +128,7 @@ async def create_key(body: KeyIn, ctx: Ctx, viewer: Me) -> dict[str, Any]:
     return {**_key_json(key), "key": text}
 
 
-@router.delete("/api/v1/me/keys/{key_id}", status_code=204)
+@router.delete("/api/v1/me/keys/{key_id}", status_code=204, responses=errors(404, 422))
 async def revoke_key(key_id: Id, ctx: Ctx, viewer: Me) -> None:
     """Revoke one of your keys (it stops working at once). Someone else's key is a 404."""
     assert viewer.subscriber is not None
