@@ -89,6 +89,22 @@ def test_verify_passes_then_catches_an_edit(tmp_path: Path) -> None:
     assert "broken at signal #2" in broken.output
 
 
+def test_verify_reads_only_and_fails_in_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.db"
+    result = runner.invoke(app, ["verify", "--db", str(missing)])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: no database at {missing}"
+    assert not missing.exists() and list(tmp_path.iterdir()) == []  # nothing created
+    (tmp_path / "junk.db").write_text("not a database")
+    (tmp_path / "empty.db").touch()
+    for name, says in (("junk.db", "file is not a database"), ("empty.db", "is not a signalmint database")):
+        result = runner.invoke(app, ["verify", "--db", str(tmp_path / name)])
+        assert result.exit_code == 1 and says in result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    assert (tmp_path / "empty.db").stat().st_size == 0  # still untouched: not migrated, not put in WAL mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "junk.db"]
+
+
 @pytest.mark.slow
 def test_demo_process_serves_signals_from_both_automations(tmp_path: Path) -> None:
     port = free_port()

@@ -221,17 +221,25 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Check the tamper-evident hash chain of every automation's signals."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .errors import StoreError
     from .store import Database, verify_chain
     from .store.signals import automations_with_signals
 
     if db is None:
         db = _load(config or Path("signalmint.yaml")).database
-    database = Database(_db_url(db))
+    try:
+        database = Database(_db_url(db), read_only=True)  # reading never creates or changes a database
+    except SignalmintError as exc:
+        raise _fail(exc) from None
     try:
         names = [automation] if automation else database.read_sync(automations_with_signals)
         reports = [database.read_sync(verify_chain, name) for name in sorted(names)]
     except SignalmintError as exc:
         raise _fail(exc) from None
+    except SQLAlchemyError as exc:
+        raise _fail(StoreError(f"cannot read {database.safe_url}: {str(exc).splitlines()[0]}")) from None
     finally:
         database.close()
     if as_json:

@@ -12,6 +12,7 @@ can catch one class and print a clear message instead of a traceback::
     ├── DeliveryError    a channel could not deliver (permanent or retryable)
     ├── BillingError     a payment provider or the ledger refused
     └── AccessError      a plan or entitlement forbids the request
+        └── LimitError   a per-subscriber cap is reached (API keys, endpoints, watchlist)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "ConfigError",
     "DeliveryError",
     "DetectorError",
+    "LimitError",
     "SignalmintError",
     "SourceError",
     "StoreError",
@@ -107,3 +109,15 @@ class BillingError(SignalmintError):
 
 class AccessError(SignalmintError):
     """A plan or entitlement forbids what was asked."""
+
+
+class LimitError(AccessError):
+    """A per-subscriber cap is reached: ``cap`` is how many the subscriber may have.
+
+    Each cap is enforced by the one store function that adds the thing it counts, so every
+    path (API, dashboard, bot, CLI) meets the same limit.
+    """
+
+    def __init__(self, message: str, *, cap: int) -> None:
+        self.cap = cap
+        super().__init__(message)

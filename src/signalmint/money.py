@@ -15,7 +15,7 @@ from typing import Any
 
 import jinja2
 
-__all__ = ["fmt_credits", "fmt_delay", "fmt_money", "fmt_price", "minor_digits"]
+__all__ = ["fmt_credits", "fmt_delay", "fmt_money", "fmt_price", "minor_digits", "parse_minor"]
 
 DASH = "—"
 
@@ -36,6 +36,25 @@ def minor_digits(currency: str) -> int:
     """
     code = currency.lower()
     return 0 if code in _ZERO_DECIMAL else 3 if code in _THREE_DECIMAL else 2
+
+
+def parse_minor(text: str, *, max_digits: int = 9) -> int:
+    """An amount in minor units as a person typed it: the ASCII digits 0-9 only, at most ``max_digits``.
+
+    ``str.isdigit`` also accepts ``²``, ``①`` or Arabic-Indic digits, which ``int`` refuses or reads as
+    another number; this is the one parser of typed amounts, and its ValueError carries the message.
+
+    >>> parse_minor("500"), parse_minor(" 0042 ")
+    (500, 42)
+    >>> parse_minor("²")
+    Traceback (most recent call last):
+    ...
+    ValueError: give the amount in minor units (cents), digits 0-9 only: 500 is 5.00
+    """
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > max_digits:
+        raise ValueError("give the amount in minor units (cents), digits 0-9 only: 500 is 5.00")
+    return int(text)
 
 
 def fmt_money(amount_minor: Any, currency: str = "usd") -> str:

@@ -81,7 +81,8 @@ def subscription_view(conn: Connection, sub: Mapping[str, Any]) -> ProviderSubsc
     found = plan_of_price(conn, NAME, price.get("id", ""))
     if found is None:
         meta = price.get("metadata") or {}
-        if not meta.get("plan_id") or not str(meta.get("plan_version", "")).isdigit():
+        version = str(meta.get("plan_version", ""))
+        if not meta.get("plan_id") or not (version.isascii() and version.isdigit() and len(version) <= 9):
             return None
         found = (meta["plan_id"], int(meta["plan_version"]))
     ends = [i["current_period_end"] for i in items if i.get("current_period_end")]
@@ -108,7 +109,7 @@ def subscriber_of(conn: Connection, obj: Mapping[str, Any]) -> int | None:
             return found
     meta = obj.get("metadata") or {}
     value = str(meta.get("subscriber_id", ""))
-    return int(value) if value.isdigit() else None
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else None
 
 
 class StripeProvider:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..config import TipsConfig
 from ..credentials import hash_token, new_token
+from ..errors import LimitError
 from ..store import Database
 from ..store.accounts import current_subscription, get_watchlist, set_watchlist
 from ..store.auth import consume_token, issue_token
@@ -77,7 +78,10 @@ class StoreCommands:
         else:
             if existing is not None:  # the chat moves to the account that opened the newest link
                 await self.db.write(set_endpoint_status, existing.id, "disabled", "connected to another account", now)
-            await self.db.write(add_endpoint, row.subscriber_id, "telegram", f"telegram://{chat_id}", now)
+            try:
+                await self.db.write(add_endpoint, row.subscriber_id, "telegram", f"telegram://{chat_id}", now)
+            except LimitError as exc:
+                return f"Not connected: {exc} on the website."
         return (
             f"Connected. Your {plan.name} alerts will arrive in this chat. /pause stops them, /status shows your plan."
         )
@@ -121,9 +125,10 @@ class StoreCommands:
             if bad:
                 return f"Not a symbol: {bad[0]}"
             keys = keys | wanted if args[0] == "add" else keys - wanted
-            if len(keys) > plan.watchlist:
-                return f"Your plan follows at most {plan.watchlist} symbols. Remove one first."
-            await self.db.write(set_watchlist, sid, sorted(keys), datetime.now(UTC))
+            try:  # the store holds the plan's cap
+                await self.db.write(set_watchlist, sid, sorted(keys), datetime.now(UTC))
+            except LimitError as exc:
+                return f"Your plan follows at most {exc.cap} symbols. Remove one first."
         return "Watchlist: " + (", ".join(sorted(keys)) if keys else "empty (/watchlist add AAPL)")
 
     async def tip(self, chat_id: int, args: Sequence[str]) -> str:

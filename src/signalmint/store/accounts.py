@@ -9,11 +9,12 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, or_, select, update
 
-from ..errors import AccessError
+from ..errors import AccessError, LimitError
 from ..records import Plan, Preferences, Subscriber, Subscription
 from .tables import plans, preferences, subscribers, subscription_history, subscriptions, watchlist
 
 __all__ = [
+    "MAX_WATCHLIST",
     "PAYING_STATES",
     "SubscriberSummary",
     "confirm_subscriber",
@@ -23,6 +24,7 @@ __all__ = [
     "get_subscriber",
     "get_watchlist",
     "list_subscribers",
+    "lock_subscriber",
     "normalize_email",
     "preferences_of",
     "record_history",
@@ -31,7 +33,11 @@ __all__ = [
     "set_watchlist",
     "start_subscription",
     "subscriber_by_email",
+    "watchlist_cap",
 ]
+
+#: Keys any one watchlist may hold, whatever the plan says.
+MAX_WATCHLIST = 1000
 
 
 def normalize_email(email: str) -> str:
@@ -241,8 +247,32 @@ def get_watchlist(conn: Connection, subscriber_id: int) -> frozenset[str]:
     return frozenset(rows.scalars())
 
 
+def lock_subscriber(conn: Connection, subscriber_id: int) -> None:
+    """Hold the subscriber's row until the transaction ends (PostgreSQL), so that two requests
+    cannot both pass a cap check and both add; SQLite's single writer already serializes them."""
+    conn.execute(select(subscribers.c.id).where(subscribers.c.id == subscriber_id).with_for_update())
+
+
+def watchlist_cap(conn: Connection, subscriber_id: int) -> int:
+    """How many keys the subscriber may watch: their plan's ``watchlist``, else :data:`MAX_WATCHLIST`."""
+    sub = current_subscription(conn, subscriber_id)
+    if sub is not None:
+        row = conn.execute(
+            select(plans.c.terms).where(plans.c.id == sub.plan_id, plans.c.version == sub.plan_version)
+        ).first()
+        cap = (row.terms or {}).get("watchlist") if row is not None else None
+        if isinstance(cap, int):
+            return min(cap, MAX_WATCHLIST)
+    return MAX_WATCHLIST
+
+
 def set_watchlist(conn: Connection, subscriber_id: int, keys: Iterable[str], now: datetime) -> frozenset[str]:
+    """Replace the watchlist; more keys than :func:`watchlist_cap` allows is a LimitError."""
     wanted = frozenset(keys)
+    lock_subscriber(conn, subscriber_id)
+    cap = watchlist_cap(conn, subscriber_id)
+    if len(wanted) > cap:
+        raise LimitError(f"your plan watches at most {cap} keys; you sent {len(wanted)}", cap=cap)
     conn.execute(delete(watchlist).where(watchlist.c.subscriber_id == subscriber_id))
     if wanted:
         conn.execute(watchlist.insert(), [{"subscriber_id": subscriber_id, "key": k, "added_at": now} for k in wanted])

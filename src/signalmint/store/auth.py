@@ -7,12 +7,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 
+from ..errors import LimitError
 from ..records import ApiKey
+from .accounts import lock_subscriber
 from .tables import api_keys, sessions, settings_kv, tokens
 
 __all__ = [
+    "MAX_KEYS",
     "SessionRow",
     "TokenRow",
     "consume_token",
@@ -21,11 +24,15 @@ __all__ = [
     "find_api_key",
     "get_or_create_setting",
     "get_session",
+    "get_setting",
     "issue_token",
     "list_api_keys",
     "revoke_api_key",
     "revoke_session",
 ]
+
+#: Active API keys one subscriber may hold (admin keys are the operator's, and not counted).
+MAX_KEYS = 10
 
 
 def _key(r: Any) -> ApiKey:
@@ -51,6 +58,16 @@ def create_api_key(
     subscriber_id: int | None,
     admin: bool,
 ) -> ApiKey:
+    """A new key; a subscriber holds at most :data:`MAX_KEYS` active ones (LimitError past that)."""
+    if subscriber_id is not None and not admin:
+        lock_subscriber(conn, subscriber_id)
+        active = conn.execute(
+            select(func.count())
+            .select_from(api_keys)
+            .where(api_keys.c.subscriber_id == subscriber_id, api_keys.c.revoked_at.is_(None))
+        ).scalar_one()
+        if active >= MAX_KEYS:
+            raise LimitError(f"You have {MAX_KEYS} active keys: revoke one first.", cap=MAX_KEYS)
     new_id = conn.execute(
         api_keys.insert()
         .values(prefix=prefix, hash=hash, name=name, created_at=now, subscriber_id=subscriber_id, admin=admin)
@@ -165,6 +182,12 @@ def get_session(conn: Connection, hash: str, now: datetime) -> SessionRow | None
 
 def revoke_session(conn: Connection, hash: str, now: datetime) -> None:
     conn.execute(update(sessions).where(sessions.c.hash == hash).values(revoked_at=now))
+
+
+def get_setting(conn: Connection, name: str) -> str | None:
+    """A stored setting, or None (reading never creates one)."""
+    row = conn.execute(select(settings_kv.c.value).where(settings_kv.c.name == name)).first()
+    return str(row.value) if row is not None else None
 
 
 def get_or_create_setting(conn: Connection, name: str, make: Callable[[], str]) -> str:

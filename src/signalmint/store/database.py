@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -33,6 +35,12 @@ def is_sqlite(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def _sqlite_read_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -42,15 +50,36 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _read_only_sqlite(path: str) -> Callable[[], sqlite3.Connection]:
+    """A connect function that opens an existing SQLite file read-only (never creating it)."""
+    if not path or path == ":memory:":
+        raise StoreError("an in-memory database has nothing to read")
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise StoreError(f"no database at {file}")
+    uri = f"file:{quote(str(file.resolve()))}?mode=ro"
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10)
+
+    return connect
+
+
 class Database:
     """An engine plus the one writer thread all writes go through."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, read_only: bool = False) -> None:
+        """``read_only``: open an existing signalmint database to read it, never creating or
+        changing anything (a SQLite file is opened in SQLite's read-only mode); a missing file,
+        an unreachable server or a database without our schema is a :class:`StoreError`."""
         self.url = url
+        self.read_only = read_only
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if url.startswith("sqlite"):
             path = url.split(":///", 1)[-1]
-            if path and path != ":memory:":
+            if read_only:
+                kwargs["creator"] = _read_only_sqlite(path)
+            elif path and path != ":memory:":
                 Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
         else:
@@ -60,8 +89,21 @@ class Database:
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StoreError(f"cannot open database {self.safe_url}: {exc}") from None
         if is_sqlite(self.engine):
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", _sqlite_read_pragmas if read_only else _sqlite_pragmas)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="signalmint-writer")
+        if read_only:
+            self._check_schema()
+
+    def _check_schema(self) -> None:
+        try:
+            revision = self.current_revision()
+        except SQLAlchemyError as exc:
+            self.close()
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise StoreError(f"cannot read database {self.safe_url}: {reason}") from None
+        if revision is None:
+            self.close()
+            raise StoreError(f"{self.safe_url} is not a signalmint database (run `signalmint migrate` to create one)")
 
     @property
     def safe_url(self) -> str:
@@ -110,6 +152,8 @@ class Database:
         return await loop.run_in_executor(self._writer, functools.partial(self.write_sync, fn, *args, **kwargs))
 
     def write_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self.read_only:
+            raise StoreError(f"{self.safe_url} was opened read-only")
         with self.engine.begin() as connection:
             return fn(connection, *args, **kwargs)
 

@@ -24,9 +24,12 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, literal_column, or_, select, update
 
+from ..errors import LimitError
+from .accounts import lock_subscriber
 from .tables import deliveries, endpoints
 
 __all__ = [
+    "MAX_ENDPOINTS",
     "MAX_GROUPS",
     "SETTLE",
     "Delivery",
@@ -74,6 +77,8 @@ def group_message_id(group_key: str, signal_ids: Iterable[int]) -> str:
 SETTLE = timedelta(seconds=2)
 #: Groups one claim takes at most (each holds a PostgreSQL advisory lock while it is claimed).
 MAX_GROUPS = 200
+#: Endpoints (of any channel, paused ones included, removed ones not) one subscriber may have.
+MAX_ENDPOINTS = 20
 #: First key of the PostgreSQL advisory locks that guard groups while they are claimed ("SM").
 _GROUP_LOCKS = "21325"
 
@@ -121,6 +126,15 @@ def _delivery(r: Any) -> Delivery:
 def add_endpoint(
     conn: Connection, subscriber_id: int, channel: str, url: str, now: datetime, secrets: Sequence[str] = ()
 ) -> Endpoint:
+    """A new active endpoint; a subscriber has at most :data:`MAX_ENDPOINTS` that are not removed."""
+    lock_subscriber(conn, subscriber_id)
+    live = conn.execute(
+        select(func.count())
+        .select_from(endpoints)
+        .where(endpoints.c.subscriber_id == subscriber_id, endpoints.c.status != "disabled")
+    ).scalar_one()
+    if live >= MAX_ENDPOINTS:
+        raise LimitError(f"at most {MAX_ENDPOINTS} endpoints; remove one first", cap=MAX_ENDPOINTS)
     new_id = conn.execute(
         endpoints.insert()
         .values(

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,7 +26,7 @@ from ..accounts import Accounts, server_pepper
 from ..billing import make_provider
 from ..billing.service import Billing
 from ..config import Settings
-from ..errors import AccessError
+from ..errors import AccessError, LimitError
 from ..hub import SignalHub
 from ..mail import Mailer, mailer_for
 from ..metrics import Metrics
@@ -36,6 +37,8 @@ from .auth import AccessBook
 from .context import AppContext
 from .filters import register_filters
 from .money import register_money_filters
+from .openapi import allowed_methods
+from .openapi import install as install_openapi
 from .routes import (
     account,
     admin,
@@ -230,6 +233,7 @@ def create_app(
     # per-request dependency machinery. The FastAPI route above stays for the OpenAPI docs.
     app.router.routes.insert(0, _LabelledRoute("/api/v1/signals", api.signals, methods=["GET"], name="signals_fast"))
     app.add_middleware(_Edge, metrics=metrics, max_bytes=MAX_BODY)
+    install_openapi(app)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -243,6 +247,16 @@ def create_app(
             )
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def routing_error(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # name every method of the path, not only the first route's
+            headers["Allow"] = ", ".join(allowed_methods(app, request.url.path))
+        detail = (
+            exc.detail if exc.status_code != 405 else f"{request.method} is not allowed here; use {headers['Allow']}"
+        )
+        return await http_error(request, HTTPException(exc.status_code, detail, headers=headers))
+
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:
         problems = [{"where": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
@@ -254,6 +268,10 @@ def create_app(
     @app.exception_handler(AccessError)
     async def access_error(request: Request, exc: AccessError) -> Response:
         return await http_error(request, HTTPException(400, str(exc)))
+
+    @app.exception_handler(LimitError)
+    async def limit_error(request: Request, exc: LimitError) -> Response:
+        return await http_error(request, HTTPException(422, str(exc)))
 
     return app
 

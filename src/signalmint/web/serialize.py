@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from ..records import Automation, Plan
 from ..shapes import signal_json
+from .params import parse_id
 
 __all__ = ["AutomationOut", "SignalOut", "decode_cursor", "encode_cursor", "signal_json"]
 
@@ -97,12 +97,15 @@ def decode_cursor(cursor: str) -> int:
     """The id a cursor stands for; ValueError if it is not one of ours."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, a str that is not ASCII, or bytes that are not UTF-8
         raise ValueError("not a cursor returned by this API") from None
     prefix, _, number = raw.partition(":")
-    if prefix != "id" or not number.isdigit():
+    if prefix != "id":
         raise ValueError("not a cursor returned by this API")
-    return int(number)
+    try:
+        return parse_id(number)
+    except ValueError:
+        raise ValueError("not a cursor returned by this API") from None
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from starlette.background import BackgroundTask
 
 from ...accounts import Accounts
 from ...errors import AccessError, DeliveryError
+from ...money import parse_minor
 from ...records import STATES, Plan
 from ...store.accounts import (
     count_subscribers,
@@ -33,6 +34,7 @@ from ...store.accounts import (
 from ...store.auth import list_api_keys, revoke_api_key
 from ..auth import Viewer, resolve_viewer
 from ..context import AppContext, get_ctx, get_viewer
+from ..params import After, Id, parse_whole
 from .account import (
     anon_form,
     check_anon_csrf,
@@ -181,7 +183,7 @@ def subscribers(
     ctx: Ctx,
     admin: Admin,
     q: Annotated[str, Query(max_length=100)] = "",
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: After = 0,
 ) -> HTMLResponse:
     rows = ctx.db.read_sync(list_subscribers, after_id=after, limit=PAGE + 1, search=q.strip() or None)
     more = len(rows) > PAGE
@@ -259,7 +261,7 @@ def _detail(request: Request, ctx: AppContext, admin: Admin, subscriber_id: int,
 
 
 @router.get("/admin/subscribers/{subscriber_id}", response_class=HTMLResponse)
-def subscriber(subscriber_id: int, request: Request, ctx: Ctx, admin: Admin) -> HTMLResponse:
+def subscriber(subscriber_id: Id, request: Request, ctx: Ctx, admin: Admin) -> HTMLResponse:
     return _detail(request, ctx, admin, subscriber_id)
 
 
@@ -280,7 +282,7 @@ def _done(subscriber_id: int, what: str) -> Response:
 
 
 @router.post("/admin/subscribers/{subscriber_id}/plan", response_class=HTMLResponse)
-async def change_plan(subscriber_id: int, request: Request, ctx: Ctx, admin: Admin) -> Response:
+async def change_plan(subscriber_id: Id, request: Request, ctx: Ctx, admin: Admin) -> Response:
     form = await _act(request, ctx, admin, "plan")
     try:
         await ctx.operator.change_plan(subscriber_id, form["plan"])
@@ -304,7 +306,7 @@ def _end_of(day: str) -> datetime | None:
 
 
 @router.post("/admin/subscribers/{subscriber_id}/comp", response_class=HTMLResponse)
-async def comp(subscriber_id: int, request: Request, ctx: Ctx, admin: Admin) -> Response:
+async def comp(subscriber_id: Id, request: Request, ctx: Ctx, admin: Admin) -> Response:
     form = await _act(request, ctx, admin, "plan", "until")
     try:
         await ctx.operator.comp(subscriber_id, form["plan"] or None, _end_of(form["until"]))
@@ -314,7 +316,7 @@ async def comp(subscriber_id: int, request: Request, ctx: Ctx, admin: Admin) -> 
 
 
 @router.post("/admin/subscribers/{subscriber_id}/payment", response_class=HTMLResponse)
-async def record_payment(subscriber_id: int, request: Request, ctx: Ctx, admin: Admin) -> Response:
+async def record_payment(subscriber_id: Id, request: Request, ctx: Ctx, admin: Admin) -> Response:
     """A payment received outside any provider (bank transfer, crypto): money and months of a plan."""
     from ...billing.manual import record_manual_payment
 
@@ -322,19 +324,19 @@ async def record_payment(subscriber_id: int, request: Request, ctx: Ctx, admin: 
     try:
         ctx.operator._require(subscriber_id)
         plan = ctx.operator._plan(form["plan"])
-        amount, months = form["amount"].strip(), form["months"].strip()
-        if not amount.isdigit() or len(amount) > 9:
-            raise AccessError("give the amount in minor units (cents), digits only")
-        if not months.isdigit():
-            raise AccessError("give the months as a whole number from 1 to 36")
+        try:
+            amount = parse_minor(form["amount"])
+            months = parse_whole(form["months"], low=0, high=9999, what="the months")  # 1 to 36: checked when recorded
+        except ValueError as exc:
+            raise AccessError(str(exc)) from None
         reference = form["reference"].strip()[:80] or form["csrf"][-16:]
         await ctx.db.write(
             record_manual_payment,
             ctx.settings,
             subscriber_id,
             plan,
-            amount=int(amount),
-            months=int(months),
+            amount=amount,
+            months=months,
             reference=reference,
             note=form["note"].strip()[:500],
             now=datetime.now(UTC),
@@ -346,13 +348,14 @@ async def record_payment(subscriber_id: int, request: Request, ctx: Ctx, admin: 
 
 
 @router.post("/admin/subscribers/{subscriber_id}/trial", response_class=HTMLResponse)
-async def extend_trial(subscriber_id: int, request: Request, ctx: Ctx, admin: Admin) -> Response:
+async def extend_trial(subscriber_id: Id, request: Request, ctx: Ctx, admin: Admin) -> Response:
     form = await _act(request, ctx, admin, "days")
-    days = form["days"].strip()
     try:
-        if not days.isdigit():
-            raise AccessError("give the number of days as a whole number from 1 to 365")
-        await ctx.operator.extend_trial(subscriber_id, int(days))
+        try:
+            days = parse_whole(form["days"], low=0, high=9999, what="the number of days")  # the operator says 1 to 365
+        except ValueError as exc:
+            raise AccessError(str(exc)) from None
+        await ctx.operator.extend_trial(subscriber_id, days)
     except AccessError as exc:
         return _failed(request, ctx, admin, subscriber_id, str(exc))
     return _done(subscriber_id, "trial")
@@ -378,7 +381,7 @@ async def create_key(request: Request, ctx: Ctx, admin: Admin) -> Response:
 
 
 @router.post("/admin/keys/{key_id}/revoke")
-async def revoke_key(key_id: int, request: Request, ctx: Ctx, admin: Admin) -> Response:
+async def revoke_key(key_id: Id, request: Request, ctx: Ctx, admin: Admin) -> Response:
     form = await read_form(request, "csrf")
     check_csrf(admin, ctx, form["csrf"])
     prefixes = {k.id: k.prefix for k in ctx.db.read_sync(list_api_keys, None, admin=True)}

@@ -6,6 +6,7 @@ Only admin keys and admin sessions pass; a subscriber's key or session gets 403
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -14,10 +15,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...admin import summary_json
+from ...errors import AccessError
+from ...records import Subscription
 from ...shapes import delivery_json
-from ...store.accounts import list_subscribers
+from ...store.accounts import get_subscriber, list_subscribers
 from ..auth import Viewer
 from ..context import AppContext, ctx_dependency
+from ..openapi import errors
+from ..params import After, Before, Id
 from ..serialize import plan_json
 from .api import RESPONSES, api_viewer
 
@@ -65,12 +70,12 @@ def _subscription_json(sub: Any) -> dict[str, Any]:
     }
 
 
-@router.get("/api/v1/admin/subscribers")
+@router.get("/api/v1/admin/subscribers", responses=errors(422))
 def subscribers(
     ctx: Ctx,
     admin: Admin,
     q: Annotated[str | None, Query(max_length=100, description="search in emails")] = None,
-    after: Annotated[int, Query(ge=0, description="next_cursor of the previous page")] = 0,
+    after: After = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     """Every subscriber with plan, state, channels and watchlist."""
@@ -91,30 +96,48 @@ def export(ctx: Ctx, admin: Admin) -> Response:
     )
 
 
-@router.get("/api/v1/admin/subscribers/{subscriber_id}")
-def subscriber(subscriber_id: int, ctx: Ctx, admin: Admin) -> dict[str, Any]:
+@router.get("/api/v1/admin/subscribers/{subscriber_id}", responses=errors(404, 422))
+def subscriber(subscriber_id: Id, ctx: Ctx, admin: Admin) -> dict[str, Any]:
     rows = ctx.db.read_sync(list_subscribers, after_id=subscriber_id - 1, limit=1)
     if not rows or rows[0].subscriber.id != subscriber_id:
         raise HTTPException(404, f"no subscriber with id {subscriber_id}")
     return summary_json(rows[0], ctx.access.plans)
 
 
-@router.post("/api/v1/admin/subscribers/{subscriber_id}/plan")
-async def change_plan(subscriber_id: int, body: PlanChange, ctx: Ctx, admin: Admin) -> dict[str, Any]:
+def _change(ctx: AppContext, subscriber_id: int, plan: str | None) -> None:
+    """404 for a subscriber or plan that does not exist (whatever else the operator refuses is a 409)."""
+    if ctx.db.read_sync(get_subscriber, subscriber_id) is None:
+        raise HTTPException(404, f"no subscriber with id {subscriber_id}")
+    if plan is not None and plan not in {p.id for p in ctx.access.current()}:
+        raise HTTPException(404, f"no plan {plan!r}; GET /api/v1/admin/plans lists them")
+
+
+async def _conflict(change: Awaitable[Subscription]) -> dict[str, Any]:
+    try:
+        return _subscription_json(await change)
+    except AccessError as exc:  # the subscriber's state does not allow it (no plan to extend...)
+        raise HTTPException(409, str(exc)) from None
+
+
+@router.post("/api/v1/admin/subscribers/{subscriber_id}/plan", responses=errors(404, 409, 422))
+async def change_plan(subscriber_id: Id, body: PlanChange, ctx: Ctx, admin: Admin) -> dict[str, Any]:
     """Move the subscriber to the current version of a plan."""
-    return _subscription_json(await ctx.operator.change_plan(subscriber_id, body.plan))
+    _change(ctx, subscriber_id, body.plan)
+    return await _conflict(ctx.operator.change_plan(subscriber_id, body.plan))
 
 
-@router.post("/api/v1/admin/subscribers/{subscriber_id}/comp")
-async def comp(subscriber_id: int, body: Comp, ctx: Ctx, admin: Admin) -> dict[str, Any]:
+@router.post("/api/v1/admin/subscribers/{subscriber_id}/comp", responses=errors(404, 409, 422))
+async def comp(subscriber_id: Id, body: Comp, ctx: Ctx, admin: Admin) -> dict[str, Any]:
     """Complimentary access to a plan, until a date or forever."""
-    return _subscription_json(await ctx.operator.comp(subscriber_id, body.plan, body.until))
+    _change(ctx, subscriber_id, body.plan)
+    return await _conflict(ctx.operator.comp(subscriber_id, body.plan, body.until))
 
 
-@router.post("/api/v1/admin/subscribers/{subscriber_id}/trial")
-async def extend_trial(subscriber_id: int, body: Trial, ctx: Ctx, admin: Admin) -> dict[str, Any]:
+@router.post("/api/v1/admin/subscribers/{subscriber_id}/trial", responses=errors(404, 409, 422))
+async def extend_trial(subscriber_id: Id, body: Trial, ctx: Ctx, admin: Admin) -> dict[str, Any]:
     """Extend (or start) a trial by some days."""
-    return _subscription_json(await ctx.operator.extend_trial(subscriber_id, body.days))
+    _change(ctx, subscriber_id, None)
+    return await _conflict(ctx.operator.extend_trial(subscriber_id, body.days))
 
 
 @router.get("/api/v1/admin/plans")
@@ -128,12 +151,12 @@ def plans(ctx: Ctx, admin: Admin) -> dict[str, Any]:
     return {"items": items, "next_cursor": None}
 
 
-@router.get("/api/v1/admin/deliveries")
+@router.get("/api/v1/admin/deliveries", responses=errors(422))
 def deliveries(
     ctx: Ctx,
     admin: Admin,
     status: Annotated[str | None, Query(pattern="^(pending|sending|sent|dead|skipped)$")] = "dead",
-    before: Annotated[int | None, Query(ge=1, description="next_cursor of the previous page")] = None,
+    before: Before = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     """Deliveries by status, newest first: by default the dead letters, with their reasons."""
@@ -150,8 +173,8 @@ def deliveries(
     }
 
 
-@router.post("/api/v1/admin/deliveries/{delivery_id}/replay")
-async def replay_delivery(delivery_id: int, ctx: Ctx, admin: Admin) -> dict[str, Any]:
+@router.post("/api/v1/admin/deliveries/{delivery_id}/replay", responses=errors(404, 422))
+async def replay_delivery(delivery_id: Id, ctx: Ctx, admin: Admin) -> dict[str, Any]:
     """Send a dead letter again (its attempts start over, with the same idempotency id)."""
     from datetime import UTC
     from datetime import datetime as dt

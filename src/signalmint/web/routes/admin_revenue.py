@@ -25,6 +25,7 @@ from .. import charts
 from ..auth import Viewer
 from ..context import AppContext, ctx_dependency
 from ..money import fmt_money, minor_digits
+from ..openapi import errors
 from .account import render
 from .admin import require_admin
 from .admin_api import require_admin_api
@@ -166,7 +167,7 @@ def csv_text(report: RevenueReport) -> str:
 # --- routes -------------------------------------------------------------------------------------
 
 
-@router.get("/api/v1/admin/revenue", tags=["admin"], responses=RESPONSES)
+@router.get("/api/v1/admin/revenue", tags=["admin"], responses={**RESPONSES, **errors(422)})
 def revenue_api(
     ctx: Ctx,
     admin: Annotated[Viewer, Depends(require_admin_api)],

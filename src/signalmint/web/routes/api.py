@@ -31,6 +31,8 @@ from ...usage import month_of
 from ..auth import Viewer, resolve_viewer, subscriber_viewer
 from ..context import AppContext, ctx_dependency, get_ctx
 from ..money import fmt_money
+from ..openapi import errors
+from ..params import Id, parse_id
 from ..serialize import (
     AutomationPage,
     PlanPage,
@@ -48,11 +50,8 @@ __all__ = ["api_viewer", "router"]
 router = APIRouter()
 Ctx = Annotated[AppContext, Depends(ctx_dependency)]
 MAX_LIMIT = 500
-RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "malformed, unknown or revoked API key"},
-    403: {"description": "the key's subscription is not active, or the route is not yours"},
-    429: {"description": "rate limit or monthly quota exceeded; see Retry-After"},
-}
+#: What every route behind :func:`api_viewer` may answer; routes add their own (``errors(404)``).
+RESPONSES: dict[int | str, dict[str, Any]] = errors(401, 403, 429)
 
 
 async def api_viewer(request: Request) -> Viewer:
@@ -137,7 +136,9 @@ class SignalQuery(BaseModel):
     key: str | None = Field(default=None, max_length=128, description="only this key, e.g. AAPL")
     since: datetime | None = Field(default=None, description="only bars at or after this time (ISO 8601 with zone)")
     limit: int = Field(default=50, ge=1, le=MAX_LIMIT, description="page size")
-    cursor: str | None = Field(default=None, max_length=64, description="next_cursor of the previous page")
+    cursor: str | None = Field(
+        default=None, max_length=64, pattern="^[A-Za-z0-9_-]+$", description="next_cursor of the previous page"
+    )
 
 
 def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
@@ -153,7 +154,7 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     "/api/v1/signals",
     response_model=SignalPage,
     tags=["signals"],
-    responses=RESPONSES,
+    responses={**RESPONSES, **errors(400, 404, 422)},
     openapi_extra={"parameters": _query_parameters(SignalQuery)},
 )
 async def signals(request: Request) -> Response:
@@ -213,8 +214,13 @@ def _scopes(ctx: AppContext, viewer: Viewer, now: datetime, automation: str | No
     return scopes_for(viewer, now, names)
 
 
-@router.get("/api/v1/signals/{signal_id}", response_model=SignalOut, tags=["signals"], responses=RESPONSES)
-def signal(signal_id: int, ctx: Ctx, viewer: Who) -> dict[str, Any]:
+@router.get(
+    "/api/v1/signals/{signal_id}",
+    response_model=SignalOut,
+    tags=["signals"],
+    responses={**RESPONSES, **errors(404, 422)},
+)
+def signal(signal_id: Id, ctx: Ctx, viewer: Who) -> dict[str, Any]:
     """One signal, as your plan shows it, with its place in the hash chain."""
     found = ctx.db.read_sync(get_signal, signal_id)
     body = present(found, viewer, datetime.now(UTC)) if found is not None else None
@@ -241,7 +247,11 @@ def _refresh(ctx: AppContext, viewer: Viewer) -> Viewer | None:
     "/api/v1/stream",
     tags=["signals"],
     response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}, **RESPONSES},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "server-sent events"},
+        **RESPONSES,
+        **errors(400, 404, 422),
+    },
 )
 async def stream(
     request: Request,
@@ -258,9 +268,11 @@ async def stream(
     await asyncio.to_thread(_known_automation, ctx, automation)
     cursor: tuple[datetime, int] = (datetime.now(UTC) - SETTLE, 0)
     if last_event_id is not None:
-        if not last_event_id.strip().isdigit():
-            raise HTTPException(400, "Last-Event-ID must be a signal id")
-        found = await ctx.db.read(position_of, viewer, int(last_event_id))
+        try:
+            last_id = parse_id(last_event_id, low=0)
+        except ValueError as exc:
+            raise HTTPException(400, f"Last-Event-ID: {exc}") from None
+        found = await ctx.db.read(position_of, viewer, last_id)
         if found is not None:
             cursor = found
 

@@ -22,10 +22,12 @@ from sqlalchemy import Connection
 from ...billing.credits import balance
 from ...billing.service import Billing
 from ...errors import AccessError
+from ...money import parse_minor
 from ...records import Checkout
 from ...store.billing import list_payments
 from ..auth import Viewer, resolve_viewer
 from ..context import AppContext, get_ctx
+from ..params import is_digits
 from .account import anon_csrf, check_anon_csrf, check_csrf, read_form, redirect, render, set_csrf_cookie, throttle
 from .dashboard import Me, standing
 
@@ -42,11 +44,11 @@ def _billing(ctx: AppContext) -> Billing:
 
 
 def _amount(text: str) -> int:
-    """Minor units from a form field: digits only, e.g. ``500`` for 5.00."""
-    text = text.strip()
-    if not text.isdigit() or len(text) > 9:
-        raise AccessError("give the amount in cents, digits only (500 is 5.00)")
-    return int(text)
+    """Minor units from a form field: ASCII digits only, e.g. ``500`` for 5.00."""
+    try:
+        return parse_minor(text)
+    except ValueError as exc:
+        raise AccessError(str(exc)) from None
 
 
 def _owned(request: Request, ctx: AppContext, token: str) -> Checkout:
@@ -176,7 +178,7 @@ def tip_page(request: Request, ctx: Ctx, automation: str = "", amount: str = "")
         nav_active="automation",
         csrf=csrf,
         automation=automation,
-        amount=amount if amount.isdigit() else "",
+        amount=amount if is_digits(amount) else "",
         tips=tips,
         currency=ctx.settings.billing.currency,
         test_mode=ctx.billing.test_mode,

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import Connection
 
 from ...access import is_entitled
+from ...errors import LimitError
 from ...records import CHANNELS, Plan, Preferences, Signal, Subscriber, Subscription
 from ...store import list_automations, list_signals
 from ...store.accounts import get_preferences, set_preference, set_watchlist
@@ -25,6 +26,7 @@ from ...store.auth import list_api_keys, revoke_api_key
 from ...usage import month_of
 from ..auth import Viewer, resolve_viewer
 from ..context import AppContext, get_ctx
+from ..params import Id, is_digits
 from ..visibility import scopes_for
 from .account import check_csrf, read_form, redirect, render
 
@@ -35,7 +37,6 @@ Ctx = Annotated[AppContext, Depends(get_ctx)]
 
 #: Channels that notify (the web feed and the API are pulled, not pushed), in display order.
 NOTIFY_CHANNELS = tuple(c for c in CHANNELS if c in {"email", "telegram", "webhook", "apprise"})
-MAX_KEYS = 10
 FEED_ROWS = 20
 _KEY = re.compile(r"[A-Za-z0-9._-]{1,32}")
 _CLOCK = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
@@ -198,14 +199,16 @@ async def save_watchlist(request: Request, ctx: Ctx, me: Me) -> Response:
     error = None
     if bad:
         error = f"Not a symbol: {', '.join(bad[:5])}. Use 1 to 32 letters, digits, dots, dashes or underscores."
-    elif len(keys) > plan.watchlist:
-        error = (
-            f"Your {plan.name} plan watches up to {plan.watchlist} symbols; you listed {len(keys)}. "
-            "Remove some, or move to a plan with a larger watchlist."
-        )
+    else:
+        try:  # the store holds the cap, for every path that changes a watchlist
+            await ctx.db.write(set_watchlist, me.subscriber.id, keys, datetime.now(UTC))
+        except LimitError as exc:
+            error = (
+                f"Your {plan.name} plan watches up to {exc.cap} symbols; you listed {len(keys)}. "
+                "Remove some, or move to a plan with a larger watchlist."
+            )
     if error:
         return _page(request, ctx, me, status=400, errors={"watchlist": error}, values={"keys": form["keys"][:2000]})
-    await ctx.db.write(set_watchlist, me.subscriber.id, keys, datetime.now(UTC))
     ctx.viewers.forget_subscriber(me.subscriber.id)
     return redirect("/dashboard?saved=watchlist#watchlist")
 
@@ -228,7 +231,7 @@ async def save_preferences(request: Request, ctx: Ctx, me: Me) -> Response:
         if start is not None and start == end:
             raise ValueError("Quiet hours need an end different from their start.")
         budget = form["daily_budget"].strip()
-        if budget and not (budget.isdigit() and int(budget) <= 10_000):
+        if budget and not (is_digits(budget) and len(budget) <= 5 and int(budget) <= 10_000):
             raise ValueError("The daily budget is a whole number of alerts from 0 to 10,000, or empty for no limit.")
         quiet_mode, group_seconds = noise_choice(form["quiet_mode"], form["group_seconds"])
     except ValueError as exc:
@@ -254,17 +257,15 @@ async def create_key(request: Request, ctx: Ctx, me: Me) -> Response:
     assert me.subscriber is not None
     if me.plan is None:
         raise HTTPException(403, "API keys need a plan.")
-    active = [k for k in ctx.db.read_sync(list_api_keys, me.subscriber.id) if k.revoked_at is None]
-    if len(active) >= MAX_KEYS:
-        return _page(
-            request, ctx, me, status=400, errors={"api": f"You have {MAX_KEYS} active keys: revoke one first."}
-        )
-    key, text = await ctx.accounts.create_key(form["name"][:100], subscriber_id=me.subscriber.id)
+    try:
+        key, text = await ctx.accounts.create_key(form["name"][:100], subscriber_id=me.subscriber.id)
+    except LimitError as exc:
+        return _page(request, ctx, me, status=400, errors={"api": str(exc)})
     return render(request, "key_created.html", key=key, text=text, back="/dashboard#api", viewer=me)
 
 
 @router.post("/dashboard/keys/{key_id}/revoke")
-async def revoke_key(key_id: int, request: Request, ctx: Ctx, me: Me) -> Response:
+async def revoke_key(key_id: Id, request: Request, ctx: Ctx, me: Me) -> Response:
     form = await read_form(request, "csrf")
     check_csrf(me, ctx, form["csrf"])
     assert me.subscriber is not None

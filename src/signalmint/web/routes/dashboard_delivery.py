@@ -24,9 +24,11 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
+from ...errors import LimitError
 from ...store.outbox import Endpoint, list_deliveries, list_endpoints, set_endpoint_status
 from ..auth import Viewer
 from ..context import AppContext, get_ctx
+from ..params import Id, is_digits
 from . import endpoints as api
 from .account import check_csrf, read_form, redirect, render, throttle
 from .dashboard import Me, _page
@@ -75,7 +77,7 @@ def noise_choice(quiet_mode: str, group_seconds: str) -> tuple[str, int | None]:
         raise ValueError("During quiet hours, alerts are either held one by one or sent as one digest.")
     raw = group_seconds.strip() or "0"
     allowed = dict(GROUP_CHOICES)
-    if not (raw.isdigit() and int(raw) in allowed):
+    if not (is_digits(raw) and len(raw) <= 6 and int(raw) in allowed):
         windows = [label for seconds, label in GROUP_CHOICES if seconds]
         raise ValueError(f"Group alerts over {', '.join(windows[:-1])} or {windows[-1]}, or leave grouping off.")
     return mode, int(raw) or None
@@ -238,6 +240,9 @@ async def add_endpoint(request: Request, ctx: Ctx, me: Me) -> Response:
     try:
         body = api.EndpointIn.model_validate({"channel": channel, "url": url})
         made = await api.add(body, ctx, me)  # the API's own checks: plan, count, private addresses
+    except LimitError:
+        problem = f"You have {api.MAX_ENDPOINTS} endpoints, the most there can be: remove one first."
+        return _page(request, ctx, me, status=400, errors={field: problem}, values={field: url[:2000]})
     except ValidationError:
         problem = "Enter the whole address, from https:// on (at most 2,000 characters)."
         if channel == "apprise":
@@ -264,8 +269,6 @@ async def add_endpoint(request: Request, ctx: Ctx, me: Me) -> Response:
 def _refusal(exc: HTTPException, url: str) -> str:
     """The API's 422 in a sentence: "url: <url>: 10.0.0.8 is a private address" and the like."""
     detail = str(exc.detail)
-    if not detail.startswith("url: "):  # too many endpoints
-        return f"You have {api.MAX_ENDPOINTS} endpoints, the most there can be: remove one first."
     why = detail.removeprefix("url: ")
     for prefix in ("webhook+", "apprise+", ""):
         why = why.removeprefix(f"{url.removeprefix(prefix)}: ")
@@ -299,7 +302,7 @@ async def _set_status(
 
 
 @router.post("/dashboard/endpoints/{endpoint_id}/pause")
-async def pause(endpoint_id: int, request: Request, ctx: Ctx, me: Me) -> Response:
+async def pause(endpoint_id: Id, request: Request, ctx: Ctx, me: Me) -> Response:
     form = await read_form(request, "csrf")
     check_csrf(me, ctx, form["csrf"])
     await _set_status(ctx, me, endpoint_id, lambda e: e.status in ("active", "paused"), "paused", PAUSED_BY_YOU)
@@ -307,7 +310,7 @@ async def pause(endpoint_id: int, request: Request, ctx: Ctx, me: Me) -> Respons
 
 
 @router.post("/dashboard/endpoints/{endpoint_id}/resume")
-async def resume(endpoint_id: int, request: Request, ctx: Ctx, me: Me) -> Response:
+async def resume(endpoint_id: Id, request: Request, ctx: Ctx, me: Me) -> Response:
     form = await read_form(request, "csrf")
     check_csrf(me, ctx, form["csrf"])
     await _set_status(ctx, me, endpoint_id, lambda e: e.status == "active" or _resumable(e), "active", "")
@@ -315,7 +318,7 @@ async def resume(endpoint_id: int, request: Request, ctx: Ctx, me: Me) -> Respon
 
 
 @router.post("/dashboard/endpoints/{endpoint_id}/remove")
-async def remove(endpoint_id: int, request: Request, ctx: Ctx, me: Me) -> Response:
+async def remove(endpoint_id: Id, request: Request, ctx: Ctx, me: Me) -> Response:
     form = await read_form(request, "csrf")
     check_csrf(me, ctx, form["csrf"])
     await _set_status(ctx, me, endpoint_id, lambda e: True, "disabled", REMOVED)  # what DELETE over the API writes
@@ -330,7 +333,7 @@ class Flash:
 
 
 @router.post("/dashboard/endpoints/{endpoint_id}/test", response_class=HTMLResponse)
-async def send_test(endpoint_id: int, request: Request, ctx: Ctx, me: Me) -> Response:
+async def send_test(endpoint_id: Id, request: Request, ctx: Ctx, me: Me) -> Response:
     form = await read_form(request, "csrf")
     check_csrf(me, ctx, form["csrf"])
     endpoint = _own(ctx, me, endpoint_id)
@@ -358,7 +361,7 @@ async def send_test(endpoint_id: int, request: Request, ctx: Ctx, me: Me) -> Res
 
 
 @router.get("/dashboard/endpoints/{endpoint_id}/log", response_class=HTMLResponse)
-def delivery_log(endpoint_id: int, request: Request, ctx: Ctx, me: Me) -> HTMLResponse:
+def delivery_log(endpoint_id: Id, request: Request, ctx: Ctx, me: Me) -> HTMLResponse:
     endpoint = _own(ctx, me, endpoint_id)
     rows = ctx.db.read_sync(list_deliveries, endpoint_id=endpoint.id, limit=LOG_ROWS)
     channels = me.plan.channels if me.plan is not None else frozenset()

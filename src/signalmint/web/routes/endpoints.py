@@ -19,15 +19,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ...delivery.worker import unsubscribe_token
 from ...errors import DeliveryError
 from ...shapes import delivery_json
-from ...store.outbox import add_endpoint, list_deliveries, list_endpoints, set_endpoint_status
+from ...store.outbox import MAX_ENDPOINTS, add_endpoint, list_deliveries, list_endpoints, set_endpoint_status
 from ..context import AppContext, ctx_dependency
+from ..openapi import errors
+from ..params import Id
+from .api import RESPONSES
 from .me import Me
 
-__all__ = ["router"]
+__all__ = ["MAX_ENDPOINTS", "router"]
 
 router = APIRouter(tags=["me"])
 Ctx = Annotated[AppContext, Depends(ctx_dependency)]
-MAX_ENDPOINTS = 20
 
 
 class EndpointIn(BaseModel):
@@ -79,7 +81,7 @@ def _vet(ctx: AppContext, body: EndpointIn) -> tuple[str, list[str]]:
     return f"apprise+{url}", []
 
 
-@router.get("/api/v1/me/endpoints")
+@router.get("/api/v1/me/endpoints", responses=RESPONSES)
 def endpoints(ctx: Ctx, viewer: Me) -> dict[str, Any]:
     """Where your alerts go (email, webhooks, Apprise, Telegram) and each one's status."""
     assert viewer.subscriber is not None
@@ -87,15 +89,12 @@ def endpoints(ctx: Ctx, viewer: Me) -> dict[str, Any]:
     return {"items": items, "next_cursor": None}
 
 
-@router.post("/api/v1/me/endpoints", status_code=201)
+@router.post("/api/v1/me/endpoints", status_code=201, responses={**RESPONSES, **errors(422)})
 async def add(body: EndpointIn, ctx: Ctx, viewer: Me) -> dict[str, Any]:
-    """Register a webhook (the response holds its signing secret, once) or an Apprise URL."""
+    """Register a webhook (the response holds its signing secret, once) or an Apprise URL (at most 20 endpoints)."""
     assert viewer.subscriber is not None
     if viewer.plan is None or body.channel not in viewer.plan.channels:
         raise HTTPException(403, f"your plan does not include {body.channel} alerts")
-    live = [e for e in ctx.db.read_sync(list_endpoints, viewer.subscriber.id) if e.status != "disabled"]
-    if len(live) >= MAX_ENDPOINTS:
-        raise HTTPException(422, f"at most {MAX_ENDPOINTS} endpoints; delete one first")
     url, secrets = _vet(ctx, body)
     endpoint = await ctx.db.write(add_endpoint, viewer.subscriber.id, body.channel, url, datetime.now(UTC), secrets)
     _changed(ctx)
@@ -105,8 +104,8 @@ async def add(body: EndpointIn, ctx: Ctx, viewer: Me) -> dict[str, Any]:
     return out
 
 
-@router.delete("/api/v1/me/endpoints/{endpoint_id}", status_code=204)
-async def remove(endpoint_id: int, ctx: Ctx, viewer: Me) -> None:
+@router.delete("/api/v1/me/endpoints/{endpoint_id}", status_code=204, responses={**RESPONSES, **errors(404, 422)})
+async def remove(endpoint_id: Id, ctx: Ctx, viewer: Me) -> None:
     """Stop sending to one of your endpoints. Someone else's endpoint is a 404."""
     assert viewer.subscriber is not None
     done = await ctx.db.write(
@@ -118,8 +117,8 @@ async def remove(endpoint_id: int, ctx: Ctx, viewer: Me) -> None:
     _changed(ctx)
 
 
-@router.get("/api/v1/me/endpoints/{endpoint_id}/deliveries")
-def delivery_log(endpoint_id: int, ctx: Ctx, viewer: Me) -> dict[str, Any]:
+@router.get("/api/v1/me/endpoints/{endpoint_id}/deliveries", responses={**RESPONSES, **errors(404, 422)})
+def delivery_log(endpoint_id: Id, ctx: Ctx, viewer: Me) -> dict[str, Any]:
     """The last deliveries to one of your endpoints: status, attempts, last error, receipt."""
     assert viewer.subscriber is not None
     owned = {e.id for e in ctx.db.read_sync(list_endpoints, viewer.subscriber.id)}
@@ -144,7 +143,7 @@ def _unsubscribe_target(ctx: AppContext, endpoint_id: int, token: str) -> None:
 
 
 @router.get("/unsubscribe/{endpoint_id}/{token}", response_class=HTMLResponse, include_in_schema=False)
-def unsubscribe_page(endpoint_id: int, token: str, request: Request, ctx: Ctx) -> HTMLResponse:
+def unsubscribe_page(endpoint_id: Id, token: str, request: Request, ctx: Ctx) -> HTMLResponse:
     _unsubscribe_target(ctx, endpoint_id, token)
     html = (
         "<!doctype html><title>Unsubscribe</title><main style='font-family:system-ui;max-width:32rem;margin:4rem auto'>"
@@ -154,7 +153,7 @@ def unsubscribe_page(endpoint_id: int, token: str, request: Request, ctx: Ctx) -
 
 
 @router.post("/unsubscribe/{endpoint_id}/{token}", include_in_schema=False)
-async def unsubscribe(endpoint_id: int, token: str, ctx: Ctx) -> Response:
+async def unsubscribe(endpoint_id: Id, token: str, ctx: Ctx) -> Response:
     """RFC 8058 one-click: mail clients POST ``List-Unsubscribe=One-Click`` without cookies."""
     _unsubscribe_target(ctx, endpoint_id, token)
     await ctx.db.write(set_endpoint_status, endpoint_id, "disabled", "unsubscribed", datetime.now(UTC))
@@ -165,8 +164,8 @@ async def unsubscribe(endpoint_id: int, token: str, ctx: Ctx) -> Response:
 # --- send a test event ---------------------------------------------------------------------------
 
 
-@router.post("/api/v1/me/endpoints/{endpoint_id}/test")
-async def test_event(endpoint_id: int, ctx: Ctx, viewer: Me) -> dict[str, Any]:
+@router.post("/api/v1/me/endpoints/{endpoint_id}/test", responses={**RESPONSES, **errors(404, 422)})
+async def test_event(endpoint_id: Id, ctx: Ctx, viewer: Me) -> dict[str, Any]:
     """Send a test message to one of your endpoints now; the answer says what the receiver said."""
     from ...delivery.channels.base import Message
     from ...delivery.runner import channel_context
@@ -227,14 +226,14 @@ def _feed_url(ctx: AppContext, subscriber_id: int, nonce: str) -> str:
     return f"{ctx.settings.base_url.rstrip('/')}/feeds/{subscriber_id}/{feed_token(ctx, subscriber_id, nonce)}.atom"
 
 
-@router.get("/api/v1/me/feed")
+@router.get("/api/v1/me/feed", responses=RESPONSES)
 def feed_url(ctx: Ctx, viewer: Me) -> dict[str, Any]:
     """Your private Atom feed's address (keep it secret; rotate it if it leaks)."""
     assert viewer.subscriber is not None
     return {"url": _feed_url(ctx, viewer.subscriber.id, _feed_nonce(ctx, viewer.subscriber.id))}
 
 
-@router.post("/api/v1/me/feed/rotate")
+@router.post("/api/v1/me/feed/rotate", responses=RESPONSES)
 def rotate_feed(ctx: Ctx, viewer: Me) -> dict[str, Any]:
     """A new feed address; the old one stops working at once."""
     assert viewer.subscriber is not None
@@ -242,16 +241,21 @@ def rotate_feed(ctx: Ctx, viewer: Me) -> dict[str, Any]:
 
 
 @router.get("/feeds/{subscriber_id}/{token}.atom", include_in_schema=False)
-def atom_feed(subscriber_id: int, token: str, ctx: Ctx) -> Response:
+def atom_feed(subscriber_id: Id, token: str, request: Request, ctx: Ctx) -> Response:
     """The subscriber's signals as Atom, exactly as their plan shows them (delay, keys, masks)."""
     from xml.sax.saxutils import escape
 
     from ...store import list_signals
+    from ...store.auth import get_setting
     from ..auth import subscriber_viewer
     from ..visibility import present, scopes_for
+    from .account import throttle
 
-    expected = feed_token(ctx, subscriber_id, _feed_nonce(ctx, subscriber_id))
-    if len(token) > 64 or not hmac.compare_digest(expected, token):
+    # Reading only: a feed's nonce exists once its owner asked for the address; a made-up
+    # subscriber id or token writes nothing, and wrong guesses from one address are throttled.
+    nonce = ctx.db.read_sync(get_setting, f"feed_nonce:{subscriber_id}")
+    if nonce is None or len(token) > 64 or not hmac.compare_digest(feed_token(ctx, subscriber_id, nonce), token):
+        throttle(request, ctx, "feed")
         raise HTTPException(404, "no such feed")
     viewer = subscriber_viewer(ctx, subscriber_id)
     if viewer.plan is None or "rss" not in viewer.plan.channels:
@@ -293,6 +297,7 @@ class EmailEvent(BaseModel):
 @router.post(
     "/api/v1/email/events",
     tags=["operations"],
+    responses=errors(401, 422),
     openapi_extra={"requestBody": {"content": {"application/json": {"schema": EmailEvent.model_json_schema()}}}},
 )
 async def email_event(request: Request, ctx: Ctx) -> dict[str, Any]:
@@ -325,7 +330,7 @@ async def email_event(request: Request, ctx: Ctx) -> dict[str, Any]:
     return {"suppressed": count}
 
 
-@router.post("/api/v1/me/telegram")
+@router.post("/api/v1/me/telegram", responses={**RESPONSES, **errors(404)})
 async def telegram_link(ctx: Ctx, viewer: Me) -> dict[str, Any]:
     """A one-time link (valid for an hour) that connects a Telegram chat to your alerts."""
     from ...delivery.telegram_commands import connect_link

@@ -13,11 +13,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...store.accounts import set_watchlist
+from ...store.accounts import MAX_WATCHLIST, set_watchlist
 from ...store.auth import list_api_keys, revoke_api_key
 from ...usage import month_of
 from ..auth import Viewer
 from ..context import AppContext, ctx_dependency
+from ..openapi import errors
+from ..params import Id
 from .api import RESPONSES, api_viewer
 
 __all__ = ["router"]
@@ -25,7 +27,6 @@ __all__ = ["router"]
 router = APIRouter(tags=["me"], responses=RESPONSES)
 Ctx = Annotated[AppContext, Depends(ctx_dependency)]
 KEY = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
-MAX_WATCHLIST = 1000
 
 
 def subscriber(viewer: Annotated[Viewer, Depends(api_viewer)]) -> Viewer:
@@ -39,7 +40,9 @@ Me = Annotated[Viewer, Depends(subscriber)]
 
 class WatchlistIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    keys: list[str] = Field(max_length=MAX_WATCHLIST, description="the keys (symbols) to follow")
+    keys: list[Annotated[str, Field(pattern=KEY.pattern)]] = Field(
+        max_length=MAX_WATCHLIST, description="the keys (symbols) to follow: 1-32 letters, digits, . _ -"
+    )
 
 
 class KeyIn(BaseModel):
@@ -93,7 +96,7 @@ def get_watchlist(viewer: Me) -> dict[str, Any]:
     return {"keys": sorted(viewer.watchlist), "max": viewer.plan.watchlist if viewer.plan else None}
 
 
-@router.put("/api/v1/me/watchlist")
+@router.put("/api/v1/me/watchlist", responses=errors(400, 422))
 async def put_watchlist(body: WatchlistIn, ctx: Ctx, viewer: Me) -> dict[str, Any]:
     """Replace your watchlist (at most your plan's `watchlist` keys)."""
     assert viewer.subscriber is not None
@@ -104,8 +107,6 @@ async def put_watchlist(body: WatchlistIn, ctx: Ctx, viewer: Me) -> dict[str, An
     bad = [k for k in keys if not KEY.match(k)]
     if bad:
         raise HTTPException(422, f"not a key: {bad[0]!r} (1-32 letters, digits, . _ -)")
-    if len(keys) > plan.watchlist:
-        raise HTTPException(422, f"your plan allows {plan.watchlist} keys; you sent {len(keys)}")
     await ctx.db.write(set_watchlist, viewer.subscriber.id, keys, datetime.now(UTC))
     ctx.viewers.forget_subscriber(viewer.subscriber.id)
     return {"keys": keys, "max": plan.watchlist}
@@ -119,16 +120,16 @@ def keys(ctx: Ctx, viewer: Me) -> dict[str, Any]:
     return {"items": items, "next_cursor": None}
 
 
-@router.post("/api/v1/me/keys", status_code=201)
+@router.post("/api/v1/me/keys", status_code=201, responses=errors(422))
 async def create_key(body: KeyIn, ctx: Ctx, viewer: Me) -> dict[str, Any]:
-    """A new API key; `key` is in this response only, store it now."""
+    """A new API key; `key` is in this response only, store it now (at most 10 active keys)."""
     assert viewer.subscriber is not None
     key, text = await ctx.accounts.create_key(body.name, subscriber_id=viewer.subscriber.id)
     return {**_key_json(key), "key": text}
 
 
-@router.delete("/api/v1/me/keys/{key_id}", status_code=204)
-async def revoke_key(key_id: int, ctx: Ctx, viewer: Me) -> None:
+@router.delete("/api/v1/me/keys/{key_id}", status_code=204, responses=errors(404, 422))
+async def revoke_key(key_id: Id, ctx: Ctx, viewer: Me) -> None:
     """Revoke one of your keys (it stops working at once). Someone else's key is a 404."""
     assert viewer.subscriber is not None
     done = await ctx.db.write(revoke_api_key, key_id, datetime.now(UTC), owner=viewer.subscriber.id)

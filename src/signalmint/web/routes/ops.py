@@ -15,7 +15,16 @@ router = APIRouter()
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
 
-@router.get("/healthz", tags=["operations"])
+@router.get(
+    "/healthz",
+    tags=["operations"],
+    responses={
+        503: {
+            "description": "the database does not answer (the same body, with `status: unavailable`)",
+            "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
+        }
+    },
+)
 def healthz(ctx: Ctx, response: Response) -> dict[str, Any]:
     """Liveness and readiness: the database answers and each automation's engine state."""
     database_ok = ctx.db.ping()

@@ -18,6 +18,7 @@ from ...store.state import load_checkpoint
 from .. import charts
 from ..auth import Viewer, resolve_viewer
 from ..context import AppContext, get_ctx, get_viewer
+from ..params import Id
 from ..visibility import scopes_for
 
 __all__ = ["router"]
@@ -174,5 +175,5 @@ def _signal_page(conn: Connection, signal_id: int, viewer: Viewer) -> dict[str, 
 
 
 @router.get("/signals/{signal_id}", response_class=HTMLResponse)
-def signal_page(signal_id: int, request: Request, ctx: Ctx, viewer: Who) -> HTMLResponse:
+def signal_page(signal_id: Id, request: Request, ctx: Ctx, viewer: Who) -> HTMLResponse:
     return _render(request, "signal.html", nav_active="signal", **ctx.db.read_sync(_signal_page, signal_id, viewer))

@@ -25,6 +25,7 @@ from ...billing.service import Billing
 from ...billing.stripe_events import Outcome, RetryLater, apply_event, fetch_for
 from ...billing.stripe_provider import StripeProvider
 from ..context import get_ctx
+from ..openapi import errors
 
 __all__ = ["router", "verify"]
 
@@ -64,6 +65,7 @@ def verify(body: bytes, header: str | None, secret: str, tolerance: timedelta, n
     tags=["billing"],
     summary="Stripe webhook events (authenticated by their Stripe-Signature)",
     response_class=JSONResponse,
+    responses=errors(400, 404),
 )
 async def stripe_webhook(request: Request) -> JSONResponse:
     ctx = get_ctx(request)
