@@ -53,7 +53,7 @@ def no_api_message(plan: Plan, on_sale: list[Plan]) -> str:
     >>> pro = Plan(id="pro", version=1, name="Pro", automations=("*",), price=9900,
     ...            channels=frozenset({"web", "api"}), api_quota=10_000, overage_price=1, rate_per_second=20, burst=40)
     >>> no_api_message(free, [free, pro])
-    'the Free plan does not include the API; Pro (10,000 calls a month, then $0.01 a call; up to 20 a second, \
+    'the Free plan does not include the API; Pro (10,000 calls/month, then $0.01 a call; up to 20 a second, \
 bursts of 40) does: see GET /api/v1/plans'
     >>> no_api_message(free, [free])
     'the Free plan does not include the API, and no plan on sale does'

@@ -27,10 +27,10 @@ def api_terms(plan: Plan) -> str:
     >>> pro = Plan(id="pro", version=1, name="Pro", automations=("*",), channels=frozenset({"api"}),
     ...            api_quota=10_000, overage_price=1, rate_per_second=20, burst=40)
     >>> api_terms(pro)
-    '10,000 calls a month, then $0.01 a call; up to 20 a second, bursts of 40'
+    '10,000 calls/month, then $0.01 a call; up to 20 a second, bursts of 40'
     >>> from dataclasses import replace
     >>> api_terms(replace(pro, overage_price=0, rate_per_second=0.5))
-    '10,000 calls a month, then none until the next month; up to 0.5 a second, bursts of 40'
+    '10,000 calls/month, then none until the next month; up to 0.5 a second, bursts of 40'
     >>> api_terms(replace(pro, api_quota=None))
     'unlimited calls; up to 20 a second, bursts of 40'
     >>> api_terms(replace(pro, channels=frozenset({"web"})))
@@ -46,7 +46,7 @@ def api_terms(plan: Plan) -> str:
             if plan.overage_price
             else "then none until the next month"
         )
-        calls = f"{plan.api_quota:,} calls a month, {after}"
+        calls = f"{plan.api_quota:,} calls/month, {after}"
     return f"{calls}; up to {plan.rate_per_second:,g} a second, bursts of {plan.burst:,}"
 
 
