@@ -213,3 +213,15 @@ def test_the_readme_sells_the_plans_the_demo_enforces() -> None:
 def test_unlimited_and_quota_terms_in_words(quota: int | None) -> None:
     plan = Plan(id="p", version=1, name="P", automations=("*",), channels=frozenset({"api"}), api_quota=quota)
     assert api_terms(plan).startswith("unlimited calls" if quota is None else "5 calls/month, then none")
+
+
+def test_api_terms_without_api_access_are_a_config_error(registry: Any) -> None:
+    from signalmint.config import parse_settings
+    from signalmint.errors import ConfigError
+
+    text = "database: sqlite:///x.db\nplans:\n  - id: premium\n    channels: [web, email]\n    api_quota: 1000\n"
+    with pytest.raises(ConfigError) as info:
+        parse_settings(text, file="cfg.yaml", registry=registry, env={})
+    assert info.value.line == 3 and "add api to channels" in str(info.value)
+    fixed = text.replace("[web, email]", "[web, email, api]")
+    assert parse_settings(fixed, file="cfg.yaml", registry=registry, env={}).plans[0].api_quota == 1000

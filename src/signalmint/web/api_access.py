@@ -54,7 +54,7 @@ def no_api_message(plan: Plan, on_sale: list[Plan]) -> str:
     ...            channels=frozenset({"web", "api"}), api_quota=10_000, overage_price=1, rate_per_second=20, burst=40)
     >>> no_api_message(free, [free, pro])
     'the Free plan does not include the API; Pro (10,000 calls/month, then $0.01 a call; up to 20 a second, \
-bursts of 40) does: see GET /api/v1/plans'
+bursts of 40) does: change plans at /dashboard/billing'
     >>> no_api_message(free, [free])
     'the Free plan does not include the API, and no plan on sale does'
     """
@@ -63,7 +63,7 @@ bursts of 40) does: see GET /api/v1/plans'
         return f"the {plan.name} plan does not include the API, and no plan on sale does"
     names = ", ".join(f"{p.name} ({api_terms(p)})" for p in offers)
     verb = "does" if len(offers) == 1 else "do"
-    return f"the {plan.name} plan does not include the API; {names} {verb}: see GET /api/v1/plans"
+    return f"the {plan.name} plan does not include the API; {names} {verb}: change plans at /dashboard/billing"
 
 
 def _seconds_to_next_month(now: datetime) -> int:
