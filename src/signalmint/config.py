@@ -164,6 +164,11 @@ class PlanConfig(_Strict):
     def _one_key_rule(self) -> PlanConfig:
         if self.keys is not None and self.watchlist is not None:
             raise ValueError("set either keys (a fixed list) or watchlist (subscribers choose), not both")
+        if "api" not in self.channels and (self.api_quota is not None or self.overage_price):
+            raise ValueError(
+                "api_quota and overage_price are terms of API access, which this plan does not sell: "
+                "add api to channels, or drop them"
+            )
         return self
 
     def to_plan(self, version: int) -> Plan:

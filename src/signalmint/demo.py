@@ -20,31 +20,41 @@ NUMBERS = ["volume", "baseline", "ratio", "z", "mad", "price_change", "score"]
 
 
 def demo_plans() -> list[PlanConfig]:
-    """The flagship's three tiers (see README: "Plans")."""
+    """The flagship's three tiers (see README: "Plans").
+
+    The API is a term of each plan, sold as a ladder: free and premium get a small monthly
+    quota (refused beyond it), pro a large one with overage, at rising rates. The pricing
+    cards and the dashboard render these terms (``api_terms``), and the API enforces them for
+    keys and browser sessions alike.
+    """
     return [
         PlanConfig(
             id="free",
             name="Free",
-            description="Delayed alerts on a few symbols you choose.",
+            description="Delayed alerts on a few symbols you choose, and a taste of the API.",
             delay=timedelta(minutes=15),
             watchlist=3,
-            channels=["web", "email", "rss"],
+            channels=["web", "email", "rss", "api"],
             masked_fields=NUMBERS,
             alerts_per_day=10,
+            api_quota=300,
             rate_per_second=1,
             burst=5,
         ),
         PlanConfig(
             id="premium",
             name="Premium",
-            description="Every signal the moment it happens, on every channel.",
+            description="Every signal the moment it happens, on every channel; 1,000 API calls a month.",
             price=2900,
-            channels=["web", "email", "telegram", "webhook", "apprise", "rss"],
+            channels=["web", "email", "telegram", "webhook", "apprise", "rss", "api"],
+            api_quota=1_000,
+            rate_per_second=2,
+            burst=10,
         ),
         PlanConfig(
             id="pro",
             name="Pro",
-            description="Premium plus the API: 10,000 calls a month, then 1 cent a call.",
+            description="Premium plus the API as a product: 10,000 calls a month, then 1 cent a call.",
             price=9900,
             trial_days=7,
             channels=["web", "email", "telegram", "webhook", "apprise", "rss", "api"],

@@ -24,8 +24,20 @@ SECRET = "test-secret-0123456789abcdef"
 
 def settings(db: Database, **overrides: Any) -> Settings:
     plans = [
-        PlanConfig(id="free", delay="15m", watchlist=2, masked_fields=NUMBERS, rate_per_second=50, burst=100),
-        PlanConfig(id="premium", price=2900, trial_days=7, channels=["web", "email"], rate_per_second=50, burst=100),
+        # Every plan here reads the API (the tier-leak tests read through it); API access as a plan
+        # term, and plans without it, are tested below ("API access is a plan term").
+        PlanConfig(
+            id="free",
+            delay="15m",
+            watchlist=2,
+            masked_fields=NUMBERS,
+            channels=["web", "api"],
+            rate_per_second=50,
+            burst=100,
+        ),
+        PlanConfig(
+            id="premium", price=2900, trial_days=7, channels=["web", "email", "api"], rate_per_second=50, burst=100
+        ),
         PlanConfig(id="pro", price=9900, channels=["web", "api"], api_quota=1000, rate_per_second=50, burst=100),
     ]
     values: dict[str, Any] = {

@@ -61,7 +61,7 @@ def test_dashboard_shows_plan_state_and_live_feed(client: TestClient, app: FastA
     assert 'data-stream-url="/api/v1/stream"' in html and '<template id="feed-row">' in html
     assert '<script src="/static/live.js" defer></script>' in html
     assert "Email" in html and 'action="/dashboard/preferences"' in html  # premium includes email
-    assert "Keys read exactly what this dashboard shows" in html  # keys, but no API quota
+    assert "plan does not include the API" in html  # issue 9.3: no API term, no free API read
     assert client.get("/dashboard").headers["cache-control"] == "no-store"
 
 

@@ -52,6 +52,7 @@ class AppContext:
     _used_keys: dict[int, datetime] = field(default_factory=dict)
     _names: tuple[float, list[str]] = (-1e9, [])
     pages: dict[tuple[Any, ...], asyncio.Future[bytes]] = field(default_factory=dict)
+    live_streams: dict[int, int] = field(default_factory=dict)  # subscriber id -> open /api/v1/stream answers
 
     async def page(self, key: tuple[Any, ...], make: Callable[[], Awaitable[bytes]]) -> bytes:
         """A cached response body; concurrent misses of one key wait for a single ``make()``."""

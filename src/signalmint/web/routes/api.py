@@ -1,13 +1,11 @@
 """The public JSON API under /api/v1: automations, plans, signals and the live stream.
 
-Every route takes ``Authorization: Bearer <key>`` and answers what that key's
-owner is entitled to (delay, keys, masked fields), exactly as on the web;
-without a key it answers the public view. Keys are rate limited per subscriber
-(the plan's token bucket). Plans whose channels include ``api`` sell the API
-itself: their calls are metered against ``api_quota`` a month, then billed as
-overage at ``overage_price``: reported to Stripe as a meter event when Stripe bills the
-subscription, else paid from the subscriber's prepaid credits, else refused (and always
-refused when the price is 0).
+Every route takes ``Authorization: Bearer <key>`` (or a signed-in browser's session) and
+answers what that subscriber is entitled to (delay, keys, masked fields), exactly as on the
+web; without either it answers the public view. Who may call, how fast and how often is
+:mod:`signalmint.web.api_access`: the plan's API term (rate, monthly quota, overage) holds
+for keys and sessions alike, a plan without it gets 403, and the public is limited per
+address.
 """
 
 from __future__ import annotations
@@ -24,13 +22,10 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette import EventSourceResponse
 
-from ...access import QuotaDecision, is_entitled, quota_decision
-from ...billing.credits import pay_overage
 from ...store import get_signal, list_automations, list_signals
-from ...usage import month_of
-from ..auth import Viewer, resolve_viewer, subscriber_viewer
+from ..api_access import api_viewer, read_viewer, stream_viewer
+from ..auth import Viewer, subscriber_viewer
 from ..context import AppContext, ctx_dependency, get_ctx
-from ..money import fmt_money
 from ..openapi import errors
 from ..params import Id, parse_id
 from ..serialize import (
@@ -54,60 +49,8 @@ MAX_LIMIT = 500
 RESPONSES: dict[int | str, dict[str, Any]] = errors(401, 403, 429)
 
 
-async def api_viewer(request: Request) -> Viewer:
-    """The caller, after the plan's rate limit and monthly quota (keys) or a per-address limit (public).
-
-    The limit headers are kept on ``request.state.limit_headers``; a middleware adds them to
-    every answer (FastAPI merges no dependency headers into a ready-made ``Response``).
-    """
-    ctx = get_ctx(request)
-    viewer = resolve_viewer(request)
-    if viewer.api_key is not None and viewer.kind == "subscriber":
-        assert viewer.subscriber is not None
-        plan, subscription = viewer.plan, viewer.subscription
-        now = datetime.now(UTC)
-        if plan is None or subscription is None or not is_entitled(subscription, plan, viewer.subscriber, now):
-            raise HTTPException(403, "this key's subscription is not active")
-        decision = ctx.limiter.check(f"sub:{viewer.subscriber.id}", plan.rate_per_second, plan.burst)
-        if not decision.allowed:
-            raise HTTPException(429, "rate limit exceeded; slow down", headers=decision.headers())
-        headers = decision.headers()
-        if plan.api:  # the API as a product: metered against the monthly quota, then overage
-            month = month_of(now)
-            assert ctx.meter is not None
-            quota = quota_decision(ctx.meter.used(viewer.subscriber.id, month), plan)
-            metered = quota.overage and subscription.provider == "stripe"  # Stripe bills it: a meter event
-            if quota.overage and not metered:  # else the wallet pays for the call, or it is refused
-                currency = ctx.settings.billing.currency
-                if not await ctx.db.write(pay_overage, viewer.subscriber.id, plan, currency, now):
-                    quota = QuotaDecision(allowed=False, overage=False, remaining=0)
-            if not quota.allowed:
-                more = f"; top up credits to keep calling at {fmt_money(plan.overage_price, plan.currency)} a call"
-                raise HTTPException(
-                    429,
-                    f"the monthly quota of {plan.api_quota} calls is used up" + (more if plan.overage_price else ""),
-                    headers={"Retry-After": str(_seconds_to_next_month(now))},
-                )
-            ctx.meter.record(viewer.subscriber.id, month, overage=quota.overage, metered=metered)
-            if quota.remaining is not None:
-                headers["X-Quota-Remaining"] = str(quota.remaining)
-        request.state.limit_headers = headers
-    elif viewer.kind == "public":
-        client = request.client.host if request.client else "unknown"
-        web = ctx.settings.web
-        decision = ctx.limiter.check(f"ip:{client}", web.public_rate_per_second, web.public_burst)
-        if not decision.allowed:
-            raise HTTPException(429, "rate limit exceeded; use an API key for more", headers=decision.headers())
-        request.state.limit_headers = decision.headers()
-    return viewer
-
-
-def _seconds_to_next_month(now: datetime) -> int:
-    year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
-    return max(1, int((datetime(year, month, 1, tzinfo=UTC) - now).total_seconds()))
-
-
-Who = Annotated[Viewer, Depends(api_viewer)]
+Who = Annotated[Viewer, Depends(read_viewer)]
+Streamer = Annotated[Viewer, Depends(stream_viewer)]
 
 
 def _known_automation(ctx: AppContext, name: str | None) -> None:
@@ -169,7 +112,7 @@ async def signals(request: Request) -> Response:
         query = SignalQuery.model_validate(dict(request.query_params))
     except ValidationError as exc:
         raise RequestValidationError([{**e, "loc": ("query", *e["loc"])} for e in exc.errors()]) from None
-    viewer = await api_viewer(request)
+    viewer = await read_viewer(request)
     ctx = get_ctx(request)
     automation, key, since, limit, cursor = query.automation, query.key, query.since, query.limit, query.cursor
     if since is not None and since.tzinfo is None:
@@ -256,7 +199,7 @@ def _refresh(ctx: AppContext, viewer: Viewer) -> Viewer | None:
 async def stream(
     request: Request,
     ctx: Ctx,
-    viewer: Who,
+    viewer: Streamer,
     automation: Annotated[str | None, Query(max_length=64)] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)] = None,
 ) -> EventSourceResponse:
@@ -276,9 +219,13 @@ async def stream(
         if found is not None:
             cursor = found
 
+    owner = viewer.subscriber.id if viewer.subscriber is not None else None
+
     async def events() -> AsyncIterator[dict[str, Any]]:
         nonlocal cursor, viewer
         ctx.metrics.sse_clients.inc()
+        if owner is not None:
+            ctx.live_streams[owner] = ctx.live_streams.get(owner, 0) + 1
         refreshed = time.monotonic()
         try:
             while not ctx.hub.closed:
@@ -304,5 +251,11 @@ async def stream(
                     await ctx.hub.wait(ctx.hub.latest_id, timeout=0.5)
         finally:
             ctx.metrics.sse_clients.dec()
+            if owner is not None:
+                left = ctx.live_streams.get(owner, 1) - 1
+                if left > 0:
+                    ctx.live_streams[owner] = left
+                else:
+                    ctx.live_streams.pop(owner, None)
 
     return EventSourceResponse(events(), ping=15, headers={"Cache-Control": "no-store"})

@@ -173,6 +173,7 @@ def _page(request: Request, ctx: AppContext, viewer: Viewer, *, status: int = 20
         watchlist=sorted(viewer.watchlist),
         notify_channels=[c for c in NOTIFY_CHANNELS if plan is not None and c in plan.channels],
         api_calls=calls,
+        api_offers=[p for p in ctx.access.current() if p.public and p.api],
         stream_url="/api/v1/stream",
         saved=request.query_params.get("saved", ""),
         **data,
