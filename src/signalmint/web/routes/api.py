@@ -31,6 +31,7 @@ from ...usage import month_of
 from ..auth import Viewer, resolve_viewer, subscriber_viewer
 from ..context import AppContext, ctx_dependency, get_ctx
 from ..money import fmt_money
+from ..security import client_address
 from ..serialize import (
     AutomationPage,
     PlanPage,
@@ -94,9 +95,8 @@ async def api_viewer(request: Request) -> Viewer:
                 headers["X-Quota-Remaining"] = str(quota.remaining)
         request.state.limit_headers = headers
     elif viewer.kind == "public":
-        client = request.client.host if request.client else "unknown"
         web = ctx.settings.web
-        decision = ctx.limiter.check(f"ip:{client}", web.public_rate_per_second, web.public_burst)
+        decision = ctx.limiter.check(f"ip:{client_address(request)}", web.public_rate_per_second, web.public_burst)
         if not decision.allowed:
             raise HTTPException(429, "rate limit exceeded; use an API key for more", headers=decision.headers())
         request.state.limit_headers = decision.headers()
