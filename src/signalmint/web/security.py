@@ -173,9 +173,24 @@ def docs_policy(body: bytes) -> str:
     )
 
 
+_OURS = frozenset(
+    {
+        b"content-security-policy",
+        b"x-frame-options",
+        b"x-content-type-options",
+        b"referrer-policy",
+        b"permissions-policy",
+        b"cross-origin-opener-policy",
+        b"strict-transport-security",
+    }
+)
+
+
 def _merge(message: Message, extra: list[tuple[bytes, bytes]]) -> None:
-    present = {k.lower() for k, _ in message.get("headers", [])}
-    message["headers"] = [*message.get("headers", []), *((k, v) for k, v in extra if k not in present)]
+    """Add ``extra`` to a response start; a header the route set itself is kept (on the hot path: one scan)."""
+    headers = list(message.get("headers") or ())
+    own = [k for k, _ in headers if k in _OURS]
+    message["headers"] = headers + (extra if not own else [(k, v) for k, v in extra if k not in own])
 
 
 # -- cross-site requests ---------------------------------------------------------------------------
@@ -206,6 +221,21 @@ def _cookies(scope: Scope) -> dict[str, str]:
                 if sep and key not in found:
                     found[key] = val.strip('"')
     return found
+
+
+class _Sender:
+    """``send``, with the security headers added to the response start (a class: no closure per request)."""
+
+    __slots__ = ("extra", "send")
+
+    def __init__(self, send: Send, extra: list[tuple[bytes, bytes]]) -> None:
+        self.send = send
+        self.extra = extra
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            _merge(message, self.extra)
+        await self.send(message)
 
 
 class _Refused(Exception):
@@ -240,14 +270,7 @@ class SecurityGuard:
         if path in DOCS_PATHS:
             await self.app(scope, receive, self._docs_sender(send))
             return
-        extra = self.headers
-
-        async def sending(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                _merge(message, extra)
-            await send(message)
-
-        await self.app(scope, receive, sending)
+        await self.app(scope, receive, _Sender(send, self.headers))
 
     # -- the cross-site check
 
@@ -331,14 +354,7 @@ class SecurityGuard:
             response = HTMLResponse(refused.message, status_code=refused.status)
         else:
             response = JSONResponse({"detail": refused.message}, status_code=refused.status)
-        extra = self.headers
-
-        async def sending(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                _merge(message, extra)
-            await send(message)
-
-        await response(scope, self._empty, sending)
+        await response(scope, self._empty, _Sender(send, self.headers))
 
     @staticmethod
     async def _empty() -> Message:
