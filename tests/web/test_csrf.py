@@ -104,7 +104,8 @@ def test_every_cookie_authenticated_write_refuses_another_site(client: TestClien
         form = {"content-type": "application/x-www-form-urlencoded"}
         for name, headers, body in (
             ("evil origin", {**form, "origin": EVIL}, f"csrf={token}&name=x"),  # even with the token
-            ("origin null", {**form, "origin": "null"}, "name=x"),
+            ("origin null, no token", {**form, "origin": "null"}, "name=x"),
+            ("origin null, wrong token", {**form, "origin": "null"}, f"csrf={token[:-2]}xx&name=x"),
             ("evil referer", {**form, "referer": f"{EVIL}/page"}, "name=x"),
             ("no origin, no token", form, "name=x"),
             ("no origin, wrong token", {**form, "x-csrf-token": token[:-2] + "xx"}, "{}"),
@@ -122,7 +123,7 @@ def test_same_site_writes_still_work_on_every_route(client: TestClient, app: Fas
     sign_up(client, app, "ann@example.com", "premium")
     for method, template in unsafe_routes(app):
         path = concrete(template)
-        for how in ("origin", "site origin", "form token", "header token"):
+        for how in ("origin", "site origin", "form token", "header token", "null origin, form token"):
             session = _session(app, template)  # fresh: a route may be sign-out
             token = csrf_token(session, app.state.ctx.pepper)
             headers: dict[str, str] = {"content-type": "application/x-www-form-urlencoded"}
@@ -132,6 +133,9 @@ def test_same_site_writes_still_work_on_every_route(client: TestClient, app: Fas
             elif how == "site origin":
                 headers["origin"] = "http://127.0.0.1:8000"  # the base_url
             elif how == "form token":
+                body = f"csrf={token}&name=x"
+            elif how == "null origin, form token":  # a form on a Referrer-Policy: no-referrer page
+                headers["origin"] = "null"
                 body = f"csrf={token}&name=x"
             else:
                 headers["x-csrf-token"] = token

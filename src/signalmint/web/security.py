@@ -7,8 +7,10 @@
 * :class:`SecurityGuard` (an ASGI middleware, so no route can forget it) refuses a
   state-changing request (POST, PUT, PATCH, DELETE) that a session cookie authenticates
   unless it comes from this site: its ``Origin`` (or, without one, its ``Referer``) is the
-  site's own, or it carries a valid CSRF token (the ``csrf`` form field the HTML forms send,
-  or an ``X-CSRF-Token`` header). Requests with ``Authorization`` (API keys) are not
+  site's own; or, when neither says (``Origin: null``, as browsers send from a page with
+  ``Referrer-Policy: no-referrer``), it carries a valid CSRF token (the ``csrf`` form field
+  the HTML forms send, or an ``X-CSRF-Token`` header). A foreign origin is refused even
+  with a token. Requests with ``Authorization`` (API keys) are not
   cookie-authenticated and pass, as do the few signature-authenticated paths in
   :data:`EXEMPT_PATHS`. It also adds the security headers (:func:`security_headers`) to
   every answer.
@@ -290,12 +292,15 @@ class SecurityGuard:
         session = cookies.get(SESSION_COOKIE)
         if not session or b"authorization" in headers:
             return receive  # not authenticated by a cookie
-        claimed = headers.get(b"origin") or headers.get(b"referer")
-        if claimed is not None:
-            if self._same_origin(scope, _origin(claimed) if claimed != "null" else None):
+        origin = headers.get(b"origin")
+        # A browser sends "Origin: null" for a form posted from a page with Referrer-Policy:
+        # no-referrer (ours, for personal pages), and then no Referer either: the token decides.
+        claimed = (origin if origin != "null" else None) or headers.get(b"referer")
+        if claimed:
+            if self._same_origin(scope, _origin(claimed)):
                 return receive
             raise _Refused(403, CROSS_SITE)
-        # No Origin and no Referer (not a browser, or a very old one): a valid token is needed.
+        # No usable Origin or Referer (not a browser, an old one, or "null"): a valid token is needed.
         token = headers.get(b"x-csrf-token", "")
         body: list[Message] = []
         if not token and headers.get(b"content-type", "").split(";")[0].strip().lower() == (
