@@ -184,3 +184,27 @@ def test_the_dashboard_forms_post_with_their_token(client: TestClient, app: Fast
     token = csrf_of(client.get("/dashboard").text)
     made = client.post("/dashboard/keys", data={"name": "laptop", "csrf": token})
     assert made.status_code == 200 and "sm_" in made.text
+
+
+def test_a_tossed_second_session_cookie_or_an_empty_authorization_does_not_pass(
+    client: TestClient, app: FastAPI
+) -> None:
+    """The guard checks the token against the session the app will use, and an empty
+    Authorization header (which the app ignores) does not make a request key-authenticated."""
+    sign_up(client, app, "ann@example.com", "premium")
+    victim = _session(app, "/dashboard/keys")
+    attacker = _session(app, "/dashboard/keys")
+    theirs = csrf_token(attacker, app.state.ctx.pepper)
+    form = {"content-type": "application/x-www-form-urlencoded", "origin": "null"}
+    with TestClient(app, follow_redirects=False) as browser:
+        tossed = browser.post(
+            "/dashboard/keys",
+            headers={**form, "cookie": f"sm_session={attacker}; sm_session={victim}"},
+            content=f"csrf={theirs}&name=x",
+        )
+        assert tossed.status_code == 403 and tossed.json()["detail"] == CROSS_SITE
+        empty = browser.post(
+            "/api/v1/me/feed/rotate",
+            headers={"authorization": "", "origin": EVIL, "cookie": f"sm_session={victim}"},
+        )
+        assert empty.status_code == 403

@@ -28,7 +28,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import HTTPConnection, Request, cookie_parser
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -215,14 +215,9 @@ def _origin(url: str) -> str | None:
 
 
 def _cookies(scope: Scope) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for name, value in scope.get("headers") or ():
-        if name == b"cookie":
-            for part in value.decode("latin-1").split(";"):
-                key, sep, val = part.strip().partition("=")
-                if sep and key not in found:
-                    found[key] = val.strip('"')
-    return found
+    """The request's cookies, parsed exactly as the app will parse them (the same session wins)."""
+    header = next((v for k, v in scope.get("headers") or () if k == b"cookie"), b"")  # the first, as Starlette
+    return cookie_parser(header.decode("latin-1")) if header else {}
 
 
 class _Sender:
@@ -290,7 +285,7 @@ class SecurityGuard:
         headers = {k: v.decode("latin-1") for k, v in scope.get("headers") or () if k != b"cookie"}
         cookies = _cookies(scope)
         session = cookies.get(SESSION_COOKIE)
-        if not session or b"authorization" in headers:
+        if not session or headers.get(b"authorization"):
             return receive  # not authenticated by a cookie
         origin = headers.get(b"origin")
         # A browser sends "Origin: null" for a form posted from a page with Referrer-Policy:
