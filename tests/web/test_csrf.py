@@ -203,6 +203,12 @@ def test_a_tossed_second_session_cookie_or_an_empty_authorization_does_not_pass(
             content=f"csrf={theirs}&name=x",
         )
         assert tossed.status_code == 403 and tossed.json()["detail"] == CROSS_SITE
+        doubled = browser.post(  # a visitor's double-submit pair is no key to the JSON API
+            "/api/v1/me/feed/rotate",
+            headers={**form, "cookie": f"sm_session={victim}; sm_csrf={'v' * 43}"},
+            content=f"csrf={'v' * 43}",
+        )
+        assert doubled.status_code == 403
         empty = browser.post(
             "/api/v1/me/feed/rotate",
             headers={"authorization": "", "origin": EVIL, "cookie": f"sm_session={victim}"},

@@ -9,8 +9,9 @@
   unless it comes from this site: its ``Origin`` (or, without one, its ``Referer``) is the
   site's own; or, when neither says (``Origin: null``, as browsers send from a page with
   ``Referrer-Policy: no-referrer``), it carries a valid CSRF token (the ``csrf`` form field
-  the HTML forms send, or an ``X-CSRF-Token`` header). A foreign origin is refused even
-  with a token. Requests with ``Authorization`` (API keys) are not
+  the HTML forms send, or an ``X-CSRF-Token`` header; outside /api/, a visitor form's
+  double-submit token also counts, and that route checks it again). A foreign origin is
+  refused even with a token. Requests with ``Authorization`` (API keys) are not
   cookie-authenticated and pass, as do the few signature-authenticated paths in
   :data:`EXEMPT_PATHS`. It also adds the security headers (:func:`security_headers`) to
   every answer.
@@ -214,10 +215,13 @@ def _origin(url: str) -> str | None:
     return f"{scheme}://{host}" if port in (None, default) else f"{scheme}://{host}:{port}"
 
 
-def _cookies(scope: Scope) -> dict[str, str]:
-    """The request's cookies, parsed exactly as the app will parse them (the same session wins)."""
-    header = next((v for k, v in scope.get("headers") or () if k == b"cookie"), b"")  # the first, as Starlette
-    return cookie_parser(header.decode("latin-1")) if header else {}
+def _cookie_header(scope: Scope) -> str:
+    return next((v for k, v in scope.get("headers") or () if k == b"cookie"), b"").decode("latin-1")  # as Starlette
+
+
+def _all_values(header: str, name: str) -> list[str]:
+    """Every value of cookie ``name`` (a browser may hold several, for other paths or domains)."""
+    return [v.strip().strip('"') for k, _, v in (p.strip().partition("=") for p in header.split(";")) if k == name]
 
 
 class _Sender:
@@ -283,8 +287,8 @@ class SecurityGuard:
     async def _same_site(self, scope: Scope, receive: Receive) -> Receive:
         """``receive`` (replaying a body read here) if the request may go on; raises _Refused if not."""
         headers = {k: v.decode("latin-1") for k, v in scope.get("headers") or () if k != b"cookie"}
-        cookies = _cookies(scope)
-        session = cookies.get(SESSION_COOKIE)
+        header = _cookie_header(scope)
+        session = cookie_parser(header).get(SESSION_COOKIE) if header else None  # the one the app will use
         if not session or headers.get(b"authorization"):
             return receive  # not authenticated by a cookie
         origin = headers.get(b"origin")
@@ -308,11 +312,7 @@ class SecurityGuard:
             except (UnicodeDecodeError, ValueError):
                 fields = []
             token = next((v for k, v in fields if k == "csrf"), "")
-        visitor = cookies.get(CSRF_COOKIE, "")
-        if not (
-            check_csrf(session, token, self.pepper)
-            or (visitor and token and hmac.compare_digest(visitor.encode(), token.encode()))
-        ):
+        if not (check_csrf(session, token, self.pepper) or self._visitor_form(scope["path"], header, token)):
             raise _Refused(403, CROSS_SITE)
         if not body:
             return receive
@@ -322,6 +322,15 @@ class SecurityGuard:
             return pending.pop(0) if pending else await receive()
 
         return replay
+
+    @staticmethod
+    def _visitor_form(path: str, header: str, token: str) -> bool:
+        """A visitor's form (sign-in, checkout, tip) posted by someone who also has a session: its
+        double-submit token matches an ``sm_csrf`` cookie; the route checks it again itself.
+        Never for /api/ routes, which have no form of their own: they need Origin or the session's token."""
+        if path.startswith("/api/") or not token:
+            return False
+        return any(hmac.compare_digest(v.encode(), token.encode()) for v in _all_values(header, CSRF_COOKIE) if v)
 
     async def _read(self, receive: Receive) -> list[Message]:
         messages: list[Message] = []
