@@ -15,8 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .config import Settings, load_settings
-from .errors import SignalmintError
+from .config import Settings, demo_exposure, load_settings
+from .errors import ConfigError, SignalmintError
 from .registry import Registry
 
 __all__ = ["app", "main"]
@@ -77,6 +77,9 @@ def demo(
     from .demo import demo_settings, new_admin_password, seed_demo
     from .serve import run_process
 
+    exposure = demo_exposure(demo_settings("sqlite://", host=host, port=port))
+    if exposure:  # before anything is created: one line, exit 1
+        raise _fail(ConfigError(f"{exposure}; to serve others, run `signalmint run` with a config"))
     _setup_logging("INFO")
     tmp = None
     if db is None:

@@ -11,12 +11,14 @@ Secrets come from the environment: ``${VAR}`` (required) or
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -38,7 +40,9 @@ __all__ = [
     "Settings",
     "TelegramConfig",
     "WebConfig",
+    "demo_exposure",
     "load_settings",
+    "loopback_host",
     "parse_duration",
     "parse_settings",
 ]
@@ -324,6 +328,54 @@ class WebConfig(_Strict):
         default=5.0, gt=0, le=100_000, description="API requests a second per address without a key"
     )
     public_burst: int = Field(default=20, ge=1, le=1_000_000, description="token-bucket size for those")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or CIDR networks of your reverse proxies; X-Forwarded-For is believed only "
+        "from these (none by default: every throttle keys on the connecting address)",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network (write 10.0.0.0/8 or ::1)") from None
+        return [entry.strip() for entry in value]
+
+
+def loopback_host(host: str) -> bool:
+    """Whether ``host`` (an address or a name) can only be reached from this machine.
+
+    >>> [loopback_host(h) for h in ("127.0.0.1", "::1", "[::1]", "localhost", "0.0.0.0", "", "example.com")]
+    [True, True, True, True, False, False, False]
+    """
+    host = host.strip().strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def demo_exposure(settings: Settings) -> str | None:
+    """Why these settings must not run in demo mode, or None when they may.
+
+    Demo mode shows working sign-in links (the operator's too) on the page, so it only
+    runs where nobody but this machine can reach it: a loopback ``web.host`` and ``base_url``.
+    """
+    if not settings.demo:
+        return None
+    base_host = urlsplit(settings.base_url).hostname or ""
+    for what, host in (("the address to listen on", settings.web.host), ("base_url", base_host)):
+        if not loopback_host(host):
+            return (
+                "demo mode shows working sign-in links (the operator's too) on its pages, so it serves only "
+                f"on a loopback address such as 127.0.0.1, and {what} is {host or 'every interface'!r}"
+            )
+    return None
 
 
 class Settings(_Strict):
@@ -356,7 +408,10 @@ class Settings(_Strict):
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     billing: BillingConfig = Field(default_factory=BillingConfig)
     signup: bool = Field(default=True, description="whether visitors can sign up on the public pages")
-    demo: bool = Field(default=False, description="demo mode: emailed links are also shown on the page")
+    demo: bool = Field(
+        default=False,
+        description="demo mode: emailed links are also shown on the page (loopback web.host and base_url only)",
+    )
 
     @field_validator("automations")
     @classmethod
@@ -570,6 +625,9 @@ def parse_settings(
         raise  # unreachable: _raise_validation always raises
     for where, message in settings.plan_problems():
         fail(where, message, 'name automations listed under `automations:`, or write "*" for all')
+    exposure = demo_exposure(settings)
+    if exposure:
+        fail(("demo",), exposure, "set `demo: false` to serve others; demo mode is for a tour on this machine")
     for index, automation in enumerate(settings.automations):
         for what, plugin in (("source", automation.source), ("detector", automation.detector)):
             path: Path_ = ("automations", index, what)

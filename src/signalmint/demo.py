@@ -79,7 +79,7 @@ def demo_settings(
     return Settings(
         database=database,
         web=WebConfig(host=host, port=port, title="signalmint demo"),
-        base_url=f"http://{host}:{port}",
+        base_url=f"http://{f'[{host}]' if ':' in host else host}:{port}",
         demo=True,
         plans=demo_plans(),
         admin=AdminConfig(email="owner@demo.invalid", password=admin_password),

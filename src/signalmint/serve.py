@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Generator
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from .config import Settings
 from .delivery.runner import run_worker
@@ -18,7 +19,7 @@ from .registry import Registry
 from .store import Database
 from .web.app import create_app
 
-__all__ = ["run_process", "serve"]
+__all__ = ["run_process", "serve", "web_config"]
 
 log = logging.getLogger("signalmint")
 
@@ -126,6 +127,27 @@ async def _run_headless(
                 loop.remove_signal_handler(sig)
 
 
+def web_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
+    """How the web role runs under uvicorn.
+
+    uvicorn's own proxy-header handling is off: by default it believes ``X-Forwarded-For``
+    from any connection on 127.0.0.1, so a local client could name any address it liked and
+    slip past every per-address throttle. The app decides, from ``web.trusted_proxies``
+    (:func:`signalmint.web.security.client_address`).
+    """
+    return uvicorn.Config(
+        app,
+        host=settings.web.host,
+        port=settings.web.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=3,
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
 async def _serve_web(
     settings: Settings,
     db: Database,
@@ -137,15 +159,7 @@ async def _serve_web(
 ) -> None:
     hub = engine.hub if engine is not None else None
     app = create_app(settings, db, engine=engine, hub=hub)
-    config = uvicorn.Config(
-        app,
-        host=settings.web.host,
-        port=settings.web.port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=3,
-    )
+    config = web_config(app, settings)
 
     def exiting() -> None:
         app.state.ctx.hub.close()

@@ -36,6 +36,7 @@ from ..usage import month_of
 from .auth import Viewer, resolve_viewer
 from .context import AppContext, get_ctx
 from .money import api_terms, fmt_money
+from .security import client_address
 
 __all__ = ["LIVE_BURST", "LIVE_RATE", "LIVE_STREAMS", "api_viewer", "no_api_message", "read_viewer", "stream_viewer"]
 
@@ -109,7 +110,7 @@ async def _spend_call(ctx: AppContext, viewer: Viewer, plan: Plan, now: datetime
 
 
 def _public(request: Request, ctx: AppContext) -> None:
-    client = request.client.host if request.client else "unknown"
+    client = client_address(request)
     web = ctx.settings.web
     decision = ctx.limiter.check(f"ip:{client}", web.public_rate_per_second, web.public_burst)
     if not decision.allowed:

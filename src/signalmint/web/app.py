@@ -25,8 +25,8 @@ from .. import __version__
 from ..accounts import Accounts, server_pepper
 from ..billing import make_provider
 from ..billing.service import Billing
-from ..config import Settings
-from ..errors import AccessError, LimitError
+from ..config import Settings, demo_exposure
+from ..errors import AccessError, ConfigError, LimitError
 from ..hub import SignalHub
 from ..mail import Mailer, mailer_for
 from ..metrics import Metrics
@@ -54,6 +54,7 @@ from .routes import (
     pages,
     stripe_webhook,
 )
+from .security import SecurityGuard
 
 ROUTES = [
     api,
@@ -161,6 +162,9 @@ def create_app(
 
     Plans from ``settings`` are synced to the store here (a changed plan gets a new version).
     """
+    exposure = demo_exposure(settings)
+    if exposure:
+        raise ConfigError(exposure, key="demo", hint="set `demo: false` to serve others")
     metrics = metrics or (engine.metrics if engine else Metrics())
     hub = hub or (engine.hub if engine else SignalHub())
     mailer = mailer or mailer_for(settings.email)
@@ -234,6 +238,8 @@ def create_app(
     app.router.routes.insert(0, _LabelledRoute("/api/v1/signals", api.signals, methods=["GET"], name="signals_fast"))
     app.add_middleware(_Edge, metrics=metrics, max_bytes=MAX_BODY)
     install_openapi(app)
+    # Outermost, so every answer (a 413 included) carries the security headers.
+    app.add_middleware(SecurityGuard, settings=settings, pepper=pepper, max_bytes=MAX_BODY)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:

@@ -29,6 +29,7 @@ from ...records import Plan
 from ...store.accounts import normalize_email
 from ..auth import SESSION_COOKIE, Viewer, resolve_viewer
 from ..context import AppContext, get_ctx, get_viewer
+from ..security import client_address
 
 __all__ = [
     "CSRF_COOKIE",
@@ -150,8 +151,7 @@ def clear_session_cookie(response: Response, ctx: AppContext) -> None:
 
 def throttle(request: Request, ctx: AppContext, action: str) -> None:
     """At most 10 tries in a row per address and action, then one every 30 seconds."""
-    client = request.client.host if request.client else "unknown"
-    decision = ctx.limiter.check(f"form:{action}:{client}", 1 / 30, 10)
+    decision = ctx.limiter.check(f"form:{action}:{client_address(request)}", 1 / 30, 10)
     if not decision.allowed:
         raise HTTPException(429, "Too many tries from your address. Wait a minute and try again.")
 
