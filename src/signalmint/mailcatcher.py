@@ -206,7 +206,7 @@ class MailCatcher:
             self._next_id += 1
             self._messages.append(caught)
             self._bytes += len(data)
-            while self._messages and (len(self._messages) > self.keep or self._bytes > self.max_bytes):
+            while len(self._messages) > 1 and (len(self._messages) > self.keep or self._bytes > self.max_bytes):
                 self._bytes -= len(self._messages.popleft().data)
             return caught
 
