@@ -339,7 +339,10 @@ class Settings(_Strict):
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     billing: BillingConfig = Field(default_factory=BillingConfig)
     signup: bool = Field(default=True, description="whether visitors can sign up on the public pages")
-    demo: bool = Field(default=False, description="demo mode: emailed links are also shown on the page")
+    demo: bool = Field(
+        default=False,
+        description="demo mode: emailed links are also shown on the page; the request inspector and mail catcher pages",
+    )
 
     @field_validator("automations")
     @classmethod
