@@ -167,7 +167,7 @@ def test_a_demo_webhook_reaches_the_inspector_with_a_valid_signature(db: Databas
         assert "Test event delivered" in tested.text, tested.text
         page = client.get(inspect_path.group(1)).text
         assert page.count('data-valid="true"') == 1 and "Signature verified with the endpoint&#39;s secret." in page
-        assert "webhook-signature" in page and "&#34;type&#34;:&#34;test&#34;" in page
+        assert "webhook-signature" in page and "&#34;type&#34;: &#34;test&#34;" in page
         (request,) = app.state.ctx.inspector.requests(inspect_path.group(1).rsplit("/", 1)[1])
         Webhook(secret).verify(request.body, dict(request.headers))  # the reference implementation agrees
 

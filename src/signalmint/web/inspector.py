@@ -14,6 +14,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import secrets
 import threading
 import time
@@ -40,7 +41,12 @@ class Inspected:
 
     @property
     def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
+        """The body as text; JSON indented for reading (the signature is over the bytes as sent)."""
+        text = self.body.decode("utf-8", "replace")
+        try:
+            return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+        except ValueError:
+            return text
 
 
 def _key(secret: str) -> bytes | None:
