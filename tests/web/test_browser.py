@@ -83,6 +83,8 @@ class Tour:
     demo: Demo
     taken: list[Path] = field(default_factory=list)
     overflowing: list[str] = field(default_factory=list)
+    timings: list[str] = field(default_factory=list)
+    last: float = field(default_factory=time.monotonic)
 
     def step(self, name: str) -> None:
         """Screenshot the page (desktop, then phone) and check it fits 390 px without scrolling sideways."""
@@ -98,6 +100,9 @@ class Tour:
         page.screenshot(path=str(phone), full_page=True)
         page.set_viewport_size(DESKTOP)
         self.taken += [desktop, phone]
+        now = time.monotonic()
+        self.timings.append(f"{name} {now - self.last:.1f}s")
+        self.last = now
         if widths[0] > widths[1]:
             culprits = page.evaluate(WIDE)
             self.overflowing.append(f"{name} ({page.url}): {widths[0]} px wide at {widths[1]} px: {culprits}")
@@ -171,6 +176,16 @@ def visit_home(tour: Tour) -> None:
     tour.page.goto("/")
     expect(tour.page.locator("a[href='/automations/us-stocks-volume']").first).to_be_visible()
     tour.step("home")
+
+
+def check_the_status_page(tour: Tour) -> None:
+    page = tour.page
+    page.get_by_role("link", name="Status").first.click()
+    page.wait_for_url(re.compile(r"/status$"))
+    expect(page.locator("tr[data-automation]")).to_have_count(2)
+    expect(page.locator("tr[data-automation] .badge").first).to_have_text("Live")
+    expect(page.locator("#queue-depth")).to_be_visible()
+    tour.step("status")
 
 
 def watch_the_live_feed(tour: Tour) -> None:
@@ -250,6 +265,21 @@ def see_real_time_unmasked_signals(tour: Tour) -> None:
     tour.step("dashboard-premium")
 
 
+def alerts_arrive_by_email(tour: Tour, email: str) -> None:
+    """Premium includes email: the demo's mail catcher receives the alerts (each with its chart)."""
+    page = tour.page
+    page.goto("/demo/mail")
+    alert = page.locator("tr[data-message]", has_text=email).filter(has_text="its usual volume").first
+    deadline = time.monotonic() + 30
+    while not alert.count():
+        assert time.monotonic() < deadline, "no email alert reached the mail catcher within 30 s"
+        page.wait_for_timeout(500)  # polls the static page; the loop ends as soon as the alert is there
+        page.reload()
+    alert.locator("a").click()
+    expect(page.locator("iframe.demo-frame")).to_be_visible()
+    tour.step("email-alert")
+
+
 def open_a_signal_chart(tour: Tour) -> None:
     page = tour.page
     page.locator("tbody[data-feed] tr.feed-row a.sym").first.click()
@@ -291,7 +321,7 @@ def admin_sees_the_new_mrr(tour: Tour, browser: Browser, expected_cents: int) ->
         tile = page.locator(".tile", has=page.locator(".tile-label", has_text="MRR")).locator(".tile-value").first
         shown = tile.inner_text()
         assert round(float(re.sub(r"[^\d.]", "", shown)) * 100) == expected_cents, shown
-        admin = Tour(page, tour.demo, tour.taken, tour.overflowing)
+        admin = Tour(page, tour.demo, tour.taken, tour.overflowing, tour.timings, tour.last)
         admin.step("admin-revenue")
     finally:
         context.close()
@@ -304,6 +334,7 @@ def test_a_visitor_becomes_a_paying_subscriber_and_tries_every_tool(tour: Tour, 
     started = time.monotonic()
     mrr_before = mrr_cents(tour.demo)
     visit_home(tour)
+    check_the_status_page(tour)
     watch_the_live_feed(tour)
     press_premium(tour, VISITOR)
     sign_up(tour, VISITOR)
@@ -311,12 +342,13 @@ def test_a_visitor_becomes_a_paying_subscriber_and_tries_every_tool(tour: Tour, 
     pay_for_premium(tour)
     see_real_time_unmasked_signals(tour)
     open_a_signal_chart(tour)
+    alerts_arrive_by_email(tour, VISITOR)
     webhook_to_the_inspector(tour)
     admin_sees_the_new_mrr(tour, browser, mrr_before + 2900)
     assert mrr_cents(tour.demo) == mrr_before + 2900
     assert all(p.stat().st_size > 1000 for p in tour.taken), "a screenshot is empty"
     assert not tour.overflowing, "pages scroll sideways at 390×844:\n" + "\n".join(tour.overflowing)
-    print(f"\nthe tour took {time.monotonic() - started:.1f} s")
+    print(f"\nthe tour took {time.monotonic() - started:.1f} s: {', '.join(tour.timings)}")
 
 
 def test_the_api_docs_render_offline(browser: Browser, demo: Demo) -> None:

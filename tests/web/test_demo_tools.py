@@ -23,7 +23,8 @@ from sqlalchemy import update
 from standardwebhooks import Webhook
 
 from signalmint.config import EmailConfig, PlanConfig
-from signalmint.delivery.ssrf import UnsafeTarget, check_url
+from signalmint.delivery.http1 import Http1Pool
+from signalmint.delivery.ssrf import ParsedTarget, UnsafeTarget, check_url
 from signalmint.mailcatcher import MailCatcher
 from signalmint.records import Automation, Signal
 from signalmint.store import Database, append_signals, sync_automations
@@ -192,6 +193,18 @@ def test_the_inspector_opens_no_other_address(url: str) -> None:
     assert check_url(own + "abcdefgh12", own=own).port == 8000
     with pytest.raises(UnsafeTarget):
         check_url(url, own=own)
+
+
+def test_the_webhook_pool_skips_the_guard_for_the_demo_origin_only() -> None:
+    """Even a target that got past check_url some other way is vetted unless it is the exact own origin."""
+
+    async def dial(port: int) -> None:
+        async with Http1Pool(own_origin=("http", "127.0.0.1", 8000)) as pool:
+            target = ParsedTarget(f"http://127.0.0.1:{port}/x", "http", "127.0.0.1", port, "127.0.0.1")
+            await pool.request(target, b"POST /x HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 0\r\n\r\n", timeout=2)
+
+    with pytest.raises(UnsafeTarget, match="loopback"):
+        asyncio.run(dial(8001))
 
 
 def test_outside_the_demo_the_inspector_address_is_refused(db: Database) -> None:

@@ -94,7 +94,10 @@ def message_html(message_id: int, request: Request, ctx: Ctx) -> Response:
     message = _message(ctx, message_id)
     body = _CID.sub(lambda m: f"{m.group(1)}/demo/mail/{message_id}/cid/{m.group(2)}", message.html or "")
     origin = f"{request.url.scheme}://{request.url.netloc}"
-    policy = f"sandbox allow-popups; default-src 'none'; img-src {origin} data:; style-src 'unsafe-inline'"
+    policy = (
+        f"sandbox allow-popups; default-src 'none'; img-src {origin} data:; style-src 'unsafe-inline'; "
+        "frame-ancestors 'self'"  # only the message page may frame it
+    )
     headers = {"Content-Security-Policy": policy, "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
     return HTMLResponse(body, headers=headers)
 
