@@ -82,8 +82,8 @@ def free_port() -> int:
 class LiveServer:
     """An ASGI app served by uvicorn in a thread on 127.0.0.1 (like httpx's test server)."""
 
-    def __init__(self, app: Any) -> None:
-        self.port = free_port()
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()  # a port given: the app's settings already name it (base_url)
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
             app,

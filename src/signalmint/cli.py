@@ -75,18 +75,22 @@ def demo(
 ) -> None:
     """Run the demo: two automations, three plans, demo accounts; no accounts or keys needed."""
     from .demo import demo_settings, new_admin_password, seed_demo
+    from .mailcatcher import MailCatcher
     from .serve import run_process
 
     exposure = demo_exposure(demo_settings("sqlite://", host=host, port=port))
     if exposure:  # before anything is created: one line, exit 1
         raise _fail(ConfigError(f"{exposure}; to serve others, run `signalmint run` with a config"))
     _setup_logging("INFO")
+    catcher = MailCatcher("127.0.0.1", 0)  # bound now: its port goes into the settings
     tmp = None
     if db is None:
         tmp = tempfile.TemporaryDirectory(prefix="signalmint-demo-")
         db = str(Path(tmp.name) / "demo.db")
     password = new_admin_password()
-    settings = demo_settings(_db_url(db), host=host, port=port, speed=speed, admin_password=password)
+    settings = demo_settings(
+        _db_url(db), host=host, port=port, speed=speed, admin_password=password, smtp_port=catcher.port
+    )
     seeded: list[Any] = []
 
     def prepare(database: Any) -> None:
@@ -109,6 +113,7 @@ def demo(
         out.print(f"\n[bold green]signalmint demo[/] is running at [bold]{url}[/]")
         out.print(f"  API:      {url}/api/v1/signals   docs: {url}/docs")
         out.print(f"  Admin:    {url}/admin  (password: {password})")
+        out.print(f"  Mail:     {url}/demo/mail  (everything the demo emails, caught on 127.0.0.1:{catcher.port})")
         out.print(f"  Database: {settings.database}")
         table = Table(title="Demo accounts (API keys: send as Authorization: Bearer <key>)", title_justify="left")
         for column in ("role", "email", "API key"):
@@ -124,7 +129,9 @@ def demo(
         out.print("  Stop with Ctrl+C.\n", highlight=False)
 
     try:
-        run_process(settings, Registry.from_entry_points(), run_for=run_for, on_ready=ready, prepare=prepare)
+        run_process(
+            settings, Registry.from_entry_points(), run_for=run_for, on_ready=ready, prepare=prepare, catcher=catcher
+        )
     except SignalmintError as exc:
         raise _fail(exc) from None
     finally:

@@ -410,7 +410,10 @@ class Settings(_Strict):
     signup: bool = Field(default=True, description="whether visitors can sign up on the public pages")
     demo: bool = Field(
         default=False,
-        description="demo mode: emailed links are also shown on the page (loopback web.host and base_url only)",
+        description=(
+            "demo mode: emailed links are also shown on the page; the request inspector and mail catcher"
+            " pages (loopback web.host and base_url only)"
+        ),
     )
 
     @field_validator("automations")

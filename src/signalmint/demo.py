@@ -8,7 +8,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from .accounts import Accounts, server_pepper
-from .config import AdminConfig, AutomationConfig, DetectorConfig, PlanConfig, PluginConfig, Settings, WebConfig
+from .config import (
+    AdminConfig,
+    AutomationConfig,
+    DetectorConfig,
+    EmailConfig,
+    PlanConfig,
+    PluginConfig,
+    Settings,
+    WebConfig,
+)
 from .mail import LogMailer
 from .store import Database
 from .store.accounts import confirm_subscriber, ensure_subscriber, set_watchlist, start_subscription
@@ -67,12 +76,19 @@ def demo_plans() -> list[PlanConfig]:
 
 
 def demo_settings(
-    database: str, *, host: str = "127.0.0.1", port: int = 8000, speed: float = 1.0, admin_password: str | None = None
+    database: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    speed: float = 1.0,
+    admin_password: str | None = None,
+    smtp_port: int | None = None,
 ) -> Settings:
     """Settings for ``signalmint demo``; ``speed`` multiplies the default pace of both feeds.
 
     At speed 1 the stock history replays ten trading days a second and the
-    synthetic market makes one one-minute bar per second.
+    synthetic market makes one one-minute bar per second. ``smtp_port`` is the demo's mail
+    catcher on 127.0.0.1 (see :mod:`signalmint.mailcatcher`): all email goes there.
     """
     interval = 1.0 / speed
     volume_spike = {"window": 30, "ratio": 3.0, "z": 4.0}
@@ -81,6 +97,11 @@ def demo_settings(
         web=WebConfig(host=host, port=port, title="signalmint demo"),
         base_url=f"http://{f'[{host}]' if ':' in host else host}:{port}",
         demo=True,
+        email=EmailConfig(
+            host="127.0.0.1", port=smtp_port, starttls=False, sender="signalmint demo <alerts@demo.example>"
+        )
+        if smtp_port
+        else EmailConfig(),
         plans=demo_plans(),
         admin=AdminConfig(email="owner@demo.invalid", password=admin_password),
         checkpoint_every=timedelta(seconds=5),

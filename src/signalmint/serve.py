@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 from .config import Settings
 from .delivery.runner import run_worker
 from .engine import Engine
+from .mailcatcher import MailCatcher
 from .registry import Registry
 from .store import Database
 from .web.app import create_app
@@ -77,23 +78,29 @@ async def serve(
     exit_when_done: bool = False,
     on_ready: Callable[[str], None] | None = None,
     roles: frozenset[str] = ROLES,
+    catcher: MailCatcher | None = None,
 ) -> None:
     """Run the given roles until a signal, ``run_for`` seconds, or (``exit_when_done``) until every
     automation's source has ended: ``web`` (pages and API), ``engine`` (sources, detectors, the
-    signal log and fan-out) and ``worker`` (the outbox). Together they are the embedded default."""
+    signal log and fan-out) and ``worker`` (the outbox). Together they are the embedded default.
+    ``catcher`` (the demo) is a local SMTP server served alongside, its mail shown by the web app."""
+    if catcher is not None:
+        await catcher.start()
     engine = Engine(settings, db, registry) if "engine" in roles else None
     stop = asyncio.Event()
     worker = asyncio.create_task(run_worker(settings, db, stop)) if "worker" in roles else None
     loop = asyncio.get_running_loop()
     try:
         if "web" in roles:
-            await _serve_web(settings, db, engine, stop, run_for, exit_when_done, on_ready)
+            await _serve_web(settings, db, engine, stop, run_for, exit_when_done, on_ready, catcher)
         else:
             await _run_headless(engine, stop, run_for, exit_when_done, on_ready, loop)
     finally:
         stop.set()
         if worker is not None:
             await asyncio.wait({worker}, timeout=30)
+        if catcher is not None:
+            await catcher.close()
 
 
 async def _run_headless(
@@ -156,9 +163,10 @@ async def _serve_web(
     run_for: float | None,
     exit_when_done: bool,
     on_ready: Callable[[str], None] | None,
+    catcher: MailCatcher | None = None,
 ) -> None:
     hub = engine.hub if engine is not None else None
-    app = create_app(settings, db, engine=engine, hub=hub)
+    app = create_app(settings, db, engine=engine, hub=hub, catcher=catcher)
     config = web_config(app, settings)
 
     def exiting() -> None:
@@ -210,6 +218,7 @@ def run_process(
     on_ready: Callable[[str], None] | None = None,
     prepare: Callable[[Database], None] | None = None,
     roles: frozenset[str] = ROLES,
+    catcher: MailCatcher | None = None,
 ) -> None:
     """Open the store, migrate it, ``prepare`` it (the demo seeds accounts), and serve until
     stopped; the store is closed cleanly."""
@@ -228,6 +237,7 @@ def run_process(
                     exit_when_done=exit_when_done,
                     on_ready=on_ready,
                     roles=roles,
+                    catcher=catcher,
                 )
             )
     finally:

@@ -88,7 +88,12 @@ def test_the_enumeration_sees_every_kind_of_write(app: FastAPI) -> None:
         assert expected in paths
     assert ("DELETE", "/api/v1/me/keys/{key_id}") in routes
     exempt = sorted(p for p in paths if p.startswith(EXEMPT_PATHS))
-    assert exempt == ["/api/v1/email/events", "/billing/stripe/webhook", "/unsubscribe/{endpoint_id}/{token}"]
+    assert exempt == [
+        "/api/v1/email/events",
+        "/billing/stripe/webhook",
+        "/demo/inspect/{token}",  # demo mode only: records what is posted, changes nothing else
+        "/unsubscribe/{endpoint_id}/{token}",
+    ]
 
 
 def test_every_cookie_authenticated_write_refuses_another_site(client: TestClient, app: FastAPI) -> None:

@@ -156,7 +156,7 @@ def test_home_shows_each_automation_and_its_latest_signals(env: jinja2.Environme
     assert "AAPL" in html and "7.4×" in html and "12.3σ" in html
     assert 'href="/signals/42"' in html
     assert 'href="/automations/us-stocks-volume"' in html
-    assert 'href="/docs"' in html and 'href="/healthz"' in html
+    assert 'href="/docs"' in html and 'href="/status"' in html  # the status page; it links /healthz (JSON)
     assert "1,234" in html and "506" in html
     assert '<svg xmlns="http://www.w3.org/2000/svg" class="chart sparkline"' in html  # not escaped
     assert 'aria-current="page">Automations' in html

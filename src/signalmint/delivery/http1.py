@@ -280,7 +280,8 @@ class Http1Pool:
     """Keep-alive connections to webhook receivers; see the module docstring.
 
     ``resolver`` answers names (default: the system's getaddrinfo), always through the SSRF
-    guard with ``allow_loopback``; ``ssl_context`` replaces ``ssl.create_default_context()``
+    guard with ``allow_loopback`` (``own_origin``, in demo mode, is the one origin dialled without
+    it: the demo's own request inspector, an IP literal); ``ssl_context`` replaces ``ssl.create_default_context()``
     (tests pass one trusting a local CA). Use inside one event loop; ``await close()`` at the
     end (or ``async with``). ``connections_opened`` counts every connection dialled.
     """
@@ -290,6 +291,7 @@ class Http1Pool:
         *,
         resolver: Resolver | None = None,
         allow_loopback: bool = False,
+        own_origin: Origin | None = None,
         ssl_context: ssl.SSLContext | None = None,
         limit: int = 512,
         limit_per_origin: int = 0,
@@ -302,6 +304,7 @@ class Http1Pool:
             raise ValueError("limit must be at least 1 and limit_per_origin at least 0")
         self.resolver = resolver
         self.allow_loopback = allow_loopback
+        self.own_origin = own_origin  # the demo's own request inspector: dialled without the guard
         self.ssl_context = ssl_context
         self.limit = limit
         self.limit_per_origin = limit_per_origin
@@ -369,7 +372,9 @@ class Http1Pool:
     async def _request(self, target: ParsedTarget, data: bytes) -> Response:
         origin: Origin = (target.scheme, target.host, target.port)
         cached = self._dns.get(target.host)
-        if cached is not None and cached[0] > self._loop.time():
+        if origin == self.own_origin and target.ip is not None:
+            ips = [target.ip]  # check_url let this through only as the demo's own inspector
+        elif cached is not None and cached[0] > self._loop.time():
             ips = cached[1]
         else:
             ips = await self._resolve(target.host, target.port)

@@ -10,6 +10,7 @@ from ..accounts import server_pepper
 from ..config import Settings
 from ..store import Database
 from .channels.base import ChannelContext
+from .inspect import inspector_prefix
 from .worker import Worker
 
 __all__ = ["channel_context", "run_worker"]
@@ -27,6 +28,7 @@ def channel_context(settings: Settings) -> ChannelContext:
         telegram_base_url=settings.telegram.base_url,
         allow_loopback=settings.delivery.allow_loopback_targets,
         apprise_schemes=frozenset(settings.delivery.apprise_extra_schemes),
+        own=inspector_prefix(settings),
     )
     context.http = make_http_session(context)
     return context

@@ -21,7 +21,14 @@ Three layers, each cheap:
 
 The guard raises :class:`UnsafeTarget`, a permanent :class:`~signalmint.errors.DeliveryError`.
 ``allow_loopback`` (an operator setting, for local testing only) lets loopback addresses,
-``localhost`` and plain ``http`` through. Nothing else is ever allowed.
+``localhost`` and plain ``http`` through. ``own`` (demo mode only) lets exactly one more
+kind of URL through: the demo's own request inspector, ``{own}{token}`` where ``own`` is
+``http://HOST:PORT/demo/inspect/`` and the token is letters, digits, ``-`` and ``_`` (no
+other path, no query, no userinfo). Nothing else is ever allowed.
+
+When a URL is wrong in several ways, the address is named first: ``http://10.0.0.8/``
+is refused as a private address at once, not first for its scheme and then, once
+the subscriber has typed ``https``, for its address.
 
 >>> check_url("https://hooks.example.com/in").host
 'hooks.example.com'
@@ -56,6 +63,7 @@ __all__ = [
     "check_host",
     "check_url",
     "classify_ip",
+    "own_origin",
     "resolve_safe",
 ]
 
@@ -312,7 +320,7 @@ BAD_PORTS: Final = frozenset(
 )
 
 
-def check_url(url: str, *, allow_loopback: bool = False) -> ParsedTarget:
+def check_url(url: str, *, allow_loopback: bool = False, own: str | None = None) -> ParsedTarget:
     """Vet a user-supplied HTTP(S) URL without DNS; raise :class:`UnsafeTarget` if it is refused.
 
     A pure function of its arguments (no DNS: the dialled address is vetted separately), so
@@ -325,12 +333,36 @@ def check_url(url: str, *, allow_loopback: bool = False) -> ParsedTarget:
     Traceback (most recent call last):
     ...
     signalmint.delivery.ssrf.UnsafeTarget: ...: ::ffff:7f00:1 is IPv4-mapped 127.0.0.1, a loopback address
+    >>> check_url("http://127.0.0.1:8000/demo/inspect/a1B2-c3d4", own="http://127.0.0.1:8000/demo/inspect/").port
+    8000
+    >>> check_url("http://127.0.0.1:8000/admin", own="http://127.0.0.1:8000/demo/inspect/")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    signalmint.delivery.ssrf.UnsafeTarget: ...: 127.0.0.1 is a loopback address (and only https URLs are allowed)
     """
-    return _check_url(url, allow_loopback)
+    return _check_url(url, allow_loopback, own)
+
+
+_OWN_TOKEN = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+
+def own_origin(own: str) -> tuple[str, str, int]:
+    """The (scheme, host, port) of an ``own`` prefix, as :class:`ParsedTarget` spells them.
+
+    >>> own_origin("http://127.0.0.1:8000/demo/inspect/")
+    ('http', '127.0.0.1', 8000)
+    """
+    parsed = yarl.URL(own)
+    return parsed.scheme.lower(), (parsed.raw_host or "").lower(), parsed.port or 0
 
 
 @functools.lru_cache(maxsize=50_000)
-def _check_url(url: str, allow_loopback: bool) -> ParsedTarget:
+def _check_url(url: str, allow_loopback: bool, own: str | None = None) -> ParsedTarget:
+    if own and url.startswith(own) and _OWN_TOKEN.fullmatch(url[len(own) :]):
+        own_scheme, own_host, own_port = own_origin(own)
+        literal = _ip_literal(own_host, url) if own_host else None
+        own_ip = None if literal is None else str(literal)
+        return ParsedTarget(url=url, scheme=own_scheme, host=own_host, port=own_port, ip=own_ip)
     try:
         parsed = yarl.URL(url)
         port = parsed.port
@@ -338,18 +370,27 @@ def _check_url(url: str, allow_loopback: bool) -> ParsedTarget:
         raise UnsafeTarget(f"{url}: not a valid URL ({exc})", target=url, reason="invalid URL") from None
     scheme = parsed.scheme.lower()
     allowed = ("https", "http") if allow_loopback else ("https",)
+    if scheme not in ("https", "http"):
+        why = "only https URLs are allowed"
+        raise UnsafeTarget(f"{url}: {why}", target=url, reason=why)
+    if not parsed.raw_host:
+        raise UnsafeTarget(f"{url}: the URL has no host", target=url, reason="no host")
+    try:  # the address first: a private one is refused whatever the scheme (one answer, not two in turn)
+        host, ip = _vet_host(parsed.raw_host, allow_loopback, url)
+    except UnsafeTarget as exc:
+        if scheme in allowed:
+            raise
+        also = " (and only https URLs are allowed)"
+        raise UnsafeTarget(f"{exc}{also}", target=exc.target, reason=exc.reason) from None
     if scheme not in allowed:
-        why = "only https URLs are allowed" + ("" if scheme != "http" else " (http only for local testing)")
+        why = "only https URLs are allowed (http only for local testing)"
         raise UnsafeTarget(f"{url}: {why}", target=url, reason=why)
     if parsed.raw_user is not None or parsed.raw_password is not None:
         why = "credentials in the URL (user:password@) are not allowed"
         raise UnsafeTarget(f"{url}: {why}", target=url, reason=why)
-    if not parsed.raw_host:
-        raise UnsafeTarget(f"{url}: the URL has no host", target=url, reason="no host")
     if port is None or port in BAD_PORTS or not 0 < port < 65536:
         why = f"port {port} is not allowed"
         raise UnsafeTarget(f"{url}: {why}", target=url, reason=why)
-    host, ip = _vet_host(parsed.raw_host, allow_loopback, url)
     return ParsedTarget(url=url, scheme=scheme, host=host, port=port, ip=None if ip is None else str(ip))
 
 

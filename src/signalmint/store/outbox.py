@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, literal_column, or_, select, update
@@ -38,6 +38,8 @@ __all__ = [
     "add_endpoint",
     "claim",
     "counts_by_status",
+    "delivery_health",
+    "endpoints_at",
     "enqueue",
     "group_message_id",
     "idempotency_id",
@@ -162,6 +164,12 @@ def list_endpoints(
         query = query.where(endpoints.c.subscriber_id == subscriber_id)
     if active_only:
         query = query.where(endpoints.c.status == "active")
+    return [_endpoint(r) for r in conn.execute(query)]
+
+
+def endpoints_at(conn: Connection, channel: str, url: str) -> list[Endpoint]:
+    """Every endpoint of ``channel`` sending to exactly ``url`` (the demo's inspector looks up secrets)."""
+    query = select(endpoints).where(endpoints.c.channel == channel, endpoints.c.url == url).order_by(endpoints.c.id)
     return [_endpoint(r) for r in conn.execute(query)]
 
 
@@ -328,6 +336,37 @@ def list_deliveries(
 def counts_by_status(conn: Connection) -> dict[str, int]:
     rows = conn.execute(select(deliveries.c.status, func.count()).group_by(deliveries.c.status))
     return {status: int(count) for status, count in rows}
+
+
+def delivery_health(conn: Connection, now: datetime, since: datetime) -> dict[str, Any]:
+    """The outbox at a glance (the status page): rows by status, how many are being retried, how
+    many attempts failed since ``since``, and how late the oldest due row is (seconds)."""
+    counts = counts_by_status(conn)
+    retrying = conn.execute(
+        select(func.count()).where(deliveries.c.status == "pending", deliveries.c.attempts > 0)
+    ).scalar_one()
+    failed_recently = conn.execute(
+        select(func.count()).where(
+            deliveries.c.last_error.is_not(None),
+            deliveries.c.status.in_(("pending", "dead")),
+            deliveries.c.created_at >= since,
+        )
+    ).scalar_one()
+    oldest = conn.execute(
+        select(func.min(deliveries.c.next_attempt_at)).where(
+            deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now
+        )
+    ).scalar_one()
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)
+    return {
+        "queued": counts.get("pending", 0) + counts.get("sending", 0),
+        "retrying": int(retrying),
+        "failed_recently": int(failed_recently),
+        "dead": counts.get("dead", 0),
+        "sent": counts.get("sent", 0),
+        "lag_seconds": max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0,
+    }
 
 
 #: Messages among sent rows: a group's rows count once, every other row once.

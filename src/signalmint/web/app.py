@@ -29,6 +29,7 @@ from ..config import Settings, demo_exposure
 from ..errors import AccessError, ConfigError, LimitError
 from ..hub import SignalHub
 from ..mail import Mailer, mailer_for
+from ..mailcatcher import MailCatcher
 from ..metrics import Metrics
 from ..store import Database
 from ..store.plans import sync_plans
@@ -36,6 +37,7 @@ from ..usage import UsageMeter
 from .auth import AccessBook
 from .context import AppContext
 from .filters import register_filters
+from .inspector import Inspector
 from .money import register_money_filters
 from .openapi import allowed_methods
 from .openapi import install as install_openapi
@@ -48,10 +50,12 @@ from .routes import (
     billing,
     dashboard,
     dashboard_delivery,
+    demo,
     endpoints,
     me,
     ops,
     pages,
+    status,
     stripe_webhook,
 )
 from .security import SecurityGuard
@@ -63,6 +67,7 @@ ROUTES = [
     admin_api,
     admin_revenue,
     ops,
+    status,
     pages,
     account,
     dashboard,
@@ -70,6 +75,7 @@ ROUTES = [
     admin,
     billing,
     stripe_webhook,
+    demo,
 ]
 
 if TYPE_CHECKING:
@@ -157,8 +163,11 @@ def create_app(
     metrics: Metrics | None = None,
     hub: SignalHub | None = None,
     mailer: Mailer | None = None,
+    catcher: MailCatcher | None = None,
 ) -> FastAPI:
     """The web app and API. With ``engine``, the app starts and stops it with its lifespan.
+
+    ``catcher`` (demo mode) is the demo's mail catcher, shown at ``/demo/mail``.
 
     Plans from ``settings`` are synced to the store here (a changed plan gets a new version).
     """
@@ -182,6 +191,8 @@ def create_app(
         accounts=Accounts(settings, db, mailer, pepper),
         access=db.read_sync(AccessBook.load, [a.name for a in settings.automations]),
         meter=UsageMeter(db, meter_event=settings.billing.stripe.meter_event),
+        catcher=catcher if settings.demo else None,
+        inspector=Inspector() if settings.demo else None,
     )
     ctx.billing = billing = Billing(
         settings,
@@ -221,13 +232,15 @@ def create_app(
             "you get the public view (delayed, masked as the free plan is)."
         ),
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # /docs is routes/status.py's: Swagger UI from the package's own files
         redoc_url=None,
     )
     app.state.ctx = ctx
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     register_filters(templates.env)
     register_money_filters(templates.env)
+    templates.env.globals["demo_tools"] = settings.demo  # the demo's request inspector
+    templates.env.globals["demo_mail"] = ctx.catcher is not None  # the demo's mail catcher, /demo/mail
     app.state.templates = templates
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     for module in ROUTES:

@@ -19,12 +19,14 @@ from ..billing.service import Billing
 from ..config import Settings
 from ..hub import SignalHub
 from ..mail import Mailer
+from ..mailcatcher import MailCatcher
 from ..metrics import Metrics
 from ..ratelimit import TokenBucketLimiter
 from ..store import Database, list_automations
 from ..store.auth import touch_api_keys
 from ..usage import UsageMeter
 from .auth import AccessBook, Viewer, ViewerCache, resolve_viewer
+from .inspector import Inspector
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -49,6 +51,8 @@ class AppContext:
     limiter: TokenBucketLimiter = field(default_factory=TokenBucketLimiter)
     meter: UsageMeter | None = None
     billing: Billing | None = None
+    catcher: MailCatcher | None = None  # demo mode: the local SMTP server the demo's email goes to
+    inspector: Inspector | None = None  # demo mode: what webhooks sent to /demo/inspect/{token}
     _used_keys: dict[int, datetime] = field(default_factory=dict)
     _names: tuple[float, list[str]] = (-1e9, [])
     pages: dict[tuple[Any, ...], asyncio.Future[bytes]] = field(default_factory=dict)

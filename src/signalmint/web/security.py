@@ -19,8 +19,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import ipaddress
 import re
@@ -37,12 +35,10 @@ from ..config import Settings
 from ..credentials import check_csrf
 
 __all__ = [
-    "DOCS_PATHS",
     "EXEMPT_PATHS",
     "PAGE_POLICY",
     "SecurityGuard",
     "client_address",
-    "docs_policy",
     "forwarded_client",
     "security_headers",
 ]
@@ -56,6 +52,7 @@ EXEMPT_PATHS = (
     "/billing/stripe/webhook",  # Stripe's signature, checked before the body is parsed
     "/api/v1/email/events",  # the email provider's bearer secret
     "/unsubscribe/",  # RFC 8058 one-click: the HMAC token in the path, sent without cookies
+    "/demo/inspect/",  # the demo's request inspector records whatever is posted to it (demo mode only)
 )
 CROSS_SITE = (
     "This request did not come from this site's own pages, so it was refused. "
@@ -70,11 +67,6 @@ PAGE_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
-DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect"})
-# Swagger UI on /docs: FastAPI loads it from this CDN (and its favicon from FastAPI's site);
-# its inline start-up script is allowed by its hash, computed from the page itself.
-DOCS_ASSETS = "https://cdn.jsdelivr.net"
-DOCS_ICON = "https://fastapi.tiangolo.com"
 PERMISSIONS = (
     "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=()"
 )
@@ -163,19 +155,6 @@ def security_headers(settings: Settings, *, policy: str = PAGE_POLICY) -> list[t
     return [(k.encode(), v.encode()) for k, v in headers]
 
 
-def docs_policy(body: bytes) -> str:
-    """The policy of a Swagger UI page: the page policy plus its assets and its inline scripts."""
-    hashes = " ".join(
-        f"'sha256-{base64.b64encode(hashlib.sha256(m.group(1)).digest()).decode()}'"
-        for m in _INLINE_SCRIPT.finditer(body)
-    )
-    return (
-        f"default-src 'self'; script-src 'self' {DOCS_ASSETS} {hashes}".rstrip()
-        + f"; style-src 'self' 'unsafe-inline' {DOCS_ASSETS}; img-src 'self' data: {DOCS_ICON}; "
-        "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
-    )
-
-
 _OURS = frozenset(
     {
         b"content-security-policy",
@@ -193,6 +172,8 @@ def _merge(message: Message, extra: list[tuple[bytes, bytes]]) -> None:
     """Add ``extra`` to a response start; a header the route set itself is kept (on the hot path: one scan)."""
     headers = list(message.get("headers") or ())
     own = [k for k, _ in headers if k in _OURS]
+    if b"content-security-policy" in own:  # the route framed its own policy (frame-ancestors): no blanket DENY
+        own.append(b"x-frame-options")
     message["headers"] = headers + (extra if not own else [(k, v) for k, v in extra if k not in own])
 
 
@@ -268,9 +249,6 @@ class SecurityGuard:
             except _Refused as refused:
                 await self._refuse(scope, refused, send)
                 return
-        if path in DOCS_PATHS:
-            await self.app(scope, receive, self._docs_sender(send))
-            return
         await self.app(scope, receive, _Sender(send, self.headers))
 
     # -- the cross-site check
@@ -368,28 +346,3 @@ class SecurityGuard:
     @staticmethod
     async def _empty() -> Message:
         return {"type": "http.disconnect"}
-
-    # -- /docs: the policy needs the hashes of the page's own inline scripts
-
-    def _docs_sender(self, send: Send) -> Send:
-        start: Message | None = None
-        chunks: list[bytes] = []
-        settings = self.settings
-
-        async def sending(message: Message) -> None:
-            nonlocal start
-            if message["type"] == "http.response.start":
-                start = message
-                return
-            if message["type"] == "http.response.body" and start is not None:
-                chunks.append(message.get("body", b""))
-                if message.get("more_body", False):
-                    return
-                body = b"".join(chunks)
-                _merge(start, security_headers(settings, policy=docs_policy(body)))
-                await send(start)
-                await send({"type": "http.response.body", "body": body, "more_body": False})
-                return
-            await send(message)
-
-        return sending

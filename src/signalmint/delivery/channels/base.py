@@ -61,6 +61,7 @@ class ChannelContext:
     telegram_token: str | None = None
     telegram_base_url: str = "https://api.telegram.org"
     allow_loopback: bool = False  # SSRF guard: only for local testing
+    own: str | None = None  # SSRF guard, demo mode only: the demo's inspector prefix (see ssrf.check_url)
     resolver: Any = None  # SSRF guard: an async resolver (host -> list of IPs); None: the system's
     apprise_schemes: frozenset[str] = frozenset()  # Apprise services allowed beyond the reviewed ones
     extra: dict[str, Any] = field(default_factory=dict)

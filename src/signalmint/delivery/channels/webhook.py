@@ -1,9 +1,10 @@
 """Webhooks: a signed JSON POST to a subscriber's HTTPS endpoint (Standard Webhooks).
 
 URL form: ``webhook+https://hooks.example.com/signalmint`` (``webhook+http://`` only when the
-operator allows loopback targets, for local testing). The endpoint's signing secrets
-(``whsec_`` + base64 of 24 to 64 random bytes, see :func:`new_secret`) are kept by the store
-and passed in: ``WebhookChannel.from_url(url, context, secrets=[current, previous])``.
+operator allows loopback targets, for local testing, or for the demo's own request inspector).
+The endpoint's signing secrets (``whsec_`` + base64 of 24 to 64 random bytes, see
+:func:`new_secret`) are kept by the store and passed in:
+``WebhookChannel.from_url(url, context, secrets=[current, previous])``.
 
 The body is ``message.payload`` as compact UTF-8 JSON. The payload we expect is the
 versioned envelope::
@@ -64,7 +65,7 @@ import yarl
 
 from signalmint.delivery import http1
 from signalmint.delivery.channels.base import ChannelContext, Message, Receipt
-from signalmint.delivery.ssrf import ParsedTarget, Resolver, check_url
+from signalmint.delivery.ssrf import ParsedTarget, Resolver, check_url, own_origin
 from signalmint.errors import ConfigError, DeliveryError
 
 __all__ = [
@@ -163,6 +164,7 @@ def make_http_session(
     return http1.Http1Pool(
         resolver=resolver or context.resolver,
         allow_loopback=context.allow_loopback,
+        own_origin=own_origin(context.own) if context.own else None,
         ssl_context=ssl_context,
         limit=limit,
         limit_per_origin=limit_per_host,
@@ -218,7 +220,7 @@ class WebhookChannel:
         self.timeout = timeout
         self._keys = tuple(_secret_key(s) for s in self.secrets)
         self._head = http1.request_head(target, {"content-type": "application/json", "user-agent": USER_AGENT})
-        self._vetted: tuple[bool, ParsedTarget] | None = None  # (allow_loopback, check_url's answer)
+        self._vetted: tuple[tuple[bool, str | None], ParsedTarget] | None = None  # (policy, check_url's answer)
 
     @classmethod
     def from_url(
@@ -243,7 +245,7 @@ class WebhookChannel:
             raise ConfigError(
                 "the HTTP session and the channel context disagree on allow_loopback", key="ChannelContext.http"
             )
-        target = check_url(url.removeprefix(PREFIX), allow_loopback=context.allow_loopback)
+        target = check_url(url.removeprefix(PREFIX), allow_loopback=context.allow_loopback, own=context.own)
         return cls(target, context, secrets=secrets, timeout=timeout)
 
     def to_url(self, redact: bool = True) -> str:
@@ -264,9 +266,9 @@ class WebhookChannel:
         """POST the message; a Receipt on 2xx, else DeliveryError (see the module docstring)."""
         # Vet again at send time: the policy may have changed since registration. check_url is
         # a pure function of the URL and the policy, so its answer is kept per policy.
-        allow = self.context.allow_loopback
-        if self._vetted is None or self._vetted[0] != allow:
-            self._vetted = (allow, check_url(self.target.url, allow_loopback=allow))
+        policy = (self.context.allow_loopback, self.context.own)
+        if self._vetted is None or self._vetted[0] != policy:
+            self._vetted = (policy, check_url(self.target.url, allow_loopback=policy[0], own=policy[1]))
         target = self._vetted[1]
         if not self._keys:
             raise DeliveryError("the webhook endpoint has no signing secret", permanent=True)

@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
+from ...delivery.inspect import inspector_prefix
 from ...errors import LimitError
 from ...store.outbox import Endpoint, list_deliveries, list_endpoints, set_endpoint_status
 from ..auth import Viewer
@@ -97,6 +98,7 @@ class EndpointRow:
     can_pause: bool
     can_resume: bool
     can_test: bool
+    inspect_path: str = ""  # demo mode: the request inspector page of a webhook sent there
 
 
 def redact(endpoint: Endpoint) -> str:
@@ -172,8 +174,30 @@ def _resumable(endpoint: Endpoint) -> bool:
     return endpoint.status == "disabled" and not final
 
 
-def endpoint_row(endpoint: Endpoint, channels: frozenset[str]) -> EndpointRow:
+def endpoint_row(
+    endpoint: Endpoint, channels: frozenset[str], *, own: str | None = None, email_ready: bool = True
+) -> EndpointRow:
+    """How the dashboard lists ``endpoint``. ``own`` is the demo's inspector prefix (its webhooks
+    link to their inspector page); without ``email_ready`` (no SMTP server) an email endpoint is
+    shown as not working."""
     in_plan = endpoint.channel in channels
+    inspect_path = ""
+    if own and endpoint.channel == "webhook" and endpoint.url.startswith(f"webhook+{own}"):
+        inspect_path = urlsplit(own).path + endpoint.url.removeprefix(f"webhook+{own}")
+    if endpoint.channel == "email" and not email_ready and endpoint.status == "active" and in_plan:
+        return EndpointRow(
+            id=endpoint.id,
+            channel=endpoint.channel,
+            name=NAMES["email"],
+            target=redact(endpoint),
+            status="unavailable",
+            note="Not working: this site cannot send email yet (its operator has not set up a mail server), "
+            "so nothing reaches your inbox. Use another channel until then.",
+            in_plan=in_plan,
+            can_pause=True,
+            can_resume=False,
+            can_test=False,
+        )
     return EndpointRow(
         id=endpoint.id,
         channel=endpoint.channel,
@@ -185,6 +209,7 @@ def endpoint_row(endpoint: Endpoint, channels: frozenset[str]) -> EndpointRow:
         can_pause=endpoint.status == "active",
         can_resume=_resumable(endpoint),
         can_test=in_plan and (endpoint.status == "active" or _resumable(endpoint)),
+        inspect_path=inspect_path,
     )
 
 
@@ -199,9 +224,12 @@ def delivery_context(ctx: AppContext, viewer: Viewer) -> dict[str, Any]:
     assert viewer.subscriber is not None
     channels = viewer.plan.channels if viewer.plan is not None else frozenset()
     found = ctx.db.read_sync(list_endpoints, viewer.subscriber.id)
-    rows = [endpoint_row(e, channels) for e in found if _listed(e, channels)]
+    own = inspector_prefix(ctx.settings)
+    email_ready = bool(ctx.settings.email.host)
+    rows = [endpoint_row(e, channels, own=own, email_ready=email_ready) for e in found if _listed(e, channels)]
     telegram = ctx.settings.telegram
     return {
+        "inspector_offer": own is not None and "webhook" in channels,
         "delivery_shown": bool(channels & DELIVERY_CHANNELS) or any(not r.in_plan for r in rows),
         "endpoint_rows": rows,
         "add_channels": [c for c in ("webhook", "apprise") if c in channels],
@@ -370,7 +398,9 @@ def delivery_log(endpoint_id: Id, request: Request, ctx: Ctx, me: Me) -> HTMLRes
         "endpoint_log.html",
         nav_active="dashboard",
         viewer=me,
-        endpoint=endpoint_row(endpoint, channels),
+        endpoint=endpoint_row(
+            endpoint, channels, own=inspector_prefix(ctx.settings), email_ready=bool(ctx.settings.email.host)
+        ),
         deliveries=rows,
         limit=LOG_ROWS,
         now=datetime.now(UTC),

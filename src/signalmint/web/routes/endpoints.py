@@ -63,11 +63,12 @@ def _vet(ctx: AppContext, body: EndpointIn) -> tuple[str, list[str]]:
     allow = ctx.settings.delivery.allow_loopback_targets
     if body.channel == "webhook":
         from ...delivery.channels.webhook import new_secret
+        from ...delivery.inspect import inspector_prefix
         from ...delivery.ssrf import check_url
 
         url = body.url.removeprefix("webhook+")
         try:
-            check_url(url, allow_loopback=allow)
+            check_url(url, allow_loopback=allow, own=inspector_prefix(ctx.settings))
         except DeliveryError as exc:
             raise HTTPException(422, f"url: {exc}") from None
         return f"webhook+{url}", [new_secret()]
