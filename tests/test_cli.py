@@ -173,7 +173,7 @@ def subscribe_in_test_mode(http: httpx.Client, email: str, plan: str) -> None:
     page = http.get(checkout)
     assert "TEST MODE" in page.text
     paid = http.post(checkout, data={"action": "pay", "csrf": csrf.findall(page.text)[0]})
-    assert paid.status_code == 303 and "Thank you" in http.get(paid.headers["location"]).text
+    assert paid.status_code == 303 and "Thank you" in http.get(paid.headers["location"], follow_redirects=True).text
 
 
 def test_a_worker_role_process_serves_no_web_port(tmp_path: Path) -> None:

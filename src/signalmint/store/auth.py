@@ -91,6 +91,7 @@ class TokenRow:
     purpose: str
     email: str
     subscriber_id: int | None
+    plan_id: str | None = None  # a paid plan to check out once the link is used
 
 
 def issue_token(
@@ -102,6 +103,7 @@ def issue_token(
     subscriber_id: int | None,
     now: datetime,
     expires_at: datetime,
+    plan_id: str | None = None,
 ) -> None:
     conn.execute(
         tokens.insert().values(
@@ -111,6 +113,7 @@ def issue_token(
             subscriber_id=subscriber_id,
             created_at=now,
             expires_at=expires_at,
+            plan_id=plan_id,
         )
     )
 
@@ -130,7 +133,7 @@ def consume_token(conn: Connection, hash: str, purpose: str, now: datetime) -> T
     if done.rowcount != 1:
         return None
     row = conn.execute(select(tokens).where(tokens.c.hash == hash)).one()
-    return TokenRow(row.purpose, row.email, row.subscriber_id)
+    return TokenRow(row.purpose, row.email, row.subscriber_id, row.plan_id)
 
 
 @dataclass(frozen=True, slots=True)

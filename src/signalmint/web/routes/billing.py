@@ -268,7 +268,12 @@ async def checkout_action(request: Request, ctx: Ctx, token: str) -> Response:
 
 
 @router.get("/billing/done", response_class=HTMLResponse)
-def done(request: Request, ctx: Ctx, checkout: str = "") -> HTMLResponse:
-    """Where every checkout comes back: thanks, or 'waiting for the payment to be confirmed'."""
+def done(request: Request, ctx: Ctx, checkout: str = "") -> Response:
+    """Where every checkout comes back: thanks, or 'waiting for the payment to be confirmed'.
+
+    A paid plan goes on to the dashboard it bought, with no button to press in between.
+    """
     found = _owned(request, ctx, checkout)
+    if found.status == "complete" and found.kind == "subscription" and found.subscriber_id is not None:
+        return redirect("/dashboard?saved=subscribed")
     return render(request, "billing_done.html", nav_active="dashboard", checkout=found, nonce=secrets.token_hex(4))
