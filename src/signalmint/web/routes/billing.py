@@ -22,6 +22,7 @@ from sqlalchemy import Connection
 from ...billing.credits import balance
 from ...billing.service import Billing
 from ...errors import AccessError
+from ...money import fmt_money, parse_money
 from ...records import Checkout
 from ...store.billing import list_payments
 from ..auth import Viewer, resolve_viewer
@@ -176,7 +177,8 @@ def tip_page(request: Request, ctx: Ctx, automation: str = "", amount: str = "")
         nav_active="automation",
         csrf=csrf,
         automation=automation,
-        amount=amount if amount.isdigit() else "",
+        amount=int(amount) if amount.isdigit() and len(amount) <= 9 else None,
+        typed=fmt_money(int(amount), ctx.settings.billing.currency) if amount.isdigit() and len(amount) <= 9 else "",
         tips=tips,
         currency=ctx.settings.billing.currency,
         test_mode=ctx.billing.test_mode,
@@ -189,7 +191,7 @@ def tip_page(request: Request, ctx: Ctx, automation: str = "", amount: str = "")
 @router.post("/billing/tip")
 async def tip(request: Request, ctx: Ctx) -> Response:
     """A tip from the tip jar: signed-in subscribers and visitors alike."""
-    form = await read_form(request, "amount", "automation", "csrf")
+    form = await read_form(request, "amount", "price", "automation", "csrf")
     viewer = resolve_viewer(request)
     if viewer.session and viewer.subscriber is not None:
         check_csrf(viewer, ctx, form["csrf"])
@@ -202,8 +204,11 @@ async def tip(request: Request, ctx: Ctx) -> Response:
     if not ctx.settings.billing.tips.enabled:
         raise HTTPException(404, "Tips are not open on this site.")
     try:
+        # "price" is what a person typed, in currency units ($5); "amount" a suggested tip's minor units
+        typed = form["price"].strip()
+        amount = parse_money(typed, ctx.settings.billing.currency) if typed else _amount(form["amount"])
         _checkout, url = await _billing(ctx).tip(
-            _amount(form["amount"]),
+            amount,
             subscriber_id=viewer.subscriber.id if viewer.subscriber is not None else None,
             email=None,
             automation=automation,
