@@ -319,7 +319,7 @@ def metric_chart(
     def scale_y(v: float) -> float:
         return top + plot_h * (1 - (v - lo) / (hi - lo))
 
-    parts = [_tag("text", title, class_="chart-title", x=LEFT, y=16, fill="#0f172a", font_weight=650, font_size=13)]
+    parts = [_tag("text", title, class_="chart-title", x=LEFT, y=16, fill="#0f172a", font_weight=600, font_size=12)]
     for tick in ticks:
         y = _n(scale_y(tick))
         parts.append(_tag("line", class_="grid", x1=LEFT, x2=width - RIGHT, y1=y, y2=y, stroke=GRID))
