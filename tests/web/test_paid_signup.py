@@ -15,11 +15,14 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from signalmint.config import PlanConfig
+from signalmint.config import BillingConfig, PlanConfig, StripeConfig
 from signalmint.store import Database
 from signalmint.store.accounts import current_subscription, subscriber_by_email
 from signalmint.store.tables import payments
+from signalmint.testing.fake_stripe import FakeStripe
 
+from ..billing.test_stripe import API_KEY, WEBHOOK_SECRET
+from ..conftest import LiveServer
 from .test_account_pages import AUTOMATION, FREE_MASK, client_for, csrf_of, last_link, make_app, sign_up
 
 PAGE = f"/automations/{AUTOMATION.name}"
@@ -125,3 +128,26 @@ def test_a_signed_in_subscriber_goes_straight_to_checkout(client: TestClient, ap
         started = client.post(action, data={"plan": "premium", "csrf": csrf})
         assert started.status_code == 303
         assert path_of(started.headers["location"]).startswith("/billing/checkout/")
+
+
+def test_with_stripe_the_link_opens_stripe_checkout(db: Database) -> None:
+    """Configured for Stripe, the confirmation link goes straight to Stripe Checkout for the plan."""
+    fake = FakeStripe(API_KEY)
+    with LiveServer(fake) as server:
+        fake.url = server.url
+        stripe = BillingConfig(
+            provider="stripe", stripe=StripeConfig(secret_key=API_KEY, webhook_secret=WEBHOOK_SECRET, base_url=fake.url)
+        )
+        app = make_app(db, plans=shop(), billing=stripe, secret="test-secret-0123456789abcdef")
+        with client_for(app) as client:
+            csrf = csrf_of(client.get("/pricing").text)
+            client.post("/signup", data={"email": "fay@example.com", "plan": "premium", "csrf": csrf})
+            confirmed = client.get(last_link(app, to="fay@example.com"))
+    assert confirmed.status_code == 303
+    assert confirmed.headers["location"].startswith("https://checkout.stripe.com/c/pay/")
+    sessions = fake.posts("/v1/checkout/sessions")
+    assert len(sessions) == 1 and sessions[0].params["mode"] == "subscription"
+    found = db.read_sync(subscriber_by_email, "fay@example.com")
+    assert found is not None and found.confirmed
+    sub = db.read_sync(current_subscription, found.id)
+    assert sub is not None and sub.plan_id == "free"  # Premium starts when Stripe says it is paid
