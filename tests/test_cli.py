@@ -19,7 +19,9 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from signalmint.cli import app
+from signalmint.config import load_settings
 from signalmint.records import Signal
+from signalmint.registry import Registry
 from signalmint.store import Database, append_signals
 
 from .conftest import free_port
@@ -38,6 +40,30 @@ def test_init_writes_a_config_that_check_accepts(tmp_path: Path) -> None:
     assert "us-stocks-volume" in checked.output and "synthetic-volume" in checked.output
     again = runner.invoke(app, ["init", str(path)])
     assert again.exit_code == 1 and "already exists" in again.output
+
+
+def test_init_writes_a_whole_small_business(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plans free/premium/pro, billing in test mode and an admin: a paid service out of the box."""
+    for name in ("SIGNALMINT_DATABASE", "SIGNALMINT_BASE_URL", "SIGNALMINT_ADMIN_EMAIL", "SIGNALMINT_ADMIN_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "signalmint.yaml"
+    assert runner.invoke(app, ["init", str(path)]).exit_code == 0
+    checked = runner.invoke(app, ["check", "-c", str(path)])
+    assert checked.exit_code == 0, checked.output
+    assert "plans:   free (Free), premium ($29/mo), pro ($99/mo, 7-day trial)" in checked.output
+    assert "billing: local (test mode, no money moves)" in checked.output
+    assert "admin:   owner@example.com (emailed link)" in checked.output
+    settings = load_settings(path, registry=Registry.from_entry_points())
+    by_id = {p.id: p for p in settings.plans}
+    assert sorted(by_id) == ["free", "premium", "pro"]
+    assert by_id["free"].price == 0 and by_id["free"].masked_fields and by_id["free"].delay.total_seconds() > 0
+    assert by_id["premium"].price == 2900 and not by_id["premium"].masked_fields
+    assert "api" in by_id["pro"].channels and by_id["pro"].api_quota == 10_000
+    assert settings.billing.provider == "local" and settings.admin.email == "owner@example.com"
+    assert settings.admin.password in (None, "")  # no default password: nobody guesses their way in
+    monkeypatch.setenv("SIGNALMINT_ADMIN_PASSWORD", "a long enough secret")
+    with_password = runner.invoke(app, ["check", "-c", str(path)])
+    assert "admin:   owner@example.com (emailed link or password)" in with_password.output
 
 
 def test_check_reports_file_line_key_without_traceback(tmp_path: Path) -> None:
@@ -189,7 +215,7 @@ def subscribe_in_test_mode(http: httpx.Client, email: str, plan: str) -> None:
     page = http.get(checkout)
     assert "TEST MODE" in page.text
     paid = http.post(checkout, data={"action": "pay", "csrf": csrf.findall(page.text)[0]})
-    assert paid.status_code == 303 and "Thank you" in http.get(paid.headers["location"]).text
+    assert paid.status_code == 303 and "Thank you" in http.get(paid.headers["location"], follow_redirects=True).text
 
 
 def test_a_worker_role_process_serves_no_web_port(tmp_path: Path) -> None:

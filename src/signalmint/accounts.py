@@ -34,7 +34,7 @@ from .store.auth import (
 )
 from .store.plans import load_plans
 
-__all__ = ["Accounts", "SignupResult", "server_pepper"]
+__all__ = ["Accounts", "Redeemed", "SignupResult", "server_pepper"]
 
 log = logging.getLogger("signalmint.accounts")
 
@@ -55,6 +55,16 @@ def server_pepper(settings: Settings, db: Database) -> bytes:
 class SignupResult:
     subscriber: Subscriber
     link: str  # also emailed; shown on the page only in demo mode
+    checkout_plan: Plan | None = None  # the paid plan whose checkout follows the confirmation
+
+
+@dataclass(frozen=True, slots=True)
+class Redeemed:
+    """A used link: the new session, and the paid plan to check out next (chosen at sign-up)."""
+
+    session: str
+    subscriber_id: int | None
+    plan_id: str | None
 
 
 class Accounts:
@@ -92,14 +102,20 @@ class Accounts:
         raise AccessError(f"there is no plan {plan_id!r} to sign up for")
 
     async def signup(self, email: str, plan_id: str) -> SignupResult:
-        """Create (or find) the subscriber, open the plan, email a confirmation link."""
+        """Create (or find) the subscriber, open the plan, email a confirmation link.
+
+        A plan paid from the first day cannot start before it is paid: the account starts on
+        the free plan (if there is one) and the link remembers the paid plan, so using it
+        leads straight to that plan's checkout. Only the plan's id travels, in the store:
+        its price is read from the plan when the checkout opens.
+        """
         if not self.settings.signup:
             raise AccessError("sign-ups are closed")
         plan = self.public_plan(plan_id)
         start: Plan | None = plan
+        checkout_plan: Plan | None = None
         if not plan.free and plan.trial_days == 0:
-            # Paid from the first day: the account starts on the free plan (if there is one)
-            # and the subscriber pays from their billing page once their address is confirmed.
+            checkout_plan = plan
             free = [p for p in self.db.read_sync(load_plans, current_only=True).values() if p.free and p.public]
             start = min(free, key=lambda p: p.id) if free else None
         now = self.clock()
@@ -112,10 +128,10 @@ class Accounts:
 
         subscriber = await self.db.write(write)
         purpose = "login" if subscriber.confirmed else "confirm"
-        link = await self._send_link(subscriber, purpose)
-        return SignupResult(subscriber, link)
+        link = await self._send_link(subscriber, purpose, checkout_plan)
+        return SignupResult(subscriber, link, checkout_plan)
 
-    async def _send_link(self, subscriber: Subscriber, purpose: str) -> str:
+    async def _send_link(self, subscriber: Subscriber, purpose: str, checkout_plan: Plan | None = None) -> str:
         text, digest = new_token(self.pepper)
         now = self.clock()
         ttl = CONFIRM_TTL if purpose == "confirm" else LOGIN_TTL
@@ -127,6 +143,7 @@ class Accounts:
             subscriber_id=subscriber.id,
             now=now,
             expires_at=now + ttl,
+            plan_id=checkout_plan.id if checkout_plan is not None else None,
         )
         path = "/confirm" if purpose == "confirm" else "/auth"
         link = self._link(path, text)
@@ -138,6 +155,8 @@ class Accounts:
             )
         else:
             subject, body = f"Your {title} sign-in link", "Sign in to your dashboard"
+        if checkout_plan is not None:
+            body += f", then pay for the {checkout_plan.name} plan"
         minutes = int(ttl.total_seconds() // 60)
         await self.mailer.send(
             Email(
@@ -160,6 +179,11 @@ class Accounts:
 
     async def redeem(self, token: str, purpose: str) -> str | None:
         """Use a confirmation or sign-in link: a new session token, or None if invalid/expired/used."""
+        used = await self.redeem_link(token, purpose)
+        return used.session if used is not None else None
+
+    async def redeem_link(self, token: str, purpose: str) -> Redeemed | None:
+        """Use a link: its session and the paid plan it leads to, or None if invalid/expired/used."""
         if not token or len(token) > 200:
             return None
         now = self.clock()
@@ -167,12 +191,12 @@ class Accounts:
         if row is None:
             return None
         if purpose == "admin":
-            return await self.new_session(None, admin=True)
+            return Redeemed(await self.new_session(None, admin=True), None, None)
         if row.subscriber_id is None:
             return None
         if purpose == "confirm":
             await self.db.write(_confirm_with_email_endpoint, row.subscriber_id, row.email, now)
-        return await self.new_session(row.subscriber_id, admin=False)
+        return Redeemed(await self.new_session(row.subscriber_id, admin=False), row.subscriber_id, row.plan_id)
 
     # -- admin --------------------------------------------------------------------------
 

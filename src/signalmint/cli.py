@@ -60,6 +60,27 @@ def _db_url(value: str) -> str:
     return value if "://" in value else f"sqlite:///{Path(value).expanduser().resolve()}"
 
 
+def print_accounts(console: Console, accounts: list[Any]) -> None:
+    """The demo accounts, then each API key whole on its own line (a narrow terminal cuts no key)."""
+    table = Table(title="Demo accounts", title_justify="left")
+    for column in ("role", "email", "plan"):
+        table.add_column(column, overflow="fold")
+    for account in accounts:
+        table.add_row(account.role, account.email, account.plan or "admin")
+    console.print(table)
+    console.print("API keys (send as Authorization: Bearer <key>):", highlight=False)
+    for account in accounts:
+        console.print(f"  {account.role + ':':9}{account.api_key}", soft_wrap=True, highlight=False)
+
+
+def stop_hint(run_for: float | None) -> str:
+    """How the process ends: by itself after ``--for`` seconds, or with Ctrl+C."""
+    if run_for is None:
+        return "Stop with Ctrl+C."
+    seconds = f"{run_for:g}"
+    return f"Stops by itself after {seconds} second{'' if seconds == '1' else 's'} (or press Ctrl+C)."
+
+
 @app.command()
 def demo(
     port: Annotated[int, typer.Option(help="port of the web server")] = 8000,
@@ -115,18 +136,13 @@ def demo(
         out.print(f"  Admin:    {url}/admin  (password: {password})")
         out.print(f"  Mail:     {url}/demo/mail  (everything the demo emails, caught on 127.0.0.1:{catcher.port})")
         out.print(f"  Database: {settings.database}")
-        table = Table(title="Demo accounts (API keys: send as Authorization: Bearer <key>)", title_justify="left")
-        for column in ("role", "email", "API key"):
-            table.add_column(column)
-        for account in seeded:
-            table.add_row(account.role, account.email, account.api_key)
-        out.print(table)
+        print_accounts(out, seeded)
         out.print(
             f"  Try:  curl -H 'Authorization: Bearer {seeded[2].api_key}' {url}/api/v1/signals?limit=3", soft_wrap=True
         )
         if keys_file is not None:
             out.print(f"  Keys written to {keys_file}")
-        out.print("  Stop with Ctrl+C.\n", highlight=False)
+        out.print(f"  {stop_hint(run_for)}\n", highlight=False)
 
     try:
         run_process(
@@ -199,10 +215,28 @@ def check(config: ConfigOption = Path("signalmint.yaml")) -> None:
         options = ", ".join(f"{k}={v}" for k, v in a.detector.options.items())
         table.add_row(a.name, a.source.kind, f"{a.detector.kind} {options}".strip(), str(a.retention or "forever"))
     out.print(table)
+    _print_business(settings)
     from .billing.fees import price_warnings
 
     for warning in price_warnings(settings.current_plans(), settings.billing.fees):
         out.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+
+
+def _print_business(settings: Settings) -> None:
+    """What the config sells, who takes the money and who runs it, one line each."""
+    from .money import fmt_price
+
+    plans = [
+        f"{p.id} ({fmt_price(p.price, p.currency, p.interval)}{f', {p.trial_days}-day trial' if p.trial_days else ''})"
+        for p in settings.plans
+    ]
+    out.print(f"plans:   {', '.join(plans) if plans else 'none: nothing is for sale'}", highlight=False)
+    provider = settings.billing.provider
+    mode = {"local": "test mode, no money moves", "stripe": "Stripe", "manual": "recorded by hand"}[provider]
+    out.print(f"billing: {provider} ({mode})", highlight=False)
+    admin = settings.admin
+    ways = [w for w, on in (("emailed link", admin.email), ("password", admin.password or admin.password_hash)) if on]
+    out.print(f"admin:   {admin.email or '-'} ({' or '.join(ways) if ways else 'no way to sign in'})", highlight=False)
 
 
 @app.command()

@@ -111,9 +111,10 @@ def demo_settings(
                 title="US stocks · unusual volume",
                 description=(
                     "Real daily volume of AAPL, GOOG, IBM, MSFT and FB (2000–2013, public domain), "
-                    "replayed fast-forward. Every signal here is a real historical event."
+                    "replayed fast-forward, then again and again on a 15-minute clock so the feed never stops. "
+                    "Every signal here is a real historical event."
                 ),
-                source=PluginConfig(kind="bokeh_stocks", pace=0.1 / speed),
+                source=PluginConfig(kind="bokeh_stocks", pace=0.1 / speed, loop=True),
                 detector=DetectorConfig(kind="volume_spike", cooldown=timedelta(days=5), **volume_spike),
                 retention=None,
             ),

@@ -15,7 +15,9 @@ from typing import Any
 
 import jinja2
 
-__all__ = ["fmt_credits", "fmt_delay", "fmt_money", "fmt_price", "minor_digits", "parse_minor"]
+from .errors import AccessError
+
+__all__ = ["fmt_credits", "fmt_delay", "fmt_money", "fmt_price", "minor_digits", "parse_minor", "parse_money"]
 
 DASH = "—"
 
@@ -76,6 +78,48 @@ def fmt_money(amount_minor: Any, currency: str = "usd") -> str:
     sign = "-" if amount < 0 else ""
     symbol = _SYMBOLS.get(currency.lower())
     return f"{sign}{symbol}{number}" if symbol else f"{sign}{number} {currency.upper()}"
+
+
+def _ascii_digits(text: str) -> bool:
+    """``str.isdigit`` also takes ``²`` or ``①``, which ``int`` refuses: only 0-9 count here."""
+    return bool(text) and all("0" <= c <= "9" for c in text)
+
+
+def parse_money(text: str, currency: str = "usd") -> int:
+    """What a person typed as an amount of ``currency`` (``5``, ``$5``, ``5.50``, ``1,000``), in minor units.
+
+    >>> parse_money("5"), parse_money(" $5.50 "), parse_money("1,000"), parse_money("0.5")
+    (500, 550, 100000, 50)
+    >>> parse_money("€12", "eur"), parse_money("12 EUR", "eur"), parse_money("500", "jpy")
+    (1200, 1200, 500)
+    >>> parse_money("5.555")
+    Traceback (most recent call last):
+    ...
+    signalmint.errors.AccessError: give the amount in dollars, like 5 or 5.50 (at most 2 decimals)
+    """
+    code = currency.lower()
+    digits = minor_digits(code)
+    number = text.strip()
+    symbol = _SYMBOLS.get(code)
+    if symbol and number.startswith(symbol):
+        number = number[len(symbol) :]
+    if number.lower().endswith(code):
+        number = number[: -len(code)]
+    number = number.strip().replace(",", "")
+    whole, dot, part = number.partition(".")
+    ok = _ascii_digits(whole) and len(whole) <= 9 and (not dot or (_ascii_digits(part) and len(part) <= digits))
+    if not ok:
+        unit = _UNIT_NAMES.get(code, code.upper())
+        if digits == 0:
+            raise AccessError(f"give the amount in whole {unit}, like 500")
+        raise AccessError(
+            f"give the amount in {unit}, like 5 or 5.{'5'.ljust(digits, '0')} (at most {digits} decimals)"
+        )
+    minor: int = int(whole) * 10**digits + int(part.ljust(digits, "0") or 0)
+    return minor
+
+
+_UNIT_NAMES = {"usd": "dollars", "eur": "euros", "gbp": "pounds", "jpy": "yen", "cad": "dollars", "aud": "dollars"}
 
 
 def fmt_price(amount_minor: Any, currency: str = "usd", interval: str | None = "month") -> str:

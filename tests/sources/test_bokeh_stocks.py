@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import csv
 import gzip
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from signalmint.records import BAR_COLUMNS, Frame
+from signalmint.records import BAR_COLUMNS, Frame, to_datetime
 from signalmint.registry import Source
 from signalmint.sources.bokeh_stocks import TICKERS, BokehStocks, data_path
 
@@ -115,3 +115,77 @@ def test_options() -> None:
         BokehStocks.Options.model_validate({"start": "2010-01-02", "end": "2010-01-01"})
     with pytest.raises(ValidationError):
         BokehStocks.Options.model_validate({"symbols": []})
+
+
+class Clock:
+    """A clock that moves only when the source sleeps (no real waiting)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.waits: list[float] = []
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += timedelta(seconds=seconds)
+
+
+def take(source: BokehStocks, n: int, since: datetime | None = None) -> list[Frame]:
+    async def run() -> list[Frame]:
+        out: list[Frame] = []
+        async for frame in source.stream(since):
+            out.append(frame)
+            if len(out) == n:
+                break
+        return out
+
+    return asyncio.run(run())
+
+
+def test_the_replay_loops_forever_in_time_order(everything: list[Frame]) -> None:
+    """After 2013-03-01 the history plays again on the 15-minute grid, never stopping."""
+    clock = Clock(datetime(2030, 1, 1, tzinfo=UTC))
+    source = BokehStocks(pace=0, loop=True, sleep=clock.sleep, clock=clock)
+    frames = take(source, 2 * len(everything) + 3)
+    times = np.array([f.times[0] for f in frames])
+    assert (np.diff(times) > np.timedelta64(0, "ns")).all()  # signals append in time order
+    looped = frames[len(everything)]
+    assert looped.times[0] == np.datetime64("2013-03-08T21:00:00", "ns")  # a week after the last day
+    assert frames[len(everything) + 1].times[0] - looped.times[0] == np.timedelta64(15, "m")
+    for lap in (1, 2):
+        again = frames[lap * len(everything)]
+        assert again.keys.tolist() == everything[0].keys.tolist()
+        assert (again.columns["volume"] == everything[0].columns["volume"]).all()
+    assert not clock.waits  # the grid is behind the clock: no waiting at pace 0
+
+
+def test_a_restart_resumes_after_the_cursor_without_repeating(everything: list[Frame]) -> None:
+    clock = Clock(datetime(2030, 1, 1, tzinfo=UTC))
+    source = BokehStocks(pace=0, loop=True, sleep=clock.sleep, clock=clock)
+    before = take(source, len(everything) + 10)
+    cursor = to_datetime(before[-1].times[0])  # what the engine checkpoints
+    after = take(BokehStocks(pace=0, loop=True, sleep=clock.sleep, clock=clock), 3, since=cursor)
+    assert after[0].times[0] - before[-1].times[0] == np.timedelta64(15, "m")
+    assert after[0].keys.tolist() == everything[10].keys.tolist()
+    assert (after[0].columns["close"] == everything[10].columns["close"]).all()
+    inside = to_datetime(everything[100].times[0])  # a cursor in the first, dated lap
+    assert take(BokehStocks(pace=0, loop=True), 1, since=inside)[0].times[0] == everything[101].times[0]
+
+
+def test_a_looped_bar_is_never_stamped_in_the_future() -> None:
+    origin = datetime(2013, 3, 8, 21, tzinfo=UTC)
+    clock = Clock(origin + timedelta(minutes=30))
+    source = BokehStocks(pace=0, loop=True, sleep=clock.sleep, clock=clock)
+    frames = take(source, 5, since=origin - timedelta(seconds=1))
+    for frame in frames:
+        assert to_datetime(frame.times[0]) <= clock.now
+    assert to_datetime(frames[-1].times[0]) == origin + timedelta(hours=1)
+    assert sum(clock.waits) == pytest.approx(30 * 60)  # it waited for the clock, then went on
+
+
+def test_loop_options_validate() -> None:
+    assert build(loop=True, loop_step="1h").loop_step == timedelta(hours=1)
+    with pytest.raises(ValidationError):
+        build(loop=True, loop_step="0s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -223,3 +224,16 @@ def test_the_page_warns_when_fees_eat_a_price_point(db: Database) -> None:
         html = client.get("/admin/revenue").text
     assert html.count("data-fee-warning") == 1
     assert "plan coffee ($1/mo): fees of $0.33 take 33.0%" in html and "prepaid credits" in html
+
+
+def test_the_revenue_charts_have_titles_units_and_start_at_zero(operator: TestClient) -> None:
+    """Both charts say what they show and in what unit; money never dips below $0 on the axis."""
+    html = operator.get("/admin/revenue", params=PERIOD).text
+    mrr = html.split('class="chart chart-price"', 1)[1].split("</svg>", 1)[0]
+    paying = html.split('class="chart chart-volume"', 1)[1].split("</svg>", 1)[0]
+    assert 'class="chart-title"' in mrr and "Monthly recurring revenue (USD)" in mrr
+    assert 'class="chart-title"' in paying and "Paying subscribers" in paying
+    labels = re.findall(r'<text class="axis"[^>]*dominant-baseline="middle"[^>]*>([^<]+)</text>', mrr)
+    assert labels and labels[0] == "$0" and all(label.startswith("$") for label in labels), labels
+    counts = re.findall(r'<text class="axis"[^>]*dominant-baseline="middle"[^>]*>([^<]+)</text>', paying)
+    assert counts and counts[0] == "0" and all(c.isdigit() for c in counts), counts  # whole people

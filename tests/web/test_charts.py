@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
+from signalmint.web import charts
 from signalmint.web.charts import price_chart, sparkline, volume_chart
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -189,3 +190,20 @@ def test_sparkline() -> None:
         assert "is-empty" in (parse(sparkline(empty)).get("class") or "")
     single = parse(sparkline(np.array([7.0])))
     assert by_class(single, "spark-dot")
+
+
+def test_metric_chart_starts_at_zero_for_non_negative_figures() -> None:
+    t = np.arange(4).astype("datetime64[D]").astype("datetime64[ns]")
+    svg = charts.metric_chart(t, [2900.0, 2900.0, 2900.0, 2900.0], title="MRR (USD)", unit=lambda v: f"${v:,.0f}")
+    labels = re.findall(r'dominant-baseline="middle"[^>]*>([^<]+)</text>', svg)
+    assert labels[0] == "$0" and not any("-" in label for label in labels), labels
+    assert re.search(r'<text class="chart-title"[^>]*>MRR \(USD\)</text>', svg)
+    negative = charts.metric_chart(t, [-5.0, 3.0, 2.0, 1.0], title="Net")
+    assert re.findall(r'dominant-baseline="middle"[^>]*>([^<]+)</text>', negative)[0].startswith("-")
+
+
+def test_metric_chart_counts_have_whole_ticks() -> None:
+    t = np.arange(2).astype("datetime64[D]").astype("datetime64[ns]")
+    svg = charts.metric_chart(t, [1.0, 1.0], title="Paying", bars=True, whole=True)
+    labels = re.findall(r'dominant-baseline="middle"[^>]*>([^<]+)</text>', svg)
+    assert labels == ["0", "1", "2", "3", "4"], labels

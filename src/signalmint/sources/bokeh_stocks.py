@@ -10,6 +10,15 @@ Each bar is stamped with its trading date at 21:00 UTC: the US market close
 (16:00 New York) in winter. It is one hour after the close in summer (EDT);
 a fixed hour keeps every day's stamp the same and after the close.
 
+With ``loop: true`` the replay never ends: after the last day the history plays again,
+and again, each bar stamped on a grid of ``loop_step`` (15 minutes by default) that starts a
+week after the file's last day. Times keep increasing, so signals append in order and the hash
+chain stays valid; a stamp is a function of the bar's place in the endless replay, so a restart
+resumes after the engine's cursor without repeating a bar; and no bar is stamped later than
+the clock (the replay waits instead), so every plan's delay still means what it says. At the
+default pace a loop lap takes about five and a half minutes, and the grid reaches the present
+after about thirteen hours of running (later laps then follow the clock).
+
 The file is read directly with polars (``bokeh_sampledata.stocks`` would parse
 every column eagerly with pandas). Rows are checked like the ``file`` source's
 (bad date: ``bad_timestamp``; text in a number: ``bad_value``; then the
@@ -22,7 +31,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType
 from typing import ClassVar, Literal, Self
 
@@ -32,7 +41,8 @@ import polars as pl
 from bokeh_sampledata import package_path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..records import BAR_COLUMNS, Frame, to_datetime64
+from ..config import Duration
+from ..records import BAR_COLUMNS, Frame, to_datetime, to_datetime64
 from .file import number_column, replay, split_ticks
 from .validate import RowValidator
 
@@ -71,6 +81,10 @@ class BokehStocksOptions(BaseModel):
     pace: float = Field(0.1, ge=0, description="Seconds between trading days (0: at once).")
     start: date | None = Field(None, description="First trading date replayed (inclusive).")
     end: date | None = Field(None, description="Last trading date replayed (inclusive).")
+    loop: bool = Field(False, description="After the last day, replay the history again, forever.")
+    loop_step: Duration = Field(
+        timedelta(minutes=15), gt=timedelta(0), description="Time between the bars of a looped replay."
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -91,18 +105,25 @@ class BokehStocks:
         pace: float = 0.1,
         start: date | None = None,
         end: date | None = None,
+        loop: bool = False,
+        loop_step: timedelta = timedelta(minutes=15),
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.symbols = list(symbols) if symbols is not None else list(TICKERS)
         self.pace = pace
         self.start = start
         self.end = end
+        self.loop = loop
+        self.loop_step = loop_step
         self.sleep = sleep
+        self.clock = clock
         self._rejected: Counter[str] = Counter()
 
     def __repr__(self) -> str:
-        return f"BokehStocks(symbols={self.symbols!r}, pace={self.pace})"
+        looped = f", loop_step={self.loop_step!r}" if self.loop else ""
+        return f"BokehStocks(symbols={self.symbols!r}, pace={self.pace}{looped})"
 
     @property
     def rejected(self) -> Mapping[str, int]:
@@ -143,11 +164,41 @@ class BokehStocks:
         return validator.check(frame)
 
     async def stream(self, since: datetime | None = None) -> AsyncIterator[Frame]:
-        """One frame per trading day (all selected tickers that traded), ``pace`` apart."""
+        """One frame per trading day (all selected tickers that traded), ``pace`` apart.
+
+        With ``loop``, the history then plays again forever on the ``loop_step`` grid.
+        """
         validator = RowValidator(self._rejected, source=self.kind)
         try:
-            frame = await asyncio.to_thread(self._load, validator, since)
-            async for tick in replay(split_ticks(frame), self.pace, self.sleep):
+            frame = await asyncio.to_thread(self._load, validator, None if self.loop else since)
+            ticks = split_ticks(frame)
+            if not self.loop or not ticks:
+                async for tick in replay(ticks, self.pace, self.sleep):
+                    yield tick
+                return
+            origin = to_datetime(ticks[-1].times[0]) + timedelta(weeks=1)
+            first = [t for t in ticks if since is None or to_datetime(t.times[0]) > since]
+            async for tick in replay(first, self.pace, self.sleep):
                 yield tick
+            k = 0 if since is None or since < origin else (since - origin) // self.loop_step + 1
+            if first:
+                await self._wait(self.pace)
+            while True:
+                stamp = origin + k * self.loop_step
+                ahead = (stamp - self.clock()).total_seconds()
+                if ahead > 0:  # never a bar from the future: wait for the clock
+                    await self._wait(ahead)
+                yield restamp(ticks[k % len(ticks)], stamp)
+                k += 1
+                await self._wait(self.pace)
         finally:
             validator.flush()
+
+    async def _wait(self, seconds: float) -> None:
+        await (self.sleep(seconds) if seconds > 0 else asyncio.sleep(0))
+
+
+def restamp(tick: Frame, at: datetime) -> Frame:
+    """``tick`` with every bar at ``at`` (the same day's bars, replayed later)."""
+    times = np.full(len(tick), to_datetime64(at), dtype="datetime64[ns]")
+    return Frame(keys=tick.keys, times=times, columns=tick.columns)

@@ -108,6 +108,7 @@ class TokenRow:
     purpose: str
     email: str
     subscriber_id: int | None
+    plan_id: str | None = None  # a paid plan to check out once the link is used
 
 
 def issue_token(
@@ -119,6 +120,7 @@ def issue_token(
     subscriber_id: int | None,
     now: datetime,
     expires_at: datetime,
+    plan_id: str | None = None,
 ) -> None:
     conn.execute(
         tokens.insert().values(
@@ -128,6 +130,7 @@ def issue_token(
             subscriber_id=subscriber_id,
             created_at=now,
             expires_at=expires_at,
+            plan_id=plan_id,
         )
     )
 
@@ -147,7 +150,7 @@ def consume_token(conn: Connection, hash: str, purpose: str, now: datetime) -> T
     if done.rowcount != 1:
         return None
     row = conn.execute(select(tokens).where(tokens.c.hash == hash)).one()
-    return TokenRow(row.purpose, row.email, row.subscriber_id)
+    return TokenRow(row.purpose, row.email, row.subscriber_id, row.plan_id)
 
 
 @dataclass(frozen=True, slots=True)

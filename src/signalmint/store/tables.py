@@ -224,6 +224,8 @@ tokens = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Column("used_at", UTCDateTime, nullable=True),
+    # migration 0006: the paid plan a sign-up link leads to the checkout of, once redeemed
+    Column("plan_id", String(64), nullable=True),
 )
 
 sessions = Table(

@@ -25,7 +25,7 @@ import numpy.typing as npt
 from signalmint.records import to_datetime
 from signalmint.web.filters import fmt_date, fmt_num, fmt_ratio
 
-__all__ = ["price_chart", "sparkline", "volume_chart"]
+__all__ = ["metric_chart", "price_chart", "sparkline", "volume_chart"]
 
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
 TOP, RIGHT, BOTTOM, LEFT = 26, 12, 26, 52
@@ -275,6 +275,76 @@ def price_chart(
             desc += f"; highlighted bar on {fmt_date(dates[hi_index])} closed at {fmt_num(v)}"
     parts.append(_x_axis(dates, xs, width, height))
     return _svg(width, height, "chart-price", title, desc + ".", "".join(parts))
+
+
+def metric_chart(
+    times: npt.NDArray[np.datetime64],
+    values: npt.ArrayLike,
+    *,
+    title: str,
+    unit: Callable[[float], str] = fmt_num,
+    bars: bool = False,
+    whole: bool = False,
+    width: int = 760,
+    height: int = 210,
+) -> str:
+    """A business figure over time (MRR, paying subscribers), as a line or as ``bars``.
+
+    Its title is drawn on the chart; ``unit`` writes each y-axis label in the figure's unit
+    (``$1,000``); the axis starts at 0 unless a value is negative; ``whole`` keeps the ticks
+    on whole numbers (counts of people).
+
+    >>> t = np.arange(3).astype("datetime64[D]").astype("datetime64[ns]")
+    >>> svg = metric_chart(t, [0.0, 29.0, 58.0], title="MRR (USD)", unit=lambda v: f"${v:g}")
+    >>> 'class="chart-title"' in svg and ">$0<" in svg and ">-" not in svg
+    True
+    """
+    data, dates = _floats(values), _dates(times)
+    n = len(data)
+    if len(dates) != n:
+        raise ValueError("metric_chart: times and values must have the same length")
+    cls = "chart-volume" if bars else "chart-price"  # styled like the signal charts' bars and line
+    extent = _extent(data)
+    if n == 0 or extent is None:
+        return _no_data(width, height, cls, title)
+    lo, hi = min(extent[0], 0.0), max(extent[1], 0.0)
+    if whole:
+        hi = max(hi, lo + 4)
+    ticks = _ticks(lo, hi, 4)
+    if whole:
+        ticks = [t for t in ticks if float(t).is_integer()]
+    lo, hi = ticks[0], ticks[-1]
+    top, plot_h = TOP + 18, height - TOP - 18 - BOTTOM
+
+    def scale_y(v: float) -> float:
+        return top + plot_h * (1 - (v - lo) / (hi - lo))
+
+    parts = [_tag("text", title, class_="chart-title", x=LEFT, y=16, fill="#0f172a", font_weight=600, font_size=12)]
+    for tick in ticks:
+        y = _n(scale_y(tick))
+        parts.append(_tag("line", class_="grid", x1=LEFT, x2=width - RIGHT, y1=y, y2=y, stroke=GRID))
+        parts.append(_tag("text", unit(tick), class_="axis", x=LEFT - 8, y=y, text_anchor="end",
+                          dominant_baseline="middle", fill=MUTED))  # fmt: skip
+    xs, step = _columns(n, width)
+    zero = scale_y(0.0)
+    if bars:
+        bar_w = min(max(step * 0.6, 0.6), 36.0)
+        for i, v in enumerate(data.tolist()):
+            if math.isfinite(v) and v != 0:
+                top_y = scale_y(v)
+                parts.append(_tag("rect", children=_tag("title", f"{fmt_date(dates[i])}: {unit(v)}"), class_="bar",
+                                  fill=BAR, x=_n(xs[i] - bar_w / 2), y=_n(min(top_y, zero)), width=_n(bar_w),
+                                  height=_n(abs(zero - top_y)), rx=_n(min(2, bar_w / 4))))  # fmt: skip
+    else:
+        line = _path(xs, top + plot_h * (1 - (data - lo) / (hi - lo)))
+        parts.append(_tag("path", class_="price", d=line, stroke=BRAND, stroke_width=2, **LINE))
+        for i, v in enumerate(data.tolist()):
+            if math.isfinite(v) and n <= 60:
+                parts.append(_tag("circle", children=_tag("title", f"{fmt_date(dates[i])}: {unit(v)}"),
+                                  class_="point", cx=_n(xs[i]), cy=_n(scale_y(v)), r=3, fill=BRAND))  # fmt: skip
+    parts.append(_x_axis(dates, xs, width, height))
+    desc = f"{n} points, from {unit(extent[0])} to {unit(extent[1])}"
+    return _svg(width, height, cls, title, desc + ".", "".join(parts))
 
 
 def sparkline(values: npt.ArrayLike, *, width: int = 120, height: int = 28, title: str = "Trend") -> str:

@@ -191,8 +191,24 @@ def _plans(ctx: AppContext) -> list[Plan]:
 
 def _signup_page(request: Request, ctx: AppContext, chosen: str, *, status: int = 200, **extra: Any) -> HTMLResponse:
     plans = _plans(ctx)
-    if chosen not in {p.id for p in plans if signable(p)}:
+    paid_open = ctx.billing is not None
+    if chosen not in {p.id for p in plans if signable(p) or paid_open}:
         chosen = next((p.id for p in plans if signable(p)), "")
+    viewer = resolve_viewer(request)
+    if viewer.kind == "subscriber" and viewer.session is not None:
+        # Signed in: each paid plan's button goes straight to its checkout.
+        return render(
+            request,
+            "signup.html",
+            status=status,
+            nav_active="signup",
+            plans=plans,
+            chosen=chosen,
+            signup_open=ctx.settings.signup,
+            paid_open=paid_open,
+            csrf=viewer.csrf(ctx.pepper),
+            **extra,
+        )
     return anon_form(
         request,
         "signup.html",
@@ -201,6 +217,7 @@ def _signup_page(request: Request, ctx: AppContext, chosen: str, *, status: int 
         plans=plans,
         chosen=chosen,
         signup_open=ctx.settings.signup,
+        paid_open=paid_open,
         **extra,
     )
 
@@ -212,13 +229,22 @@ def signup_page(
     return _signup_page(request, ctx, plan, email=email[:254], error=None)
 
 
+@router.get("/pricing", response_class=HTMLResponse)
+def pricing_page(request: Request, ctx: Ctx, plan: Annotated[str, Query(max_length=64)] = "") -> HTMLResponse:
+    """The plans and their prices (the sign-up page under the name people look for)."""
+    return _signup_page(request, ctx, plan, email="", error=None)
+
+
 @router.post("/signup", response_class=HTMLResponse)
 async def signup(request: Request, ctx: Ctx) -> Response:
     form = await read_form(request, "email", "plan", "csrf")
     check_anon_csrf(request, form["csrf"])
     throttle(request, ctx, "signup")
     try:
-        result = await ctx.accounts.signup(form["email"], form["plan"])
+        plan = ctx.accounts.public_plan(form["plan"][:64])
+        if not signable(plan) and ctx.billing is None:
+            raise AccessError(f"the {plan.name} plan cannot be bought on this site yet: payments are not set up")
+        result = await ctx.accounts.signup(form["email"], plan.id)
     except AccessError as exc:
         return _signup_page(request, ctx, form["plan"], status=400, email=form["email"][:254], error=str(exc))
     except DeliveryError:
@@ -228,7 +254,13 @@ async def signup(request: Request, ctx: Ctx) -> Response:
     demo = ctx.settings.demo
     email = result.subscriber.email
     return render(
-        request, "check_inbox.html", purpose="signup", email=email, link=result.link if demo else None, demo=demo
+        request,
+        "check_inbox.html",
+        purpose="signup",
+        email=email,
+        link=result.link if demo else None,
+        demo=demo,
+        checkout_plan=result.checkout_plan,
     )
 
 
@@ -279,13 +311,36 @@ async def auth(request: Request, ctx: Ctx, token: str = "") -> Response:
 
 
 async def _redeem(request: Request, ctx: AppContext, token: str, purpose: str) -> Response:
-    session = await ctx.accounts.redeem(token, purpose)
-    if session is None:
+    used = await ctx.accounts.redeem_link(token, purpose)
+    if used is None:
         return render(request, "link_invalid.html", status=400, purpose=purpose, nav_active="login")
-    row = ctx.accounts.session(session)
-    if row is not None and row.subscriber_id is not None:
-        ctx.viewers.forget_subscriber(row.subscriber_id)  # just confirmed: no stale cached state
-    return await start_session(request, ctx, session, admin=False, to="/dashboard")
+    to = "/dashboard"
+    if used.subscriber_id is not None:
+        ctx.viewers.forget_subscriber(used.subscriber_id)  # just confirmed: no stale cached state
+        if used.plan_id is not None:
+            to = await _checkout_after_signup(ctx, used.subscriber_id, used.plan_id)
+    return await start_session(request, ctx, used.session, admin=False, to=to)
+
+
+async def _checkout_after_signup(ctx: AppContext, subscriber_id: int, plan_id: str) -> str:
+    """The checkout of the paid plan chosen at sign-up (its price read from the plan now).
+
+    The dashboard instead when the plan is already theirs, no longer on sale, or payments
+    are not set up: the account then stays on the plan it started with.
+    """
+    from ...store.accounts import current_subscription
+
+    if ctx.billing is None:
+        return "/dashboard"
+    sub = ctx.db.read_sync(current_subscription, subscriber_id)
+    if sub is not None and sub.plan_id == plan_id and sub.state in {"active", "trialing", "comped"}:
+        return "/dashboard"
+    try:
+        _checkout, url = await ctx.billing.subscribe(subscriber_id, plan_id)
+    except AccessError:
+        log.warning("sign-up: plan %r is not on sale any more; no checkout", plan_id)
+        return "/dashboard"
+    return url
 
 
 @router.post("/logout")

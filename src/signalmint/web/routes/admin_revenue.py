@@ -213,10 +213,21 @@ def _charts(report: RevenueReport, currency: str) -> dict[str, str]:
     mrr = [_major(w.total[index].mrr, currency) for w in report.series]
     paying = [float(w.total[index].paying) for w in report.series]
     label = currency.upper()
+    scale = 10 ** minor_digits(currency)
+
+    def money(value: float) -> str:
+        return fmt_money(round(value * scale), currency)
+
     return {
-        "mrr": charts.price_chart(times, mrr, None, title=f"MRR ({label}) at the end of each {report.step}"),
-        "paying": charts.volume_chart(
-            times, paying, np.full(len(paying), np.nan), None, title=f"Paying subscribers ({label}) per {report.step}"
+        "mrr": charts.metric_chart(
+            times, mrr, title=f"Monthly recurring revenue ({label}), at the end of each {report.step}", unit=money
+        ),
+        "paying": charts.metric_chart(
+            times,
+            paying,
+            title=f"Paying subscribers ({label} plans), at the end of each {report.step}",
+            bars=True,
+            whole=True,
         ),
     }
 

@@ -22,7 +22,7 @@ from sqlalchemy import Connection
 from ...billing.credits import balance
 from ...billing.service import Billing
 from ...errors import AccessError
-from ...money import parse_minor
+from ...money import fmt_money, parse_minor, parse_money
 from ...records import Checkout
 from ...store.billing import list_payments
 from ..auth import Viewer, resolve_viewer
@@ -178,7 +178,8 @@ def tip_page(request: Request, ctx: Ctx, automation: str = "", amount: str = "")
         nav_active="automation",
         csrf=csrf,
         automation=automation,
-        amount=amount if is_digits(amount) else "",
+        amount=int(amount) if is_digits(amount) and len(amount) <= 9 else None,
+        typed=fmt_money(int(amount), ctx.settings.billing.currency) if is_digits(amount) and len(amount) <= 9 else "",
         tips=tips,
         currency=ctx.settings.billing.currency,
         test_mode=ctx.billing.test_mode,
@@ -191,7 +192,7 @@ def tip_page(request: Request, ctx: Ctx, automation: str = "", amount: str = "")
 @router.post("/billing/tip")
 async def tip(request: Request, ctx: Ctx) -> Response:
     """A tip from the tip jar: signed-in subscribers and visitors alike."""
-    form = await read_form(request, "amount", "automation", "csrf")
+    form = await read_form(request, "amount", "price", "automation", "csrf")
     viewer = resolve_viewer(request)
     if viewer.session and viewer.subscriber is not None:
         check_csrf(viewer, ctx, form["csrf"])
@@ -204,8 +205,11 @@ async def tip(request: Request, ctx: Ctx) -> Response:
     if not ctx.settings.billing.tips.enabled:
         raise HTTPException(404, "Tips are not open on this site.")
     try:
+        # "price" is what a person typed, in currency units ($5); "amount" a suggested tip's minor units
+        typed = form["price"].strip()
+        amount = parse_money(typed, ctx.settings.billing.currency) if typed else _amount(form["amount"])
         _checkout, url = await _billing(ctx).tip(
-            _amount(form["amount"]),
+            amount,
             subscriber_id=viewer.subscriber.id if viewer.subscriber is not None else None,
             email=None,
             automation=automation,
@@ -270,7 +274,12 @@ async def checkout_action(request: Request, ctx: Ctx, token: str) -> Response:
 
 
 @router.get("/billing/done", response_class=HTMLResponse)
-def done(request: Request, ctx: Ctx, checkout: str = "") -> HTMLResponse:
-    """Where every checkout comes back: thanks, or 'waiting for the payment to be confirmed'."""
+def done(request: Request, ctx: Ctx, checkout: str = "") -> Response:
+    """Where every checkout comes back: thanks, or 'waiting for the payment to be confirmed'.
+
+    A paid plan goes on to the dashboard it bought, with no button to press in between.
+    """
     found = _owned(request, ctx, checkout)
+    if found.status == "complete" and found.kind == "subscription" and found.subscriber_id is not None:
+        return redirect("/dashboard?saved=subscribed")
     return render(request, "billing_done.html", nav_active="dashboard", checkout=found, nonce=secrets.token_hex(4))

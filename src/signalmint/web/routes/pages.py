@@ -20,6 +20,7 @@ from ..auth import Viewer, resolve_viewer
 from ..context import AppContext, get_ctx, get_viewer
 from ..params import Id
 from ..visibility import scopes_for
+from .account import anon_csrf, set_csrf_cookie
 
 __all__ = ["router"]
 
@@ -118,17 +119,27 @@ def automation_page(name: str, request: Request, ctx: Ctx, viewer: Who) -> HTMLR
     page = ctx.db.read_sync(_automation_page, name, viewer)
     plans = [p for p in ctx.access.current() if p.public and p.covers(name)]
     tips = ctx.settings.billing.tips
-    return _render(
+    # The plan cards' buttons post at once: to checkout when signed in, else to sign-up.
+    signed_in = viewer.kind == "subscriber" and viewer.session is not None
+    csrf = viewer.csrf(ctx.pepper) if signed_in else anon_csrf(request)
+    response = _render(
         request,
         "automation.html",
         nav_active="automation",
         plans=plans,
         viewer=viewer,
+        csrf=csrf,
+        signup_open=ctx.settings.signup,
+        paid_open=ctx.billing is not None,
         tips_enabled=tips.enabled and ctx.billing is not None,
         tip_amounts=tips.suggested,
         tip_currency=ctx.settings.billing.currency,
         **page,
     )
+    response.headers["Cache-Control"] = "no-store"  # the page holds this visitor's form token
+    if not signed_in:
+        set_csrf_cookie(response, ctx, csrf)
+    return response
 
 
 def _signal_page(conn: Connection, signal_id: int, viewer: Viewer) -> dict[str, Any]:
