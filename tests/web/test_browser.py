@@ -204,27 +204,18 @@ def watch_the_live_feed(tour: Tour) -> None:
 
 
 def press_premium(tour: Tour, email: str) -> None:
-    """The Premium card on the automation page: an email and its button."""
+    """The Premium card on the automation page: an email and its button, then "check your inbox"."""
     page = tour.page
     card = page.locator("article.plan-card", has=page.locator("#plan-premium"))
+    tour.step("pricing")
     card.locator("input[type=email]").fill(email)
     card.get_by_role("button").click()
-    page.wait_for_url(re.compile(r"/signup"))
-    tour.step("pricing")
-
-
-def sign_up(tour: Tour, email: str) -> None:
-    """On /signup: Premium when it can be chosen at sign-up, else Free (today's flow), then Continue."""
-    page = tour.page
-    premium = page.locator("input[name=plan][value=premium]")
-    (premium if premium.is_enabled() else page.locator("input[name=plan][value=free]")).check()
-    page.locator("#email").fill(email)
-    page.get_by_role("button", name=re.compile("Continue")).click()
     expect(page.locator("#inbox-title")).to_be_visible()
     tour.step("check-inbox")
 
 
 def confirm_from_the_mail_catcher(tour: Tour, email: str) -> None:
+    """The confirmation email, read in the demo's mail catcher; its link opens Premium's checkout."""
     page = tour.page
     page.goto("/demo/mail")
     row = page.locator("tr[data-message]", has_text=email).first
@@ -235,24 +226,18 @@ def confirm_from_the_mail_catcher(tour: Tour, email: str) -> None:
     expect(link).to_have_count(1)
     tour.step("confirmation-email")
     link.click()
-    page.wait_for_url(re.compile(r"/dashboard"))
 
 
 def pay_for_premium(tour: Tour) -> None:
-    """Today: Upgrade → Plan and billing → Subscribe to Premium → TEST MODE checkout → Pay."""
+    """The confirmation link lands on the TEST MODE checkout of the plan chosen: Pay, then the dashboard."""
     page = tour.page
-    if "Premium plan" in page.content():
-        return  # a flow that took the payment at sign-up already
-    page.locator("a[href='/dashboard/billing']").first.click()
-    tour.step("billing")
-    card = page.locator(".plan-card", has=page.get_by_role("heading", name="Premium"))
-    card.get_by_role("button", name=re.compile("Subscribe|trial")).click()
     expect(page.get_by_text("TEST MODE").first).to_be_visible()
+    assert "Premium" in page.content(), "the checkout is for the plan the visitor chose"
     tour.step("checkout")
     page.get_by_role("button", name=re.compile(r"^Pay ")).click()
-    page.wait_for_url(re.compile(r"/billing/done"))
+    page.wait_for_url(re.compile(r"/dashboard"))
+    expect(page.get_by_text("Premium").first).to_be_visible()
     tour.step("paid")
-    page.goto("/dashboard")
 
 
 def see_real_time_unmasked_signals(tour: Tour) -> None:
@@ -337,7 +322,6 @@ def test_a_visitor_becomes_a_paying_subscriber_and_tries_every_tool(tour: Tour, 
     check_the_status_page(tour)
     watch_the_live_feed(tour)
     press_premium(tour, VISITOR)
-    sign_up(tour, VISITOR)
     confirm_from_the_mail_catcher(tour, VISITOR)
     pay_for_premium(tour)
     see_real_time_unmasked_signals(tour)
