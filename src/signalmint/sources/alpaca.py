@@ -271,8 +271,12 @@ class AlpacaBars:
                 for tick in ticks:
                     last = int(tick.times[0].astype(np.int64))
                     yield tick
-            async for tick in self._live(queue, keys, last, validator):
-                yield tick
+            live_ticks = self._live(queue, keys, last, validator)
+            try:
+                async for tick in live_ticks:
+                    yield tick
+            finally:
+                await live_ticks.aclose()
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -305,27 +309,23 @@ class AlpacaBars:
                     if seam is None or t > seam:
                         validator.reject("out_of_order")  # its minute already went out
                     continue
-                minute = pending.setdefault(t, {})
-                if symbol in minute:
-                    validator.reject("duplicate")
+                if not gap_checked and seam is not None:
+                    gap_checked = True
+                    if t - seam > _MINUTE_NS:  # minutes that closed while the stream connected
+                        between = to_datetime(seam + 1000), to_datetime(t - 1000)
+                        for tick in await self._backfill(keys, *between, seam, validator):
+                            last = seam = int(tick.times[0].astype(np.int64))
+                            yield tick
+                if not len(validator.check(_frame([row]))):  # bad values, or a second bar of the minute
                     continue
+                minute = pending.setdefault(t, {})
                 minute[symbol] = row
                 ready = [m for m in pending if m < t]
                 if minute.keys() >= wanted:
                     ready.append(t)
             for t in sorted(ready):
-                if not gap_checked and seam is not None:
-                    gap_checked = True
-                    if t - seam > _MINUTE_NS:  # minutes that closed while the stream connected
-                        between = to_datetime(seam + 1000), to_datetime(t - 1000)
-                        gap = await self._backfill(keys, *between, seam, validator)
-                        for tick in gap:
-                            last = seam = int(tick.times[0].astype(np.int64))
-                            yield tick
-                tick = validator.check(_frame(list(pending.pop(t).values())))
                 last = t
-                if len(tick):
-                    yield tick
+                yield _frame(list(pending.pop(t).values()))
             if not pending:
                 deadline = None
             elif deadline is None or ready:
