@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -215,4 +215,4 @@ def test_next_open_and_warmup_span_skip_closures() -> None:
     assert calendar.market_minutes_start(utc(2026, 12, 7, 14, 45), 30) == utc(2026, 12, 4, 20, 45)
     assert calendar.market_minutes_start(utc(2026, 12, 7, 16, 0), 30) == utc(2026, 12, 7, 15, 30)
     with pytest.raises(ValueError, match="naive"):
-        calendar.market_open(datetime(2026, 12, 7, 15, 0))  # noqa: DTZ001
+        calendar.market_open(datetime(2026, 12, 7, 15, 0))
