@@ -37,7 +37,7 @@ import os
 import time
 import warnings
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
@@ -285,7 +285,7 @@ class AlpacaBars:
 
     async def _live(
         self, queue: asyncio.Queue[Any], keys: tuple[str, str], last: int | None, validator: RowValidator
-    ) -> AsyncIterator[Frame]:
+    ) -> AsyncGenerator[Frame, None]:
         """Gather streamed bars into one frame per minute (see the module docstring)."""
         seam = last  # bars at or before it were backfilled: dropped without counting
         gap_checked = seam is None
