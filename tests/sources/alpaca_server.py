@@ -210,3 +210,14 @@ def alpaca_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[AlpacaServer]:
     monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET)
     with AlpacaServer() as server:
         yield server
+
+
+def conformance_tape(server: AlpacaServer, symbols: list[str], count: int = 60) -> None:
+    """The last ``count`` minutes before the real clock's minute on REST, the next ``count`` on the stream."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    server.tape = [
+        bar(s, t, volume=1000 + i)
+        for i, t in enumerate(minutes(now - timedelta(minutes=count), count))
+        for s in symbols
+    ]
+    server.stream = [[bar(s, t) for s in symbols] for t in minutes(now, count)]

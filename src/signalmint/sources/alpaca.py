@@ -278,8 +278,10 @@ class AlpacaBars:
             finally:
                 await live_ticks.aclose()
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await live.stop_ws()
+            while not task.done():  # asyncio.wait_for inside alpaca-py may swallow one cancellation
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.1)
             await live.close()
             validator.flush()
 
