@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Settings
+from signalmint.engine import AutomationStatus, Engine
 from signalmint.errors import SourceError
 from signalmint.records import Frame
+from signalmint.registry import Registry
 from signalmint.sources import calendar
 from signalmint.sources.alpaca import AlpacaBars, AlpacaOptions
+from signalmint.store import Database, list_signals
 
 from .alpaca_server import KEY, SECRET, AlpacaServer, alpaca_server, bar, minutes
 
@@ -216,3 +220,55 @@ def test_next_open_and_warmup_span_skip_closures() -> None:
     assert calendar.market_minutes_start(utc(2026, 12, 7, 16, 0), 30) == utc(2026, 12, 7, 15, 30)
     with pytest.raises(ValueError, match="naive"):
         calendar.market_open(datetime(2026, 12, 7, 15, 0))
+
+
+# -- through the engine -------------------------------------------------------------
+
+
+def test_engine_signals_a_live_spike_and_a_restart_repeats_nothing(
+    alpaca_server: AlpacaServer, db: Database, registry: Registry
+) -> None:
+    server = alpaca_server
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    past, live = minutes(now - timedelta(minutes=40), 40), minutes(now, 15)
+
+    def tick(t: datetime, i: int) -> list[dict[str, Any]]:
+        return [
+            bar(s, t, volume=(1000.0 + (i * 37 + 91 * k) % 200) * (20 if (s, t) == ("AAPL", live[5]) else 1))
+            for k, s in enumerate(SYMBOLS)
+        ]
+
+    server.tape = [b for i, t in enumerate(past) for b in tick(t, i)]
+    server.stream = [tick(t, 40 + i) for i, t in enumerate(live[:10])]
+    source = PluginConfig(
+        kind="alpaca", symbols=list(SYMBOLS), warmup=40, data_url=server.data_url, stream_url=server.stream_url
+    )
+    settings = Settings(
+        database=db.url,
+        automations=[
+            AutomationConfig(
+                name="stocks", source=source, detector=DetectorConfig(kind="volume_spike", window=30, ratio=3, z=4)
+            )
+        ],
+    )
+
+    async def run(bars: int) -> AutomationStatus:
+        engine = Engine(settings, db, registry)
+        await engine.start()
+        status = engine.runners["stocks"].status
+        try:
+            async with asyncio.timeout(20):
+                while status.bars < bars:  # wait for a condition, not for a length of time
+                    await asyncio.sleep(0.01)
+        finally:
+            await engine.stop()
+        return status
+
+    first = asyncio.run(run(2 * 50))
+    assert first.bars == 100 and first.cursor == live[9] and first.last_error is None
+    assert [(s.key, s.time) for s in db.read_sync(list_signals, automation="stocks")] == [("AAPL", live[5])]
+
+    server.stream = [tick(t, 45 + i) for i, t in enumerate(live[5:15])]  # the spike's minute comes again
+    second = asyncio.run(run(100 + 2 * 5))  # the count goes on from the checkpoint
+    assert second.bars == 110 and second.cursor == live[14] and second.last_error is None
+    assert [(s.key, s.time) for s in db.read_sync(list_signals, automation="stocks")] == [("AAPL", live[5])]
