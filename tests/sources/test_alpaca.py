@@ -69,19 +69,19 @@ def every(ts: list[datetime]) -> list[dict[str, Any]]:
 def test_backfill_then_stream_has_no_gap_and_no_duplicate_at_the_seam(alpaca_server: AlpacaServer) -> None:
     server = alpaca_server
     server.page_size = 7  # 22 bars in the window: four pages
-    server.tape = every(TIMES[:11]) + every(TIMES[11:14])  # the last three are after "now"
-    server.stream = [[b] for b in every(TIMES[8:14])]  # overlaps the backfill by three minutes
-    src = source(server, now=TIMES[10])
+    server.tape = every(TIMES[:11]) + every(TIMES[11:14])  # minute 10 is still forming "now"; 11-13 are ahead
+    server.stream = [[b] for b in every(TIMES[8:14])]  # overlaps the backfill by two minutes
+    src = source(server, now=TIMES[10] + timedelta(seconds=30))
     frames = take(src, 14)
     assert times(frames) == TIMES[:14]
     assert all(sorted(f.keys.tolist()) == list(SYMBOLS) for f in frames)
-    assert frames[10].columns["volume"].tolist() == [1010.0, 1010.0]  # minute 10 from REST (the stream says 1002)
-    assert frames[12].columns["volume"].tolist() == [1004.0, 1004.0]  # minute 12 live (REST's tape says 1012)
+    assert frames[9].columns["volume"].tolist() == [1009.0, 1009.0]  # minute 9 from REST (the stream says 1001)
+    assert frames[10].columns["volume"].tolist() == [1002.0, 1002.0]  # minute 10 live, not REST's unfinished bar
     assert dict(frames[0].columns) and frames[0].times.dtype == np.dtype("datetime64[ns]")
     bars = [r for r in server.requests if r["path"] == "/v2/stocks/bars"]
     assert len(bars) == 4 and all(r["feed"] == "iex" for r in bars)
     assert bars[1]["page_token"], "alpaca-py follows next_page_token"
-    assert datetime.fromisoformat(bars[0]["end"]) == TIMES[10]
+    assert datetime.fromisoformat(bars[0]["end"]) == TIMES[10] + timedelta(seconds=30)
     assert server.ws_log[0] == {"action": "auth", "key": KEY, "secret": SECRET}
     assert server.ws_log[1]["bars"] == list(SYMBOLS)
     assert server.ws_content_types == ["application/msgpack"]
@@ -96,7 +96,9 @@ def test_minutes_that_close_while_the_stream_connects_are_fetched(alpaca_server:
     frames = take(src, 16)
     assert times(frames) == TIMES[:16]
     gap = server.requests[-1]
-    assert TIMES[10] < datetime.fromisoformat(gap["start"]) and datetime.fromisoformat(gap["end"]) < TIMES[13]
+    assert (
+        TIMES[9] < datetime.fromisoformat(gap["start"]) <= TIMES[10] and datetime.fromisoformat(gap["end"]) == TIMES[13]
+    )
     assert dict(src.rejected) == {}
 
 
@@ -106,7 +108,7 @@ def test_resumes_after_since_and_warmup_limits_a_fresh_start(alpaca_server: Alpa
     server.stream = [every([t]) for t in TIMES[11:13]]
     assert times(take(source(server, now=TIMES[10]), 6, since=TIMES[5])) == TIMES[6:12]
     assert datetime.fromisoformat(server.requests[0]["start"]) == TIMES[5]
-    assert times(take(source(server, now=TIMES[10], warmup=4), 5)) == TIMES[7:12]
+    assert times(take(source(server, now=TIMES[10], warmup=4), 5)) == TIMES[6:11]  # 6-9 closed, 10 fetched
 
 
 def test_bad_bars_are_dropped_and_counted(alpaca_server: AlpacaServer) -> None:
@@ -154,9 +156,9 @@ def test_keys_come_from_the_environment(alpaca_server: AlpacaServer, monkeypatch
     server.tape = every(TIMES[:3])
     monkeypatch.setenv("MY_ALPACA_KEY", KEY)
     monkeypatch.setenv("MY_ALPACA_SECRET", SECRET)
-    named = source(server, TIMES[2], env=None, key_env="MY_ALPACA_KEY", secret_env="MY_ALPACA_SECRET")
+    named = source(server, TIMES[3], env=None, key_env="MY_ALPACA_KEY", secret_env="MY_ALPACA_SECRET")
     assert times(take(named, 3)) == TIMES[:3]
-    assert times(take(source(server, TIMES[2], env=None), 3)) == TIMES[:3]  # APCA_API_* set by the fixture
+    assert times(take(source(server, TIMES[3], env=None), 3)) == TIMES[:3]  # APCA_API_* set by the fixture
 
     monkeypatch.delenv("APCA_API_SECRET_KEY")
     with pytest.raises(SourceError, match="APCA_API_SECRET_KEY"):
@@ -177,7 +179,7 @@ def test_options() -> None:
 
 def test_sip_feed_is_requested(alpaca_server: AlpacaServer) -> None:
     alpaca_server.tape = every(TIMES[:2])
-    take(source(alpaca_server, TIMES[1], feed="sip"), 2)
+    take(source(alpaca_server, TIMES[2], feed="sip"), 2)
     assert {r["feed"] for r in alpaca_server.requests} == {"sip"}
 
 

@@ -5,8 +5,9 @@ On ``stream(since)`` the source subscribes to minute bars on the websocket
 while it connects, backfills over REST (``StockHistoricalDataClient.get_stock_bars``):
 from ``since`` when resuming, else enough of the latest sessions to hold
 ``warmup`` market minutes (nights, weekends and holidays skipped with
-:mod:`~signalmint.sources.calendar`). The backfill comes out as one frame per
-minute, then the live bars.
+:mod:`~signalmint.sources.calendar`). Only closed minutes are backfilled: a bar
+still forming is left to the stream, which sends it when its minute closes.
+The backfill comes out as one frame per minute, then the live bars.
 
 The seam has no gap and no duplicate: bars the websocket delivers at or before
 the last backfilled minute are dropped (they were already emitted), and when
@@ -232,7 +233,8 @@ class AlpacaBars:
     ) -> list[Frame]:
         rows = await asyncio.to_thread(self._fetch, keys, start, end, validator)
         end_ns = int(to_datetime64(end).astype(np.int64))
-        rows = [r for r in rows if (after is None or r[1] > after) and r[1] <= end_ns]
+        closed = end_ns - _MINUTE_NS  # a bar stamped later is still forming: the stream sends it when it closes
+        rows = [r for r in rows if (after is None or r[1] > after) and r[1] <= closed]
         if not rows:
             return []
         rows.sort(key=lambda r: r[1])  # stable: each symbol's bars stay in the server's order
@@ -314,7 +316,7 @@ class AlpacaBars:
                 if not gap_checked and seam is not None:
                     gap_checked = True
                     if t - seam > _MINUTE_NS:  # minutes that closed while the stream connected
-                        between = to_datetime(seam + 1000), to_datetime(t - 1000)
+                        between = to_datetime(seam + 1000), to_datetime(t)  # the minutes before t
                         for tick in await self._backfill(keys, *between, seam, validator):
                             last = seam = int(tick.times[0].astype(np.int64))
                             yield tick
