@@ -195,12 +195,32 @@ def run(
 def init(
     path: Annotated[Path, typer.Argument(help="where to write the example config")] = Path("signalmint.yaml"),
     force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
+    template: Annotated[
+        str | None, typer.Option("--template", help="write this template (see --list-templates) instead")
+    ] = None,
+    list_templates: Annotated[
+        bool, typer.Option("--list-templates", help="list the templates with a line about each, and exit")
+    ] = False,
 ) -> None:
     """Write a commented example config that passes `signalmint check`."""
+    from .templates import get_template, templates
+
+    if list_templates:
+        table = Table(title="Templates (signalmint init --template NAME)", title_justify="left")
+        for column in ("name", "what it runs"):
+            table.add_column(column)
+        for t in templates():
+            table.add_row(t.name, t.description)
+        out.print(table)
+        return
+    try:
+        text = get_template(template).text if template is not None else None
+    except SignalmintError as exc:
+        raise _fail(exc) from None
     if path.exists() and not force:
         err.print(f"[bold red]error:[/] {path} already exists (use --force to overwrite it)")
         raise typer.Exit(1)
-    path.write_text(resources.files("signalmint").joinpath("example.yaml").read_text(encoding="utf-8"))
+    path.write_text(text or resources.files("signalmint").joinpath("example.yaml").read_text(encoding="utf-8"))
     out.print(f"wrote {path}; check it with [bold]signalmint check -c {path}[/]")
 
 

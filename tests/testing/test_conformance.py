@@ -12,6 +12,8 @@ import pytest
 from signalmint.registry import Registry
 from signalmint.testing import detector_checks, source_checks
 
+from ..sources.alpaca_server import AlpacaServer, alpaca_server, conformance_tape
+
 REGISTRY = Registry.from_entry_points()
 
 
@@ -41,6 +43,7 @@ SOURCE_OPTIONS: dict[str, Any] = {
     "synthetic": lambda tmp: {"symbols": 30, "interval": 0.001, "warmup": 40},
     "bokeh_stocks": lambda tmp: {"pace": 0.0},
     "file": lambda tmp: {"path": _csv(tmp)},
+    "alpaca": lambda tmp: {"symbols": ["AAPL", "MSFT", "SPY"], "warmup": 40},  # + the local server's addresses
 }
 DETECTOR_OPTIONS: dict[str, dict[str, Any]] = {"volume_spike": {"window": 10}}
 
@@ -58,6 +61,10 @@ def test_detector_conformance(kind: str, check: Any) -> None:
 
 @pytest.mark.parametrize("kind", sorted(SOURCE_OPTIONS))
 @pytest.mark.parametrize("check", list(source_checks()), ids=lambda c: c.__name__)
-def test_source_conformance(kind: str, check: Any, tmp_path: Path) -> None:
+def test_source_conformance(kind: str, check: Any, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     options = SOURCE_OPTIONS[kind](tmp_path)
+    if kind == "alpaca":  # a local Alpaca-shaped REST + websocket server, keys in the environment
+        server: AlpacaServer = request.getfixturevalue(alpaca_server.__name__)
+        conformance_tape(server, options["symbols"])
+        options |= {"data_url": server.data_url, "stream_url": server.stream_url}
     check(lambda: REGISTRY.build("source", kind, options))

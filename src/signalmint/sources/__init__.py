@@ -2,7 +2,9 @@
 
 - ``synthetic`` (:class:`SyntheticMarket`): a seeded live market with known spikes;
 - ``file`` (:class:`FileReplay`): replays a CSV or Parquet file;
-- ``bokeh_stocks`` (:class:`BokehStocks`): real daily bars of five US stocks.
+- ``bokeh_stocks`` (:class:`BokehStocks`): real daily bars of five US stocks;
+- ``alpaca`` (:class:`AlpacaBars`): live US stock minute bars from Alpaca, with
+  the market calendar in :mod:`~signalmint.sources.calendar`.
 
 Every source checks its rows with a :class:`RowValidator` and counts the bad
 ones in its ``rejected`` mapping instead of raising.
@@ -10,9 +12,10 @@ ones in its ``rejected`` mapping instead of raising.
 
 from __future__ import annotations
 
+from .alpaca import AlpacaBars
 from .bokeh_stocks import BokehStocks
 from .file import FileReplay
 from .synthetic import SyntheticMarket
 from .validate import REASONS, RowValidator
 
-__all__ = ["REASONS", "BokehStocks", "FileReplay", "RowValidator", "SyntheticMarket"]
+__all__ = ["REASONS", "AlpacaBars", "BokehStocks", "FileReplay", "RowValidator", "SyntheticMarket"]
