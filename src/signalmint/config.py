@@ -35,6 +35,7 @@ from .registry import Registry
 
 __all__ = [
     "AutomationConfig",
+    "OperatorConfig",
     "Settings",
     "TelegramConfig",
     "WebConfig",
@@ -108,6 +109,33 @@ class AutomationConfig(_Strict):
         description="how long raw bars are kept for charts, counted back from the newest bar (null keeps everything)",
     )
     enabled: bool = Field(default=True, description="false keeps the automation's history but stops it")
+    cadence: Duration | None = Field(
+        default=None,
+        description="time between two bars of a key; unset: the source's own (synthetic: its interval, "
+        "a ccxt-like source: its timeframe; file and bokeh_stocks replays: none)",
+    )
+    stale_after: Duration | None = Field(
+        default=None,
+        description="no bar for this long while the market is open makes the automation stale "
+        "(unset: stale_factor x cadence, for live sources only)",
+    )
+    stale_factor: float = Field(
+        default=3.0, gt=0, le=1000, description="k in k x cadence, the default of stale_after and max_signal_age"
+    )
+    max_signal_age: Duration | None = Field(
+        default=None,
+        description="a signal whose bar is older than this when it is committed is stored as late and not "
+        "sent as an alert (unset: stale_factor x cadence for live sources, never for replays)",
+    )
+    gap_reset: Duration | None = Field(
+        default=None,
+        description="a key whose bars skip more than this restarts its detector warm-up (unset: 10 x cadence)",
+    )
+    calendar: Literal["always", "us_equities"] | None = Field(
+        default=None,
+        description="market hours for staleness and gaps: always (24/7) or us_equities (NYSE hours and "
+        "holidays); unset: the source's own, else always",
+    )
 
     @property
     def display_title(self) -> str:
@@ -321,6 +349,41 @@ class WebConfig(_Strict):
     public_burst: int = Field(default=20, ge=1, le=1_000_000, description="token-bucket size for those")
 
 
+class OperatorConfig(_Strict):
+    """Where the operator hears about their own automations (staleness raised and recovered)."""
+
+    alerts: list[str] = Field(
+        default_factory=list,
+        description="channel URLs, as subscribers' endpoints: mailto:..., telegram://CHAT_ID, "
+        "webhook+https://..., apprise+...",
+    )
+    webhook_secret: str | None = Field(
+        default=None,
+        min_length=16,
+        description="Standard Webhooks signing secret (whsec_... or plain text) for webhook alerts, from ${ENV}",
+    )
+
+    @field_validator("alerts")
+    @classmethod
+    def _schemes(cls, value: list[str]) -> list[str]:
+        bad = [
+            u
+            for u in value
+            if not u.startswith(("mailto:", "telegram://", "webhook+https://", "webhook+http://", "apprise+"))
+        ]
+        if bad:
+            raise ValueError(
+                f"{bad}: write mailto:ops@example.com, telegram://CHAT_ID, webhook+https://host/path or apprise+..."
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_needs_secret(self) -> OperatorConfig:
+        if any(u.startswith("webhook+") for u in self.alerts) and not self.webhook_secret:
+            raise ValueError("webhook alerts are signed: set operator.webhook_secret (from ${OPERATOR_WEBHOOK_SECRET})")
+        return self
+
+
 class Settings(_Strict):
     """Everything a signalmint process needs, passed in explicitly (never a global)."""
 
@@ -352,6 +415,7 @@ class Settings(_Strict):
     billing: BillingConfig = Field(default_factory=BillingConfig)
     signup: bool = Field(default=True, description="whether visitors can sign up on the public pages")
     demo: bool = Field(default=False, description="demo mode: emailed links are also shown on the page")
+    operator: OperatorConfig = Field(default_factory=OperatorConfig)
 
     @field_validator("automations")
     @classmethod

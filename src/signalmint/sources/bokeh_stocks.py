@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from types import MappingProxyType
 from typing import ClassVar, Literal, Self
 
@@ -84,6 +84,10 @@ class BokehStocks:
 
     kind: ClassVar[str] = "bokeh_stocks"
     Options: ClassVar[type[BokehStocksOptions]] = BokehStocksOptions
+    #: A replay of history: never stale, never late. Trading days are not a fixed step on
+    #: the clock (weekends, holidays of 2000-2013), so it declares no cadence: no gap count.
+    live: ClassVar[bool] = False
+    cadence: ClassVar[timedelta | None] = None
 
     def __init__(
         self,
