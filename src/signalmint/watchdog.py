@@ -105,12 +105,11 @@ def _message(runner: AutomationRunner, kind: str, now: datetime, since: datetime
     else:
         subject = f"[signalmint] {name}: data flowing again"
         text = f"Bars reach the automation {name} again (delayed from {_hhmm(since)} to {_hhmm(now)})."
-    payload = {
+    payload = {  # the webhook envelope (type, version, timestamp, data) subscribers' hooks get too
         "type": f"automation.{kind}",
-        "automation": name,
-        "since": since.isoformat(),
-        "at": now.isoformat(),
-        "last_bar": last_bar,
+        "version": 1,
+        "timestamp": now.isoformat(),
+        "data": {"automation": name, "since": since.isoformat(), "at": now.isoformat(), "last_bar": last_bar},
     }
     stamp = int(since.timestamp())
     return Message(f"op-{kind}-{name}-{stamp}", subject, text, payload, now)
