@@ -150,10 +150,10 @@ def _page(request: Request, ctx: AppContext, viewer: Viewer, *, status: int = 20
     subscriber, plan, now = viewer.subscriber, viewer.plan, datetime.now(UTC)
 
     def read(conn: Connection) -> dict[str, Any]:
-        mine = [a for a in list_automations(conn) if viewer.grant(a.name) is not None]
+        stale = {n: p for n, p in open_stale_periods(conn).items() if viewer.grant(n) is not None}
         return {
-            "stale": open_stale_periods(conn, [a.name for a in mine]),
-            "titles": {a.name: a.title for a in mine},
+            "stale": stale,
+            "titles": {a.name: a.display_title for a in ctx.settings.automations},
             "signals": _feed(conn, viewer, now),
             "preferences": get_preferences(conn, subscriber.id),
             "api_keys": list_api_keys(conn, subscriber.id),
