@@ -310,6 +310,8 @@ def test_a_late_signal_is_stored_but_not_delivered(db: Database, registry: Regis
         page = (await rig.http.get(f"/signals/{late.id}")).text
         assert "Late signal." in page
         assert "Late signal." not in (await rig.http.get(f"/signals/{on_time.id}")).text
+        assert (await rig.http.get(f"/api/v1/signals/{late.id}")).json()["late"] is True
+        assert (await rig.http.get(f"/api/v1/signals/{on_time.id}")).json()["late"] is False
         assert 'signalmint_late_signals_total{automation="live"} 1.0' in (await rig.http.get("/metrics")).text
 
     run(db, registry, settings, MONDAY, body)
