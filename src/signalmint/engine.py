@@ -218,7 +218,8 @@ class AutomationRunner:
         checkpoint = await db.read(load_checkpoint, name)
         self._restore(pipeline, checkpoint)
         status = self.status
-        status.started_at = self.engine.clock()
+        if status.started_at is None:  # kept across restarts after errors: a crash loop still goes stale
+            status.started_at = self.engine.clock()
         status.cursor = checkpoint.cursor
         status.bars = checkpoint.bars_total
         status.rejected = Counter(checkpoint.rejected)

@@ -210,25 +210,53 @@ class GapTracker:
         self.calendar = calendar
         self.reset_after = reset_after
         self._step = int(cadence.total_seconds() * 1e9)
-        self._last: dict[str, int] = {}
+        self._rows: dict[str, int] = {}
+        self._last: npt.NDArray[np.int64] = np.full(0, -1, dtype=np.int64)
+        self._cached: tuple[Any, npt.NDArray[np.intp], bool] | None = None
 
     def state(self) -> dict[str, int]:
-        return dict(self._last)
+        return {key: int(self._last[row]) for key, row in self._rows.items()}
 
     def restore(self, state: dict[str, int]) -> None:
-        self._last = dict(state)
+        self._rows = {key: row for row, key in enumerate(state)}
+        self._last = np.array(list(state.values()), dtype=np.int64)
+        self._cached = None
+
+    def _rows_of(self, keys: npt.NDArray[Any]) -> tuple[npt.NDArray[np.intp], bool]:
+        """Each key's row (new keys get one) and whether they are unique; the answer is kept for
+        the next frame, which usually has the same keys."""
+        raw = (keys.dtype.str, keys.shape, keys.tobytes()) if keys.dtype.kind in "US" else None
+        if raw is not None and self._cached is not None and self._cached[0] == raw:
+            return self._cached[1], self._cached[2]
+        rows_map = self._rows
+        found = []
+        for key in keys.tolist():
+            row = rows_map.get(key)
+            if row is None:
+                row = rows_map[key] = len(rows_map)
+            found.append(row)
+        if len(rows_map) > len(self._last):
+            grown = np.full(max(len(rows_map), 2 * len(self._last)), -1, dtype=np.int64)
+            grown[: len(self._last)] = self._last
+            self._last = grown
+        rows = np.array(found, dtype=np.intp)
+        unique = not len(rows) or int(np.bincount(rows).max()) == 1
+        if raw is not None:
+            self._cached = (raw, rows, unique)
+        return rows, unique
 
     def observe(self, frame: Frame) -> tuple[int, int, list[str]]:
         times: npt.NDArray[np.int64] = frame.times.astype("datetime64[ns]").view(np.int64)
-        keys = frame.keys.tolist()
+        rows, unique = self._rows_of(frame.keys)
         last = self._last
-        prev = np.fromiter((last.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
-        if len(set(keys)) != len(keys):  # a key repeats: take its rows in order
-            for i, key in enumerate(keys):
-                prev[i] = last.get(key, -1)
-                last[key] = max(int(times[i]), last.get(key, int(times[i])))
+        if not unique:  # a key repeats: take its rows in order
+            prev = np.empty(len(rows), dtype=np.int64)
+            for i, row in enumerate(rows.tolist()):
+                prev[i] = last[row]
+                last[row] = max(int(times[i]), int(last[row]))
         else:
-            last.update(zip(keys, np.maximum(times, prev).tolist(), strict=True))
+            prev = last[rows]
+            last[rows] = np.maximum(times, prev)
         delta = times - prev
         suspects = np.flatnonzero((prev >= 0) & (2 * delta > 3 * self._step))
         gaps = missing = 0
@@ -247,5 +275,5 @@ class GapTracker:
             gaps += 1
             missing += steps - 1
             if self.reset_after is not None and span > self.reset_after:
-                reset.append(str(keys[i]))
+                reset.append(str(frame.keys[i]))
         return gaps, missing, reset
