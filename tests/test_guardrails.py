@@ -233,6 +233,35 @@ def test_staleness_is_raised_and_cleared_with_operator_alerts(
         run(db, registry, settings, MONDAY, body)
 
 
+def test_operator_email_alerts_go_through_smtp(db: Database, registry: Registry) -> None:
+    from signalmint.config import EmailConfig
+
+    from .delivery.test_email import Recorder as SmtpRecorder
+    from .delivery.test_email import _serve
+
+    with _serve(SmtpRecorder()) as smtp:
+        settings = Settings(
+            database=db.url,
+            email=EmailConfig(host="127.0.0.1", port=smtp.port, starttls=False),
+            operator=OperatorConfig(alerts=["mailto:ops@example.com"]),
+            automations=[automation()],
+        )
+
+        async def body(rig: Rig) -> None:
+            await rig.push(MONDAY, {"AAA": 100.0})
+            await rig.check(MONDAY + 4 * MINUTE)
+            await rig.push(MONDAY + 5 * MINUTE, {"AAA": 100.0})
+            await rig.check(MONDAY + 5 * MINUTE)
+
+        run(db, registry, settings, MONDAY, body)
+        subjects = [str(smtp.handler.parsed(i)["subject"]) for i in range(len(smtp.handler.received))]
+        assert subjects == [
+            "[signalmint] live: data delayed since 2026-11-30 15:00 UTC",
+            "[signalmint] live: data flowing again",
+        ]
+        assert all(rcpt == ["ops@example.com"] for _, rcpt, _ in smtp.handler.received)
+
+
 def test_no_staleness_alarm_while_the_market_is_closed(
     db: Database, registry: Registry, live_server: type[LiveServer]
 ) -> None:

@@ -81,9 +81,16 @@ class OperatorAlerts:
         return ok
 
     async def close(self) -> None:
-        if self._context is not None and self._context.http is not None:
-            with contextlib.suppress(Exception):
-                await self._context.http.close()
+        context = self._context
+        if context is not None:
+            from .delivery.channels import email, telegram
+
+            for close in (email.close, telegram.close):  # the SMTP pool and the bot's client, if opened
+                with contextlib.suppress(Exception):
+                    await close(context)
+            if context.http is not None:
+                with contextlib.suppress(Exception):
+                    await context.http.close()
         self._context = None
         self._channels.clear()
 
