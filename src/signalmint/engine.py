@@ -159,11 +159,10 @@ class AutomationRunner:
         status.missing_bars += missing
         metrics.gaps.labels(self.config.name).inc(gaps)
         metrics.missing_bars.labels(self.config.name).inc(missing)
-        if reset:
-            restart = getattr(pipeline.detector, "reset", None)
-            if restart is not None:
-                restart(reset)
-                status.warmup_resets += len(reset)
+        restart = getattr(pipeline.detector, "reset", None)
+        if reset and restart is not None:
+            restart(reset)
+            status.warmup_resets += len(reset)
             log.info("%s: a gap longer than %s in %d key(s); their warm-up restarts", self.config.name,
                      self.gaps.reset_after, len(reset))  # fmt: skip
 
