@@ -421,3 +421,7 @@ def test_operator_webhook_alerts_need_a_secret() -> None:
     with pytest.raises(ValueError, match="mailto"):
         OperatorConfig(alerts=["https://ops.example/hook"])
     assert OperatorConfig(alerts=["mailto:ops@example.com"]).alerts == ["mailto:ops@example.com"]
+    with pytest.raises(ValueError, match=r"email\.host"):
+        Settings(operator=OperatorConfig(alerts=["mailto:ops@example.com"]))
+    with pytest.raises(ValueError, match=r"telegram\.token"):
+        Settings(operator=OperatorConfig(alerts=["telegram://12345"]))

@@ -417,6 +417,15 @@ class Settings(_Strict):
     demo: bool = Field(default=False, description="demo mode: emailed links are also shown on the page")
     operator: OperatorConfig = Field(default_factory=OperatorConfig)
 
+    @model_validator(mode="after")
+    def _operator_channels_configured(self) -> Settings:
+        alerts = self.operator.alerts
+        if any(u.startswith("mailto:") for u in alerts) and not self.email.host:
+            raise ValueError("operator.alerts has a mailto: address but email.host is not set (no SMTP server)")
+        if any(u.startswith("telegram://") for u in alerts) and not self.telegram.token:
+            raise ValueError("operator.alerts has a telegram:// chat but telegram.token is not set (no bot)")
+        return self
+
     @field_validator("automations")
     @classmethod
     def _unique_names(cls, value: list[AutomationConfig]) -> list[AutomationConfig]:
