@@ -21,6 +21,7 @@ from signalmint.config import (
     DetectorConfig,
     EmailConfig,
     FeeModel,
+    OperatorConfig,
     PlanConfig,
     Settings,
     StripeConfig,
@@ -55,6 +56,7 @@ def fields(model: type[BaseModel]) -> list[str]:
         FeeModel,
         CreditsConfig,
         TipsConfig,
+        OperatorConfig,
     ],
     ids=lambda m: m.__name__,
 )

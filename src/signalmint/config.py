@@ -37,6 +37,7 @@ from .registry import Registry
 
 __all__ = [
     "AutomationConfig",
+    "OperatorConfig",
     "Settings",
     "TelegramConfig",
     "WebConfig",
@@ -112,6 +113,33 @@ class AutomationConfig(_Strict):
         description="how long raw bars are kept for charts, counted back from the newest bar (null keeps everything)",
     )
     enabled: bool = Field(default=True, description="false keeps the automation's history but stops it")
+    cadence: Duration | None = Field(
+        default=None,
+        description="time between two bars of a key; unset: the source's own (synthetic: its interval, "
+        "a ccxt-like source: its timeframe; file and bokeh_stocks replays: none)",
+    )
+    stale_after: Duration | None = Field(
+        default=None,
+        description="no bar for this long while the market is open makes the automation stale "
+        "(unset: stale_factor x cadence, for live sources only)",
+    )
+    stale_factor: float = Field(
+        default=3.0, gt=0, le=1000, description="k in k x cadence, the default of stale_after and max_signal_age"
+    )
+    max_signal_age: Duration | None = Field(
+        default=None,
+        description="a signal whose bar is older than this when it is committed is stored as late and not "
+        "sent as an alert (unset: stale_factor x cadence for live sources, never for replays)",
+    )
+    gap_reset: Duration | None = Field(
+        default=None,
+        description="a key whose bars skip more than this restarts its detector warm-up (unset: 10 x cadence)",
+    )
+    calendar: Literal["always", "us_equities"] | None = Field(
+        default=None,
+        description="market hours for staleness and gaps: always (24/7) or us_equities (NYSE hours and "
+        "holidays); unset: the source's own, else always",
+    )
 
     @property
     def display_title(self) -> str:
@@ -378,6 +406,41 @@ def demo_exposure(settings: Settings) -> str | None:
     return None
 
 
+class OperatorConfig(_Strict):
+    """Where the operator hears about their own automations (staleness raised and recovered)."""
+
+    alerts: list[str] = Field(
+        default_factory=list,
+        description="channel URLs, as subscribers' endpoints: mailto:..., telegram://CHAT_ID, "
+        "webhook+https://..., apprise+...",
+    )
+    webhook_secret: str | None = Field(
+        default=None,
+        min_length=16,
+        description="Standard Webhooks signing secret (whsec_... or plain text) for webhook alerts, from ${ENV}",
+    )
+
+    @field_validator("alerts")
+    @classmethod
+    def _schemes(cls, value: list[str]) -> list[str]:
+        bad = [
+            u
+            for u in value
+            if not u.startswith(("mailto:", "telegram://", "webhook+https://", "webhook+http://", "apprise+"))
+        ]
+        if bad:
+            raise ValueError(
+                f"{bad}: write mailto:ops@example.com, telegram://CHAT_ID, webhook+https://host/path or apprise+..."
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_needs_secret(self) -> OperatorConfig:
+        if any(u.startswith("webhook+") for u in self.alerts) and not self.webhook_secret:
+            raise ValueError("webhook alerts are signed: set operator.webhook_secret (from ${OPERATOR_WEBHOOK_SECRET})")
+        return self
+
+
 class Settings(_Strict):
     """Everything a signalmint process needs, passed in explicitly (never a global)."""
 
@@ -415,6 +478,16 @@ class Settings(_Strict):
             " pages (loopback web.host and base_url only)"
         ),
     )
+    operator: OperatorConfig = Field(default_factory=OperatorConfig)
+
+    @model_validator(mode="after")
+    def _operator_channels_configured(self) -> Settings:
+        alerts = self.operator.alerts
+        if any(u.startswith("mailto:") for u in alerts) and not self.email.host:
+            raise ValueError("operator.alerts has a mailto: address but email.host is not set (no SMTP server)")
+        if any(u.startswith("telegram://") for u in alerts) and not self.telegram.token:
+            raise ValueError("operator.alerts has a telegram:// chat but telegram.token is not set (no bot)")
+        return self
 
     @field_validator("automations")
     @classmethod

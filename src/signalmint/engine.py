@@ -7,6 +7,12 @@ after the cursor; bars between the checkpoint and a crash are fed again and
 their signals, already stored, are skipped by the idempotency key
 (automation, key, bar time, kind). Cancellation (SIGINT/SIGTERM) waits for the
 commit under way and saves a last checkpoint: nothing is half-written.
+
+Guardrails (see freshness.py and watchdog.py): gaps in a key's bars are counted and a long
+one restarts that key's warm-up (``detector.reset(keys)``; a detector without ``reset``
+keeps its state and the gap is only counted); a signal whose bar is older than
+``max_signal_age`` when committed is stored with ``late`` set and gets no outbox rows; a
+:class:`~signalmint.watchdog.Watchdog` task raises and clears staleness.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import pickle
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +32,7 @@ from sqlalchemy import Connection
 
 from .config import AutomationConfig, Settings, delivery_channels
 from .delivery.fanout import FanOut
+from .freshness import GapTracker, Guard, guard_for
 from .hub import SignalHub
 from .metrics import Metrics
 from .pipeline import Pipeline, build_pipeline, describe, signals_from_scores
@@ -34,6 +41,7 @@ from .registry import Registry
 from .store import Checkpoint, Database, append_signals, load_checkpoint, save_checkpoint, sync_automations
 from .store.bars import insert_bars, prune_bars
 from .store.outbox import enqueue
+from .watchdog import Watchdog, open_time_since
 
 __all__ = ["Engine", "commit_tick"]
 
@@ -54,8 +62,9 @@ def commit_tick(
     now = datetime.now(UTC)
     insert_bars(conn, automation, frame)
     stored = append_signals(conn, automation, signals, now)
-    if fanout is not None and stored:
-        enqueue(conn, fanout.deliveries_for(conn, stored, now), now)
+    alerts = [s for s in stored if not s.late]  # late data is recorded, never sold as news
+    if fanout is not None and alerts:
+        enqueue(conn, fanout.deliveries_for(conn, alerts, now), now)
     if checkpoint is not None:
         save_checkpoint(conn, checkpoint, now)
     return stored
@@ -73,6 +82,38 @@ class AutomationStatus:
     last_error: str | None = None
     restarts: int = 0
     finished: bool = False
+    started_at: datetime | None = None  # when the engine task last started (staleness counts from it)
+    last_arrival: datetime | None = None  # when the newest frame arrived (engine clock)
+    stale_since: datetime | None = None  # set while stale: data delayed since then
+    gaps: int = 0  # bars that skipped at least one candle of their key
+    missing_bars: int = 0  # candles skipped in those gaps
+    warmup_resets: int = 0  # keys whose warm-up restarted after a long gap
+    late_signals: int = 0  # signals stored as late (not alerted)
+    cadence: timedelta | None = None
+    stale_after: timedelta | None = None
+    max_signal_age: timedelta | None = None
+    market_open: bool | None = None
+
+    def health(self, now: datetime) -> dict[str, Any]:
+        """The freshness part of this automation's health, as JSON (``/healthz``, the status page)."""
+
+        def seconds(value: timedelta | None) -> float | None:
+            return None if value is None else value.total_seconds()
+
+        return {
+            "stale": self.stale_since is not None,
+            "stale_since": self.stale_since.isoformat() if self.stale_since else None,
+            "last_bar_age_seconds": seconds(now - self.cursor) if self.cursor else None,
+            "last_arrival": self.last_arrival.isoformat() if self.last_arrival else None,
+            "cadence_seconds": seconds(self.cadence),
+            "stale_after_seconds": seconds(self.stale_after),
+            "max_signal_age_seconds": seconds(self.max_signal_age),
+            "market_open": self.market_open,
+            "gaps": self.gaps,
+            "missing_bars": self.missing_bars,
+            "warmup_resets": self.warmup_resets,
+            "late_signals": self.late_signals,
+        }
 
 
 class AutomationRunner:
@@ -82,6 +123,54 @@ class AutomationRunner:
         self.status = AutomationStatus(config.name)
         self._checkpointed = 0.0
         self._pruned = 0.0
+        self.guard: Guard | None = None
+        self.gaps: GapTracker | None = None
+
+    def guard_limit(self) -> str:
+        return str(self.status.stale_after) if self.status.stale_after else "none"
+
+    def is_stale(self, now: datetime) -> bool:
+        """No bar for ``stale_after`` of open market time (never while closed or finished)."""
+        limit = self.status.stale_after
+        if limit is None or self.status.finished or self.status.started_at is None:
+            return False
+        elapsed = open_time_since(self, now)
+        self.status.market_open = elapsed is not None
+        return elapsed is not None and elapsed > limit
+
+    def _set_guard(self, pipeline: Pipeline) -> None:
+        guard = self.guard = guard_for(self.config, pipeline.source)
+        status = self.status
+        status.cadence, status.stale_after, status.max_signal_age = (
+            guard.cadence,
+            guard.stale_after,
+            guard.max_signal_age,
+        )
+        self.gaps = GapTracker(guard.cadence, guard.calendar, guard.gap_reset) if guard.cadence else None
+
+    def _observe_gaps(self, pipeline: Pipeline, frame: Frame) -> None:
+        if self.gaps is None:
+            return
+        gaps, missing, reset = self.gaps.observe(frame)
+        if not gaps:
+            return
+        status, metrics = self.status, self.engine.metrics
+        status.gaps += gaps
+        status.missing_bars += missing
+        metrics.gaps.labels(self.config.name).inc(gaps)
+        metrics.missing_bars.labels(self.config.name).inc(missing)
+        restart = getattr(pipeline.detector, "reset", None)
+        if reset and restart is not None:
+            restart(reset)
+            status.warmup_resets += len(reset)
+            log.info("%s: a gap longer than %s in %d key(s); their warm-up restarts", self.config.name,
+                     self.gaps.reset_after, len(reset))  # fmt: skip
+
+    def _mark_late(self, found: list[Signal], now: datetime) -> list[Signal]:
+        limit = self.status.max_signal_age
+        if limit is None or not found:
+            return found
+        return [replace(s, late=True) if now - s.time > limit else s for s in found]
 
     async def run(self) -> None:
         """Run until the source ends or the task is cancelled; restart after errors."""
@@ -105,7 +194,8 @@ class AutomationRunner:
         if checkpoint.detector_state is None:
             return
         try:
-            fingerprint, detector = pickle.loads(checkpoint.detector_state)
+            restored = pickle.loads(checkpoint.detector_state)
+            fingerprint, detector = restored[0], restored[1]
         except Exception as exc:
             log.warning("%s: checkpoint unreadable (%s); the detector starts cold", self.config.name, exc)
             return
@@ -113,14 +203,22 @@ class AutomationRunner:
             log.warning("%s: detector settings changed since the checkpoint; it starts cold", self.config.name)
             return
         pipeline.detector = detector
+        extra = restored[2] if len(restored) > 2 else {}
+        if self.gaps is not None and "gaps" in extra:
+            self.gaps.restore(extra["gaps"])
+        for name in ("gaps", "missing_bars", "warmup_resets", "late_signals"):
+            setattr(self.status, name, int(extra.get("counts", {}).get(name, 0)))
 
     async def _run_once(self) -> None:
         name = self.config.name
         db, metrics = self.engine.db, self.engine.metrics
         pipeline = build_pipeline(self.config, self.engine.registry)
+        self._set_guard(pipeline)
         checkpoint = await db.read(load_checkpoint, name)
         self._restore(pipeline, checkpoint)
         status = self.status
+        if status.started_at is None:  # kept across restarts after errors: a crash loop still goes stale
+            status.started_at = self.engine.clock()
         status.cursor = checkpoint.cursor
         status.bars = checkpoint.bars_total
         status.rejected = Counter(checkpoint.rejected)
@@ -142,8 +240,14 @@ class AutomationRunner:
                 if len(frame) == 0:
                     continue
                 started = time.perf_counter()
+                arrived = self.engine.clock()
+                status.last_arrival = arrived
+                if status.stale_since is not None:
+                    self.engine.watchdog.poke()
+                self._observe_gaps(pipeline, frame)
                 scores = pipeline.detector.update(frame)
                 found = signals_from_scores(name, pipeline.automation.detector_kind, scores)
+                found = self._mark_late(found, arrived)
                 cursor = to_datetime(frame.times.max())
                 status.bars += len(frame)
                 status.keys.update(frame.keys.tolist())
@@ -175,7 +279,14 @@ class AutomationRunner:
         save_checkpoint(conn, checkpoint, datetime.now(UTC))
 
     def _checkpoint(self, cursor: datetime) -> Checkpoint:
-        blob = pickle.dumps((self._pipeline.fingerprint, self._pipeline.detector), protocol=pickle.HIGHEST_PROTOCOL)
+        status = self.status
+        extra = {
+            "gaps": self.gaps.state() if self.gaps is not None else {},
+            "counts": {n: getattr(status, n) for n in ("gaps", "missing_bars", "warmup_resets", "late_signals")},
+        }
+        blob = pickle.dumps(
+            (self._pipeline.fingerprint, self._pipeline.detector, extra), protocol=pickle.HIGHEST_PROTOCOL
+        )
         return Checkpoint(
             automation=self.config.name,
             cursor=cursor,
@@ -202,14 +313,19 @@ class AutomationRunner:
         if stored:
             self.status.signals += len(stored)
             metrics.signals.labels(name).inc(len(stored))
+            late = sum(s.late for s in stored)
+            if late:
+                self.status.late_signals += late
+                metrics.late_signals.labels(name).inc(late)
             for signal in stored:
                 log.info(
-                    "%s: signal #%s %s at %s score %.1f",
+                    "%s: signal #%s %s at %s score %.1f%s",
                     name,
                     signal.seq,
                     signal.key,
                     signal.time.isoformat(),
                     signal.score,
+                    " (late: recorded, not alerted)" if signal.late else "",
                 )
             self.engine.hub.publish(max(s.id or 0 for s in stored))
             for listener in self.engine.listeners:
@@ -236,8 +352,15 @@ class Engine:
         *,
         metrics: Metrics | None = None,
         hub: SignalHub | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        watch_every: float | None = 1.0,
     ) -> None:
+        """``clock`` is the time staleness and lateness are measured by (tests pass a virtual
+        one); ``watch_every`` is the staleness check's period in seconds (None: no background
+        check, the caller runs ``watchdog.check()``)."""
         self.settings = settings
+        self.clock = clock
+        self.watch_every = watch_every
         self.db = db
         self.registry = registry
         self.metrics = metrics or Metrics()
@@ -245,6 +368,7 @@ class Engine:
         self.listeners: list[Callable[[list[Signal]], Any]] = []
         self.fanout = FanOut(delivery_channels(settings))
         self.runners = {a.name: AutomationRunner(a, self) for a in settings.automations if a.enabled}
+        self.watchdog = Watchdog(self, clock)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def sync(self) -> None:
@@ -255,20 +379,36 @@ class Engine:
 
     async def start(self) -> None:
         await self.sync()
+        await self.watchdog.load()
         for name, runner in self.runners.items():
             self._tasks.append(asyncio.create_task(runner.run(), name=f"automation:{name}"))
+        self._watch: asyncio.Task[None] | None = None
+        if self.watch_every is not None:
+            self._watch = asyncio.create_task(self.watchdog.run(self.watch_every), name="watchdog")
 
     async def stop(self, timeout: float = 10.0) -> None:
+        watch = getattr(self, "_watch", None)
+        if watch is not None:
+            watch.cancel()
+            await asyncio.wait({watch}, timeout=timeout)
+            self._watch = None
         for task in self._tasks:
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=timeout)
         self._tasks.clear()
+        await self.watchdog.close()
 
     async def wait(self) -> None:
         """Until every automation's source has ended."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def health(self) -> list[dict[str, Any]]:
+        """Every automation's freshness (stale, since when, last bar age, gaps, late signals), as
+        of the engine's clock: what ``/healthz`` shows, for any page that wants it."""
+        now = self.clock()
+        return [{"name": r.status.name, **r.status.health(now)} for r in self.runners.values()]
 
     def statuses(self) -> list[AutomationStatus]:
         return [runner.status for runner in self.runners.values()]

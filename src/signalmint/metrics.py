@@ -46,6 +46,28 @@ class Metrics:
             ["automation"],
             registry=r,
         )
+        self.stale = Gauge(
+            "signalmint_automation_stale",
+            "1 while the automation gets no bars within its stale_after (market open)",
+            ["automation"],
+            registry=r,
+        )
+        self.last_bar_age = Gauge(
+            "signalmint_last_bar_age_seconds",
+            "Engine clock minus the newest committed bar's time, at the last staleness check",
+            ["automation"],
+            registry=r,
+        )
+        self.gaps = Counter(
+            "signalmint_gaps", "Bars that skipped at least one candle of their key", ["automation"], registry=r
+        )
+        self.missing_bars = Counter("signalmint_missing_bars", "Candles skipped in gaps", ["automation"], registry=r)
+        self.late_signals = Counter(
+            "signalmint_late_signals",
+            "Signals stored as late (older than max_signal_age when committed; not alerted)",
+            ["automation"],
+            registry=r,
+        )
         self.http_requests = Counter(
             "signalmint_http_requests", "HTTP requests served", ["method", "route", "status"], registry=r
         )

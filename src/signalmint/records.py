@@ -146,6 +146,7 @@ class Signal:
     hash: str = ""
     id: int | None = None
     created_at: datetime | None = None
+    late: bool = False  # its bar was older than max_signal_age when committed: recorded, never alerted
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,13 @@ class Source(Protocol):
     ``stream(since)`` skips bars at or before ``since`` so a restart resumes
     where the last committed frame ended. Rows that fail validation are
     dropped and counted in ``rejected`` (reason -> count), never raised.
+
+    Optional attributes feed the guardrails (signalmint/freshness.py): ``cadence``
+    (a timedelta between two bars of a key; else a ccxt-like ``timeframe`` such as
+    ``"1m"`` is read), ``live`` (bar times follow the clock: staleness and late signals
+    apply; default true for a source with a ``timeframe``, else false) and ``calendar``
+    (``"always"``, ``"us_equities"`` or an object with ``session_start(at)`` and
+    ``open_between(a, b)``). They are not part of this protocol's runtime check.
     """
 
     kind: ClassVar[str]

@@ -22,6 +22,7 @@ def signal_json(signal: Signal) -> dict[str, Any]:
         "hash": signal.hash,
         "prev_hash": signal.prev_hash,
         "url": f"/signals/{signal.id}",
+        **({"late": True} if signal.late else {}),  # only when set, as in its hash (store/signals.py)
     }
 
 

@@ -215,3 +215,18 @@ def test_only_the_owner_can_revoke_a_key(app: FastAPI, db: Database) -> None:
         assert api.get("/api/v1/signals", headers=bearer).status_code == 401
         assert "Revoked" in ann.get("/dashboard").text
         assert ann.post(f"/dashboard/keys/{key_id}/revoke", data={"csrf": ann_csrf}).status_code == 404
+
+
+def test_the_dashboard_says_when_an_automation_s_data_is_delayed(db: Database) -> None:
+    from signalmint.store.health import close_stale_period, open_stale_period
+
+    app = make_app(db, automations=[AUTOMATION])
+    with client_for(app) as client:
+        signed_in(client, app, "premium")
+        assert "data delayed since" not in client.get("/dashboard").text
+        since = datetime(2026, 11, 30, 10, 42, tzinfo=UTC)
+        db.write_sync(open_stale_period, AUTOMATION.name, since, since + timedelta(minutes=3), None)
+        html = client.get("/dashboard").text
+        assert f"{AUTOMATION.title}: data delayed since" in html and "2026-11-30 10:42 UTC" in html
+        db.write_sync(close_stale_period, AUTOMATION.name, since + timedelta(minutes=9))
+        assert "data delayed since" not in client.get("/dashboard").text

@@ -9,6 +9,7 @@ cooldown. Only flagged rows are looked at in Python; they are rare.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -86,6 +87,16 @@ class Cooldown:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(detector={self.detector!r}, period={self.period!r})"
+
+    def reset(self, keys: Iterable[Any]) -> None:
+        """Restart the warm-up of ``keys`` in the wrapped detector (if it can) and forget their
+        last kept flag."""
+        keys = list(keys)
+        inner = getattr(self.detector, "reset", None)
+        if inner is not None:
+            inner(keys)
+        for key in keys:
+            self._last.pop(key, None)
 
     def update(self, frame: Frame) -> Scores:
         """The inner detector's scores, with flags inside a key's cooldown cleared."""

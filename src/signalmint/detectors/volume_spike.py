@@ -34,6 +34,7 @@ returned :class:`Scores` are the frame's own arrays: records are not mutated.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -233,6 +234,29 @@ class VolumeSpike:
         self._pos[:n] = state["pos"]
         self._count[:n] = state["count"]
         self._price[:n] = state["price"]
+
+    def reset(self, keys: Iterable[Any]) -> None:
+        """Forget the history of ``keys`` (unknown keys are ignored): each starts its warm-up
+        again, as if new. The engine calls this after a long gap in a key's bars, so a
+        baseline is never taken across an outage.
+
+        >>> det = VolumeSpike(window=3)
+        >>> for v in (100.0, 110.0, 90.0):
+        ...     _ = det.update(Frame(np.array(["A"]), np.array([np.datetime64(0, "ns")]), {"volume": np.array([v])}))
+        >>> det.reset(["A", "unknown"])
+        >>> det.update(Frame(np.array(["A"]), np.array([np.datetime64(0, "ns")]), {"volume": np.array([900.0])})
+        ...     ).details["history"]
+        array([0.])
+        """
+        found = [self._rows[k] for k in keys if k in self._rows]
+        if not found:
+            return
+        rows = np.array(found, dtype=np.intp)
+        self._sorted[rows // _BLOCK, :, rows % _BLOCK] = _PAD
+        self._ring[:, rows] = _PAD
+        self._pos[rows] = 0
+        self._count[rows] = 0
+        self._price[rows] = np.nan
 
     # -- keys ------------------------------------------------------------------------
 

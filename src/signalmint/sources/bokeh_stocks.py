@@ -98,6 +98,10 @@ class BokehStocks:
 
     kind: ClassVar[str] = "bokeh_stocks"
     Options: ClassVar[type[BokehStocksOptions]] = BokehStocksOptions
+    #: A replay of history: never stale, never late. Trading days are not a fixed step on
+    #: the clock (weekends, holidays of 2000-2013), so it declares no cadence: no gap count.
+    live: ClassVar[bool] = False
+    cadence: ClassVar[timedelta | None] = None
 
     def __init__(
         self,

@@ -190,6 +190,10 @@ class FileReplay:
 
     kind: ClassVar[str] = "file"
     Options: ClassVar[type[FileOptions]] = FileOptions
+    #: A replay of history: never stale, never late; its cadence is unknown (set the
+    #: automation's ``cadence`` to count gaps).
+    live: ClassVar[bool] = False
+    cadence: ClassVar[timedelta | None] = None
 
     def __init__(
         self,

@@ -34,7 +34,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from types import MappingProxyType
 from typing import ClassVar, Self
@@ -99,6 +99,8 @@ class SyntheticMarket:
 
     kind: ClassVar[str] = "synthetic"
     Options: ClassVar[type[SyntheticOptions]] = SyntheticOptions
+    #: Bar times follow the clock: staleness and late signals apply (see freshness.py).
+    live: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -144,6 +146,11 @@ class SyntheticMarket:
         phase = np.arange(session_bars) / (session_bars - 1)
         self._u_shape = _U_MIN + (_U_MAX - _U_MIN) * (2 * phase - 1) ** 2
         self._block = lru_cache(maxsize=8)(self._spike_block)
+
+    @property
+    def cadence(self) -> timedelta:
+        """A key gets one bar per ``interval``."""
+        return timedelta(seconds=self.interval)
 
     def __repr__(self) -> str:
         return f"SyntheticMarket(symbols={self.symbols}, seed={self.seed}, interval={self.interval})"

@@ -53,8 +53,13 @@ def clean_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def signal_hash(signal: Signal, seq: int, prev_hash: str) -> str:
-    """SHA-256 over a canonical JSON of the signal's fields and the previous hash."""
-    body = {
+    """SHA-256 over a canonical JSON of the signal's fields and the previous hash.
+
+    A late signal's hash also covers ``"late": true``, so a backfilled signal cannot later
+    pass for a real-time call (nor a real-time one be marked late). The key is left out of
+    on-time signals, so chains stored before the flag existed verify unchanged.
+    """
+    body: dict[str, Any] = {
         "automation": signal.automation,
         "seq": seq,
         "key": signal.key,
@@ -64,6 +69,8 @@ def signal_hash(signal: Signal, seq: int, prev_hash: str) -> str:
         "payload": signal.payload,
         "prev_hash": prev_hash,
     }
+    if signal.late:
+        body["late"] = True
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -82,6 +89,7 @@ def row_to_signal(row: Row[Any]) -> Signal:
         prev_hash=m["prev_hash"],
         hash=m["hash"],
         created_at=m["created_at"],
+        late=bool(m["late"]),
     )
 
 
@@ -136,6 +144,7 @@ def append_signals(conn: Connection, automation: str, new: Iterable[Signal], now
                 "prev_hash": prev,
                 "hash": digest,
                 "created_at": now,
+                "late": signal.late,
             }
         )
         stored.append(signal)

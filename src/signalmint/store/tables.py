@@ -29,6 +29,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.expression import false
 
 __all__ = ["automation_state", "automations", "bars", "metadata", "signals"]
 
@@ -91,6 +92,7 @@ signals = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("late", Boolean, nullable=False, default=False, server_default=false()),
     UniqueConstraint("automation", "seq"),
     UniqueConstraint("automation", "key", "time", "kind"),
     Index(None, "automation", "id"),
@@ -122,6 +124,20 @@ automation_state = Table(
     Column("keys", Integer, nullable=False, default=0),
     Column("rejected", JSON, nullable=False, default=dict),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+#: Periods an automation had no fresh data (migration 0007): ``since`` is when its data
+#: stopped (the last bar's arrival), ``ended_at`` when bars came again (NULL: still stale).
+stale_periods = Table(
+    "stale_periods",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("automation", String(64), nullable=False),
+    Column("since", UTCDateTime, nullable=False),
+    Column("detected_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime, nullable=True),
+    Column("last_bar", UTCDateTime, nullable=True),
+    Index(None, "automation", "since"),
 )
 
 # --- plans, subscribers and access (migration 0002) ------------------------------------------

@@ -28,6 +28,11 @@ class SignalOut(BaseModel):
     prev_hash: str | None
     url: str
     masked: list[str] = Field(default_factory=list, description="fields your plan hides")
+    late: bool = Field(
+        default=False,
+        description="its bar was older than the automation's max_signal_age when it was committed: recorded, "
+        "never sent as an alert (present only when true; part of the hash when true)",
+    )
 
 
 class AutomationOut(BaseModel):

@@ -23,6 +23,7 @@ from ...records import CHANNELS, Plan, Preferences, Signal, Subscriber, Subscrip
 from ...store import list_automations, list_signals
 from ...store.accounts import get_preferences, set_preference, set_watchlist
 from ...store.auth import list_api_keys, revoke_api_key
+from ...store.health import open_stale_periods
 from ...usage import month_of
 from ..auth import Viewer, resolve_viewer
 from ..context import AppContext, get_ctx
@@ -149,7 +150,10 @@ def _page(request: Request, ctx: AppContext, viewer: Viewer, *, status: int = 20
     subscriber, plan, now = viewer.subscriber, viewer.plan, datetime.now(UTC)
 
     def read(conn: Connection) -> dict[str, Any]:
+        stale = {n: p for n, p in open_stale_periods(conn).items() if viewer.grant(n) is not None}
         return {
+            "stale": stale,
+            "titles": {a.name: a.display_title for a in ctx.settings.automations},
             "signals": _feed(conn, viewer, now),
             "preferences": get_preferences(conn, subscriber.id),
             "api_keys": list_api_keys(conn, subscriber.id),

@@ -26,10 +26,14 @@ Ctx = Annotated[AppContext, Depends(get_ctx)]
     },
 )
 def healthz(ctx: Ctx, response: Response) -> dict[str, Any]:
-    """Liveness and readiness: the database answers and each automation's engine state."""
+    """Liveness and readiness: the database answers and each automation's engine state, with its
+    freshness (stale and since when, last bar age, gaps, late signals); ``stale`` lists the
+    automations whose data is delayed. A stale automation does not make this a 503: the
+    process is healthy, its data is not."""
     database_ok = ctx.db.ping()
     automations = []
     if ctx.engine is not None:
+        health = {h["name"]: h for h in ctx.engine.health()}
         for status in ctx.engine.statuses():
             automations.append(
                 {
@@ -42,6 +46,7 @@ def healthz(ctx: Ctx, response: Response) -> dict[str, Any]:
                     "rejected": dict(status.rejected),
                     "restarts": status.restarts,
                     "last_error": status.last_error,
+                    **health.get(status.name, {}),
                 }
             )
     if not database_ok:
@@ -49,6 +54,7 @@ def healthz(ctx: Ctx, response: Response) -> dict[str, Any]:
     return {
         "status": "ok" if database_ok else "unavailable",
         "database": database_ok,
+        "stale": sorted(a["name"] for a in automations if a.get("stale")),
         "automations": automations,
     }
 

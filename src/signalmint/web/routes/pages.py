@@ -13,6 +13,7 @@ from sqlalchemy import Connection
 from ...records import Automation, Signal
 from ...series import CHART_FIELDS, signal_series
 from ...store import get_signal, list_automations, list_signals
+from ...store.health import open_stale_periods
 from ...store.signals import count_signals
 from ...store.state import load_checkpoint
 from .. import charts
@@ -111,6 +112,7 @@ def _automation_page(conn: Connection, name: str, viewer: Viewer) -> dict[str, A
             "detector": _detector_label(automation),
         },
         "stream_url": f"/api/v1/stream?automation={name}",
+        "stale": open_stale_periods(conn, [name]),
     }
 
 
