@@ -285,6 +285,21 @@ def test_the_status_page_shows_automations_and_delivery_health(db: Database) -> 
         assert client.get("/healthz").json()["status"] == "ok"  # the JSON stays for machines
 
 
+def test_the_status_page_says_when_an_automations_data_is_delayed(db: Database) -> None:
+    """A stale period the engine recorded (in any process) shows on the status page, and goes when it ends."""
+    from signalmint.store.health import close_stale_period, open_stale_period
+
+    app = build(db)
+    since = datetime(2026, 11, 30, 10, 42, tzinfo=UTC)
+    with client_for(app) as client:
+        assert "Data delayed" not in client.get("/status").text
+        db.write_sync(open_stale_period, "us-stocks", since, since + timedelta(minutes=3), since)
+        page = client.get("/status").text
+        assert "Data delayed" in page and "No fresh data since 2026-11-30 10:42 UTC" in page
+        db.write_sync(close_stale_period, "us-stocks", since + timedelta(minutes=9))
+        assert "Data delayed" not in client.get("/status").text
+
+
 def test_api_docs_are_served_from_the_package(client_docs: TestClient) -> None:
     page = client_docs.get("/docs")
     assert page.status_code == 200

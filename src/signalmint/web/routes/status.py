@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import Connection
 
 from ...store import list_automations
+from ...store.health import open_stale_periods
 from ...store.outbox import delivery_health
 from ...store.signals import count_signals, latest_signals
 from ...store.state import load_checkpoint
@@ -68,6 +69,7 @@ def _state(
 
 def _automations(conn: Connection, ctx: AppContext, now: datetime) -> list[AutomationHealth]:
     live = {s.name: s for s in ctx.engine.statuses()} if ctx.engine is not None else {}
+    delayed = open_stale_periods(conn)  # recorded by whichever engine process watches the feed
     out = []
     for automation in list_automations(conn):
         checkpoint = load_checkpoint(conn, automation.name)
@@ -78,6 +80,10 @@ def _automations(conn: Connection, ctx: AppContext, now: datetime) -> list[Autom
             running, bool(status and status.finished), status.last_error if status else None,
             checkpoint.updated_at, now,
         )  # fmt: skip
+        period = delayed.get(automation.name)
+        if period is not None:
+            since = period.since.strftime("%Y-%m-%d %H:%M UTC")
+            state, tone, explain = "Data delayed", "warn", f"No fresh data since {since}; the operator has been told."
         rejected = dict(checkpoint.rejected)
         if status is not None:
             rejected = {k: max(v, rejected.get(k, 0)) for k, v in {**rejected, **status.rejected}.items()}
