@@ -30,6 +30,7 @@ def demo_plans() -> list[PlanConfig]:
             watchlist=3,
             channels=["web", "email", "rss"],
             masked_fields=NUMBERS,
+            reveal_after=timedelta(hours=24),
             alerts_per_day=10,
             rate_per_second=1,
             burst=5,

@@ -181,6 +181,7 @@ class Plan:
     ``api_quota`` is calls per calendar month (None: unlimited), beyond which
     calls are metered at ``overage_price`` minor units each (0: refused).
     ``rate_per_second`` and ``burst`` size the API's token bucket.
+    ``reveal_after`` ends the masks: a signal older than that shows every field (None: never).
     """
 
     id: str
@@ -205,6 +206,7 @@ class Plan:
     public: bool = True
     description: str = ""
     alert_price: int = 0  # micro-units of credit per delivered alert (pay per alert); 0: included
+    reveal_after: timedelta | None = None  # masks expire this long after signal.time (None: never)
 
     @property
     def monthly(self) -> int:

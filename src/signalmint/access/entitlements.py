@@ -284,6 +284,22 @@ class Tier:
     keys: frozenset[str] | None
     masked: frozenset[str]
     channels: frozenset[str]
+    reveal_after: timedelta | None = None  # the mask ends this long after signal.time (None: never)
+
+    def masked_at(self, signal: Signal, at: datetime) -> frozenset[str]:
+        """The fields this tier hides of ``signal`` at ``at``: none once its reveal term has passed."""
+        if self.reveal_after is not None and signal.time + max(self.reveal_after, _ZERO) <= at:
+            return frozenset()
+        return self.masked
+
+    def unmasks_at(self, signal: Signal) -> datetime | None:
+        """When this tier shows every field of ``signal`` (None: never)."""
+        release = signal.time + max(self.delay, _ZERO)
+        if not self.masked:
+            return release
+        if self.reveal_after is None:
+            return None
+        return max(release, signal.time + max(self.reveal_after, _ZERO))
 
     def allows(self, key: str, channel: str | None = None) -> bool:
         return (self.keys is None or key in self.keys) and (channel is None or channel in self.channels)
@@ -358,10 +374,28 @@ class Grant:
         released = [t for t in self._tiers_for(signal, channel) if signal.time + max(t.delay, _ZERO) <= at]
         if not released:
             return None
-        masked = released[0].masked
+        masked = released[0].masked_at(signal, at)
         for t in released[1:]:
-            masked = _meet(masked, t.masked)
+            masked = _meet(masked, t.masked_at(signal, at))
         return masked
+
+    def unmasks_at(self, signal: Signal, channel: str | None = None) -> datetime | None:
+        """When this grant first shows every field of ``signal`` (its masks expire); None: never.
+
+        >>> free = Tier("free", timedelta(minutes=15), None, frozenset({"volume"}), frozenset({"web"}),
+        ...             reveal_after=timedelta(hours=24))
+        >>> spike = Signal(automation="spikes", key="MSFT", time=T0, kind="spike", score=7.5,
+        ...                payload={"volume": 1.0})
+        >>> grant = Grant.of("spikes", [free])
+        >>> grant.unmasks_at(spike)
+        datetime.datetime(2024, 1, 3, 14, 30, tzinfo=datetime.timezone.utc)
+        >>> grant.hidden_at(spike, T0 + timedelta(hours=24) - timedelta(microseconds=1))
+        frozenset({'volume'})
+        >>> grant.hidden_at(spike, T0 + timedelta(hours=24))
+        frozenset()
+        """
+        times = [u for t in self._tiers_for(signal, channel) if (u := t.unmasks_at(signal)) is not None]
+        return min(times) if times else None
 
     def view(self, signal: Signal, at: datetime, channel: str | None = None) -> Signal | None:
         """``signal`` as this grant shows it at ``at`` (masked), or None if not yet released."""
@@ -398,6 +432,7 @@ def grants(
             keys=allowed_keys(plan, watchlist),
             masked=plan.masked_fields,
             channels=plan.channels,
+            reveal_after=plan.reveal_after,
         )
         for automation in plan.automations:
             tiers.setdefault(automation, []).append(tier)
@@ -412,6 +447,10 @@ def public_grant(plans_covering_automation: Iterable[Plan], automation: str | No
     without plans is open: no delay, nothing masked. Given ``automation``, plans that do not
     cover it are ignored and the grant shows nothing of other automations.
 
+    The public's masks expire with the free plans': after the longest ``reveal_after`` of
+    the free plans that mask anything (never when one of them has none, or there is no
+    free plan), so a visitor never sees more than a free subscriber.
+
     >>> free = Plan(id="free", version=1, name="Free", automations=("spikes",),
     ...             delay=timedelta(minutes=15), masked_fields=frozenset({"volume"}))
     >>> premium = Plan(id="premium", version=1, name="Premium", automations=("spikes",), price=2900)
@@ -420,16 +459,22 @@ def public_grant(plans_covering_automation: Iterable[Plan], automation: str | No
     (datetime.timedelta(seconds=900), frozenset({'volume'}))
     >>> public_grant([premium]).masked
     frozenset({'*'})
+    >>> public_grant([replace(free, reveal_after=timedelta(hours=24)), premium]).tiers[0].reveal_after
+    datetime.timedelta(days=1)
     """
     plans = [p for p in plans_covering_automation if automation is None or automation in p.automations]
     delay = max((max(p.delay, _ZERO) for p in plans), default=_ZERO)
     masked: frozenset[str] = frozenset() if not plans else frozenset({MASK_ALL})
     free = [p.masked_fields for p in plans if p.free]
+    reveal: timedelta | None = None
     if free:
         masked = frozenset()
         for fields in free:
             masked = _join(masked, fields)
-    return Grant.of(automation, [Tier("", delay, None, masked, PUBLIC_CHANNELS)])
+        terms = [p.reveal_after for p in plans if p.free and p.masked_fields]
+        if terms and all(t is not None for t in terms):
+            reveal = max(max(t, _ZERO) for t in terms if t is not None)
+    return Grant.of(automation, [Tier("", delay, None, masked, PUBLIC_CHANNELS, reveal)])
 
 
 # --- API quota, alert budget, quiet hours ----------------------------------------------------
