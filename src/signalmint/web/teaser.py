@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
@@ -24,6 +24,9 @@ from ..records import Plan, Signal
 from ..store.signals import max_signal_id, signals_after
 from .auth import Viewer
 from .filters import fmt_ratio, fmt_time
+
+#: A signal released sooner than this is not announced: it arrives itself.
+_SOON = timedelta(seconds=2)
 
 __all__ = ["Veil", "headline", "teaser_json", "teasers_after", "upgrade_plan", "veil_for", "veil_json"]
 
@@ -136,7 +139,7 @@ def teasers_after(
         if grant is None:
             continue
         release = grant.release_at(signal)
-        if release is not None and release > now:
+        if release is not None and release > now + _SOON:
             teaser = teaser_json(signal, grant, plans, titles.get(signal.automation, signal.automation))
             if teaser is not None:
                 out.append(teaser)
