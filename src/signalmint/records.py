@@ -146,6 +146,10 @@ class Signal:
     hash: str = ""
     id: int | None = None
     created_at: datetime | None = None
+    scheme: int = 1  # hash scheme: 1 hashes the payload, 2 a salted commitment to it
+    commitment: str = ""  # scheme 2: H(salt, score, payload), public from the start
+    salt: str = ""  # scheme 2: shown only with the numbers (empty when hidden)
+    prev_scheme: int = 0  # the previous signal's scheme (0: none, the first signal)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,12 +13,14 @@ it is given must be aware. :func:`deliver_at` applies the rules in this order:
 What the receiver then sees is :func:`mask`\\ ed by the plan's ``masked_fields``; ``"*"``
 (:data:`MASK_ALL`) hides every payload field and the score.
 
-**Hashes of masked signals.** ``hash`` is SHA-256 over the whole payload, numbers included,
-and everything else that goes into it is shown. Masked numbers are low-entropy (an integer
-volume, a ratio to two decimals), so hashing each plausible value would confirm the hidden
-one in seconds. ``prev_hash`` commits to the previous signal, whose fields the same plan
-hides. So a view under a plan that masks anything carries neither hash; a view under a plan
-that masks nothing keeps both.
+**Hashes of masked signals** (see :mod:`signalmint.chain`). A scheme-2 signal's ``hash``
+commits to its numbers through ``commitment = H(salt, score, payload)`` with a random salt:
+a masked view keeps ``hash``, ``prev_hash`` and ``commitment`` and drops only the ``salt``
+(with the masked numbers), so the track record is checkable by everyone while nothing about
+the numbers leaks. A scheme-1 signal (stored before scheme 2) hashes its numbers directly, and
+they are low-entropy (hashing each plausible value would confirm a hidden one), so a masked
+view of it carries neither hash; nor does a masked scheme-2 view carry a ``prev_hash`` that is
+a scheme-1 hash (the bridge between the two).
 
 **Several plans.** A subscriber holding several entitled plans gets, per signal, the best
 that any one plan gives, never a mix of axes across plans: see :class:`Grant`.
@@ -206,12 +208,14 @@ def _masked_signal(signal: Signal, masked: AbstractSet[str]) -> Signal:
     if not masked:
         return signal
     hidden = _hidden(masked, signal.payload)
+    v2 = signal.scheme >= 2
     return replace(
         signal,
         payload={k: v for k, v in signal.payload.items() if k not in hidden},
         score=math.nan if _hides_score(masked) else signal.score,
-        hash="",
-        prev_hash="",
+        hash=signal.hash if v2 else "",
+        prev_hash=signal.prev_hash if v2 and signal.prev_scheme != 1 else "",
+        salt="",
     )
 
 
@@ -231,8 +235,8 @@ def visible_payload(signal: Signal, plan: Plan) -> dict[str, Any]:
 def mask(signal: Signal, plan: Plan) -> Signal:
     """``signal`` as ``plan`` shows it: masked payload fields removed, a masked score NaN.
 
-    A plan that masks anything also drops ``hash`` and ``prev_hash`` (see the module
-    docstring); a plan that masks nothing returns ``signal`` itself.
+    A plan that masks anything drops the ``salt``, and a scheme-1 signal's hashes (see the
+    module docstring); a plan that masks nothing returns ``signal`` itself.
 
     >>> plan = Plan(id="free", version=1, name="Free", automations=("spikes",),
     ...             masked_fields=frozenset({"volume", "score"}))
@@ -241,6 +245,9 @@ def mask(signal: Signal, plan: Plan) -> Signal:
     >>> seen = mask(spike, plan)
     >>> seen.payload, seen.score, seen.hash
     ({'ratio': 8.1}, nan, '')
+    >>> v2 = mask(replace(spike, scheme=2, salt="5a17", commitment="c0ff"), plan)
+    >>> v2.hash, v2.commitment, v2.salt
+    ('ab12', 'c0ff', '')
     """
     return _masked_signal(signal, plan.masked_fields)
 
@@ -248,9 +255,10 @@ def mask(signal: Signal, plan: Plan) -> Signal:
 def masked_json(signal_json: Mapping[str, Any], masked: AbstractSet[str]) -> dict[str, Any]:
     """A copy of a signal in the API's JSON shape with the ``masked`` fields hidden.
 
-    Masked payload keys are removed, ``score`` becomes None when masked, ``hash`` and
-    ``prev_hash`` become None when anything is masked, and ``"masked"`` lists the fields
-    hidden from this signal. The input is not modified.
+    Masked payload keys are removed, ``score`` becomes None when masked, and ``"masked"``
+    lists the fields hidden from this signal. When anything is masked, ``salt`` becomes None,
+    and so do ``hash`` and ``prev_hash`` unless the signal is scheme 2 (``"scheme": 2``; a
+    ``"prev_scheme": 1`` bridge keeps only its hash). The input is not modified.
 
     >>> doc = {"id": 3, "key": "AAPL", "score": 7.5, "payload": {"volume": 1.2e6, "ratio": 8.1},
     ...        "hash": "ab12", "prev_hash": "cd34"}
@@ -266,8 +274,13 @@ def masked_json(signal_json: Mapping[str, Any], masked: AbstractSet[str]) -> dic
     if _hides_score(masked):
         out["score"] = None
     if masked:
-        out["hash"] = None
-        out["prev_hash"] = None
+        v2 = (signal_json.get("scheme") or 1) >= 2
+        if not v2:
+            out["hash"] = None
+        if not v2 or signal_json.get("prev_scheme") == 1:
+            out["prev_hash"] = None
+        if "salt" in out:
+            out["salt"] = None
     out["masked"] = sorted(hidden)
     return out
 
