@@ -111,7 +111,7 @@ def test_old_history_is_whole_and_recent_signals_are_veiled_with_an_upgrade(db: 
     assert "123,4" not in page
 
     whole = world.get(f"/signals/{old.id}").text
-    assert f"AAPL traded 7.5× its usual volume" in whole
+    assert "AAPL traded 7.5× its usual volume" in whole
     assert "data-upgrade" not in whole and "🔒" not in whole.split("More AAPL signals")[0]
 
 
@@ -129,13 +129,14 @@ def test_the_automation_page_announces_delayed_signals_without_key_or_numbers(db
 
 def test_public_stream_announces_a_new_signal_without_key_or_numbers(db: Database, live_server: Any) -> None:
     world = _world(db)
-    with live_server(world.app) as server, httpx.Client(base_url=server.url, timeout=10) as http:
-        with http.stream("GET", "/api/v1/stream", params={"automation": "spikes"}) as response:
-            fresh = Signal(
-                "spikes", "ZZQX", datetime.now(UTC), "volume_spike", 8.25, {"volume": 987654.0, "ratio": 31.5}
-            )
-            (stored,) = db.write_sync(append_signals, "spikes", [fresh], datetime.now(UTC))
-            (event,) = _read_events(response, 1)
+    with (
+        live_server(world.app) as server,
+        httpx.Client(base_url=server.url, timeout=10) as http,
+        http.stream("GET", "/api/v1/stream", params={"automation": "spikes"}) as response,
+    ):
+        fresh = Signal("spikes", "ZZQX", datetime.now(UTC), "volume_spike", 8.25, {"volume": 987654.0, "ratio": 31.5})
+        (stored,) = db.write_sync(append_signals, "spikes", [fresh], datetime.now(UTC))
+        (event,) = _read_events(response, 1)
     assert event["event"] == "teaser" and "id" not in event
     for secret in ("ZZQX", "987654", "31.5", "8.25", stored.hash, f"/signals/{stored.id}"):
         assert secret not in event["data"]
@@ -149,20 +150,23 @@ def test_public_stream_announces_a_new_signal_without_key_or_numbers(db: Databas
 def test_a_subscriber_who_gets_everything_at_once_gets_no_teasers(db: Database, live_server: Any) -> None:
     world = _world(db)
     headers = {"Authorization": f"Bearer {world.keys['premium']}"}
-    with live_server(world.app) as server, httpx.Client(base_url=server.url, timeout=10) as http:
-        with http.stream("GET", "/api/v1/stream", params={"automation": "spikes"}, headers=headers) as response:
-            fresh = Signal("spikes", "ZZQX", datetime.now(UTC), "volume_spike", 8.25, {"volume": 987654.0})
-            (stored,) = db.write_sync(append_signals, "spikes", [fresh], datetime.now(UTC))
-            events: list[dict[str, str]] = []
-            current: dict[str, str] = {}
-            for line in response.iter_lines():  # every event up to the new signal
-                if line:
-                    field, _, value = line.partition(":")
-                    current[field] = value.lstrip(" ")
-                    continue
-                if "data" in current:
-                    events.append(current)
-                    if current.get("id") == str(stored.id):
-                        break
-                current = {}
+    with (
+        live_server(world.app) as server,
+        httpx.Client(base_url=server.url, timeout=10) as http,
+        http.stream("GET", "/api/v1/stream", params={"automation": "spikes"}, headers=headers) as response,
+    ):
+        fresh = Signal("spikes", "ZZQX", datetime.now(UTC), "volume_spike", 8.25, {"volume": 987654.0})
+        (stored,) = db.write_sync(append_signals, "spikes", [fresh], datetime.now(UTC))
+        events: list[dict[str, str]] = []
+        current: dict[str, str] = {}
+        for line in response.iter_lines():  # every event up to the new signal
+            if line:
+                field, _, value = line.partition(":")
+                current[field] = value.lstrip(" ")
+                continue
+            if "data" in current:
+                events.append(current)
+                if current.get("id") == str(stored.id):
+                    break
+            current = {}
     assert all(e["event"] == "signal" for e in events)  # no teaser before (or instead of) the signal

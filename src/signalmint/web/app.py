@@ -43,6 +43,7 @@ from .routes import (
     admin_revenue,
     api,
     billing,
+    chain,
     dashboard,
     dashboard_delivery,
     endpoints,
@@ -54,6 +55,7 @@ from .routes import (
 
 ROUTES = [
     api,
+    chain,
     me,
     endpoints,
     admin_api,

@@ -219,7 +219,13 @@ def _signal_page(conn: Connection, signal_id: int, viewer: Viewer, plans: Sequen
         "price_svg": price_svg,
         "series_note": note,
         "recent_for_key": recent[:10],
-        "verify": {"hash": signal.hash, "prev_hash": signal.prev_hash, "seq": signal.seq},
+        "verify": {
+            "hash": signal.hash,
+            "prev_hash": signal.prev_hash,
+            "seq": signal.seq,
+            "commitment": signal.commitment,
+            "salt": signal.salt,
+        },
     }
 
 
