@@ -149,7 +149,7 @@
       cell.textContent = "\ud83d\udd12 Unusual volume \u00b7 " + (parts.join("; ") || "numbers hidden on this plan");
       for (var i = 2; i < 7 && i < cells.length; i++) cells[i].remove();
       row.insertBefore(cell, row.lastElementChild);
-      row.classList.add("veiled");
+      row.setAttribute("data-veiled", "");
     }
 
     // A signal that fired but reaches this page later: say so, without its symbol or numbers.
