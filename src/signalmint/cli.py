@@ -283,35 +283,49 @@ def verify(
     db: Annotated[str | None, typer.Option(help="SQLite file or database URL (instead of --config)")] = None,
     automation: Annotated[str | None, typer.Option(help="only this automation")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    url: Annotated[
+        str | None, typer.Option(help="check a running instance's public chain instead (https://...)")
+    ] = None,
 ) -> None:
-    """Check the tamper-evident hash chain of every automation's signals."""
+    """Check the tamper-evident hash chain of every automation's signals (here, or at --url)."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from .errors import StoreError
     from .store import Database, verify_chain
     from .store.signals import automations_with_signals
 
-    if db is None:
-        db = _load(config or Path("signalmint.yaml")).database
-    try:
-        database = Database(_db_url(db), read_only=True)  # reading never creates or changes a database
-    except SignalmintError as exc:
-        raise _fail(exc) from None
-    try:
-        names = [automation] if automation else database.read_sync(automations_with_signals)
-        reports = [database.read_sync(verify_chain, name) for name in sorted(names)]
-    except SignalmintError as exc:
-        raise _fail(exc) from None
-    except SQLAlchemyError as exc:
-        raise _fail(StoreError(f"cannot read {database.safe_url}: {str(exc).splitlines()[0]}")) from None
-    finally:
-        database.close()
+    if url is not None:
+        from .remote_verify import RemoteError, verify_remote
+
+        try:
+            reports = verify_remote(url, automation)
+        except RemoteError as exc:
+            out.print(f"[red]✗[/] {exc}")
+            raise typer.Exit(2) from None
+    else:
+        if db is None:
+            db = _load(config or Path("signalmint.yaml")).database
+        try:
+            database = Database(_db_url(db), read_only=True)  # reading never creates or changes a database
+        except SignalmintError as exc:
+            raise _fail(exc) from None
+        try:
+            names = [automation] if automation else database.read_sync(automations_with_signals)
+            reports = [database.read_sync(verify_chain, name) for name in sorted(names)]
+        except SignalmintError as exc:
+            raise _fail(exc) from None
+        except SQLAlchemyError as exc:
+            raise _fail(StoreError(f"cannot read {database.safe_url}: {str(exc).splitlines()[0]}")) from None
+        finally:
+            database.close()
     if as_json:
         print(json.dumps([_report(r) for r in reports], indent=2))
     else:
         for r in reports:
             if r.ok:
-                out.print(f"[green]✓[/] {r.automation}: {r.checked} signals, chain intact")
+                extra = f", {r.opened} revealed payloads match their commitments" if url is not None else ""
+                pending = f", {r.unverified} not checkable until revealed" if r.unverified else ""
+                out.print(f"[green]✓[/] {r.automation}: {r.checked} signals, chain intact{extra}{pending}")
             else:
                 out.print(
                     f"[red]✗[/] {r.automation}: broken at signal #{r.bad_seq}: {r.reason} "
@@ -324,7 +338,8 @@ def verify(
 
 
 def _report(r: object) -> dict[str, object]:
-    return {name: getattr(r, name) for name in ("automation", "checked", "ok", "bad_seq", "reason")}
+    names = ("automation", "checked", "ok", "bad_seq", "reason", "unverified", "opened")
+    return {name: getattr(r, name) for name in names}
 
 
 def main() -> None:

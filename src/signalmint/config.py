@@ -184,6 +184,11 @@ class PlanConfig(_Strict):
         default=0, ge=0, description="pay per alert: micro-units of credit each delivered alert costs (0: included)"
     )
 
+    reveal_after: Duration | None = Field(
+        default=None,
+        description="masked fields show once a signal is this old (e.g. 24h): the track record sells; unset: never",
+    )
+
     @field_validator("channels")
     @classmethod
     def _known_channels(cls, value: list[str]) -> list[str]:
@@ -228,6 +233,7 @@ class PlanConfig(_Strict):
             public=self.public,
             description=self.description,
             alert_price=self.alert_price,
+            reveal_after=self.reveal_after,
         )
 
 

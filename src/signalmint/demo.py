@@ -45,6 +45,7 @@ def demo_plans() -> list[PlanConfig]:
             watchlist=3,
             channels=["web", "email", "rss", "api"],
             masked_fields=NUMBERS,
+            reveal_after=timedelta(hours=24),
             alerts_per_day=10,
             api_quota=300,
             rate_per_second=1,

@@ -147,6 +147,10 @@ class Signal:
     id: int | None = None
     created_at: datetime | None = None
     late: bool = False  # its bar was older than max_signal_age when committed: recorded, never alerted
+    scheme: int = 1  # hash scheme: 1 hashes the payload, 2 a salted commitment to it
+    commitment: str = ""  # scheme 2: H(salt, score, payload), public from the start
+    salt: str = ""  # scheme 2: shown only with the numbers (empty when hidden)
+    prev_scheme: int = 0  # the previous signal's scheme (0: none, the first signal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +186,7 @@ class Plan:
     ``api_quota`` is calls per calendar month (None: unlimited), beyond which
     calls are metered at ``overage_price`` minor units each (0: refused).
     ``rate_per_second`` and ``burst`` size the API's token bucket.
+    ``reveal_after`` ends the masks: a signal older than that shows every field (None: never).
     """
 
     id: str
@@ -206,6 +211,7 @@ class Plan:
     public: bool = True
     description: str = ""
     alert_price: int = 0  # micro-units of credit per delivered alert (pay per alert); 0: included
+    reveal_after: timedelta | None = None  # masks expire this long after signal.time (None: never)
 
     @property
     def monthly(self) -> int:

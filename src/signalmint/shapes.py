@@ -21,6 +21,10 @@ def signal_json(signal: Signal) -> dict[str, Any]:
         "payload": dict(signal.payload),
         "hash": signal.hash,
         "prev_hash": signal.prev_hash,
+        "scheme": signal.scheme,
+        "prev_scheme": signal.prev_scheme,
+        "commitment": signal.commitment or None,
+        "salt": signal.salt or None,
         "url": f"/signals/{signal.id}",
         **({"late": True} if signal.late else {}),  # only when set, as in its hash (store/signals.py)
     }

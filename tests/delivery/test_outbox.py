@@ -140,7 +140,9 @@ def test_a_free_subscriber_is_never_attempted_before_its_delay(outbox: Outbox) -
     (request,) = outbox.sink.wait_for(1)
     data = request.json()["data"]
     assert data["key"] == "AAPL"
-    assert not set(data["payload"]) & set(NUMBERS) and data["score"] is None and data["hash"] is None
+    assert not set(data["payload"]) & set(NUMBERS) and data["score"] is None
+    # scheme 2: the hash and commitment are public, the salt that opens the commitment is not
+    assert data["scheme"] == 2 and data["hash"] and data["commitment"] and data["salt"] is None
 
 
 def test_retry_honours_retry_after_then_succeeds_with_the_same_id(outbox: Outbox) -> None:

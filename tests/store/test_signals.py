@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from signalmint.chain import commitment
 from signalmint.records import Signal
 from signalmint.store import Database, append_signals, get_signal, list_signals, signals_after, verify_chain
 from signalmint.store.signals import count_signals, signal_hash
@@ -111,14 +112,33 @@ def test_verify_catches_a_deleted_signal(db: Database) -> None:
     assert not report.ok and report.bad_seq == 2 and "missing" in report.reason
 
 
-def test_verify_catches_a_rewritten_tail(db: Database) -> None:
-    """Recomputing one hash is not enough: the next signal's prev_hash gives it away."""
-    stored = append(db, [make("AAPL", 1), make("MSFT", 2)])
+@pytest.mark.parametrize("scheme", [1, 2])
+def test_verify_catches_a_rewritten_tail(db: Database, scheme: int) -> None:
+    """Recomputing one hash (and its commitment) is not enough: the next signal's prev_hash gives it away."""
+    stored = db.write_sync(append_signals, "a", [make("AAPL", 1), make("MSFT", 2)], datetime.now(UTC), scheme=scheme)
     forged = replace(stored[0], score=1.0)
     new_hash = signal_hash(forged, 1, "")
-    _tamper(db, f"UPDATE signals SET score = 1.0, hash = '{new_hash}' WHERE id = {stored[0].id}")
+    again = commitment(forged.salt, 1.0, forged.payload) if scheme == 2 else None
+    _tamper(
+        db,
+        f"UPDATE signals SET score = 1.0, hash = '{new_hash}'"
+        + (f", commitment = '{again}'" if again else "")
+        + f" WHERE id = {stored[0].id}",
+    )
     report = db.read_sync(verify_chain, "a")
     assert not report.ok and report.bad_seq == 2 and "prev_hash" in report.reason
+
+
+def test_chains_stored_before_scheme_2_still_verify_and_continue_in_scheme_2(db: Database) -> None:
+    old = db.write_sync(append_signals, "a", [make("AAPL", 1), make("MSFT", 2)], datetime.now(UTC), scheme=1)
+    new = append(db, [make("IBM", 3), make("AAPL", 4)])
+    assert [s.scheme for s in old + new] == [1, 1, 2, 2] and [s.prev_scheme for s in new] == [1, 2]
+    assert new[0].prev_hash == old[1].hash and not old[0].salt and len(new[0].salt) == 32
+    report = db.read_sync(verify_chain, "a")
+    assert report.ok and report.checked == 4 and report.opened == 2
+    _tamper(db, f"UPDATE signals SET payload = '{{\"ratio\": 50.0}}' WHERE id = {new[1].id}")
+    broken = db.read_sync(verify_chain, "a")
+    assert not broken.ok and broken.bad_seq == 4 and "commitment" in broken.reason
 
 
 def test_list_filters_and_keyset_pages(db: Database) -> None:

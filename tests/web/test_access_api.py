@@ -124,6 +124,7 @@ def world(db: Database) -> World:
 
 PUBLIC_OK = {
     "/api/v1/automations",
+    "/api/v1/chain",  # the public hash chain (test_chain.py): the same for everyone
     "/api/v1/plans",
     "/api/v1/signals",
     "/api/v1/signals/{signal_id}",
@@ -321,8 +322,11 @@ def test_public_view_is_never_fresher_than_the_longest_delay_and_masked_like_fre
     assert items, "older signals are public"
     assert all(t <= now - timedelta(minutes=15) for t in _times(items))
     assert len(items) == sum(1 for s in world.signals if s.time <= now - timedelta(minutes=15))
+    stored = {s.id: s for s in world.signals}
     for item in items:
-        assert item["score"] is None and item["hash"] is None
+        # scheme 2: the chain hash and the commitment are public; the salt that opens it is not
+        assert item["score"] is None and item["salt"] is None
+        assert item["hash"] == stored[item["id"]].hash and item["commitment"] == stored[item["id"]].commitment
         assert not set(item["payload"]) & set(NUMBERS)
     fresh = [s for s in world.signals if s.time > now - timedelta(minutes=14)]
     for signal in fresh:

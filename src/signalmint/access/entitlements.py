@@ -13,12 +13,14 @@ it is given must be aware. :func:`deliver_at` applies the rules in this order:
 What the receiver then sees is :func:`mask`\\ ed by the plan's ``masked_fields``; ``"*"``
 (:data:`MASK_ALL`) hides every payload field and the score.
 
-**Hashes of masked signals.** ``hash`` is SHA-256 over the whole payload, numbers included,
-and everything else that goes into it is shown. Masked numbers are low-entropy (an integer
-volume, a ratio to two decimals), so hashing each plausible value would confirm the hidden
-one in seconds. ``prev_hash`` commits to the previous signal, whose fields the same plan
-hides. So a view under a plan that masks anything carries neither hash; a view under a plan
-that masks nothing keeps both.
+**Hashes of masked signals** (see :mod:`signalmint.chain`). A scheme-2 signal's ``hash``
+commits to its numbers through ``commitment = H(salt, score, payload)`` with a random salt:
+a masked view keeps ``hash``, ``prev_hash`` and ``commitment`` and drops only the ``salt``
+(with the masked numbers), so the track record is checkable by everyone while nothing about
+the numbers leaks. A scheme-1 signal (stored before scheme 2) hashes its numbers directly, and
+they are low-entropy (hashing each plausible value would confirm a hidden one), so a masked
+view of it carries neither hash; nor does a masked scheme-2 view carry a ``prev_hash`` that is
+a scheme-1 hash (the bridge between the two).
 
 **Several plans.** A subscriber holding several entitled plans gets, per signal, the best
 that any one plan gives, never a mix of axes across plans: see :class:`Grant`.
@@ -206,12 +208,14 @@ def _masked_signal(signal: Signal, masked: AbstractSet[str]) -> Signal:
     if not masked:
         return signal
     hidden = _hidden(masked, signal.payload)
+    v2 = signal.scheme >= 2
     return replace(
         signal,
         payload={k: v for k, v in signal.payload.items() if k not in hidden},
         score=math.nan if _hides_score(masked) else signal.score,
-        hash="",
-        prev_hash="",
+        hash=signal.hash if v2 else "",
+        prev_hash=signal.prev_hash if v2 and signal.prev_scheme != 1 else "",
+        salt="",
     )
 
 
@@ -231,8 +235,8 @@ def visible_payload(signal: Signal, plan: Plan) -> dict[str, Any]:
 def mask(signal: Signal, plan: Plan) -> Signal:
     """``signal`` as ``plan`` shows it: masked payload fields removed, a masked score NaN.
 
-    A plan that masks anything also drops ``hash`` and ``prev_hash`` (see the module
-    docstring); a plan that masks nothing returns ``signal`` itself.
+    A plan that masks anything drops the ``salt``, and a scheme-1 signal's hashes (see the
+    module docstring); a plan that masks nothing returns ``signal`` itself.
 
     >>> plan = Plan(id="free", version=1, name="Free", automations=("spikes",),
     ...             masked_fields=frozenset({"volume", "score"}))
@@ -241,6 +245,9 @@ def mask(signal: Signal, plan: Plan) -> Signal:
     >>> seen = mask(spike, plan)
     >>> seen.payload, seen.score, seen.hash
     ({'ratio': 8.1}, nan, '')
+    >>> v2 = mask(replace(spike, scheme=2, salt="5a17", commitment="c0ff"), plan)
+    >>> v2.hash, v2.commitment, v2.salt
+    ('ab12', 'c0ff', '')
     """
     return _masked_signal(signal, plan.masked_fields)
 
@@ -248,9 +255,10 @@ def mask(signal: Signal, plan: Plan) -> Signal:
 def masked_json(signal_json: Mapping[str, Any], masked: AbstractSet[str]) -> dict[str, Any]:
     """A copy of a signal in the API's JSON shape with the ``masked`` fields hidden.
 
-    Masked payload keys are removed, ``score`` becomes None when masked, ``hash`` and
-    ``prev_hash`` become None when anything is masked, and ``"masked"`` lists the fields
-    hidden from this signal. The input is not modified.
+    Masked payload keys are removed, ``score`` becomes None when masked, and ``"masked"``
+    lists the fields hidden from this signal. When anything is masked, ``salt`` becomes None,
+    and so do ``hash`` and ``prev_hash`` unless the signal is scheme 2 (``"scheme": 2``; a
+    ``"prev_scheme": 1`` bridge keeps only its hash). The input is not modified.
 
     >>> doc = {"id": 3, "key": "AAPL", "score": 7.5, "payload": {"volume": 1.2e6, "ratio": 8.1},
     ...        "hash": "ab12", "prev_hash": "cd34"}
@@ -266,8 +274,13 @@ def masked_json(signal_json: Mapping[str, Any], masked: AbstractSet[str]) -> dic
     if _hides_score(masked):
         out["score"] = None
     if masked:
-        out["hash"] = None
-        out["prev_hash"] = None
+        v2 = (signal_json.get("scheme") or 1) >= 2
+        if not v2:
+            out["hash"] = None
+        if not v2 or signal_json.get("prev_scheme") == 1:
+            out["prev_hash"] = None
+        if "salt" in out:
+            out["salt"] = None
     out["masked"] = sorted(hidden)
     return out
 
@@ -284,6 +297,22 @@ class Tier:
     keys: frozenset[str] | None
     masked: frozenset[str]
     channels: frozenset[str]
+    reveal_after: timedelta | None = None  # the mask ends this long after signal.time (None: never)
+
+    def masked_at(self, signal: Signal, at: datetime) -> frozenset[str]:
+        """The fields this tier hides of ``signal`` at ``at``: none once its reveal term has passed."""
+        if self.reveal_after is not None and signal.time + max(self.reveal_after, _ZERO) <= at:
+            return frozenset()
+        return self.masked
+
+    def unmasks_at(self, signal: Signal) -> datetime | None:
+        """When this tier shows every field of ``signal`` (None: never)."""
+        release = signal.time + max(self.delay, _ZERO)
+        if not self.masked:
+            return release
+        if self.reveal_after is None:
+            return None
+        return max(release, signal.time + max(self.reveal_after, _ZERO))
 
     def allows(self, key: str, channel: str | None = None) -> bool:
         return (self.keys is None or key in self.keys) and (channel is None or channel in self.channels)
@@ -358,10 +387,28 @@ class Grant:
         released = [t for t in self._tiers_for(signal, channel) if signal.time + max(t.delay, _ZERO) <= at]
         if not released:
             return None
-        masked = released[0].masked
+        masked = released[0].masked_at(signal, at)
         for t in released[1:]:
-            masked = _meet(masked, t.masked)
+            masked = _meet(masked, t.masked_at(signal, at))
         return masked
+
+    def unmasks_at(self, signal: Signal, channel: str | None = None) -> datetime | None:
+        """When this grant first shows every field of ``signal`` (its masks expire); None: never.
+
+        >>> free = Tier("free", timedelta(minutes=15), None, frozenset({"volume"}), frozenset({"web"}),
+        ...             reveal_after=timedelta(hours=24))
+        >>> spike = Signal(automation="spikes", key="MSFT", time=T0, kind="spike", score=7.5,
+        ...                payload={"volume": 1.0})
+        >>> grant = Grant.of("spikes", [free])
+        >>> grant.unmasks_at(spike)
+        datetime.datetime(2024, 1, 3, 14, 30, tzinfo=datetime.timezone.utc)
+        >>> grant.hidden_at(spike, T0 + timedelta(hours=24) - timedelta(microseconds=1))
+        frozenset({'volume'})
+        >>> grant.hidden_at(spike, T0 + timedelta(hours=24))
+        frozenset()
+        """
+        times = [u for t in self._tiers_for(signal, channel) if (u := t.unmasks_at(signal)) is not None]
+        return min(times) if times else None
 
     def view(self, signal: Signal, at: datetime, channel: str | None = None) -> Signal | None:
         """``signal`` as this grant shows it at ``at`` (masked), or None if not yet released."""
@@ -398,6 +445,7 @@ def grants(
             keys=allowed_keys(plan, watchlist),
             masked=plan.masked_fields,
             channels=plan.channels,
+            reveal_after=plan.reveal_after,
         )
         for automation in plan.automations:
             tiers.setdefault(automation, []).append(tier)
@@ -412,6 +460,10 @@ def public_grant(plans_covering_automation: Iterable[Plan], automation: str | No
     without plans is open: no delay, nothing masked. Given ``automation``, plans that do not
     cover it are ignored and the grant shows nothing of other automations.
 
+    The public's masks expire with the free plans': after the longest ``reveal_after`` of
+    the free plans that mask anything (never when one of them has none, or there is no
+    free plan), so a visitor never sees more than a free subscriber.
+
     >>> free = Plan(id="free", version=1, name="Free", automations=("spikes",),
     ...             delay=timedelta(minutes=15), masked_fields=frozenset({"volume"}))
     >>> premium = Plan(id="premium", version=1, name="Premium", automations=("spikes",), price=2900)
@@ -420,16 +472,22 @@ def public_grant(plans_covering_automation: Iterable[Plan], automation: str | No
     (datetime.timedelta(seconds=900), frozenset({'volume'}))
     >>> public_grant([premium]).masked
     frozenset({'*'})
+    >>> public_grant([replace(free, reveal_after=timedelta(hours=24)), premium]).tiers[0].reveal_after
+    datetime.timedelta(days=1)
     """
     plans = [p for p in plans_covering_automation if automation is None or automation in p.automations]
     delay = max((max(p.delay, _ZERO) for p in plans), default=_ZERO)
     masked: frozenset[str] = frozenset() if not plans else frozenset({MASK_ALL})
     free = [p.masked_fields for p in plans if p.free]
+    reveal: timedelta | None = None
     if free:
         masked = frozenset()
         for fields in free:
             masked = _join(masked, fields)
-    return Grant.of(automation, [Tier("", delay, None, masked, PUBLIC_CHANNELS)])
+        terms = [p.reveal_after for p in plans if p.free and p.masked_fields]
+        if terms and all(t is not None for t in terms):
+            reveal = max(max(t, _ZERO) for t in terms if t is not None)
+    return Grant.of(automation, [Tier("", delay, None, masked, PUBLIC_CHANNELS, reveal)])
 
 
 # --- API quota, alert budget, quiet hours ----------------------------------------------------

@@ -24,7 +24,7 @@ __all__ = ["load_plans", "plan_from_terms", "plan_terms", "sync_plans"]
 
 # Terms added after plans were first stored: left out while at their default, so upgrading
 # signalmint does not turn every stored plan into a new version.
-_LATER_TERMS = {"alert_price": 0}
+_LATER_TERMS: dict[str, Any] = {"alert_price": 0, "reveal_after": None}
 
 
 def plan_terms(plan: Plan) -> dict[str, Any]:
@@ -48,6 +48,8 @@ def plan_from_terms(plan_id: str, version: int, terms: dict[str, Any]) -> Plan:
     known = {f.name for f in dataclasses.fields(Plan)}
     values = {k: v for k, v in terms.items() if k in known}
     values["delay"] = timedelta(seconds=float(values.get("delay", 0)))
+    if values.get("reveal_after") is not None:
+        values["reveal_after"] = timedelta(seconds=float(values["reveal_after"]))
     values["automations"] = tuple(values.get("automations", ()))
     if values.get("keys") is not None:
         values["keys"] = tuple(values["keys"])

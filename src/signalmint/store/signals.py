@@ -3,13 +3,13 @@
 Each signal of an automation carries ``seq`` (1, 2, 3...) and ``prev_hash``,
 the hash of the signal before it; ``hash`` covers every field a subscriber
 relies on. Editing, deleting or reordering any stored signal breaks the chain
-from that point on, which :func:`verify_chain` reports.
+from that point on, which :func:`verify_chain` reports. New signals use hash
+scheme 2 (a salted commitment to the numbers, see :mod:`signalmint.chain`);
+signals stored before it keep scheme 1 and verify as they always did.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, false, func, or_, select
 
+from ..chain import ChainReport, chain_record, commitment, hash_v1, hash_v2, new_salt, verify_records
 from ..records import Signal
 from .tables import signals
 
@@ -25,6 +26,7 @@ __all__ = [
     "ChainReport",
     "Scope",
     "append_signals",
+    "chain_signals",
     "clean_payload",
     "count_signals",
     "get_signal",
@@ -53,26 +55,12 @@ def clean_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def signal_hash(signal: Signal, seq: int, prev_hash: str) -> str:
-    """SHA-256 over a canonical JSON of the signal's fields and the previous hash.
-
-    A late signal's hash also covers ``"late": true``, so a backfilled signal cannot later
-    pass for a real-time call (nor a real-time one be marked late). The key is left out of
-    on-time signals, so chains stored before the flag existed verify unchanged.
-    """
-    body: dict[str, Any] = {
-        "automation": signal.automation,
-        "seq": seq,
-        "key": signal.key,
-        "time": signal.time.isoformat(),
-        "kind": signal.kind,
-        "score": float(signal.score).hex(),
-        "payload": signal.payload,
-        "prev_hash": prev_hash,
-    }
-    if signal.late:
-        body["late"] = True
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+    """The signal's hash in its scheme: 1 over its fields, 2 over its commitment (from its salt); ``late`` in both."""
+    time, automation = signal.time.isoformat(), signal.automation
+    if signal.scheme >= 2:
+        committed = commitment(signal.salt, signal.score, signal.payload)
+        return hash_v2(automation, seq, signal.key, time, signal.kind, committed, prev_hash, signal.late)
+    return hash_v1(automation, seq, signal.key, time, signal.kind, signal.score, signal.payload, prev_hash, signal.late)
 
 
 def row_to_signal(row: Row[Any]) -> Signal:
@@ -90,15 +78,22 @@ def row_to_signal(row: Row[Any]) -> Signal:
         hash=m["hash"],
         created_at=m["created_at"],
         late=bool(m["late"]),
+        scheme=m["scheme"],
+        prev_scheme=m["prev_scheme"],
+        salt=m["salt"] or "",
+        commitment=m["commitment"] or "",
     )
 
 
-def append_signals(conn: Connection, automation: str, new: Iterable[Signal], now: datetime) -> list[Signal]:
+def append_signals(
+    conn: Connection, automation: str, new: Iterable[Signal], now: datetime, *, scheme: int = 2
+) -> list[Signal]:
     """Append signals to an automation's chain, skipping any already stored.
 
     The idempotency key is (automation, key, time, kind): feeding the same bars
     twice (a restart from the last checkpoint) adds nothing. Must run inside
     the writer's transaction; returns the stored signals with ids and hashes.
+    ``scheme=1`` writes the old scheme (tests of chains stored before scheme 2).
     """
     candidates: dict[tuple[str, datetime, str], Signal] = {}
     for signal in sorted(new, key=lambda s: (s.time, s.key)):
@@ -118,18 +113,30 @@ def append_signals(conn: Connection, automation: str, new: Iterable[Signal], now
     if not candidates:
         return []
     last = conn.execute(
-        select(signals.c.seq, signals.c.hash)
+        select(signals.c.seq, signals.c.hash, signals.c.scheme)
         .where(signals.c.automation == automation)
         .order_by(signals.c.seq.desc())
         .limit(1)
     ).first()
-    seq, prev = (last.seq, last.hash) if last else (0, "")
+    seq, prev, prev_scheme = (last.seq, last.hash, last.scheme) if last else (0, "", 0)
     rows: list[dict[str, Any]] = []
     stored: list[Signal] = []
     for signal in candidates.values():
         seq += 1
         payload = clean_payload(signal.payload)
-        signal = replace(signal, automation=automation, payload=payload, seq=seq, prev_hash=prev, created_at=now)
+        salt = new_salt() if scheme >= 2 else ""
+        signal = replace(
+            signal,
+            automation=automation,
+            payload=payload,
+            seq=seq,
+            prev_hash=prev,
+            created_at=now,
+            scheme=scheme,
+            prev_scheme=prev_scheme,
+            salt=salt,
+            commitment=commitment(salt, signal.score, payload) if scheme >= 2 else "",
+        )
         digest = signal_hash(signal, seq, prev)
         signal = replace(signal, hash=digest)
         rows.append(
@@ -145,10 +152,14 @@ def append_signals(conn: Connection, automation: str, new: Iterable[Signal], now
                 "hash": digest,
                 "created_at": now,
                 "late": signal.late,
+                "scheme": scheme,
+                "prev_scheme": prev_scheme,
+                "salt": salt or None,
+                "commitment": signal.commitment or None,
             }
         )
         stored.append(signal)
-        prev = digest
+        prev, prev_scheme = digest, scheme
     ids = conn.execute(signals.insert().returning(signals.c.id, sort_by_parameter_order=True), rows).scalars()
     return [replace(s, id=i) for s, i in zip(stored, ids, strict=True)]
 
@@ -240,15 +251,6 @@ def max_signal_id(conn: Connection) -> int:
     return int(conn.execute(select(func.coalesce(func.max(signals.c.id), 0))).scalar_one())
 
 
-@dataclass(frozen=True, slots=True)
-class ChainReport:
-    automation: str
-    checked: int
-    ok: bool
-    bad_seq: int | None = None
-    reason: str = ""
-
-
 def _chain(conn: Connection, automation: str, chunk: int = 5000) -> Iterator[Signal]:
     after = 0
     while True:
@@ -265,33 +267,20 @@ def _chain(conn: Connection, automation: str, chunk: int = 5000) -> Iterator[Sig
         after = rows[-1].seq
 
 
+def chain_signals(conn: Connection, automation: str, after_seq: int = 0, limit: int = 1000) -> list[Signal]:
+    """One page of an automation's chain, in seq order after ``after_seq``."""
+    query = (
+        select(signals)
+        .where(signals.c.automation == automation, signals.c.seq > after_seq)
+        .order_by(signals.c.seq)
+        .limit(limit)
+    )
+    return [row_to_signal(row) for row in conn.execute(query)]
+
+
 def verify_chain(conn: Connection, automation: str) -> ChainReport:
-    """Recompute every hash of an automation's chain, in order."""
-    expected_seq, prev = 1, ""
-    checked = 0
-    for signal in _chain(conn, automation):
-        if signal.seq != expected_seq:
-            return ChainReport(automation, checked, False, expected_seq, f"signal #{expected_seq} is missing")
-        if signal.prev_hash != prev:
-            return ChainReport(
-                automation,
-                checked,
-                False,
-                signal.seq,
-                "its prev_hash does not match the signal before",
-            )
-        if signal_hash(signal, signal.seq, prev) != signal.hash:
-            return ChainReport(
-                automation,
-                checked,
-                False,
-                signal.seq,
-                "its contents do not match its hash (edited)",
-            )
-        prev = signal.hash
-        expected_seq += 1
-        checked += 1
-    return ChainReport(automation, checked, True)
+    """Recompute every hash (and scheme-2 commitment) of an automation's chain, in order."""
+    return verify_records(automation, (chain_record(s, revealed=True) for s in _chain(conn, automation)))
 
 
 def automations_with_signals(conn: Connection) -> Sequence[str]:

@@ -48,6 +48,7 @@ from .routes import (
     admin_revenue,
     api,
     billing,
+    chain,
     dashboard,
     dashboard_delivery,
     demo,
@@ -62,6 +63,7 @@ from .security import SecurityGuard
 
 ROUTES = [
     api,
+    chain,
     me,
     endpoints,
     admin_api,

@@ -162,7 +162,8 @@ def subscriber_viewer(ctx: Any, subscriber_id: int, **extra: Any) -> Viewer:
 
 def _signature(grants_: Mapping[str, Grant]) -> tuple[Any, ...]:
     return tuple(
-        (name, tuple((t.delay, t.keys, t.masked) for t in grant.tiers)) for name, grant in sorted(grants_.items())
+        (name, tuple((t.delay, t.keys, t.masked, t.reveal_after) for t in grant.tiers))
+        for name, grant in sorted(grants_.items())
     )
 
 

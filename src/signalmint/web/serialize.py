@@ -24,8 +24,14 @@ class SignalOut(BaseModel):
     kind: str
     score: float | None = Field(description="null when your plan masks it")
     payload: dict[str, Any] = Field(description="the numbers behind the signal (fields your plan masks are left out)")
-    hash: str | None = Field(description="null when your plan masks any field")
+    hash: str | None = Field(
+        description="the chain hash; for scheme 1 (old signals) null when your plan masks any field"
+    )
     prev_hash: str | None
+    scheme: int = Field(default=1, description="hash scheme: 2 commits to the numbers with a salted commitment")
+    prev_scheme: int = Field(default=0, description="the previous signal's scheme (0: this is the first)")
+    commitment: str | None = Field(default=None, description="scheme 2: H(salt, score, payload), public at once")
+    salt: str | None = Field(default=None, description="scheme 2: shown with the numbers, to check the commitment")
     url: str
     masked: list[str] = Field(default_factory=list, description="fields your plan hides")
     late: bool = Field(

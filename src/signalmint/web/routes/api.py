@@ -38,6 +38,7 @@ from ..serialize import (
     encode_cursor,
     plan_json,
 )
+from ..teaser import teasers_after, veil_json
 from ..visibility import SETTLE, position_of, present, released_after, scopes_for
 
 __all__ = ["api_viewer", "router"]
@@ -206,7 +207,11 @@ async def stream(
     """Signals as they are released to you, as server-sent events (``event: signal``, ``id:`` the signal id).
 
     Reconnect with ``Last-Event-ID`` (browsers do it by themselves) to get every
-    signal released after that one; without it the stream starts now.
+    signal released after that one; without it the stream starts now. A signal that
+    fires but reaches you later (your plan's delay) is announced at once as
+    ``event: teaser`` (automation, kind, when it fired, when you get it, which plan has it
+    now; never its key or numbers). A masked signal carries ``veil``: when its numbers show
+    on your plan and which plan shows them now.
     """
     await asyncio.to_thread(_known_automation, ctx, automation)
     cursor: tuple[datetime, int] = (datetime.now(UTC) - SETTLE, 0)
@@ -220,9 +225,11 @@ async def stream(
             cursor = found
 
     owner = viewer.subscriber.id if viewer.subscriber is not None else None
+    titles = {a.name: a.title for a in await ctx.db.read(list_automations)}
+    teased, _ = await ctx.db.read(teasers_after, viewer, None, datetime.now(UTC), [], titles)
 
     async def events() -> AsyncIterator[dict[str, Any]]:
-        nonlocal cursor, viewer
+        nonlocal cursor, viewer, teased
         ctx.metrics.sse_clients.inc()
         if owner is not None:
             ctx.live_streams[owner] = ctx.live_streams.get(owner, 0) + 1
@@ -235,10 +242,19 @@ async def stream(
                         return
                     viewer, refreshed = again, time.monotonic()
                 now = datetime.now(UTC)
+                plans = ctx.access.current()
+                teased, teasers = await ctx.db.read(
+                    teasers_after, viewer, teased, now, plans, titles, automation=automation
+                )
+                for teaser in teasers:  # no id: a teaser is not a position in the stream
+                    yield {"event": "teaser", "data": json.dumps(teaser)}
                 batch = await ctx.db.read(released_after, viewer, cursor, now, automation=automation)
                 for position, item in batch:
                     body = present(item, viewer, now)
                     cursor = position
+                    grant = viewer.grant(item.automation)
+                    if body is not None and body["masked"] and grant is not None:
+                        body["veil"] = veil_json(item, grant, plans)
                     if body is not None:
                         yield {
                             "event": "signal",

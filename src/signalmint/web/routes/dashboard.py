@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -28,6 +29,7 @@ from ...usage import month_of
 from ..auth import Viewer, resolve_viewer
 from ..context import AppContext, get_ctx
 from ..params import Id, is_digits
+from ..teaser import Veil, veil_for
 from ..visibility import scopes_for
 from .account import check_csrf, read_form, redirect, render
 
@@ -132,7 +134,10 @@ def _clock(text: str) -> int | None:
     return int(match.group(1)) * 60 + int(match.group(2))
 
 
-def _feed(conn: Connection, viewer: Viewer, now: datetime) -> list[Signal]:
+def _feed(
+    conn: Connection, viewer: Viewer, now: datetime, veils: dict[int, Veil] | None = None, plans: Sequence[Plan] = ()
+) -> list[Signal]:
+    """The signals the subscriber sees now (masked); ``veils`` gets what hides each masked one."""
     names = [a.name for a in list_automations(conn, enabled_only=False)]
     out = []
     for signal in list_signals(conn, scopes=scopes_for(viewer, now, names), limit=FEED_ROWS):
@@ -140,6 +145,10 @@ def _feed(conn: Connection, viewer: Viewer, now: datetime) -> list[Signal]:
         view = grant.view(signal, now) if grant is not None else None
         if view is not None:
             out.append(view)
+            if veils is not None and grant is not None and signal.id is not None:
+                veil = veil_for(signal, view, grant, plans)
+                if veil is not None:
+                    veils[signal.id] = veil
     return out
 
 
@@ -149,12 +158,16 @@ def _page(request: Request, ctx: AppContext, viewer: Viewer, *, status: int = 20
     assert viewer.subscriber is not None
     subscriber, plan, now = viewer.subscriber, viewer.plan, datetime.now(UTC)
 
+    veils: dict[int, Veil] = {}
+    plans = ctx.access.current()
+
     def read(conn: Connection) -> dict[str, Any]:
         stale = {n: p for n, p in open_stale_periods(conn).items() if viewer.grant(n) is not None}
         return {
             "stale": stale,
             "titles": {a.name: a.display_title for a in ctx.settings.automations},
-            "signals": _feed(conn, viewer, now),
+            "signals": _feed(conn, viewer, now, veils, plans),
+            "veils": veils,
             "preferences": get_preferences(conn, subscriber.id),
             "api_keys": list_api_keys(conn, subscriber.id),
         }

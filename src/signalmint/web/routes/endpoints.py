@@ -229,27 +229,24 @@ def _feed_url(ctx: AppContext, subscriber_id: int, nonce: str) -> str:
 
 @router.get("/api/v1/me/feed", responses=RESPONSES)
 def feed_url(ctx: Ctx, viewer: Me) -> dict[str, Any]:
-    """Your private Atom feed's address (keep it secret; rotate it if it leaks)."""
+    """Your private Atom feed's address, and the same feed as RSS 2.0 (keep them secret; rotate if one leaks)."""
     assert viewer.subscriber is not None
-    return {"url": _feed_url(ctx, viewer.subscriber.id, _feed_nonce(ctx, viewer.subscriber.id))}
+    url = _feed_url(ctx, viewer.subscriber.id, _feed_nonce(ctx, viewer.subscriber.id))
+    return {"url": url, "rss_url": url.removesuffix(".atom") + ".rss"}
 
 
 @router.post("/api/v1/me/feed/rotate", responses=RESPONSES)
 def rotate_feed(ctx: Ctx, viewer: Me) -> dict[str, Any]:
     """A new feed address; the old one stops working at once."""
     assert viewer.subscriber is not None
-    return {"url": _feed_url(ctx, viewer.subscriber.id, _feed_nonce(ctx, viewer.subscriber.id, rotate=True))}
+    url = _feed_url(ctx, viewer.subscriber.id, _feed_nonce(ctx, viewer.subscriber.id, rotate=True))
+    return {"url": url, "rss_url": url.removesuffix(".atom") + ".rss"}
 
 
-@router.get("/feeds/{subscriber_id}/{token}.atom", include_in_schema=False)
-def atom_feed(subscriber_id: Id, token: str, request: Request, ctx: Ctx) -> Response:
-    """The subscriber's signals as Atom, exactly as their plan shows them (delay, keys, masks)."""
-    from xml.sax.saxutils import escape
-
-    from ...store import list_signals
+def _feed_viewer(request: Request, ctx: AppContext, subscriber_id: int, token: str) -> Any:
+    """The subscriber behind a private feed address (404 for a wrong or rotated token)."""
     from ...store.auth import get_setting
     from ..auth import subscriber_viewer
-    from ..visibility import present, scopes_for
     from .account import throttle
 
     # Reading only: a feed's nonce exists once its owner asked for the address; a made-up
@@ -261,28 +258,66 @@ def atom_feed(subscriber_id: Id, token: str, request: Request, ctx: Ctx) -> Resp
     viewer = subscriber_viewer(ctx, subscriber_id)
     if viewer.plan is None or "rss" not in viewer.plan.channels:
         raise HTTPException(403, "your plan does not include the feed")
+    return viewer
+
+
+def _feed(request: Request, subscriber_id: int, token: str, ctx: AppContext, kind: str) -> Response:
+    from ...store import list_signals
+    from ..feeds import atom, entries, rss
+    from ..visibility import scopes_for
+
+    viewer = _feed_viewer(request, ctx, subscriber_id, token)
     now = datetime.now(UTC)
     rows = ctx.db.read_sync(list_signals, scopes=scopes_for(viewer, now, ctx.automation_names()), limit=50)
     base = ctx.settings.base_url.rstrip("/")
-    entries = []
-    for signal in rows:
-        body = present(signal, viewer, now)
-        if body is None:
-            continue
-        ratio = body["payload"].get("ratio")
-        title = f"{body['key']} traded {ratio:.1f}× its usual volume" if ratio else f"{body['key']}: {body['kind']}"
-        entries.append(
-            f"<entry><id>{base}/signals/{body['id']}</id><title>{escape(title)}</title>"
-            f'<updated>{body["time"]}</updated><link href="{base}/signals/{body["id"]}"/>'
-            f'<content type="text">{escape(str(body["payload"]))}</content></entry>'
-        )
-    updated = rows[0].time.isoformat().replace("+00:00", "Z") if rows else now.isoformat().replace("+00:00", "Z")
-    xml = (
-        '<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
-        f"<id>{base}/feeds/{subscriber_id}</id><title>{escape(ctx.settings.web.title)} signals</title>"
-        f"<updated>{updated}</updated>{''.join(entries)}</feed>"
+    address = f"{base}/feeds/{subscriber_id}/{token}"
+    items = entries(rows, viewer, now, ctx.access.current(), base, f"{address}/signals")
+    title = f"{ctx.settings.web.title} signals"
+    headers = {"Cache-Control": "private, max-age=30"}
+    if kind == "rss":
+        xml = rss(items, title=title, self_url=f"{address}.rss", site=base, now=now)
+        return Response(xml, media_type="application/rss+xml", headers=headers)
+    xml = atom(
+        items, title=title, feed_id=f"{base}/feeds/{subscriber_id}", self_url=f"{address}.atom", site=base, now=now
     )
-    return Response(xml, media_type="application/atom+xml", headers={"Cache-Control": "private, max-age=30"})
+    return Response(xml, media_type="application/atom+xml", headers=headers)
+
+
+@router.get("/feeds/{subscriber_id}/{token}.atom", include_in_schema=False)
+def atom_feed(subscriber_id: Id, token: str, request: Request, ctx: Ctx) -> Response:
+    """The subscriber's signals as Atom, exactly as their plan shows them (delay, keys, masks)."""
+    return _feed(request, subscriber_id, token, ctx, "atom")
+
+
+@router.get("/feeds/{subscriber_id}/{token}.rss", include_in_schema=False)
+def rss_feed(subscriber_id: Id, token: str, request: Request, ctx: Ctx) -> Response:
+    """The same feed as RSS 2.0."""
+    return _feed(request, subscriber_id, token, ctx, "rss")
+
+
+@router.get("/feeds/{subscriber_id}/{token}/signals/{signal_id}/chart.svg", include_in_schema=False)
+def feed_chart(subscriber_id: Id, token: str, signal_id: Id, request: Request, ctx: Ctx) -> Response:
+    """A signal's volume chart for the feed's entries: only when the subscriber's plan shows it now."""
+    from ...series import CHART_FIELDS, signal_series
+    from ...store import get_signal, list_automations
+    from .. import charts
+    from ..feeds import chart_context
+
+    viewer = _feed_viewer(request, ctx, subscriber_id, token)
+    now = datetime.now(UTC)
+    stored = ctx.db.read_sync(get_signal, signal_id)
+    grant = viewer.grant(stored.automation) if stored is not None else None
+    hidden = grant.hidden_at(stored, now) if grant is not None and stored is not None else None
+    if stored is None or hidden is None or hidden & CHART_FIELDS:
+        raise HTTPException(404, "no such chart, or not on your plan yet")
+    options = next((a.detector_options for a in ctx.db.read_sync(list_automations, enabled_only=False)
+                    if a.name == stored.automation), {})  # fmt: skip
+    window, ratio = chart_context(options)
+    series = ctx.db.read_sync(signal_series, stored, window)
+    if series.highlight is None:
+        raise HTTPException(404, "the bars behind this signal were removed by the retention setting")
+    svg = charts.volume_chart(series.times, series.volume, series.baseline, series.highlight, ratio_line=ratio)
+    return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "private, max-age=3600"})
 
 
 # --- bounces and complaints from the email provider ------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -10,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy import Connection
 
-from ...records import Automation, Signal
+from ...records import Automation, Plan, Signal
 from ...series import CHART_FIELDS, signal_series
 from ...store import get_signal, list_automations, list_signals
 from ...store.health import open_stale_periods
@@ -20,6 +21,7 @@ from .. import charts
 from ..auth import Viewer, resolve_viewer
 from ..context import AppContext, get_ctx, get_viewer
 from ..params import Id
+from ..teaser import Veil, headline, teaser_json, upgrade_plan, veil_for
 from ..visibility import scopes_for
 from .account import anon_csrf, set_csrf_cookie
 
@@ -50,23 +52,59 @@ def _detector_label(automation: Automation) -> str:
     return f"{automation.detector_kind} · {shown}" if shown else automation.detector_kind
 
 
-def _seen(signals: list[Signal], viewer: Viewer, now: datetime) -> list[Signal]:
-    """The signals as ``viewer`` sees them at ``now`` (masked), dropping any not released to them."""
+def _seen(
+    signals: list[Signal],
+    viewer: Viewer,
+    now: datetime,
+    veils: dict[int, Veil] | None = None,
+    plans: Sequence[Plan] = (),
+) -> list[Signal]:
+    """The signals as ``viewer`` sees them at ``now`` (masked), dropping any not released to them.
+
+    Given ``veils``, adds what hides each masked one (by signal id) for the templates.
+    """
     out = []
     for signal in signals:
         grant = viewer.grant(signal.automation)
         view = grant.view(signal, now) if grant is not None else None
         if view is not None:
             out.append(view)
+            if veils is not None and grant is not None and signal.id is not None:
+                veil = veil_for(signal, view, grant, plans)
+                if veil is not None:
+                    veils[signal.id] = veil
     return out
 
 
-def _overview(conn: Connection, viewer: Viewer) -> list[dict[str, Any]]:
+def _pending(
+    conn: Connection, automation: Automation, viewer: Viewer, now: datetime, plans: Sequence[Plan]
+) -> list[dict[str, Any]]:
+    """Teasers of the signals that fired but are not released to ``viewer`` yet (newest first)."""
+    grant = viewer.grant(automation.name)
+    if grant is None or viewer.is_admin:
+        return []
+    longest = max(t.delay for t in grant.tiers)
+    if longest.total_seconds() <= 0:
+        return []
+    out = []
+    for signal in list_signals(conn, automation=automation.name, since=now - longest, limit=20):
+        release = grant.release_at(signal)
+        if release is not None and release > now:
+            teaser = teaser_json(signal, grant, plans, automation.title)
+            if teaser is not None:
+                out.append(teaser)
+    return out
+
+
+def _overview(conn: Connection, viewer: Viewer, plans: Sequence[Plan]) -> list[dict[str, Any]]:
     cards = []
     now = datetime.now(UTC)
     for automation in list_automations(conn):
         scopes = scopes_for(viewer, now, [automation.name])
-        latest = _seen(list_signals(conn, scopes=scopes, automation=automation.name, limit=5), viewer, now)
+        veils: dict[int, Veil] = {}
+        latest = _seen(
+            list_signals(conn, scopes=scopes, automation=automation.name, limit=5), viewer, now, veils, plans
+        )
         checkpoint = load_checkpoint(conn, automation.name)
         recent = _seen(list_signals(conn, scopes=scopes, automation=automation.name, limit=40), viewer, now)
         ratios = np.array([s.payload.get("ratio") or 0.0 for s in reversed(recent)], dtype=np.float64)
@@ -78,6 +116,7 @@ def _overview(conn: Connection, viewer: Viewer) -> list[dict[str, Any]]:
                 "last_signal_at": latest[0].time if latest else None,
                 "keys": checkpoint.keys,
                 "sparkline": charts.sparkline(ratios) if len(ratios) > 1 else "",
+                "veils": veils,
             }
         )
     return cards
@@ -92,18 +131,24 @@ def _automation(conn: Connection, name: str) -> Automation:
 
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request, ctx: Ctx, viewer: Who) -> HTMLResponse:
-    return _render(request, "home.html", nav_active="home", automations=ctx.db.read_sync(_overview, viewer))
+    return _render(
+        request, "home.html", nav_active="home", automations=ctx.db.read_sync(_overview, viewer, ctx.access.current())
+    )
 
 
-def _automation_page(conn: Connection, name: str, viewer: Viewer) -> dict[str, Any]:
+def _automation_page(conn: Connection, name: str, viewer: Viewer, plans: Sequence[Plan]) -> dict[str, Any]:
     automation = _automation(conn, name)
     now = datetime.now(UTC)
     scopes = scopes_for(viewer, now, [name])
-    signals = _seen(list_signals(conn, scopes=scopes, automation=name, limit=50), viewer, now)
+    veils: dict[int, Veil] = {}
+    signals = _seen(list_signals(conn, scopes=scopes, automation=name, limit=50), viewer, now, veils, plans)
     checkpoint = load_checkpoint(conn, name)
     return {
         "automation": automation,
         "signals": signals,
+        "veils": veils,
+        "pending": _pending(conn, automation, viewer, now, plans),
+        "upgrade": upgrade_plan(plans, name),
         "grant": viewer.grant(name),
         "stats": {
             "signals_total": count_signals(conn, name, scopes),
@@ -118,7 +163,7 @@ def _automation_page(conn: Connection, name: str, viewer: Viewer) -> dict[str, A
 
 @router.get("/automations/{name}", response_class=HTMLResponse)
 def automation_page(name: str, request: Request, ctx: Ctx, viewer: Who) -> HTMLResponse:
-    page = ctx.db.read_sync(_automation_page, name, viewer)
+    page = ctx.db.read_sync(_automation_page, name, viewer, ctx.access.current())
     plans = [p for p in ctx.access.current() if p.public and p.covers(name)]
     tips = ctx.settings.billing.tips
     # The plan cards' buttons post at once: to checkout when signed in, else to sign-up.
@@ -144,7 +189,7 @@ def automation_page(name: str, request: Request, ctx: Ctx, viewer: Who) -> HTMLR
     return response
 
 
-def _signal_page(conn: Connection, signal_id: int, viewer: Viewer) -> dict[str, Any]:
+def _signal_page(conn: Connection, signal_id: int, viewer: Viewer, plans: Sequence[Plan]) -> dict[str, Any]:
     now = datetime.now(UTC)
     stored = get_signal(conn, signal_id)
     grant = viewer.grant(stored.automation) if stored is not None else None
@@ -157,8 +202,9 @@ def _signal_page(conn: Connection, signal_id: int, viewer: Viewer) -> dict[str, 
     window = int(automation.detector_options.get("window", 30))
     volume_svg = price_svg = None
     note = None
+    veil = veil_for(stored, signal, grant, plans)
     if hidden & CHART_FIELDS:
-        note = "Charts and numbers for this signal come with a paid plan."
+        note = f"The chart shows the numbers: {veil.message if veil else 'they come with a paid plan'}."
     else:
         series = signal_series(conn, stored, window)
         if series.highlight is None:
@@ -175,18 +221,33 @@ def _signal_page(conn: Connection, signal_id: int, viewer: Viewer) -> dict[str, 
                 note = "Older bars were removed by the retention setting; the baseline line starts later."
     scopes = scopes_for(viewer, now, [signal.automation])
     same_key = list_signals(conn, scopes=scopes, automation=signal.automation, key=signal.key, limit=11)
-    recent = [s for s in _seen(same_key, viewer, now) if s.id != signal.id]
+    veils: dict[int, Veil] = {}
+    recent = [s for s in _seen(same_key, viewer, now, veils, plans) if s.id != signal.id]
     return {
         "signal": signal,
+        "veil": veil,
+        "veils": veils,
+        "headline": headline(signal),
         "automation": automation,
         "volume_svg": volume_svg,
         "price_svg": price_svg,
         "series_note": note,
         "recent_for_key": recent[:10],
-        "verify": {"hash": signal.hash, "prev_hash": signal.prev_hash, "seq": signal.seq},
+        "verify": {
+            "hash": signal.hash,
+            "prev_hash": signal.prev_hash,
+            "seq": signal.seq,
+            "commitment": signal.commitment,
+            "salt": signal.salt,
+        },
     }
 
 
 @router.get("/signals/{signal_id}", response_class=HTMLResponse)
 def signal_page(signal_id: Id, request: Request, ctx: Ctx, viewer: Who) -> HTMLResponse:
-    return _render(request, "signal.html", nav_active="signal", **ctx.db.read_sync(_signal_page, signal_id, viewer))
+    return _render(
+        request,
+        "signal.html",
+        nav_active="signal",
+        **ctx.db.read_sync(_signal_page, signal_id, viewer, ctx.access.current()),
+    )

@@ -132,8 +132,52 @@
           case "price_change": el.textContent = fmtPct(p.price_change); el.setAttribute("data-dir", direction(p.price_change)); break;
         }
       });
+      if (s.masked && s.masked.length) veilRow(row, s);
       return row;
     }
+
+    // A masked signal: one cell says what it is and what shows the numbers (as feed_row does).
+    function veilRow(row, s) {
+      var cells = row.querySelectorAll("td");
+      var cell = document.createElement("td");
+      cell.className = "veil-cell";
+      cell.colSpan = 5;
+      var v = s.veil || {};
+      var parts = [];
+      if (v.plan) parts.push(v.plan + " sees the numbers now");
+      if (v.reveals_at) parts.push("revealed here on " + fmtTime(v.reveals_at));
+      cell.textContent = "\ud83d\udd12 Unusual volume \u00b7 " + (parts.join("; ") || "numbers hidden on this plan");
+      for (var i = 2; i < 7 && i < cells.length; i++) cells[i].remove();
+      row.insertBefore(cell, row.lastElementChild);
+      row.setAttribute("data-veiled", "");
+    }
+
+    // A signal that fired but reaches this page later: say so, without its symbol or numbers.
+    var teasers = document.querySelector("[data-teasers]");
+    function clock(iso) { return fmtTime(iso).slice(11); }
+    function onTeaser(event) {
+      var t;
+      try { t = JSON.parse(event.data); } catch (e) { return; }
+      if (!teasers || !t || !t.release_at) return;
+      var li = document.createElement("li");
+      li.className = "teaser";
+      li.setAttribute("data-release", String(t.release_at));
+      li.textContent = "A new " + String(t.title || t.automation) + " signal fired at " + clock(t.fired_at) +
+        (t.plan ? ": " + String(t.plan) + " has it now" : "") + ", here at " + clock(t.release_at) + ".";
+      teasers.insertBefore(li, teasers.firstChild);
+      teasers.hidden = false;
+      while (teasers.children.length > 20) teasers.lastElementChild.remove();
+    }
+    function expireTeasers() {
+      if (!teasers) return;
+      var now = Date.now();
+      Array.prototype.slice.call(teasers.children).forEach(function (li) {
+        var at = new Date(li.getAttribute("data-release")).getTime();
+        if (!isNaN(at) && at <= now) li.remove();
+      });
+      teasers.hidden = teasers.children.length === 0;
+    }
+    setInterval(expireTeasers, 5000);
 
     function insert(s) {
       var id = parseInt(s.id, 10);
@@ -188,6 +232,7 @@
       else setState("reconnecting", "Reconnecting");
     });
     source.addEventListener("signal", onSignal);
+    source.addEventListener("teaser", onTeaser);
   }
 
   // Under node (the Python tests check these formatters against filters.py) export them.
