@@ -1,0 +1,174 @@
+"""The ``ccxt`` source against a stand-in Binance (real JSON shapes) on a virtual clock: no sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+
+from signalmint.errors import SourceError
+from signalmint.records import Frame, to_datetime
+from signalmint.registry import Registry
+from signalmint.sources.ccxt_candles import CcxtCandles, CcxtOptions
+from signalmint.testing.exchange import StandInBinance, candle
+
+MINUTE = 60_000
+#: 2023-11-14 22:13:20 UTC: 20 s into a minute.
+T0 = 1_700_000_000.0
+SYMBOLS = ["AAA/USDT", "BBB/USDT", "CCC/USDT"]
+
+
+class VirtualClock:
+    """Seconds since the epoch that move only when the source sleeps."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock(T0)
+
+
+@pytest.fixture
+def exchange(clock: VirtualClock) -> Iterator[StandInBinance]:
+    with StandInBinance([*SYMBOLS, "ZZZ/BTC"], clock=clock) as ex:
+        yield ex
+
+
+def source(exchange: StandInBinance, clock: VirtualClock, **options: Any) -> CcxtCandles:
+    settings = {"symbols": SYMBOLS, "warmup": 5, "urls": {"public": exchange.url}, "rate_limit": 0, **options}
+    validated = CcxtOptions.model_validate({"exchange": "binance", **settings})
+    return CcxtCandles(**validated.model_dump(), clock=clock, sleep=clock.sleep)
+
+
+def take(src: CcxtCandles, count: int, clock: VirtualClock, since: Any = None) -> list[tuple[Frame, float]]:
+    """The first ``count`` frames, each with the clock when it was yielded."""
+
+    async def run() -> list[tuple[Frame, float]]:
+        out: list[tuple[Frame, float]] = []
+        stream = src.stream(since)
+        try:
+            async for frame in stream:
+                out.append((frame, clock()))
+                if len(out) >= count:
+                    break
+        finally:
+            await stream.aclose()
+        return out
+
+    return asyncio.run(asyncio.wait_for(run(), timeout=30))
+
+
+def close_ms(frame: Frame) -> int:
+    return int(frame.times[0].astype("datetime64[ms]").astype(np.int64))
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="unknown ccxt exchange"):
+        CcxtOptions.model_validate({"exchange": "nosuchexchange"})
+    with pytest.raises(SourceError, match="no timeframe '7m'"):
+        CcxtCandles("binance", timeframe="7m")
+    assert Registry.from_entry_points().get("source", "ccxt") is CcxtCandles
+
+
+def test_only_closed_candles_become_bars(exchange: StandInBinance, clock: VirtualClock) -> None:
+    got = take(source(exchange, clock), 8, clock)
+    boundary = int(T0 * 1000) // MINUTE * MINUTE  # the newest closed candle closes here
+    for frame, now in got:
+        closes = close_ms(frame)
+        assert closes <= now * 1000, "a candle became a bar before it closed"
+        for key, volume in zip(frame.keys.tolist(), frame.columns["volume"].tolist(), strict=True):
+            assert volume == candle(key, closes - MINUTE, MINUTE)[4]  # the whole candle, never a partial one
+    backfill = [frame for frame, now in got if now == T0]
+    assert [close_ms(f) for f in backfill] == [boundary - i * MINUTE for i in range(4, -1, -1)]
+    # the candle open at T0 (served with a partial volume) only comes once the clock passed its close
+    first_live, at = got[5]
+    assert close_ms(first_live) == boundary + MINUTE and at >= T0 + 40
+
+
+def test_backfill_then_live_has_no_gap_and_no_duplicate(exchange: StandInBinance, clock: VirtualClock) -> None:
+    got = take(source(exchange, clock, warmup=30), 40, clock)
+    closes = [close_ms(frame) for frame, _ in got]
+    assert np.all(np.diff(closes) == MINUTE), "consecutive candle times across the backfill/live seam"
+    for frame, _ in got:
+        assert sorted(frame.keys.tolist()) == SYMBOLS
+    assert sum(now == T0 for _, now in got) == 30  # 30 backfilled, then 10 live ones as they close
+
+
+def test_resume_after_restart_from_since_with_a_long_outage(exchange: StandInBinance, clock: VirtualClock) -> None:
+    first = take(source(exchange, clock), 8, clock)
+    since = to_datetime(first[5][0].times[0])
+    clock.now += 1500 * 60  # down for 25 hours: more than one page (1,000 candles) per symbol
+    resumed = take(source(exchange, clock), 1510, clock, since=since)
+    closes = [close_ms(frame) for frame, _ in resumed]
+    assert closes[0] == close_ms(first[5][0]) + MINUTE, "no gap and no duplicate at the checkpoint"
+    assert np.all(np.diff(closes) == MINUTE)
+    assert all(sorted(frame.keys.tolist()) == SYMBOLS for frame, _ in resumed)
+
+
+def test_errors_and_429s_are_retried_with_backoff_and_counted(exchange: StandInBinance, clock: VirtualClock) -> None:
+    exchange.fail(4, status=500)
+    exchange.fail(2, status=429, retry_after=7)
+    src = source(exchange, clock, backoff=1.0)
+    got = take(src, 8, clock)
+    assert src.rejected["exchange_error"] == 4 and src.rejected["rate_limited"] == 2
+    closes = [close_ms(frame) for frame, _ in got]
+    assert np.all(np.diff(closes) == MINUTE), "nothing lost to the errors"
+    assert all(sorted(frame.keys.tolist()) == SYMBOLS for frame, _ in got)
+    requests = exchange.klines_requests()
+    # requests 0-3 got a 500, 4 and 5 (sent together) a 429 with Retry-After: 7
+    assert min(at for at, _ in requests[6:]) - requests[5][0] >= 7, "the Retry-After of a 429 is honoured"
+    assert any(s >= 1.0 for s in clock.sleeps)  # backed off, no hot retry loop
+
+
+def test_a_failing_symbol_does_not_hold_back_the_others(exchange: StandInBinance, clock: VirtualClock) -> None:
+    exchange.fail(1000, status=500, symbol="CCC/USDT")
+    src = source(exchange, clock, grace=5.0)
+    got = take(src, 8, clock)
+    for frame, now in got:
+        assert sorted(frame.keys.tolist()) == ["AAA/USDT", "BBB/USDT"]
+        assert now * 1000 <= max(close_ms(frame), T0 * 1000) + 5_000 + 1_000, "emitted within the grace"
+    assert src.rejected["exchange_error"] >= 8
+
+
+def test_top_rule_picks_the_largest_quote_volumes_and_refreshes(clock: VirtualClock) -> None:
+    symbols = ["AAA/USDT", "BBB/USDT", "CCC/USDT", "DDD/USDT", "BIG/BTC"]
+    volumes = {"AAA/USDT": 5e6, "BBB/USDT": 9e6, "CCC/USDT": 1e6, "DDD/USDT": 7e6, "BIG/BTC": 1e9}
+    with StandInBinance(symbols, clock=clock, quote_volumes=volumes) as ex:
+        src = source(ex, clock, symbols={"top": 2, "quote": "USDT", "refresh": timedelta(minutes=3)}, warmup=1)
+
+        async def run() -> list[tuple[Frame, float]]:
+            out = []
+            async for frame in src.stream():
+                out.append((frame, clock()))
+                if len(out) == 1:
+                    ex.quote_volumes["CCC/USDT"] = 1e8  # CCC becomes the busiest market
+                if len(out) == 8:
+                    break
+            return out
+
+        got = asyncio.run(asyncio.wait_for(run(), timeout=30))
+    assert sorted(got[0][0].keys.tolist()) == ["BBB/USDT", "DDD/USDT"]
+    assert sorted(got[-1][0].keys.tolist()) == ["BBB/USDT", "CCC/USDT"], "the list is recomputed every refresh"
+    assert src.rejected.get("unknown_symbol", 0) == 0
+
+
+def test_unknown_symbols_are_skipped_and_counted(exchange: StandInBinance, clock: VirtualClock) -> None:
+    src = source(exchange, clock, symbols=["AAA/USDT", "NOPE/USDT"])
+    got = take(src, 2, clock)
+    assert all(frame.keys.tolist() == ["AAA/USDT"] for frame, _ in got)
+    assert src.rejected["unknown_symbol"] == 1
