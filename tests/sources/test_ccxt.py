@@ -10,10 +10,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Settings
+from signalmint.engine import Engine
 from signalmint.errors import SourceError
+from signalmint.pipeline import build_pipeline
 from signalmint.records import Frame, to_datetime
 from signalmint.registry import Registry
 from signalmint.sources.ccxt_candles import CcxtCandles, CcxtOptions
+from signalmint.store import Database, list_signals, load_checkpoint
+from signalmint.store.bars import bar_window, count_bars
 from signalmint.testing.exchange import StandInBinance, candle
 
 MINUTE = 60_000
@@ -23,17 +28,20 @@ SYMBOLS = ["AAA/USDT", "BBB/USDT", "CCC/USDT"]
 
 
 class VirtualClock:
-    """Seconds since the epoch that move only when the source sleeps."""
+    """Seconds since the epoch that move only when the source sleeps (and stop at ``limit``)."""
 
     def __init__(self, now: float) -> None:
         self.now = now
         self.sleeps: list[float] = []
+        self.limit = float("inf")
 
     def __call__(self) -> float:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
+        if self.now + seconds > self.limit:
+            await asyncio.Event().wait()  # time stands still: the source waits until cancelled
         self.now += seconds
         await asyncio.sleep(0)
 
@@ -172,3 +180,70 @@ def test_unknown_symbols_are_skipped_and_counted(exchange: StandInBinance, clock
     got = take(src, 2, clock)
     assert all(frame.keys.tolist() == ["AAA/USDT"] for frame, _ in got)
     assert src.rejected["unknown_symbol"] == 1
+
+
+# -- through the engine ----------------------------------------------------------
+
+
+def engine_settings(db: Database, url: str, **detector: Any) -> Settings:
+    source = PluginConfig(kind="ccxt", exchange="binance", symbols=SYMBOLS, urls={"public": url}, rate_limit=0)
+    return Settings(
+        database=db.url,
+        checkpoint_every=timedelta(seconds=0),
+        automations=[
+            AutomationConfig(
+                name="crypto",
+                source=source,
+                detector=DetectorConfig(kind="volume_spike", window=12, ratio=3, z=4, **detector),
+                retention=None,
+            )
+        ],
+    )
+
+
+def virtual_registry(clock: VirtualClock) -> Registry:
+    class VirtualCcxt(CcxtCandles):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs, clock=clock, sleep=clock.sleep)
+
+    registry = Registry.from_entry_points()
+    registry.sources["ccxt"] = VirtualCcxt
+    return registry
+
+
+async def run_engine_until(settings: Settings, db: Database, registry: Registry, cursor_ms: int) -> None:
+    engine = Engine(settings, db, registry)
+    await engine.start()
+    try:
+        async with asyncio.timeout(30):
+            while (c := engine.statuses()[0].cursor) is None or c.timestamp() * 1000 < cursor_ms:
+                await asyncio.sleep(0.01)
+    finally:
+        await engine.stop()
+
+
+def test_a_spike_on_the_first_live_candle_fires_and_a_restart_resumes_without_gap(
+    db: Database, clock: VirtualClock
+) -> None:
+    boundary = int(T0 * 1000) // MINUTE * MINUTE
+    spikes = {("BBB/USDT", boundary): 10.0}  # the candle open at start, closing at boundary + 1 min
+    with StandInBinance(SYMBOLS, clock=clock, spikes=spikes) as ex:
+        settings = engine_settings(db, ex.url)
+        registry = virtual_registry(clock)
+        assert build_pipeline(settings.automations[0], registry).source.warmup == 12  # the detector's window
+        clock.limit = T0 + 3 * 60
+        asyncio.run(run_engine_until(settings, db, registry, boundary + 3 * MINUTE))
+        signals = db.read_sync(list_signals, automation="crypto", limit=100)
+        assert [(s.key, int(s.time.timestamp() * 1000)) for s in signals] == [("BBB/USDT", boundary + MINUTE)]
+
+        clock.limit = T0 + 30 * 60
+        clock.now += 20 * 60  # down for 20 minutes, then restarted
+        asyncio.run(run_engine_until(settings, db, registry, boundary + 30 * MINUTE))
+    window = db.read_sync(
+        bar_window, "crypto", "AAA/USDT", to_datetime(np.datetime64(boundary * 10**6, "ns")), after=40
+    )
+    times = window["time"].astype("datetime64[ms]").astype(np.int64)
+    assert times[0] == boundary - 11 * MINUTE and times[-1] == boundary + 30 * MINUTE
+    assert np.all(np.diff(times) == MINUTE), "no gap across the restart"
+    checkpoint = db.read_sync(load_checkpoint, "crypto")
+    assert checkpoint.bars_total == db.read_sync(count_bars, "crypto") == 42 * 3, "no bar fed twice"
