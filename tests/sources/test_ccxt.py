@@ -88,6 +88,8 @@ def close_ms(frame: Frame) -> int:
 def test_options_are_checked() -> None:
     with pytest.raises(ValueError, match="unknown ccxt exchange"):
         CcxtOptions.model_validate({"exchange": "nosuchexchange"})
+    with pytest.raises(ValueError, match="binance has no timeframe '7m'"):
+        CcxtOptions.model_validate({"exchange": "binance", "timeframe": "7m"})
     with pytest.raises(SourceError, match="no timeframe '7m'"):
         CcxtCandles("binance", timeframe="7m")
     assert Registry.from_entry_points().get("source", "ccxt") is CcxtCandles

@@ -43,13 +43,14 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import ccxt  # type: ignore[import-untyped]
 import ccxt.async_support as ccxt_async  # type: ignore[import-untyped]
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..config import Duration
 from ..errors import SourceError
 from ..records import Frame, to_datetime64
 from .validate import RowValidator
@@ -73,7 +74,7 @@ class TopRule(BaseModel):
 
     top: int = Field(ge=1, le=5000, description="How many markets.")
     quote: str = Field("USDT", description="Quote currency of the markets.")
-    refresh: timedelta = Field(timedelta(days=1), description="How often the list is recomputed.")
+    refresh: Duration = Field(timedelta(days=1), description="How often the list is recomputed (e.g. 1d, 6h).")
 
 
 class CcxtOptions(BaseModel):
@@ -101,6 +102,14 @@ class CcxtOptions(BaseModel):
         if value not in ccxt.exchanges:
             raise ValueError(f"unknown ccxt exchange {value!r} (use e.g. 'binance', 'kraken', 'okx')")
         return value
+
+    @model_validator(mode="after")
+    def _known_timeframe(self) -> Self:
+        try:
+            _timeframe_ms(self.exchange, self.timeframe)
+        except SourceError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
 
 def _timeframe_ms(exchange: str, timeframe: str) -> int:
