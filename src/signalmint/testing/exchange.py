@@ -65,6 +65,7 @@ class StandInBinance:
         clock: Callable[[], float] = time.time,
         quote_volumes: Mapping[str, float] | None = None,
         spikes: Mapping[tuple[str, int], float] | None = None,
+        spike_rate: float = 0.0,
         port: int = 0,
     ) -> None:
         self.symbols = list(symbols)
@@ -72,6 +73,7 @@ class StandInBinance:
         self.clock = clock
         self.quote_volumes = dict(quote_volumes or {})
         self.spikes = dict(spikes or {})  # (ccxt symbol, open ms) -> volume factor
+        self.spike_rate = spike_rate  # or this share of all candles, chosen by hash, get 10x volume
         self.port = port
         self.requests: list[tuple[float, str, dict[str, str]]] = []  # (clock, path, query)
         self._failures: list[tuple[str | None, int, float | None]] = []
@@ -253,7 +255,7 @@ class StandInBinance:
         first = current - (limit - 1) * interval if start is None else -(-start // interval) * interval
         rows = []
         for opened in range(first, min(current, first + (limit - 1) * interval) + 1, interval):
-            o, h, lo, c, v = candle(symbol, opened, interval, self.spikes.get((symbol, opened), 1.0))
+            o, h, lo, c, v = candle(symbol, opened, interval, self._factor(symbol, opened))
             if opened == current:  # not closed yet: what has traded so far
                 v = round(v * (now - opened) / interval, 4)
             rows.append(
@@ -261,6 +263,11 @@ class StandInBinance:
                  _text(v * c), 100, _text(v / 2), _text(v * c / 2), "0"]
             )  # fmt: skip
         return web.json_response(rows)
+
+    def _factor(self, symbol: str, opened: int) -> float:
+        if (symbol, opened) in self.spikes:
+            return self.spikes[symbol, opened]
+        return 10.0 if self.spike_rate and _unit(symbol + "!", opened) < self.spike_rate else 1.0
 
     # -- running it --------------------------------------------------------------
 
@@ -305,6 +312,7 @@ def main() -> None:  # pragma: no cover - used by bench/live_ingest.py
     parser.add_argument("--epoch", type=float, default=None, help="real time at which the virtual clock starts")
     parser.add_argument("--origin", type=float, default=None, help="virtual time at --epoch")
     parser.add_argument("--speed", type=float, default=1.0, help="virtual seconds per real second")
+    parser.add_argument("--spike-rate", type=float, default=0.0, help="share of candles with 10x volume")
     args = parser.parse_args()
     epoch = time.time() if args.epoch is None else args.epoch
     origin = epoch if args.origin is None else args.origin
@@ -314,7 +322,8 @@ def main() -> None:  # pragma: no cover - used by bench/live_ingest.py
     def clock() -> float:
         return float(origin + (time.time() - epoch) * speed)
 
-    exchange = StandInBinance([f"S{i:04d}/USDT" for i in range(args.symbols)], clock=clock, port=args.port)
+    symbols = [f"S{i:04d}/USDT" for i in range(args.symbols)]
+    exchange = StandInBinance(symbols, clock=clock, port=args.port, spike_rate=args.spike_rate)
     loop = asyncio.new_event_loop()
     loop.run_until_complete(exchange.start())
     try:
