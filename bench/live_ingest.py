@@ -236,13 +236,13 @@ def main() -> None:
     peer_p99 = max(peer["tick_ms"]) if peer["tick_ms"] else float("nan")
     in_hand = ", ".join(f"{t:.0f}" for t in peer["tick_ms"])
     print(f"raw ccxt loop: {peer['candles']} candles; close -> all in hand: {in_hand} ms")
-    print(
-        f"  CPU per 1,000 candles: {peer['cpu_ms_per_1000']:.0f} ms (median tick {statistics.median(peer['tick_ms']):.0f} ms)"
-    )
+    median_tick = statistics.median(peer["tick_ms"])
+    print(f"  CPU per 1,000 candles: {peer['cpu_ms_per_1000']:.0f} ms (median tick {median_tick:.0f} ms)")
     ratio = mine["cpu_ms_per_1000"] / peer["cpu_ms_per_1000"]
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(
-        f"RESULT symbols={args.symbols} p50_ms={p50:.0f} p99_ms={p99:.0f} cpu_ms_per_1000={mine['cpu_ms_per_1000']:.0f} "
+        f"RESULT symbols={args.symbols} p50_ms={p50:.0f} p99_ms={p99:.0f} "
+        f"cpu_ms_per_1000={mine['cpu_ms_per_1000']:.0f} "
         f"peer_p99_ms={peer_p99:.0f} peer_cpu_ms_per_1000={peer['cpu_ms_per_1000']:.0f} ratio={ratio:.2f}"
     )
 
