@@ -118,6 +118,30 @@ def test_only_closed_candles_become_bars(exchange: StandInBinance, clock: Virtua
     assert close_ms(first_live) == boundary + MINUTE and at >= T0 + 40
 
 
+def test_the_open_candle_seen_at_start_is_not_emitted_when_its_symbol_then_fails(
+    exchange: StandInBinance, clock: VirtualClock
+) -> None:
+    """The first round also returns the candle still open; if AAA fails afterwards, its tick goes out
+    after the grace without AAA, not with the partial candle."""
+    src = source(exchange, clock, warmup=1, grace=5.0)
+
+    async def run() -> list[Frame]:
+        out: list[Frame] = []
+        async for frame in src.stream():
+            if not out:
+                exchange.fail(1000, status=500, symbol="AAA/USDT")
+            out.append(frame)
+            if len(out) == 3:
+                return out
+        return out
+
+    got = asyncio.run(asyncio.wait_for(run(), timeout=30))
+    boundary = int(T0 * 1000) // MINUTE * MINUTE
+    assert sorted(got[0].keys.tolist()) == SYMBOLS and close_ms(got[0]) == boundary
+    for frame in got[1:]:
+        assert sorted(frame.keys.tolist()) == ["BBB/USDT", "CCC/USDT"], "no partial AAA candle"
+
+
 def test_backfill_then_live_has_no_gap_and_no_duplicate(exchange: StandInBinance, clock: VirtualClock) -> None:
     got = take(source(exchange, clock, warmup=30), 40, clock)
     closes = [close_ms(frame) for frame, _ in got]
@@ -151,6 +175,17 @@ def test_errors_and_429s_are_retried_with_backoff_and_counted(exchange: StandInB
     # requests 0-3 got a 500, 4 and 5 (sent together) a 429 with Retry-After: 7
     assert min(at for at, _ in requests[6:]) - requests[5][0] >= 7, "the Retry-After of a 429 is honoured"
     assert any(s >= 1.0 for s in clock.sleeps)  # backed off, no hot retry loop
+
+
+def test_an_empty_or_malformed_answer_is_asked_again_not_taken_as_no_candles(
+    exchange: StandInBinance, clock: VirtualClock
+) -> None:
+    exchange.fail(2, status=200)  # truncated JSON, which ccxt reads as no candles
+    src = source(exchange, clock)
+    got = take(src, 8, clock)
+    assert close_ms(got[0][0]) == int(T0 * 1000) // MINUTE * MINUTE - 4 * MINUTE, "the whole backfill"
+    assert np.all(np.diff([close_ms(frame) for frame, _ in got]) == MINUTE)
+    assert all(sorted(frame.keys.tolist()) == SYMBOLS for frame, _ in got)
 
 
 def test_a_failing_symbol_does_not_hold_back_the_others(exchange: StandInBinance, clock: VirtualClock) -> None:

@@ -9,18 +9,23 @@ Public market data needs no key. What the source does, and what it decided:
   close; the incomplete last candle the exchange serves never becomes a bar.
 - **Ticks.** One frame per candle time across all symbols. Every round fetches,
   concurrently, each symbol that has not answered up to the newest closed
-  candle. A candle time is emitted once every symbol has answered for it (a
-  symbol with no candle at that time, e.g. no trades, simply is not in the
-  tick), or ``grace`` seconds after its close, whichever comes first, so a slow
-  or failing symbol does not hold back the rest. Its candle, if it arrives
-  later, is dropped and counted as ``late`` (ticks only move forward).
+  candle. A symbol has answered for a candle time when the exchange returned
+  that candle or a later one (an empty or unreadable answer proves nothing, so
+  the symbol is asked again). A candle time is emitted once every symbol has
+  answered for it (a symbol the exchange skipped at that time, e.g. no trades,
+  simply is not in the tick), or ``grace`` seconds after its close, whichever
+  comes first, so a slow or failing symbol does not hold back the rest. Its
+  candle, if it arrives later, is dropped and counted as ``late`` (ticks only
+  move forward).
+- **Closed by whose clock.** Ours: ``delay`` gives the exchange time to roll
+  its candle over before we ask, so keep it above the clock skew.
 - **Backfill and resume.** With no checkpoint the stream starts ``warmup``
   candles back, so a detector is warm for the first live candle (the pipeline
   sets ``warmup`` to the detector's window when it is not given). With a
   checkpoint (``since``) it fetches everything after it, paginated: no gap and
   no duplicate across a restart.
 - **Errors never stop the stream.** Requests go through ccxt's own rate limiter
-  (``enableRateLimit``); a failed request is retried with exponential backoff
+  (``enableRateLimit``); a failed request (or an answer ccxt cannot parse) is retried with exponential backoff
   (``backoff`` seconds doubled per failure, at most 60 s), a 429/418 waits at
   least its ``Retry-After`` and pauses every symbol. Failures are logged and
   counted in ``rejected`` (and so in the ``signalmint_rejected`` metric):
@@ -192,7 +197,7 @@ class CcxtCandles:
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    def _failed(self, ex: Any, what: str, exc: Exception) -> float:
+    def _failed(self, ex: Any, what: str, exc: BaseException) -> float:
         """Count and log a failed request; the least wait before the next one (Retry-After)."""
         if isinstance(exc, ccxt.DDoSProtection | ccxt.RateLimitExceeded):
             self._rejected["rate_limited"] += 1
@@ -214,7 +219,7 @@ class CcxtCandles:
             try:
                 self.requests += 1
                 return await call()
-            except ccxt.BaseError as exc:
+            except Exception as exc:  # an exchange error or an answer ccxt could not parse
                 least = self._failed(ex, what, exc)
                 failures += 1
                 await self.sleep(max(least, min(self.backoff * 2 ** (failures - 1), MAX_BACKOFF)))
@@ -247,27 +252,30 @@ class CcxtCandles:
         return chosen
 
     async def _fetch(self, ex: Any, symbol: str, start: int, boundary: int) -> tuple[list[tuple[int, Row]], int]:
-        """Closed candles of ``symbol`` closing in ``(start, boundary]``: (close ms, row) pairs and
-        how far the symbol has answered (``boundary`` unless a page failed)."""
+        """Closed candles of ``symbol`` closing in ``(start, boundary]``, as (close ms, row) pairs, and
+        how far the symbol has answered: up to the latest candle the exchange returned (a candle
+        still open proves the closed ones are all there), never past ``boundary``. An empty answer
+        leaves it at ``start``: the symbol is asked again, and its ticks wait at most ``grace``."""
         out: list[tuple[int, Row]] = []
         tf = self._tf
-        while start < boundary:
-            limit = min(PAGE, (boundary - start) // tf + 1)
+        answered = start
+        while answered < boundary:
+            limit = min(PAGE, (boundary - answered) // tf + 1)
             self.requests += 1
-            candles = await ex.fetch_ohlcv(symbol, self.timeframe, since=start, limit=limit)
+            candles = await ex.fetch_ohlcv(symbol, self.timeframe, since=answered, limit=limit)
             now = self._now_ms()
-            last_open = start - tf
+            reached = answered
             for candle in candles:
                 opened = int(candle[0])
                 close = opened + tf
-                last_open = max(last_open, opened)
-                if opened >= start and close <= min(now, boundary):
+                reached = max(reached, min(close, boundary))
+                if opened >= answered and close <= min(now, boundary):
                     o, h, lo, c, v = (float(x) if x is not None else float("nan") for x in candle[1:6])
                     out.append((close, (o, h, lo, c, v)))
-            if len(candles) < limit or last_open + tf >= boundary:
-                return out, boundary
-            start = last_open + tf
-        return out, boundary
+            if reached == answered or len(candles) < limit:
+                return out, reached
+            answered = reached
+        return out, answered
 
     # -- the stream --------------------------------------------------------------
 
@@ -303,13 +311,13 @@ class CcxtCandles:
                 )
                 pause = 0.0
                 for symbol, result in zip(due, results, strict=True):
-                    if isinstance(result, ccxt.BaseError):
+                    if isinstance(result, Exception):  # an exchange error or an answer ccxt could not parse
                         failures[symbol] += 1
                         pause = max(pause, self._failed(ex, f"fetch_ohlcv {symbol}", result))
                         wait = min(self.backoff * 2 ** (failures[symbol] - 1), MAX_BACKOFF)
                         retry_at[symbol] = now + wait * 1000
                         continue
-                    if isinstance(result, BaseException):
+                    if isinstance(result, BaseException):  # cancelled
                         raise result
                     rows, upto = result
                     failures.pop(symbol, None)

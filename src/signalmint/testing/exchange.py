@@ -89,7 +89,8 @@ class StandInBinance:
         return f"http://127.0.0.1:{self.port}/api/v3"
 
     def fail(self, count: int, status: int = 500, retry_after: float | None = None, symbol: str | None = None) -> None:
-        """Fail the next ``count`` klines requests (of ``symbol``, or any) with ``status`` (and ``Retry-After``)."""
+        """Fail the next ``count`` klines requests (of ``symbol``, or any) with ``status`` (and ``Retry-After``);
+        200 answers truncated JSON."""
         with self._lock:
             self._failures.extend([(symbol, status, retry_after)] * count)
 
@@ -233,6 +234,8 @@ class StandInBinance:
         failure = self._failure(self.ids.get(query.get("symbol", "")))
         if failure is not None:
             status, retry_after = failure
+            if status == 200:  # a malformed answer: truncated JSON
+                return web.Response(text='[[1700000000000,"1.0","', content_type="application/json")
             headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
             if status == 429:
                 body = {"code": -1003, "msg": "Too much request weight used; current limit is 6000 per 1 MINUTE."}
