@@ -210,14 +210,40 @@ def test_top_rule_picks_the_largest_quote_volumes_and_refreshes(clock: VirtualCl
                 out.append((frame, clock()))
                 if len(out) == 1:
                     ex.quote_volumes["CCC/USDT"] = 1e8  # CCC becomes the busiest market
+                    ex.tickers_fail = 1  # but the first refresh fails: the old list stays
                 if len(out) == 8:
                     break
             return out
 
         got = asyncio.run(asyncio.wait_for(run(), timeout=30))
     assert sorted(got[0][0].keys.tolist()) == ["BBB/USDT", "DDD/USDT"]
+    refreshed = [i for i, (frame, _) in enumerate(got) if "CCC/USDT" in frame.keys.tolist()]
+    assert refreshed and all(sorted(f.keys.tolist()) == ["BBB/USDT", "DDD/USDT"] for f, _ in got[: refreshed[0]])
+    assert src.rejected["exchange_error"] == 1, "the failed refresh is counted"
     assert sorted(got[-1][0].keys.tolist()) == ["BBB/USDT", "CCC/USDT"], "the list is recomputed every refresh"
     assert src.rejected.get("unknown_symbol", 0) == 0
+
+
+def test_a_ticker_outage_at_refresh_keeps_the_list_and_the_candles_flowing(clock: VirtualClock) -> None:
+    symbols = ["AAA/USDT", "BBB/USDT", "CCC/USDT"]
+    with StandInBinance(symbols, clock=clock, quote_volumes={"AAA/USDT": 3e6, "BBB/USDT": 2e6, "CCC/USDT": 1e6}) as ex:
+        src = source(ex, clock, symbols={"top": 2, "refresh": "3m"}, warmup=1)
+
+        async def run() -> list[Frame]:
+            out: list[Frame] = []
+            async for frame in src.stream():
+                if not out:
+                    ex.quote_volumes["CCC/USDT"] = 1e9
+                    ex.tickers_fail = 1000  # ticker/24hr is down from now on
+                out.append(frame)
+                if len(out) == 8:
+                    break
+            return out
+
+        got = asyncio.run(asyncio.wait_for(run(), timeout=30))
+    assert all(sorted(f.keys.tolist()) == ["AAA/USDT", "BBB/USDT"] for f in got)
+    assert np.all(np.diff([close_ms(f) for f in got]) == MINUTE), "candles kept coming during the outage"
+    assert src.rejected["exchange_error"] >= 2  # a retry a minute, each counted
 
 
 def test_unknown_symbols_are_skipped_and_counted(exchange: StandInBinance, clock: VirtualClock) -> None:

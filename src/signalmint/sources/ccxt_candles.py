@@ -33,7 +33,9 @@ Public market data needs no key. What the source does, and what it decided:
 - **Symbols.** A list of ccxt symbols (``BTC/USDT``) or a rule ``{top: 50,
   quote: USDT}``: the markets of ``market_type`` quoted in ``quote`` with the
   largest 24-hour quote volume, resolved at start and every ``refresh`` (a day).
-  A symbol that joins on a refresh starts at the next candle, without backfill.
+  A symbol that joins on a refresh starts at the next candle, without backfill;
+  a refresh the exchange fails keeps the current list and is tried again a
+  minute later (the candles keep flowing).
 - **Stand-ins.** ``urls`` is merged into the exchange's ``urls["api"]``: for
   ``binance``, ``{public: "http://127.0.0.1:PORT/api/v3"}`` serves all market data
   (markets are loaded for ``market_type`` only, so no other API is called).
@@ -224,7 +226,7 @@ class CcxtCandles:
                 failures += 1
                 await self.sleep(max(least, min(self.backoff * 2 ** (failures - 1), MAX_BACKOFF)))
 
-    async def _resolve(self, ex: Any) -> list[str]:
+    async def _resolve(self, ex: Any, *, retry: bool = True) -> list[str]:
         """The symbols to follow now: the configured list, or the ``top`` rule applied."""
         markets: dict[str, Any] = ex.markets
         if isinstance(self.symbols, list):
@@ -234,7 +236,9 @@ class CcxtCandles:
                 log.warning("ccxt %s: unknown symbols skipped: %s", self.exchange, ", ".join(unknown))
             return [s for s in self.symbols if s in markets]
         rule = self.symbols
-        tickers: dict[str, Any] = await self._persist(ex, "fetch_tickers", ex.fetch_tickers)
+        tickers: dict[str, Any] = await (
+            self._persist(ex, "fetch_tickers", ex.fetch_tickers) if retry else ex.fetch_tickers()
+        )
         eligible = [
             symbol
             for symbol, market in markets.items()
@@ -250,6 +254,15 @@ class CcxtCandles:
         chosen = sorted(eligible, key=lambda s: (-volume(s), s))[: rule.top]
         log.info("ccxt %s: top %d %s markets: %s", self.exchange, rule.top, rule.quote, ", ".join(chosen))
         return chosen
+
+    async def _refresh(self, ex: Any) -> list[str] | None:
+        """The ``top`` rule applied to freshly loaded markets and tickers; None if the exchange failed."""
+        try:
+            await ex.load_markets(reload=True)
+            return await self._resolve(ex, retry=False)
+        except Exception as exc:
+            self._failed(ex, "refreshing the top list", exc)
+            return None
 
     async def _fetch(self, ex: Any, symbol: str, start: int, boundary: int) -> tuple[list[tuple[int, Row]], int]:
         """Closed candles of ``symbol`` closing in ``(start, boundary]``, as (close ms, row) pairs, and
@@ -302,8 +315,14 @@ class CcxtCandles:
                 if isinstance(self.symbols, TopRule) and now - resolved_at >= self.symbols.refresh / timedelta(
                     milliseconds=1
                 ):
-                    symbols, resolved_at = await self._resolve(ex), now
-                    answered = {s: answered.get(s, cursor) for s in symbols}
+                    fresh = await self._refresh(ex)
+                    if fresh is None:  # keep the current list; try again in a minute
+                        resolved_at = (
+                            now - int(self.symbols.refresh / timedelta(milliseconds=1)) + int(MAX_BACKOFF * 1000)
+                        )
+                    else:
+                        symbols, resolved_at = fresh, now
+                        answered = {s: answered.get(s, cursor) for s in symbols}
                 boundary = now // tf * tf
                 due = [s for s in symbols if answered[s] < boundary and retry_at.get(s, 0.0) <= now]
                 results = await asyncio.gather(

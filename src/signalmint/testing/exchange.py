@@ -76,7 +76,8 @@ class StandInBinance:
         self.spike_rate = spike_rate  # or this share of all candles, chosen by hash, get 10x volume
         self.port = port
         self.requests: list[tuple[float, str, dict[str, str]]] = []  # (clock, path, query)
-        self._failures: list[tuple[str | None, int, float | None]] = []
+        self._failures: list[tuple[str | None, int, float | None]] = []  # klines
+        self.tickers_fail = 0  # the next this many ticker/24hr requests answer 500
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -197,6 +198,9 @@ class StandInBinance:
 
     async def _tickers(self, request: web.Request) -> web.Response:
         self._log(request)
+        if self.tickers_fail > 0:
+            self.tickers_fail -= 1
+            return self._error(500, -1001, "Internal error; unable to process your request. Please try again.")
         now = self._now_ms()
         out = []
         for symbol_id, symbol in self.ids.items():
