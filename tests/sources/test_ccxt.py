@@ -326,7 +326,7 @@ def test_kill_9_mid_backfill_then_restart_loses_nothing_and_feeds_nothing_twice(
     symbols = [f"S{i}/USDT" for i in range(3)]
     target = tmp_path / "crash.db"
     config = tmp_path / "signalmint.yaml"
-    with StandInBinance(symbols, spike_rate=0.04) as ex:
+    with StandInBinance(symbols, spike_rate=0.06) as ex:
         config.write_text(
             f"database: sqlite:///{target}\n"
             "checkpoint_every: 0.2s\n"
@@ -334,7 +334,7 @@ def test_kill_9_mid_backfill_then_restart_loses_nothing_and_feeds_nothing_twice(
             "automations:\n"
             "  - name: crypto\n"
             f"    source: {{kind: ccxt, exchange: binance, symbols: [{', '.join(symbols)}], "
-            f"urls: {{public: '{ex.url}'}}, warmup: 200, rate_limit: 0}}\n"
+            f"urls: {{public: '{ex.url}'}}, warmup: 120, rate_limit: 0}}\n"
             "    detector: {kind: volume_spike}\n"
             "    retention: null\n"
         )
@@ -347,12 +347,12 @@ def test_kill_9_mid_backfill_then_restart_loses_nothing_and_feeds_nothing_twice(
             while time.monotonic() < deadline:
                 time.sleep(0.05)
                 with contextlib.suppress(Exception):  # the schema may not exist yet
-                    if db.read_sync(count_bars, "crypto") >= 150:
+                    if db.read_sync(count_bars, "crypto") >= 90:
                         break
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
             partial = db.read_sync(count_bars, "crypto")
-            assert 150 <= partial < 200 * len(symbols), "killed mid-backfill"
+            assert 90 <= partial < 120 * len(symbols), "killed mid-backfill"
             proc = subprocess.Popen(run, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             caught_up = time.time() // 60 * 60
             deadline = time.monotonic() + 90
@@ -375,7 +375,7 @@ def test_kill_9_mid_backfill_then_restart_loses_nothing_and_feeds_nothing_twice(
     expected = set()
     for s, window in bars.items():
         times = window["time"].astype("datetime64[ms]").astype(np.int64)
-        assert len(times) >= 200 and np.all(np.diff(times) == MINUTE), f"{s}: no gap"
+        assert len(times) >= 120 and np.all(np.diff(times) == MINUTE), f"{s}: no gap"
     for i in range(len(bars[symbols[0]]["time"])):
         frame = Frame(
             keys=np.array(symbols),
@@ -389,6 +389,6 @@ def test_kill_9_mid_backfill_then_restart_loses_nothing_and_feeds_nothing_twice(
         }
     stored = db.read_sync(list_signals, automation="crypto", limit=10_000)
     got = [(s.key, int(s.time.timestamp() * 1000)) for s in stored]
-    assert len(expected) >= 5 and sorted(got) == sorted(expected), "every signal once, none missing"
+    assert len(expected) >= 3 and sorted(got) == sorted(expected), "every signal once, none missing"
     assert db.read_sync(verify_chain, "crypto").ok
     db.close()
