@@ -2,7 +2,9 @@
 
 - ``synthetic`` (:class:`SyntheticMarket`): a seeded live market with known spikes;
 - ``file`` (:class:`FileReplay`): replays a CSV or Parquet file;
-- ``bokeh_stocks`` (:class:`BokehStocks`): real daily bars of five US stocks.
+- ``bokeh_stocks`` (:class:`BokehStocks`): real daily bars of five US stocks;
+- ``ccxt`` (:class:`~signalmint.sources.ccxt_candles.CcxtCandles`): live candles of
+  any exchange ccxt supports (not re-exported here: importing ccxt takes seconds).
 
 Every source checks its rows with a :class:`RowValidator` and counts the bad
 ones in its ``rejected`` mapping instead of raising.
