@@ -14,7 +14,6 @@ from signalmint.templates import templates
 runner = CliRunner()
 
 NAMES = [t.name for t in templates()]
-XFAIL = {"crypto-volume": pytest.mark.xfail(strict=False, reason="ccxt source lands from h-ccxt")}
 
 
 def test_both_templates_ship_with_a_description() -> None:
@@ -27,7 +26,7 @@ def test_both_templates_ship_with_a_description() -> None:
         assert t.description.split()[0] in result.output
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=XFAIL.get(n, ())) for n in NAMES])
+@pytest.mark.parametrize("name", NAMES)
 def test_a_template_passes_check(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SIGNALMINT_DATABASE", raising=False)
     path = tmp_path / "signalmint.yaml"

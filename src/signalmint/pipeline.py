@@ -42,6 +42,8 @@ def describe(config: AutomationConfig) -> Automation:
 def build_pipeline(config: AutomationConfig, registry: Registry) -> Pipeline:
     source = registry.build("source", config.source.kind, config.source.options)
     detector: Detector = registry.build("detector", config.detector.kind, config.detector.options)
+    if getattr(source, "warmup", 0) is None:  # a live source backfills what the detector needs
+        source.warmup = getattr(detector, "warmup", None) or getattr(detector, "window", None)
     if config.detector.cooldown.total_seconds() > 0:
         detector = Cooldown(detector, config.detector.cooldown)
     options = {

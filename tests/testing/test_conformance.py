@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from signalmint.registry import Registry
 from signalmint.testing import detector_checks, source_checks
+from signalmint.testing.exchange import StandInBinance
 
 from ..sources.alpaca_server import AlpacaServer, alpaca_server, conformance_tape
 
@@ -38,12 +40,27 @@ def _csv(tmp: Path) -> str:
     return str(path)
 
 
-#: Options that make each built-in source quick to test. A new entry point must be added here.
+@pytest.fixture(scope="module")
+def exchange() -> Iterator[StandInBinance]:
+    """A stand-in Binance on the real clock, for the ``ccxt`` source (60 candles backfilled)."""
+    with StandInBinance(["AAA/USDT", "BBB/USDT", "CCC/USDT"]) as ex:
+        yield ex
+
+
+#: Options that make each built-in source quick to test (from a tmp dir and the stand-in
+#: exchange's URL). A new entry point must be added here.
 SOURCE_OPTIONS: dict[str, Any] = {
-    "synthetic": lambda tmp: {"symbols": 30, "interval": 0.001, "warmup": 40},
-    "bokeh_stocks": lambda tmp: {"pace": 0.0},
-    "file": lambda tmp: {"path": _csv(tmp)},
-    "alpaca": lambda tmp: {"symbols": ["AAPL", "MSFT", "SPY"], "warmup": 40},  # + the local server's addresses
+    "synthetic": lambda tmp, url: {"symbols": 30, "interval": 0.001, "warmup": 40},
+    "bokeh_stocks": lambda tmp, url: {"pace": 0.0},
+    "file": lambda tmp, url: {"path": _csv(tmp)},
+    "ccxt": lambda tmp, url: {
+        "exchange": "binance",
+        "symbols": ["AAA/USDT", "BBB/USDT"],
+        "urls": {"public": url},
+        "warmup": 60,
+        "rate_limit": 0,
+    },
+    "alpaca": lambda tmp, url: {"symbols": ["AAPL", "MSFT", "SPY"], "warmup": 40},  # + the local server's addresses
 }
 DETECTOR_OPTIONS: dict[str, dict[str, Any]] = {"volume_spike": {"window": 10}}
 
@@ -62,7 +79,8 @@ def test_detector_conformance(kind: str, check: Any) -> None:
 @pytest.mark.parametrize("kind", sorted(SOURCE_OPTIONS))
 @pytest.mark.parametrize("check", list(source_checks()), ids=lambda c: c.__name__)
 def test_source_conformance(kind: str, check: Any, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    options = SOURCE_OPTIONS[kind](tmp_path)
+    url = request.getfixturevalue("exchange").url if kind == "ccxt" else ""  # a stand-in Binance for ccxt
+    options = SOURCE_OPTIONS[kind](tmp_path, url)
     if kind == "alpaca":  # a local Alpaca-shaped REST + websocket server, keys in the environment
         server: AlpacaServer = request.getfixturevalue(alpaca_server.__name__)
         conformance_tape(server, options["symbols"])

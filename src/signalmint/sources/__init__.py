@@ -5,6 +5,8 @@
 - ``bokeh_stocks`` (:class:`BokehStocks`): real daily bars of five US stocks;
 - ``alpaca`` (:class:`AlpacaBars`): live US stock minute bars from Alpaca, with
   the market calendar in :mod:`~signalmint.sources.calendar`.
+- ``ccxt`` (:class:`~signalmint.sources.ccxt_candles.CcxtCandles`): live candles of
+  any exchange ccxt supports (not re-exported here: importing ccxt takes seconds).
 
 Every source checks its rows with a :class:`RowValidator` and counts the bad
 ones in its ``rejected`` mapping instead of raising.

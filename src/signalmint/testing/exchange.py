@@ -1,0 +1,345 @@
+"""A stand-in for Binance's public spot REST API, for tests and benchmarks of the ``ccxt`` source.
+
+It answers what ccxt's ``binance`` asks for market data, in Binance's JSON shapes:
+``GET /api/v3/exchangeInfo`` (markets), ``/api/v3/klines`` (arrays of
+``[openTime, "open", "high", "low", "close", "volume", closeTime, "quoteVolume",
+trades, "takerBase", "takerQuote", "0"]``), ``/api/v3/ticker/24hr`` and
+``/api/v3/time``. Point the source at it with ``urls: {public: <url>}``.
+
+Its clock is injectable (``clock``: seconds since the epoch), so a test decides
+"now" and when candles close. The candle being formed (open time <= now <
+close time) is served like Binance does, with the volume traded so far. Candles
+are deterministic functions of (symbol, open time); ``spikes`` multiplies the
+volume of chosen candles. ``fail(n, status, retry_after)`` makes the next ``n``
+klines requests fail (a 429 carries ``Retry-After``); ``requests`` logs every
+request as (path, query).
+
+Run it in a thread (``with StandInBinance(...) as ex:``) or as a process:
+``python -m signalmint.testing.exchange --port 8900 --symbols 1000 --speed 60``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["INTERVALS", "StandInBinance", "candle"]
+
+#: The intervals served, in milliseconds.
+INTERVALS = {"1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000}
+
+
+def _unit(symbol: str, open_ms: int) -> float:
+    """A deterministic number in [0, 1) for (symbol, time)."""
+    digest = hashlib.blake2b(f"{symbol}:{open_ms}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def candle(symbol: str, open_ms: int, interval_ms: int, factor: float = 1.0) -> tuple[float, ...]:
+    """(open, high, low, close, volume) of ``symbol``'s candle opened at ``open_ms``."""
+    u = _unit(symbol, open_ms)
+    base = 10.0 + (sum(symbol.encode()) % 90)
+    o = base * (1 + 0.01 * _unit(symbol, open_ms - interval_ms))
+    c = base * (1 + 0.01 * u)
+    return (o, max(o, c) * 1.001, min(o, c) * 0.999, c, round((1000 + 500 * u) * factor, 4))
+
+
+def _text(x: float) -> str:
+    return f"{x:.8f}"
+
+
+class StandInBinance:
+    """Binance's public spot market-data API for ``symbols`` (ccxt form: ``BTC/USDT``)."""
+
+    def __init__(
+        self,
+        symbols: Iterable[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        quote_volumes: Mapping[str, float] | None = None,
+        spikes: Mapping[tuple[str, int], float] | None = None,
+        spike_rate: float = 0.0,
+        port: int = 0,
+    ) -> None:
+        self.symbols = list(symbols)
+        self.ids = {s.replace("/", ""): s for s in self.symbols}
+        self.clock = clock
+        self.quote_volumes = dict(quote_volumes or {})
+        self.spikes = dict(spikes or {})  # (ccxt symbol, open ms) -> volume factor
+        self.spike_rate = spike_rate  # or this share of all candles, chosen by hash, get 10x volume
+        self.port = port
+        self.requests: list[tuple[float, str, dict[str, str]]] = []  # (clock, path, query)
+        self._failures: list[tuple[str | None, int, float | None]] = []  # klines
+        self.tickers_fail = 0  # the next this many ticker/24hr requests answer 500
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._started = threading.Event()
+
+    @property
+    def url(self) -> str:
+        """The address to give as ``urls: {public: ...}``."""
+        return f"http://127.0.0.1:{self.port}/api/v3"
+
+    def fail(self, count: int, status: int = 500, retry_after: float | None = None, symbol: str | None = None) -> None:
+        """Fail the next ``count`` klines requests (of ``symbol``, or any) with ``status`` (and ``Retry-After``);
+        200 answers truncated JSON."""
+        with self._lock:
+            self._failures.extend([(symbol, status, retry_after)] * count)
+
+    def klines_requests(self) -> list[tuple[float, dict[str, str]]]:
+        """(clock, query) of every klines request so far."""
+        return [(at, q) for at, path, q in self.requests if path.endswith("/klines")]
+
+    def _log(self, request: web.Request) -> dict[str, str]:
+        query = dict(request.query)
+        self.requests.append((self.clock(), request.path, query))
+        return query
+
+    def _failure(self, symbol: str | None) -> tuple[int, float | None] | None:
+        with self._lock:
+            for i, (only, status, retry_after) in enumerate(self._failures):
+                if only is None or only == symbol:
+                    del self._failures[i]
+                    return status, retry_after
+        return None
+
+    # -- the API -----------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/api/v3/exchangeInfo", self._exchange_info)
+        app.router.add_get("/api/v3/klines", self._klines)
+        app.router.add_get("/api/v3/ticker/24hr", self._tickers)
+        app.router.add_get("/api/v3/time", self._time)
+        return app
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    @staticmethod
+    def _error(status: int, code: int, msg: str) -> web.Response:
+        return web.json_response({"code": code, "msg": msg}, status=status)
+
+    async def _time(self, request: web.Request) -> web.Response:
+        self._log(request)
+        return web.json_response({"serverTime": self._now_ms()})
+
+    async def _exchange_info(self, request: web.Request) -> web.Response:
+        self._log(request)
+        return web.json_response(
+            {
+                "timezone": "UTC",
+                "serverTime": self._now_ms(),
+                "rateLimits": [
+                    {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000}
+                ],
+                "exchangeFilters": [],
+                "symbols": [self._market(s) for s in self.symbols],
+            }
+        )
+
+    @staticmethod
+    def _market(symbol: str) -> dict[str, Any]:
+        base, quote = symbol.split("/")
+        return {
+            "symbol": base + quote,
+            "status": "TRADING",
+            "baseAsset": base,
+            "baseAssetPrecision": 8,
+            "quoteAsset": quote,
+            "quotePrecision": 8,
+            "quoteAssetPrecision": 8,
+            "baseCommissionPrecision": 8,
+            "quoteCommissionPrecision": 8,
+            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+            "icebergAllowed": True,
+            "ocoAllowed": True,
+            "quoteOrderQtyMarketAllowed": True,
+            "allowTrailingStop": True,
+            "cancelReplaceAllowed": True,
+            "isSpotTradingAllowed": True,
+            "isMarginTradingAllowed": False,
+            "filters": [
+                {
+                    "filterType": "PRICE_FILTER",
+                    "minPrice": "0.00000100",
+                    "maxPrice": "1000000.00000000",
+                    "tickSize": "0.00000100",
+                },
+                {
+                    "filterType": "LOT_SIZE",
+                    "minQty": "0.00100000",
+                    "maxQty": "9000000.00000000",
+                    "stepSize": "0.00100000",
+                },
+                {
+                    "filterType": "NOTIONAL",
+                    "minNotional": "5.00000000",
+                    "applyMinToMarket": True,
+                    "maxNotional": "9000000.00000000",
+                    "applyMaxToMarket": False,
+                    "avgPriceMins": 5,
+                },
+            ],
+            "permissions": [],
+            "permissionSets": [["SPOT"]],
+            "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
+            "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
+        }
+
+    async def _tickers(self, request: web.Request) -> web.Response:
+        self._log(request)
+        if self.tickers_fail > 0:
+            self.tickers_fail -= 1
+            return self._error(500, -1001, "Internal error; unable to process your request. Please try again.")
+        now = self._now_ms()
+        out = []
+        for symbol_id, symbol in self.ids.items():
+            _, _, _, last, volume = candle(symbol, now // 60_000 * 60_000, 60_000)
+            quote_volume = self.quote_volumes.get(symbol, volume * last * 1440)
+            out.append(
+                {
+                    "symbol": symbol_id,
+                    "priceChange": "0.00000000",
+                    "priceChangePercent": "0.000",
+                    "weightedAvgPrice": _text(last),
+                    "prevClosePrice": _text(last),
+                    "lastPrice": _text(last),
+                    "lastQty": "1.00000000",
+                    "bidPrice": _text(last),
+                    "bidQty": "1.00000000",
+                    "askPrice": _text(last),
+                    "askQty": "1.00000000",
+                    "openPrice": _text(last),
+                    "highPrice": _text(last),
+                    "lowPrice": _text(last),
+                    "volume": _text(quote_volume / last),
+                    "quoteVolume": _text(quote_volume),
+                    "openTime": now - 86_400_000,
+                    "closeTime": now,
+                    "firstId": 1,
+                    "lastId": 1000,
+                    "count": 1000,
+                }
+            )
+        return web.json_response(out)
+
+    async def _klines(self, request: web.Request) -> web.Response:
+        query = self._log(request)
+        failure = self._failure(self.ids.get(query.get("symbol", "")))
+        if failure is not None:
+            status, retry_after = failure
+            if status == 200:  # a malformed answer: truncated JSON
+                return web.Response(text='[[1700000000000,"1.0","', content_type="application/json")
+            headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
+            if status == 429:
+                body = {"code": -1003, "msg": "Too much request weight used; current limit is 6000 per 1 MINUTE."}
+            else:
+                body = {"code": -1001, "msg": "Internal error; unable to process your request. Please try again."}
+            return web.json_response(body, status=status, headers=headers)
+        symbol = self.ids.get(query.get("symbol", ""))
+        if symbol is None:
+            return self._error(400, -1121, "Invalid symbol.")
+        interval = INTERVALS.get(query.get("interval", ""))
+        if interval is None:
+            return self._error(400, -1120, "Invalid interval.")
+        try:
+            limit = min(int(query.get("limit", "500")), 1000)
+            start = int(query["startTime"]) if "startTime" in query else None
+        except ValueError:
+            return self._error(400, -1100, "Illegal characters found in a parameter.")
+        now = self._now_ms()
+        current = now // interval * interval  # the candle being formed
+        first = current - (limit - 1) * interval if start is None else -(-start // interval) * interval
+        rows = []
+        for opened in range(first, min(current, first + (limit - 1) * interval) + 1, interval):
+            o, h, lo, c, v = candle(symbol, opened, interval, self._factor(symbol, opened))
+            if opened == current:  # not closed yet: what has traded so far
+                v = round(v * (now - opened) / interval, 4)
+            rows.append(
+                [opened, _text(o), _text(h), _text(lo), _text(c), _text(v), opened + interval - 1,
+                 _text(v * c), 100, _text(v / 2), _text(v * c / 2), "0"]
+            )  # fmt: skip
+        return web.json_response(rows)
+
+    def _factor(self, symbol: str, opened: int) -> float:
+        if (symbol, opened) in self.spikes:
+            return self.spikes[symbol, opened]
+        return 10.0 if self.spike_rate and _unit(symbol + "!", opened) < self.spike_rate else 1.0
+
+    # -- running it --------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Serve on 127.0.0.1 in the running loop (``port`` 0 picks a free one)."""
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        await site.start()
+        if self.port == 0:
+            self.port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def __enter__(self) -> StandInBinance:
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(self.start())
+            self._started.set()
+            self._loop.run_forever()
+            self._loop.run_until_complete(self.stop())
+            self._loop.close()
+
+        self._thread = threading.Thread(target=run, daemon=True, name="stand-in-binance")
+        self._thread.start()
+        if not self._started.wait(10):
+            raise RuntimeError("the stand-in exchange did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+
+
+def main() -> None:  # pragma: no cover - used by bench/live_ingest.py
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--symbols", type=int, default=1000, help="how many USDT markets (S0000/USDT...)")
+    parser.add_argument("--epoch", type=float, default=None, help="real time at which the virtual clock starts")
+    parser.add_argument("--origin", type=float, default=None, help="virtual time at --epoch")
+    parser.add_argument("--speed", type=float, default=1.0, help="virtual seconds per real second")
+    parser.add_argument("--spike-rate", type=float, default=0.0, help="share of candles with 10x volume")
+    args = parser.parse_args()
+    epoch = time.time() if args.epoch is None else args.epoch
+    origin = epoch if args.origin is None else args.origin
+
+    speed = float(args.speed)
+
+    def clock() -> float:
+        return float(origin + (time.time() - epoch) * speed)
+
+    symbols = [f"S{i:04d}/USDT" for i in range(args.symbols)]
+    exchange = StandInBinance(symbols, clock=clock, port=args.port, spike_rate=args.spike_rate)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(exchange.start())
+    try:
+        loop.run_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        loop.run_until_complete(exchange.stop())
+
+
+if __name__ == "__main__":
+    main()
