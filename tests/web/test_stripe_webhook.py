@@ -26,9 +26,9 @@ from signalmint.store.accounts import current_subscription, start_subscription
 from signalmint.store.billing import get_checkout, price_ref
 from signalmint.store.plans import load_plans
 from signalmint.store.tables import billing_events, checkouts, payments, subscription_history, subscriptions, wallets
-from signalmint.testing.fake_stripe import FakeStripe
 from signalmint.web.app import create_app
 
+from ..billing.fake_stripe import FakeStripe
 from ..billing.test_stripe import API_KEY, WEBHOOK_SECRET, person, stripe_settings
 from ..conftest import LiveServer
 
