@@ -22,6 +22,15 @@ from signalmint.store import Database
 PG_URL = os.environ.get("SIGNALMINT_TEST_PG")
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (pyproject's addopts): the whole suite runs on up to 4 cores (pytest-xdist);
+    chosen files or tests run in this one process, as do runs with ``-n 0``."""
+    if config.args_source != pytest.Config.ArgsSource.TESTPATHS:
+        return 0
+    cores = os.cpu_count() or 1
+    return min(cores, 4) if cores > 1 else 0
+
+
 def _pg_schema_url() -> Iterator[str]:
     assert PG_URL is not None
     schema = f"t_{uuid.uuid4().hex[:12]}"
