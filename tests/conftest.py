@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 
 from signalmint.registry import Registry
 from signalmint.store import Database
 
 PG_URL = os.environ.get("SIGNALMINT_TEST_PG")
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (pyproject's addopts): the whole suite runs on up to 4 cores (pytest-xdist);
+    chosen files or tests run in this one process, as do runs with ``-n 0``."""
+    if config.args_source != pytest.Config.ArgsSource.TESTPATHS:
+        return 0
+    cores = os.cpu_count() or 1
+    return min(cores, 4) if cores > 1 else 0
 
 
 def _pg_schema_url() -> Iterator[str]:
@@ -46,11 +57,58 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
     yield from _pg_schema_url()
 
 
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    """A migrated database on each backend."""
-    database = Database(db_url)
+# A migrated database per test, without running Alembic per test: Alembic migrates a template
+# once per session and each test gets a copy (SQLite: the file; PostgreSQL: the statements the
+# migration executed, replayed into the test's own schema in one round trip). The migration tests
+# (tests/store/test_migrations.py) still migrate empty databases with Alembic.
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "migrated.db"
+    database = Database(f"sqlite:///{path}")
     database.migrate()
+    assert database.current_revision() == database.head_revision()
+    database.close()  # the last connection checkpoints the WAL into the file
+    return path
+
+
+@pytest.fixture(scope="session")
+def _pg_migration_script() -> Iterator[str]:
+    """The SQL that Alembic runs to migrate an empty PostgreSQL schema to head, recorded once."""
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            return  # Alembic reading its version table; the copy starts empty as well
+        assert not parameters, f"a migration statement with bound parameters cannot be replayed: {statement}"
+        statements.append(statement)
+
+    for url in _pg_schema_url():
+        database = Database(url)
+        event.listen(database.engine, "before_cursor_execute", record)
+        database.migrate()
+        event.remove(database.engine, "before_cursor_execute", record)
+        assert database.current_revision() == database.head_revision()
+        database.close()
+    yield ";\n".join(statements)
+
+
+def _copy_sqlite(template: Path, target: Path) -> str:
+    shutil.copyfile(template, target)
+    return f"sqlite:///{target}"
+
+
+@pytest.fixture
+def db(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> Iterator[Database]:
+    """A migrated database on each backend (a copy of one Alembic migrated for this session)."""
+    if db_url.startswith("sqlite"):
+        database = Database(_copy_sqlite(request.getfixturevalue("_sqlite_template"), tmp_path / "test.db"))
+    else:
+        database = Database(db_url)
+        script = request.getfixturevalue("_pg_migration_script")
+        with database.engine.begin() as conn:
+            conn.connection.driver_connection.execute(script)  # type: ignore[union-attr]
     try:
         yield database
     finally:
@@ -58,9 +116,8 @@ def db(db_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
-def sqlite_db(tmp_path: Any) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'test.db'}")
-    database.migrate()
+def sqlite_db(tmp_path: Path, _sqlite_template: Path) -> Iterator[Database]:
+    database = Database(_copy_sqlite(_sqlite_template, tmp_path / "test.db"))
     try:
         yield database
     finally:

@@ -24,9 +24,9 @@ from signalmint.store.accounts import confirm_subscriber, current_subscription, 
 from signalmint.store.billing import create_checkout, customer_ref, get_checkout, price_ref
 from signalmint.store.ledger import MeterEvent, get_meter_event, insert_meter_event
 from signalmint.store.plans import sync_plans
-from signalmint.testing.fake_stripe import FakeStripe
 
 from ..conftest import LiveServer
+from .fake_stripe import FakeStripe
 
 API_KEY = "sk_test_signalmint"
 WEBHOOK_SECRET = "whsec_test_signalmint"

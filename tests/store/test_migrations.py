@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from signalmint.store import Database
 from signalmint.store.tables import metadata
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    """An empty database migrated by Alembic here (elsewhere tests get copies of a migrated template)."""
+    database = Database(db_url)
+    assert database.table_names() == []
+    database.migrate()
+    try:
+        yield database
+    finally:
+        database.close()
 
 
 def test_migrations_match_the_table_definitions(db: Database) -> None:

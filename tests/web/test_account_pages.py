@@ -5,6 +5,7 @@ The helpers here (``build_app``, ``sign_up``...) are shared with the dashboard a
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from signalmint.config import AdminConfig, AutomationConfig, DetectorConfig, PlanConfig, PluginConfig, Settings
+from signalmint.credentials import hash_password
 from signalmint.records import Automation
 from signalmint.store import Database, sync_automations
 from signalmint.store.accounts import current_subscription, subscriber_by_email
@@ -43,11 +45,18 @@ def plans(automations: list[str] | str = "*") -> list[PlanConfig]:
     ]
 
 
+@functools.cache
+def admin_password_hash() -> str:
+    """The admin password's argon2 hash, made once: hashing costs ~0.2 s of CPU and every app here has
+    an admin (test_admin_pages.py::test_password_sign_in configures the password itself)."""
+    return hash_password("correct horse battery")
+
+
 def settings(db: Database, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database": db.url,
         "plans": plans(),
-        "admin": AdminConfig(email="owner@example.com", password="correct horse battery"),
+        "admin": AdminConfig(email="owner@example.com", password_hash=admin_password_hash()),
         "demo": False,
     }
     values.update(overrides)

@@ -89,19 +89,22 @@ def test_every_admin_route_turns_away_everyone_but_the_operator(app: FastAPI, db
             assert operator.get(path).status_code == 200, path
 
 
-def test_password_sign_in(client: TestClient, app: FastAPI) -> None:
-    page = client.get("/admin/login")
-    assert 'action="/admin/login"' in page.text and 'action="/admin/link"' in page.text
-    wrong = client.post("/admin/login", data={"password": "wrong", "csrf": csrf_of(page.text)})
-    assert wrong.status_code == 401 and "That password is not right" in wrong.text
-    assert "sm_session" not in client.cookies
-    right = client.post("/admin/login", data={"password": "correct horse battery", "csrf": csrf_of(page.text)})
-    cookie = next(h for h in right.headers.get_list("set-cookie") if h.startswith("sm_session=")).lower()
-    assert "httponly" in cookie and "samesite=lax" in cookie and f"max-age={12 * 3600}" in cookie
-    overview = client.get("/admin")
-    assert overview.status_code == 200 and "Overview" in overview.text and "Plans on sale" in overview.text
-    assert client.get("/admin/login").headers["location"] == "/admin"
-    assert 'href="/admin" aria-current="page">Admin' in overview.text
+def test_password_sign_in(db: Database) -> None:
+    # the password itself in the settings (hashed when the app starts), not a hash made beforehand
+    app = make_app(db, admin=AdminConfig(email="owner@example.com", password="correct horse battery"))
+    with client_for(app) as client:
+        page = client.get("/admin/login")
+        assert 'action="/admin/login"' in page.text and 'action="/admin/link"' in page.text
+        wrong = client.post("/admin/login", data={"password": "wrong", "csrf": csrf_of(page.text)})
+        assert wrong.status_code == 401 and "That password is not right" in wrong.text
+        assert "sm_session" not in client.cookies
+        right = client.post("/admin/login", data={"password": "correct horse battery", "csrf": csrf_of(page.text)})
+        cookie = next(h for h in right.headers.get_list("set-cookie") if h.startswith("sm_session=")).lower()
+        assert "httponly" in cookie and "samesite=lax" in cookie and f"max-age={12 * 3600}" in cookie
+        overview = client.get("/admin")
+        assert overview.status_code == 200 and "Overview" in overview.text and "Plans on sale" in overview.text
+        assert client.get("/admin/login").headers["location"] == "/admin"
+        assert 'href="/admin" aria-current="page">Admin' in overview.text
 
 
 def test_magic_link_sign_in_without_password(db: Database) -> None:

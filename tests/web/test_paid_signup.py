@@ -19,8 +19,8 @@ from signalmint.config import BillingConfig, PlanConfig, StripeConfig
 from signalmint.store import Database
 from signalmint.store.accounts import current_subscription, subscriber_by_email
 from signalmint.store.tables import payments
-from signalmint.testing.fake_stripe import FakeStripe
 
+from ..billing.fake_stripe import FakeStripe
 from ..billing.test_stripe import API_KEY, WEBHOOK_SECRET
 from ..conftest import LiveServer
 from .test_account_pages import AUTOMATION, FREE_MASK, client_for, csrf_of, last_link, make_app, sign_up

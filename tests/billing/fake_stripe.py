@@ -1,4 +1,4 @@
-"""A small, honest stand-in for the Stripe API, for tests and the demo.
+"""A small, honest stand-in for the Stripe API, for the tests (it does not ship in the wheel).
 
 :class:`FakeStripe` is an ASGI app (serve it on 127.0.0.1 and point ``billing.stripe.base_url``
 at it) that keeps Products, Prices, Customers, Checkout and portal sessions, Subscriptions,
