@@ -25,11 +25,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 
-def add_common(parser: argparse.ArgumentParser, *, runs: int = 3, ports: bool = True) -> None:
-    """``--runs`` and ``--port-base``, the options every bench has."""
-    parser.add_argument(
-        "--runs", type=int, default=runs, help=f"alternated runs of each variant; medians are quoted (default {runs})"
-    )
+def add_common(
+    parser: argparse.ArgumentParser, *, runs: int | None = 3, ports: bool = True, runs_help: str | None = None
+) -> None:
+    """``--runs`` (unless ``runs`` is None) and ``--port-base``, the options every bench has."""
+    if runs is not None:
+        text = runs_help or "alternated runs of each variant; medians and per-run ratios are quoted"
+        parser.add_argument("--runs", type=int, default=runs, help=f"{text} (default {runs})")
     parser.add_argument(
         "--port-base",
         type=int,

@@ -196,7 +196,7 @@ def main() -> None:
     parser.add_argument("--poll-every", type=float, default=1.0, help="seconds between the pro key's API polls (1)")
     parser.add_argument("--sse-clients", type=int, default=4, help="open /api/v1/stream clients (4; at most 16)")
     parser.add_argument("--webhooks", type=int, default=3, help="webhook endpoints per paying subscriber (3)")
-    add_common(parser, runs=1)
+    add_common(parser, runs=None)
     args = parser.parse_args()
     if not 0 <= args.sse_clients <= 16:
         parser.error("--sse-clients must be between 0 and 16 (8 live streams per subscriber, two subscribers)")

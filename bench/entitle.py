@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument(
         "--loop-signals", type=int, default=LOOP_SIGNALS, help=f"signals timed with the Python loop ({LOOP_SIGNALS})"
     )
-    add_common(parser, runs=BUILD_RUNS, ports=False)
+    add_common(parser, runs=BUILD_RUNS, ports=False, runs_help="timed Audience.build runs")
     args = parser.parse_args()
     rng = random.Random(SEED)
     rows = population(rng)
