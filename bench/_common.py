@@ -195,9 +195,15 @@ def run_wrk(
     seconds: float,
     headers: Iterable[str] = (),
     script: str | None = None,
+    timeout: float = 30,
 ) -> dict[str, float]:
-    """wrk in its own process with ``--latency``; exits with the output if any request failed."""
+    """wrk in its own process with ``--latency``; exits with the output if any request failed or timed out.
+
+    ``timeout`` (seconds) replaces wrk's default of 2 s, which a loaded receiver can exceed at
+    hundreds of connections; the product's own webhook timeout is longer than that too.
+    """
     command = [require_wrk(), f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+    command.append(f"--timeout={max(1, round(timeout))}s")
     for header in headers:
         command += ["-H", header]
     if script:
