@@ -14,6 +14,7 @@ Conventions every bench follows (see README, "Benchmarks"):
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import shutil
@@ -105,7 +106,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     """The nearest-rank ``q`` percentile (0-100) of already sorted values."""
     if not sorted_values:
         return float("nan")
-    rank = max(0, min(len(sorted_values) - 1, round(q / 100 * len(sorted_values) + 0.5) - 1))
+    rank = max(0, min(len(sorted_values) - 1, math.ceil(q / 100 * len(sorted_values)) - 1))
     return sorted_values[rank]
 
 
