@@ -1,14 +1,17 @@
 """GET /api/v1/signals under load, against a bare Starlette endpoint returning the same JSON.
 
 Both servers run in their own process (uvicorn with uvloop and httptools, one worker each);
-the load comes from a third process: wrk when it is installed, else a bounded asyncio
-client. The signalmint request goes through everything a paying subscriber's would: key
-auth, entitlement filtering and masking, the plan's token bucket (sized so it does not
-refuse) and usage metering. Runs are alternated and repeated; medians are quoted.
+the load comes from wrk in a third process, with the same settings for both (``-t``, ``-c``,
+duration, ``--latency``). The signalmint request goes through everything a paying
+subscriber's would: key auth, entitlement filtering and masking, the plan's token bucket
+(sized so it does not refuse) and usage metering. The bare endpoint returns the very bytes
+signalmint returned (50 rows). Runs alternate and repeat; requests/s, p50 and p99 are
+printed for both; the ratio is the median of the per-run ratios, with its range.
 
-    uv run python bench/api.py [--seconds 8] [--runs 3] [--connections 64]
+    uv run python bench/api.py [--seconds 8] [--runs 3] [--threads 2] [--connections 50] [--port-base N]
 
-Last line: RESULT api_rps=... bare_rps=... ratio=... api_p99_ms=...
+Needs wrk (``apt-get install -y wrk``). Last line: RESULT api_rps=... api_p50_ms=...
+api_p99_ms=... bare_rps=... bare_p50_ms=... bare_p99_ms=... ratio=... ratio_min=... ratio_max=... load1=...
 """
 
 from __future__ import annotations
@@ -17,25 +20,27 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from _common import (
+    Ports,
+    add_common,
+    describe_ratio,
+    print_result,
+    ratio_fields,
+    ratios,
+    require_wrk,
+    run_wrk,
+    span,
+    wait_for_port,
+)
+
 HERE = Path(__file__).resolve()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- the two servers ---------------------------------------------------------------------------
@@ -146,101 +151,35 @@ def serve_bare(body_path: str, port: int) -> None:
 
 def start(args: list[str], port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([sys.executable, str(HERE), *args], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"server on port {port} did not start")
+    wait_for_port(port, proc, 30)
+    return proc
 
 
-# --- load ----------------------------------------------------------------------------------------
-
-
-def wrk(url: str, key: str | None, seconds: float, connections: int) -> tuple[float, float]:
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{int(max(1, round(seconds)))}s", "--latency", url]
-    if key:
-        command[1:1] = ["-H", f"Authorization: Bearer {key}"]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-    assert p99 is not None, out
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
-    if " 429" in out or "Non-2xx" in out:
-        raise SystemExit("some requests failed:\n" + out)
-    return rps, float(p99.group(1)) * scale
-
-
-async def _client(host: str, port: int, request: bytes, until: float, latencies: list[float]) -> int:
-    reader, writer = await asyncio.open_connection(host, port)
-    done = 0
-    while time.perf_counter() < until:
-        started = time.perf_counter()
-        writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 200"):
-            raise SystemExit(head.decode(errors="replace"))
-        length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
-        await reader.readexactly(length)
-        latencies.append(time.perf_counter() - started)
-        done += 1
-    writer.close()
-    return done
-
-
-def asyncio_load(url: str, key: str | None, seconds: float, connections: int) -> tuple[float, float]:
-    """A bounded keep-alive HTTP/1.1 load (used when wrk is not installed)."""
-    port = int(url.split(":")[2].split("/")[0])
-    path = "/" + url.split("/", 3)[3]
-    auth = f"Authorization: Bearer {key}\r\n" if key else ""
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n".encode()
-    latencies: list[float] = []
-
-    async def main() -> int:
-        until = time.perf_counter() + seconds
-        counts = await asyncio.gather(
-            *(_client("127.0.0.1", port, request, until, latencies) for _ in range(connections))
-        )
-        return sum(counts)
-
-    started = time.perf_counter()
-    total = asyncio.run(main())
-    elapsed = time.perf_counter() - started
-    latencies.sort()
-    return total / elapsed, latencies[int(len(latencies) * 0.99)] * 1000
-
-
-def load_in_other_process(url: str, key: str | None, seconds: float, connections: int) -> tuple[float, float]:
-    if shutil.which("wrk"):
-        return wrk(url, key, seconds, connections)
-    out = subprocess.run(
-        [sys.executable, str(HERE), "--load", url, key or "", str(seconds), str(connections)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rps, p99 = out.split()
-    return float(rps), float(p99)
+def load(url: str, key: str | None, seconds: float, threads: int, connections: int) -> dict[str, float]:
+    """wrk, same settings for both servers; a refused or failed request ends the bench."""
+    headers = [f"Authorization: Bearer {key}"] if key else []
+    return run_wrk(url, threads=threads, connections=connections, seconds=seconds, headers=headers)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=8)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=64)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8, help="length of each wrk run (default 8)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk -t, the same for both servers (default 2)")
+    parser.add_argument("--connections", type=int, default=50, help="wrk -c, the same for both servers (default 50)")
+    add_common(parser, runs=3)
     args = parser.parse_args()
-    tool = "wrk" if shutil.which("wrk") else "a bounded asyncio client"
+    require_wrk()
+    ports = Ports(args.port_base)
     print(
-        f"GET /api/v1/signals?limit=50 vs a bare Starlette endpoint; load: {tool} in its own process, "
-        f"{args.connections} connections, {args.seconds:g}s x {args.runs} runs each"
+        f"GET /api/v1/signals?limit=50 vs a bare Starlette endpoint; wrk -t{args.threads} -c{args.connections} "
+        f"-d{args.seconds:g}s --latency for both, {args.runs} alternated runs"
     )
+    api_runs: list[dict[str, float]] = []
+    bare_runs: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         db_path = os.path.join(tmp, "bench.db")
         key = seed(db_path)
-        app_port, bare_port = free_port(), free_port()
+        app_port, bare_port = ports.next(), ports.next()
         app = start(["--serve-app", db_path, str(app_port)], app_port)
         try:
             path = "/api/v1/signals?limit=50"
@@ -255,21 +194,18 @@ def main() -> None:
             Path(body_path).write_bytes(body)
             bare = start(["--serve-bare", body_path, str(bare_port)], bare_port)
             try:
-                api_runs, bare_runs = [], []
-                load_in_other_process(f"http://127.0.0.1:{app_port}{path}", key, 2, args.connections)  # warm up
-                load_in_other_process(f"http://127.0.0.1:{bare_port}{path}", None, 2, args.connections)
+                api_url, bare_url = f"http://127.0.0.1:{app_port}{path}", f"http://127.0.0.1:{bare_port}{path}"
+                load(api_url, key, 2, args.threads, args.connections)  # warm up
+                load(bare_url, None, 2, args.threads, args.connections)
                 for run in range(args.runs):
-                    api_runs.append(
-                        load_in_other_process(f"http://127.0.0.1:{app_port}{path}", key, args.seconds, args.connections)
-                    )
-                    bare_runs.append(
-                        load_in_other_process(
-                            f"http://127.0.0.1:{bare_port}{path}", None, args.seconds, args.connections
-                        )
-                    )
+                    api_runs.append(load(api_url, key, args.seconds, args.threads, args.connections))
+                    bare_runs.append(load(bare_url, None, args.seconds, args.threads, args.connections))
+                    a, b = api_runs[-1], bare_runs[-1]
                     print(
-                        f"  run {run + 1}: signalmint {api_runs[-1][0]:,.0f} req/s (p99 {api_runs[-1][1]:.1f} ms), "
-                        f"bare {bare_runs[-1][0]:,.0f} req/s (p99 {bare_runs[-1][1]:.1f} ms)"
+                        f"  run {run + 1}: signalmint {a['rps']:,.0f} req/s (p50 {a['p50_ms']:.1f} ms, "
+                        f"p99 {a['p99_ms']:.1f} ms), bare {b['rps']:,.0f} req/s (p50 {b['p50_ms']:.1f} ms, "
+                        f"p99 {b['p99_ms']:.1f} ms), ratio {a['rps'] / b['rps']:.3f}",
+                        flush=True,
                     )
             finally:
                 bare.terminate()
@@ -277,12 +213,20 @@ def main() -> None:
         finally:
             app.terminate()
             app.wait()
-    api_rps = statistics.median(r for r, _ in api_runs)
-    bare_rps = statistics.median(r for r, _ in bare_runs)
-    api_p99 = statistics.median(p for _, p in api_runs)
+    fields: dict[str, object] = {}
+    for name, runs in (("api", api_runs), ("bare", bare_runs)):
+        fields[f"{name}_rps"] = f"{span([r['rps'] for r in runs])[0]:.0f}"
+        for q in ("p50", "p99"):
+            fields[f"{name}_{q}_ms"] = f"{span([r[q + '_ms'] for r in runs])[0]:.2f}"
+    stats = ratios([r["rps"] for r in api_runs], [r["rps"] for r in bare_runs])
+    fields.update(ratio_fields("ratio", stats))
+    fields.update(threads=args.threads, connections=args.connections, seconds=f"{args.seconds:g}", runs=args.runs)
     print(
-        f"RESULT api_rps={api_rps:.0f} bare_rps={bare_rps:.0f} ratio={api_rps / bare_rps:.3f} api_p99_ms={api_p99:.1f}"
+        f"median: signalmint {fields['api_rps']} req/s (p50 {fields['api_p50_ms']} ms, p99 {fields['api_p99_ms']} ms), "
+        f"bare {fields['bare_rps']} req/s (p50 {fields['bare_p50_ms']} ms, p99 {fields['bare_p99_ms']} ms); "
+        f"ratio {describe_ratio(stats, 3)}"
     )
+    print_result(fields)
 
 
 if __name__ == "__main__":
@@ -290,8 +234,5 @@ if __name__ == "__main__":
         serve_app(sys.argv[2], int(sys.argv[3]))
     elif len(sys.argv) > 1 and sys.argv[1] == "--serve-bare":
         serve_bare(sys.argv[2], int(sys.argv[3]))
-    elif len(sys.argv) > 1 and sys.argv[1] == "--load":
-        rps, p99 = asyncio_load(sys.argv[2], sys.argv[3] or None, float(sys.argv[4]), int(sys.argv[5]))
-        print(rps, p99)
     else:
         main()

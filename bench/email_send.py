@@ -1,32 +1,42 @@
-"""Benchmark: alert emails per second into a local aiosmtpd server, against one-connection-per-message.
+"""Alert emails per second into a local aiosmtpd sink: the email channel against aiosmtplib, same bytes.
 
 Each message is what a subscriber gets: subject, plain text, HTML and the chart as an inline
-PNG, rendered for each recipient (their own unsubscribe link is in the body, as the worker
-does; the chart is drawn once). Two senders, alternated, 3 runs each, medians quoted:
+PNG (about 13 KB), rendered for each recipient (their own unsubscribe link is in the body, as
+the worker does; the chart is drawn once per run). Two senders, alternated, ``--runs`` each,
+``--messages`` messages each run:
 
-1. the email channel (``EmailChannel.send`` through its ``SmtpPool``: a few SMTP sessions,
-   each reused for many transactions), all messages started at once;
-2. the peer: ``aiosmtplib.send`` per message (connect, EHLO, send, QUIT each time, as
-   ``signalmint.mail.SmtpMailer`` does) with the same message bytes, 8 at a time.
+1. signalmint: ``EmailChannel.send`` through its ``SmtpPool`` (the worker's pool, with the
+   product's default number of sessions, read from ``SmtpPool``), all messages started at
+   once; the time includes rendering each message;
+2. the peer: plain ``aiosmtplib.SMTP``, as many persistent connections as the product's pool,
+   each sending message after message (``sendmail``), the very bytes signalmint produces for
+   the same recipients (``email_bytes``), rendered before the clock starts.
 
-The server runs in its own process (aiosmtpd's ``Controller``) so it does not share our GIL,
-and reports how many messages it received, which must match. Target: >= 300 messages/s.
-Run with ``uv run python bench/email_send.py``; the last line is machine-readable.
+The sink (aiosmtpd's ``Controller``) runs in its own process so it does not share our GIL;
+it counts the messages and bytes it received per phase, which must match what was sent. The
+ratio is the median of the per-run ratios, with its range.
+
+    uv run python bench/email_send.py [--messages 2000] [--runs 3] [--pool N] [--port-base N]
+
+Last line: RESULT email_per_s=... aiosmtplib_per_s=... ratio=... ratio_min=... ratio_max=...
+connections=... message_kb=... load1=...
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import socket
-import statistics
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from email.utils import parseaddr
 
 import aiosmtplib
 import numpy as np
+from _common import Ports, add_common, describe_ratio, print_result, ratio_fields, ratios, span
 
 from signalmint.config import EmailConfig
 from signalmint.delivery.channels.base import ChannelContext, Message
@@ -35,29 +45,24 @@ from signalmint.delivery.render import chart_png, signal_text
 
 SENDER = "signalmint <alerts@bench.example>"
 SERVER = """
-import sys, time
+import sys
 from aiosmtpd.controller import Controller
 
 class Count:
     received = 0
+    size = 0
     async def handle_DATA(self, server, session, envelope):
         Count.received += len(envelope.rcpt_tos)
+        Count.size += len(envelope.original_content or envelope.content)
         return "250 2.0.0 queued"
 
 controller = Controller(Count(), hostname="127.0.0.1", port=int(sys.argv[1]))
 controller.start()
 print("ready", flush=True)
-sys.stdin.read()
+for line in sys.stdin:  # each line asks for the totals so far
+    print(Count.received, Count.size, flush=True)
 controller.stop()
-print(Count.received, flush=True)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 DOC = {"id": 42, "automation": "volume-spikes", "key": "AAPL", "time": "2024-01-02T14:30:00Z", "kind": "volume_spike",
@@ -99,59 +104,100 @@ async def pooled(config: EmailConfig, n: int, run: str, size: int) -> float:
     return n / elapsed
 
 
-async def naive(config: EmailConfig, n: int, run: str, concurrency: int = 8) -> float:
-    """The same messages, one SMTP connection each."""
-    gate = asyncio.Semaphore(concurrency)
+async def peer(config: EmailConfig, n: int, run: str, connections: int) -> tuple[float, int]:
+    """The same bytes over ``connections`` persistent aiosmtplib sessions; messages/s and bytes sent."""
     png = chart()
+    envelope_from = parseaddr(SENDER)[1]
+    work = [
+        (f"user{i}@example.com", email_bytes(message(i, run, png), f"user{i}@example.com", SENDER)) for i in range(n)
+    ]
+    queue = iter(work)
+    hostname = socket.getfqdn()
 
-    async def one(i: int) -> None:
-        async with gate:
-            to = f"user{i}@example.com"
-            data = email_bytes(message(i, run, png), to, SENDER)
-            await aiosmtplib.send(data, sender="alerts@bench.example", recipients=[to],
-                                  hostname=config.host, port=config.port, start_tls=False,
-                                  local_hostname="bench.example")  # fmt: skip
+    async def session() -> None:
+        smtp = aiosmtplib.SMTP(hostname=config.host, port=config.port, start_tls=False, local_hostname=hostname)
+        await smtp.connect()
+        try:
+            for to, data in queue:
+                await smtp.sendmail(envelope_from, [to], data)
+        finally:
+            await smtp.quit()
 
     started = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(n)))
-    return n / (time.perf_counter() - started)
+    await asyncio.gather(*(session() for _ in range(connections)))
+    return n / (time.perf_counter() - started), sum(len(d) for _, d in work)
+
+
+class SinkProcess:
+    def __init__(self, port: int) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)  # fmt: skip
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            raise SystemExit("the aiosmtpd server did not start")
+
+    def totals(self) -> tuple[int, int]:
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        self.proc.stdin.write("?\n")
+        self.proc.stdin.flush()
+        count, size = self.proc.stdout.readline().split()
+        return int(count), int(size)
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--messages", type=int, default=3000, help="messages per pooled run")
-    parser.add_argument("--naive-messages", type=int, default=400, help="messages per peer run")
-    parser.add_argument("--pool", type=int, default=4, help="SMTP sessions in the pool (the channel's default)")
-    parser.add_argument("--runs", type=int, default=3)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=2000, help="messages per run, for each sender (default 2000)")
+    default_size = int(inspect.signature(SmtpPool).parameters["size"].default)
+    parser.add_argument(
+        "--pool",
+        type=int,
+        default=default_size,
+        help=f"SMTP connections: the product's pool size and the peer's (default: the product's, {default_size})",
+    )
+    add_common(parser, runs=3)
     args = parser.parse_args()
 
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert server.stdout is not None and server.stdin is not None
-    if server.stdout.readline().strip() != "ready":
-        raise SystemExit("the aiosmtpd server did not start")
+    port = Ports(args.port_base).next()
+    sink = SinkProcess(port)
     config = EmailConfig(host="127.0.0.1", port=port, starttls=False, sender=SENDER)
     size_kb = len(email_bytes(message(0, "probe", chart()), "x@example.com", SENDER)) / 1024
-    print(f"one message: {size_kb:.1f} KB (text, HTML and an inline PNG chart)")
+    print(f"one message: {size_kb:.1f} KB (text, HTML and an inline PNG chart); {args.pool} SMTP connections each; "
+          f"{args.messages} messages a run; {args.runs} alternated runs")  # fmt: skip
 
-    ours, peer = [], []
-    for run in range(args.runs):
-        ours.append(asyncio.run(pooled(config, args.messages, f"pool{run}", args.pool)))
-        peer.append(asyncio.run(naive(config, args.naive_messages, f"naive{run}")))
-        print(f"run {run + 1}: pooled {ours[-1]:,.0f} msg/s ({args.messages} messages, {args.pool} sessions), "
-              f"one connection per message {peer[-1]:,.0f} msg/s ({args.naive_messages} messages)")  # fmt: skip
-
-    server.stdin.close()
-    received = int(server.stdout.read().strip() or 0)
-    server.wait(timeout=10)
-    expected = args.runs * (args.messages + args.naive_messages)
-    if received != expected:
-        raise SystemExit(f"the server received {received} messages, expected {expected}")
-    email_per_s, naive_per_s = statistics.median(ours), statistics.median(peer)
-    print(f"median: pooled {email_per_s:,.0f} messages/s, one connection per message {naive_per_s:,.0f} messages/s; "
-          f"all {received} received")  # fmt: skip
-    print(f"RESULT email_per_s={email_per_s:.0f} naive_per_s={naive_per_s:.0f} ratio={email_per_s / naive_per_s:.2f}")
+    ours: list[float] = []
+    theirs: list[float] = []
+    try:
+        for run in range(args.runs):
+            before = sink.totals()
+            ours.append(asyncio.run(pooled(config, args.messages, f"pool{run}", args.pool)))
+            middle = sink.totals()
+            rate, sent_bytes = asyncio.run(peer(config, args.messages, f"pool{run}", args.pool))
+            theirs.append(rate)
+            after = sink.totals()
+            for who, (c0, _), (c1, _) in (("signalmint", before, middle), ("aiosmtplib", middle, after)):
+                if c1 - c0 != args.messages:
+                    raise SystemExit(f"{who}: the sink received {c1 - c0} messages, expected {args.messages}")
+            print(f"run {run + 1}: signalmint {ours[-1]:,.0f} msg/s ({(middle[1] - before[1]) / 1e6:.2f} MB received), "
+                  f"aiosmtplib {theirs[-1]:,.0f} msg/s ({(after[1] - middle[1]) / 1e6:.2f} MB received, "
+                  f"{sent_bytes / 1e6:.2f} MB sent); ratio {ours[-1] / theirs[-1]:.2f}", flush=True)  # fmt: skip
+    finally:
+        sink.close()
+    stats = ratios(ours, theirs)
+    med, lo, hi = span(ours)
+    peer_med, peer_lo, peer_hi = span(theirs)
+    print(
+        f"median: signalmint {med:,.0f} messages/s (runs {lo:,.0f}-{hi:,.0f}), aiosmtplib over {args.pool} "
+        f"connections {peer_med:,.0f}/s (runs {peer_lo:,.0f}-{peer_hi:,.0f}); ratio {describe_ratio(stats)}"
+    )
+    print_result({
+        "email_per_s": f"{med:.0f}", "aiosmtplib_per_s": f"{peer_med:.0f}", **ratio_fields("ratio", stats),
+        "connections": args.pool, "messages": args.messages, "message_kb": f"{size_kb:.1f}", "runs": args.runs,
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,17 +1,29 @@
-"""Fan-out: one signal to 10,000 webhook endpoints, against Apprise sending the same notifications.
+"""Webhook fan-out: throughput against wrk and Apprise on the same receiver, and open-loop latency.
 
-A local sink (uvicorn on 127.0.0.1, its own process) answers every POST, once with no delay
-and once with 20 ms added per request. signalmint commits one signal whose fan-out writes
-10,000 outbox rows, and a worker (in this process, as in the embedded default) drains them:
-claim, mask, sign (Standard Webhooks) and POST, then record every outcome. Apprise gets the
-same 10,000 endpoints as `json://` URLs and one notify() call. A third phase commits 50
-signals a second, each to 100 subscribers, for 10 seconds, with the worker running, and
-measures commit-to-receipt latency at the sink.
+A local sink (uvicorn on 127.0.0.1, its own process) answers every POST, with no delay and
+with ``--delay-ms`` added per request. Three things are measured:
 
-    uv run python bench/fanout.py [--endpoints 10000] [--runs 3]
+1. throughput: signalmint commits one signal whose fan-out writes ``--endpoints`` outbox rows,
+   and a worker (in this process, as in the embedded default) drains them: claim, mask, sign
+   (Standard Webhooks) and POST, then record every outcome. Reported: deliveries/s, and
+   deliveries per CPU-second of this process (``time.process_time`` over the commit and the
+   drain: the worker's own cost; the sink runs in its own process);
+2. the peers on the same sink: wrk with as many connections as the product keeps in flight
+   (``min(delivery.concurrency, the HTTP pool's limit)``, read from the product's settings),
+   POSTing the very bytes and headers the product sent (the sink keeps one of its requests);
+   and Apprise with the same endpoints as ``json://`` URLs in one notify() call
+   (``--no-apprise`` skips it). Ratios are medians of per-run ratios, with their range;
+3. latency, open loop: signal i is committed at t0 + i/rate, whatever earlier commits took,
+   each to ``--subscribers`` endpoints, for ``--latency-seconds``, with the worker running.
+   Latency is from the scheduled commit time to the sink's receipt (so a committer that falls
+   behind shows up in it; how far behind it fell is printed too), and from the commit's end.
+   The offered and achieved rates are printed beside p50/p90/p99/max and the sample count.
 
-Last line: RESULT fanout_per_s=... apprise_per_s=... ratio=... p99_commit_to_receipt_ms=...
-(fanout_per_s, apprise_per_s and ratio for the 20 ms run; the no-delay figure is printed too.)
+    uv run python bench/fanout.py [--endpoints 10000] [--runs 3] [--latency-seconds 30] [--port-base N]
+
+Last line: RESULT fanout_per_s=... (at --delay-ms) fanout_no_delay_per_s=... per_cpu_s=...
+wrk_per_s=... ratio_wrk=... apprise_per_s=... ratio_apprise=... lat_offered_per_s=...
+lat_achieved_per_s=... lat_p50_ms=... lat_p99_ms=... lat_samples=... load1=...
 """
 
 from __future__ import annotations
@@ -20,8 +32,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,13 +41,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _common import (
+    Ports,
+    add_common,
+    describe_ratio,
+    percentile,
+    print_result,
+    ratio_fields,
+    ratios,
+    require_wrk,
+    run_wrk,
+    span,
+    wait_for_port,
+)
+
 HERE = Path(__file__).resolve()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+PEPPER = b"fanout-bench-pepper-0123456789"
 
 
 # --- the sink (its own process) -----------------------------------------------------------------
@@ -48,6 +67,7 @@ def serve_sink(port: int, delay: float) -> None:
 
     arrivals: dict[str, float] = {}
     count = [0]
+    sample: dict[str, Any] = {}
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -56,12 +76,18 @@ def serve_sink(port: int, delay: float) -> None:
                     await send({"type": "lifespan.startup.complete"})
                 await send({"type": "lifespan.shutdown.complete"})
             return
+        chunks = []
         more = True
         while more:
-            more = (await receive()).get("more_body", False)
-        if scope["method"] == "GET":  # the bench asks for what arrived (the count, or everything)
-            full = scope["path"] == "/arrivals"
-            body = json.dumps({"count": count[0], **({"arrivals": arrivals} if full else {})}).encode()
+            event = await receive()
+            chunks.append(event.get("body", b""))
+            more = event.get("more_body", False)
+        if scope["method"] == "GET":  # the bench asks what arrived (the count, everything, or one request)
+            if scope["path"] == "/sample":
+                body = json.dumps(sample).encode()
+            else:
+                full = scope["path"] == "/arrivals"
+                body = json.dumps({"count": count[0], **({"arrivals": arrivals} if full else {})}).encode()
             if scope["path"] == "/reset":
                 arrivals.clear()
                 count[0] = 0
@@ -71,6 +97,10 @@ def serve_sink(port: int, delay: float) -> None:
             for name, value in scope["headers"]:
                 if name == b"webhook-id":
                     arrivals[value.decode()] = now
+            if not sample:
+                sample["headers"] = [[k.decode(), v.decode()] for k, v in scope["headers"]]
+                sample["body"] = b"".join(chunks).decode()
+                sample["path"] = scope["path"] + ("?" + scope["query_string"].decode() if scope["query_string"] else "")
             if delay:
                 await asyncio.sleep(delay)
             body = b"ok"
@@ -93,22 +123,18 @@ def serve_sink(port: int, delay: float) -> None:
 
 
 class Sink:
-    def __init__(self, delay: float) -> None:
-        self.port = free_port()
+    def __init__(self, port: int, delay: float) -> None:
+        self.port = port
+        self.delay = delay
         self.proc = subprocess.Popen([sys.executable, str(HERE), "--sink", str(self.port), str(delay)])
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise SystemExit("sink did not start")
+        wait_for_port(port, self.proc, 20)
 
-    def stats(self, reset: bool = False, full: bool = False) -> dict[str, Any]:
-        path = "reset" if reset else "arrivals" if full else "stats"
+    def get(self, path: str) -> dict[str, Any]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/{path}") as r:
             return json.loads(r.read())  # type: ignore[no-any-return]
+
+    def stats(self, reset: bool = False, full: bool = False) -> dict[str, Any]:
+        return self.get("reset" if reset else "arrivals" if full else "stats")
 
     def close(self) -> None:
         self.proc.terminate()
@@ -118,7 +144,7 @@ class Sink:
 # --- signalmint ------------------------------------------------------------------------------------
 
 
-def build(db_path: str, sink_port: int, endpoints: int) -> Any:
+def build(db_path: str, sink_port: int, endpoints: int, concurrency: int, batch: int) -> Any:
     from signalmint.config import DeliveryConfig, PlanConfig, Settings
     from signalmint.records import Automation
     from signalmint.store import Database, sync_automations
@@ -129,7 +155,7 @@ def build(db_path: str, sink_port: int, endpoints: int) -> Any:
     settings = Settings(
         database=f"sqlite:///{db_path}",
         secret="fanout-bench-secret-0123456789",
-        delivery=DeliveryConfig(allow_loopback_targets=True, concurrency=512, batch=5000),
+        delivery=DeliveryConfig(allow_loopback_targets=True, concurrency=concurrency, batch=batch),
         plans=[PlanConfig(id="premium", price=2900, channels=["web", "webhook"])],
     )
     db = Database(settings.database)
@@ -170,12 +196,35 @@ def commit(db: Any, fanout: Any, key: str) -> tuple[int, float]:
     return stored[0].id, time.perf_counter() - started
 
 
-async def drain(settings: Any, db: Any, expected: int) -> tuple[float, int]:
+def worker_for(settings: Any, db: Any, batch: int | None = None) -> tuple[Any, Any]:
     from signalmint.delivery.runner import channel_context
     from signalmint.delivery.worker import Worker
 
     context = channel_context(settings)
-    worker = Worker(settings, db, context, b"fanout-bench-pepper-0123456789", batch=5000, concurrency=512)
+    worker = Worker(
+        settings, db, context, PEPPER,
+        batch=batch or settings.delivery.batch, concurrency=settings.delivery.concurrency,
+    )  # fmt: skip
+    return context, worker
+
+
+def in_flight(settings: Any) -> int:
+    """How many requests the product keeps in flight: the worker's concurrency, capped by its HTTP pool."""
+
+    from signalmint.delivery.runner import channel_context
+
+    async def probe() -> int:
+        context = channel_context(settings)
+        try:
+            return min(settings.delivery.concurrency, int(context.http.limit))
+        finally:
+            await context.http.close()
+
+    return int(run_loop(probe()))
+
+
+async def drain(settings: Any, db: Any, expected: int) -> tuple[float, int]:
+    context, worker = worker_for(settings, db)
     started = time.perf_counter()
     handled = 0
     try:
@@ -197,16 +246,45 @@ def run_loop(coroutine: Any) -> Any:
         return runner.run(coroutine)
 
 
-def signalmint_run(settings: Any, db: Any, sink: Sink, endpoints: int, key: str) -> float:
+def signalmint_run(settings: Any, db: Any, sink: Sink, endpoints: int, key: str) -> tuple[float, float]:
+    """Deliveries per second and per CPU-second of this process (commit + drain)."""
     from signalmint.delivery.fanout import FanOut
 
     fanout = FanOut({"webhook"})
     sink.stats(reset=True)
+    cpu = time.process_time()
     _, commit_s = commit(db, fanout, key)
     seconds, sent = run_loop(drain(settings, db, endpoints))
+    cpu = time.process_time() - cpu
     arrived = sink.stats()["count"]
-    assert sent == endpoints and arrived == endpoints, (sent, arrived)
-    return endpoints / (seconds + commit_s)
+    if sent != endpoints or arrived != endpoints:
+        raise SystemExit(f"signalmint: {sent} sent, {arrived} arrived, {endpoints} expected")
+    return endpoints / (seconds + commit_s), endpoints / cpu
+
+
+def wrk_script(sink: Sink, folder: str) -> str:
+    """A wrk Lua script that POSTs what the product sent: its body, its headers, its path."""
+    sample = sink.get("sample")
+    if not sample:
+        raise SystemExit("the sink kept no request from signalmint; run the product first")
+    body_path = os.path.join(folder, "wrk_body.json")
+    Path(body_path).write_text(sample["body"])
+    lines = ['wrk.method = "POST"', f"wrk.path = {json.dumps(sample['path'])}"]
+    lines.append(f'local f = io.open({json.dumps(body_path)}, "rb"); wrk.body = f:read("*a"); f:close()')
+    for name, value in sample["headers"]:
+        if name.lower() not in ("host", "content-length", "connection"):
+            lines.append(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}")
+    script = os.path.join(folder, "wrk_post.lua")
+    Path(script).write_text("\n".join(lines) + "\n")
+    return script
+
+
+def wrk_run(sink: Sink, script: str, connections: int, threads: int, seconds: float) -> float:
+    sink.stats(reset=True)
+    got = run_wrk(
+        f"http://127.0.0.1:{sink.port}/", threads=threads, connections=connections, seconds=seconds, script=script
+    )
+    return got["rps"]
 
 
 def apprise_run(sink: Sink, endpoints: int) -> float:
@@ -220,15 +298,19 @@ def apprise_run(sink: Sink, endpoints: int) -> float:
     ok = apobj.notify(title="AAPL traded 10x its usual volume", body=json.dumps({"volume": 90000.0, "ratio": 10.0}))
     seconds = time.perf_counter() - started
     arrived = sink.stats()["count"]
-    assert ok and arrived == endpoints, (ok, arrived)
+    if not ok or arrived != endpoints:
+        raise SystemExit(f"apprise: ok={ok}, {arrived} of {endpoints} arrived")
     return endpoints / seconds
 
 
-def latency_run(settings: Any, db: Any, sink: Sink, rate: int, subscribers: int, seconds: float) -> float:
-    """Commit ``rate`` signals a second, each to ``subscribers`` endpoints, with the worker running."""
+# --- latency, open loop ----------------------------------------------------------------------------
+
+
+def latency_run(
+    settings: Any, db: Any, sink: Sink, rate: float, subscribers: int, seconds: float, wait: float
+) -> dict[str, Any]:
+    """Commit signal i at t0 + i/rate (open loop), each to ``subscribers`` endpoints, with the worker running."""
     from signalmint.delivery.fanout import FanOut
-    from signalmint.delivery.runner import channel_context
-    from signalmint.delivery.worker import Worker
     from signalmint.store.outbox import idempotency_id, list_endpoints
 
     sink.stats(reset=True)
@@ -238,74 +320,201 @@ def latency_run(settings: Any, db: Any, sink: Sink, rate: int, subscribers: int,
     db.read_sync(fanout.refresh)
     for sid in list(fanout.endpoints):
         fanout.endpoints[sid] = [e for e in fanout.endpoints[sid] if e.id in chosen]
-    commits: dict[int, float] = {}
+    scheduled: dict[int, float] = {}  # signal id -> wall time it was due
+    committed: dict[int, float] = {}  # signal id -> wall time its commit returned
+    late: list[float] = []
+    starts: list[float] = []
+    n = max(1, round(seconds * rate))
+    span_s = [0.0, 0.0]
 
     async def run() -> None:
-        context = channel_context(settings)
-        worker = Worker(settings, db, context, b"fanout-bench-pepper-0123456789", batch=2000, concurrency=512)
+        context, worker = worker_for(settings, db, batch=2000)
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop, idle=0.005))
-        started = time.perf_counter()
-        n = 0
-        while time.perf_counter() - started < seconds:
-            signal_id, _ = await asyncio.to_thread(commit, db, fanout, f"K{n}")
-            commits[signal_id] = time.time()
-            n += 1
-            await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
-        while time.perf_counter() - started < seconds + 30:
-            if (await asyncio.to_thread(sink.stats))["count"] >= len(commits) * subscribers:
+        t0, wall0 = time.perf_counter(), time.time()
+        for i in range(n):
+            due = t0 + i / rate
+            pause = due - time.perf_counter()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            starts.append(time.perf_counter())
+            late.append(max(0.0, starts[-1] - due))
+            signal_id, _ = await asyncio.to_thread(commit, db, fanout, f"K{i}")
+            committed[signal_id] = time.time()
+            scheduled[signal_id] = wall0 + i / rate
+        span_s[0] = time.perf_counter() - t0
+        expected = n * subscribers
+        while time.perf_counter() - t0 < span_s[0] + wait:
+            if (await asyncio.to_thread(sink.stats))["count"] >= expected:
                 break
             await asyncio.sleep(0.2)
+        span_s[1] = time.perf_counter() - t0
         stop.set()
         await task
         await context.http.close()
 
     run_loop(run())
     arrivals = sink.stats(full=True)["arrivals"]
-    latencies = []
-    for signal_id, at in commits.items():
+    from_due, from_commit, received = [], [], []
+    for signal_id, due in scheduled.items():
         for endpoint_id in chosen:
             got = arrivals.get(idempotency_id(signal_id, endpoint_id))
             if got is not None:
-                latencies.append(got - at)
-    expected = len(commits) * subscribers
-    assert len(latencies) == expected, (len(latencies), expected)
-    latencies.sort()
-    return latencies[int(len(latencies) * 0.99)] * 1000
+                from_due.append(got - due)
+                from_commit.append(got - committed[signal_id])
+                received.append(got)
+    from_due.sort()
+    from_commit.sort()
+    first_due = min(scheduled.values())
+    delivered_span = (max(received) - first_due) if received else float("nan")
+    return {
+        "signals": n,
+        "expected": n * subscribers,
+        "samples": len(from_due),
+        "offered_signals_per_s": rate,
+        "achieved_signals_per_s": (n - 1) / (starts[-1] - starts[0]) if n > 1 else float("nan"),
+        "achieved_deliveries_per_s": len(received) / delivered_span if received else 0.0,
+        "late_commits": sum(1 for x in late if x > 1 / rate),
+        "max_late_ms": max(late) * 1000,
+        **{f"p{q}_ms": percentile(from_due, q) * 1000 for q in (50, 90, 99)},
+        "max_ms": from_due[-1] * 1000 if from_due else float("nan"),
+        **{f"commit_p{q}_ms": percentile(from_commit, q) * 1000 for q in (50, 99)},
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--endpoints", type=int, default=10_000)
-    parser.add_argument("--runs", type=int, default=3)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--endpoints", type=int, default=10_000, help="webhook endpoints of the one signal (throughput)"
+    )
+    parser.add_argument(
+        "--delay-ms", type=float, default=20, help="the slow sink's added delay per request (the fast one adds none)"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=512,
+        help="the product's delivery.concurrency (requests in flight); wrk uses as many connections",
+    )
+    parser.add_argument("--batch", type=int, default=5000, help="the product's delivery.batch (rows claimed per round)")
+    parser.add_argument("--wrk-seconds", type=float, default=5, help="length of each wrk run")
+    parser.add_argument(
+        "--wrk-threads", type=int, default=2, help="wrk -t (threads); connections are the product's in-flight limit"
+    )
+    parser.add_argument(
+        "--no-apprise", action="store_true", help="skip the Apprise peer (it is slow: ~50 s a run at 10,000 endpoints)"
+    )
+    parser.add_argument("--rate", type=float, default=50, help="latency phase: signals offered per second (open loop)")
+    parser.add_argument("--subscribers", type=int, default=100, help="latency phase: webhook endpoints per signal")
+    parser.add_argument("--latency-seconds", type=float, default=30, help="latency phase: how long signals are offered")
+    parser.add_argument(
+        "--drain-timeout", type=float, default=60, help="latency phase: how long to wait for the last deliveries"
+    )
+    add_common(parser, runs=3)
     args = parser.parse_args()
-    results: dict[str, list[float]] = {"fast": [], "fast_apprise": [], "slow": [], "slow_apprise": []}
+    if args.subscribers > args.endpoints:
+        parser.error("--subscribers cannot exceed --endpoints")
+    require_wrk()
+    ports = Ports(args.port_base)
+    delays = (0.0, args.delay_ms / 1000)
+    mine: dict[float, list[float]] = {d: [] for d in delays}
+    cpu: dict[float, list[float]] = {d: [] for d in delays}
+    wrk_rates: dict[float, list[float]] = {d: [] for d in delays}
+    apprise_rates: dict[float, list[float]] = {d: [] for d in delays}
+    lat: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for delay, label in ((0.0, "fast"), (0.02, "slow")):
-            sink = Sink(delay)
+        sink_ports = {d: ports.next() for d in delays}
+        settings, db = build(os.path.join(tmp, "probe.db"), sink_ports[0.0], 1, args.concurrency, args.batch)
+        db.close()
+        connections = in_flight(settings)
+        print(
+            f"{args.endpoints:,} endpoints; the product keeps {connections} requests in flight "
+            f"(delivery.concurrency {settings.delivery.concurrency}); wrk -t{args.wrk_threads} -c{connections}, "
+            f"same sink, same bytes; {args.runs} alternated runs",
+            flush=True,
+        )
+        for delay in delays:
+            sink = Sink(sink_ports[delay], delay)
+            ms = int(delay * 1000)
+            settings, db = build(
+                os.path.join(tmp, f"fanout{ms}.db"), sink.port, args.endpoints, args.concurrency, args.batch
+            )
             try:
-                settings, db = build(os.path.join(tmp, f"{label}.db"), sink.port, args.endpoints)
                 for run in range(args.runs):
-                    results[label].append(signalmint_run(settings, db, sink, args.endpoints, f"{label}{run}"))
-                    results[f"{label}_apprise"].append(apprise_run(sink, args.endpoints))
+                    rate, per_cpu = signalmint_run(settings, db, sink, args.endpoints, f"d{ms}r{run}")
+                    mine[delay].append(rate)
+                    cpu[delay].append(per_cpu)
+                    script = wrk_script(sink, tmp)
+                    wrk_rates[delay].append(wrk_run(sink, script, connections, args.wrk_threads, args.wrk_seconds))
+                    line = (
+                        f"  {ms} ms sink, run {run + 1}: signalmint {rate:,.0f}/s ({per_cpu:,.0f} per CPU-second), "
+                        f"wrk -c{connections} {wrk_rates[delay][-1]:,.0f}/s"
+                    )
+                    if not args.no_apprise:
+                        apprise_rates[delay].append(apprise_run(sink, args.endpoints))
+                        line += f", apprise {apprise_rates[delay][-1]:,.0f}/s"
+                    print(line, flush=True)
+                if delay == 0.0:
+                    lat = latency_run(
+                        settings, db, sink, args.rate, args.subscribers, args.latency_seconds, args.drain_timeout
+                    )
                     print(
-                        f"  {int(delay * 1000)} ms sink, run {run + 1}: signalmint {results[label][-1]:,.0f}/s, "
-                        f"apprise {results[label + '_apprise'][-1]:,.0f}/s",
+                        f"  latency, open loop: offered {args.rate:g} signals/s x {args.subscribers} subscribers "
+                        f"({args.rate * args.subscribers:,.0f} deliveries/s) for {args.latency_seconds:g} s; "
+                        f"achieved {lat['achieved_signals_per_s']:.1f} signals/s committed, "
+                        f"{lat['achieved_deliveries_per_s']:,.0f} deliveries/s received",
                         flush=True,
                     )
-                if label == "fast":
-                    p99 = latency_run(settings, db, sink, rate=50, subscribers=100, seconds=10)
-                    print(f"  50 signals/s x 100 subscribers for 10 s: p99 commit-to-receipt {p99:.0f} ms", flush=True)
-                db.close()
+                    print(
+                        f"  scheduled-to-receipt over {lat['samples']:,} samples (of {lat['expected']:,}): "
+                        f"p50 {lat['p50_ms']:.0f} ms, p90 {lat['p90_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms, "
+                        f"max {lat['max_ms']:.0f} ms; commit-to-receipt p50 {lat['commit_p50_ms']:.0f} ms, "
+                        f"p99 {lat['commit_p99_ms']:.0f} ms",
+                        flush=True,
+                    )
+                    print(
+                        f"  committer: {lat['late_commits']} of {lat['signals']} commits started more than one "
+                        f"interval late (max {lat['max_late_ms']:.0f} ms)",
+                        flush=True,
+                    )
             finally:
+                db.close()
                 sink.close()
-    fast, slow = statistics.median(results["fast"]), statistics.median(results["slow"])
-    slow_apprise = statistics.median(results["slow_apprise"])
-    print(f"no delay: signalmint {fast:,.0f}/s vs apprise {statistics.median(results['fast_apprise']):,.0f}/s")
-    print(
-        f"RESULT fanout_per_s={slow:.0f} apprise_per_s={slow_apprise:.0f} ratio={slow / slow_apprise:.1f} "
-        f"p99_commit_to_receipt_ms={p99:.0f} fanout_no_delay_per_s={fast:.0f}"
+    fields: dict[str, object] = {}
+    for delay, tag in ((delays[1], ""), (0.0, "_no_delay")):
+        ms = int(delay * 1000)
+        med, lo, hi = span(mine[delay])
+        wrk_stats = ratios(mine[delay], wrk_rates[delay])
+        line = (
+            f"{ms} ms sink: signalmint {med:,.0f}/s (runs {lo:,.0f}-{hi:,.0f}), "
+            f"{span(cpu[delay])[0]:,.0f} deliveries per CPU-second; wrk -c{connections} "
+            f"{span(wrk_rates[delay])[0]:,.0f}/s, ratio {describe_ratio(wrk_stats)}"
+        )
+        fields[f"fanout{tag}_per_s"] = f"{med:.0f}"
+        fields[f"per_cpu_s{tag}"] = f"{span(cpu[delay])[0]:.0f}"
+        fields[f"wrk{tag}_per_s"] = f"{span(wrk_rates[delay])[0]:.0f}"
+        fields.update(ratio_fields(f"ratio_wrk{tag}", wrk_stats))
+        if apprise_rates[delay]:
+            apprise_stats = ratios(mine[delay], apprise_rates[delay])
+            line += f"; apprise {span(apprise_rates[delay])[0]:,.0f}/s, ratio {describe_ratio(apprise_stats, 1)}"
+            fields[f"apprise{tag}_per_s"] = f"{span(apprise_rates[delay])[0]:.0f}"
+            fields.update(ratio_fields(f"ratio_apprise{tag}", apprise_stats, 2))
+        print(line)
+    fields.update(
+        delay_ms=f"{args.delay_ms:g}",
+        wrk_connections=connections,
+        lat_offered_per_s=f"{args.rate:g}",
+        lat_achieved_per_s=f"{lat['achieved_signals_per_s']:.1f}",
+        lat_deliveries_per_s=f"{lat['achieved_deliveries_per_s']:.0f}",
+        lat_p50_ms=f"{lat['p50_ms']:.0f}",
+        lat_p90_ms=f"{lat['p90_ms']:.0f}",
+        lat_p99_ms=f"{lat['p99_ms']:.0f}",
+        lat_max_ms=f"{lat['max_ms']:.0f}",
+        lat_samples=lat["samples"],
+        lat_missing=lat["expected"] - lat["samples"],
+        lat_seconds=f"{args.latency_seconds:g}",
     )
+    print_result(fields)
 
 
 if __name__ == "__main__":

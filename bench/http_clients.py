@@ -11,8 +11,9 @@ the clients and are repeated; medians are quoted.
     uv run python bench/http_clients.py [--requests 5000] [--concurrency 200] [--runs 3] [--loop uvloop]
 
 Last line: RESULT httpx_rps=... aiohttp_rps=... ratio=... http1_rps=... http1_vs_aiohttp=...
-aiohttp_cpu_us=... http1_cpu_us=... cpu_ratio=... (ratio = aiohttp / httpx; http1_vs_aiohttp =
-http1 / aiohttp requests/s; cpu_ratio = aiohttp / http1 CPU per request)
+aiohttp_cpu_us=... http1_cpu_us=... cpu_ratio=... load1=... (ratio = aiohttp / httpx;
+http1_vs_aiohttp = http1 / aiohttp requests/s; cpu_ratio = aiohttp / http1 CPU per request;
+each ratio is the median of the per-run ratios, with _min and _max)
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import httpx
 import uvloop
+from _common import Ports, add_common, describe_ratio, print_result, ratio_fields, ratios
 
 from signalmint.delivery.http1 import Http1Pool, encode_request, request_head
 from signalmint.delivery.ssrf import check_url
@@ -50,12 +51,6 @@ async def app(scope, receive, send):
 
 BODY = json.dumps({"type": "signal.created", "version": 1, "data": {"pad": "x" * 940}}).encode()
 assert 1000 <= len(BODY) <= 1100, len(BODY)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_sink(port: int) -> subprocess.Popen[bytes]:
@@ -139,15 +134,17 @@ CLIENTS = {"httpx": run_httpx, "aiohttp": run_aiohttp, "http1": run_http1}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=5000)
-    parser.add_argument("--concurrency", type=int, default=200)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=5000, help="POSTs per client per run (default 5000)")
+    parser.add_argument(
+        "--concurrency", type=int, default=200, help="requests in flight, and each client's connection limit (200)"
+    )
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="event loop (default uvloop)")
+    add_common(parser, runs=3)
     args = parser.parse_args()
     loop_factory = uvloop.new_event_loop if args.loop == "uvloop" else asyncio.new_event_loop
 
-    port = free_port()
+    port = Ports(args.port_base).next()
     sink = start_sink(port)
     url = f"http://127.0.0.1:{port}/hook"
     rps: dict[str, list[float]] = {name: [] for name in CLIENTS}
@@ -176,12 +173,25 @@ def main() -> None:
         ("http1", "http1.Http1Pool"),
     ):
         print(f"{label:22s} median {med[name]:9.0f} requests/s {med_cpu[name]:7.0f} µs CPU/request")
+    rps_ratio = ratios(rps["aiohttp"], rps["httpx"])
+    http1_ratio = ratios(rps["http1"], rps["aiohttp"])
+    cpu_ratio = ratios(cpu["aiohttp"], cpu["http1"])
     print(
-        f"RESULT httpx_rps={med['httpx']:.0f} aiohttp_rps={med['aiohttp']:.0f}"
-        f" ratio={med['aiohttp'] / med['httpx']:.2f}"
-        f" http1_rps={med['http1']:.0f} http1_vs_aiohttp={med['http1'] / med['aiohttp']:.2f}"
-        f" aiohttp_cpu_us={med_cpu['aiohttp']:.0f} http1_cpu_us={med_cpu['http1']:.0f}"
-        f" cpu_ratio={med_cpu['aiohttp'] / med_cpu['http1']:.2f}"
+        f"aiohttp / httpx requests/s {describe_ratio(rps_ratio)}; http1 / aiohttp requests/s "
+        f"{describe_ratio(http1_ratio)}; aiohttp / http1 CPU per request {describe_ratio(cpu_ratio)}"
+    )
+    print_result(
+        {
+            "httpx_rps": f"{med['httpx']:.0f}",
+            "aiohttp_rps": f"{med['aiohttp']:.0f}",
+            **ratio_fields("ratio", rps_ratio, 2),
+            "http1_rps": f"{med['http1']:.0f}",
+            **ratio_fields("http1_vs_aiohttp", http1_ratio, 2),
+            "httpx_cpu_us": f"{med_cpu['httpx']:.0f}",
+            "aiohttp_cpu_us": f"{med_cpu['aiohttp']:.0f}",
+            "http1_cpu_us": f"{med_cpu['http1']:.0f}",
+            **ratio_fields("cpu_ratio", cpu_ratio, 2),
+        }
     )
 
 

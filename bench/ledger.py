@@ -16,7 +16,9 @@ conditional ``UPDATE ... WHERE balance >= n RETURNING balance``. Medians of ``--
     uv run python bench/ledger.py [--runs 3] [--pg URL]
 
 PostgreSQL: ``--pg``, else SIGNALMINT_BENCH_PG or SIGNALMINT_TEST_PG, else the local server.
-Last line: RESULT debits_per_s_sqlite=... debits_per_s_pg=...
+Ratios are medians of the per-run ratios (``debit()`` / the locked read-then-write of the same
+run), with their range. Last line: RESULT debits_per_s_sqlite=... locked_per_s_sqlite=...
+ratio_sqlite=... ratio_sqlite_min=... ratio_sqlite_max=... (the same for _pg) load1=...
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import argparse
 import asyncio
 import itertools
 import os
-import statistics
 import tempfile
 import threading
 import time
@@ -35,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+from _common import add_common, describe_ratio, print_result, ratio_fields, ratios, span
 from sqlalchemy import Connection, bindparam, create_engine, select, text
 
 from signalmint.billing.credits import balance, credit, debit
@@ -160,23 +162,35 @@ def run_pg(db: Database, url: str, fn: Debit) -> float:
     return len(attempts) / elapsed
 
 
-def median_pair(runs: int, one: Callable[[Debit], float]) -> tuple[float, float]:
+def paired(runs: int, one: Callable[[Debit], float]) -> tuple[list[float], list[float]]:
     mine: list[float] = []
     peer: list[float] = []
     for _ in range(runs):  # alternated, so drift hits both alike
         mine.append(one(ours))
         peer.append(one(locked_read_then_write))
-    return statistics.median(mine), statistics.median(peer)
+    return mine, peer
 
 
-def report(name: str, mine: float, peer: float, how: str) -> None:
-    print(f"{name} ({how}): debit() {mine:,.0f} debits/s, locked read-then-write {peer:,.0f}, ratio {mine / peer:.2f}")
+def report(name: str, mine: list[float], peer: list[float], how: str, tag: str) -> dict[str, object]:
+    stats = ratios(mine, peer)
+    print(
+        f"{name} ({how}): debit() {span(mine)[0]:,.0f} debits/s (runs {min(mine):,.0f}-{max(mine):,.0f}), "
+        f"locked read-then-write {span(peer)[0]:,.0f} (runs {min(peer):,.0f}-{max(peer):,.0f}), "
+        f"ratio {describe_ratio(stats)}"
+    )
+    return {
+        f"debits_per_s_{tag}": f"{span(mine)[0]:.0f}",
+        f"locked_per_s_{tag}": f"{span(peer)[0]:.0f}",
+        **ratio_fields(f"ratio_{tag}", stats, 2),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--pg", default=None)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--pg", default=None, help="PostgreSQL URL (default: SIGNALMINT_BENCH_PG, SIGNALMINT_TEST_PG, the local server)"
+    )
+    add_common(parser, runs=3, ports=False)
     args = parser.parse_args()
     pg_base = (
         args.pg
@@ -191,14 +205,13 @@ def main() -> None:
         db = Database(f"sqlite:///{tmp}/ledger.db")
         db.migrate()
         try:
-            sqlite_mine, sqlite_peer = median_pair(args.runs, lambda fn: run_sqlite(db, fn))
+            sqlite_mine, sqlite_peer = paired(args.runs, lambda fn: run_sqlite(db, fn))
         finally:
             db.close()
-    report("SQLite", sqlite_mine, sqlite_peer, f"{TASKS_SQLITE} tasks over Database.write")
+    fields = report("SQLite", sqlite_mine, sqlite_peer, f"{TASKS_SQLITE} tasks over Database.write", "sqlite")
 
     schema = f"bench_ledger_{uuid.uuid4().hex[:8]}"
     admin: Any = create_engine(pg_base)
-    pg_mine = float("nan")
     try:
         with admin.begin() as conn:
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
@@ -209,15 +222,17 @@ def main() -> None:
         db = Database(url)
         try:
             db.migrate()
-            pg_mine, pg_peer = median_pair(args.runs, lambda fn: run_pg(db, url, fn))
-            report("PostgreSQL", pg_mine, pg_peer, f"{THREADS_PG} threads, a connection each")
+            pg_mine, pg_peer = paired(args.runs, lambda fn: run_pg(db, url, fn))
+            fields.update(report("PostgreSQL", pg_mine, pg_peer, f"{THREADS_PG} threads, a connection each", "pg"))
         finally:
             db.close()
             with admin.begin() as conn:
                 conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     admin.dispose()
     print("every run: each subscriber ended at exactly 0 with 400 debits taken and 100 refused; ledger sums match")
-    print(f"RESULT debits_per_s_sqlite={sqlite_mine:.0f} debits_per_s_pg={pg_mine:.0f}")
+    fields.setdefault("debits_per_s_pg", "nan")
+    fields.update(runs=args.runs, debits_per_run=total)
+    print_result(fields)
 
 
 if __name__ == "__main__":
