@@ -235,8 +235,9 @@ class AutomationRunner:
             checkpoint.cursor or "the beginning",
         )
         pending: asyncio.Future[list[Signal]] | None = None
+        frames = pipeline.source.stream(checkpoint.cursor)
         try:
-            async for frame in pipeline.source.stream(checkpoint.cursor):
+            async for frame in frames:
                 if len(frame) == 0:
                     continue
                 started = time.perf_counter()
@@ -273,6 +274,10 @@ class AutomationRunner:
                 with contextlib.suppress(Exception):
                     await db.write(self._final_checkpoint, self._checkpoint(status.cursor))
                     log.info("%s: stopped at %s (checkpoint saved)", name, status.cursor)
+            close = getattr(frames, "aclose", None)  # then the source releases its connections (ccxt, websockets)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(close(), timeout=5)
 
     @staticmethod
     def _final_checkpoint(conn: Connection, checkpoint: Checkpoint) -> None:

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from ...chain import chain_record
 from ...store.signals import chain_signals
 from ..context import AppContext, ctx_dependency
+from ..openapi import errors
 from ..params import MAX_ID
 
 __all__ = ["router"]
@@ -55,7 +56,10 @@ def _page(ctx: AppContext, automation: str, after: int, limit: int) -> tuple[lis
 @router.get(
     "/api/v1/chain",
     tags=["signals"],
-    responses={200: {"content": {"application/x-ndjson": {}}, "description": "one chain record per line"}},
+    responses={
+        200: {"content": {"application/x-ndjson": {}}, "description": "one chain record per line"},
+        **errors(404, 422),
+    },
 )
 def chain(
     ctx: Ctx,
