@@ -9,8 +9,13 @@ import numpy as np
 import polars as pl
 import pytest
 
+from signalmint.errors import ConfigError
+from signalmint.records import Frame
 from signalmint.registry import Registry
 from signalmint.testing import detector_checks, source_checks
+from signalmint.testing.detectors import check_declares_needs
+from signalmint.testing.sources import check_rows_match_schema
+from tests.test_columns import Items, ItemsOptions
 
 REGISTRY = Registry.from_entry_points()
 
@@ -61,3 +66,45 @@ def test_detector_conformance(kind: str, check: Any) -> None:
 def test_source_conformance(kind: str, check: Any, tmp_path: Path) -> None:
     options = SOURCE_OPTIONS[kind](tmp_path)
     check(lambda: REGISTRY.build("source", kind, options))
+
+
+# -- the suites themselves: a non-bar source passes, a source breaking its schema fails ----
+
+
+def test_a_text_source_passes_the_source_suite_without_bar_rules() -> None:
+    for check in source_checks():
+        check(lambda: Items(items=30))
+
+
+class _Liar:
+    """Declares a text title but gives numbers."""
+
+    kind = "liar"
+    Options = ItemsOptions
+    schema = {"title": "text"}
+
+    def __init__(self, items: int = 3) -> None:
+        self.items = items
+        self.rejected: dict[str, int] = {}
+
+    async def stream(self, since: Any = None) -> Any:
+        yield Frame(
+            keys=np.array(["a"]),
+            times=np.array(["2024-01-02T09:30"], dtype="datetime64[ns]"),
+            columns={"title": np.array([1.0])},
+        )
+
+
+def test_a_source_not_giving_its_declared_columns_fails_the_suite() -> None:
+    with pytest.raises(AssertionError, match="declared text column 'title' is missing"):
+        check_rows_match_schema(_Liar)
+
+
+def test_a_detector_declaring_an_unknown_column_kind_fails_the_suite() -> None:
+    class Odd:
+        kind = "odd"
+        Options = ItemsOptions
+        needs = {"price": "number"}
+
+    with pytest.raises(ConfigError, match="number"):
+        check_declares_needs(Odd)
