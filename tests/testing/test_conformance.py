@@ -47,7 +47,10 @@ SOURCE_OPTIONS: dict[str, Any] = {
     "bokeh_stocks": lambda tmp: {"pace": 0.0},
     "file": lambda tmp: {"path": _csv(tmp)},
 }
-DETECTOR_OPTIONS: dict[str, dict[str, Any]] = {"volume_spike": {"window": 10}}
+DETECTOR_OPTIONS: dict[str, dict[str, Any]] = {
+    "volume_spike": {"window": 10},
+    "threshold": {"column": "close", "level": 50.0, "hysteresis": 0.2},
+}
 
 
 def test_every_plugin_is_covered() -> None:
