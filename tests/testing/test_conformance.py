@@ -50,6 +50,7 @@ SOURCE_OPTIONS: dict[str, Any] = {
 DETECTOR_OPTIONS: dict[str, dict[str, Any]] = {
     "volume_spike": {"window": 10},
     "threshold": {"column": "close", "level": 50.0, "hysteresis": 0.2},
+    "pct_move": {"column": "volume", "pct": 200.0, "window": 5},
 }
 
 

@@ -47,15 +47,17 @@ class Configured:
 class KeyRows:
     """Rows of per-key state: ``rows(keys)`` gives each key its row, new keys new rows.
 
-    ``arrays`` are the state columns (name -> 1-d array), each grown with its ``fill``
-    value when keys are added. Picklable as plain data.
+    ``arrays`` are the state columns (name -> array with one row per key), declared as
+    ``name=(fill, dtype)`` or ``name=(fill, dtype, width)`` for a row of ``width`` values
+    (a ring of recent values), each grown with its ``fill`` when keys are added.
+    Picklable as plain data.
     """
 
-    def __init__(self, **fills: tuple[Any, Any]) -> None:
+    def __init__(self, **fills: tuple[Any, ...]) -> None:
         self.index: dict[str, int] = {}
-        self.fills = {name: fill for name, (fill, _) in fills.items()}
+        self.fills = {name: spec[0] for name, spec in fills.items()}
         self.arrays: dict[str, npt.NDArray[Any]] = {
-            name: np.full(0, fill, dtype=dtype) for name, (fill, dtype) in fills.items()
+            name: np.full((0, *spec[2:]), spec[0], dtype=spec[1]) for name, spec in fills.items()
         }
 
     def __len__(self) -> int:
@@ -76,7 +78,7 @@ class KeyRows:
             return
         size = max(n, 2 * have, 16)
         for name, array in self.arrays.items():
-            grown = np.full(size, self.fills[name], dtype=array.dtype)
+            grown = np.full((size, *array.shape[1:]), self.fills[name], dtype=array.dtype)
             grown[:have] = array
             self.arrays[name] = grown
 
