@@ -51,6 +51,8 @@ DETECTOR_OPTIONS: dict[str, dict[str, Any]] = {
     "volume_spike": {"window": 10},
     "threshold": {"column": "close", "level": 50.0, "hysteresis": 0.2},
     "pct_move": {"column": "volume", "pct": 200.0, "window": 5},
+    "price_drop": {"column": "price", "pct": 20.0},
+    "restock": {"column": "in_stock"},
 }
 
 
