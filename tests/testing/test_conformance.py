@@ -53,6 +53,7 @@ DETECTOR_OPTIONS: dict[str, dict[str, Any]] = {
     "pct_move": {"column": "volume", "pct": 200.0, "window": 5},
     "price_drop": {"column": "price", "pct": 20.0},
     "restock": {"column": "in_stock"},
+    "change": {"column": "text", "min_ratio": 0.01},
 }
 
 
