@@ -54,6 +54,7 @@ DETECTOR_OPTIONS: dict[str, dict[str, Any]] = {
     "price_drop": {"column": "price", "pct": 20.0},
     "restock": {"column": "in_stock"},
     "change": {"column": "text", "min_ratio": 0.01},
+    "new_item": {"announce_existing": True},
 }
 
 
