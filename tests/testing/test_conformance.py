@@ -55,6 +55,7 @@ DETECTOR_OPTIONS: dict[str, dict[str, Any]] = {
     "restock": {"column": "in_stock"},
     "change": {"column": "text", "min_ratio": 0.01},
     "new_item": {"announce_existing": True},
+    "ranking": {"column": "close", "top": 3, "interval": "5m"},
 }
 
 
