@@ -7,12 +7,15 @@ import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import pytest
 from pydantic import BaseModel, ConfigDict
+from typer.testing import CliRunner
 
+from signalmint.cli import app
 from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Settings, parse_settings
 from signalmint.detectors.volume_spike import VolumeSpike
 from signalmint.engine import Engine
@@ -194,3 +197,18 @@ def test_the_engine_stores_signals_of_a_text_source_with_their_text(db: Database
     assert [(s.key, s.payload["title"], s.payload["url"]) for s in signals] == [
         (f"item-{i}", f"Item number {i}", f"https://shop.test/{i}") for i in range(3)
     ]
+
+
+def test_signalmint_check_refuses_a_detector_reading_a_column_the_source_lacks(tmp_path: Path) -> None:
+    path = tmp_path / "shop.yaml"
+    path.write_text(
+        "automations:\n  - name: drops\n    source: {kind: synthetic}\n    detector:\n      kind: price_drop\n"
+        "      pct: 10\n      column: price\n"
+    )
+    result = CliRunner().invoke(app, ["check", "-c", str(path)])
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert f"{path}:7: automations[0].detector.column: detector price_drop needs the metric column 'price'" in text
+    assert "open, high, low, close, volume" in text and "Traceback" not in text
+    path.write_text(path.read_text().replace("column: price", "column: close"))
+    assert CliRunner().invoke(app, ["check", "-c", str(path)]).exit_code == 0
