@@ -34,6 +34,11 @@ def test_a_first_value_already_beyond_does_not_fire() -> None:
     assert series(Threshold(column="price", level=100), [150, 160, 99, 100]) == [False, False, False, True]
 
 
+def test_a_first_value_inside_the_band_arms() -> None:
+    det = Threshold(column="price", level=100, hysteresis=5)
+    assert series(det, [98, 100, 97, 100, 94, 100]) == [False, True, False, False, False, True]
+
+
 def test_zero_hysteresis_on_the_level_fires_once_not_on_every_row() -> None:
     assert series(Threshold(column="price", level=100), [99, 100, 100, 100, 99.9, 100]) == [
         False,
@@ -79,3 +84,11 @@ def test_needs_the_configured_column_and_refuses_bad_options() -> None:
 def test_conformance() -> None:
     check_detector(lambda: Threshold(column="close", level=50.0, hysteresis=0.2))
     assert np.isfinite(Threshold(level=1).update(frame(["A"], 0, close=[2])).score).all()
+
+
+def test_a_cached_tick_of_the_same_keys_and_a_new_key_order() -> None:
+    det = Threshold(column="price", level=100)
+    det.update(frame(["A", "B"], 0, price=[90, 90]))
+    assert det.update(frame(["A", "B"], 1, price=[101, 99])).flags.tolist() == [True, False]  # same keys: cached rows
+    assert det.update(frame(["B", "A"], 2, price=[101, 99])).flags.tolist() == [True, False]  # order changed
+    assert det.update(frame(["C", "B", "A"], 3, price=[50, 50, 101])).flags.tolist() == [False, False, True]

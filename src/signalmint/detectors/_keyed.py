@@ -67,10 +67,28 @@ class KeyRows:
         return self.arrays[name]
 
     def rows(self, keys: npt.NDArray[Any]) -> IntArray:
+        """Each key's row (new keys get new rows). The answer for the last keys is cached:
+        the next tick usually has the same keys, and equal bytes are equal keys."""
+        return self.locate(keys)[0]
+
+    def locate(self, keys: npt.NDArray[Any]) -> tuple[IntArray, list[IntArray]]:
+        """Each key's row, and the row positions in :func:`rounds`."""
+        cache = getattr(self, "_cache", None)
+        raw = keys.tobytes() if keys.dtype.kind in "US" else None
+        if cache is not None and raw is not None and cache[0] == keys.dtype and cache[1] == raw:
+            return cache[2], cache[3]
         index = self.index
         rows = np.fromiter((index.setdefault(k, len(index)) for k in keys.tolist()), dtype=np.intp, count=len(keys))
         self._grow(len(index))
-        return rows
+        found = (rows, list(rounds(rows)))
+        self._cache = (keys.dtype, raw, *found) if raw is not None else None
+        return found
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"index": self.index, "fills": self.fills, "arrays": self.arrays}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def _grow(self, n: int) -> None:
         have = len(next(iter(self.arrays.values()))) if self.arrays else n
@@ -84,13 +102,16 @@ class KeyRows:
 
 
 def rounds(keys: npt.NDArray[Any]) -> Iterator[IntArray]:
-    """Row positions in rounds: each key at most once per round, rounds in row order.
+    """Row positions in rounds: each key (or state row) at most once per round, in row order.
 
     >>> [r.tolist() for r in rounds(np.array(["a", "b", "a", "a"]))]
     [[0, 1], [2], [3]]
     """
     n = len(keys)
     if n < 2:
+        yield np.arange(n)
+        return
+    if keys.dtype.kind in "iu" and len(np.unique(keys)) == n:  # state rows: cheap to check
         yield np.arange(n)
         return
     _, group = np.unique(keys, return_inverse=True)

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import Duration
 from ..records import Frame, Schema, Scores
-from ._keyed import Configured, KeyRows, rounds
+from ._keyed import Configured, KeyRows
 
 __all__ = ["PctMove", "PctMoveOptions"]
 
@@ -107,10 +107,10 @@ class PctMove(Configured):
         else:
             beyond = np.abs(change) >= self.pct
         flags = np.zeros(len(frame), dtype=bool)
-        rows = self._state.rows(frame.keys)
+        rows, batches = self._state.locate(frame.keys)
         was = self._state["beyond"]
         usable = ~np.isnan(value)
-        for batch in rounds(frame.keys):
+        for batch in batches:
             sel = batch[usable[batch]]
             at = rows[sel]
             flags[sel] = beyond[sel] & ~was[at]
@@ -121,11 +121,11 @@ class PctMove(Configured):
     def _bases_window(self, frame: Frame, value: np.ndarray) -> np.ndarray:
         """The value ``window`` rows back of each row's key, then the row joins the ring."""
         state = self._state
-        rows = state.rows(frame.keys)
+        rows, batches = state.locate(frame.keys)
         base = np.full(len(frame), np.nan)
         usable = ~np.isnan(value)
         ring, pos, count = state["ring"], state["pos"], state["count"]
-        for batch in rounds(frame.keys):
+        for batch in batches:
             sel = batch[usable[batch]]
             at = rows[sel]
             slot = pos[at]

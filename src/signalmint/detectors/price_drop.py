@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..records import Frame, Schema, Scores
-from ._keyed import Configured, KeyRows, rounds
+from ._keyed import Configured, KeyRows
 
 __all__ = ["PriceDrop", "PriceDropOptions"]
 
@@ -93,10 +93,10 @@ class PriceDrop(Configured):
         price = np.asarray(frame.columns[self.column], dtype=np.float64)
         n = len(frame)
         previous = np.full(n, np.nan)
-        rows = self._state.rows(frame.keys)
+        rows, batches = self._state.locate(frame.keys)
         last = self._state["last"]
         seen = ~np.isnan(price)
-        for batch in rounds(frame.keys):
+        for batch in batches:
             previous[batch] = last[rows[batch]]
             sel = batch[seen[batch]]
             last[rows[sel]] = price[sel]

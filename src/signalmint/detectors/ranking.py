@@ -152,7 +152,7 @@ class Ranking(Configured):
         self, frame: Frame, segment: npt.NDArray[np.intp], rows: npt.NDArray[np.intp], value: np.ndarray
     ) -> None:
         latest = self._state["latest"]
-        for batch in rounds(frame.keys[segment]):
+        for batch in rounds(rows[segment]):
             sel = segment[batch]
             sel = sel[~np.isnan(value[sel])]
             latest[rows[sel]] = value[sel]

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..records import ColumnKind, Frame, Schema, Scores
-from ._keyed import Configured, KeyRows, rounds
+from ._keyed import Configured, KeyRows
 
 __all__ = ["Restock", "RestockOptions"]
 
@@ -79,10 +79,10 @@ class Restock(Configured):
     def update(self, frame: Frame) -> Scores:
         stock = np.asarray(frame.columns[self.column], dtype=np.float64)
         previous = np.full(len(frame), np.nan)
-        rows = self._state.rows(frame.keys)
+        rows, batches = self._state.locate(frame.keys)
         last = self._state["last"]
         seen = ~np.isnan(stock)
-        for batch in rounds(frame.keys):
+        for batch in batches:
             previous[batch] = last[rows[batch]]
             sel = batch[seen[batch]]
             last[rows[sel]] = stock[sel]

@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..records import Frame, Schema, Scores
-from ._keyed import Configured, KeyRows, rounds
+from ._keyed import Configured, KeyRows
 
 __all__ = ["Threshold", "ThresholdOptions"]
 
@@ -84,21 +84,23 @@ class Threshold(Configured):
         n = len(frame)
         flags = np.zeros(n, dtype=bool)
         previous = np.full(n, np.nan)
-        rows = self._state.rows(frame.keys)
+        rows, batches = self._state.locate(frame.keys)
         armed, last = self._state["armed"], self._state["last"]
         sign = 1.0 if self.direction == "above" else -1.0
         distance = sign * (value - self.level)
-        beyond = distance >= 0
-        back = distance < -self.hysteresis  # NaN compares False: missing values change nothing
-        for batch in rounds(frame.keys):
+        beyond = distance >= 0  # NaN compares False: missing values change nothing
+        short = distance < 0
+        back = distance < -self.hysteresis
+        for batch in batches:
             at = rows[batch]
             state = armed[at]
             fire = (state == _ARMED) & beyond[batch]
             flags[batch] = fire
             state[fire] = _DISARMED
             state[back[batch]] = _ARMED
-            first = (state == _UNKNOWN) & beyond[batch]
-            state[first] = _DISARMED
+            fresh = state == _UNKNOWN  # a first value: below the level arms, beyond it does not
+            state[fresh & beyond[batch]] = _DISARMED
+            state[fresh & short[batch]] = _ARMED
             armed[at] = state
             previous[batch] = last[at]
             seen = ~np.isnan(value[batch])
