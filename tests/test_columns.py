@@ -4,6 +4,7 @@ and text columns reach the signal's payload and the store."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -212,3 +213,22 @@ def test_signalmint_check_refuses_a_detector_reading_a_column_the_source_lacks(t
     assert "open, high, low, close, volume" in text and "Traceback" not in text
     path.write_text(path.read_text().replace("column: price", "column: close"))
     assert CliRunner().invoke(app, ["check", "-c", str(path)]).exit_code == 0
+
+
+def test_messages_show_text_payloads_instead_of_dashes() -> None:
+    from signalmint.delivery.render import signal_text
+
+    doc = {
+        "id": 1,
+        "automation": "feed",
+        "key": "e1",
+        "time": "2024-01-02T09:00:00+00:00",
+        "kind": "new_item",
+        "score": 1.0,
+        "payload": {"matched": ["rust"], "title": "Rust <in> the kernel", "url": "https://news.test/e1"},
+    }
+    rendered = signal_text(doc, "Feed", base_url="http://x")
+    text = rendered.text
+    assert re.search(r"Title +Rust <in> the kernel", text) and re.search(r"Url +https://news.test/e1", text)
+    assert re.search(r"Matched +rust", text)
+    assert "Rust &lt;in&gt; the kernel" in rendered.html
