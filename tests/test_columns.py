@@ -232,3 +232,23 @@ def test_messages_show_text_payloads_instead_of_dashes() -> None:
     assert re.search(r"Title +Rust <in> the kernel", text) and re.search(r"Url +https://news.test/e1", text)
     assert re.search(r"Matched +rust", text)
     assert "Rust &lt;in&gt; the kernel" in rendered.html
+
+
+def test_the_signal_page_of_a_text_signal_lists_its_payload(db: Database) -> None:
+    from fastapi.testclient import TestClient
+
+    from signalmint.records import Automation, Signal
+    from signalmint.store import append_signals, sync_automations
+    from signalmint.web.app import create_app
+
+    now = datetime.now(UTC)
+    db.write_sync(sync_automations, [Automation("pages", "Pages", "", "web_page", "change", {})], now)
+    payload = {"difference": 0.25, "diff": "--- before\n+++ after\n-<b>old</b>\n+new", "url": "https://shop.test/a"}
+    signal = Signal(automation="pages", key="a", time=START, kind="change", score=0.25, payload=payload)
+    [stored] = db.write_sync(append_signals, "pages", [signal], now)
+    with TestClient(create_app(Settings(database=db.url), db)) as client:
+        page = client.get(f"/signals/{stored.id}")
+    assert page.status_code == 200
+    assert "https://shop.test/a" in page.text and "Difference" in page.text
+    assert '<pre class="mono diff demo-text">--- before\n+++ after\n-&lt;b&gt;old&lt;/b&gt;\n+new</pre>' in page.text
+    assert "Usual volume" not in page.text

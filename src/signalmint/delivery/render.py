@@ -122,28 +122,10 @@ def _rows(signal: Mapping[str, Any]) -> list[tuple[str, str | None]]:
     return rows
 
 
-#: Text values in a message are cut to this many characters (the signal page has them whole).
-TEXT_LIMIT = 500
-
-
 def fmt_value(value: Any) -> str:
-    """A payload value of any detector: numbers as :func:`fmt_num`, texts as they are (cut
-    to :data:`TEXT_LIMIT`), a ranking's list as ``rank. key move``, other lists joined.
+    from signalmint.web.filters import fmt_value
 
-    >>> fmt_value(1234.5), fmt_value("Kettle, 1.7 l"), fmt_value(["rust", "/go/"])
-    ('1,234', 'Kettle, 1.7 l', 'rust, /go/')
-    >>> fmt_value([{"rank": 1, "key": "A", "move": 10.0}, {"rank": 2, "key": "B", "move": -5.25}])
-    '1. A 10; 2. B -5.25'
-    """
-    if isinstance(value, str):
-        return value if len(value) <= TEXT_LIMIT else value[:TEXT_LIMIT] + "…"
-    if isinstance(value, list):
-        parts = [
-            f"{v.get('rank')}. {v.get('key')} {fmt_num(v.get('move'))}" if isinstance(v, dict) else fmt_value(v)
-            for v in value
-        ]
-        return fmt_value(("; " if value and isinstance(value[0], dict) else ", ").join(parts))
-    return fmt_num(value)
+    return fmt_value(value)
 
 
 def _moment(signal: Mapping[str, Any]) -> datetime | None:
