@@ -33,7 +33,7 @@ from pydantic import (
 
 from .errors import ConfigError
 from .records import Plan
-from .registry import Registry
+from .registry import Registry, declared, missing_columns
 
 __all__ = [
     "AutomationConfig",
@@ -711,6 +711,7 @@ def parse_settings(
     if exposure:
         fail(("demo",), exposure, "set `demo: false` to serve others; demo mode is for a tour on this machine")
     for index, automation in enumerate(settings.automations):
+        built: dict[str, tuple[Any, BaseModel]] = {}
         for what, plugin in (("source", automation.source), ("detector", automation.detector)):
             path: Path_ = ("automations", index, what)
             try:
@@ -726,10 +727,43 @@ def parse_settings(
                     hint = f"did you mean `{close[0]}`?" if close else "known options: " + ", ".join(known)
                     fail((*path, key), f"{plugin.kind} has no option {key!r}", hint)
             try:
-                cls.Options.model_validate(options)
+                built[what] = (cls, cls.Options.model_validate(options))
             except ValidationError as exc:
                 _raise_validation(exc, cls.Options, path, file, lines)
+        _check_columns(automation, built, ("automations", index), fail)
     return settings
+
+
+def _check_columns(
+    automation: AutomationConfig,
+    built: Mapping[str, tuple[Any, BaseModel]],
+    path: Path_,
+    fail: Any,
+) -> None:
+    """Refuse a detector that needs a column its source does not give.
+
+    The error points at the detector option naming the column (``column: price``), or at
+    the detector's ``kind`` when the need is fixed."""
+    try:
+        given = declared(*built["source"])
+        needed = declared(*built["detector"])
+    except ConfigError as exc:
+        fail((*path, "detector", "kind"), exc.message, exc.hint)
+        raise
+    options = automation.detector.options
+    for name, kind in needed.items():
+        problem = missing_columns(given, {name: kind})
+        if not problem:
+            continue
+        key = next(
+            (k for k, v in options.items() if v == name or (isinstance(v, list | tuple) and name in v)),
+            "kind",
+        )
+        fail(
+            (*path, "detector", key),
+            f"detector {automation.detector.kind} needs {problem[0]} from source {automation.source.kind}",
+            "name a column the source gives, or pick a source that gives this one",
+        )
 
 
 def load_settings(path: str | Path, *, registry: Registry, env: Mapping[str, str] | None = None) -> Settings:

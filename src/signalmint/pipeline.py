@@ -56,11 +56,15 @@ def build_pipeline(config: AutomationConfig, registry: Registry) -> Pipeline:
 
 
 def signals_from_scores(automation: str, kind: str, scores: Scores) -> list[Signal]:
-    """One :class:`Signal` per flagged row, its payload the detector's details for that row."""
+    """One :class:`Signal` per flagged row, its payload the detector's details for that row
+    (numbers) and its extras (text and other JSON values; a ``None`` is left out)."""
     flagged = np.flatnonzero(scores.flags)
     out: list[Signal] = []
     for i in flagged.tolist():
         payload: dict[str, Any] = {name: float(values[i]) for name, values in scores.details.items()}
+        for name, objects in scores.extras.items():
+            if objects[i] is not None:
+                payload[name] = objects[i]
         score = float(scores.score[i])
         score = MAX_SCORE if not np.isfinite(score) or score > MAX_SCORE else score
         out.append(

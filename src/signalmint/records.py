@@ -13,14 +13,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
     "BAR_COLUMNS",
+    "BAR_SCHEMA",
     "CHANNELS",
+    "COLUMN_KINDS",
     "STATES",
     "ApiKey",
     "Automation",
@@ -28,10 +30,12 @@ __all__ = [
     "Frame",
     "Plan",
     "Preferences",
+    "Schema",
     "Scores",
     "Signal",
     "Subscriber",
     "Subscription",
+    "satisfies",
     "to_datetime",
     "to_datetime64",
 ]
@@ -40,6 +44,29 @@ __all__ = [
 BAR_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 
 FloatArray = npt.NDArray[np.float64]
+ObjectArray = npt.NDArray[np.object_]
+
+#: What a column holds: ``bar`` one of the OHLCV columns of a market bar (numbers checked for
+#: OHLC consistency), ``metric`` any other number (a price, a count, a rank; NaN is missing),
+#: ``text`` a string per row (a title, a url, a page's text; None is missing).
+ColumnKind = Literal["metric", "bar", "text"]
+COLUMN_KINDS: tuple[str, ...] = ("metric", "bar", "text")
+
+#: Column name -> kind. A source declares the columns it gives, a detector those it needs.
+Schema = Mapping[str, ColumnKind]
+
+#: The schema of market bars: what every source gives unless it declares otherwise.
+BAR_SCHEMA: Schema = dict.fromkeys(BAR_COLUMNS, "bar")
+
+
+def satisfies(given: ColumnKind, needed: ColumnKind) -> bool:
+    """Whether a column of kind ``given`` serves a need of kind ``needed``: a bar column is
+    a number too, so it serves a ``metric`` need; text serves only text.
+
+    >>> satisfies("bar", "metric"), satisfies("metric", "bar"), satisfies("metric", "text")
+    (True, False, False)
+    """
+    return given == needed or (given == "bar" and needed == "metric")
 
 
 def to_datetime(value: np.datetime64 | int) -> datetime:
@@ -69,17 +96,24 @@ def to_datetime64(value: datetime) -> np.datetime64:
 class Frame:
     """A columnar batch of rows: ``keys[i]`` at ``times[i]`` with ``columns[c][i]``.
 
-    ``keys`` is an array of str (series ids such as symbols), ``times`` is
-    ``datetime64[ns]`` (UTC), each column a float64 array of the same length.
+    ``keys`` is an array of str (series ids such as symbols, or item ids), ``times`` is
+    ``datetime64[ns]`` (UTC), each column a float64 array of the same length (bar and
+    metric columns), and ``texts`` holds the text columns (title, url, text...) as object
+    arrays of ``str`` or ``None`` (missing), one value per row as well.
     """
 
     keys: npt.NDArray[np.str_]
     times: npt.NDArray[np.datetime64]
     columns: Mapping[str, FloatArray]
+    texts: Mapping[str, ObjectArray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.keys)
-        if len(self.times) != n or any(len(c) != n for c in self.columns.values()):
+        if (
+            len(self.times) != n
+            or any(len(c) != n for c in self.columns.values())
+            or any(len(c) != n for c in self.texts.values())
+        ):
             raise ValueError("Frame: keys, times and every column must have the same length")
 
     def __len__(self) -> int:
@@ -94,14 +128,26 @@ class Frame:
             keys=self.keys[index],
             times=self.times[index],
             columns={name: col[index] for name, col in self.columns.items()},
+            texts={name: col[index] for name, col in self.texts.items()},
         )
 
+    def text(self, name: str) -> ObjectArray:
+        return self.texts[name]
+
+    @property
+    def schema(self) -> dict[str, ColumnKind]:
+        """The frame's columns by kind (the OHLCV columns count as ``bar``)."""
+        kinds: dict[str, ColumnKind] = {c: "bar" if c in BAR_COLUMNS else "metric" for c in self.columns}
+        kinds.update(dict.fromkeys(self.texts, "text"))
+        return kinds
+
     @classmethod
-    def empty(cls, columns: tuple[str, ...] = BAR_COLUMNS) -> Frame:
+    def empty(cls, columns: tuple[str, ...] = BAR_COLUMNS, texts: tuple[str, ...] = ()) -> Frame:
         return cls(
             keys=np.array([], dtype=str),
             times=np.array([], dtype="datetime64[ns]"),
             columns={c: np.array([], dtype=np.float64) for c in columns},
+            texts={c: np.array([], dtype=object) for c in texts},
         )
 
 
@@ -112,7 +158,9 @@ class Scores:
     Row ``i`` scores row ``i`` of the input frame. ``flags`` marks the rows the
     detector's own rule considers signals; ``score`` is its main number
     (higher is more unusual, NaN before enough history); ``details`` holds the
-    numbers behind each score, which become the signal's payload.
+    numbers behind each score, which become the signal's payload. ``extras`` adds
+    payload values that are not numbers (object arrays of JSON values: a title, a url,
+    a diff, a list of ranks); a ``None`` is left out of the payload.
     """
 
     keys: npt.NDArray[np.str_]
@@ -120,6 +168,7 @@ class Scores:
     score: FloatArray
     flags: npt.NDArray[np.bool_]
     details: Mapping[str, FloatArray] = field(default_factory=dict)
+    extras: Mapping[str, ObjectArray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.keys)

@@ -12,6 +12,13 @@ Sources and detectors are found through entry points, built-ins included
 A plugin class carries ``kind`` (its name in config) and ``Options`` (a
 pydantic model of its settings); it is built as ``cls(**options.model_dump())``.
 Nothing is loaded at import time: a :class:`Registry` is created and passed in.
+
+Columns are declared on the class. A source's ``schema`` is the columns it gives and a
+detector's ``needs`` the columns it reads (name -> ``metric``, ``bar`` or ``text``), each
+either a mapping (a ``ClassVar``) or a classmethod of the validated options, since options
+often name the columns (``threshold``'s ``column``). A source that declares nothing gives
+market bars (:data:`~signalmint.records.BAR_SCHEMA`); a detector that declares nothing
+needs nothing. ``signalmint check`` refuses a detector need its source does not meet.
 """
 
 from __future__ import annotations
@@ -25,9 +32,9 @@ from typing import Any, ClassVar, Protocol, cast, runtime_checkable
 from pydantic import BaseModel
 
 from .errors import ConfigError
-from .records import Frame, Scores
+from .records import BAR_SCHEMA, COLUMN_KINDS, ColumnKind, Frame, Schema, Scores, satisfies
 
-__all__ = ["GROUPS", "Detector", "Plugin", "Registry", "Source"]
+__all__ = ["GROUPS", "Detector", "Plugin", "Registry", "Source", "declared", "missing_columns"]
 
 GROUPS = {"source": "signalmint.sources", "detector": "signalmint.detectors"}
 
@@ -116,3 +123,45 @@ class Registry:
         cls = self.get(what, kind)
         validated = cls.Options.model_validate(dict(options))
         return cls(**validated.model_dump())
+
+
+def declared(cls: Any, options: BaseModel | Mapping[str, Any] | None = None) -> dict[str, ColumnKind]:
+    """The columns a plugin class declares: a source's ``schema``, a detector's ``needs``.
+
+    ``options`` (validated or not; the defaults when ``None``) are passed to a declaration
+    that is a method. A kind outside ``metric``, ``bar``, ``text`` is a :class:`ConfigError`.
+    """
+    is_source = hasattr(cls, "stream")
+    value = getattr(cls, "schema" if is_source else "needs", None)
+    if value is None:
+        return dict(BAR_SCHEMA) if is_source else {}
+    if callable(value):
+        if not isinstance(options, BaseModel):
+            options = cls.Options.model_validate(dict(options or {}))
+        value = value(options)
+    schema = dict(cast(Schema, value))
+    for name, kind in schema.items():
+        if kind not in COLUMN_KINDS:
+            raise ConfigError(
+                f"{cls.__name__} declares column {name!r} of kind {kind!r}",
+                hint="column kinds are " + ", ".join(COLUMN_KINDS),
+            )
+    return schema
+
+
+def missing_columns(given: Schema, needed: Schema) -> list[str]:
+    """The needs not met by ``given``, as sentences (empty when all are met).
+
+    >>> missing_columns({"price": "metric"}, {"price": "metric", "title": "text"})
+    ["the text column 'title' (the source gives: price)"]
+    >>> missing_columns({"title": "metric"}, {"title": "text"})
+    ["the text column 'title' (the source's 'title' is a metric column)"]
+    """
+    out = []
+    for name, kind in needed.items():
+        have = given.get(name)
+        if have is None:
+            out.append(f"the {kind} column {name!r} (the source gives: {', '.join(given) or 'nothing'})")
+        elif not satisfies(have, kind):
+            out.append(f"the {kind} column {name!r} (the source's {name!r} is a {have} column)")
+    return out

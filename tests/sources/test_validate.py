@@ -254,3 +254,49 @@ def test_property_matches_row_model(
     assert dict(v.rejected) == dict(expected_counts)
     assert total_out + v.rejected.total() == total_in
     assert set(v.rejected) <= set(REASONS)
+
+
+# -- column kinds: metric and text columns are not bars ------------------------------------
+
+SHOP = {"price": "metric", "in_stock": "metric", "title": "text"}
+
+
+def shop_frame(prices: list[float], titles: list[object]) -> Frame:
+    n = len(prices)
+    return Frame(
+        keys=np.array([f"item{i}" for i in range(n)]),
+        times=np.full(n, np.datetime64("2024-01-02T09:30", "ns")),
+        columns={"price": np.array(prices), "in_stock": np.ones(n)},
+        texts={"title": np.array(titles, dtype=object)},
+    )
+
+
+def test_metric_and_text_columns_skip_the_bar_rules() -> None:
+    v = RowValidator(schema=SHOP)
+    # a zero price, a missing (NaN) price and a missing title are fine for a shop
+    ok = v.check(shop_frame([0.0, math.nan, 12.5], ["a", None, "c"]))
+    assert len(ok) == 3 and not v.rejected
+    assert ok.texts["title"].tolist() == ["a", None, "c"]
+
+
+def test_metric_infinity_and_non_text_values_are_rejected() -> None:
+    v = RowValidator(schema=SHOP)
+    ok = v.check(shop_frame([math.inf, 1.0, 2.0], ["a", 3, "c"]))
+    assert ok.keys.tolist() == ["item2"] and ok.texts["title"].tolist() == ["c"]
+    assert v.rejected == Counter({"inf": 1, "bad_value": 1})
+
+
+def test_a_declared_column_missing_from_the_frame_is_the_sources_bug() -> None:
+    with pytest.raises(ValueError, match="lacks declared columns"):
+        RowValidator(schema={**SHOP, "url": "text"}).check(shop_frame([1.0], ["a"]))
+
+
+def test_a_volume_only_bar_schema_keeps_the_volume_rules() -> None:
+    v = RowValidator(schema={"volume": "bar"})
+    f = Frame(
+        keys=np.array(["A", "B", "C"]),
+        times=np.full(3, np.datetime64("2024-01-02T09:30", "ns")),
+        columns={"volume": np.array([5.0, -1.0, math.nan])},
+    )
+    assert v.check(f).keys.tolist() == ["A"]
+    assert v.rejected == Counter({"negative_volume": 1, "nan": 1})

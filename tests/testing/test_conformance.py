@@ -10,9 +10,14 @@ import numpy as np
 import polars as pl
 import pytest
 
+from signalmint.errors import ConfigError
+from signalmint.records import Frame
 from signalmint.registry import Registry
 from signalmint.testing import detector_checks, source_checks
+from signalmint.testing.detectors import check_declares_needs
 from signalmint.testing.exchange import StandInBinance
+from signalmint.testing.sources import check_rows_match_schema
+from tests.test_columns import Items, ItemsOptions
 
 from ..sources.alpaca_server import AlpacaServer, alpaca_server, conformance_tape
 
@@ -62,7 +67,16 @@ SOURCE_OPTIONS: dict[str, Any] = {
     },
     "alpaca": lambda tmp, url: {"symbols": ["AAPL", "MSFT", "SPY"], "warmup": 40},  # + the local server's addresses
 }
-DETECTOR_OPTIONS: dict[str, dict[str, Any]] = {"volume_spike": {"window": 10}}
+DETECTOR_OPTIONS: dict[str, dict[str, Any]] = {
+    "volume_spike": {"window": 10},
+    "threshold": {"column": "close", "level": 50.0, "hysteresis": 0.2},
+    "pct_move": {"column": "volume", "pct": 200.0, "window": 5},
+    "price_drop": {"column": "price", "pct": 20.0},
+    "restock": {"column": "in_stock"},
+    "change": {"column": "text", "min_ratio": 0.01},
+    "new_item": {"announce_existing": True},
+    "ranking": {"column": "close", "top": 3, "interval": "5m"},
+}
 
 
 def test_every_plugin_is_covered() -> None:
@@ -86,3 +100,45 @@ def test_source_conformance(kind: str, check: Any, tmp_path: Path, request: pyte
         conformance_tape(server, options["symbols"])
         options |= {"data_url": server.data_url, "stream_url": server.stream_url}
     check(lambda: REGISTRY.build("source", kind, options))
+
+
+# -- the suites themselves: a non-bar source passes, a source breaking its schema fails ----
+
+
+def test_a_text_source_passes_the_source_suite_without_bar_rules() -> None:
+    for check in source_checks():
+        check(lambda: Items(items=30))
+
+
+class _Liar:
+    """Declares a text title but gives numbers."""
+
+    kind = "liar"
+    Options = ItemsOptions
+    schema = {"title": "text"}
+
+    def __init__(self, items: int = 3) -> None:
+        self.items = items
+        self.rejected: dict[str, int] = {}
+
+    async def stream(self, since: Any = None) -> Any:
+        yield Frame(
+            keys=np.array(["a"]),
+            times=np.array(["2024-01-02T09:30"], dtype="datetime64[ns]"),
+            columns={"title": np.array([1.0])},
+        )
+
+
+def test_a_source_not_giving_its_declared_columns_fails_the_suite() -> None:
+    with pytest.raises(AssertionError, match="declared text column 'title' is missing"):
+        check_rows_match_schema(_Liar)
+
+
+def test_a_detector_declaring_an_unknown_column_kind_fails_the_suite() -> None:
+    class Odd:
+        kind = "odd"
+        Options = ItemsOptions
+        needs = {"price": "number"}
+
+    with pytest.raises(ConfigError, match="number"):
+        check_declares_needs(Odd)

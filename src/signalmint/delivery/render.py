@@ -118,8 +118,14 @@ def _rows(signal: Mapping[str, Any]) -> list[tuple[str, str | None]]:
         elif value is not None:
             rows.append((f.label, f.fmt(value)))
     for name in sorted(set(payload) - known - INTERNAL):
-        rows.append((name.replace("_", " ").capitalize(), fmt_num(payload[name])))
+        rows.append((name.replace("_", " ").capitalize(), fmt_value(payload[name])))
     return rows
+
+
+def fmt_value(value: Any) -> str:
+    from signalmint.web.filters import fmt_value
+
+    return fmt_value(value)
 
 
 def _moment(signal: Mapping[str, Any]) -> datetime | None:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from .change import Change
 from .cooldown import Cooldown
+from .new_item import NewItem
+from .pct_move import PctMove
+from .price_drop import PriceDrop
+from .ranking import Ranking
+from .restock import Restock
+from .threshold import Threshold
 from .volume_spike import VolumeSpike
 
-__all__ = ["Cooldown", "VolumeSpike"]
+__all__ = ["Change", "Cooldown", "NewItem", "PctMove", "PriceDrop", "Ranking", "Restock", "Threshold", "VolumeSpike"]

@@ -42,7 +42,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import DetectorError
-from ..records import Frame, Scores
+from ..records import Frame, Schema, Scores
 
 __all__ = ["VolumeSpike", "VolumeSpikeOptions"]
 
@@ -130,6 +130,11 @@ class VolumeSpike:
 
     kind: ClassVar[str] = "volume_spike"
     Options: ClassVar[type[BaseModel]] = VolumeSpikeOptions
+
+    @classmethod
+    def needs(cls, options: VolumeSpikeOptions) -> Schema:
+        """The volume column (the price column is optional: its change is NaN without it)."""
+        return {options.volume_column: "metric"}
 
     def __init__(
         self,

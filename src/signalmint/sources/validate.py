@@ -11,11 +11,12 @@ always equals the input:
 ``naive_timestamp``
     a time without a timezone when the source was given none (parse level)
 ``bad_value``
-    text where a number was expected, or an empty key (parse level)
+    text where a number was expected, or an empty key (parse level); a value of a
+    text column that is neither a ``str`` nor ``None``
 ``nan``
     a NaN or missing value in open, high, low, close or volume
 ``inf``
-    an infinite value in one of those columns
+    an infinite value in one of those columns, or in a metric column
 ``negative_volume``
     volume < 0 (zero volume is a valid bar)
 ``negative_price``
@@ -24,6 +25,13 @@ always equals the input:
     high < low
 ``inconsistent_ohlc``
     high < max(open, close) or low > min(open, close)
+
+The value rules follow the kind of each column in the source's ``schema`` (market bars
+when none is given): the bar rules above apply to ``bar`` columns only (``high_lt_low``
+and ``inconsistent_ohlc`` when all four prices are bar columns); a ``metric`` column
+refuses infinities but keeps NaN, which means missing (a shop page without a price);
+a ``text`` column holds ``str`` or ``None`` (missing). A column the schema declares but
+the frame lacks is the source's bug, a :class:`ValueError`.
 ``out_of_order``
     time earlier than the last accepted time of that key
 ``duplicate``
@@ -55,7 +63,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from ..records import BAR_COLUMNS, Frame
+from ..records import BAR_COLUMNS, BAR_SCHEMA, Frame, Schema
 
 __all__ = ["REASONS", "RowValidator"]
 
@@ -84,7 +92,8 @@ class RowValidator:
 
     ``rejected`` is the counter rejections are added to (pass the source's own
     so its ``rejected`` property sees them); ``source`` names the source in log
-    lines; ``clock`` (monotonic seconds) is injectable for tests.
+    lines; ``schema`` gives each column's kind (market bars by default); ``clock``
+    (monotonic seconds) is injectable for tests.
     """
 
     def __init__(
@@ -92,11 +101,16 @@ class RowValidator:
         rejected: Counter[str] | None = None,
         *,
         source: str = "source",
+        schema: Schema = BAR_SCHEMA,
         log_every: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rejected: Counter[str] = rejected if rejected is not None else Counter()
         self.source = source
+        self.schema = dict(schema)
+        self._bars = tuple(c for c in BAR_COLUMNS if self.schema.get(c) == "bar")
+        self._metrics = tuple(c for c, kind in self.schema.items() if kind == "metric")
+        self._texts = tuple(c for c, kind in self.schema.items() if kind == "text")
         self.log_every = log_every
         self._clock = clock
         self._keys: npt.NDArray[np.str_] = np.array([], dtype=str)  # sorted
@@ -128,17 +142,19 @@ class RowValidator:
         def mark(mask: npt.NDArray[np.bool_] | np.bool_, name: str) -> None:
             reason[np.asarray(mask) & (reason < 0)] = REASONS.index(name)
 
-        o, h, lo, c, v = (np.asarray(frame.columns[name], dtype=np.float64) for name in BAR_COLUMNS)
-        values = np.stack([o, h, lo, c, v])
+        missing = [c for c in (*self._bars, *self._metrics) if c not in frame.columns]
+        missing += [c for c in self._texts if c not in frame.texts]
+        if missing:
+            raise ValueError(f"{self.source}: the frame lacks declared columns {missing}")
         t = np.asarray(frame.times, dtype="datetime64[ns]").view(np.int64)
-        with np.errstate(invalid="ignore"):
-            mark(t == _NAT, "bad_timestamp")
-            mark(np.isnan(values).any(axis=0), "nan")
-            mark(np.isinf(values).any(axis=0), "inf")
-            mark(v < 0, "negative_volume")
-            mark((values[:4] <= 0).any(axis=0), "negative_price")
-            mark(h < lo, "high_lt_low")
-            mark((h < np.maximum(o, c)) | (lo > np.minimum(o, c)), "inconsistent_ohlc")
+        mark(t == _NAT, "bad_timestamp")
+        for name in self._texts:
+            mark(np.array([not (x is None or isinstance(x, str)) for x in frame.texts[name]], bool), "bad_value")
+        if self._bars:
+            self._check_bars(frame, mark)
+        if self._metrics:
+            metrics = np.stack([np.asarray(frame.columns[name], dtype=np.float64) for name in self._metrics])
+            mark(np.isinf(metrics).any(axis=0), "inf")
         self._check_times(np.asarray(frame.keys), t, reason, mark)
 
         ok = reason < 0
@@ -157,6 +173,23 @@ class RowValidator:
             self._pending = Counter()
 
     # -- internals -------------------------------------------------------------
+
+    def _check_bars(self, frame: Frame, mark: Callable[[npt.NDArray[np.bool_] | np.bool_, str], None]) -> None:
+        """The value rules of bar columns (all five in the usual case)."""
+        cols = {name: np.asarray(frame.columns[name], dtype=np.float64) for name in self._bars}
+        values = np.stack(list(cols.values()))
+        prices = [cols[name] for name in ("open", "high", "low", "close") if name in cols]
+        with np.errstate(invalid="ignore"):
+            mark(np.isnan(values).any(axis=0), "nan")
+            mark(np.isinf(values).any(axis=0), "inf")
+            if "volume" in cols:
+                mark(cols["volume"] < 0, "negative_volume")
+            if prices:
+                mark((np.stack(prices) <= 0).any(axis=0), "negative_price")
+            if len(prices) == 4:
+                o, h, lo, c = prices
+                mark(h < lo, "high_lt_low")
+                mark((h < np.maximum(o, c)) | (lo > np.minimum(o, c)), "inconsistent_ohlc")
 
     def _check_times(
         self,

@@ -16,8 +16,10 @@ __all__ = ["bar_window", "insert_bars", "prune_bars"]
 
 
 def insert_bars(conn: Connection, automation: str, frame: Frame) -> int:
-    """Store a frame's bars; a bar already stored (same automation, key, time) is kept as is."""
-    if len(frame) == 0:
+    """Store a frame's bars; a bar already stored (same automation, key, time) is kept as is.
+
+    A frame without the OHLCV columns (shop items, feed entries, metrics) stores nothing."""
+    if len(frame) == 0 or not all(name in frame.columns for name in BAR_COLUMNS):
         return 0
     columns = {name: frame.columns[name].tolist() for name in BAR_COLUMNS}
     times = frame.times.astype("datetime64[us]").astype(np.int64).tolist()

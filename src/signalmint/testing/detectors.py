@@ -8,17 +8,25 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from ..records import BAR_COLUMNS, Frame, Scores
+from ..records import BAR_COLUMNS, COLUMN_KINDS, ColumnKind, Frame, Schema, Scores
+from ..registry import declared
 
-__all__ = ["check_detector", "detector_checks", "example_frames"]
+__all__ = ["check_detector", "detector_checks", "example_frames", "needs_of"]
 
 Factory = Callable[[], Any]
 
 
-def example_frames(ticks: int = 80, keys: int = 25, seed: int = 0) -> list[Frame]:
-    """Lognormal bars with a few spikes, keys dropping out and joining, one frame per tick."""
+def example_frames(ticks: int = 80, keys: int = 25, seed: int = 0, needs: Schema | None = None) -> list[Frame]:
+    """Lognormal bars with a few spikes, keys dropping out and joining, one frame per tick.
+
+    ``needs`` adds the columns a detector reads that bars do not have: a metric is a price
+    that drops by 30% on some ticks and is 0 (out of stock) on others; a text is a short
+    line per key that changes every few ticks.
+    """
     rng = np.random.default_rng(seed)
+    extra = {name: kind for name, kind in (needs or {}).items() if name not in BAR_COLUMNS}
     names = np.array([f"K{i:03d}" for i in range(keys)])
     start = np.datetime64("2024-01-02T14:30", "ns")
     frames = []
@@ -35,19 +43,52 @@ def example_frames(ticks: int = 80, keys: int = 25, seed: int = 0) -> list[Frame
             "close": close.copy(),
             "volume": volume,
         }
+        texts: dict[str, npt.NDArray[np.object_]] = {}
+        phase = np.arange(keys) + t
+        for name, kind in extra.items():
+            if kind == "text":
+                texts[name] = np.array(
+                    [
+                        f"{name} of {key}, version {(i + t) // 9}: {'lorem ipsum ' * (i % 3)}"
+                        for i, key in enumerate(names)
+                    ],
+                    dtype=object,
+                )
+            else:
+                value = 20.0 + close / 5
+                value[phase % 13 == 0] *= 0.7
+                value[phase % 11 == 0] = 0.0
+                columns[name] = value
         mask = np.flatnonzero(present)
         frames.append(
             Frame(
                 keys=names[mask],
                 times=np.full(len(mask), start + np.timedelta64(t, "m")),
-                columns={c: columns[c][mask] for c in BAR_COLUMNS},
+                columns={c: columns[c][mask] for c in columns},
+                texts={c: v[mask] for c, v in texts.items()},
             )
         )
     return frames
 
 
+def needs_of(detector: Any) -> dict[str, ColumnKind]:
+    """What a detector instance declares it needs (its options read from its attributes)."""
+    cls = type(detector)
+    return declared(cls, _options_of(detector))
+
+
+def _options_of(plugin: Any) -> dict[str, Any]:
+    """A plugin's options as its constructor stored them (under their own names)."""
+    fields = type(plugin).Options.model_fields
+    return {name: getattr(plugin, name) for name in fields if hasattr(plugin, name)}
+
+
 def _run(detector: Any, frames: list[Frame]) -> list[Scores]:
     return [detector.update(frame) for frame in frames]
+
+
+def _frames(factory: Factory, **kwargs: Any) -> list[Frame]:
+    return example_frames(needs=needs_of(factory()), **kwargs)
 
 
 def _same(a: list[Scores], b: list[Scores], what: str) -> None:
@@ -59,6 +100,9 @@ def _same(a: list[Scores], b: list[Scores], what: str) -> None:
         assert set(x.details) == set(y.details), f"{what}: detail columns differ"
         for name in x.details:
             np.testing.assert_array_equal(x.details[name], y.details[name], err_msg=f"{what}: {name}")
+        assert set(x.extras) == set(y.extras), f"{what}: extras differ"
+        for name in x.extras:
+            assert list(x.extras[name]) == list(y.extras[name]), f"{what}: extra {name!r} differs"
 
 
 def check_has_kind_and_options(factory: Factory) -> None:
@@ -68,8 +112,15 @@ def check_has_kind_and_options(factory: Factory) -> None:
     assert options is not None and hasattr(options, "model_validate"), "a detector needs a pydantic `Options`"
 
 
+def check_declares_needs(factory: Factory) -> None:
+    needs = needs_of(factory())
+    for name, kind in needs.items():
+        assert isinstance(name, str) and name, "a needed column has a name"
+        assert kind in COLUMN_KINDS, f"column {name!r}: kind {kind!r} is not one of {COLUMN_KINDS}"
+
+
 def check_scores_align_with_input(factory: Factory) -> None:
-    for frame in example_frames(ticks=40):
+    for frame in _frames(factory, ticks=40):
         scores = factory().update(frame)
         assert len(scores) == len(frame), "one score per input row"
         assert np.array_equal(scores.keys, frame.keys), "scores keep the input's row order"
@@ -77,25 +128,29 @@ def check_scores_align_with_input(factory: Factory) -> None:
         assert scores.flags.dtype == np.bool_
         for name, column in scores.details.items():
             assert len(column) == len(frame), f"detail {name!r} has one value per row"
+        for name, column in scores.extras.items():
+            assert len(column) == len(frame), f"extra {name!r} has one value per row"
 
 
 def check_does_not_mutate_input(factory: Factory) -> None:
-    frames = example_frames()
+    frames = _frames(factory)
     before = copy.deepcopy(frames)
     _run(factory(), frames)
     for a, b in zip(frames, before, strict=True):
         assert np.array_equal(a.keys, b.keys) and np.array_equal(a.times, b.times)
         for name in a.columns:
             assert np.array_equal(a.columns[name], b.columns[name]), f"column {name!r} was changed"
+        for name in a.texts:
+            assert list(a.texts[name]) == list(b.texts[name]), f"text column {name!r} was changed"
 
 
 def check_deterministic(factory: Factory) -> None:
-    frames = example_frames()
+    frames = _frames(factory)
     _same(_run(factory(), frames), _run(factory(), frames), "same input, same scores")
 
 
 def check_pickles_mid_stream(factory: Factory) -> None:
-    frames = example_frames()
+    frames = _frames(factory)
     half = len(frames) // 2
     detector = factory()
     _run(detector, frames[:half])
@@ -104,12 +159,13 @@ def check_pickles_mid_stream(factory: Factory) -> None:
 
 
 def check_flags_something(factory: Factory) -> None:
-    flagged = sum(int(s.flags.sum()) for s in _run(factory(), example_frames()))
-    assert flagged > 0, "tenfold volume spikes in the example frames should raise at least one flag"
+    flagged = sum(int(s.flags.sum()) for s in _run(factory(), _frames(factory)))
+    assert flagged > 0, "the example frames (volume spikes, price drops, restocks, text edits) raise no flag"
 
 
 _CHECKS = [
     check_has_kind_and_options,
+    check_declares_needs,
     check_scores_align_with_input,
     check_does_not_mutate_input,
     check_deterministic,

@@ -1,4 +1,9 @@
-"""Checks every source must pass: ordered ticks of valid bars, and a resumable stream."""
+"""Checks every source must pass: declared columns, valid rows in time order, a resumable stream.
+
+A source gives the columns its ``schema`` declares (market bars when it declares none);
+the bar rules (finite, volume >= 0, high >= low, one tick per frame) hold for bar sources
+only: a shop or feed source is checked against its metric and text columns instead.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from ..records import BAR_COLUMNS, Frame, to_datetime
+from ..records import BAR_COLUMNS, COLUMN_KINDS, ColumnKind, Frame, to_datetime
+from ..registry import declared
 
-__all__ = ["check_source", "source_checks"]
+__all__ = ["check_source", "schema_of", "source_checks"]
 
 Factory = Callable[[], Any]
 
@@ -39,7 +45,50 @@ def check_has_kind_and_options(factory: Factory) -> None:
     assert isinstance(source.rejected, Mapping), "`rejected` maps reasons to counts"
 
 
+def schema_of(source: Any) -> dict[str, ColumnKind]:
+    """What a source instance declares it gives (its options read from its attributes)."""
+    fields = type(source).Options.model_fields
+    return declared(type(source), {name: getattr(source, name) for name in fields if hasattr(source, name)})
+
+
+def _is_bars(schema: dict[str, ColumnKind]) -> bool:
+    return all(schema.get(name) == "bar" for name in BAR_COLUMNS)
+
+
+def check_declares_columns(factory: Factory) -> None:
+    schema = schema_of(factory())
+    assert schema, "a source gives at least one column"
+    for name, kind in schema.items():
+        assert kind in COLUMN_KINDS, f"column {name!r}: kind {kind!r} is not one of {COLUMN_KINDS}"
+
+
+def check_rows_match_schema(factory: Factory) -> None:
+    schema = schema_of(factory())
+    frames = _frames(factory)
+    assert frames, "the source produced no frames"
+    last: dict[str, np.datetime64] = {}
+    for frame in frames:
+        assert isinstance(frame, Frame)
+        assert frame.times.dtype == np.dtype("datetime64[ns]")
+        assert not np.isnat(frame.times).any(), "every row has a time"
+        for name, kind in schema.items():
+            if kind == "text":
+                assert name in frame.texts, f"declared text column {name!r} is missing"
+                assert all(v is None or isinstance(v, str) for v in frame.texts[name]), f"{name}: str or None"
+            else:
+                assert name in frame.columns, f"declared {kind} column {name!r} is missing"
+                column = frame.columns[name]
+                assert column.dtype == np.float64, f"{name}: float64 values"
+                assert not np.isinf(column).any(), f"{name}: infinite values do not pass validation"
+        for key, time in zip(frame.keys.tolist(), frame.times, strict=True):
+            assert key, "every row has a key"
+            assert key not in last or time > last[key], f"{key}: rows of a key come in increasing time"
+            last[key] = time
+
+
 def check_ticks_are_valid_bars(factory: Factory) -> None:
+    if not _is_bars(schema_of(factory())):
+        return  # a shop, feed or metrics source: no OHLC rules (see check_rows_match_schema)
     frames = _frames(factory)
     assert frames, "the source produced no frames"
     last = None
@@ -67,7 +116,13 @@ def check_resumes_after_since(factory: Factory) -> None:
     assert all((frame.times > cutoff).all() for frame in resumed), "no bar at or before `since` comes again"
 
 
-_CHECKS = [check_has_kind_and_options, check_ticks_are_valid_bars, check_resumes_after_since]
+_CHECKS = [
+    check_has_kind_and_options,
+    check_declares_columns,
+    check_rows_match_schema,
+    check_ticks_are_valid_bars,
+    check_resumes_after_since,
+]
 
 
 def source_checks() -> Iterator[Callable[[Factory], None]]:

@@ -23,6 +23,7 @@ __all__ = [
     "fmt_pct",
     "fmt_ratio",
     "fmt_time",
+    "fmt_value",
     "fmt_z",
     "ratio_tier",
     "register_filters",
@@ -237,6 +238,30 @@ def short_hash(value: Any, length: int = 10) -> str:
     return str(value)[:length] if value else DASH
 
 
+#: Text values are cut to this many characters in messages and tiles (the JSON has them whole).
+TEXT_LIMIT = 500
+
+
+def fmt_value(value: Any) -> str:
+    """A payload value of any detector: numbers as :func:`fmt_num`, texts as they are (cut
+    to :data:`TEXT_LIMIT`), a ranking's list as ``rank. key move``, other lists joined.
+
+    >>> fmt_value(1520000.0), fmt_value("Kettle, 1.7 l"), fmt_value(["rust", "/go/"])
+    ('1.52M', 'Kettle, 1.7 l', 'rust, /go/')
+    >>> fmt_value([{"rank": 1, "key": "A", "move": 10.0}, {"rank": 2, "key": "B", "move": -5.25}])
+    '1. A 10; 2. B -5.25'
+    """
+    if isinstance(value, str):
+        return value if len(value) <= TEXT_LIMIT else value[:TEXT_LIMIT] + "…"
+    if isinstance(value, list):
+        parts = [
+            f"{v.get('rank')}. {v.get('key')} {fmt_num(v.get('move'))}" if isinstance(v, dict) else fmt_value(v)
+            for v in value
+        ]
+        return fmt_value(("; " if value and isinstance(value[0], dict) else ", ").join(parts))
+    return fmt_num(value)
+
+
 def register_filters(env: jinja2.Environment) -> None:
     """Install every filter above into ``env`` under its own name."""
     env.filters.update(
@@ -248,6 +273,7 @@ def register_filters(env: jinja2.Environment) -> None:
         fmt_pct=fmt_pct,
         fmt_ratio=fmt_ratio,
         fmt_time=fmt_time,
+        fmt_value=fmt_value,
         fmt_z=fmt_z,
         ratio_tier=ratio_tier,
         short_hash=short_hash,
