@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from .anomaly import Anomaly
 from .cooldown import Cooldown
 from .volume_spike import VolumeSpike
 
-__all__ = ["Cooldown", "VolumeSpike"]
+__all__ = ["Anomaly", "Cooldown", "VolumeSpike"]
