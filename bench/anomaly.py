@@ -129,7 +129,9 @@ def hst(s: Series) -> FloatArray:
     return out
 
 
-def rolling(s: Series, center: Callable[[FloatArray], FloatArray], spread: Callable[[FloatArray], FloatArray]) -> FloatArray:
+def rolling(
+    s: Series, center: Callable[[FloatArray], FloatArray], spread: Callable[[FloatArray], FloatArray]
+) -> FloatArray:
     x = s.values
     out = np.zeros(len(x))
     if len(x) <= ROLLING:

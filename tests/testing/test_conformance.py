@@ -42,7 +42,10 @@ SOURCE_OPTIONS: dict[str, Any] = {
     "bokeh_stocks": lambda tmp: {"pace": 0.0},
     "file": lambda tmp: {"path": _csv(tmp)},
 }
-DETECTOR_OPTIONS: dict[str, dict[str, Any]] = {"anomaly": {"column": "volume", "warmup": 20}, "volume_spike": {"window": 10}}
+DETECTOR_OPTIONS: dict[str, dict[str, Any]] = {
+    "anomaly": {"column": "volume", "warmup": 20},
+    "volume_spike": {"window": 10},
+}
 
 
 def test_every_plugin_is_covered() -> None:
