@@ -19,6 +19,8 @@ and 0 for the null detector (no detection).
 Thresholds are chosen the same way for every method: two folds over the series copies
 (alternating); on each fold, the threshold among 400 quantiles of the method's own scores
 that scores best is picked, then scored on the other fold; the figure is the mean of the two.
+The per-kind figures printed beside it (all series of a kind, at each fold's threshold,
+averaged) only show where a method's points come from.
 
 Every method is causal: a bar's score uses that bar and the ones before it. Each series
 scores 0 in its first 30 bars for every method (their warm-up); anomalies start later.

@@ -186,6 +186,8 @@ class Anomaly:
         self._variance = np.zeros(0)
         self._ring = np.zeros((0, self.calibration))
         self._filled = np.zeros(0, dtype=np.int64)  # nonconformities written so far
+        self._last_keys: npt.NDArray[Any] | None = None
+        self._last_rows = np.zeros(0, dtype=np.intp)
 
     def __getstate__(self) -> dict[str, Any]:
         n = self._n
@@ -203,6 +205,11 @@ class Anomaly:
             setattr(self, name, state[name])
 
     def _rows_of(self, keys: npt.NDArray[Any]) -> IntArray:
+        """The state rows of the keys (new keys get rows); the same keys as the last tick
+        (the usual case) reuse its answer."""
+        last = self._last_keys
+        if last is not None and last.shape == keys.shape and np.array_equal(last, keys):
+            return self._last_rows
         rows_map = self._rows
         found = np.empty(len(keys), dtype=np.intp)
         for i, key in enumerate(keys.tolist()):
@@ -213,6 +220,7 @@ class Anomaly:
             found[i] = row
         if self._n > len(self._level):
             self._grow(self._n)
+        self._last_keys, self._last_rows = keys.copy(), found
         return found
 
     def _grow(self, n: int) -> None:
