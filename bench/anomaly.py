@@ -120,11 +120,13 @@ def ours(s: Series) -> FloatArray:
 
 
 def hst(s: Series) -> FloatArray:
+    """River's defaults behind a MinMaxScaler, fed the bar's change: on this corpus that
+    measured best (NAB 42) against the value alone (0) and the value with its change (4)."""
     model = preprocessing.MinMaxScaler() | river_anomaly.HalfSpaceTrees(seed=42)
     out = np.zeros(len(s.values))
     previous = float(s.values[0])
     for i, v in enumerate(s.values.tolist()):
-        features = {"x": v, "dx": v - previous}
+        features = {"dx": v - previous}
         out[i] = model.score_one(features)
         model.learn_one(features)
         previous = v

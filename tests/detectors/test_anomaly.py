@@ -158,6 +158,25 @@ def test_a_daily_pattern_raises_no_alarm_at_its_regular_peaks() -> None:
     assert plain[peaks & (hours < 24 * 5) & (hours >= 50)].any()
 
 
+def test_daily_and_weekly_seasons_together() -> None:
+    """Hourly data: a daily cycle, and weekends at a third of the weekday level.
+
+    With a season much longer than ``halflife`` the level chases the weekends; a halflife of
+    about the longest season (as README advises) lets the weekly slots carry them.
+    """
+    hours = np.arange(24 * 7 * 8)
+    weekend = (hours // 24) % 7 >= 5
+    pattern = (50.0 + 20.0 * np.sin(2 * np.pi * hours / 24)) * np.where(weekend, 1 / 3, 1.0)
+    x = pattern[:, None] + np.random.default_rng(10).normal(0, 1, (len(hours), 10))
+    monday_noon = 24 * 7 * 7 + 12
+    x[monday_noon] -= 8.0  # one real anomaly: 8 sigmas, in a weekday
+    score, flags = run(Anomaly(season=(24, 168), halflife=168), x)
+    after = hours >= 24 * 7 * 3
+    assert np.mean(flags[after]) < 0.005
+    assert np.mean(flags[after & weekend]) < 0.005
+    assert np.median(score[monday_noon]) > 0.99
+
+
 def test_a_trend_is_followed() -> None:
     x = noisy(800, 20, seed=8) + 0.5 * np.arange(800)[:, None]  # half a sigma per bar
     _, flags = run(Anomaly(), x)

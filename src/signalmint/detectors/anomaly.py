@@ -13,7 +13,8 @@ the key's past)::
        score = 1 - p, with p the conformal p-value of ``a`` against the key's last
        ``calibration`` nonconformities (an exponential tail beyond their top 10 %)
     5. learning   rc = clip(r, ±huber · 1.2533 · spread)
-                  level += alpha·rc,  trend += beta·rc,  seasonal slot += gamma·rc,
+                  level += alpha·rc,  trend += beta·rc,  seasonal slot += gamma·rc (seasons
+                  shortest first, each from the residual the previous ones left),
                   spread += alpha·(min(|r|, huber · 1.2533 · spread) - spread)
                   a cusum above ``shift`` re-baselines the level by the mean residual of its
                   run (a confirmed level shift), then restarts; ``a`` joins the ring.
@@ -53,6 +54,8 @@ _ABS_TO_SIGMA = 1.2533
 _TINY = 1e-9
 #: The fraction of the ring treated as the tail (exponential fit beyond it).
 _TAIL = 0.1
+#: ... but at least this many values (a short ring early in a key's life).
+_TAIL_MIN = 5
 #: Half-life, in bars, of the variance statistic.
 _VARIANCE_HALFLIFE = 10.0
 #: Weights of the CUSUM and of the variance statistic's square root in the nonconformity,
@@ -322,10 +325,7 @@ class Anomaly:
         self._level[rows] = level + early * clipped
         self._slope[rows] = slope + self._beta * clipped * (count >= 3)
         if slots.size:
-            visits = count[:, None] // np.array(self.season, dtype=np.int64)  # a running mean at first
-            rate = np.maximum(self.seasonal_rate, 1.0 / (visits + 1.0))
-            learn = np.where(visits == 0, residual[:, None], clipped[:, None])  # a first visit sets the slot
-            self._seasonal[rows[:, None], slots] = seasonal + rate * learn
+            self._learn_seasons(rows, count, slots, seasonal, residual, clipped)
         absolute = np.where(count < 3, np.abs(residual), np.minimum(np.abs(residual), limit))
         self._spread[rows] = np.where(fresh, 0.0, spread + np.maximum(early, self._alpha) * (absolute - spread))
         self._variance[rows] = variance
@@ -368,6 +368,28 @@ class Anomaly:
             "history": count.astype(np.float64),
         }
 
+    def _learn_seasons(
+        self,
+        rows: IntArray,
+        count: npt.NDArray[np.int64],
+        slots: IntArray,
+        seasonal: FloatArray,
+        residual: FloatArray,
+        clipped: FloatArray,
+    ) -> None:
+        """Each season's slot takes its share of the residual, shortest season first; the
+        next season learns from what is left, so together they never take more than all of
+        it. A slot's first visit takes its whole share (unclipped), later visits a running
+        mean until the rate is down to ``seasonal_rate``."""
+        left_raw, left = residual.copy(), clipped.copy()
+        for j in np.argsort(self.season, kind="stable"):
+            visits = count // self.season[j]
+            rate = np.maximum(self.seasonal_rate, 1.0 / (visits + 1.0))
+            share = rate * np.where(visits == 0, left_raw, left)
+            self._seasonal[rows, slots[:, j]] = seasonal[:, j] + share
+            left_raw -= share
+            left -= share
+
     def _slots(self, count: npt.NDArray[np.int64]) -> IntArray:
         """The seasonal column of each key's current bar, one per season: (keys, seasons)."""
         if not self.season:
@@ -388,7 +410,7 @@ class Anomaly:
         valid = np.arange(self.calibration)[None, :] < m[:, None]
         above = ((ring >= a[:, None]) & valid).sum(axis=1)
         p = (1.0 + above) / (m + 1.0)
-        k = np.maximum(1, np.floor(_TAIL * m)).astype(np.intp)
+        k = np.maximum(np.minimum(_TAIL_MIN, m), np.floor(_TAIL * m)).astype(np.intp)
         tail = np.flatnonzero((above < k) & (m > 0))
         if len(tail):
             part = np.where(valid[tail], ring[tail], -np.inf)
