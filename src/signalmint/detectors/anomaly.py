@@ -6,10 +6,12 @@ the key's past)::
 
     1. forecast   f = level + trend + sum(seasonal[p][t % p] for p in season)
     2. residual   r = x - f;  z = r / (1.2533 * spread)        (spread: EW mean |r|)
-    3. changes    zc = clip(z, ±huber)  (a lone spike cannot confirm a shift)
+    3. changes    zd = (d - d_prev) / (1.2533 * dspread), d = x - seasonal part: the bar's
+                  deseasoned change (dspread: its EW mean |change|), a random walk's innovation
+                  zc = clip(z, ±huber)  (a lone spike cannot confirm a shift)
                   cusum+ = max(0, cusum+ + zc - drift),  cusum- = max(0, cusum- - zc - drift)
                   variance = EW mean of min(z², 25)            (fast half-life)
-    4. nonconformity  a = max(|z|, 0.5 · max(cusum+, cusum-), 1.2 · sqrt(variance))
+    4. nonconformity  a = max(|z|, |zd|, 0.5 · max(cusum+, cusum-), 1.2 · sqrt(variance))
        score = 1 - p, with p the conformal p-value of ``a`` against the key's last
        ``calibration`` nonconformities (an exponential tail beyond their top 10 %)
     5. learning   rc = clip(r, ±huber · 1.2533 · spread)
@@ -21,11 +23,13 @@ the key's past)::
 
 Methods: Holt-Winters in error-correction form with Huber-clipped errors (a robust seasonal
 baseline with level and trend), an exponentially weighted mean absolute deviation for the
-scale, Page's two-sided CUSUM for level shifts with re-baselining, an EW variance ratio for
-variance changes, and split-conformal calibration of the nonconformity over a per-key ring
-(with a peaks-over-threshold exponential tail, as in SPOT, so scores keep rising past the
-largest value seen). Under normal data the score is about uniform on [0, 1]: one threshold
-(``threshold``) means the same false-alarm rate on any series.
+scale (of the residual, and of the bar's deseasoned change, which catches what a lagging
+level hides on random-walk-like series such as prices), Page's two-sided CUSUM for level
+shifts with re-baselining, an EW variance ratio for variance changes, and split-conformal
+calibration of the nonconformity over a per-key ring (with a peaks-over-threshold
+exponential tail, as in SPOT, so scores keep rising past the largest value seen). Under
+normal data the score is about uniform on [0, 1]: one ``threshold`` means about the same
+false-alarm rate on any series.
 
 The seasonal slot is the key's bar count modulo the period (one bar, one step). A key
 scores 0 during its first ``warmup`` bars (at least two of its longest season); a value that
@@ -64,6 +68,8 @@ _VARIANCE_HALFLIFE = 10.0
 #: bench/anomaly.py.
 _CUSUM_WEIGHT = 0.5
 _VARIANCE_WEIGHT = 1.2
+#: Weight of |zd|: 1.0 measured best on bench/anomaly.py (0.6 to 1.5 tried).
+_CHANGE_WEIGHT = 1.0
 
 DETAILS: tuple[str, ...] = ("value", "baseline", "z", "cusum", "variance", "nonconformity", "history")
 
@@ -187,6 +193,8 @@ class Anomaly:
         self._run = np.zeros((0, 2))  # sum of the residuals since each side was last 0
         self._run_len = np.zeros((0, 2))
         self._variance = np.zeros(0)
+        self._previous = np.zeros(0)
+        self._dspread = np.zeros(0)
         self._ring = np.zeros((0, self.calibration))
         self._filled = np.zeros(0, dtype=np.int64)  # nonconformities written so far
         self._last_keys: npt.NDArray[Any] | None = None
@@ -300,6 +308,15 @@ class Anomaly:
         z[fresh] = 0.0
         bounded = np.clip(z, -1e6, 1e6)
 
+        # the bar's change net of its season, against the EW mean absolute change (the
+        # innovation of a random walk)
+        deseasoned = x - seasonal.sum(axis=1)
+        change = deseasoned - np.where(fresh, deseasoned, self._previous[rows])
+        dspread = self._dspread[rows]
+        dsigma = np.maximum(_ABS_TO_SIGMA * dspread, _TINY * (np.abs(level) + 1.0))
+        zd = change / dsigma
+        zd[(change == 0) | (count < 2)] = 0.0
+
         # the change statistics start once the spread is estimated, half-way through warm-up
         started = (count >= self._ready // 2)[:, None]
         cusum = self._cusum[rows]
@@ -312,6 +329,7 @@ class Anomaly:
         variance = np.where(started[:, 0], variance, 1.0)
         nonconformity = np.maximum(np.abs(bounded), _CUSUM_WEIGHT * cusum.max(axis=1))
         nonconformity = np.maximum(nonconformity, _VARIANCE_WEIGHT * np.sqrt(variance))
+        nonconformity = np.maximum(nonconformity, _CHANGE_WEIGHT * np.abs(np.clip(zd, -1e6, 1e6)))
 
         ready = count >= self._ready
         score = np.zeros(len(rows))
@@ -329,6 +347,12 @@ class Anomaly:
         absolute = np.where(count < 3, np.abs(residual), np.minimum(np.abs(residual), limit))
         self._spread[rows] = np.where(fresh, 0.0, spread + np.maximum(early, self._alpha) * (absolute - spread))
         self._variance[rows] = variance
+        dlimit = self.huber * dsigma
+        dabs = np.where(count < 3, np.abs(change), np.minimum(np.abs(change), dlimit))
+        self._dspread[rows] = np.where(
+            fresh, 0.0, dspread + np.maximum(1.0 / count.clip(1), self._alpha) * (dabs - dspread)
+        )
+        self._previous[rows] = deseasoned
 
         run = self._run[rows] + residual[:, None]
         run_len = self._run_len[rows] + 1.0
@@ -339,9 +363,8 @@ class Anomaly:
         if confirmed.any():
             hit = confirmed.any(axis=1)
             side = np.where(confirmed[:, 0], 0, 1)[hit]
-            mean = run[hit, side] / run_len[hit, side]
             at = rows[hit]
-            self._level[at] += mean
+            self._level[at] += run[hit, side] / run_len[hit, side]  # the run's mean residual
             self._slope[at] = 0.0
             self._variance[at] = 1.0  # the shift's residuals were not noise
             cusum[hit] = 0.0
@@ -436,6 +459,8 @@ _STATE = (
     "_run",
     "_run_len",
     "_variance",
+    "_previous",
+    "_dspread",
     "_ring",
     "_filled",
 )
