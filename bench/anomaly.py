@@ -19,6 +19,8 @@ and 0 for the null detector (no detection).
 Thresholds are chosen the same way for every method: two folds over the series copies
 (alternating); on each fold, the threshold among 400 quantiles of the method's own scores
 that scores best is picked, then scored on the other fold; the figure is the mean of the two.
+(The detector's internal weights, ``_CUSUM_WEIGHT`` and the like, were chosen on this whole
+corpus among a few values each: its figure may flatter it a little.)
 The per-kind figures printed beside it (all series of a kind, at each fold's threshold,
 averaged) only show where a method's points come from.
 
