@@ -68,6 +68,7 @@ SOURCE_OPTIONS: dict[str, Any] = {
     "alpaca": lambda tmp, url: {"symbols": ["AAPL", "MSFT", "SPY"], "warmup": 40},  # + the local server's addresses
 }
 DETECTOR_OPTIONS: dict[str, dict[str, Any]] = {
+    "anomaly": {"column": "volume", "warmup": 20},
     "volume_spike": {"window": 10},
     "threshold": {"column": "close", "level": 50.0, "hysteresis": 0.2},
     "pct_move": {"column": "volume", "pct": 200.0, "window": 5},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .anomaly import Anomaly
 from .change import Change
 from .cooldown import Cooldown
 from .new_item import NewItem
@@ -12,4 +13,15 @@ from .restock import Restock
 from .threshold import Threshold
 from .volume_spike import VolumeSpike
 
-__all__ = ["Change", "Cooldown", "NewItem", "PctMove", "PriceDrop", "Ranking", "Restock", "Threshold", "VolumeSpike"]
+__all__ = [
+    "Anomaly",
+    "Change",
+    "Cooldown",
+    "NewItem",
+    "PctMove",
+    "PriceDrop",
+    "Ranking",
+    "Restock",
+    "Threshold",
+    "VolumeSpike",
+]
