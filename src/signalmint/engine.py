@@ -38,6 +38,7 @@ from .metrics import Metrics
 from .pipeline import Pipeline, build_pipeline, describe, signals_from_scores
 from .records import Frame, Signal, to_datetime
 from .registry import Registry
+from .sources.fetch import default_user_agent
 from .store import Checkpoint, Database, append_signals, load_checkpoint, save_checkpoint, sync_automations
 from .store.bars import insert_bars, prune_bars
 from .store.outbox import enqueue
@@ -213,6 +214,8 @@ class AutomationRunner:
         name = self.config.name
         db, metrics = self.engine.db, self.engine.metrics
         pipeline = build_pipeline(self.config, self.engine.registry)
+        if hasattr(pipeline.source, "user_agent") and pipeline.source.user_agent is None:  # web sources name the site
+            pipeline.source.user_agent = default_user_agent(self.engine.settings.base_url)
         self._set_guard(pipeline)
         checkpoint = await db.read(load_checkpoint, name)
         self._restore(pipeline, checkpoint)

@@ -20,6 +20,7 @@ from signalmint.testing.sources import check_rows_match_schema
 from tests.test_columns import Items, ItemsOptions
 
 from ..sources.alpaca_server import AlpacaServer, alpaca_server, conformance_tape
+from ..sources.moving_site import moving_site
 
 REGISTRY = Registry.from_entry_points()
 
@@ -66,7 +67,10 @@ SOURCE_OPTIONS: dict[str, Any] = {
         "rate_limit": 0,
     },
     "alpaca": lambda tmp, url: {"symbols": ["AAPL", "MSFT", "SPY"], "warmup": 40},  # + the local server's addresses
+    "rss": lambda tmp, url: {"urls": [f"{url}/feed.xml"], "interval": 0.001, "host_interval": 0, "allow_private": True},
 }
+#: Sources served by the local site whose feed and pages change on every request.
+ON_MOVING_SITE = {"rss"}
 DETECTOR_OPTIONS: dict[str, dict[str, Any]] = {
     "anomaly": {"column": "volume", "warmup": 20},
     "volume_spike": {"window": 10},
@@ -95,6 +99,8 @@ def test_detector_conformance(kind: str, check: Any) -> None:
 @pytest.mark.parametrize("check", list(source_checks()), ids=lambda c: c.__name__)
 def test_source_conformance(kind: str, check: Any, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     url = request.getfixturevalue("exchange").url if kind == "ccxt" else ""  # a stand-in Binance for ccxt
+    if kind in ON_MOVING_SITE:
+        url = request.getfixturevalue(moving_site.__name__).url
     options = SOURCE_OPTIONS[kind](tmp_path, url)
     if kind == "alpaca":  # a local Alpaca-shaped REST + websocket server, keys in the environment
         server: AlpacaServer = request.getfixturevalue(alpaca_server.__name__)

@@ -7,6 +7,9 @@
   the market calendar in :mod:`~signalmint.sources.calendar`.
 - ``ccxt`` (:class:`~signalmint.sources.ccxt_candles.CcxtCandles`): live candles of
   any exchange ccxt supports (not re-exported here: importing ccxt takes seconds).
+- ``rss`` (:class:`~signalmint.sources.rss.Rss`): RSS and Atom feed entries as text rows,
+  fetched politely by :mod:`~signalmint.sources.fetch` (conditional GET, per-host rate
+  limit, retries with backoff, the SSRF guard).
 
 Every source checks its rows with a :class:`RowValidator` and counts the bad
 ones in its ``rejected`` mapping instead of raising.

@@ -1,0 +1,283 @@
+"""Polite, robust HTTP GETs for the sources that read web pages and feeds (``rss``, ``web_page``).
+
+What every request does, and what was decided:
+
+- **Who is asking.** A ``User-Agent`` naming the operator's site: the source's ``user_agent``
+  option, else ``signalmint/<version> (+<base_url>)`` (the engine fills in the settings'
+  ``base_url``), so a site owner can see who reads them and reach the operator.
+- **Conditional GET.** The ``ETag`` and ``Last-Modified`` of each URL's last 200 are sent
+  back as ``If-None-Match`` and ``If-Modified-Since``; a ``304`` gives no body (no rows).
+  A 200 whose body is byte-for-byte the last one is treated the same (many servers send no
+  validators).
+- **A per-host rate limit.** Requests to one host are at least ``host_interval`` seconds
+  apart (per source), however many of its URLs are on that host; other hosts go in parallel.
+- **Timeouts, retries and backoff.** Each request is bounded by ``timeout``. A connection
+  error, a timeout, a 5xx or a 408 is retried up to ``retries`` times, ``backoff`` seconds
+  doubled per failure (at most 60); a 429 or 503 waits at least its ``Retry-After``. Another
+  4xx is not retried. Each failure is counted in the source's ``rejected`` (``http_error``,
+  ``unreachable``, ``rate_limited``, ``too_large``, ``unsafe_url``) and logged; the URL is
+  asked again at the next poll. Nothing raises into the engine.
+- **The SSRF guard.** Unless ``allow_private`` is set, every URL (each redirect hop too) must
+  be ``http``/``https`` on a public host name or address, without credentials or a browser
+  "bad port", and every address a name resolves to is vetted before the socket connects
+  (:class:`~signalmint.delivery.ssrf.VettedResolver`), so DNS rebinding cannot reach a
+  private address. Redirects are followed by hand (at most 5) so each hop is vetted.
+  URLs come from the operator's config today, but a template or an admin form may hand
+  them to a customer, so the guard is on by default; ``allow_private: true`` is for intranet
+  pages and local testing. Plain ``http`` is allowed: reading a public page over http is
+  not a server-side request forgery.
+- **Bodies** are decompressed by aiohttp and capped at ``max_bytes`` (``too_large``).
+  No cookies are kept and proxy environment variables are not read.
+
+Why aiohttp rather than httpx: the SSRF guard must vet the addresses the client dials, and
+the project already has an aiohttp resolver that does (``VettedResolver``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from typing import Any
+
+import aiohttp
+import yarl
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..delivery.ssrf import BAD_PORTS, Resolver, UnsafeTarget, VettedResolver, check_host
+
+__all__ = ["MAX_BACKOFF", "Fetcher", "Page", "PoliteOptions", "default_user_agent", "vet_url"]
+
+log = logging.getLogger("signalmint.sources")
+
+#: Longest wait between two attempts at one URL, seconds.
+MAX_BACKOFF = 60.0
+#: Redirect hops followed per request.
+MAX_REDIRECTS = 5
+_RETRIED = frozenset({408, 500, 502, 503, 504})
+
+
+def default_user_agent(base_url: str | None = None) -> str:
+    """``signalmint/<version>``, with the operator's site when known.
+
+    >>> default_user_agent("https://alerts.example.com")[:10], default_user_agent("https://a.example")[-20:]
+    ('signalmint', '(+https://a.example)')
+    """
+    name = f"signalmint/{version('signalmint')}"
+    return f"{name} (+{base_url})" if base_url else name
+
+
+def vet_url(url: str, *, allow_private: bool = False) -> str:
+    """Refuse a URL a source must not fetch (raises ``ValueError`` with the reason); return it.
+
+    >>> vet_url("https://shop.example.com/p/1")
+    'https://shop.example.com/p/1'
+    >>> vet_url("http://10.0.0.8/admin")
+    Traceback (most recent call last):
+    ...
+    ValueError: http://10.0.0.8/admin: 10.0.0.8 is a private address (set allow_private: true for intranet pages)
+    """
+    try:
+        parsed = yarl.URL(url)
+        port = parsed.port
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{url}: not a valid URL ({exc})") from None
+    if parsed.scheme.lower() not in ("http", "https") or not parsed.raw_host:
+        raise ValueError(f"{url}: write an absolute http(s) URL")
+    if allow_private:
+        return url
+    try:
+        check_host(parsed.raw_host, subject=url)
+    except UnsafeTarget as exc:
+        raise ValueError(f"{exc} (set allow_private: true for intranet pages)") from None
+    if parsed.raw_user is not None or parsed.raw_password is not None:
+        raise ValueError(f"{url}: credentials in the URL (user:password@) are not allowed")
+    if port is None or port in BAD_PORTS:
+        raise ValueError(f"{url}: port {port} is not allowed")
+    return url
+
+
+class PoliteOptions(BaseModel):
+    """The options every web source shares (see the module doc)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    urls: list[str] = Field(min_length=1, description="The URLs to poll.")
+    timeout: float = Field(20.0, gt=0, description="Seconds before a request is abandoned.")
+    retries: int = Field(3, ge=0, le=10, description="Retries of a failed request within one poll.")
+    backoff: float = Field(1.0, ge=0, description="First retry delay in seconds (doubles, at most 60).")
+    host_interval: float = Field(1.0, ge=0, description="Least seconds between two requests to one host.")
+    user_agent: str | None = Field(None, description="User-Agent (default: signalmint/<version> (+base_url)).")
+    allow_private: bool = Field(False, description="Let URLs reach loopback and private addresses.")
+    max_bytes: int = Field(5_000_000, ge=1024, description="Largest body read, bytes.")
+
+    @field_validator("urls")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a URL is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _guard(self) -> PoliteOptions:
+        for url in self.urls:
+            vet_url(url, allow_private=self.allow_private)
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A fetched body, its ``Content-Type`` and the URL it came from (after redirects)."""
+
+    body: bytes
+    content_type: str
+    url: str
+
+
+@dataclass
+class _Validators:
+    etag: str | None = None
+    modified: str | None = None
+    digest: bytes | None = None
+
+
+@dataclass
+class Fetcher:
+    """GETs URLs politely (see the module doc), counting failures in ``rejected``."""
+
+    rejected: Counter[str]
+    source: str
+    timeout: float = 20.0
+    retries: int = 3
+    backoff: float = 1.0
+    host_interval: float = 1.0
+    user_agent: str = field(default_factory=default_user_agent)
+    allow_private: bool = False
+    max_bytes: int = 5_000_000
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    resolver: Resolver | None = None
+    requests: int = 0
+    _state: dict[str, _Validators] = field(default_factory=dict)
+    _next_at: dict[str, float] = field(default_factory=dict)
+
+    def session(self) -> aiohttp.ClientSession:
+        resolver = None if self.allow_private else VettedResolver(resolver=self.resolver)
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(resolver=resolver, limit_per_host=4),
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            headers={"User-Agent": self.user_agent},
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+        )
+
+    async def _turn(self, host: str) -> None:
+        """Wait for this host's next slot (reserved before sleeping, so concurrent calls queue)."""
+        now = self.clock()
+        at = max(now, self._next_at.get(host, now))
+        self._next_at[host] = at + self.host_interval
+        if at > now:
+            await self.sleep(at - now)
+
+    def _fail(self, reason: str, url: str, detail: str) -> None:
+        self.rejected[reason] += 1
+        log.warning("%s: %s: %s (%s)", self.source, url, detail, reason)
+
+    async def get(self, session: aiohttp.ClientSession, url: str) -> Page | None:
+        """``url``'s page if it changed since the last poll; None if not (or on failure)."""
+        state = self._state.setdefault(url, _Validators())
+        for attempt in range(self.retries + 1):
+            wait = min(self.backoff * 2**attempt, MAX_BACKOFF)
+            try:
+                status, body, headers, final = await self._request(session, url, state)
+            except UnsafeTarget as exc:
+                self._fail("unsafe_url", url, str(exc))
+                return None
+            except _TooLarge:
+                self._fail("too_large", url, f"body over {self.max_bytes} bytes")
+                return None
+            except _Redirects:
+                self._fail("http_error", url, f"more than {MAX_REDIRECTS} redirects")
+                return None
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                self._fail("unreachable", url, f"{type(exc).__name__}: {str(exc)[:200]}")
+            else:
+                if status == 304:
+                    return None
+                if status == 200:
+                    digest = hashlib.blake2b(body, digest_size=16).digest()
+                    state.etag, state.modified = headers.get("ETag"), headers.get("Last-Modified")
+                    if digest == state.digest:
+                        return None
+                    state.digest = digest
+                    return Page(body, headers.get("Content-Type", ""), final)
+                if status in (429, 503) and "Retry-After" in headers:
+                    self._fail("rate_limited", url, f"HTTP {status}, Retry-After {headers['Retry-After']}")
+                    wait = max(wait, _retry_after(headers["Retry-After"]))
+                elif status == 429:
+                    self._fail("rate_limited", url, "HTTP 429")
+                else:
+                    self._fail("http_error", url, f"HTTP {status}")
+                    if status not in _RETRIED:
+                        return None
+            if attempt < self.retries:
+                await self.sleep(wait)
+        return None
+
+    async def _request(
+        self, session: aiohttp.ClientSession, url: str, state: _Validators
+    ) -> tuple[int, bytes, Any, str]:
+        headers = {}
+        if state.etag:
+            headers["If-None-Match"] = state.etag
+        if state.modified:
+            headers["If-Modified-Since"] = state.modified
+        target = url
+        for _hop in range(MAX_REDIRECTS + 1):
+            vetted = yarl.URL(target)
+            if not self.allow_private:
+                try:
+                    vet_url(target)
+                except ValueError as exc:
+                    raise UnsafeTarget(str(exc), target=target) from None
+            await self._turn(vetted.host or "")
+            self.requests += 1
+            async with session.get(vetted, headers=headers, allow_redirects=False) as response:
+                location = response.headers.get("Location")
+                if response.status in (301, 302, 303, 307, 308) and location:
+                    target = str(vetted.join(yarl.URL(location)))
+                    continue
+                body = b""
+                if response.status == 200:
+                    body = await response.content.read(self.max_bytes + 1)
+                    if len(body) > self.max_bytes:
+                        raise _TooLarge
+                return response.status, body, response.headers, target
+        raise _Redirects
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Redirects(Exception):
+    pass
+
+
+def _retry_after(value: str) -> float:
+    """Seconds to wait from a ``Retry-After`` (seconds or an HTTP date), at most a minute."""
+    try:
+        return min(max(float(value), 0.0), MAX_BACKOFF)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return 0.0
+    return min(max(when - time.time(), 0.0), MAX_BACKOFF)
