@@ -68,9 +68,16 @@ SOURCE_OPTIONS: dict[str, Any] = {
     },
     "alpaca": lambda tmp, url: {"symbols": ["AAPL", "MSFT", "SPY"], "warmup": 40},  # + the local server's addresses
     "rss": lambda tmp, url: {"urls": [f"{url}/feed.xml"], "interval": 0.001, "host_interval": 0, "allow_private": True},
+    "web_page": lambda tmp, url: {
+        "urls": [f"{url}/shop/kettle", f"{url}/shop/grinder"],
+        "interval": 0.001,
+        "host_interval": 0,
+        "allow_private": True,
+        "text_selector": "#desc",
+    },
 }
 #: Sources served by the local site whose feed and pages change on every request.
-ON_MOVING_SITE = {"rss"}
+ON_MOVING_SITE = {"rss", "web_page"}
 DETECTOR_OPTIONS: dict[str, dict[str, Any]] = {
     "anomaly": {"column": "volume", "warmup": 20},
     "volume_spike": {"window": 10},

@@ -10,6 +10,8 @@
 - ``rss`` (:class:`~signalmint.sources.rss.Rss`): RSS and Atom feed entries as text rows,
   fetched politely by :mod:`~signalmint.sources.fetch` (conditional GET, per-host rate
   limit, retries with backoff, the SSRF guard).
+- ``web_page`` (:class:`~signalmint.sources.web_page.WebPage`): price, availability and a
+  watched region's text of shop pages (schema.org data read by :mod:`~signalmint.sources.shop`).
 
 Every source checks its rows with a :class:`RowValidator` and counts the bad
 ones in its ``rejected`` mapping instead of raising.
