@@ -51,6 +51,7 @@ import yarl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..delivery.ssrf import BAD_PORTS, Resolver, UnsafeTarget, VettedResolver, check_host
+from ..errors import DeliveryError
 
 __all__ = ["MAX_BACKOFF", "Fetcher", "Page", "PoliteOptions", "default_user_agent", "vet_url"]
 
@@ -205,7 +206,8 @@ class Fetcher:
             except _Redirects:
                 self._fail("http_error", url, f"more than {MAX_REDIRECTS} redirects")
                 return None
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            except (aiohttp.ClientError, TimeoutError, ValueError, OSError, DeliveryError) as exc:
+                # DeliveryError: a name that does not resolve (from the vetting resolver)
                 self._fail("unreachable", url, f"{type(exc).__name__}: {str(exc)[:200]}")
             else:
                 if status == 304:
