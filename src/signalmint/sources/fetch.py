@@ -164,9 +164,9 @@ class Fetcher:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     resolver: Resolver | None = None
-    requests: int = 0
-    _state: dict[str, _Validators] = field(default_factory=dict)
-    _next_at: dict[str, float] = field(default_factory=dict)
+    requests: int = field(default=0, init=False)
+    _state: dict[str, _Validators] = field(default_factory=dict, init=False, repr=False)
+    _next_at: dict[str, float] = field(default_factory=dict, init=False, repr=False)
 
     def session(self) -> aiohttp.ClientSession:
         resolver = None if self.allow_private else VettedResolver(resolver=self.resolver)
