@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Settings
+from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Settings, parse_settings
 from signalmint.engine import Engine
+from signalmint.errors import ConfigError
 from signalmint.records import Frame
 from signalmint.registry import Registry
 from signalmint.sources.shop import Product, extract
@@ -208,6 +209,29 @@ def test_the_default_user_agent_names_signalmint_and_bad_options_are_refused() -
         WebPageOptions(urls=["https://shop.example.com/p"], selectors={"price": "div[[["})
     with pytest.raises(ValidationError, match="private address"):
         WebPageOptions(urls=["https://shop.example.com/p", "http://192.168.1.1/admin"])
+
+
+def test_check_refuses_a_private_url_at_its_line() -> None:
+    text = """database: sqlite:///x.db
+automations:
+  - name: shop
+    source:
+      kind: web_page
+      urls:
+        - https://shop.example.com/p/1
+        - http://10.0.0.8/admin
+    detector:
+      kind: price_drop
+      pct: 10
+"""
+    registry = Registry.from_entry_points()
+    with pytest.raises(ConfigError) as info:
+        parse_settings(text, file="cfg.yaml", registry=registry, env={})
+    assert (info.value.line, info.value.key) == (6, "automations[0].source.urls")
+    assert "10.0.0.8 is a private address" in info.value.message
+    parse_settings(
+        text.replace("urls:", "allow_private: true\n      urls:"), registry=Registry.from_entry_points(), env={}
+    )
 
 
 # -- through the engine: web_page + price_drop -------------------------------------------------

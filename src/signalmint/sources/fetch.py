@@ -48,7 +48,7 @@ from typing import Any
 
 import aiohttp
 import yarl
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ..delivery.ssrf import BAD_PORTS, Resolver, UnsafeTarget, VettedResolver, check_host
 from ..errors import DeliveryError
@@ -109,27 +109,24 @@ class PoliteOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # before ``urls``, whose validator reads it
+    allow_private: bool = Field(False, description="Let URLs reach loopback and private addresses.")
     urls: list[str] = Field(min_length=1, description="The URLs to poll.")
     timeout: float = Field(20.0, gt=0, description="Seconds before a request is abandoned.")
     retries: int = Field(3, ge=0, le=10, description="Retries of a failed request within one poll.")
     backoff: float = Field(1.0, ge=0, description="First retry delay in seconds (doubles, at most 60).")
     host_interval: float = Field(1.0, ge=0, description="Least seconds between two requests to one host.")
     user_agent: str | None = Field(None, description="User-Agent (default: signalmint/<version> (+base_url)).")
-    allow_private: bool = Field(False, description="Let URLs reach loopback and private addresses.")
     max_bytes: int = Field(5_000_000, ge=1024, description="Largest body read, bytes.")
 
     @field_validator("urls")
     @classmethod
-    def _distinct(cls, value: list[str]) -> list[str]:
+    def _distinct_and_safe(cls, value: list[str], info: ValidationInfo) -> list[str]:
         if len(set(value)) != len(value):
             raise ValueError("a URL is listed twice")
+        for url in value:
+            vet_url(url, allow_private=bool(info.data.get("allow_private", False)))
         return value
-
-    @model_validator(mode="after")
-    def _guard(self) -> PoliteOptions:
-        for url in self.urls:
-            vet_url(url, allow_private=self.allow_private)
-        return self
 
 
 @dataclass(frozen=True, slots=True)
