@@ -15,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from signalmint.engine import without_retractions
-from signalmint.records import Frame
+from signalmint.records import Frame, to_datetime
 from signalmint.sources.evm import EvmChain, EvmOptions
 
 from .evm_node import Node, evm_node
@@ -202,6 +202,24 @@ def test_a_reorg_shallower_than_the_confirmations_is_never_seen(evm_node: Node, 
     assert [int(f.columns["number"][0]) for f in frames] == [fork - 1, fork, fork + 1]
     assert not any(f.columns["retracted"].any() for f in frames)
     assert "reorg" not in source.rejected
+
+
+def test_a_restart_resumes_after_the_checkpoint_without_gap_or_duplicate(evm_node: Node) -> None:
+    node = evm_node
+    node.mine(6)
+
+    async def take(since: Any, count: int) -> list[Frame]:
+        stream = _source(node, confirmations=0, warmup=6).stream(since)
+        try:
+            return [await _next(stream) for _ in range(count)]
+        finally:
+            await stream.aclose()
+
+    first = asyncio.run(take(None, 6))
+    checkpoint = to_datetime(first[2].times.max())
+    resumed = asyncio.run(take(checkpoint, 3))
+    assert [f.columns["number"][0] for f in resumed] == [f.columns["number"][0] for f in first[3:]]
+    assert [f.times.tolist() for f in resumed] == [f.times.tolist() for f in first[3:]]
 
 
 class _FlakyProxy:

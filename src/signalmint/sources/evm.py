@@ -21,10 +21,11 @@ no web3 dependency. What the source does, and what it decided:
   block stays in the append-only signal log. Each orphaned block is counted in ``rejected`` as
   ``reorg``. Logs are fetched by block range and kept only if their ``blockHash`` is the block
   fetched at that height, so a reorg between two requests cannot mix two forks.
-- **Times.** A row is stamped with its block's timestamp; rows must move forward per key, so
-  a block whose timestamp is not a millisecond past the previous stamp (several blocks a second
-  on an L2 or a dev node, or the replacement after a retraction) is stamped a millisecond after
-  it, and the k-th transfer of a block k microseconds after the block.
+- **Times.** A row is stamped with its block's timestamp plus a millisecond for each earlier
+  block of the same second (several blocks a second on an L2 or a dev node), and the k-th
+  transfer of a block k microseconds after the block: derived from the chain alone, so a
+  restart finds the same times. Rows move forward per key: a retraction is stamped after the
+  last row given, and a replacement block that would not be later than it is stamped just after.
 - **Start and resume.** At the first start, ``warmup`` confirmed blocks are backfilled (the
   pipeline sets it to the detector's window when it is not given; none without one). With a
   checkpoint (``since``) the first block after it is found by binary search over heights and
@@ -160,6 +161,8 @@ class EvmChain:
         self.requests = 0
         self.reorgs = 0
         self._last_ns = 0  # the latest row time given, ns (rows move forward per key)
+        self._prev: tuple[int, int] | None = None  # (number, timestamp) of the last block stamped
+        self._first = 0  # the lowest height sharing that block's timestamp
 
     def __repr__(self) -> str:
         return f"EvmChain(rpc_url={self.rpc_url!r}, tokens={sorted(self.tokens)}, confirmations={self.confirmations})"
@@ -214,9 +217,8 @@ class EvmChain:
             found += await self._persist(client, calls[start : start + self.batch])
         return found
 
-    async def _first_after(self, client: httpx.AsyncClient, since: datetime, head: int) -> int:
-        """The lowest height whose timestamp is at or after ``since``'s second (head + 1 if none)."""
-        second = int(to_datetime64(since).astype("datetime64[s]").astype(np.int64))
+    async def _first_at(self, client: httpx.AsyncClient, second: int, head: int) -> int:
+        """The lowest height whose timestamp is at or after ``second`` (``head + 1`` if none)."""
         lo, hi = 0, head + 1
         while lo < hi:
             mid = (lo + hi) // 2
@@ -229,14 +231,21 @@ class EvmChain:
 
     # -- rows --------------------------------------------------------------------
 
-    def _stamp(self, timestamp: int) -> int:
-        """The ns time of a block's row: its timestamp, or a millisecond after the last stamp."""
-        stamp = max(timestamp * 1_000_000_000, self._last_ns + _MS)
+    async def _stamp(self, client: httpx.AsyncClient, number: int, timestamp: int) -> int:
+        """The ns time of a block's row: its timestamp plus a millisecond per earlier block of the
+        same second (from the chain alone, so a restart finds the same times), never at or before
+        the last row given (after a retraction)."""
+        if self._prev is not None and self._prev[0] == number - 1 and self._prev[1] <= timestamp:
+            first = self._first if self._prev[1] == timestamp else number
+        else:  # the first block of the stream, or the first after a reorg
+            first = await self._first_at(client, timestamp, number)
+        self._prev, self._first = (number, timestamp), first
+        stamp = max(timestamp * 1_000_000_000 + (number - first) * _MS, self._last_ns + _US)
         self._last_ns = stamp
         return stamp
 
-    def _block_frame(self, block: dict[str, Any], logs: list[dict[str, Any]]) -> Frame:
-        number, stamp = _int(block["number"]), self._stamp(_int(block["timestamp"]))
+    def _block_frame(self, block: dict[str, Any], logs: list[dict[str, Any]], stamp: int) -> Frame:
+        number = _int(block["number"])
         rows: list[tuple[str, dict[str, float], dict[str, str | None]]] = []
         if self.blocks:
             base = block.get("baseFeePerGas")
@@ -303,14 +312,15 @@ class EvmChain:
     async def stream(self, since: datetime | None = None) -> AsyncIterator[Frame]:
         """Backfill (or resume after ``since``), then one frame per confirmed block, forever."""
         validator = RowValidator(self._rejected, source=self.kind, schema=self.schema)
-        self._last_ns = 0
+        self._last_ns, self._prev, self._first = 0, None, 0
         cutoff = int(to_datetime64(since).astype(np.int64)) if since is not None else None
         emitted: OrderedDict[int, _Emitted] = OrderedDict()
         addresses = sorted(self._by_address)
         async with httpx.AsyncClient(timeout=self.timeout, headers={"User-Agent": "signalmint"}) as client:
             target = await self._head(client) - self.confirmations
             if since is not None:
-                following = await self._first_after(client, since, max(target, -1))
+                second = int(to_datetime64(since).astype("datetime64[s]").astype(np.int64))
+                following = await self._first_at(client, second, max(target, -1))
             else:
                 following = target + 1 - (self.warmup or 0)
             following = max(following, 0)
@@ -344,7 +354,8 @@ class EvmChain:
                         continue
                     for block, block_logs in chain:
                         number = _int(block["number"])
-                        frame = self._block_frame(block, block_logs)
+                        stamp = await self._stamp(client, number, _int(block["timestamp"]))
+                        frame = self._block_frame(block, block_logs, stamp)
                         if cutoff is not None:
                             frame = frame.take(frame.times.view(np.int64) > cutoff)
                         frame = validator.check(frame)
