@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import numpy as np
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from signalmint.engine import without_retractions
-from signalmint.records import Frame, to_datetime
+from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Settings
+from signalmint.engine import Engine, without_retractions
+from signalmint.records import Frame, Scores, to_datetime
+from signalmint.registry import Registry
 from signalmint.sources.evm import EvmChain, EvmOptions
+from signalmint.store import Database, load_checkpoint
 
 from .evm_node import Node, evm_node
 
@@ -316,3 +319,68 @@ def test_options_are_checked() -> None:
     with pytest.raises(ValidationError, match="rpc_url"):
         EvmOptions(rpc_url="ftp://node")
     assert EvmOptions(rpc_url="http://127.0.0.1:8545", tokens={"USDC": token}).confirmations == 12
+
+
+class _NoOptions(BaseModel):
+    pass
+
+
+class _Recorder:
+    """A detector that flags nothing and keeps every frame it is given."""
+
+    kind = "recorder"
+    Options = _NoOptions
+    seen: ClassVar[list[Frame]] = []
+
+    def update(self, frame: Frame) -> Scores:
+        self.seen.append(frame)
+        n = len(frame)
+        return Scores(keys=frame.keys, times=frame.times, score=np.zeros(n), flags=np.zeros(n, bool))
+
+
+def test_the_engine_never_hands_retracted_rows_to_the_detector(
+    evm_node: Node, tokens: dict[str, str], db: Database
+) -> None:
+    node = evm_node
+    a = node.accounts
+    registry = Registry.from_entry_points()  # its own: the session's registry stays as installed
+    registry.detectors["recorder"] = _Recorder
+    _Recorder.seen.clear()
+    node.mine(1)
+    snapshot = node.rpc("evm_snapshot")
+    orphan_tx = node.transfer(tokens["USDC"], a[1], a[2], 7_000_000)
+    source = {"kind": "evm", "rpc_url": node.url, "confirmations": 0, "warmup": 1, "interval": 0.02}
+    source["tokens"] = {"USDC": {"address": tokens["USDC"], "decimals": 6}}
+    settings = Settings(
+        database=db.url,
+        automations=[
+            AutomationConfig(
+                name="chain", source=PluginConfig(**source), detector=DetectorConfig(kind="recorder"), retention=None
+            )
+        ],
+    )
+
+    def txs() -> list[str | None]:
+        return [t for f in _Recorder.seen for t in f.texts["tx"].tolist() if t]
+
+    async def until(done: Callable[[], bool]) -> None:
+        async with asyncio.timeout(10):
+            while not done():
+                await asyncio.sleep(0.01)
+
+    async def run() -> None:
+        engine = Engine(settings, db, registry)
+        await engine.start()
+        try:
+            await until(lambda: txs() == [orphan_tx])
+            node.rpc("evm_revert", snapshot)
+            replaced = node.transfer(tokens["USDC"], a[3], a[4], 9_000_000)
+            node.mine(1)
+            await until(lambda: len(txs()) == 2)
+            assert txs() == [orphan_tx, replaced]
+        finally:
+            await engine.stop()
+
+    asyncio.run(run())
+    assert not any(f.columns["retracted"].any() for f in _Recorder.seen)
+    assert db.read_sync(load_checkpoint, "chain").rejected == {"reorg": 1}
