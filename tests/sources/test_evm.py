@@ -226,11 +226,13 @@ def test_a_restart_resumes_after_the_checkpoint_without_gap_or_duplicate(evm_nod
 
 
 class _FlakyProxy:
-    """Forwards JSON-RPC to the node, but answers 500 while ``failing`` is set (and counts them)."""
+    """Forwards JSON-RPC to the node, but while ``failing`` is set answers 500, or 200 with a body
+    that is not JSON-RPC when ``junk`` is set too (and counts them)."""
 
     def __init__(self, upstream: str) -> None:
         self.failing = threading.Event()
-        self.failed = 0
+        self.junk = False
+        self.failed = self.junked = 0
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -238,7 +240,8 @@ class _FlakyProxy:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if proxy.failing.is_set():
                     proxy.failed += 1
-                    status, answer = 500, b"upstream trouble"
+                    proxy.junked += proxy.junk
+                    status, answer = (200, b"<html>maintenance</html>") if proxy.junk else (500, b"trouble")
                 else:
                     got = httpx.post(upstream, content=body, headers={"Content-Type": "application/json"})
                     status, answer = got.status_code, got.content
@@ -278,8 +281,13 @@ def test_rpc_errors_are_counted_and_the_stream_recovers(evm_node: Node, flaky: _
             seen = [await _next(stream)]
             flaky.failing.set()
             node.mine(1)
-            waiting = await _nothing_within(stream, 0.3)  # the node is unreachable through the proxy
+            waiting = await _nothing_within(stream, 0.2)  # the node is unreachable through the proxy
             assert flaky.failed >= 3
+            flaky.junk = True
+            async with asyncio.timeout(5):
+                while flaky.junked < 2:
+                    await asyncio.sleep(0.01)
+            assert not waiting.done()
             flaky.failing.clear()
             seen.append(await asyncio.wait_for(waiting, 5))
             return seen

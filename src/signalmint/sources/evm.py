@@ -129,6 +129,31 @@ def _address(topic: Any) -> str:
     return "0x" + topic[-40:].lower()
 
 
+def _readable(block: Any) -> bool:
+    """A block answer with the fields the source reads."""
+    try:
+        for name in ("number", "timestamp", "gasUsed"):
+            _int(block[name])
+        return isinstance(block["hash"], str) and isinstance(block["parentHash"], str)
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _gwei(wei: Any) -> float:
+    """A wei quantity in gwei; NaN when absent (before London) or unreadable."""
+    try:
+        return _int(wei) / 1e9
+    except ValueError:
+        return float("nan")
+
+
+def _log_index(entry: dict[str, Any]) -> int:
+    try:
+        return _int(entry.get("logIndex"))
+    except ValueError:
+        return 0
+
+
 class EvmChain:
     """Confirmed blocks and token transfers of one chain, one frame per block."""
 
@@ -254,7 +279,7 @@ class EvmChain:
                     BLOCK_KEY,
                     {
                         "gas_used": float(_int(block["gasUsed"])),
-                        "base_fee": _int(base) / 1e9 if base is not None else float("nan"),
+                        "base_fee": _gwei(base),
                         "tx_count": float(len(block.get("transactions") or [])),
                     },
                     {},
@@ -382,6 +407,10 @@ class EvmChain:
         for block in fetched:
             if block is None:
                 return None
+            if not _readable(block):
+                self._rejected["rpc_error"] += 1
+                log.warning("evm %s: an unreadable block: %s", self.rpc_url, str(block)[:200])
+                return None
             number = _int(block["number"])
             parent = out[-1][0]["hash"] if out else (emitted[number - 1].hash if number - 1 in emitted else None)
             if parent is not None and block["parentHash"] != parent:
@@ -396,7 +425,7 @@ class EvmChain:
                 return None  # a log of another fork
             kept.append(entry)
         for _, kept in out:
-            kept.sort(key=lambda e: _int(e.get("logIndex", "0x0")))
+            kept.sort(key=_log_index)
         return out
 
     async def _orphaned(
