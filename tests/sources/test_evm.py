@@ -176,6 +176,33 @@ def test_a_reorg_retracts_the_orphaned_rows_before_the_replacement(evm_node: Nod
     assert without_retractions(replacement[0]) is replacement[0]
 
 
+def test_a_reorg_of_blocks_without_rows_retracts_nothing(evm_node: Node, tokens: dict[str, str]) -> None:
+    node = evm_node
+    a = node.accounts
+    listed = {"USDC": {"address": tokens["USDC"], "decimals": 6}}
+    node.mine(1)
+    snapshot = node.rpc("evm_snapshot")
+    node.mine(2)  # two empty blocks, emitted as nothing (transfers only)
+    source = _source(node, tokens=listed, blocks=False, confirmations=0, warmup=2)
+
+    async def run() -> Frame:
+        stream = source.stream()
+        try:
+            waiting = await _nothing_within(stream, 0.2)
+            node.rpc("evm_revert", snapshot)  # (an empty block mined again in the same second has the same hash)
+            replaced = node.transfer(tokens["USDC"], a[3], a[4], 4_000_000)
+            node.mine(1)
+            frame = await asyncio.wait_for(waiting, 5)
+            assert frame.texts["tx"].tolist() == [replaced]
+            return frame
+        finally:
+            await stream.aclose()
+
+    frame = asyncio.run(run())
+    assert frame.columns["amount"].tolist() == [4.0] and frame.keys.tolist() == ["USDC"]
+    assert source.rejected["reorg"] == 2
+
+
 def test_a_reorg_shallower_than_the_confirmations_is_never_seen(evm_node: Node, tokens: dict[str, str]) -> None:
     node = evm_node
     a = node.accounts

@@ -320,6 +320,8 @@ class EvmChain:
     def _retraction(self, orphaned: list[_Emitted]) -> Frame:
         """The rows of the orphaned blocks again, flagged ``retracted``, stamped after the last row."""
         parts = [e.frame for e in orphaned if len(e.frame)]
+        if not parts:  # blocks without rows (``blocks: false`` and no transfers): nothing to take back
+            return Frame.empty(METRICS, TEXTS)
         n = sum(len(p) for p in parts)
         start = self._last_ns + _MS
         self._last_ns = start + max(n - 1, 0) * _US
