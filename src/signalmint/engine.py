@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Connection
 
 from .config import AutomationConfig, Settings, delivery_channels
@@ -43,7 +44,7 @@ from .store.bars import insert_bars, prune_bars
 from .store.outbox import enqueue
 from .watchdog import Watchdog, open_time_since
 
-__all__ = ["Engine", "commit_tick"]
+__all__ = ["Engine", "commit_tick", "without_retractions"]
 
 log = logging.getLogger("signalmint.engine")
 PRUNE_EVERY = 60.0
@@ -68,6 +69,19 @@ def commit_tick(
     if checkpoint is not None:
         save_checkpoint(conn, checkpoint, now)
     return stored
+
+
+def without_retractions(frame: Frame, automation: str = "") -> Frame:
+    """The rows a detector may see: a row whose ``retracted`` metric is set withdraws an earlier
+    row (a block reorganised away, sources/evm.py) and is dropped here, logged."""
+    flag = frame.columns.get("retracted")
+    if flag is None or len(frame) == 0:
+        return frame
+    gone = np.nan_to_num(flag) != 0
+    if not gone.any():
+        return frame
+    log.warning("%s: %d row(s) retracted by the source (a chain reorganisation)", automation, int(gone.sum()))
+    return frame.take(~gone)
 
 
 @dataclass
@@ -237,7 +251,8 @@ class AutomationRunner:
         pending: asyncio.Future[list[Signal]] | None = None
         frames = pipeline.source.stream(checkpoint.cursor)
         try:
-            async for frame in frames:
+            async for raw in frames:
+                frame = without_retractions(raw, name)
                 if len(frame) == 0:
                     continue
                 started = time.perf_counter()

@@ -20,6 +20,7 @@ from signalmint.testing.sources import check_rows_match_schema
 from tests.test_columns import Items, ItemsOptions
 
 from ..sources.alpaca_server import AlpacaServer, alpaca_server, conformance_tape
+from ..sources.evm_node import Node, start_node
 
 REGISTRY = Registry.from_entry_points()
 
@@ -52,6 +53,18 @@ def exchange() -> Iterator[StandInBinance]:
         yield ex
 
 
+@pytest.fixture(scope="module")
+def evm_chain() -> Iterator[Node]:
+    """A local ganache with 80 blocks, for the ``evm`` source (skipped when ganache is missing)."""
+    node = start_node()
+    try:
+        node.mine(80)
+        yield node
+    finally:
+        node.stop()
+        node.http.close()
+
+
 #: Options that make each built-in source quick to test (from a tmp dir and the stand-in
 #: exchange's URL). A new entry point must be added here.
 SOURCE_OPTIONS: dict[str, Any] = {
@@ -65,6 +78,7 @@ SOURCE_OPTIONS: dict[str, Any] = {
         "warmup": 60,
         "rate_limit": 0,
     },
+    "evm": lambda tmp, url: {"rpc_url": url, "confirmations": 0, "warmup": 70, "interval": 0.05},
     "alpaca": lambda tmp, url: {"symbols": ["AAPL", "MSFT", "SPY"], "warmup": 40},  # + the local server's addresses
 }
 DETECTOR_OPTIONS: dict[str, dict[str, Any]] = {
@@ -95,6 +109,8 @@ def test_detector_conformance(kind: str, check: Any) -> None:
 @pytest.mark.parametrize("check", list(source_checks()), ids=lambda c: c.__name__)
 def test_source_conformance(kind: str, check: Any, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     url = request.getfixturevalue("exchange").url if kind == "ccxt" else ""  # a stand-in Binance for ccxt
+    if kind == "evm":  # a real local node
+        url = request.getfixturevalue(evm_chain.__name__).url
     options = SOURCE_OPTIONS[kind](tmp_path, url)
     if kind == "alpaca":  # a local Alpaca-shaped REST + websocket server, keys in the environment
         server: AlpacaServer = request.getfixturevalue(alpaca_server.__name__)

@@ -7,6 +7,8 @@
   the market calendar in :mod:`~signalmint.sources.calendar`.
 - ``ccxt`` (:class:`~signalmint.sources.ccxt_candles.CcxtCandles`): live candles of
   any exchange ccxt supports (not re-exported here: importing ccxt takes seconds).
+- ``evm`` (:class:`~signalmint.sources.evm.EvmChain`): confirmed blocks and ERC-20
+  ``Transfer`` logs of an Ethereum-compatible JSON-RPC node, with reorgs retracted.
 
 Every source checks its rows with a :class:`RowValidator` and counts the bad
 ones in its ``rejected`` mapping instead of raising.
