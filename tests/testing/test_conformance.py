@@ -20,6 +20,7 @@ from signalmint.testing.sources import check_rows_match_schema
 from tests.test_columns import Items, ItemsOptions
 
 from ..sources.alpaca_server import AlpacaServer, alpaca_server, conformance_tape
+from ..sources.json_api import JsonApi, serve
 
 REGISTRY = Registry.from_entry_points()
 
@@ -52,6 +53,13 @@ def exchange() -> Iterator[StandInBinance]:
         yield ex
 
 
+@pytest.fixture(scope="module")
+def json_api() -> Iterator[JsonApi]:
+    """A local paginated JSON API, for the ``http_json`` source."""
+    with serve(JsonApi([[{"full_name": "a/one", "stargazers_count": 1}], [{"full_name": "b/two"}]])) as api:
+        yield api
+
+
 #: Options that make each built-in source quick to test (from a tmp dir and the stand-in
 #: exchange's URL). A new entry point must be added here.
 SOURCE_OPTIONS: dict[str, Any] = {
@@ -64,6 +72,17 @@ SOURCE_OPTIONS: dict[str, Any] = {
         "urls": {"public": url},
         "warmup": 60,
         "rate_limit": 0,
+    },
+    "http_json": lambda tmp, url: {
+        "url": f"{url}/repos",
+        "items": "items",
+        "key": "full_name",
+        "metrics": {"stars": "stargazers_count"},
+        "texts": {"name": "full_name"},
+        "next": "next",
+        "interval": 0.001,
+        "rate": 10000,
+        "allow_loopback": True,
     },
     "alpaca": lambda tmp, url: {"symbols": ["AAPL", "MSFT", "SPY"], "warmup": 40},  # + the local server's addresses
 }
@@ -95,6 +114,8 @@ def test_detector_conformance(kind: str, check: Any) -> None:
 @pytest.mark.parametrize("check", list(source_checks()), ids=lambda c: c.__name__)
 def test_source_conformance(kind: str, check: Any, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     url = request.getfixturevalue("exchange").url if kind == "ccxt" else ""  # a stand-in Binance for ccxt
+    if kind == "http_json":
+        url = request.getfixturevalue("json_api").url
     options = SOURCE_OPTIONS[kind](tmp_path, url)
     if kind == "alpaca":  # a local Alpaca-shaped REST + websocket server, keys in the environment
         server: AlpacaServer = request.getfixturevalue(alpaca_server.__name__)
