@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,17 @@ def json_api() -> Iterator[JsonApi]:
         yield api
 
 
+PUSH_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def _pushed(source: Any) -> Any:
+    """A push source with 60 requests already queued, as the ingest route queues them."""
+    for i in range(60):
+        body = {"points": [{"key": k, "time": f"2026-01-02T10:{i:02d}:00Z", "metrics": {"value": i}} for k in "ab"]}
+        assert source.offer(source.parse(json.dumps(body).encode(), datetime(2026, 1, 2, tzinfo=UTC)))
+    return source
+
+
 #: Options that make each built-in source quick to test (from a tmp dir and the stand-in
 #: exchange's URL). A new entry point must be added here.
 SOURCE_OPTIONS: dict[str, Any] = {
@@ -84,6 +97,7 @@ SOURCE_OPTIONS: dict[str, Any] = {
         "rate": 10000,
         "allow_loopback": True,
     },
+    "push": lambda tmp, url: {"secret": PUSH_SECRET, "metrics": ["value"], "texts": ["note"], "queue": 100},
     "alpaca": lambda tmp, url: {"symbols": ["AAPL", "MSFT", "SPY"], "warmup": 40},  # + the local server's addresses
 }
 DETECTOR_OPTIONS: dict[str, dict[str, Any]] = {
@@ -121,6 +135,9 @@ def test_source_conformance(kind: str, check: Any, tmp_path: Path, request: pyte
         server: AlpacaServer = request.getfixturevalue(alpaca_server.__name__)
         conformance_tape(server, options["symbols"])
         options |= {"data_url": server.data_url, "stream_url": server.stream_url}
+    if kind == "push":  # what external systems pushed, queued by the ingest route
+        check(lambda: _pushed(REGISTRY.build("source", kind, options)))
+        return
     check(lambda: REGISTRY.build("source", kind, options))
 
 
