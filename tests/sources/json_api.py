@@ -2,7 +2,7 @@
 
 ``pages`` are the answers of ``/repos?page=N``; each carries ``next`` (the next page's
 path) until the last. ``etag`` turns conditional GET on; ``fail`` answers that many
-requests with a 500 first. Every request's path and headers are kept in ``requests``.
+requests with ``fail_status`` (500) first, with ``retry_after`` if set. Every request's path and headers are kept in ``requests``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ class JsonApi:
         self.pages = pages or [[{"full_name": "a/one", "stargazers_count": 10}]]
         self.etag: str | None = None
         self.fail = 0
+        self.fail_status = 500
+        self.retry_after: str | None = None
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.url = ""
         self.lock = threading.Lock()
@@ -37,7 +39,8 @@ class JsonApi:
             self.requests.append((path, headers))
             if self.fail > 0:
                 self.fail -= 1
-                return 500, {}, b'{"message": "try later"}'
+                headers = {"Retry-After": self.retry_after} if self.retry_after else {}
+                return self.fail_status, headers, b'{"message": "try later"}'
             if self.etag is not None and headers.get("If-None-Match") == self.etag:
                 return 304, {"ETag": self.etag}, b""
             query = parse_qs(urlsplit(path).query)
@@ -70,7 +73,7 @@ def serve(api: JsonApi) -> Iterator[JsonApi]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     api.url = f"http://127.0.0.1:{server.server_address[1]}"
     try:

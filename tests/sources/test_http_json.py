@@ -34,6 +34,7 @@ class Clock:
     def __init__(self) -> None:
         self.now = 1_800_000_000.0
         self.slept: list[float] = []
+        self.hook: Any = None  # called at each sleep (the test changes the world between polls)
 
     def __call__(self) -> float:
         return self.now
@@ -41,6 +42,8 @@ class Clock:
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         self.now += seconds
+        if self.hook is not None:
+            self.hook()
         await asyncio.sleep(0)
 
 
@@ -97,27 +100,18 @@ def test_an_unchanged_answer_304_gives_no_rows(api: JsonApi) -> None:
     clock = Clock()
     src = source(api, clock, next=None)
 
-    async def run() -> list[Frame]:
-        frames: list[Frame] = []
-        stream = src.stream()
-        frames.append(await anext(stream))
-        while src.polls < 3:  # polls 2 and 3: 304, no frame
-            task = asyncio.ensure_future(anext(stream))
-            await asyncio.sleep(0.05)
-            if src.polls >= 3:
-                api.etag = '"v2"'
-                api.set_stars({"a/one": 11})
-            frames.append(await asyncio.wait_for(task, timeout=10))
-        await stream.aclose()
-        return frames
+    def after_poll() -> None:  # the API changes once polls 2 and 3 were answered 304
+        if src.polls == 3:
+            api.etag = '"v2"'
+            api.set_stars({"a/one": 11})
 
-    frames = asyncio.run(run())
-    assert len(frames) == 2
+    clock.hook = after_poll
+    frames = asyncio.run(take(src, 2))
     assert frames[1].columns["stars"].tolist() == [11.0, 20.0]
+    assert src.polls == 4 and len(api.requests) == 4
     sent = [headers.get("If-None-Match") for _, headers in api.requests]
-    assert sent[0] is None and sent[1] == '"v1"'
-    assert src.polls >= 3 and len(api.requests) == src.polls
-    assert frames[1].times[0] > frames[0].times[0]
+    assert sent == [None, '"v1"', '"v1"', '"v1"']
+    assert frames[1].times[0] - frames[0].times[0] == np.timedelta64(180, "s")  # polls 2 and 3 gave no frame
 
 
 def test_a_failing_api_is_retried_with_backoff_and_recovers(api: JsonApi) -> None:
@@ -128,6 +122,24 @@ def test_a_failing_api_is_retried_with_backoff_and_recovers(api: JsonApi) -> Non
     assert frame.keys.tolist() == ["a/one", "a/two"]
     assert clock.slept == [2.0, 4.0]  # backoff doubles, in virtual time
     assert dict(src.rejected) == {"http_error": 2}
+
+
+def test_a_429_waits_its_retry_after(api: JsonApi) -> None:
+    api.fail, api.fail_status, api.retry_after = 1, 429, "30"
+    clock = Clock()
+    src = source(api, clock, next=None, backoff=1.0)
+    (frame,) = asyncio.run(take(src, 1))
+    assert len(frame) == 2
+    assert clock.slept == [30.0]
+    assert dict(src.rejected) == {"rate_limited": 1}
+
+
+def test_requests_to_one_host_are_spaced_by_the_rate(api: JsonApi) -> None:
+    clock = Clock()
+    src = source(api, clock, rate=2.0)  # three pages, at most two requests a second
+    (frame,) = asyncio.run(take(src, 1))
+    assert len(frame) == 4
+    assert clock.slept == [pytest.approx(0.5), pytest.approx(0.5)]
 
 
 def test_a_poll_given_up_waits_for_the_next_one(api: JsonApi) -> None:
