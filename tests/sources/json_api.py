@@ -2,7 +2,8 @@
 
 ``pages`` are the answers of ``/repos?page=N``; each carries ``next`` (the next page's
 path) until the last. ``etag`` turns conditional GET on; ``fail`` answers that many
-requests with ``fail_status`` (500) first, with ``retry_after`` if set. Every request's path and headers are kept in ``requests``.
+requests with ``fail_status`` (500) first, with ``retry_after`` if set. Every request's
+path and headers are kept in ``requests``.
 """
 
 from __future__ import annotations
