@@ -394,8 +394,8 @@ class HttpJson:
 
     async def stream(self, since: datetime | None = None) -> AsyncIterator[Frame]:
         """A frame per poll that found rows after ``since``, forever."""
-        schema = {**dict.fromkeys(self.metrics, "metric"), **dict.fromkeys(self.texts, "text")}
-        validator = RowValidator(self._rejected, source=self.kind, schema=schema)  # type: ignore[arg-type]
+        schema: dict[str, ColumnKind] = {**dict.fromkeys(self.metrics, "metric"), **dict.fromkeys(self.texts, "text")}
+        validator = RowValidator(self._rejected, source=self.kind, schema=schema)
         floor = int(to_datetime64(since).astype(np.int64)) if since is not None else None
         connector = aiohttp.TCPConnector(resolver=VettedResolver(allow_loopback=self.allow_loopback))
         timeout = aiohttp.ClientTimeout(total=self.timeout)

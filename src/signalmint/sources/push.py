@@ -285,7 +285,7 @@ class PushSource:
 
     async def stream(self, since: datetime | None = None) -> AsyncIterator[Frame]:
         """What was pushed, one frame per request, as the engine takes it (forever)."""
-        schema = self.schema(PushOptions.model_construct(metrics=self.metrics, texts=self.texts))  # type: ignore[call-arg]
+        schema: dict[str, ColumnKind] = {**dict.fromkeys(self.metrics, "metric"), **dict.fromkeys(self.texts, "text")}
         validator = RowValidator(self._rejected, source=self.kind, schema=schema)
         floor = int(to_datetime64(since).astype(np.int64)) if since is not None else None
         try:
