@@ -430,6 +430,15 @@ class Engine:
         now = self.clock()
         return [{"name": r.status.name, **r.status.health(now)} for r in self.runners.values()]
 
+    def source(self, name: str) -> Any | None:
+        """The running source of automation ``name`` (what the push ingest route feeds), or None
+        when it is not running in this engine (unknown, disabled, or between restarts)."""
+        runner = self.runners.get(name)
+        pipeline = getattr(runner, "_pipeline", None) if runner is not None else None
+        if runner is None or pipeline is None or not runner.status.running:
+            return None
+        return pipeline.source
+
     def statuses(self) -> list[AutomationStatus]:
         return [runner.status for runner in self.runners.values()]
 
