@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Connection
 
 from .config import AutomationConfig, Settings, delivery_channels
@@ -44,7 +45,7 @@ from .store.bars import insert_bars, prune_bars
 from .store.outbox import enqueue
 from .watchdog import Watchdog, open_time_since
 
-__all__ = ["Engine", "commit_tick"]
+__all__ = ["Engine", "commit_tick", "without_retractions"]
 
 log = logging.getLogger("signalmint.engine")
 PRUNE_EVERY = 60.0
@@ -69,6 +70,19 @@ def commit_tick(
     if checkpoint is not None:
         save_checkpoint(conn, checkpoint, now)
     return stored
+
+
+def without_retractions(frame: Frame, automation: str = "") -> Frame:
+    """The rows a detector may see: a row whose ``retracted`` metric is set withdraws an earlier
+    row (a block reorganised away, sources/evm.py) and is dropped here, logged."""
+    flag = frame.columns.get("retracted")
+    if flag is None or len(frame) == 0:
+        return frame
+    gone = np.nan_to_num(flag) != 0
+    if not gone.any():
+        return frame
+    log.warning("%s: %d row(s) retracted by the source (a chain reorganisation)", automation, int(gone.sum()))
+    return frame.take(~gone)
 
 
 @dataclass
@@ -240,7 +254,8 @@ class AutomationRunner:
         pending: asyncio.Future[list[Signal]] | None = None
         frames = pipeline.source.stream(checkpoint.cursor)
         try:
-            async for frame in frames:
+            async for raw in frames:
+                frame = without_retractions(raw, name)
                 if len(frame) == 0:
                     continue
                 started = time.perf_counter()
@@ -417,6 +432,15 @@ class Engine:
         of the engine's clock: what ``/healthz`` shows, for any page that wants it."""
         now = self.clock()
         return [{"name": r.status.name, **r.status.health(now)} for r in self.runners.values()]
+
+    def source(self, name: str) -> Any | None:
+        """The running source of automation ``name`` (what the push ingest route feeds), or None
+        when it is not running in this engine (unknown, disabled, or between restarts)."""
+        runner = self.runners.get(name)
+        pipeline = getattr(runner, "_pipeline", None) if runner is not None else None
+        if runner is None or pipeline is None or not runner.status.running:
+            return None
+        return pipeline.source
 
     def statuses(self) -> list[AutomationStatus]:
         return [runner.status for runner in self.runners.values()]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ from signalmint.testing.sources import check_rows_match_schema
 from tests.test_columns import Items, ItemsOptions
 
 from ..sources.alpaca_server import AlpacaServer, alpaca_server, conformance_tape
+from ..sources.evm_node import Node, start_node
+from ..sources.json_api import JsonApi, serve
 from ..sources.moving_site import moving_site
 
 REGISTRY = Registry.from_entry_points()
@@ -53,6 +57,36 @@ def exchange() -> Iterator[StandInBinance]:
         yield ex
 
 
+@pytest.fixture(scope="module")
+def evm_chain() -> Iterator[Node]:
+    """A local ganache with 80 blocks, for the ``evm`` source (skipped when ganache is missing)."""
+    node = start_node()
+    try:
+        node.mine(80)
+        yield node
+    finally:
+        node.stop()
+        node.http.close()
+
+
+@pytest.fixture(scope="module")
+def json_api() -> Iterator[JsonApi]:
+    """A local paginated JSON API, for the ``http_json`` source."""
+    with serve(JsonApi([[{"full_name": "a/one", "stargazers_count": 1}], [{"full_name": "b/two"}]])) as api:
+        yield api
+
+
+PUSH_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def _pushed(source: Any) -> Any:
+    """A push source with 60 requests already queued, as the ingest route queues them."""
+    for i in range(60):
+        body = {"points": [{"key": k, "time": f"2026-01-02T10:{i:02d}:00Z", "metrics": {"value": i}} for k in "ab"]}
+        assert source.offer(source.parse(json.dumps(body).encode(), datetime(2026, 1, 2, tzinfo=UTC)))
+    return source
+
+
 #: Options that make each built-in source quick to test (from a tmp dir and the stand-in
 #: exchange's URL). A new entry point must be added here.
 SOURCE_OPTIONS: dict[str, Any] = {
@@ -66,6 +100,19 @@ SOURCE_OPTIONS: dict[str, Any] = {
         "warmup": 60,
         "rate_limit": 0,
     },
+    "evm": lambda tmp, url: {"rpc_url": url, "confirmations": 0, "warmup": 70, "interval": 0.05},
+    "http_json": lambda tmp, url: {
+        "url": f"{url}/repos",
+        "items": "items",
+        "key": "full_name",
+        "metrics": {"stars": "stargazers_count"},
+        "texts": {"name": "full_name"},
+        "next": "next",
+        "interval": 0.001,
+        "rate": 10000,
+        "allow_loopback": True,
+    },
+    "push": lambda tmp, url: {"secret": PUSH_SECRET, "metrics": ["value"], "texts": ["note"], "queue": 100},
     "alpaca": lambda tmp, url: {"symbols": ["AAPL", "MSFT", "SPY"], "warmup": 40},  # + the local server's addresses
     "rss": lambda tmp, url: {"urls": [f"{url}/feed.xml"], "interval": 0.001, "host_interval": 0, "allow_private": True},
     "web_page": lambda tmp, url: {
@@ -108,11 +155,18 @@ def test_source_conformance(kind: str, check: Any, tmp_path: Path, request: pyte
     url = request.getfixturevalue("exchange").url if kind == "ccxt" else ""  # a stand-in Binance for ccxt
     if kind in ON_MOVING_SITE:
         url = request.getfixturevalue(moving_site.__name__).url
+    if kind == "evm":  # a real local node
+        url = request.getfixturevalue(evm_chain.__name__).url
+    if kind == "http_json":
+        url = request.getfixturevalue("json_api").url
     options = SOURCE_OPTIONS[kind](tmp_path, url)
     if kind == "alpaca":  # a local Alpaca-shaped REST + websocket server, keys in the environment
         server: AlpacaServer = request.getfixturevalue(alpaca_server.__name__)
         conformance_tape(server, options["symbols"])
         options |= {"data_url": server.data_url, "stream_url": server.stream_url}
+    if kind == "push":  # what external systems pushed, queued by the ingest route
+        check(lambda: _pushed(REGISTRY.build("source", kind, options)))
+        return
     check(lambda: REGISTRY.build("source", kind, options))
 
 

@@ -90,6 +90,7 @@ def test_the_enumeration_sees_every_kind_of_write(app: FastAPI) -> None:
     exempt = sorted(p for p in paths if p.startswith(EXEMPT_PATHS))
     assert exempt == [
         "/api/v1/email/events",
+        "/api/v1/ingest/{automation}",  # pushed points: the automation's signature, no cookie
         "/billing/stripe/webhook",
         "/demo/inspect/{token}",  # demo mode only: records what is posted, changes nothing else
         "/unsubscribe/{endpoint_id}/{token}",

@@ -10,7 +10,7 @@ with one set of numpy operations and still see repeated keys in row order.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -18,8 +18,9 @@ import numpy.typing as npt
 from pydantic import BaseModel, ValidationError
 
 from ..errors import DetectorError
+from ..records import Frame, Scores
 
-__all__ = ["Configured", "KeyRows", "rounds"]
+__all__ = ["Configured", "KeyRows", "rounds", "update_in_rounds"]
 
 IntArray = npt.NDArray[np.intp]
 
@@ -127,3 +128,19 @@ def rounds(keys: npt.NDArray[Any]) -> Iterator[IntArray]:
     occurrence[order] = np.arange(n) - run_start
     for r in range(int(occurrence.max()) + 1):
         yield np.flatnonzero(occurrence == r)
+
+
+def update_in_rounds(frame: Frame, update: Callable[[Frame], Scores], details: Iterable[str]) -> Scores:
+    """Scores of a frame with repeated keys: ``update`` over each round of :func:`rounds` in turn,
+    so a key's k-th row sees the state its (k-1)-th row left; the scores come back in row order."""
+    n, names = len(frame), tuple(details)
+    score = np.empty(n)
+    flags = np.empty(n, dtype=np.bool_)
+    found = {name: np.empty(n) for name in names}
+    for where in rounds(frame.keys):
+        part = update(frame.take(where))
+        score[where] = part.score
+        flags[where] = part.flags
+        for name in names:
+            found[name][where] = part.details[name]
+    return Scores(frame.keys, frame.times, score, flags, found)

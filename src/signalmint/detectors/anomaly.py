@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import DetectorError
 from ..records import Frame, Scores
+from ._keyed import update_in_rounds
 
 __all__ = ["Anomaly", "AnomalyOptions"]
 
@@ -253,28 +254,9 @@ class Anomaly:
             )
         rows = self._rows_of(frame.keys)
         if len(rows) and np.bincount(rows).max() > 1:
-            return self._update_in_rounds(frame)
+            return update_in_rounds(frame, self.update, DETAILS)  # a key repeated: in rounds
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             return self._update_unique(frame, rows)
-
-    def _update_in_rounds(self, frame: Frame) -> Scores:
-        """A frame with repeated keys: the k-th occurrences of all keys form round k."""
-        n = len(frame)
-        seen: dict[Any, int] = {}
-        rounds = np.empty(n, dtype=np.intp)
-        for i, key in enumerate(frame.keys.tolist()):
-            rounds[i] = seen[key] = seen.get(key, -1) + 1
-        score = np.empty(n)
-        flags = np.empty(n, dtype=np.bool_)
-        details = {name: np.empty(n) for name in DETAILS}
-        for r in range(int(rounds.max()) + 1):
-            where = np.flatnonzero(rounds == r)
-            part = self.update(frame.take(where))
-            score[where] = part.score
-            flags[where] = part.flags
-            for name in DETAILS:
-                details[name][where] = part.details[name]
-        return Scores(frame.keys, frame.times, score, flags, details)
 
     def _update_unique(self, frame: Frame, all_rows: IntArray) -> Scores:
         n = len(frame)

@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import DetectorError
 from ..records import Frame, Schema, Scores
+from ._keyed import update_in_rounds
 
 __all__ = ["VolumeSpike", "VolumeSpikeOptions"]
 
@@ -311,29 +312,10 @@ class VolumeSpike:
             )
         rows = self._rows_of(frame.keys)
         if rows is None:
-            return self._update_in_rounds(frame)
+            return update_in_rounds(frame, self.update, DETAILS)  # a key repeated: in rounds
         # v / 0, 0 / 0 and NaN arithmetic are handled after the fact; overflow is +inf.
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             return self._update_unique(frame, rows)
-
-    def _update_in_rounds(self, frame: Frame) -> Scores:
-        """A frame with repeated keys: the k-th occurrences of all keys form round k."""
-        n = len(frame)
-        seen: dict[Any, int] = {}
-        rounds = np.empty(n, dtype=np.intp)
-        for i, key in enumerate(frame.keys.tolist()):
-            rounds[i] = seen[key] = seen.get(key, -1) + 1
-        score = np.empty(n)
-        flags = np.empty(n, dtype=np.bool_)
-        details = {name: np.empty(n) for name in DETAILS}
-        for r in range(int(rounds.max()) + 1):
-            where = np.flatnonzero(rounds == r)
-            part = self.update(frame.take(where))
-            score[where] = part.score
-            flags[where] = part.flags
-            for name in DETAILS:
-                details[name][where] = part.details[name]
-        return Scores(frame.keys, frame.times, score, flags, details)
 
     def _update_unique(self, frame: Frame, rows: Index) -> Scores:
         n, window = len(frame), self.window

@@ -12,6 +12,8 @@
   limit, retries with backoff, the SSRF guard).
 - ``web_page`` (:class:`~signalmint.sources.web_page.WebPage`): price, availability and a
   watched region's text of shop pages (schema.org data read by :mod:`~signalmint.sources.shop`).
+- ``evm`` (:class:`~signalmint.sources.evm.EvmChain`): confirmed blocks and ERC-20
+  ``Transfer`` logs of an Ethereum-compatible JSON-RPC node, with reorgs retracted.
 
 Every source checks its rows with a :class:`RowValidator` and counts the bad
 ones in its ``rejected`` mapping instead of raising.

@@ -438,3 +438,11 @@ subscription_history = Table(
     Column("currency", String(3), nullable=False),
     Column("at", UTCDateTime, nullable=False, index=True),
 )
+
+ingest_events = Table(  # push ingestion: each webhook-id seen, kept for the source's retention
+    "ingest_events",
+    metadata,
+    Column("automation", String(64), primary_key=True),
+    Column("event_id", String(255), primary_key=True),
+    Column("received_at", UTCDateTime, nullable=False, index=True),
+)

@@ -53,6 +53,7 @@ from .routes import (
     dashboard_delivery,
     demo,
     endpoints,
+    ingest,
     me,
     ops,
     pages,
@@ -77,6 +78,7 @@ ROUTES = [
     admin,
     billing,
     stripe_webhook,
+    ingest,
     demo,
 ]
 

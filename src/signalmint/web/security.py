@@ -51,6 +51,7 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 EXEMPT_PATHS = (
     "/billing/stripe/webhook",  # Stripe's signature, checked before the body is parsed
     "/api/v1/email/events",  # the email provider's bearer secret
+    "/api/v1/ingest/",  # pushed data points: the automation's Standard Webhooks signature, no cookie
     "/unsubscribe/",  # RFC 8058 one-click: the HMAC token in the path, sent without cookies
     "/demo/inspect/",  # the demo's request inspector records whatever is posted to it (demo mode only)
 )
