@@ -40,6 +40,19 @@ async def _nothing_within(stream: AsyncIterator[Frame], seconds: float) -> async
     return task
 
 
+async def _quiet_until(
+    stream: AsyncIterator[Frame], ready: Callable[[], bool], within: float = 20
+) -> asyncio.Task[Frame]:
+    """Start waiting for the next frame; wait until ``ready()`` (no fixed window: a loaded machine
+    only makes it slower); assert no frame came meanwhile; the waiting task."""
+    task = asyncio.ensure_future(anext(stream))
+    async with asyncio.timeout(within):
+        while not ready():
+            await asyncio.sleep(0.01)
+    assert not task.done(), f"unexpected frame: {task.result() if task.done() else None}"
+    return task
+
+
 def _source(node: Node, **options: Any) -> EvmChain:
     options = {"interval": 0.02, "backoff": 0.02, **options}
     return EvmChain(**EvmOptions(rpc_url=node.url, **options).model_dump())
@@ -184,11 +197,12 @@ def test_a_reorg_of_blocks_without_rows_retracts_nothing(evm_node: Node, tokens:
     snapshot = node.rpc("evm_snapshot")
     node.mine(2)  # two empty blocks, emitted as nothing (transfers only)
     source = _source(node, tokens=listed, blocks=False, confirmations=0, warmup=2)
+    head = node.head()
 
     async def run() -> Frame:
         stream = source.stream()
         try:
-            waiting = await _nothing_within(stream, 0.2)
+            waiting = await _quiet_until(stream, lambda: source.height >= head)  # both empty blocks taken in
             node.rpc("evm_revert", snapshot)  # (an empty block mined again in the same second has the same hash)
             replaced = node.transfer(tokens["USDC"], a[3], a[4], 4_000_000)
             node.mine(1)
@@ -308,8 +322,7 @@ def test_rpc_errors_are_counted_and_the_stream_recovers(evm_node: Node, flaky: _
             seen = [await _next(stream)]
             flaky.failing.set()
             node.mine(1)
-            waiting = await _nothing_within(stream, 0.2)  # the node is unreachable through the proxy
-            assert flaky.failed >= 3
+            waiting = await _quiet_until(stream, lambda: flaky.failed >= 3)  # the node is unreachable via the proxy
             flaky.junk = True
             async with asyncio.timeout(5):
                 while flaky.junked < 2:

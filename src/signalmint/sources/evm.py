@@ -185,6 +185,7 @@ class EvmChain:
         self._rejected: Counter[str] = Counter()
         self.requests = 0
         self.reorgs = 0
+        self.height = -1  # the newest block taken in (its rows emitted, if any): for health and tests
         self._last_ns = 0  # the latest row time given, ns (rows move forward per key)
         self._prev: tuple[int, int] | None = None  # (number, timestamp) of the last block stamped
         self._first = 0  # the lowest height sharing that block's timestamp
@@ -390,6 +391,7 @@ class EvmChain:
                         while len(emitted) > self.history:
                             emitted.popitem(last=False)
                         following = number + 1
+                        self.height = number
                         if len(frame):
                             yield frame
             finally:
