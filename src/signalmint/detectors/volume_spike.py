@@ -306,32 +306,14 @@ class VolumeSpike:
         """Score a whole history at once, as a fresh detector streaming it tick by tick would
         (rows in time order; see :mod:`~signalmint.detectors.volume_spike_batch`). The
         detector's own state is neither read nor changed."""
-        from .volume_spike_batch import spike_scores
+        from .volume_spike_batch import batch_scores
 
         if self.volume_column not in history.columns:
             raise DetectorError(
                 f"VolumeSpike: the frame has no {self.volume_column!r} column "
                 f"(it has {sorted(history.columns)}); set volume_column to one of them"
             )
-        n = len(history)
-        cells = _key_cells(history.keys)
-        volume = np.asarray(history.columns[self.volume_column], dtype=np.float64)
-        price = history.columns.get(self.price_column)
-        flags, details = spike_scores(cells.spread(volume), self.window, self.ratio, self.z)
-        out = {name: cells.gather(values) for name, values in details.items()}
-        if price is None:
-            out["price_change"] = np.full(n, np.nan)
-        else:
-            matrix = cells.spread(np.asarray(price, dtype=np.float64))
-            previous = np.full_like(matrix, np.nan)
-            previous[:, 1:] = matrix[:, :-1]
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                change = cells.gather((matrix - previous) / previous)
-            change[~np.isfinite(change)] = np.nan
-            out["price_change"] = change
-        out["volume"] = volume
-        details_out = {name: out[name] for name in DETAILS}
-        return Scores(history.keys, history.times, details_out["z"].copy(), cells.gather(flags), details_out)
+        return batch_scores(history, self.window, self.ratio, self.z, self.volume_column, self.price_column)
 
     # -- update ----------------------------------------------------------------------
 
@@ -496,44 +478,6 @@ class VolumeSpike:
         m = len(rows)
         _replace_sorted(windows, old, volume, self._buffer(m)[:, :m])
         self._sorted[block, :, lane] = windows.T
-
-
-class _Cells:
-    """Where each row of a long history sits in a ``(keys, bars)`` matrix (a key's rows in order)."""
-
-    def __init__(self, key: IntArray, bar: IntArray, shape: tuple[int, int], rectangular: bool) -> None:
-        self.key, self.bar, self.shape, self.rectangular = key, bar, shape, rectangular
-
-    def spread(self, values: FloatArray) -> FloatArray:
-        if self.rectangular:  # rows are tick after tick of the same keys in the same order
-            return np.ascontiguousarray(values.reshape(self.shape[1], self.shape[0]).T)
-        matrix = np.full(self.shape, np.nan)
-        matrix[self.key, self.bar] = values
-        return matrix
-
-    def gather(self, matrix: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        if self.rectangular:
-            return np.ascontiguousarray(matrix.T).reshape(-1)
-        return matrix[self.key, self.bar]
-
-
-def _key_cells(keys: npt.NDArray[Any]) -> _Cells:
-    n = len(keys)
-    if n == 0:
-        return _Cells(np.zeros(0, np.intp), np.zeros(0, np.intp), (0, 0), False)
-    first = keys[0]
-    width = int(np.argmax(keys[1:] == first)) + 1 if (keys[1:] == first).any() else n
-    if n % width == 0 and len(set(keys[:width].tolist())) == width:
-        if bool((keys.reshape(-1, width) == keys[:width]).all()):
-            return _Cells(np.zeros(0, np.intp), np.zeros(0, np.intp), (width, n // width), True)
-    _, code = np.unique(keys, return_inverse=True)
-    code = code.reshape(-1).astype(np.intp)
-    order = np.argsort(code, kind="stable")
-    counts = np.bincount(code)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    bar = np.empty(n, dtype=np.intp)
-    bar[order] = np.arange(n) - starts[code[order]]
-    return _Cells(code, bar, (len(counts), int(counts.max())), False)
 
 
 def _robust_z(volume: FloatArray, med: FloatArray, mad: FloatArray) -> FloatArray:

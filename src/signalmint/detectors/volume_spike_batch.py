@@ -22,12 +22,18 @@ How, per key and vectorized across keys:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["rolling_min", "spike_scores"]
+from ..records import Frame, Scores
+from .volume_spike import DETAILS
+
+__all__ = ["batch_scores", "rolling_min", "spike_scores"]
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
 _PAD = 1e300
 _MAD_SCALE = 1.4826
 
@@ -130,3 +136,65 @@ def spike_scores(
     zs[key, at] = score
     flags[key, at] = score >= z
     return flags, details
+
+
+def batch_scores(history: Frame, window: int, ratio: float, z: float, volume_column: str, price_column: str) -> Scores:
+    """:func:`spike_scores` of a long history (rows in time order, any keys), as :class:`Scores`
+    row for row, with the ``price_change`` detail (the change from the key's previous bar)."""
+    n = len(history)
+    cells = _key_cells(history.keys)
+    volume = np.asarray(history.columns[volume_column], dtype=np.float64)
+    price = history.columns.get(price_column)
+    flags, details = spike_scores(cells.spread(volume), window, ratio, z)
+    out = {name: cells.gather(values) for name, values in details.items()}
+    if price is None:
+        out["price_change"] = np.full(n, np.nan)
+    else:
+        matrix = cells.spread(np.asarray(price, dtype=np.float64))
+        previous = np.full_like(matrix, np.nan)
+        previous[:, 1:] = matrix[:, :-1]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            change = cells.gather((matrix - previous) / previous)
+        change[~np.isfinite(change)] = np.nan
+        out["price_change"] = change
+    out["volume"] = volume
+    ordered = {name: out[name] for name in DETAILS}
+    return Scores(history.keys, history.times, ordered["z"].copy(), cells.gather(flags), ordered)
+
+
+class _Cells:
+    """Where each row of a long history sits in a ``(keys, bars)`` matrix (a key's rows in order)."""
+
+    def __init__(self, key: IntArray, bar: IntArray, shape: tuple[int, int], rectangular: bool) -> None:
+        self.key, self.bar, self.shape, self.rectangular = key, bar, shape, rectangular
+
+    def spread(self, values: FloatArray) -> FloatArray:
+        if self.rectangular:  # rows are tick after tick of the same keys in the same order
+            return np.ascontiguousarray(values.reshape(self.shape[1], self.shape[0]).T)
+        matrix = np.full(self.shape, np.nan)
+        matrix[self.key, self.bar] = values
+        return matrix
+
+    def gather(self, matrix: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        if self.rectangular:
+            return np.ascontiguousarray(matrix.T).reshape(-1)
+        return matrix[self.key, self.bar]
+
+
+def _key_cells(keys: npt.NDArray[Any]) -> _Cells:
+    n = len(keys)
+    if n == 0:
+        return _Cells(np.zeros(0, np.intp), np.zeros(0, np.intp), (0, 0), False)
+    first = keys[0]
+    width = int(np.argmax(keys[1:] == first)) + 1 if (keys[1:] == first).any() else n
+    rectangular = n % width == 0 and len(set(keys[:width].tolist())) == width
+    if rectangular and bool((keys.reshape(-1, width) == keys[:width]).all()):
+        return _Cells(np.zeros(0, np.intp), np.zeros(0, np.intp), (width, n // width), True)
+    _, code = np.unique(keys, return_inverse=True)
+    code = code.reshape(-1).astype(np.intp)
+    order = np.argsort(code, kind="stable")
+    counts = np.bincount(code)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    bar = np.empty(n, dtype=np.intp)
+    bar[order] = np.arange(n) - starts[code[order]]
+    return _Cells(code, bar, (len(counts), int(counts.max())), False)
