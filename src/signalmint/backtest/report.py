@@ -59,7 +59,7 @@ def print_backtest(console: Console, bt: Backtest) -> None:
         plans.add_row(
             f.plan,
             _duration(f.delay.total_seconds()),
-            f"{f.keys} ({f.watchlists} watchlists)" if f.watchlists > 1 else str(f.keys),
+            f"{f.keys}*" if f.watchlists > 1 else str(f.keys),
             "-" if f.budget is None else str(f.budget),
             f"{f.per_day:.2f}",
             f"{f.typical_per_day:.2f}",

@@ -86,9 +86,10 @@ def load_history(
         options["path"] = str(data)
         options.pop("format", None)
     frame = FileReplay(**options).read_all() if "path" in options else read_bars(until)
+    frame = frame.take(np.flatnonzero(frame.times < to_datetime64(until)))
     if not len(frame):
         raise SourceError(f"no bars to backtest {config.name} on before {until.isoformat()}")
-    return frame.take(np.flatnonzero(frame.times < to_datetime64(until)))
+    return frame
 
 
 def run_backtest(
