@@ -22,6 +22,7 @@ How, per key and vectorized across keys:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ import numpy.typing as npt
 from ..records import Frame, Scores
 from .volume_spike import DETAILS
 
-__all__ = ["batch_scores", "rolling_min", "spike_scores"]
+__all__ = ["Hits", "batch_scores", "median_bound", "rolling_min", "spike_hits", "spike_scores"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -56,19 +57,117 @@ def rolling_min(x: FloatArray, window: int) -> FloatArray:
     return np.minimum(m[:, : n - window + 1], m[:, window - span : n - span + 1])
 
 
-def _median_sorted(rows: FloatArray, window: int) -> FloatArray:
+def _median(rows: FloatArray, window: int) -> FloatArray:
+    """The streaming path's median of each row: numpy's, the mean of the two middle values
+    computed as ``(a + b) * 0.5``; ``rows`` is partitioned in place."""
     half = window // 2
     if window % 2:
+        rows.partition(half, axis=1)
         return rows[:, half].copy()
+    rows.partition((half - 1, half), axis=1)
     return (rows[:, half - 1] + rows[:, half]) * 0.5
+
+
+def median_bound(packed: FloatArray, window: int) -> FloatArray:
+    """A lower bound of the median of every window: ``out[:, j] <= median(packed[:, j : j + window])``.
+
+    The window is covered by three chunks of ``s = ceil(window / 3)`` values (the last may
+    overlap the middle one); with ``m0 <= m1 <= m2`` their minimums sorted, at most ``j * s``
+    values are below ``m_j``, so the value of rank ``k`` (from 0) is at least ``m_{k // s}``.
+    Every step rounds monotonically, so the bound holds for the floating-point median too.
+
+    >>> median_bound(np.array([[5.0, 1.0, 4.0, 2.0, 3.0]]), 3)  # exact for a window of 3
+    array([[4., 2., 3.]])
+    """
+    s = -(-window // 3)
+    n = packed.shape[1] - window + 1
+    mins = rolling_min(packed, s)
+    a, b, c = mins[:, :n], mins[:, s : s + n], mins[:, window - s : window - s + n]
+    low, high = np.minimum(a, b), np.maximum(a, b)
+    sorted_mins = (np.minimum(low, c), np.maximum(low, np.minimum(high, c)))
+    lo, hi = ((window - 1) // 2) // s, (window // 2) // s
+    if lo == hi:
+        return sorted_mins[lo]
+    return (sorted_mins[lo] + sorted_mins[hi]) * 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Hits:
+    """What :func:`spike_hits` found, by ``(key row, bar column)``.
+
+    ``key``/``at`` are the bars checked exactly (those the bound did not rule out), with their
+    ``baseline`` and ``ratio``; ``passed`` marks those whose ratio reached ``ratio``, and ``mad``,
+    ``z`` and ``flag`` are given for those only. ``history`` is each bar's count of usable
+    bars before it, or None when every bar is usable (then it is the bar's column).
+    """
+
+    key: IntArray
+    at: IntArray
+    baseline: FloatArray
+    ratio: FloatArray
+    passed: npt.NDArray[np.bool_]
+    mad: FloatArray
+    z: FloatArray
+    flag: npt.NDArray[np.bool_]
+    history: FloatArray | None
+
+
+#: Keys per block when bounding medians: a block's few arrays stay in the L2 cache.
+_KEYS_PER_BLOCK = 32
+
+
+def spike_hits(volume: FloatArray, window: int, ratio: float, z: float) -> Hits:
+    """The bars of ``volume`` (``(keys, bars)``, each row one key's bars in time order; NaN
+    where a key has no bar) that could flag, checked exactly. See the module docstring."""
+    volume = np.asarray(volume, dtype=np.float64)
+    keys, bars = volume.shape
+    valid = (volume >= 0) & (volume < _PAD)  # False for NaN
+    history: FloatArray | None = None
+    columns: IntArray | None = None
+    if bool(valid.all()):
+        packed, counts = volume, np.full(keys, bars)
+    else:
+        position = np.cumsum(valid, axis=1) - 1  # a usable bar's index among its key's usable bars
+        history = (position + ~valid).astype(np.float64)  # usable bars before this one
+        packed = np.full((keys, bars), _PAD)
+        columns = np.zeros((keys, bars), dtype=np.intp)
+        row, col = np.nonzero(valid)
+        packed[row, position[row, col]] = volume[row, col]
+        columns[row, position[row, col]] = col
+        counts = valid.sum(axis=1)
+    found_key, found_pos = [], []
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for start in range(0, keys if bars > window else 0, _KEYS_PER_BLOCK):
+            block = packed[start : start + _KEYS_PER_BLOCK]
+            bound = median_bound(block, window)[:, :-1]  # bound[:, j]: the window of packed bar j + window
+            k, p = np.nonzero(block[:, window:] / bound >= ratio)
+            found_key.append(k + start)
+            found_pos.append(p + window)
+        key = np.concatenate(found_key) if found_key else np.zeros(0, dtype=np.intp)
+        pos = np.concatenate(found_pos) if found_pos else np.zeros(0, dtype=np.intp)
+        if columns is not None:
+            inside = pos < counts[key]  # not the padding after a key's last usable bar
+            key, pos = key[inside], pos[inside]
+        at = pos if columns is None else columns[key, pos]
+        windows = packed[key[:, None], pos[:, None] - window + np.arange(window)]
+        v = packed[key, pos]
+        med = _median(windows, window)
+        r = v / med
+        r[med == 0] = np.nan  # a zero median: no relative volume
+        passed = r >= ratio
+        deviation = np.abs(windows[passed] - med[passed, None])
+        mad = _median(deviation, window)
+        diff = v[passed] - med[passed]
+        score = diff / (_MAD_SCALE * mad)
+        score[diff == 0] = 0.0
+    return Hits(key, at, med, r, passed, mad, score, score >= z, history)
 
 
 def spike_scores(
     volume: FloatArray, window: int, ratio: float, z: float
 ) -> tuple[npt.NDArray[np.bool_], dict[str, FloatArray]]:
     """Flags and details (``volume``, ``baseline``, ``ratio``, ``z``, ``mad``, ``history``) of
-    every bar of ``volume`` (``(keys, bars)``, each row one key's bars in time order; NaN where a
-    key has no bar). See the module docstring.
+    every bar of ``volume`` as ``(keys, bars)`` arrays (see :func:`spike_hits`).
 
     >>> vol = np.array([[100.0, 110.0, 90.0, 400.0], [50.0, 55.0, 45.0, 50.0]])
     >>> flags, details = spike_scores(vol, window=3, ratio=3.0, z=4.0)
@@ -80,86 +179,67 @@ def spike_scores(
     """
     volume = np.asarray(volume, dtype=np.float64)
     keys, bars = volume.shape
-    valid = (volume >= 0) & (volume < _PAD)  # False for NaN
-    all_valid = bool(valid.all())
-    if all_valid:
-        packed = volume
-        history = np.broadcast_to(np.arange(bars, dtype=np.float64), (keys, bars)).copy()
-    else:
-        position = np.cumsum(valid, axis=1) - 1  # a usable bar's index among its key's usable bars
-        history = (position + ~valid).astype(np.float64)  # usable bars before this one
-        packed = np.full((keys, bars), _PAD)
-        row, col = np.nonzero(valid)
-        packed[row, position[row, col]] = volume[row, col]
+    hits = spike_hits(volume, window, ratio, z)
     baseline, ratios, zs, mads = np.full((4, keys, bars), np.nan)
     flags = np.zeros((keys, bars), dtype=np.bool_)
-    details = {"volume": volume, "baseline": baseline, "ratio": ratios, "z": zs, "mad": mads, "history": history}
-    if bars <= window:
-        return flags, details
-    # lows[:, j] is the minimum of packed[:, j : j + window], the window of packed bar j + window
-    lows = rolling_min(packed, window)[:, :-1]
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if all_valid:
-            maybe = volume[:, window:] / lows >= ratio
-            key, at = np.nonzero(maybe)
-            at = at + window
-            packed_at = at
-        else:
-            bound = np.full((keys, bars), np.nan)
-            bound[:, window:] = lows
-            row, col = np.nonzero(valid)
-            pos = position[row, col]
-            low = np.full(len(row), np.nan)
-            ready = pos >= window
-            low[ready] = bound[row[ready], pos[ready]]
-            keep = volume[row, col] / low >= ratio
-            key, at, packed_at = row[keep], col[keep], pos[keep]
-        if not len(key):
-            return flags, details
-        windows = packed[key[:, None], packed_at[:, None] - window + np.arange(window)]
-        windows.sort(axis=1)
-        med = _median_sorted(windows, window)
-        v = volume[key, at]
-        r = v / med
-        r[med == 0] = np.nan  # a zero median: no relative volume
-        baseline[key, at] = med
-        ratios[key, at] = r
-        hit = r >= ratio
-        key, at, v, med, windows = key[hit], at[hit], v[hit], med[hit], windows[hit]
-        deviation = np.abs(windows - med[:, None])
-        deviation.sort(axis=1)
-        mad = _median_sorted(deviation, window)
-        diff = v - med
-        score = diff / (_MAD_SCALE * mad)
-        score[diff == 0] = 0.0
-    mads[key, at] = mad
-    zs[key, at] = score
-    flags[key, at] = score >= z
-    return flags, details
+    baseline[hits.key, hits.at] = hits.baseline
+    ratios[hits.key, hits.at] = hits.ratio
+    key, at = hits.key[hits.passed], hits.at[hits.passed]
+    mads[key, at], zs[key, at], flags[key, at] = hits.mad, hits.z, hits.flag
+    history = hits.history
+    if history is None:
+        history = np.broadcast_to(np.arange(bars, dtype=np.float64), (keys, bars)).copy()
+    return flags, {"volume": volume, "baseline": baseline, "ratio": ratios, "z": zs, "mad": mads, "history": history}
 
 
 def batch_scores(history: Frame, window: int, ratio: float, z: float, volume_column: str, price_column: str) -> Scores:
-    """:func:`spike_scores` of a long history (rows in time order, any keys), as :class:`Scores`
-    row for row, with the ``price_change`` detail (the change from the key's previous bar)."""
+    """:func:`spike_hits` of a long history (rows in time order, any keys), as :class:`Scores`
+    row for row, with the ``price_change`` detail (the change from the key's previous bar).
+    The few checked bars are written straight into row order; no dense detail is transposed."""
     n = len(history)
     cells = _key_cells(history.keys)
     volume = np.asarray(history.columns[volume_column], dtype=np.float64)
-    price = history.columns.get(price_column)
-    flags, details = spike_scores(cells.spread(volume), window, ratio, z)
-    out = {name: cells.gather(values) for name, values in details.items()}
-    if price is None:
-        out["price_change"] = np.full(n, np.nan)
+    hits = spike_hits(cells.spread(volume), window, ratio, z)
+    baseline, ratios, zs, mads = np.full((4, n), np.nan)
+    flags = np.zeros(n, dtype=np.bool_)
+    rows = cells.rows(hits.key, hits.at)
+    baseline[rows], ratios[rows] = hits.baseline, hits.ratio
+    rows = rows[hits.passed]
+    mads[rows], zs[rows], flags[rows] = hits.mad, hits.z, hits.flag
+    if hits.history is not None:
+        bars_before = cells.gather(hits.history)
+    elif cells.rectangular:
+        bars_before = np.repeat(np.arange(cells.shape[1], dtype=np.float64), cells.shape[0])
     else:
-        matrix = cells.spread(np.asarray(price, dtype=np.float64))
-        previous = np.full_like(matrix, np.nan)
-        previous[:, 1:] = matrix[:, :-1]
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        bars_before = cells.bar.astype(np.float64)
+    details = {
+        "volume": volume,
+        "baseline": baseline,
+        "ratio": ratios,
+        "z": zs,
+        "mad": mads,
+        "price_change": _price_change(cells, history.columns.get(price_column), n),
+        "history": bars_before,
+    }
+    return Scores(history.keys, history.times, zs.copy(), flags, {name: details[name] for name in DETAILS})
+
+
+def _price_change(cells: _Cells, price: FloatArray | None, n: int) -> FloatArray:
+    if price is None:
+        return np.full(n, np.nan)
+    price = np.asarray(price, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if cells.rectangular:  # the key's previous bar is ``width`` rows earlier
+            width = cells.shape[0]
+            change = np.full(n, np.nan)
+            change[width:] = (price[width:] - price[:-width]) / price[:-width]
+        else:
+            matrix = cells.spread(price)
+            previous = np.full_like(matrix, np.nan)
+            previous[:, 1:] = matrix[:, :-1]
             change = cells.gather((matrix - previous) / previous)
-        change[~np.isfinite(change)] = np.nan
-        out["price_change"] = change
-    out["volume"] = volume
-    ordered = {name: out[name] for name in DETAILS}
-    return Scores(history.keys, history.times, ordered["z"].copy(), cells.gather(flags), ordered)
+    change[~np.isfinite(change)] = np.nan
+    return change
 
 
 class _Cells:
@@ -174,6 +254,15 @@ class _Cells:
         matrix = np.full(self.shape, np.nan)
         matrix[self.key, self.bar] = values
         return matrix
+
+    def rows(self, key: IntArray, bar: IntArray) -> IntArray:
+        """The history rows of the given cells."""
+        if self.rectangular:
+            return bar * self.shape[0] + key
+        if not hasattr(self, "_rows"):
+            self._rows = np.zeros(self.shape, dtype=np.intp)
+            self._rows[self.key, self.bar] = np.arange(len(self.key))
+        return self._rows[key, bar]
 
     def gather(self, matrix: npt.NDArray[Any]) -> npt.NDArray[Any]:
         if self.rectangular:
