@@ -9,13 +9,17 @@ How, per key and vectorized across keys:
 1. Unusable volumes (negative, NaN, infinite, ``>= 1e300``) never join a window, so each key's
    usable volumes are packed to the left; a bar's window is then the ``window`` packed values
    before it (its position among the usable bars is its ``history``).
-2. A rolling minimum of every window (log2(window) passes of ``np.minimum`` over doubling
-   spans) rules out most bars: the median is at least the minimum, and IEEE division is
-   monotone, so ``v / min < ratio`` proves ``v / median < ratio``.
-3. For the few bars left, the window is gathered and sorted; the median, the ratio, the MAD
-   and the z are computed with the streaming path's own formulas.
+2. A lower bound of every window's median (:func:`median_bound`: three rolling minimums,
+   each taken with log2 passes of ``np.minimum`` over doubling spans, in blocks of keys that
+   stay in cache) rules out most bars: IEEE division is monotone, so ``v / bound < ratio``
+   proves ``v / median < ratio``.
+3. For the bars left (a few percent), the window is gathered (one row of a sliding-window
+   view each) and its values below ``v / ratio`` are counted: fewer than half prove the
+   median is above it, which rules out all but the bars whose ratio does reach ``ratio``.
+4. For those, the median, the ratio, the MAD and the z are computed with the streaming
+   path's own formulas on the same values (so the same floating-point results).
 
-``baseline``, ``ratio``, ``mad`` and ``z`` are NaN where the bar was ruled out in step 2
+``baseline``, ``ratio``, ``mad`` and ``z`` are NaN where the bar was ruled out in step 2 or 3
 (the streaming path leaves ``z`` and ``mad`` NaN there too; it does compute ``baseline`` and
 ``ratio`` for every bar, which a backtest does not need).
 """
@@ -27,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ..records import Frame, Scores
 from .volume_spike import DETAILS
@@ -148,9 +153,15 @@ def spike_hits(volume: FloatArray, window: int, ratio: float, z: float) -> Hits:
         if columns is not None:
             inside = pos < counts[key]  # not the padding after a key's last usable bar
             key, pos = key[inside], pos[inside]
-        at = pos if columns is None else columns[key, pos]
-        windows = packed[key[:, None], pos[:, None] - window + np.arange(window)]
+        windows = sliding_window_view(packed, window, axis=1)[key, pos - window]  # rows of the bars' windows
         v = packed[key, pos]
+        # Fewer than ``lo + 1`` values below ``v / ratio`` (a hair above it, so that rounding
+        # cannot reach ``ratio``) put the median above it: the ratio cannot reach ``ratio``.
+        lo = (window - 1) // 2
+        below = (windows < (v / ratio * (1 + 1e-12))[:, None]).sum(axis=1)
+        kept = below > lo
+        key, pos, windows, v = key[kept], pos[kept], windows[kept], v[kept]
+        at = pos if columns is None else columns[key, pos]
         med = _median(windows, window)
         r = v / med
         r[med == 0] = np.nan  # a zero median: no relative volume
