@@ -281,14 +281,33 @@ class _Cells:
         return matrix[self.key, self.bar]
 
 
+def _tick_width(keys: npt.NDArray[Any]) -> int:
+    """``w`` when ``keys`` is the same ``w`` distinct keys over and over in the same order
+    (every key in every tick: the usual market history), else 0."""
+    n, first = len(keys), keys[0]
+    width, limit = 0, 1024
+    while not width:
+        found = np.flatnonzero(keys[1 : limit + 1] == first)
+        if len(found):
+            width = int(found[0]) + 1
+        elif limit >= n:
+            width = n
+        limit *= 4
+    if n % width or len(set(keys[:width].tolist())) != width:
+        return 0
+    rows = keys.reshape(-1, width)
+    if keys.dtype.kind in "US" and keys.flags.c_contiguous:  # compare the bytes: much faster
+        rows = keys.view(np.uint8).reshape(n // width, -1)
+        return width if bool((rows == rows[0]).all()) else 0
+    return width if bool((rows == keys[:width]).all()) else 0
+
+
 def _key_cells(keys: npt.NDArray[Any]) -> _Cells:
     n = len(keys)
     if n == 0:
         return _Cells(np.zeros(0, np.intp), np.zeros(0, np.intp), (0, 0), False)
-    first = keys[0]
-    width = int(np.argmax(keys[1:] == first)) + 1 if (keys[1:] == first).any() else n
-    rectangular = n % width == 0 and len(set(keys[:width].tolist())) == width
-    if rectangular and bool((keys.reshape(-1, width) == keys[:width]).all()):
+    width = _tick_width(keys)
+    if width:
         return _Cells(np.zeros(0, np.intp), np.zeros(0, np.intp), (width, n // width), True)
     _, code = np.unique(keys, return_inverse=True)
     code = code.reshape(-1).astype(np.intp)
