@@ -73,27 +73,48 @@ def _median(rows: FloatArray, window: int) -> FloatArray:
     return (rows[:, half - 1] + rows[:, half]) * 0.5
 
 
-def median_bound(packed: FloatArray, window: int) -> FloatArray:
+def median_bound(packed: FloatArray, window: int, scratch: FloatArray | None = None) -> FloatArray:
     """A lower bound of the median of every window: ``out[:, j] <= median(packed[:, j : j + window])``.
 
     The window is covered by three chunks of ``s = ceil(window / 3)`` values (the last may
     overlap the middle one); with ``m0 <= m1 <= m2`` their minimums sorted, at most ``j * s``
     values are below ``m_j``, so the value of rank ``k`` (from 0) is at least ``m_{k // s}``.
     Every step rounds monotonically, so the bound holds for the floating-point median too.
+    ``scratch`` (``(5, keys, bars)`` or larger) holds the work, so blocks allocate nothing;
+    the answer is a view into it.
 
     >>> median_bound(np.array([[5.0, 1.0, 4.0, 2.0, 3.0]]), 3)  # exact for a window of 3
     array([[4., 2., 3.]])
     """
+    keys, bars = packed.shape
+    work = np.empty((5, keys, bars)) if scratch is None else scratch[:, :keys, :bars]
     s = -(-window // 3)
-    n = packed.shape[1] - window + 1
-    mins = rolling_min(packed, s)
+    # rolling minimum over s: minimums over doubling spans, ping-ponged between work[0] and work[1]
+    mins, span, length, turn = packed, 1, bars, 0
+    while 2 * span <= s:
+        length -= span
+        np.minimum(mins[:, :length], mins[:, span : span + length], out=work[turn, :, :length])
+        mins, span, turn = work[turn], span * 2, 1 - turn
+    if span < s:
+        length = bars - s + 1
+        np.minimum(mins[:, :length], mins[:, s - span : s - span + length], out=work[turn, :, :length])
+        mins = work[turn]
+    n = bars - window + 1
     a, b, c = mins[:, :n], mins[:, s : s + n], mins[:, window - s : window - s + n]
-    low, high = np.minimum(a, b), np.maximum(a, b)
-    sorted_mins = (np.minimum(low, c), np.maximum(low, np.minimum(high, c)))
+    low, high, out = work[2, :, :n], work[3, :, :n], work[4, :, :n]
+    np.minimum(a, b, out=low)
+    np.maximum(a, b, out=high)
     lo, hi = ((window - 1) // 2) // s, (window // 2) // s
+    if hi == 1:  # the middle of the three: max(low, min(high, c))
+        np.minimum(high, c, out=high)
+        np.maximum(low, high, out=high)
+    if lo == 0:  # the least of the three
+        np.minimum(low, c, out=low)
     if lo == hi:
-        return sorted_mins[lo]
-    return (sorted_mins[lo] + sorted_mins[hi]) * 0.5
+        return high if hi == 1 else low
+    np.add(low, high, out=out)
+    out *= 0.5
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +147,12 @@ def spike_hits(volume: FloatArray, window: int, ratio: float, z: float) -> Hits:
     where a key has no bar) that could flag, checked exactly. See the module docstring."""
     volume = np.asarray(volume, dtype=np.float64)
     keys, bars = volume.shape
-    valid = (volume >= 0) & (volume < _PAD)  # False for NaN
     history: FloatArray | None = None
     columns: IntArray | None = None
-    if bool(valid.all()):
+    if volume.size == 0 or (volume.min() >= 0 and volume.max() < _PAD):  # every bar usable (NaN fails)
         packed, counts = volume, np.full(keys, bars)
     else:
+        valid = (volume >= 0) & (volume < _PAD)  # False for NaN
         position = np.cumsum(valid, axis=1) - 1  # a usable bar's index among its key's usable bars
         history = (position + ~valid).astype(np.float64)  # usable bars before this one
         packed = np.full((keys, bars), _PAD)
@@ -141,11 +162,16 @@ def spike_hits(volume: FloatArray, window: int, ratio: float, z: float) -> Hits:
         columns[row, position[row, col]] = col
         counts = valid.sum(axis=1)
     found_key, found_pos = [], []
+    block_keys = min(_KEYS_PER_BLOCK, keys)
+    scratch = np.empty((5, block_keys, bars))
+    passing = np.empty((block_keys, max(bars - window, 0)), dtype=np.bool_)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for start in range(0, keys if bars > window else 0, _KEYS_PER_BLOCK):
             block = packed[start : start + _KEYS_PER_BLOCK]
-            bound = median_bound(block, window)[:, :-1]  # bound[:, j]: the window of packed bar j + window
-            k, p = np.nonzero(block[:, window:] / bound >= ratio)
+            m = len(block)
+            bound = median_bound(block, window, scratch)[:, :-1]  # bound[:, j]: the window of packed bar j + window
+            np.divide(block[:, window:], bound, out=bound)
+            k, p = np.nonzero(np.greater_equal(bound, ratio, out=passing[:m]))
             found_key.append(k + start)
             found_pos.append(p + window)
         key = np.concatenate(found_key) if found_key else np.zeros(0, dtype=np.intp)
