@@ -284,6 +284,7 @@ class _Cells:
 
     def __init__(self, key: IntArray, bar: IntArray, shape: tuple[int, int], rectangular: bool) -> None:
         self.key, self.bar, self.shape, self.rectangular = key, bar, shape, rectangular
+        self._rows: IntArray | None = None
 
     def spread(self, values: FloatArray) -> FloatArray:
         if self.rectangular:  # rows are tick after tick of the same keys in the same order
@@ -296,7 +297,7 @@ class _Cells:
         """The history rows of the given cells."""
         if self.rectangular:
             return bar * self.shape[0] + key
-        if not hasattr(self, "_rows"):
+        if self._rows is None:
             self._rows = np.zeros(self.shape, dtype=np.intp)
             self._rows[self.key, self.bar] = np.arange(len(self.key))
         return self._rows[key, bar]
