@@ -165,6 +165,7 @@ def spike_hits(volume: FloatArray, window: int, ratio: float, z: float) -> Hits:
     block_keys = min(_KEYS_PER_BLOCK, keys)
     scratch = np.empty((5, block_keys, bars))
     passing = np.empty((block_keys, max(bars - window, 0)), dtype=np.bool_)
+    lo = (window - 1) // 2  # the rank of the lower middle value
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for start in range(0, keys if bars > window else 0, _KEYS_PER_BLOCK):
             block = packed[start : start + _KEYS_PER_BLOCK]
@@ -172,21 +173,23 @@ def spike_hits(volume: FloatArray, window: int, ratio: float, z: float) -> Hits:
             bound = median_bound(block, window, scratch)[:, :-1]  # bound[:, j]: the window of packed bar j + window
             np.divide(block[:, window:], bound, out=bound)
             k, p = np.nonzero(np.greater_equal(bound, ratio, out=passing[:m]))
-            found_key.append(k + start)
-            found_pos.append(p + window)
+            p += window
+            if columns is not None:
+                inside = p < counts[k + start]  # not the padding after a key's last usable bar
+                k, p = k[inside], p[inside]
+            # Fewer than ``lo + 1`` values below ``v / ratio`` (a hair above it, so that rounding
+            # cannot reach ``ratio``) put the median above it: the ratio cannot reach ``ratio``.
+            # Counted block by block, so the gathered windows stay small and in cache.
+            below = (
+                sliding_window_view(block, window, axis=1)[k, p - window] < (block[k, p] / ratio * (1 + 1e-12))[:, None]
+            )
+            kept = below.sum(axis=1) > lo
+            found_key.append(k[kept] + start)
+            found_pos.append(p[kept])
         key = np.concatenate(found_key) if found_key else np.zeros(0, dtype=np.intp)
         pos = np.concatenate(found_pos) if found_pos else np.zeros(0, dtype=np.intp)
-        if columns is not None:
-            inside = pos < counts[key]  # not the padding after a key's last usable bar
-            key, pos = key[inside], pos[inside]
         windows = sliding_window_view(packed, window, axis=1)[key, pos - window]  # rows of the bars' windows
         v = packed[key, pos]
-        # Fewer than ``lo + 1`` values below ``v / ratio`` (a hair above it, so that rounding
-        # cannot reach ``ratio``) put the median above it: the ratio cannot reach ``ratio``.
-        lo = (window - 1) // 2
-        below = (windows < (v / ratio * (1 + 1e-12))[:, None]).sum(axis=1)
-        kept = below > lo
-        key, pos, windows, v = key[kept], pos[kept], windows[kept], v[kept]
         at = pos if columns is None else columns[key, pos]
         med = _median(windows, window)
         r = v / med
