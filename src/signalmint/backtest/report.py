@@ -53,7 +53,7 @@ def print_backtest(console: Console, bt: Backtest) -> None:
         console.print("no plan covers this automation: nothing to forecast")
         return
     plans = Table(title="forecast: alerts per subscriber per day", title_justify="left")
-    for column in ("plan", "delay", "keys", "budget/day", "alerts/day (mean)", "typical", "busiest day", "held back"):
+    for column in ("plan", "delay", "keys", "budget", "mean", "typical", "busiest", "held back"):
         plans.add_column(column, justify="left" if column == "plan" else "right")
     for f in bt.forecasts:
         plans.add_row(
@@ -68,7 +68,8 @@ def print_backtest(console: Console, bt: Backtest) -> None:
         )
     console.print(plans)
     console.print(
-        "a watchlist plan's subscriber is assumed to pick keys at random among the keys seen (README, Backtests)",
+        "* a watchlist: its subscriber is assumed to pick keys at random among the keys seen; mean: over "
+        "all such watchlists (or 200 drawn); typical: the median watchlist (README, Backtests)",
         style="dim",
         highlight=False,
     )
