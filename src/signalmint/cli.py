@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import sys
 import tempfile
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -335,6 +337,77 @@ def verify(
             out.print("no signals to verify")
     if not all(r.ok for r in reports):
         raise typer.Exit(1)
+
+
+def _day_or_time(value: str, option: str, *, end: bool) -> datetime:
+    """A date (a whole UTC day: ``--to`` includes it) or an ISO 8601 time (UTC if naive)."""
+    try:
+        if len(value.strip()) == 10:
+            day = datetime.combine(date.fromisoformat(value.strip()), datetime.min.time(), UTC)
+            return day + timedelta(days=1) if end else day
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise _fail(
+            ConfigError(f"{option} {value!r}: write a date (2024-01-31) or a time (2024-01-31T14:30Z)")
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@app.command()
+def backtest(
+    config: ConfigOption = Path("signalmint.yaml"),
+    automation: Annotated[str, typer.Option(help="the automation whose detector to run")] = "",
+    start: Annotated[str, typer.Option("--from", help="first day (UTC, YYYY-MM-DD) or time")] = "",
+    end: Annotated[str, typer.Option("--to", help="last day (included) or time (excluded)")] = "",
+    data: Annotated[
+        Path | None, typer.Option(help="CSV or Parquet bars (default: the file source's, else the stored bars)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Run an automation's detector over recorded bars and forecast each plan's alerts a day (writes nothing)."""
+    from rich.progress import Progress
+
+    from .backtest import forecast_plan, load_history, run_backtest
+    from .backtest.report import print_backtest
+    from .pipeline import build_detector
+    from .store import Database
+    from .store.bars import bars_until
+
+    settings = _load(config)
+    names = [a.name for a in settings.automations]
+    if automation not in names:
+        raise _fail(ConfigError(f"--automation {automation!r}: {config} has {', '.join(names) or 'no automations'}"))
+    if not start or not end:
+        raise _fail(ConfigError("give the range to replay: --from 2024-01-02 --to 2024-01-31"))
+    begin, finish = _day_or_time(start, "--from", end=False), _day_or_time(end, "--to", end=True)
+    if finish <= begin:
+        raise _fail(ConfigError(f"--to {end} is not after --from {start}"))
+    chosen = settings.automation(automation)
+
+    def read_bars(until: datetime) -> Any:
+        database = Database(_db_url(settings.database), read_only=True)  # never writes
+        try:
+            return database.read_sync(bars_until, automation, until)
+        finally:
+            database.close()
+
+    try:
+        detector, _ = build_detector(chosen, Registry.from_entry_points())
+        history = load_history(chosen, finish, data, read_bars)
+        with Progress(console=err, transient=True, disable=as_json) as bar:
+            task = bar.add_task(f"backtest {automation}", total=len(history))
+            result = run_backtest(
+                detector, history, automation, begin, finish, progress=lambda done, _n: bar.update(task, completed=done)
+            )
+    except SignalmintError as exc:
+        raise _fail(exc) from None
+    plans = [p for p in settings.current_plans() if p.covers(automation)]
+    forecasts = tuple(forecast_plan(p.expanded(names), result.signals, result.keys, result.days) for p in plans)
+    result = dataclasses.replace(result, forecasts=forecasts)
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print_backtest(out, result)
 
 
 def _report(r: object) -> dict[str, object]:

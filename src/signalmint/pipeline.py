@@ -14,7 +14,7 @@ from .detectors.cooldown import Cooldown
 from .records import Automation, Scores, Signal, to_datetime
 from .registry import Detector, Registry, Source
 
-__all__ = ["Pipeline", "build_pipeline", "describe", "signals_from_scores"]
+__all__ = ["Pipeline", "build_detector", "build_pipeline", "describe", "signals_from_scores"]
 
 #: Scores above this (or infinite) are stored as this; a window with no spread gives z = inf.
 MAX_SCORE = 1e6
@@ -39,13 +39,20 @@ def describe(config: AutomationConfig) -> Automation:
     )
 
 
+def build_detector(config: AutomationConfig, registry: Registry) -> tuple[Detector, Detector]:
+    """The automation's detector as it runs live (wrapped in its cooldown, if any), and the
+    detector inside the wrapper. Backtests build theirs here too."""
+    inner: Detector = registry.build("detector", config.detector.kind, config.detector.options)
+    if config.detector.cooldown.total_seconds() > 0:
+        return Cooldown(inner, config.detector.cooldown), inner
+    return inner, inner
+
+
 def build_pipeline(config: AutomationConfig, registry: Registry) -> Pipeline:
     source = registry.build("source", config.source.kind, config.source.options)
-    detector: Detector = registry.build("detector", config.detector.kind, config.detector.options)
+    detector, inner = build_detector(config, registry)
     if getattr(source, "warmup", 0) is None:  # a live source backfills what the detector needs
-        source.warmup = getattr(detector, "warmup", None) or getattr(detector, "window", None)
-    if config.detector.cooldown.total_seconds() > 0:
-        detector = Cooldown(detector, config.detector.cooldown)
+        source.warmup = getattr(inner, "warmup", None) or getattr(inner, "window", None)
     options = {
         "kind": config.detector.kind,
         **config.detector.options,

@@ -100,7 +100,16 @@ class Cooldown:
 
     def update(self, frame: Frame) -> Scores:
         """The inner detector's scores, with flags inside a key's cooldown cleared."""
-        scores = self.detector.update(frame)
+        return self._apply(self.detector.update(frame))
+
+    def batch(self, history: Frame) -> Scores:
+        """The inner detector's batch scores of a whole history (rows in time order), with
+        the cooldown applied row by row as :meth:`update` would. Raises ``AttributeError``
+        when the inner detector has no ``batch``."""
+        batch = self.detector.batch  # type: ignore[attr-defined]
+        return self._apply(batch(history))
+
+    def _apply(self, scores: Scores) -> Scores:
         flagged = np.flatnonzero(scores.flags)
         if not len(flagged) or not self._period:
             return scores

@@ -301,6 +301,21 @@ class VolumeSpike:
         self._last_rows = index
         return index
 
+    # -- batch -----------------------------------------------------------------------
+
+    def batch(self, history: Frame) -> Scores:
+        """Score a whole history at once, as a fresh detector streaming it tick by tick would
+        (rows in time order; see :mod:`~signalmint.detectors.volume_spike_batch`). The
+        detector's own state is neither read nor changed."""
+        from .volume_spike_batch import batch_scores
+
+        if self.volume_column not in history.columns:
+            raise DetectorError(
+                f"VolumeSpike: the frame has no {self.volume_column!r} column "
+                f"(it has {sorted(history.columns)}); set volume_column to one of them"
+            )
+        return batch_scores(history, self.window, self.ratio, self.z, self.volume_column, self.price_column)
+
     # -- update ----------------------------------------------------------------------
 
     def update(self, frame: Frame) -> Scores:

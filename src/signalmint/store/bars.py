@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ..records import BAR_COLUMNS, Frame, to_datetime
 from .tables import bars
 
-__all__ = ["bar_window", "insert_bars", "prune_bars"]
+__all__ = ["bar_window", "bars_until", "insert_bars", "prune_bars"]
 
 
 def insert_bars(conn: Connection, automation: str, frame: Frame) -> int:
@@ -65,3 +65,20 @@ def bar_window(
 
 def count_bars(conn: Connection, automation: str) -> int:
     return int(conn.execute(select(func.count()).select_from(bars).where(bars.c.automation == automation)).scalar_one())
+
+
+def bars_until(conn: Connection, automation: str, until: datetime) -> Frame:
+    """Every stored bar of ``automation`` before ``until``, as one frame in time order (then key).
+
+    For backtests: it only reads."""
+    cols = [bars.c.key, bars.c.time, *(bars.c[name] for name in BAR_COLUMNS)]
+    query = select(*cols).where(bars.c.automation == automation, bars.c.time < until).order_by(bars.c.time, bars.c.key)
+    rows = conn.execute(query).all()
+    if not rows:
+        return Frame.empty()
+    times = [np.datetime64(r.time.replace(tzinfo=None), "ns") for r in rows]
+    return Frame(
+        keys=np.array([r.key for r in rows], dtype=str),
+        times=np.array(times, dtype="datetime64[ns]"),
+        columns={name: np.array([getattr(r, name) for r in rows], dtype=np.float64) for name in BAR_COLUMNS},
+    )

@@ -163,6 +163,25 @@ def check_flags_something(factory: Factory) -> None:
     assert flagged > 0, "the example frames (volume spikes, price drops, restocks, text edits) raise no flag"
 
 
+def check_batch_equals_streaming(factory: Factory) -> None:
+    """A detector that offers ``batch(history) -> Scores`` (backtests use it) flags and scores a
+    whole history exactly as it would stream it frame by frame."""
+    if not callable(getattr(factory(), "batch", None)):
+        return
+    frames = _frames(factory)
+    streamed = _run(factory(), frames)
+    history = Frame(
+        keys=np.concatenate([f.keys for f in frames]),
+        times=np.concatenate([f.times for f in frames]),
+        columns={name: np.concatenate([f.columns[name] for f in frames]) for name in frames[0].columns},
+        texts={name: np.concatenate([f.texts[name] for f in frames]) for name in frames[0].texts},
+    )
+    batch = factory().batch(history)
+    assert len(batch) == len(history), "batch: one score per input row"
+    assert np.array_equal(batch.flags, np.concatenate([s.flags for s in streamed])), "batch flags differ from streaming"
+    np.testing.assert_array_equal(batch.score, np.concatenate([s.score for s in streamed]), err_msg="batch scores")
+
+
 _CHECKS = [
     check_has_kind_and_options,
     check_declares_needs,
@@ -171,6 +190,7 @@ _CHECKS = [
     check_deterministic,
     check_pickles_mid_stream,
     check_flags_something,
+    check_batch_equals_streaming,
 ]
 
 
