@@ -58,6 +58,7 @@ from .routes import (
     pages,
     status,
     stripe_webhook,
+    track_record,
 )
 from .security import SecurityGuard
 
@@ -71,6 +72,7 @@ ROUTES = [
     ops,
     status,
     pages,
+    track_record,
     account,
     dashboard,
     dashboard_delivery,
