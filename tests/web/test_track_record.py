@@ -65,10 +65,12 @@ def test_a_paying_viewer_sees_every_outcome(world) -> None:  # type: ignore[no-u
 
 
 def test_the_chain_head_is_the_newest_signal_the_viewer_sees(world) -> None:  # type: ignore[no-untyped-def]
-    newest_public = max((s for s in world.signals if s.automation == "spikes" and s.time <= world.now - timedelta(minutes=15)), key=lambda s: s.seq)  # fmt: skip
+    released = world.now - timedelta(minutes=15)
+    spikes = [s for s in world.signals if s.automation == "spikes"]
+    newest_public = max((s for s in spikes if s.time <= released), key=lambda s: s.seq)
     html = world.get("/automations/spikes/track-record").text
     assert f"#{newest_public.seq}" in html and newest_public.hash in html  # scheme 2: public from the start
-    newest = max((s for s in world.signals if s.automation == "spikes"), key=lambda s: s.seq)
+    newest = max(spikes, key=lambda s: s.seq)
     assert newest.hash in world.get("/automations/spikes/track-record", "premium").text
 
 
