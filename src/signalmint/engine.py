@@ -286,10 +286,9 @@ class AutomationRunner:
             if self.config.outcomes is not None:  # a replay ended: measure what it left due
                 await self.measure_outcomes()
         finally:
-            if self._measuring is not None and not self._measuring.done():
-                self._measuring.cancel()
+            if self._measuring is not None:  # let it finish (one read, one short write): the store closes next
                 with contextlib.suppress(BaseException):
-                    await self._measuring
+                    await asyncio.shield(self._measuring)
             status.running = False
             metrics.engine_up.labels(name).set(0)
             if pending is not None:  # cancelled mid-commit: let the transaction finish
