@@ -22,6 +22,7 @@ from signalmint.config import (
     EmailConfig,
     FeeModel,
     OperatorConfig,
+    OutcomesConfig,
     PlanConfig,
     Settings,
     StripeConfig,
@@ -57,6 +58,7 @@ def fields(model: type[BaseModel]) -> list[str]:
         CreditsConfig,
         TipsConfig,
         OperatorConfig,
+        OutcomesConfig,
     ],
     ids=lambda m: m.__name__,
 )

@@ -102,6 +102,28 @@ class DetectorConfig(PluginConfig):
     )
 
 
+class OutcomesConfig(_Strict):
+    """What happened after each signal (market automations): see README, "Outcomes"."""
+
+    horizons: list[int] = Field(
+        default=[1, 5, 20], min_length=1, max_length=8,
+        description="bars after a signal at which its return and volume are measured",
+    )  # fmt: skip
+    baseline_samples: int = Field(
+        default=200, ge=10, le=5000, description="random earlier bars of the same key forming the baseline"
+    )
+    lookback: int = Field(default=500, ge=20, le=100_000, description="bars before a signal the baseline draws from")
+    seed: int = Field(default=0, ge=0, description="seed of the baseline's random draw (reproducible outcomes)")
+    every: Duration = Field(default=timedelta(seconds=60), description="how often the engine computes due outcomes")
+
+    @field_validator("horizons")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(h < 1 or h > 10_000 for h in value):
+            raise ValueError("horizons are numbers of bars between 1 and 10000")
+        return sorted(set(value))
+
+
 class AutomationConfig(_Strict):
     name: str = Field(pattern=_NAME, description="id in URLs and the API: lowercase, digits, - and _")
     title: str = Field(default="", description="human title shown on the pages")
@@ -111,6 +133,11 @@ class AutomationConfig(_Strict):
     retention: Duration | None = Field(
         default=timedelta(days=30),
         description="how long raw bars are kept for charts, counted back from the newest bar (null keeps everything)",
+    )
+    outcomes: OutcomesConfig | None = Field(
+        default=None,
+        description="measure each signal's return and volume after it, against a random-bar baseline "
+        "(market bars only; unset: off)",
     )
     enabled: bool = Field(default=True, description="false keeps the automation's history but stops it")
     cadence: Duration | None = Field(

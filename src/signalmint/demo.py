@@ -13,6 +13,7 @@ from .config import (
     AutomationConfig,
     DetectorConfig,
     EmailConfig,
+    OutcomesConfig,
     PlanConfig,
     PluginConfig,
     Settings,
@@ -118,6 +119,7 @@ def demo_settings(
                 source=PluginConfig(kind="bokeh_stocks", pace=0.1 / speed, loop=True),
                 detector=DetectorConfig(kind="volume_spike", cooldown=timedelta(days=5), **volume_spike),
                 retention=None,
+                outcomes=OutcomesConfig(horizons=[1, 5, 20], every=timedelta(seconds=15)),
             ),
             AutomationConfig(
                 name="synthetic-volume",

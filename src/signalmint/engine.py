@@ -36,6 +36,7 @@ from .delivery.fanout import FanOut
 from .freshness import GapTracker, Guard, guard_for
 from .hub import SignalHub
 from .metrics import Metrics
+from .outcomes import due_outcomes
 from .pipeline import Pipeline, build_pipeline, describe, signals_from_scores
 from .records import Frame, Signal, to_datetime
 from .registry import Registry
@@ -43,6 +44,7 @@ from .sources.fetch import default_user_agent
 from .store import Checkpoint, Database, append_signals, load_checkpoint, save_checkpoint, sync_automations
 from .store.bars import insert_bars, prune_bars
 from .store.outbox import enqueue
+from .store.outcomes import insert_outcomes
 from .watchdog import Watchdog, open_time_since
 
 __all__ = ["Engine", "commit_tick", "without_retractions"]
@@ -138,6 +140,8 @@ class AutomationRunner:
         self.status = AutomationStatus(config.name)
         self._checkpointed = 0.0
         self._pruned = 0.0
+        self._measured = 0.0
+        self._measuring: asyncio.Task[int] | None = None
         self.guard: Guard | None = None
         self.gaps: GapTracker | None = None
 
@@ -281,7 +285,13 @@ class AutomationRunner:
                 status.cursor = cursor
                 self._after_commit(frame, stored, started)
                 await self._maybe_prune()
+                self._maybe_measure()
+            if self.config.outcomes is not None:  # a replay ended: measure what it left due
+                await self.measure_outcomes()
         finally:
+            if self._measuring is not None:  # let it finish (one read, one short write): the store closes next
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(self._measuring)
             status.running = False
             metrics.engine_up.labels(name).set(0)
             if pending is not None:  # cancelled mid-commit: let the transaction finish
@@ -353,6 +363,28 @@ class AutomationRunner:
             self.engine.hub.publish(max(s.id or 0 for s in stored))
             for listener in self.engine.listeners:
                 listener(stored)
+
+    def _maybe_measure(self) -> None:
+        """Every ``outcomes.every``, measure due outcomes in a task of its own: ticks never wait for it."""
+        spec = self.config.outcomes
+        if spec is None or (self._measuring is not None and not self._measuring.done()):
+            return
+        if time.monotonic() - self._measured < spec.every.total_seconds():
+            return
+        self._measured = time.monotonic()
+        self._measuring = asyncio.create_task(self.measure_outcomes(), name=f"outcomes:{self.config.name}")
+
+    async def measure_outcomes(self) -> int:
+        """Compute (on a reader thread) and store the outcomes whose horizon has passed; how many."""
+        spec = self.config.outcomes
+        if spec is None:
+            return 0
+        try:
+            found = await self.engine.db.read(due_outcomes, self.config.name, spec)
+            return await self.engine.db.write(insert_outcomes, found, datetime.now(UTC)) if found else 0
+        except Exception:  # an outcome is never worth stopping the automation for
+            log.exception("%s: measuring outcomes failed", self.config.name)
+            return 0
 
     async def _maybe_prune(self) -> None:
         retention = self.config.retention

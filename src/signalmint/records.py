@@ -28,6 +28,8 @@ __all__ = [
     "Automation",
     "Checkout",
     "Frame",
+    "Outcome",
+    "OutcomeSummary",
     "Plan",
     "Preferences",
     "Schema",
@@ -200,6 +202,50 @@ class Signal:
     commitment: str = ""  # scheme 2: H(salt, score, payload), public from the start
     salt: str = ""  # scheme 2: shown only with the numbers (empty when hidden)
     prev_scheme: int = 0  # the previous signal's scheme (0: none, the first signal)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the price did ``horizon`` bars after a signal, stored beside it (never in its hash).
+
+    ``ret`` is ``exit / entry - 1`` (closes at the signal's bar and ``horizon`` bars later);
+    ``volume`` sums the volume of those ``horizon`` bars. ``baseline`` is the median absolute
+    ``horizon``-bar return of ``samples`` random earlier bars of the same key (seeded), and
+    ``hit`` says the signal's absolute return beat it.
+    """
+
+    signal_id: int
+    automation: str
+    key: str
+    time: datetime
+    horizon: int
+    end_time: datetime
+    entry: float
+    exit: float
+    ret: float
+    volume: float
+    baseline: float
+    samples: int
+    hit: bool
+    computed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeSummary:
+    """Outcomes of many signals at one horizon: hit rate (Wilson 95% interval) and moves."""
+
+    horizon: int
+    count: int
+    hits: int
+    hit_rate: float
+    hit_low: float
+    hit_high: float
+    mean: float  # mean signed return
+    median: float  # median signed return
+    mean_abs: float  # mean absolute return
+    mean_low: float  # normal-approximation 95% interval of the mean signed return
+    mean_high: float
+    baseline: float  # median of the baselines (median absolute return of random bars)
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,6 +120,28 @@ bars = Table(
     Index(None, "automation", "time"),
 )
 
+#: What happened after each signal (migration 0009): one row per signal and horizon (in bars),
+#: beside the append-only log, never in a signal's hashed payload.
+outcomes = Table(
+    "outcomes",
+    metadata,
+    Column("signal_id", BigId, primary_key=True),
+    Column("horizon", Integer, primary_key=True),
+    Column("automation", String(64), nullable=False),
+    Column("key", String(128), nullable=False),
+    Column("time", UTCDateTime, nullable=False),
+    Column("end_time", UTCDateTime, nullable=False),
+    Column("entry", Float, nullable=False),
+    Column("exit", Float, nullable=False),
+    Column("ret", Float, nullable=False),
+    Column("volume", Float, nullable=False),
+    Column("baseline", Float, nullable=False),
+    Column("samples", Integer, nullable=False),
+    Column("hit", Boolean, nullable=False),
+    Column("computed_at", UTCDateTime, nullable=False),
+    Index(None, "automation", "time"),
+)
+
 automation_state = Table(
     "automation_state",
     metadata,

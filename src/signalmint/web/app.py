@@ -59,6 +59,7 @@ from .routes import (
     pages,
     status,
     stripe_webhook,
+    track_record,
 )
 from .security import SecurityGuard
 
@@ -72,6 +73,7 @@ ROUTES = [
     ops,
     status,
     pages,
+    track_record,
     account,
     dashboard,
     dashboard_delivery,

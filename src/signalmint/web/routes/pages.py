@@ -15,6 +15,7 @@ from ...records import Automation, Plan, Signal
 from ...series import CHART_FIELDS, signal_series
 from ...store import get_signal, list_automations, list_signals
 from ...store.health import open_stale_periods
+from ...store.outcomes import outcomes_by_signal
 from ...store.signals import count_signals
 from ...store.state import load_checkpoint
 from .. import charts
@@ -25,11 +26,20 @@ from ..teaser import Veil, headline, teaser_json, upgrade_plan, veil_for
 from ..visibility import scopes_for
 from .account import anon_csrf, set_csrf_cookie
 
-__all__ = ["router"]
+__all__ = ["MOVE_FIELDS", "outcomes_shown", "router"]
 
 router = APIRouter(include_in_schema=False)
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 Who = Annotated[Viewer, Depends(get_viewer)]
+
+
+#: Masking any of these on a signal hides its outcomes (an outcome's return is the price move).
+MOVE_FIELDS = frozenset({"price_change", "*"})
+
+
+def outcomes_shown(hidden: frozenset[str] | None) -> bool:
+    """Whether a viewer for whom ``hidden`` is masked on a signal may see its outcomes."""
+    return hidden is not None and not hidden & MOVE_FIELDS
 
 
 def _render(request: Request, name: str, **context: Any) -> HTMLResponse:
@@ -223,8 +233,11 @@ def _signal_page(conn: Connection, signal_id: int, viewer: Viewer, plans: Sequen
     same_key = list_signals(conn, scopes=scopes, automation=signal.automation, key=signal.key, limit=11)
     veils: dict[int, Veil] = {}
     recent = [s for s in _seen(same_key, viewer, now, veils, plans) if s.id != signal.id]
+    shown = outcomes_shown(hidden)
     return {
         "signal": signal,
+        "outcomes": stored_outcomes(conn, stored.id) if shown else [],
+        "outcomes_hidden": not shown,
         "veil": veil,
         "veils": veils,
         "headline": headline(signal),
@@ -241,6 +254,10 @@ def _signal_page(conn: Connection, signal_id: int, viewer: Viewer, plans: Sequen
             "salt": signal.salt,
         },
     }
+
+
+def stored_outcomes(conn: Connection, signal_id: int | None) -> list[Any]:
+    return outcomes_by_signal(conn, [signal_id]).get(signal_id, []) if signal_id is not None else []
 
 
 @router.get("/signals/{signal_id}", response_class=HTMLResponse)
