@@ -120,7 +120,7 @@ bars = Table(
     Index(None, "automation", "time"),
 )
 
-#: What happened after each signal (migration 0009): one row per signal and horizon (in bars),
+#: What happened after each signal (migration 0010): one row per signal and horizon (in bars),
 #: beside the append-only log, never in a signal's hashed payload.
 outcomes = Table(
     "outcomes",
