@@ -217,6 +217,14 @@ class AppriseChannel:
     """Send through one Apprise URL. Build it with :meth:`from_url`."""
 
     scheme: ClassVar[str] = "apprise"
+    kind: ClassVar[str] = "apprise"
+    url_prefix: ClassVar[str] = "apprise+"
+    title: ClassVar[str] = "Apprise"
+    subscriber_added: ClassVar[bool] = True
+    for_people: ClassVar[bool] = True
+    renders_chart: ClassVar[bool] = False
+    requires: ClassVar[str | None] = None
+    takes_secrets: ClassVar[bool] = False
 
     def __init__(self, url: str, context: ChannelContext, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.url = url  # the Apprise URL, without our prefix

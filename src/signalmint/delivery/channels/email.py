@@ -354,6 +354,14 @@ class EmailChannel:
     """``mailto:ada@example.com``."""
 
     scheme: ClassVar[str] = "mailto"
+    kind: ClassVar[str] = "email"
+    url_prefix: ClassVar[str] = "mailto:"
+    title: ClassVar[str] = "Email"
+    subscriber_added: ClassVar[bool] = False
+    for_people: ClassVar[bool] = True
+    renders_chart: ClassVar[bool] = True
+    requires: ClassVar[str | None] = "email.host"
+    takes_secrets: ClassVar[bool] = False
 
     def __init__(self, address: str, context: ChannelContext) -> None:
         self.address = address

@@ -442,6 +442,14 @@ class TelegramChannel:
     """``telegram://CHAT_ID`` or ``telegram://TOKEN@CHAT_ID`` (a chat id or a public @channel)."""
 
     scheme: ClassVar[str] = "telegram"
+    kind: ClassVar[str] = "telegram"
+    url_prefix: ClassVar[str] = "telegram://"
+    title: ClassVar[str] = "Telegram"
+    subscriber_added: ClassVar[bool] = False
+    for_people: ClassVar[bool] = True
+    renders_chart: ClassVar[bool] = True
+    requires: ClassVar[str | None] = "telegram.token"
+    takes_secrets: ClassVar[bool] = False
 
     def __init__(self, chat: str, context: ChannelContext, *, token: str | None = None) -> None:
         self.chat = chat

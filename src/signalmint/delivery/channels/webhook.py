@@ -205,6 +205,14 @@ class WebhookChannel:
     """POST signed JSON to one endpoint. Build it with :meth:`from_url`."""
 
     scheme: ClassVar[str] = "webhook"
+    kind: ClassVar[str] = "webhook"
+    url_prefix: ClassVar[str] = "webhook+"
+    title: ClassVar[str] = "Webhook"
+    subscriber_added: ClassVar[bool] = True
+    for_people: ClassVar[bool] = False
+    renders_chart: ClassVar[bool] = False
+    requires: ClassVar[str | None] = None
+    takes_secrets: ClassVar[bool] = True
 
     def __init__(
         self,
