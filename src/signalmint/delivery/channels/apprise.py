@@ -225,6 +225,12 @@ class AppriseChannel:
     renders_chart: ClassVar[bool] = False
     requires: ClassVar[str | None] = None
     takes_secrets: ClassVar[bool] = False
+    permanent_status: ClassVar[int | None] = None  # Apprise reports a failure, not whether it will last
+
+    @classmethod
+    def example_url(cls, sink: Any) -> str:
+        """A URL reaching the local sinks of :func:`signalmint.testing.check_channel`."""
+        return "apprise+" + sink.http_url.replace("http://", f"json://ops:{sink.secret}@", 1) + "/notify"
 
     def __init__(self, url: str, context: ChannelContext, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.url = url  # the Apprise URL, without our prefix

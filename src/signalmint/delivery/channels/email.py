@@ -39,7 +39,7 @@ from email.policy import SMTP as SMTP_POLICY
 from email.policy import default as default_policy
 from email.utils import format_datetime, parseaddr
 from html import escape
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.parse import quote, unquote
 
 import aiosmtplib
@@ -362,6 +362,11 @@ class EmailChannel:
     renders_chart: ClassVar[bool] = True
     requires: ClassVar[str | None] = "email.host"
     takes_secrets: ClassVar[bool] = False
+
+    @classmethod
+    def example_url(cls, sink: Any) -> str:
+        """A URL reaching the local sinks of :func:`signalmint.testing.check_channel`."""
+        return "mailto:ada@example.com"  # the SMTP sink comes in the context
 
     def __init__(self, address: str, context: ChannelContext) -> None:
         self.address = address

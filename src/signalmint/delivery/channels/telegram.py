@@ -450,6 +450,12 @@ class TelegramChannel:
     renders_chart: ClassVar[bool] = True
     requires: ClassVar[str | None] = "telegram.token"
     takes_secrets: ClassVar[bool] = False
+    permanent_status: ClassVar[int | None] = 403  # the bot was blocked: retrying cannot help
+
+    @classmethod
+    def example_url(cls, sink: Any) -> str:
+        """A URL reaching the local sinks of :func:`signalmint.testing.check_channel`."""
+        return f"telegram://123456:{sink.secret}@42"  # the bot API sink comes in the context
 
     def __init__(self, chat: str, context: ChannelContext, *, token: str | None = None) -> None:
         self.chat = chat

@@ -214,6 +214,11 @@ class WebhookChannel:
     requires: ClassVar[str | None] = None
     takes_secrets: ClassVar[bool] = True
 
+    @classmethod
+    def example_url(cls, sink: Any) -> str:
+        """A URL reaching the local sinks of :func:`signalmint.testing.check_channel`."""
+        return f"webhook+{sink.http_url}/hook?token={sink.secret}"
+
     def __init__(
         self,
         target: ParsedTarget,
