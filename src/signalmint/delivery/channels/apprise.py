@@ -230,7 +230,7 @@ class AppriseChannel:
     @classmethod
     def example_url(cls, sink: Any) -> str:
         """A URL reaching the local sinks of :func:`signalmint.testing.check_channel`."""
-        return "apprise+" + sink.http_url.replace("http://", f"json://ops:{sink.secret}@", 1) + "/notify"
+        return "apprise+" + str(sink.http_url).replace("http://", f"json://ops:{sink.secret}@", 1) + "/notify"
 
     def __init__(self, url: str, context: ChannelContext, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.url = url  # the Apprise URL, without our prefix
