@@ -15,4 +15,9 @@ __all__ = [
     "ChannelSink",
     "channel_checks",
     "check_channel",
-    "check_detector", "check_source", "detector_checks", "example_frames", "source_checks"]
+    "check_detector",
+    "check_source",
+    "detector_checks",
+    "example_frames",
+    "source_checks",
+]
