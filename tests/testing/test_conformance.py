@@ -19,6 +19,7 @@ from signalmint.testing.exchange import StandInBinance
 from signalmint.testing.sources import check_rows_match_schema
 from tests.test_columns import Items, ItemsOptions
 
+from ..delivery.conftest import channel_sink  # noqa: F401  (a fixture)
 from ..sources.alpaca_server import AlpacaServer, alpaca_server, conformance_tape
 from ..sources.evm_node import Node, start_node
 
@@ -163,72 +164,14 @@ def test_a_detector_declaring_an_unknown_column_kind_fails_the_suite() -> None:
 
 # -- channels: every registered one, against a local HTTP sink and a local SMTP server ----------
 
-_BOT_OK = b'{"ok": true, "result": {"message_id": 1}}'  # what the Telegram sink answers (webhooks ignore it)
-
-
-class _Smtp:
-    """An aiosmtpd handler that records messages and answers with the code it is told."""
-
-    def __init__(self) -> None:
-        self.received: list[bytes] = []
-        self.answer = ""
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.answer:
-            return self.answer
-        self.received.append(bytes(envelope.content))
-        return "250 2.0.0 queued"
-
-
-@pytest.fixture(scope="module")
-def channel_sink() -> Iterator[ChannelSink]:
-    from aiosmtpd.controller import Controller
-
-    from signalmint.config import EmailConfig
-    from signalmint.delivery.channels.base import ChannelContext
-
-    from ..delivery.conftest import HttpSink, Reply, SinkServer, _free_port
-
-    http, smtp = HttpSink(), _Smtp()
-    http.default = Reply(body=_BOT_OK)
-    port = _free_port()
-    controller = Controller(smtp, hostname="127.0.0.1", port=port)
-    controller.start()
-
-    def reply(status: int) -> None:
-        http.default = Reply(status=status, body=_BOT_OK if status < 300 else b'{"ok": false, "description": "no"}')
-        smtp.answer = "" if status < 300 else ("451 4.3.0 try later" if status == 503 else "550 5.1.1 no such user")
-
-    def context(sink: ChannelSink) -> ChannelContext:
-        return ChannelContext(
-            allow_loopback=True,
-            smtp=EmailConfig(host="127.0.0.1", port=sink.smtp_port, starttls=False, sender="alerts@sm.example"),
-            telegram_token="123456:BOT-token",
-            telegram_base_url=sink.http_url,
-        )
-
-    try:
-        with SinkServer(http) as server:
-            http.port = server.port
-            yield ChannelSink(
-                http_url=f"http://127.0.0.1:{server.port}",
-                smtp_host="127.0.0.1",
-                smtp_port=port,
-                closed_port=_free_port(),
-                reply=reply,
-                received=lambda: [r.body + repr(r.headers).encode() for r in http.requests] + smtp.received,
-                make_context=context,
-            )
-    finally:
-        controller.stop()
-
 
 @pytest.mark.parametrize("kind", sorted(REGISTRY.channels))
-def test_every_channel_passes_the_conformance_suite(kind: str, channel_sink: ChannelSink) -> None:
-    check_channel(REGISTRY.get("channel", kind), channel_sink)
+def test_every_channel_passes_the_conformance_suite(kind: str, request: pytest.FixtureRequest) -> None:
+    check_channel(REGISTRY.get("channel", kind), request.getfixturevalue("channel_sink"))
 
 
-def test_a_channel_that_leaks_its_secret_fails_the_suite(channel_sink: ChannelSink) -> None:
+def test_a_channel_that_leaks_its_secret_fails_the_suite(request: pytest.FixtureRequest) -> None:
+    sink: ChannelSink = request.getfixturevalue("channel_sink")
     from signalmint.delivery.channels.webhook import WebhookChannel
 
     class Leaky(WebhookChannel):
@@ -236,4 +179,4 @@ def test_a_channel_that_leaks_its_secret_fails_the_suite(channel_sink: ChannelSi
             return super().to_url(redact=False)
 
     with pytest.raises(AssertionError, match="shows the secret"):
-        check_channel(Leaky, channel_sink)
+        check_channel(Leaky, sink)
