@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from signalmint.config import PlanConfig, Settings, delivery_channels
@@ -29,9 +30,11 @@ from signalmint.records import Automation, Frame
 from signalmint.registry import Registry, all_channels, channel_class, channel_kinds, default_registry
 from signalmint.store import Database, sync_automations
 from signalmint.store.accounts import confirm_subscriber, ensure_subscriber, start_subscription
-from signalmint.store.outbox import add_endpoint, counts_by_status
-from signalmint.store.plans import sync_plans
+from signalmint.store.outbox import add_endpoint, counts_by_status, list_endpoints
+from signalmint.store.plans import load_plans, sync_plans
 from signalmint.testing import ChannelSink, check_channel
+from signalmint.web.app import create_app
+from signalmint.web.routes.endpoints import subscriber_channels
 
 from .conftest import HttpSink
 from .test_outbox import PEPPER, spike
@@ -68,17 +71,17 @@ class AcmeChannel:
 
     @classmethod
     def from_url(cls, url: str, context: ChannelContext) -> AcmeChannel:
-        if not url.startswith(("acme+http://", "acme+https://")):
-            raise DeliveryError(f"not an acme URL: {url[:5]}...", permanent=True)
-        return cls(url.removeprefix("acme+"))
+        if not url.startswith((cls.url_prefix + "http://", cls.url_prefix + "https://")):
+            raise DeliveryError(f"not an {cls.kind} URL: write {cls.url_prefix}https://...", permanent=True)
+        return cls(url.removeprefix(cls.url_prefix))
 
     @classmethod
     def example_url(cls, sink: Any) -> str:
-        return f"acme+{sink.http_url}/acme?key={sink.secret}"
+        return f"{cls.url_prefix}{sink.http_url}/acme?key={sink.secret}"
 
     def to_url(self, redact: bool = True) -> str:
         base, _, query = self.target.partition("?")
-        return "acme+" + base + ("?key=***" if redact and query else ("?" + query if query else ""))
+        return self.url_prefix + base + ("?key=***" if redact and query else ("?" + query if query else ""))
 
     def __repr__(self) -> str:
         return f"AcmeChannel({self.to_url()!r})"
@@ -100,6 +103,15 @@ class AcmeChannel:
     async def send(self, message: Message) -> Receipt:
         status = await asyncio.to_thread(self._post, message)
         return Receipt(channel=self.kind, at=datetime.now(UTC), provider_id=str(status))
+
+
+class AcmeLinkChannel(AcmeChannel):
+    """The same service, added by subscribers themselves (on the dashboard or the API)."""
+
+    kind: ClassVar[str] = "acmelink"
+    url_prefix: ClassVar[str] = "acmelink+"
+    title: ClassVar[str] = "Acme link"
+    subscriber_added: ClassVar[bool] = True
 '''
 
 
@@ -110,7 +122,8 @@ def _install(site: Path) -> None:
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-channel\nVersion: 0.1\n", encoding="utf-8")
     (info / "entry_points.txt").write_text(
-        '[signalmint.channels]\nacme = "acme_channel:AcmeChannel"\n'.replace('"', ""), encoding="utf-8"
+        "[signalmint.channels]\nacme = acme_channel:AcmeChannel\nacmelink = acme_channel:AcmeLinkChannel\n",
+        encoding="utf-8",
     )
 
 
@@ -144,6 +157,7 @@ def test_the_registry_and_the_config_take_the_installed_channel(installed: Path)
     assert "acme" in Registry.from_entry_points().channels
     assert "acme" in channel_kinds() and "acme" in all_channels()
     assert channel_class("acme").__module__ == "acme_channel"
+    assert "acmelink" in subscriber_channels() and "acme" not in subscriber_channels()
     assert _plans()[0].channels == ["web", "acme"]  # the plan accepts its kind
     assert "acme" in delivery_channels(Settings(plans=_plans()))  # it requires nothing: always sendable
 
@@ -181,3 +195,36 @@ def test_the_worker_delivers_through_the_installed_channel(installed: Path, db: 
     assert request.path == "/acme/ann" and request.json()["data"]["id"] == signal.id
     assert request.headers["idempotency-key"]
     assert db.read_sync(counts_by_status) == {"sent": 1}
+
+
+def test_subscribers_add_an_installed_channel_that_allows_it(installed: Path, sqlite_db: Database) -> None:
+    now = datetime.now(UTC)
+    plans = [PlanConfig(id="pro", price=900, channels=["web", "acme", "acmelink"])]
+    settings = Settings(database=sqlite_db.url, secret="plugin-api-secret-0123456789", plans=plans)
+    sqlite_db.write_sync(sync_automations, [Automation("spikes", "Spikes", "", "synthetic", "volume_spike", {})], now)
+    app = create_app(settings, sqlite_db)
+    (plan,) = sqlite_db.read_sync(load_plans, current_only=True).values()
+
+    def subscribe(conn: Any) -> int:
+        person = ensure_subscriber(conn, "ann@example.com", now)
+        confirm_subscriber(conn, person.id, now)
+        start_subscription(conn, person.id, plan, now, origin="test", state="active")
+        return int(person.id)
+
+    who = sqlite_db.write_sync(subscribe)
+    key = asyncio.run(app.state.ctx.accounts.create_key("k", subscriber_id=who))[1]
+    with TestClient(app) as client:
+
+        def add(channel: str, url: str) -> Any:
+            body = {"channel": channel, "url": url}
+            return client.post("/api/v1/me/endpoints", json=body, headers={"Authorization": f"Bearer {key}"})
+
+        made = add("acmelink", "acmelink+https://hooks.example/in?key=S3cret")
+        assert made.status_code == 201, made.text
+        assert made.json()["channel"] == "acmelink"
+        refused = add("acme", "acme+https://hooks.example/in")  # installed, but not added by subscribers
+        assert refused.status_code == 422 and "acmelink" in refused.text
+        bad = add("acmelink", "acmelink+ftp://hooks.example/in")
+        assert bad.status_code == 422 and "write acmelink+https://" in bad.text
+    (endpoint,) = [e for e in sqlite_db.read_sync(list_endpoints, who) if e.channel == "acmelink"]
+    assert endpoint.url == "acmelink+https://hooks.example/in?key=S3cret"
