@@ -222,6 +222,7 @@ def test_subscribers_add_an_installed_channel_that_allows_it(installed: Path, sq
         made = add("acmelink", "acmelink+https://hooks.example/in?key=S3cret")
         assert made.status_code == 201, made.text
         assert made.json()["channel"] == "acmelink"
+        assert made.json()["url"] == "acmelink+https://hooks.example/in?key=***"  # the plugin's own redaction
         refused = add("acme", "acme+https://hooks.example/in")  # installed, but not added by subscribers
         assert refused.status_code == 422 and "acmelink" in refused.text
         bad = add("acmelink", "acmelink+ftp://hooks.example/in")

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ...delivery.channels.base import ChannelContext
 from ...delivery.worker import unsubscribe_token
-from ...errors import DeliveryError
+from ...errors import ConfigError, DeliveryError
 from ...registry import channel_class, channel_kinds
 from ...shapes import delivery_json
 from ...store.outbox import MAX_ENDPOINTS, add_endpoint, list_deliveries, list_endpoints, set_endpoint_status
@@ -71,7 +71,12 @@ def _redacted(endpoint: Any) -> str:
         return str(endpoint.url.split("?", 1)[0])
     if endpoint.channel == "telegram":
         return "telegram://" + str(endpoint.url).removeprefix("telegram://").rsplit("@", 1)[-1]  # never the token
-    return "apprise:***"
+    if endpoint.channel == "apprise":
+        return "apprise:***"
+    try:  # a plugin's channel redacts its own URL
+        return str(channel_class(endpoint.channel).from_url(endpoint.url, ChannelContext()).to_url(redact=True))
+    except (ConfigError, DeliveryError):
+        return f"{endpoint.channel}:***"
 
 
 def _vet(ctx: AppContext, body: EndpointIn) -> tuple[str, list[str]]:
