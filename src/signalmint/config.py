@@ -32,8 +32,16 @@ from pydantic import (
 )
 
 from .errors import ConfigError
-from .records import Plan
-from .registry import Registry, all_channels, channel_class, channel_kinds, declared, missing_columns
+from .records import PULL_CHANNELS, Plan
+from .registry import (
+    Registry,
+    all_channels,
+    channel_class,
+    channel_kinds,
+    declared,
+    in_display_order,
+    missing_columns,
+)
 
 __all__ = [
     "AutomationConfig",
@@ -192,7 +200,8 @@ class PlanConfig(_Strict):
         known = all_channels()  # the pull channels and every installed signalmint.channels plugin
         unknown = sorted(set(value) - set(known))
         if unknown:
-            raise ValueError(f"unknown channel(s) {unknown}; use any of {list(known)}")
+            shown = [*PULL_CHANNELS, *in_display_order(channel_kinds())]  # loads the channel classes: errors only
+            raise ValueError(f"unknown channel(s) {unknown}; use any of {shown}")
         return value
 
     @model_validator(mode="after")

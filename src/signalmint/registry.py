@@ -31,7 +31,7 @@ validation, the dashboard, the worker's rendering) is derived from the installed
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -54,6 +54,7 @@ __all__ = [
     "channel_kinds",
     "declared",
     "default_registry",
+    "in_display_order",
     "missing_columns",
 ]
 
@@ -165,6 +166,11 @@ def channel_kinds() -> tuple[str, ...]:
 def all_channels() -> tuple[str, ...]:
     """Every channel a plan can allow: the pull channels, then the installed outbox channels."""
     return PULL_CHANNELS + tuple(k for k in channel_kinds() if k not in PULL_CHANNELS)
+
+
+def in_display_order(kinds: Iterable[str]) -> tuple[str, ...]:
+    """Channel kinds in the order pages list them: each class's ``position`` (plugins default 100), then name."""
+    return tuple(sorted(kinds, key=lambda kind: (getattr(channel_class(kind), "position", 100), kind)))
 
 
 def channel_class(kind: str) -> type[Any]:

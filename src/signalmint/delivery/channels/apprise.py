@@ -224,6 +224,7 @@ class AppriseChannel:
     for_people: ClassVar[bool] = True
     renders_chart: ClassVar[bool] = False
     requires: ClassVar[str | None] = None
+    position: ClassVar[int] = 40  # where pages list it (plugins: 100 unless they say)
     takes_secrets: ClassVar[bool] = False
     permanent_status: ClassVar[int | None] = None  # Apprise reports a failure, not whether it will last
 

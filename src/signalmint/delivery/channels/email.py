@@ -361,6 +361,7 @@ class EmailChannel:
     for_people: ClassVar[bool] = True
     renders_chart: ClassVar[bool] = True
     requires: ClassVar[str | None] = "email.host"
+    position: ClassVar[int] = 10  # where pages list it (plugins: 100 unless they say)
     takes_secrets: ClassVar[bool] = False
 
     @classmethod

@@ -449,6 +449,7 @@ class TelegramChannel:
     for_people: ClassVar[bool] = True
     renders_chart: ClassVar[bool] = True
     requires: ClassVar[str | None] = "telegram.token"
+    position: ClassVar[int] = 20  # where pages list it (plugins: 100 unless they say)
     takes_secrets: ClassVar[bool] = False
     permanent_status: ClassVar[int | None] = 403  # the bot was blocked: retrying cannot help
 

@@ -212,6 +212,7 @@ class WebhookChannel:
     for_people: ClassVar[bool] = False
     renders_chart: ClassVar[bool] = False
     requires: ClassVar[str | None] = None
+    position: ClassVar[int] = 30  # where pages list it (plugins: 100 unless they say)
     takes_secrets: ClassVar[bool] = True
 
     @classmethod

@@ -21,7 +21,7 @@ from sqlalchemy import Connection
 from ...access import is_entitled
 from ...errors import LimitError
 from ...records import Plan, Preferences, Signal, Subscriber, Subscription
-from ...registry import channel_kinds
+from ...registry import channel_kinds, in_display_order
 from ...store import list_automations, list_signals
 from ...store.accounts import get_preferences, set_preference, set_watchlist
 from ...store.auth import list_api_keys, revoke_api_key
@@ -40,8 +40,8 @@ router = APIRouter(include_in_schema=False)
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
 #: Channels that notify (the web feed and the API are pulled, not pushed): the installed
-#: ``signalmint.channels`` plugins, read once.
-NOTIFY_CHANNELS = channel_kinds()
+#: ``signalmint.channels`` plugins, read once, in display order.
+NOTIFY_CHANNELS = in_display_order(channel_kinds())
 FEED_ROWS = 20
 _KEY = re.compile(r"[A-Za-z0-9._-]{1,32}")
 _CLOCK = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")

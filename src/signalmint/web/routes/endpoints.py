@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ...delivery.channels.base import ChannelContext
 from ...delivery.worker import unsubscribe_token
 from ...errors import ConfigError, DeliveryError
-from ...registry import channel_class, channel_kinds
+from ...registry import channel_class, channel_kinds, in_display_order
 from ...shapes import delivery_json
 from ...store.outbox import MAX_ENDPOINTS, add_endpoint, list_deliveries, list_endpoints, set_endpoint_status
 from ..context import AppContext, ctx_dependency
@@ -49,8 +49,8 @@ class EndpointIn(BaseModel):
 
 
 def subscriber_channels() -> tuple[str, ...]:
-    """The installed channels a subscriber adds by URL (their class's ``subscriber_added``)."""
-    return tuple(k for k in channel_kinds() if channel_class(k).subscriber_added)
+    """The installed channels a subscriber adds by URL (their class's ``subscriber_added``), in display order."""
+    return in_display_order(k for k in channel_kinds() if channel_class(k).subscriber_added)
 
 
 def _endpoint_json(endpoint: Any) -> dict[str, Any]:
