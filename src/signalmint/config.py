@@ -32,8 +32,16 @@ from pydantic import (
 )
 
 from .errors import ConfigError
-from .records import Plan
-from .registry import Registry, declared, missing_columns
+from .records import PULL_CHANNELS, Plan
+from .registry import (
+    Registry,
+    all_channels,
+    channel_class,
+    channel_kinds,
+    declared,
+    in_display_order,
+    missing_columns,
+)
 
 __all__ = [
     "AutomationConfig",
@@ -173,9 +181,6 @@ class AutomationConfig(_Strict):
         return self.title or self.name.replace("-", " ").replace("_", " ").capitalize()
 
 
-_CHANNELS = ("web", "api", "rss", "email", "telegram", "webhook", "apprise")
-
-
 class PlanConfig(_Strict):
     """One plan: a price and what it entitles to. Changing its terms creates a new version."""
 
@@ -219,9 +224,11 @@ class PlanConfig(_Strict):
     @field_validator("channels")
     @classmethod
     def _known_channels(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - set(_CHANNELS))
+        known = all_channels()  # the pull channels and every installed signalmint.channels plugin
+        unknown = sorted(set(value) - set(known))
         if unknown:
-            raise ValueError(f"unknown channel(s) {unknown}; use any of {list(_CHANNELS)}")
+            shown = [*PULL_CHANNELS, *in_display_order(channel_kinds())]  # loads the channel classes: errors only
+            raise ValueError(f"unknown channel(s) {unknown}; use any of {shown}")
         return value
 
     @model_validator(mode="after")
@@ -806,10 +813,17 @@ def load_settings(path: str | Path, *, registry: Registry, env: Mapping[str, str
 
 
 def delivery_channels(settings: Settings) -> frozenset[str]:
-    """The channel kinds this installation can send: email needs SMTP, Telegram a bot token."""
-    kinds = {"webhook", "apprise"}
-    if settings.email.host:
-        kinds.add("email")
-    if settings.telegram.token:
-        kinds.add("telegram")
+    """The channel kinds this installation can send: those whose ``requires`` setting is set.
+
+    Email needs SMTP (``email.host``), Telegram a bot token (``telegram.token``); a channel
+    that requires nothing (webhook, Apprise, most plugins) is always there.
+    """
+    kinds = set()
+    for kind in channel_kinds():
+        needed = channel_class(kind).requires
+        value: Any = settings
+        for part in (needed or "").split(".") if needed else ():
+            value = getattr(value, part, None)
+        if value:
+            kinds.add(kind)
     return frozenset(kinds)

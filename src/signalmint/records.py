@@ -21,8 +21,8 @@ import numpy.typing as npt
 __all__ = [
     "BAR_COLUMNS",
     "BAR_SCHEMA",
-    "CHANNELS",
     "COLUMN_KINDS",
+    "PULL_CHANNELS",
     "STATES",
     "ApiKey",
     "Automation",
@@ -262,8 +262,10 @@ class Automation:
 
 # --- products: plans, subscribers, subscriptions -------------------------------------------
 
-#: Channels a plan can allow. ``web`` is the dashboard feed, ``api`` the REST API and stream.
-CHANNELS: tuple[str, ...] = ("web", "api", "rss", "email", "telegram", "webhook", "apprise")
+#: Channels people pull (no outbox): ``web`` is the dashboard feed, ``api`` the REST API and
+#: stream, ``rss`` the Atom feed. The pushed ones are plugins (``signalmint.channels`` entry
+#: points): :func:`signalmint.registry.all_channels` lists every channel a plan can allow.
+PULL_CHANNELS: tuple[str, ...] = ("web", "api", "rss")
 
 #: Subscription states (Stripe's vocabulary where it has one).
 STATES: tuple[str, ...] = ("trialing", "active", "past_due", "canceled", "expired", "comped")

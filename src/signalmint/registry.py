@@ -9,6 +9,9 @@ Sources and detectors are found through entry points, built-ins included
     [project.entry-points."signalmint.detectors"]
     volume_spike = "signalmint.detectors.volume_spike:VolumeSpike"
 
+    [project.entry-points."signalmint.channels"]
+    webhook = "signalmint.delivery.channels.webhook:WebhookChannel"
+
 A plugin class carries ``kind`` (its name in config) and ``Options`` (a
 pydantic model of its settings); it is built as ``cls(**options.model_dump())``.
 Nothing is loaded at import time: a :class:`Registry` is created and passed in.
@@ -19,24 +22,43 @@ either a mapping (a ``ClassVar``) or a classmethod of the validated options, sin
 often name the columns (``threshold``'s ``column``). A source that declares nothing gives
 market bars (:data:`~signalmint.records.BAR_SCHEMA`); a detector that declares nothing
 needs nothing. ``signalmint check`` refuses a detector need its source does not meet.
+
+A channel (the outbox's services) carries no ``Options``: it is configured by a URL, and its
+class attributes tell the rest of the code what it is (see
+:class:`~signalmint.delivery.channels.base.Channel`). Every list of channels (plan
+validation, the dashboard, the worker's rendering) is derived from the installed ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, ClassVar, Protocol, cast, runtime_checkable
 
 from pydantic import BaseModel
 
 from .errors import ConfigError
-from .records import BAR_SCHEMA, COLUMN_KINDS, ColumnKind, Frame, Schema, Scores, satisfies
+from .records import BAR_SCHEMA, COLUMN_KINDS, PULL_CHANNELS, ColumnKind, Frame, Schema, Scores, satisfies
 
-__all__ = ["GROUPS", "Detector", "Plugin", "Registry", "Source", "declared", "missing_columns"]
+__all__ = [
+    "GROUPS",
+    "Detector",
+    "Plugin",
+    "Registry",
+    "Source",
+    "all_channels",
+    "channel_class",
+    "channel_kinds",
+    "declared",
+    "default_registry",
+    "in_display_order",
+    "missing_columns",
+]
 
-GROUPS = {"source": "signalmint.sources", "detector": "signalmint.detectors"}
+GROUPS = {"source": "signalmint.sources", "detector": "signalmint.detectors", "channel": "signalmint.channels"}
 
 
 class Plugin(Protocol):
@@ -89,19 +111,20 @@ class Registry:
 
     sources: dict[str, Any] = field(default_factory=dict)
     detectors: dict[str, Any] = field(default_factory=dict)
+    channels: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_entry_points(cls) -> Registry:
-        found: dict[str, dict[str, Any]] = {"source": {}, "detector": {}}
+        found: dict[str, dict[str, Any]] = {what: {} for what in GROUPS}
         for what, group in GROUPS.items():
             for ep in entry_points(group=group):
                 found[what][ep.name] = ep
-        return cls(sources=found["source"], detectors=found["detector"])
+        return cls(sources=found["source"], detectors=found["detector"], channels=found["channel"])
 
     def kinds(self, what: str) -> dict[str, Any]:
         if what not in GROUPS:
             raise ValueError(f"unknown plugin group {what!r}")
-        return self.sources if what == "source" else self.detectors
+        return {"source": self.sources, "detector": self.detectors, "channel": self.channels}[what]
 
     def get(self, what: str, kind: str) -> type[Any]:
         kinds = self.kinds(what)
@@ -123,6 +146,36 @@ class Registry:
         cls = self.get(what, kind)
         validated = cls.Options.model_validate(dict(options))
         return cls(**validated.model_dump())
+
+
+@cache
+def default_registry() -> Registry:
+    """The process's registry of installed plugins, read once (``default_registry.cache_clear()`` rereads)."""
+    return Registry.from_entry_points()
+
+
+def channel_kinds() -> tuple[str, ...]:
+    """The outbox channels installed (``signalmint.channels`` entry points), sorted; none is loaded.
+
+    >>> {"apprise", "email", "telegram", "webhook"} <= set(channel_kinds())
+    True
+    """
+    return tuple(sorted(default_registry().channels))
+
+
+def all_channels() -> tuple[str, ...]:
+    """Every channel a plan can allow: the pull channels, then the installed outbox channels."""
+    return PULL_CHANNELS + tuple(k for k in channel_kinds() if k not in PULL_CHANNELS)
+
+
+def in_display_order(kinds: Iterable[str]) -> tuple[str, ...]:
+    """Channel kinds in the order pages list them: each class's ``position`` (plugins default 100), then name."""
+    return tuple(sorted(kinds, key=lambda kind: (getattr(channel_class(kind), "position", 100), kind)))
+
+
+def channel_class(kind: str) -> type[Any]:
+    """The class of an installed outbox channel (its module is imported on first use)."""
+    return default_registry().get("channel", kind)
 
 
 def declared(cls: Any, options: BaseModel | Mapping[str, Any] | None = None) -> dict[str, ColumnKind]:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from .config import Settings
 from .delivery.channels.base import ChannelContext, Message
 from .errors import SignalmintError
+from .registry import channel_class, channel_kinds
 from .store.health import close_stale_period, open_stale_period, open_stale_periods
 from .store.outbox import Endpoint
 
@@ -36,11 +37,10 @@ __all__ = ["OperatorAlerts", "Watchdog"]
 
 log = logging.getLogger("signalmint.watchdog")
 
-_KINDS = {"mailto:": "email", "telegram://": "telegram", "webhook+": "webhook", "apprise+": "apprise"}
-
 
 def _kind(url: str) -> str:
-    return next(kind for prefix, kind in _KINDS.items() if url.startswith(prefix))
+    """The channel kind of an operator alert URL, by the installed channels' ``url_prefix``."""
+    return next(kind for kind in channel_kinds() if url.startswith(channel_class(kind).url_prefix))
 
 
 class OperatorAlerts:

@@ -29,6 +29,8 @@ import pytest
 import trustme
 import uvicorn
 
+from signalmint.testing import ChannelSink
+
 TLS_HOSTNAME = "hooks.example"
 
 
@@ -221,3 +223,64 @@ def https_sink(_https_sink_server: HttpsSink) -> Iterator[HttpsSink]:
     _https_sink_server.reset()
     yield _https_sink_server
     _https_sink_server.reset()
+
+
+# -- the sinks of the channel conformance suite ---------------------------------------------
+
+_BOT_OK = b'{"ok": true, "result": {"message_id": 1}}'  # what the Telegram sink answers (webhooks ignore it)
+
+
+class _Smtp:
+    """An aiosmtpd handler that records messages and answers with the code it is told."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.answer = ""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.answer:
+            return self.answer
+        self.received.append(bytes(envelope.content))
+        return "250 2.0.0 queued"
+
+
+@pytest.fixture(scope="session")
+def channel_sink() -> Iterator[ChannelSink]:
+    """Local HTTP and SMTP sinks for :func:`signalmint.testing.check_channel` (any channel, plugins too)."""
+    from aiosmtpd.controller import Controller
+
+    from signalmint.config import EmailConfig
+    from signalmint.delivery.channels.base import ChannelContext
+
+    http, smtp = HttpSink(), _Smtp()
+    http.default = Reply(body=_BOT_OK)
+    port = _free_port()
+    controller = Controller(smtp, hostname="127.0.0.1", port=port)
+    controller.start()
+
+    def reply(status: int) -> None:
+        http.default = Reply(status=status, body=_BOT_OK if status < 300 else b'{"ok": false, "description": "no"}')
+        smtp.answer = "" if status < 300 else ("451 4.3.0 try later" if status == 503 else "550 5.1.1 no such user")
+
+    def context(sink: ChannelSink) -> ChannelContext:
+        return ChannelContext(
+            allow_loopback=True,
+            smtp=EmailConfig(host="127.0.0.1", port=sink.smtp_port, starttls=False, sender="alerts@sm.example"),
+            telegram_token="123456:BOT-token",
+            telegram_base_url=sink.http_url,
+        )
+
+    try:
+        with SinkServer(http) as server:
+            http.port = server.port
+            yield ChannelSink(
+                http_url=f"http://127.0.0.1:{server.port}",
+                smtp_host="127.0.0.1",
+                smtp_port=port,
+                closed_port=_free_port(),
+                reply=reply,
+                received=lambda: [r.body + repr(r.headers).encode() for r in http.requests] + smtp.received,
+                make_context=context,
+            )
+    finally:
+        controller.stop()

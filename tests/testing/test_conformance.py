@@ -15,12 +15,13 @@ import pytest
 from signalmint.errors import ConfigError
 from signalmint.records import Frame
 from signalmint.registry import Registry
-from signalmint.testing import detector_checks, source_checks
+from signalmint.testing import ChannelSink, check_channel, detector_checks, source_checks
 from signalmint.testing.detectors import check_declares_needs
 from signalmint.testing.exchange import StandInBinance
 from signalmint.testing.sources import check_rows_match_schema
 from tests.test_columns import Items, ItemsOptions
 
+from ..delivery.conftest import channel_sink  # noqa: F401  (a fixture)
 from ..sources.alpaca_server import AlpacaServer, alpaca_server, conformance_tape
 from ..sources.evm_node import Node, start_node
 from ..sources.json_api import JsonApi, serve
@@ -210,3 +211,23 @@ def test_a_detector_declaring_an_unknown_column_kind_fails_the_suite() -> None:
 
     with pytest.raises(ConfigError, match="number"):
         check_declares_needs(Odd)
+
+
+# -- channels: every registered one, against a local HTTP sink and a local SMTP server ----------
+
+
+@pytest.mark.parametrize("kind", sorted(REGISTRY.channels))
+def test_every_channel_passes_the_conformance_suite(kind: str, request: pytest.FixtureRequest) -> None:
+    check_channel(REGISTRY.get("channel", kind), request.getfixturevalue("channel_sink"))
+
+
+def test_a_channel_that_leaks_its_secret_fails_the_suite(request: pytest.FixtureRequest) -> None:
+    sink: ChannelSink = request.getfixturevalue("channel_sink")
+    from signalmint.delivery.channels.webhook import WebhookChannel
+
+    class Leaky(WebhookChannel):
+        def to_url(self, redact: bool = True) -> str:
+            return super().to_url(redact=False)
+
+    with pytest.raises(AssertionError, match="shows the secret"):
+        check_channel(Leaky, sink)

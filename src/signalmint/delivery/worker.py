@@ -30,14 +30,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, select
 
 from ..access import grants, masked_json
 from ..config import Settings
-from ..errors import DeliveryError
+from ..errors import ConfigError, DeliveryError
 from ..records import Signal
+from ..registry import channel_class
 from ..series import CHART_FIELDS, signal_series
 from ..shapes import signal_json
 from ..store import Database, list_automations
@@ -97,24 +98,30 @@ ChannelFactory = Callable[[Endpoint, ChannelContext], Channel]
 
 
 def default_channel_factory(endpoint: Endpoint, context: ChannelContext) -> Channel:
-    """The channel of an endpoint, by its kind (imports stay lazy: a worker loads what it uses)."""
-    if endpoint.channel == "webhook":
-        from .channels.webhook import WebhookChannel
+    """The channel of an endpoint, by its kind in the ``signalmint.channels`` entry points.
 
-        return WebhookChannel.from_url(endpoint.url, context, secrets=list(endpoint.secrets))
-    if endpoint.channel == "email":
-        from .channels.email import EmailChannel
+    A channel's module is imported on first use: a worker loads only what it sends.
+    """
+    try:
+        cls = channel_class(endpoint.channel)
+    except ConfigError as exc:
+        raise DeliveryError(f"no channel for {endpoint.channel!r}: {exc}", permanent=True) from exc
+    if cls.takes_secrets:
+        return cast(Channel, cls.from_url(endpoint.url, context, secrets=list(endpoint.secrets)))
+    return cast(Channel, cls.from_url(endpoint.url, context))
 
-        return EmailChannel.from_url(endpoint.url, context)
-    if endpoint.channel == "telegram":
-        from .channels.telegram import TelegramChannel
 
-        return TelegramChannel.from_url(endpoint.url, context)
-    if endpoint.channel == "apprise":
-        from .channels.apprise import AppriseChannel
+def _for_people(kind: str) -> bool:
+    """People read this channel: the worker renders text (and a list for a group)."""
+    with contextlib.suppress(ConfigError):
+        return bool(channel_class(kind).for_people)
+    return False
 
-        return AppriseChannel.from_url(endpoint.url, context)
-    raise DeliveryError(f"no channel for {endpoint.channel!r}", permanent=True)
+
+def _renders_chart(kind: str) -> bool:
+    with contextlib.suppress(ConfigError):
+        return bool(channel_class(kind).renders_chart)
+    return False
 
 
 class _Unpaid(Exception):
@@ -257,7 +264,7 @@ class Worker:
             d.signal_id
             for d in claimed
             if endpoints.get(d.endpoint_id)
-            and endpoints[d.endpoint_id].channel in {"email", "telegram"}
+            and _renders_chart(endpoints[d.endpoint_id].channel)
             and sizes.get(d.group_key or "", 1) == 1
         }
         windows = {a.name: int(a.detector_options.get("window", 30)) for a in automations}
@@ -318,8 +325,8 @@ class Worker:
         unsubscribe = self._unsubscribe_url(endpoint)
         subject, text, html = "", "", None
         chart = None
-        if endpoint.channel in {"email", "telegram", "apprise"}:  # people read these: render them
-            if endpoint.channel in {"email", "telegram"} and not hidden & CHART_FIELDS:
+        if _for_people(endpoint.channel):  # people read these: render them
+            if _renders_chart(endpoint.channel) and not hidden & CHART_FIELDS:
                 chart = batch.charts.get(signal.id or 0)
             title = batch.titles.get(signal.automation, signal.automation)
             subject, text, html = signal_text(
@@ -351,7 +358,7 @@ class Worker:
         payload = {"type": "signal.group", "version": 1, "timestamp": batch.at.isoformat(), "data": data}
         unsubscribe = self._unsubscribe_url(endpoint)
         subject, text, html = f"{len(bodies)} signals", "", None
-        if endpoint.channel in {"email", "telegram", "apprise"}:
+        if _for_people(endpoint.channel):
             titles = list(dict.fromkeys(batch.titles.get(s.automation, s.automation) for s, _ in ready))
             subject, text, html = group_text(
                 bodies, " · ".join(titles), base_url=self.settings.base_url, unsubscribe_url=unsubscribe

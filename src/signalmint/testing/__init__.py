@@ -7,7 +7,17 @@ Like river's ``yield_checks``: each check is a plain function that raises
 
 from __future__ import annotations
 
+from .channels import ChannelSink, channel_checks, check_channel
 from .detectors import check_detector, detector_checks, example_frames
 from .sources import check_source, source_checks
 
-__all__ = ["check_detector", "check_source", "detector_checks", "example_frames", "source_checks"]
+__all__ = [
+    "ChannelSink",
+    "channel_checks",
+    "check_channel",
+    "check_detector",
+    "check_source",
+    "detector_checks",
+    "example_frames",
+    "source_checks",
+]

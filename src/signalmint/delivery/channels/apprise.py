@@ -217,6 +217,21 @@ class AppriseChannel:
     """Send through one Apprise URL. Build it with :meth:`from_url`."""
 
     scheme: ClassVar[str] = "apprise"
+    kind: ClassVar[str] = "apprise"
+    url_prefix: ClassVar[str] = "apprise+"
+    title: ClassVar[str] = "Apprise"
+    subscriber_added: ClassVar[bool] = True
+    for_people: ClassVar[bool] = True
+    renders_chart: ClassVar[bool] = False
+    requires: ClassVar[str | None] = None
+    position: ClassVar[int] = 40  # where pages list it (plugins: 100 unless they say)
+    takes_secrets: ClassVar[bool] = False
+    permanent_status: ClassVar[int | None] = None  # Apprise reports a failure, not whether it will last
+
+    @classmethod
+    def example_url(cls, sink: Any) -> str:
+        """A URL reaching the local sinks of :func:`signalmint.testing.check_channel`."""
+        return "apprise+" + str(sink.http_url).replace("http://", f"json://ops:{sink.secret}@", 1) + "/notify"
 
     def __init__(self, url: str, context: ChannelContext, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.url = url  # the Apprise URL, without our prefix

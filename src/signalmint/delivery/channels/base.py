@@ -69,7 +69,30 @@ class ChannelContext:
 
 @runtime_checkable
 class Channel(Protocol):
+    """An outbox channel, registered under ``kind`` in the ``signalmint.channels`` entry points.
+
+    Its class attributes tell the rest of signalmint what it is, so no list of channels is
+    kept by hand: ``url_prefix`` (how its endpoint URLs start: ``webhook+``, ``mailto:``),
+    ``title`` (its name on pages), ``subscriber_added`` (a subscriber adds one by URL on the
+    dashboard and the API), ``for_people`` (people read it: the worker renders text, a group
+    is a list rather than ``signal.group`` JSON), ``renders_chart`` (a single signal's message
+    carries a chart), ``requires`` (the dotted setting that must be set for the installation
+    to send it, e.g. ``email.host``; ``None``: nothing), ``position`` (optional) and ``takes_secrets`` (``from_url``
+    takes the endpoint's signing ``secrets=``). ``example_url(sink)`` (optional) gives a URL
+    that reaches the local test sinks, for :func:`signalmint.testing.check_channel`.
+    """
+
+    kind: ClassVar[str]
     scheme: ClassVar[str]
+    url_prefix: ClassVar[str]
+    title: ClassVar[str]
+    subscriber_added: ClassVar[bool]
+    for_people: ClassVar[bool]
+    renders_chart: ClassVar[bool]
+    requires: ClassVar[str | None]
+    takes_secrets: ClassVar[bool]
+    # optional: ``position`` (int, where pages list it; default 100), ``permanent_status``
+    # (the HTTP answer the conformance suite expects to be permanent; default 410, None: cannot tell)
 
     @classmethod
     def from_url(cls, url: str, context: ChannelContext) -> Channel: ...

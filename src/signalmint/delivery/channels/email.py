@@ -39,7 +39,7 @@ from email.policy import SMTP as SMTP_POLICY
 from email.policy import default as default_policy
 from email.utils import format_datetime, parseaddr
 from html import escape
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.parse import quote, unquote
 
 import aiosmtplib
@@ -354,6 +354,20 @@ class EmailChannel:
     """``mailto:ada@example.com``."""
 
     scheme: ClassVar[str] = "mailto"
+    kind: ClassVar[str] = "email"
+    url_prefix: ClassVar[str] = "mailto:"
+    title: ClassVar[str] = "Email"
+    subscriber_added: ClassVar[bool] = False
+    for_people: ClassVar[bool] = True
+    renders_chart: ClassVar[bool] = True
+    requires: ClassVar[str | None] = "email.host"
+    position: ClassVar[int] = 10  # where pages list it (plugins: 100 unless they say)
+    takes_secrets: ClassVar[bool] = False
+
+    @classmethod
+    def example_url(cls, sink: Any) -> str:
+        """A URL reaching the local sinks of :func:`signalmint.testing.check_channel`."""
+        return "mailto:ada@example.com"  # the SMTP sink comes in the context
 
     def __init__(self, address: str, context: ChannelContext) -> None:
         self.address = address

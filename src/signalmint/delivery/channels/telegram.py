@@ -442,6 +442,21 @@ class TelegramChannel:
     """``telegram://CHAT_ID`` or ``telegram://TOKEN@CHAT_ID`` (a chat id or a public @channel)."""
 
     scheme: ClassVar[str] = "telegram"
+    kind: ClassVar[str] = "telegram"
+    url_prefix: ClassVar[str] = "telegram://"
+    title: ClassVar[str] = "Telegram"
+    subscriber_added: ClassVar[bool] = False
+    for_people: ClassVar[bool] = True
+    renders_chart: ClassVar[bool] = True
+    requires: ClassVar[str | None] = "telegram.token"
+    position: ClassVar[int] = 20  # where pages list it (plugins: 100 unless they say)
+    takes_secrets: ClassVar[bool] = False
+    permanent_status: ClassVar[int | None] = 403  # the bot was blocked: retrying cannot help
+
+    @classmethod
+    def example_url(cls, sink: Any) -> str:
+        """A URL reaching the local sinks of :func:`signalmint.testing.check_channel`."""
+        return f"telegram://123456:{sink.secret}@42"  # the bot API sink comes in the context
 
     def __init__(self, chat: str, context: ChannelContext, *, token: str | None = None) -> None:
         self.chat = chat

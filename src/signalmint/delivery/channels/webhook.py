@@ -205,6 +205,20 @@ class WebhookChannel:
     """POST signed JSON to one endpoint. Build it with :meth:`from_url`."""
 
     scheme: ClassVar[str] = "webhook"
+    kind: ClassVar[str] = "webhook"
+    url_prefix: ClassVar[str] = "webhook+"
+    title: ClassVar[str] = "Webhook"
+    subscriber_added: ClassVar[bool] = True
+    for_people: ClassVar[bool] = False
+    renders_chart: ClassVar[bool] = False
+    requires: ClassVar[str | None] = None
+    position: ClassVar[int] = 30  # where pages list it (plugins: 100 unless they say)
+    takes_secrets: ClassVar[bool] = True
+
+    @classmethod
+    def example_url(cls, sink: Any) -> str:
+        """A URL reaching the local sinks of :func:`signalmint.testing.check_channel`."""
+        return f"webhook+{sink.http_url}/hook?token={sink.secret}"
 
     def __init__(
         self,

@@ -20,7 +20,8 @@ from sqlalchemy import Connection
 
 from ...access import is_entitled
 from ...errors import LimitError
-from ...records import CHANNELS, Plan, Preferences, Signal, Subscriber, Subscription
+from ...records import Plan, Preferences, Signal, Subscriber, Subscription
+from ...registry import channel_kinds, in_display_order
 from ...store import list_automations, list_signals
 from ...store.accounts import get_preferences, set_preference, set_watchlist
 from ...store.auth import list_api_keys, revoke_api_key
@@ -38,8 +39,9 @@ __all__ = ["Standing", "parse_keys", "router", "standing"]
 router = APIRouter(include_in_schema=False)
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
-#: Channels that notify (the web feed and the API are pulled, not pushed), in display order.
-NOTIFY_CHANNELS = tuple(c for c in CHANNELS if c in {"email", "telegram", "webhook", "apprise"})
+#: Channels that notify (the web feed and the API are pulled, not pushed): the installed
+#: ``signalmint.channels`` plugins, read once, in display order.
+NOTIFY_CHANNELS = in_display_order(channel_kinds())
 FEED_ROWS = 20
 _KEY = re.compile(r"[A-Za-z0-9._-]{1,32}")
 _CLOCK = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")

@@ -25,7 +25,8 @@ from pydantic import ValidationError
 from sqlalchemy import Connection
 
 from ...delivery.inspect import inspector_prefix
-from ...errors import LimitError
+from ...errors import ConfigError, LimitError
+from ...registry import channel_class, channel_kinds
 from ...store.outbox import Endpoint, list_deliveries, list_endpoints, set_endpoint_status
 from ..auth import Viewer
 from ..context import AppContext, get_ctx
@@ -49,9 +50,19 @@ __all__ = [
 router = APIRouter(include_in_schema=False)
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
-NAMES = {"email": "Email", "telegram": "Telegram", "webhook": "Webhook", "apprise": "Apprise"}
-#: Channels this section is about: the pushed ones, and the feed people pull.
-DELIVERY_CHANNELS = frozenset({*NAMES, "rss"})
+#: Channels this section is about: the pushed ones (every installed channel plugin), and the
+#: feed people pull.
+DELIVERY_CHANNELS = frozenset({*channel_kinds(), "rss"})
+
+
+def channel_title(kind: str) -> str:
+    """A channel's name on pages (its class's ``title``; the kind itself when not installed)."""
+    try:
+        return str(channel_class(kind).title)
+    except ConfigError:
+        return kind
+
+
 REMOVED = "removed by the subscriber"  # what the API's DELETE writes: such endpoints are not listed
 PAUSED_BY_YOU = "paused by you"
 LOG_ROWS = 100
@@ -188,7 +199,7 @@ def endpoint_row(
         return EndpointRow(
             id=endpoint.id,
             channel=endpoint.channel,
-            name=NAMES["email"],
+            name=channel_title("email"),
             target=redact(endpoint),
             status="unavailable",
             note="Not working: this site cannot send email yet (its operator has not set up a mail server), "
@@ -201,7 +212,7 @@ def endpoint_row(
     return EndpointRow(
         id=endpoint.id,
         channel=endpoint.channel,
-        name=NAMES.get(endpoint.channel, endpoint.channel),
+        name=channel_title(endpoint.channel),
         target=redact(endpoint),
         status=endpoint.status,
         note=explain(endpoint),
@@ -232,7 +243,7 @@ def delivery_context(ctx: AppContext, viewer: Viewer) -> dict[str, Any]:
         "inspector_offer": own is not None and "webhook" in channels,
         "delivery_shown": bool(channels & DELIVERY_CHANNELS) or any(not r.in_plan for r in rows),
         "endpoint_rows": rows,
-        "add_channels": [c for c in ("webhook", "apprise") if c in channels],
+        "add_channels": [c for c in api.subscriber_channels() if c in channels],
         "telegram_ready": bool(telegram.bot and telegram.token) and "telegram" in channels,
         "feed_url": api.feed_url(ctx, viewer)["url"] if "rss" in channels else None,
         "group_choices": GROUP_CHOICES,
@@ -262,7 +273,7 @@ async def add_endpoint(request: Request, ctx: Ctx, me: Me) -> Response:
     form = await read_form(request, "channel", "url", "csrf")
     check_csrf(me, ctx, form["csrf"])
     channel, url = form["channel"], form["url"].strip()
-    if channel not in ("webhook", "apprise") or me.plan is None or channel not in me.plan.channels:
+    if channel not in api.subscriber_channels() or me.plan is None or channel not in me.plan.channels:
         raise HTTPException(403, "Your plan does not include that kind of endpoint.")
     field = f"add_{channel}"
     try:
@@ -366,10 +377,10 @@ async def send_test(endpoint_id: Id, request: Request, ctx: Ctx, me: Me) -> Resp
     check_csrf(me, ctx, form["csrf"])
     endpoint = _own(ctx, me, endpoint_id)
     if me.plan is None or endpoint.channel not in me.plan.channels:
-        raise HTTPException(403, f"Your plan does not include {NAMES.get(endpoint.channel, endpoint.channel)} alerts.")
+        raise HTTPException(403, f"Your plan does not include {channel_title(endpoint.channel)} alerts.")
     throttle(request, ctx, "endpoint-test")
     result = await api.test_event(endpoint_id, ctx, me)  # the same code as POST /api/v1/me/endpoints/{id}/test
-    where = f"{NAMES.get(endpoint.channel, endpoint.channel)} {redact(endpoint)}"
+    where = f"{channel_title(endpoint.channel)} {redact(endpoint)}"
     if result["ok"]:
         receipt = result["receipt"]
         said = " · ".join(str(x) for x in (receipt.get("id"), receipt.get("detail")) if x)

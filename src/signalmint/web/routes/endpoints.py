@@ -14,10 +14,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ...delivery.channels.base import ChannelContext
 from ...delivery.worker import unsubscribe_token
-from ...errors import DeliveryError
+from ...errors import ConfigError, DeliveryError
+from ...registry import channel_class, channel_kinds, in_display_order
 from ...shapes import delivery_json
 from ...store.outbox import MAX_ENDPOINTS, add_endpoint, list_deliveries, list_endpoints, set_endpoint_status
 from ..context import AppContext, ctx_dependency
@@ -34,8 +36,21 @@ Ctx = Annotated[AppContext, Depends(ctx_dependency)]
 
 class EndpointIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    channel: Literal["webhook", "apprise"]
+    channel: str = Field(description="a channel a subscriber adds by URL: webhook, apprise (or a plugin's)")
     url: str = Field(min_length=8, max_length=2000, description="https://... (webhook) or an Apprise URL")
+
+    @field_validator("channel")
+    @classmethod
+    def _added_by_url(cls, value: str) -> str:
+        addable = subscriber_channels()
+        if value not in addable:
+            raise ValueError(f"use one of: {', '.join(addable)}")
+        return value
+
+
+def subscriber_channels() -> tuple[str, ...]:
+    """The installed channels a subscriber adds by URL (their class's ``subscriber_added``), in display order."""
+    return in_display_order(k for k in channel_kinds() if channel_class(k).subscriber_added)
 
 
 def _endpoint_json(endpoint: Any) -> dict[str, Any]:
@@ -56,7 +71,12 @@ def _redacted(endpoint: Any) -> str:
         return str(endpoint.url.split("?", 1)[0])
     if endpoint.channel == "telegram":
         return "telegram://" + str(endpoint.url).removeprefix("telegram://").rsplit("@", 1)[-1]  # never the token
-    return "apprise:***"
+    if endpoint.channel == "apprise":
+        return "apprise:***"
+    try:  # a plugin's channel redacts its own URL
+        return str(channel_class(endpoint.channel).from_url(endpoint.url, ChannelContext()).to_url(redact=True))
+    except (ConfigError, DeliveryError):
+        return f"{endpoint.channel}:***"
 
 
 def _vet(ctx: AppContext, body: EndpointIn) -> tuple[str, list[str]]:
@@ -72,6 +92,14 @@ def _vet(ctx: AppContext, body: EndpointIn) -> tuple[str, list[str]]:
         except DeliveryError as exc:
             raise HTTPException(422, f"url: {exc}") from None
         return f"webhook+{url}", [new_secret()]
+    if body.channel != "apprise":  # a plugin's channel: its own from_url vets the URL
+        cls = channel_class(body.channel)
+        url = body.url if body.url.startswith(cls.url_prefix) else cls.url_prefix + body.url
+        try:
+            cls.from_url(url, ChannelContext(allow_loopback=allow))
+        except DeliveryError as exc:
+            raise HTTPException(422, f"url: {exc}") from None
+        return url, []
     from ...delivery.channels.apprise import vet_apprise_url
 
     url = body.url.removeprefix("apprise+")
