@@ -182,6 +182,8 @@ def test_authorization_matrix_covers_every_route(world: World) -> None:
                     assert status == 401, (method, path, who, status)
                 elif path == "/billing/stripe/webhook":  # Stripe-Signature, not an API key (test_stripe_webhook)
                     assert status == 404, (method, path, who, status)  # and Stripe is not this site's provider
+                elif path == "/api/v1/ingest/{automation}":  # the automation's signing secret, not a key
+                    assert status == 404, (method, path, who, status)  # (test_ingest); none is a push source here
                 elif path.startswith("/api/v1/admin"):
                     expected = {None: 401, "free": 403, "pro": 403}.get(who)
                     if expected is not None:
