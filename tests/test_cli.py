@@ -28,6 +28,7 @@ from .conftest import free_port
 
 runner = CliRunner()
 DEMO = [sys.executable, "-m", "signalmint.cli", "demo"]
+ALL_DEMO = {"us-stocks-volume", "synthetic-volume", "shop-price-drop", "news-keyword"}
 
 
 def test_init_writes_a_config_that_check_accepts(tmp_path: Path) -> None:
@@ -132,7 +133,8 @@ def test_verify_reads_only_and_fails_in_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_demo_process_serves_signals_from_both_automations(tmp_path: Path) -> None:
+def test_demo_process_serves_signals_from_every_automation(tmp_path: Path) -> None:
+    """Both markets, the local shop and the local news feed: each gives signals within 35 s (speed 4)."""
     port = free_port()
     db = tmp_path / "demo.db"
     keys_file = tmp_path / "keys.json"
@@ -147,7 +149,7 @@ def test_demo_process_serves_signals_from_both_automations(tmp_path: Path) -> No
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
             deadline = time.monotonic() + 35
-            while time.monotonic() < deadline and seen != {"us-stocks-volume", "synthetic-volume"}:
+            while time.monotonic() < deadline and seen != ALL_DEMO:
                 time.sleep(0.5)
                 if not keys_file.exists():
                     continue
@@ -158,7 +160,7 @@ def test_demo_process_serves_signals_from_both_automations(tmp_path: Path) -> No
                 except httpx.TransportError:
                     continue
                 seen |= {item["automation"] for item in items}
-            assert seen == {"us-stocks-volume", "synthetic-volume"}
+            assert seen == ALL_DEMO
             public = http.get("/api/v1/signals", params={"limit": 500}).json()["items"]
             assert all(item["automation"] == "us-stocks-volume" for item in public)  # live ones are 15 min late
             day_ago = datetime.now(UTC) - timedelta(hours=24)  # the demo's free plan: reveal_after 24h
@@ -186,7 +188,7 @@ def test_demo_process_serves_signals_from_both_automations(tmp_path: Path) -> No
             assert _mrr(http, admin) == mrr_before + 2900  # and the operator's MRR moved
             assert "signalmint_signals_total" in http.get("/metrics").text
             health = http.get("/healthz").json()
-            assert {a["name"] for a in health["automations"]} == {"us-stocks-volume", "synthetic-volume"}
+            assert {a["name"] for a in health["automations"]} == ALL_DEMO
         proc.send_signal(2)  # SIGINT: a clean shutdown
         output, _ = proc.communicate(timeout=20)
     finally:

@@ -252,3 +252,6 @@ def test_the_signal_page_of_a_text_signal_lists_its_payload(db: Database) -> Non
     assert "https://shop.test/a" in page.text and "Difference" in page.text
     assert '<pre class="mono diff demo-text">--- before\n+++ after\n-&lt;b&gt;old&lt;/b&gt;\n+new</pre>' in page.text
     assert "Usual volume" not in page.text
+    # no bars were ever stored for a page's text: say so, rather than blame the retention setting
+    assert "There is no chart for this kind of data" in page.text and "removed by" not in page.text
+    assert '<h2 id="chart-title">Chart</h2>' in page.text

@@ -96,8 +96,9 @@ def demo(
         Path | None, typer.Option(help="also write the demo accounts and their API keys to this JSON file")
     ] = None,
 ) -> None:
-    """Run the demo: two automations, three plans, demo accounts; no accounts or keys needed."""
+    """Run the demo: four automations (two markets, a shop, a feed), three plans, demo accounts; no keys needed."""
     from .demo import demo_settings, new_admin_password, seed_demo
+    from .demo_shop import LocalShop
     from .mailcatcher import MailCatcher
     from .serve import run_process
 
@@ -111,8 +112,10 @@ def demo(
         tmp = tempfile.TemporaryDirectory(prefix="signalmint-demo-")
         db = str(Path(tmp.name) / "demo.db")
     password = new_admin_password()
+    shop = LocalShop(speed=speed)  # the shop and news feed two of the demo's automations read
+    shop.start()
     settings = demo_settings(
-        _db_url(db), host=host, port=port, speed=speed, admin_password=password, smtp_port=catcher.port
+        _db_url(db), host=host, port=port, speed=speed, admin_password=password, smtp_port=catcher.port, shop=shop
     )
     seeded: list[Any] = []
 
@@ -153,6 +156,7 @@ def demo(
     except SignalmintError as exc:
         raise _fail(exc) from None
     finally:
+        shop.close()
         if tmp is not None:
             tmp.cleanup()
 

@@ -19,6 +19,7 @@ from .config import (
     Settings,
     WebConfig,
 )
+from .demo_shop import KEYWORDS, LocalShop
 from .mail import LogMailer
 from .store import Database
 from .store.accounts import confirm_subscriber, ensure_subscriber, set_watchlist, start_subscription
@@ -85,12 +86,15 @@ def demo_settings(
     speed: float = 1.0,
     admin_password: str | None = None,
     smtp_port: int | None = None,
+    shop: LocalShop | None = None,
 ) -> Settings:
     """Settings for ``signalmint demo``; ``speed`` multiplies the default pace of both feeds.
 
     At speed 1 the stock history replays ten trading days a second and the
     synthetic market makes one one-minute bar per second. ``smtp_port`` is the demo's mail
-    catcher on 127.0.0.1 (see :mod:`signalmint.mailcatcher`): all email goes there.
+    catcher on 127.0.0.1 (see :mod:`signalmint.mailcatcher`): all email goes there. ``shop``
+    (see :mod:`signalmint.demo_shop`), a local shop and news feed already started, adds two
+    more businesses reading it: ``shop-price-drop`` and ``news-keyword``.
     """
     interval = 1.0 / speed
     volume_spike = {"window": 30, "ratio": 3.0, "z": 4.0}
@@ -132,8 +136,38 @@ def demo_settings(
                 detector=DetectorConfig(kind="volume_spike", cooldown=timedelta(seconds=30 * interval), **volume_spike),
                 retention=timedelta(seconds=600 * interval),
             ),
+            *([] if shop is None else _niche_automations(shop, interval)),
         ],
     )
+
+
+def _niche_automations(shop: LocalShop, interval: float) -> list[AutomationConfig]:
+    """The demo's shop and feed businesses, polling its own loopback server every 5 s (at speed 1)."""
+    polite = {"allow_private": True, "host_interval": 0, "retries": 1, "backoff": 0.2, "timeout": 5}
+    return [
+        AutomationConfig(
+            name="shop-price-drop",
+            title="Shops · price drops",
+            description=(
+                "Four products on the demo's own local shop, read from their pages' schema.org data "
+                "every few seconds; an alert when a price falls by 10% or more."
+            ),
+            source=PluginConfig(kind="web_page", urls=shop.product_urls, interval=5 * interval, **polite),
+            detector=DetectorConfig(kind="price_drop", pct=10, include=["title", "url"]),
+            retention=None,
+        ),
+        AutomationConfig(
+            name="news-keyword",
+            title="News · keyword alerts",
+            description=(
+                "The demo's local news feed (RSS), read every few seconds; an alert for each new story "
+                f"mentioning {', '.join(KEYWORDS)}."
+            ),
+            source=PluginConfig(kind="rss", urls=[shop.feed_url], interval=5 * interval, **polite),
+            detector=DetectorConfig(kind="new_item", match=KEYWORDS, fields=["title", "text"]),
+            retention=None,
+        ),
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -175,6 +175,8 @@ def tour(browser: Browser, demo: Demo) -> Iterator[Tour]:
 def visit_home(tour: Tour) -> None:
     tour.page.goto("/")
     expect(tour.page.locator("a[href='/automations/us-stocks-volume']").first).to_be_visible()
+    for niche in ("shop-price-drop", "news-keyword"):  # the local shop and feed: two more businesses
+        expect(tour.page.locator(f"a[href='/automations/{niche}']").first).to_be_visible()
     tour.step("home")
 
 
@@ -182,7 +184,7 @@ def check_the_status_page(tour: Tour) -> None:
     page = tour.page
     page.get_by_role("link", name="Status").first.click()
     page.wait_for_url(re.compile(r"/status$"))
-    expect(page.locator("tr[data-automation]")).to_have_count(2)
+    expect(page.locator("tr[data-automation]")).to_have_count(4)  # two markets, a shop, a feed
     expect(page.locator("tr[data-automation] .badge").first).to_have_text("Live")
     expect(page.locator("#queue-depth")).to_be_visible()
     tour.step("status")

@@ -56,11 +56,16 @@ def headline(signal: Signal) -> str:
     'GOOG traded 7.4× its usual volume'
     >>> headline(Signal(automation="a", key="GOOG", time=s.time, kind="spike", score=1.0, payload={}))
     'GOOG: unusual volume at 2011-03-04 15:05 UTC'
+    >>> headline(Signal(automation="a", key="https://shop.example/k", time=s.time, kind="price_drop", score=1.0,
+    ...                 payload={"title": "Kettle"}))
+    'Kettle: price drop at 2011-03-04 15:05 UTC'
     """
     ratio = signal.payload.get("ratio")
     if isinstance(ratio, int | float) and not isinstance(ratio, bool):
         return f"{signal.key} traded {fmt_ratio(ratio)} its usual volume"
-    return f"{signal.key}: {_kind(signal)} at {fmt_time(signal.time)}"
+    title = signal.payload.get("title")  # a product's or an item's name reads better than its URL
+    name = title if isinstance(title, str) and title.strip() else signal.key
+    return f"{name}: {_kind(signal)} at {fmt_time(signal.time)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -213,7 +213,10 @@ def _signal_page(conn: Connection, signal_id: int, viewer: Viewer, plans: Sequen
     volume_svg = price_svg = None
     note = None
     veil = veil_for(stored, signal, grant, plans)
-    if hidden & CHART_FIELDS:
+    if "ratio" not in stored.payload and signal_series(conn, stored, window).highlight is None:
+        # a price, a feed item, a transfer, a pushed metric: no bars were stored to draw
+        note = "There is no chart for this kind of data: its numbers are in the details above."
+    elif hidden & CHART_FIELDS:
         note = f"The chart shows the numbers: {veil.message if veil else 'they come with a paid plan'}."
     else:
         series = signal_series(conn, stored, window)
