@@ -274,11 +274,13 @@ class _FlakyProxy:
         self.failing = threading.Event()
         self.junk = False
         self.failed = self.junked = 0
+        self.agents: set[str] = set()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                proxy.agents.add(self.headers.get("User-Agent", ""))
                 if proxy.failing.is_set():
                     proxy.failed += 1
                     proxy.junked += proxy.junk
@@ -432,3 +434,19 @@ def test_the_engine_never_hands_retracted_rows_to_the_detector(
     asyncio.run(run())
     assert not any(f.columns["retracted"].any() for f in _Recorder.seen)
     assert db.read_sync(load_checkpoint, "chain").rejected == {"reorg": 1}
+
+
+def test_requests_name_the_operators_site(evm_node: Node, flaky: _FlakyProxy) -> None:
+    """The engine sets ``user_agent`` from ``base_url`` (as for the web sources); every RPC carries it."""
+    source = EvmChain(rpc_url=flaky.url, confirmations=0, warmup=1, interval=0.02, backoff=0.02)
+    source.user_agent = "signalmint/0.1 (+https://alerts.example.com)"
+
+    async def run() -> None:
+        stream = source.stream()
+        try:
+            await _next(stream)
+        finally:
+            await stream.aclose()
+
+    asyncio.run(run())
+    assert flaky.agents == {"signalmint/0.1 (+https://alerts.example.com)"}

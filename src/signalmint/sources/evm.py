@@ -52,6 +52,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..records import Frame, Schema, to_datetime64
+from .fetch import default_user_agent
 from .validate import RowValidator
 
 __all__ = ["TRANSFER_TOPIC", "EvmChain", "EvmOptions", "Token"]
@@ -186,6 +187,7 @@ class EvmChain:
         self.requests = 0
         self.reorgs = 0
         self.height = -1  # the newest block taken in (its rows emitted, if any): for health and tests
+        self.user_agent: str | None = None  # the engine names the operator's site (sources.fetch)
         self._last_ns = 0  # the latest row time given, ns (rows move forward per key)
         self._prev: tuple[int, int] | None = None  # (number, timestamp) of the last block stamped
         self._first = 0  # the lowest height sharing that block's timestamp
@@ -344,7 +346,9 @@ class EvmChain:
         cutoff = int(to_datetime64(since).astype(np.int64)) if since is not None else None
         emitted: OrderedDict[int, _Emitted] = OrderedDict()
         addresses = sorted(self._by_address)
-        async with httpx.AsyncClient(timeout=self.timeout, headers={"User-Agent": "signalmint"}) as client:
+        async with httpx.AsyncClient(
+            timeout=self.timeout, headers={"User-Agent": self.user_agent or default_user_agent()}
+        ) as client:
             target = await self._head(client) - self.confirmations
             if since is not None:
                 second = int(to_datetime64(since).astype("datetime64[s]").astype(np.int64))
