@@ -106,6 +106,8 @@ def test_auto_means_websocket_and_the_urls_reach_ccxt_pro(exchange: StandInBinan
     assert ex.urls["api"]["ws"]["linear"].startswith("wss://")  # the rest of the mapping is kept
     asyncio.run(ex.close())
     assert not source(exchange, clock, stream="poll").websocket
+    # a stand-in (or proxy) of the REST API alone: auto polls rather than reach the real websocket
+    assert not source(exchange, clock, stream="auto", urls={"public": exchange.url}).websocket
     with pytest.raises(ValueError, match="stream"):
         CcxtOptions.model_validate({"exchange": "binance", "stream": "carrier-pigeon"})
 

@@ -37,7 +37,8 @@ Public market data needs no key. What the source does, and what it decided:
   a refresh the exchange fails keeps the current list and is tried again a
   minute later (the candles keep flowing).
 - **Websocket.** ``stream: websocket`` (and ``auto``, the default, where ccxt.pro
-  has the exchange's ``watchOHLCVForSymbols``) subscribes every symbol's klines
+  has the exchange's ``watchOHLCVForSymbols`` and ``urls`` does not move REST
+  without moving ``ws``) subscribes every symbol's klines
   over ccxt.pro and turns them into closed candles (``ccxt_ws.KlineFeed``: closed
   when the exchange says so or a later candle arrives); REST still backfills the
   warm-up, fills the gap after a reconnect and fetches any symbol the stream has
@@ -188,8 +189,11 @@ class CcxtCandles:
         if stream not in ("auto", "poll", "websocket"):
             raise SourceError(f"ccxt: stream must be auto, poll or websocket, not {stream!r}")
         self.stream_mode = stream
-        #: What ``auto`` became: websocket where ccxt.pro has it.
-        self.websocket = stream == "websocket" or (stream == "auto" and _has_websocket(exchange))
+        #: What ``auto`` became: the websocket where ccxt.pro has it, unless ``urls`` moves the REST
+        #: API and not the websocket (a proxy or stand-in that serves REST only).
+        self.websocket = stream == "websocket" or (
+            stream == "auto" and _has_websocket(exchange) and (not self.urls or "ws" in self.urls)
+        )
         self.market_type = market_type
         self.warmup = warmup
         self.delay, self.grace, self.backoff = delay, grace, backoff
