@@ -154,3 +154,32 @@ def test_a_dropped_websocket_reconnects_and_the_gap_is_filled_over_rest(
     assert src.rejected["exchange_error"] >= 1
     # once reconnected, the last candles come over the websocket again, at their close
     assert got[-1][1] == close_ms(got[-1][0]) / 1000
+
+
+def test_the_stand_in_speaks_binances_combined_kline_stream(exchange: StandInBinance, clock: SteppingClock) -> None:
+    import json
+
+    import websockets
+
+    async def run() -> list[dict[str, Any]]:
+        url = exchange.ws_url.replace("/ws", "/stream")
+        async with websockets.connect(url) as ws:
+            await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["nosuch@kline_1m"], "id": 1}))
+            refused = json.loads(await ws.recv())
+            await ws.send("not json")
+            junk = json.loads(await ws.recv())
+            await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["aaausdt@kline_1m"], "id": 2}))
+            ack = json.loads(await ws.recv())
+            clock.now = (T0 // 60 + 1) * 60  # the clock passes a close
+            events = [json.loads(await ws.recv()) for _ in range(2)]
+            return [refused, junk, ack, *events]
+
+    refused, junk, ack, closed, forming = asyncio.run(asyncio.wait_for(run(), timeout=10))
+    assert refused["id"] == 1 and "error" in refused and junk["error"]["code"] == 2
+    assert ack == {"result": None, "id": 2}
+    opened = int(T0 * 1000) // MINUTE * MINUTE
+    assert closed["stream"] == "aaausdt@kline_1m" and closed["data"]["e"] == "kline"
+    k = closed["data"]["k"]
+    assert (k["t"], k["T"], k["s"], k["i"], k["x"]) == (opened, opened + MINUTE - 1, "AAAUSDT", "1m", True)
+    assert float(k["v"]) == candle("AAA/USDT", opened, MINUTE)[4]
+    assert forming["data"]["k"]["t"] == opened + MINUTE and forming["data"]["k"]["x"] is False
