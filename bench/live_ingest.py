@@ -12,6 +12,10 @@ moment the stand-in's clock reaches a candle's close:
 - ``tick``: until the whole tick (all symbols) is committed;
 - CPU time of this process per 1,000 candles during the live phase (the stand-in excluded).
 
+Then the same automation with ``stream: websocket`` (ccxt.pro on the stand-in's Binance-shaped
+kline websocket, ``urls: {ws: {spot: ...}}``; REST steps in for a symbol ``--ws-delay`` real
+seconds after a close), measured the same way, with the live REST requests it still made.
+
 The peer, in the same run against the same stand-in: a raw ccxt loop (the same client and
 rate limiter, ``fetch_ohlcv`` for every symbol concurrently at each close, no validation,
 detector or store), timed from close to all candles in hand, and its CPU per 1,000 candles.
@@ -20,7 +24,8 @@ detector or store), timed from close to all candles in hand, and its CPU per 1,0
 
 Last line: RESULT symbols=... p50_ms=... p99_ms=... cpu_ms_per_1000=... peer_p99_ms=...
 peer_cpu_ms_per_1000=... ratio=... (p50/p99 of the signal latency; ratio = CPU per 1,000
-candles over the peer's).
+candles over the peer's) ws_p50_ms=... ws_p99_ms=... ws_cpu_ms_per_1000=... ws_to_poll_p99=...
+ws_to_poll_cpu=... (the websocket run, and its ratios to polling).
 """
 
 from __future__ import annotations
@@ -115,7 +120,7 @@ async def run_signalmint(
                         urls={"public": url, "ws": {"spot": url.replace("http", "ws").replace("/api/v3", "/ws")}},
                         stream=stream,
                         rate_limit=args.rate_limit,
-                        delay=0.0 if stream == "poll" else args.ws_delay,
+                        delay=0.0 if stream == "poll" else args.ws_delay * args.speed,
                         grace=10.0,
                     ),
                     detector=DetectorConfig(kind="volume_spike", window=30, ratio=3, z=4),
@@ -218,7 +223,10 @@ def main() -> None:
         "--rate-limit", type=int, default=0, help="ms between requests (ccxt's limiter; binance's is 50)"
     )
     parser.add_argument(
-        "--ws-delay", type=float, default=1.0, help="websocket run: seconds after a close before REST steps in"
+        "--ws-delay",
+        type=float,
+        default=1.0,
+        help="websocket run: real seconds after a close before REST steps in (the source's default: 1)",
     )
     parser.add_argument("--port-base", type=int, default=8960, help="the stand-in exchange listens here")
     args = parser.parse_args()

@@ -374,9 +374,15 @@ class CcxtCandles:
                             feed.follow(symbols)
                 # REST asks for a candle once its close has passed (by ``delay`` when the websocket has it)
                 boundary = (now - int(self.delay * 1000 if feed is not None else 0)) // tf * tf
-                due = [s for s in symbols if answered[s] < boundary and retry_at.get(s, 0.0) <= now]
-                results = await asyncio.gather(
-                    *(self._fetch(ex, s, answered[s], boundary) for s in due), return_exceptions=True
+                # (answered holds exactly the symbols followed; min() spares a Python loop per kline wake-up)
+                lagging = min(answered.values(), default=boundary) < boundary
+                due = [s for s in symbols if answered[s] < boundary and retry_at.get(s, 0.0) <= now] if lagging else []
+                results = (
+                    await asyncio.gather(
+                        *(self._fetch(ex, s, answered[s], boundary) for s in due), return_exceptions=True
+                    )
+                    if due
+                    else []
                 )
                 pause = 0.0
                 for symbol, result in zip(due, results, strict=True):
@@ -404,9 +410,10 @@ class CcxtCandles:
                 if feed is not None:
                     feed.drain(answered, pending, cursor, self._rejected)
                 now = self._now_ms()
+                floor = min(answered.values(), default=now)  # every symbol has answered up to here
                 for close in sorted(pending):
                     deadline = max(close, started) + self.grace * 1000  # backfill waits from the start
-                    if not (all(answered[s] >= close for s in symbols) or now >= deadline):
+                    if not (floor >= close or now >= deadline):
                         break
                     cursor = close
                     frame = validator.check(_frame(close, pending.pop(close)))
