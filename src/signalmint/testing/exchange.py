@@ -95,6 +95,8 @@ class StandInBinance:
         self._started = threading.Event()
         self._sockets: dict[web.WebSocketResponse, tuple[bool, set[tuple[str, str]]]] = {}
         self._published_ms: int | None = None
+        self._prepared = -1  # the minute whose next close is written ahead
+        self._events: dict[tuple[str, str, int, int, bool], str] = {}  # written ahead of their close
         self._publisher: asyncio.Task[None] | None = None
         self.publish_every = 0.002  # real seconds between looks at the clock
         self.ws_refuse = 0  # the next this many websocket connections are refused (503)
@@ -218,7 +220,10 @@ class StandInBinance:
         }  # fmt: skip
 
     async def _publish(self) -> None:
-        """Push each stream's closed kline and the next one as the clock passes a close."""
+        """Push each stream's closed kline and the next one as the clock passes a close.
+
+        The events of the next close are written ahead (they are functions of the candle times),
+        so what a benchmark measures is the client, not this stand-in's JSON encoding."""
         while True:
             now = self._now_ms()
             last, self._published_ms = self._published_ms, now
@@ -230,16 +235,44 @@ class StandInBinance:
                         first, current = last // iv * iv, now // iv * iv
                         if first < current:  # closes passed: each closed kline, then the new one
                             for opened in range(max(first, current - 1000 * iv), current + 1, iv):
-                                out.append((symbol, interval, opened))
-                    for symbol, interval, opened in out:
-                        event = self._kline(symbol, interval, opened, now)
-                        if combined:
-                            name = f"{symbol.replace('/', '').lower()}@kline_{interval}"
-                            event = {"stream": name, "data": event}
+                                out.append(self._event(symbol, interval, opened, current, combined))
+                    for text in out:
                         with contextlib.suppress(ConnectionError, RuntimeError):
-                            await ws.send_str(json.dumps(event))
+                            await ws.send_str(text)
                             self.ws_messages += 1
+                await self._prepare(now)
             await asyncio.sleep(self.publish_every)
+
+    def _event(self, symbol: str, interval: str, opened: int, at: int, combined: bool) -> str:
+        """The kline event of ``symbol``'s candle opened at ``opened``, as sent at the close ``at``."""
+        key = (symbol, interval, opened, at, combined)
+        text = self._events.pop(key, None)
+        if text is None:
+            event: dict[str, Any] = self._kline(symbol, interval, opened, at)
+            if combined:
+                event = {"stream": f"{symbol.replace('/', '').lower()}@kline_{interval}", "data": event}
+            text = json.dumps(event)
+        return text
+
+    async def _prepare(self, now: int) -> None:
+        """Write the events of every stream's next close ahead of it, once per close (a stream
+        subscribed later has its events written when sent)."""
+        if self._prepared == now // 1000 // 60 or not self._sockets:
+            return
+        self._prepared = now // 1000 // 60
+        for _ws, (combined, streams) in list(self._sockets.items()):
+            for symbol, interval in sorted(streams):
+                iv = INTERVALS[interval]
+                close = now // iv * iv + iv
+                for opened in (close - iv, close):
+                    key = (symbol, interval, opened, close, combined)
+                    if key not in self._events:
+                        self._events[key] = self._event(symbol, interval, opened, close, combined)
+                        if len(self._events) % 200 == 0:
+                            await asyncio.sleep(0)  # let a due publish go first
+        stale = [key for key in self._events if key[3] <= now]
+        for key in stale:
+            del self._events[key]
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
