@@ -257,7 +257,7 @@ class StandInBinance:
     async def _prepare(self, now: int) -> None:
         """Write the events of every stream's next close ahead of it, once per close (a stream
         subscribed later has its events written when sent)."""
-        if self._prepared == now // 1000 // 60 or not self._sockets:
+        if self._prepared == now // 1000 // 60 or not any(streams for _, streams in self._sockets.values()):
             return
         self._prepared = now // 1000 // 60
         for _ws, (combined, streams) in list(self._sockets.items()):
