@@ -351,7 +351,7 @@ class CcxtCandles:
             retry_at: dict[str, float] = {}
             failures: Counter[str] = Counter()
             pending: dict[int, dict[str, Row]] = {}
-            feed = None
+            feed: KlineFeed | None = None
             if self.websocket:
                 feed = KlineFeed(
                     ex, symbols, self.timeframe, tf,
