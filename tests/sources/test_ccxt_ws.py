@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -19,12 +19,14 @@ SYMBOLS = ["AAA/USDT", "BBB/USDT", "CCC/USDT"]
 
 
 class SteppingClock:
-    """Virtual seconds that move only when someone sleeps; a sleep stops at each minute's close
-    for up to ``patience`` real seconds, so the stand-in's websocket can deliver the closed
-    candle first (the source cancels the sleep when it does)."""
+    """Virtual seconds that move only when someone sleeps; a sleep leaving a minute's close
+    waits ``patience`` real seconds there first, so the stand-in's websocket can deliver what
+    it sent for that close (the source cancels the sleep when a kline arrives)."""
 
-    def __init__(self, now: float, patience: float = 0.5) -> None:
+    def __init__(self, now: float, patience: float = 0.3) -> None:
         self.now, self.patience = now, patience
+        #: Before the first close, wait (real time, bounded) until this holds: the subscription is in.
+        self.ready: Callable[[], bool] | None = None
 
     def __call__(self) -> float:
         return self.now
@@ -32,12 +34,16 @@ class SteppingClock:
     async def sleep(self, seconds: float) -> None:
         target = self.now + max(seconds, 0.0)
         while self.now < target:
+            if self.now % 60 == 0:  # at a close: what the websocket sends for it comes first
+                for _ in range(500):
+                    if self.ready is None or self.ready():
+                        break
+                    await asyncio.sleep(0.01)
+                self.ready = None
+                await asyncio.sleep(self.patience)
             close = (self.now // 60 + 1) * 60
             self.now = max(self.now, min(target, close))
-            if self.now == close:
-                await asyncio.sleep(self.patience)
-            else:
-                await asyncio.sleep(0)
+            await asyncio.sleep(0)
 
 
 @pytest.fixture
@@ -48,6 +54,7 @@ def clock() -> SteppingClock:
 @pytest.fixture
 def exchange(clock: SteppingClock) -> Iterator[StandInBinance]:
     with StandInBinance(SYMBOLS, clock=clock) as ex:
+        clock.ready = lambda: ex.ws_streams >= len(SYMBOLS)
         yield ex
 
 
@@ -119,7 +126,9 @@ def test_closed_candles_only_arrive_over_the_websocket(exchange: StandInBinance,
     # the warm-up over REST ends at the newest closed candle, then the live ones follow it
     assert close_ms(got[0][0]) == boundary - 2 * MINUTE and close_ms(got[3][0]) == boundary + MINUTE
     backfill = len(exchange.klines_requests())
-    assert backfill == len(SYMBOLS)  # one page per symbol at start, and never again: the websocket carried the rest
+    assert backfill == len(SYMBOLS), (
+        exchange.klines_requests()
+    )  # one page per symbol at start, and never again: the websocket carried the rest
     for frame, at in got[3:]:
         assert at == close_ms(frame) / 1000, "a live candle waited for the delay (REST) instead of the websocket"
     assert exchange.ws_messages >= 2 * len(SYMBOLS) * 4  # each close: the closed kline and the next one

@@ -108,6 +108,11 @@ class StandInBinance:
         """The address to give as ``urls: {ws: {spot: ...}}``."""
         return f"ws://127.0.0.1:{self.port}/ws"
 
+    @property
+    def ws_streams(self) -> int:
+        """Streams subscribed now, over all connections."""
+        return sum(len(streams) for _, streams in list(self._sockets.values()))
+
     def drop_websockets(self, refuse: int = 0) -> None:
         """Close every websocket connection now and refuse the next ``refuse`` ones (thread-safe)."""
         self.ws_refuse = refuse
