@@ -12,6 +12,10 @@ moment the stand-in's clock reaches a candle's close:
 - ``tick``: until the whole tick (all symbols) is committed;
 - CPU time of this process per 1,000 candles during the live phase (the stand-in excluded).
 
+Then the same automation with ``stream: websocket`` (ccxt.pro on the stand-in's Binance-shaped
+kline websocket, ``urls: {ws: {spot: ...}}``; REST steps in for a symbol ``--ws-delay`` real
+seconds after a close), measured the same way, with the live REST requests it still made.
+
 The peer, in the same run against the same stand-in: a raw ccxt loop (the same client and
 rate limiter, ``fetch_ohlcv`` for every symbol concurrently at each close, no validation,
 detector or store), timed from close to all candles in hand, and its CPU per 1,000 candles.
@@ -20,7 +24,8 @@ detector or store), timed from close to all candles in hand, and its CPU per 1,0
 
 Last line: RESULT symbols=... p50_ms=... p99_ms=... cpu_ms_per_1000=... peer_p99_ms=...
 peer_cpu_ms_per_1000=... ratio=... (p50/p99 of the signal latency; ratio = CPU per 1,000
-candles over the peer's).
+candles over the peer's) ws_p50_ms=... ws_p99_ms=... ws_cpu_ms_per_1000=... ws_to_poll_p99=...
+ws_to_poll_cpu=... (the websocket run, and its ratios to polling).
 """
 
 from __future__ import annotations
@@ -80,16 +85,21 @@ def start_exchange(args: argparse.Namespace, port: int, clock: CompressedClock) 
             time.sleep(0.2)
 
 
-async def run_signalmint(args: argparse.Namespace, url: str, clock: CompressedClock) -> dict[str, Any]:
+async def run_signalmint(
+    args: argparse.Namespace, url: str, clock: CompressedClock, stream: str = "poll"
+) -> dict[str, Any]:
     from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Settings
     from signalmint.engine import Engine, commit_tick
     from signalmint.registry import Registry
     from signalmint.sources.ccxt_candles import CcxtCandles
     from signalmint.store import Database
 
+    made: list[CcxtCandles] = []
+
     class CompressedCcxt(CcxtCandles):
         def __init__(self, *a: Any, **kw: Any) -> None:
             super().__init__(*a, **kw, clock=clock, sleep=clock.sleep)
+            made.append(self)
 
     registry = Registry.from_entry_points()
     registry.sources["ccxt"] = CompressedCcxt
@@ -107,9 +117,10 @@ async def run_signalmint(args: argparse.Namespace, url: str, clock: CompressedCl
                         kind="ccxt",
                         exchange="binance",
                         symbols=symbols,
-                        urls={"public": url},
+                        urls={"public": url, "ws": {"spot": url.replace("http", "ws").replace("/api/v3", "/ws")}},
+                        stream=stream,
                         rate_limit=args.rate_limit,
-                        delay=0.0,
+                        delay=0.0 if stream == "poll" else args.ws_delay * args.speed,
                         grace=10.0,
                     ),
                     detector=DetectorConfig(kind="volume_spike", window=30, ratio=3, z=4),
@@ -132,6 +143,7 @@ async def run_signalmint(args: argparse.Namespace, url: str, clock: CompressedCl
                 close = a[1].times[0].astype("datetime64[ms]").astype("int64") / 1000
                 if live["first"] == float("inf") and close >= start_boundary:
                     live.update(first=(clock() // MINUTE + 1) * MINUTE, cpu0=time.process_time())
+                    live["requests0"] = made[-1].requests
                     live["bars0"] = engine.statuses()[0].bars  # this tick counted already
                 elif close >= live["first"]:
                     tick_ms.append((time.time() - clock.real(close)) * 1000)
@@ -156,6 +168,7 @@ async def run_signalmint(args: argparse.Namespace, url: str, clock: CompressedCl
             cpu = time.process_time() - live["cpu0"]
             live_bars = engine.statuses()[0].bars - int(live["bars0"])
             bars0 = int(live["bars0"])
+            requests = made[-1].requests - int(live["requests0"])
         finally:
             await engine.stop()
             db.close()
@@ -166,6 +179,7 @@ async def run_signalmint(args: argparse.Namespace, url: str, clock: CompressedCl
         "live_bars": live_bars,
         "signals": len(signal_ms),
         "backfill_bars": bars0,
+        "live_requests": requests,
     }
 
 
@@ -208,6 +222,12 @@ def main() -> None:
     parser.add_argument(
         "--rate-limit", type=int, default=0, help="ms between requests (ccxt's limiter; binance's is 50)"
     )
+    parser.add_argument(
+        "--ws-delay",
+        type=float,
+        default=1.0,
+        help="websocket run: real seconds after a close before REST steps in (the source's default: 1)",
+    )
     parser.add_argument("--port-base", type=int, default=8960, help="the stand-in exchange listens here")
     args = parser.parse_args()
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
@@ -218,21 +238,32 @@ def main() -> None:
     proc = start_exchange(args, args.port_base, clock)
     url = f"http://127.0.0.1:{args.port_base}/api/v3"
     try:
-        mine = asyncio.run(run_signalmint(args, url, clock))
+        mine = asyncio.run(run_signalmint(args, url, clock, "poll"))
+        ws = asyncio.run(run_signalmint(args, url, clock, "websocket"))
         peer = asyncio.run(run_ccxt_loop(args, url, clock))
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
     p50, p99 = percentile(mine["signal_ms"], 0.5), percentile(mine["signal_ms"], 0.99)
+    ws_p50, ws_p99 = percentile(ws["signal_ms"], 0.5), percentile(ws["signal_ms"], 0.99)
     print(
-        f"signalmint: backfill {mine['backfill_bars']} bars, then {mine['live_bars']} live candles, "
+        f"signalmint, stream: poll: backfill {mine['backfill_bars']} bars, then {mine['live_bars']} live candles, "
         f"{mine['signals']} signals on live candles"
     )
     print(f"  close -> signal committed: p50 {p50:.0f} ms, p99 {p99:.0f} ms")
     ticks = mine["tick_ms"]
     print(f"  close -> whole tick committed: {', '.join(f'{t:.0f}' for t in ticks)} ms")
-    print(f"  CPU per 1,000 candles: {mine['cpu_ms_per_1000']:.0f} ms")
+    print(f"  CPU per 1,000 candles: {mine['cpu_ms_per_1000']:.0f} ms; {mine['live_requests']} live REST requests")
+    print(
+        f"signalmint, stream: websocket: backfill {ws['backfill_bars']} bars, then {ws['live_bars']} live candles, "
+        f"{ws['signals']} signals on live candles"
+    )
+    print(f"  close -> signal committed: p50 {ws_p50:.0f} ms, p99 {ws_p99:.0f} ms")
+    print(f"  close -> whole tick committed: {', '.join(f'{t:.0f}' for t in ws['tick_ms'])} ms")
+    print(f"  CPU per 1,000 candles: {ws['cpu_ms_per_1000']:.0f} ms; {ws['live_requests']} live REST requests")
+    ws_ratio = ws["cpu_ms_per_1000"] / mine["cpu_ms_per_1000"]
+    print(f"websocket / poll: p99 {ws_p99 / p99:.2f}x, CPU {ws_ratio:.2f}x")
     peer_p99 = max(peer["tick_ms"]) if peer["tick_ms"] else float("nan")
     in_hand = ", ".join(f"{t:.0f}" for t in peer["tick_ms"])
     print(f"raw ccxt loop: {peer['candles']} candles; close -> all in hand: {in_hand} ms")
@@ -243,7 +274,9 @@ def main() -> None:
     print(
         f"RESULT symbols={args.symbols} p50_ms={p50:.0f} p99_ms={p99:.0f} "
         f"cpu_ms_per_1000={mine['cpu_ms_per_1000']:.0f} "
-        f"peer_p99_ms={peer_p99:.0f} peer_cpu_ms_per_1000={peer['cpu_ms_per_1000']:.0f} ratio={ratio:.2f}"
+        f"peer_p99_ms={peer_p99:.0f} peer_cpu_ms_per_1000={peer['cpu_ms_per_1000']:.0f} ratio={ratio:.2f} "
+        f"ws_p50_ms={ws_p50:.0f} ws_p99_ms={ws_p99:.0f} ws_cpu_ms_per_1000={ws['cpu_ms_per_1000']:.0f} "
+        f"ws_to_poll_p99={ws_p99 / p99:.2f} ws_to_poll_cpu={ws_ratio:.2f}"
     )
 
 

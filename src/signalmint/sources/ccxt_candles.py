@@ -36,9 +36,18 @@ Public market data needs no key. What the source does, and what it decided:
   A symbol that joins on a refresh starts at the next candle, without backfill;
   a refresh the exchange fails keeps the current list and is tried again a
   minute later (the candles keep flowing).
+- **Websocket.** ``stream: websocket`` (and ``auto``, the default, where ccxt.pro
+  has the exchange's ``watchOHLCVForSymbols`` and ``urls`` does not move REST
+  without moving ``ws``) subscribes every symbol's klines
+  over ccxt.pro and turns them into closed candles (``ccxt_ws.KlineFeed``: closed
+  when the exchange says so or a later candle arrives); REST still backfills the
+  warm-up, fills the gap after a reconnect and fetches any symbol the stream has
+  not delivered ``delay`` seconds after a close. ``stream: poll`` only polls.
 - **Stand-ins.** ``urls`` is merged into the exchange's ``urls["api"]``: for
   ``binance``, ``{public: "http://127.0.0.1:PORT/api/v3"}`` serves all market data
-  (markets are loaded for ``market_type`` only, so no other API is called).
+  (markets are loaded for ``market_type`` only, so no other API is called); a
+  mapping value is merged into the mapping there, so ``{ws: {spot: "ws://..."}}``
+  moves binance's spot websocket only.
 """
 
 from __future__ import annotations
@@ -50,16 +59,18 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 import ccxt  # type: ignore[import-untyped]
 import ccxt.async_support as ccxt_async  # type: ignore[import-untyped]
+import ccxt.pro as ccxt_pro  # type: ignore[import-untyped]
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..config import Duration
 from ..errors import SourceError
 from ..records import Frame, to_datetime64
+from .ccxt_ws import KlineFeed
 from .validate import RowValidator
 
 __all__ = ["CcxtCandles", "CcxtOptions", "TopRule"]
@@ -94,7 +105,12 @@ class CcxtOptions(BaseModel):
     symbols: list[str] | TopRule = Field(
         default_factory=lambda: TopRule(top=50), description="ccxt symbols (BTC/USDT) or {top: N, quote: USDT}."
     )
-    urls: dict[str, str] = Field(default_factory=dict, description="Merged into the exchange's urls['api'].")
+    urls: dict[str, str | dict[str, str]] = Field(
+        default_factory=dict, description="Merged into the exchange's urls['api'] (a mapping into a mapping)."
+    )
+    stream: Literal["auto", "poll", "websocket"] = Field(
+        "auto", description="websocket (ccxt.pro) or poll; auto: websocket where ccxt.pro has it."
+    )
     market_type: str = Field("spot", description="Markets loaded: spot, swap, future...")
     warmup: int | None = Field(None, ge=0, description="Candles backfilled at first start (None: detector's).")
     delay: float = Field(1.0, ge=0, description="Seconds after a close before polling for the candle.")
@@ -111,12 +127,24 @@ class CcxtOptions(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _websocket_exists(self) -> Self:
+        if self.stream == "websocket" and not _has_websocket(self.exchange):
+            raise ValueError(f"ccxt.pro has no OHLCV websocket for {self.exchange} (use stream: poll)")
+        return self
+
+    @model_validator(mode="after")
     def _known_timeframe(self) -> Self:
         try:
             _timeframe_ms(self.exchange, self.timeframe)
         except SourceError as exc:
             raise ValueError(str(exc)) from None
         return self
+
+
+def _has_websocket(exchange: str) -> bool:
+    """Whether ccxt.pro watches OHLCV of many symbols of ``exchange`` at once."""
+    cls = getattr(ccxt_pro, exchange, None)
+    return cls is not None and bool((cls().has or {}).get("watchOHLCVForSymbols"))
 
 
 def _timeframe_ms(exchange: str, timeframe: str) -> int:
@@ -137,7 +165,7 @@ class CcxtCandles:
         exchange: str,
         timeframe: str = "1m",
         symbols: list[str] | TopRule | Mapping[str, Any] | None = None,
-        urls: Mapping[str, str] | None = None,
+        urls: Mapping[str, str | Mapping[str, str]] | None = None,
         market_type: str = "spot",
         warmup: int | None = None,
         delay: float = 1.0,
@@ -145,6 +173,7 @@ class CcxtCandles:
         backoff: float = 1.0,
         rate_limit: int | None = None,
         timeout: float = 10.0,
+        stream: str = "auto",
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -157,6 +186,14 @@ class CcxtCandles:
             list(symbols) if isinstance(symbols, list) else TopRule.model_validate(symbols)
         )
         self.urls = dict(urls or {})
+        if stream not in ("auto", "poll", "websocket"):
+            raise SourceError(f"ccxt: stream must be auto, poll or websocket, not {stream!r}")
+        self.stream_mode = stream
+        #: What ``auto`` became: the websocket where ccxt.pro has it, unless ``urls`` moves the REST
+        #: API and not the websocket (a proxy or stand-in that serves REST only).
+        self.websocket = stream == "websocket" or (
+            stream == "auto" and _has_websocket(exchange) and (not self.urls or "ws" in self.urls)
+        )
         self.market_type = market_type
         self.warmup = warmup
         self.delay, self.grace, self.backoff = delay, grace, backoff
@@ -184,7 +221,7 @@ class CcxtCandles:
         }
         if self.rate_limit is not None:
             config["rateLimit"] = self.rate_limit
-        ex = getattr(ccxt_async, self.exchange)(config)
+        ex = getattr(ccxt_pro if self.websocket else ccxt_async, self.exchange)(config)
         ex.options["defaultType"] = self.market_type
         loading = ex.options.get("fetchMarkets")
         if isinstance(loading, dict) and "types" in loading:
@@ -193,7 +230,11 @@ class CcxtCandles:
             ex.options["fetchMarkets"] = [self.market_type]
         if self.urls:
             api = ex.urls.get("api")
-            ex.urls["api"] = {**api, **self.urls} if isinstance(api, dict) else dict(self.urls)
+            merged = dict(api) if isinstance(api, dict) else {}
+            for key, value in self.urls.items():
+                known = merged.get(key)
+                merged[key] = {**known, **value} if isinstance(value, Mapping) and isinstance(known, dict) else value
+            ex.urls["api"] = merged
         return ex
 
     def _now_ms(self) -> int:
@@ -310,6 +351,12 @@ class CcxtCandles:
             retry_at: dict[str, float] = {}
             failures: Counter[str] = Counter()
             pending: dict[int, dict[str, Row]] = {}
+            feed: KlineFeed | None = None
+            if self.websocket:
+                feed = KlineFeed(
+                    ex, symbols, self.timeframe, tf,
+                    failed=self._failed, sleep=self.sleep, backoff=self.backoff, max_backoff=MAX_BACKOFF,
+                )  # fmt: skip
             while True:
                 now = self._now_ms()
                 if isinstance(self.symbols, TopRule) and now - resolved_at >= self.symbols.refresh / timedelta(
@@ -323,10 +370,19 @@ class CcxtCandles:
                     else:
                         symbols, resolved_at = fresh, now
                         answered = {s: answered.get(s, cursor) for s in symbols}
-                boundary = now // tf * tf
-                due = [s for s in symbols if answered[s] < boundary and retry_at.get(s, 0.0) <= now]
-                results = await asyncio.gather(
-                    *(self._fetch(ex, s, answered[s], boundary) for s in due), return_exceptions=True
+                        if feed is not None:
+                            feed.follow(symbols)
+                # REST asks for a candle once its close has passed (by ``delay`` when the websocket has it)
+                boundary = (now - int(self.delay * 1000 if feed is not None else 0)) // tf * tf
+                # (answered holds exactly the symbols followed; min() spares a Python loop per kline wake-up)
+                lagging = min(answered.values(), default=boundary) < boundary
+                due = [s for s in symbols if answered[s] < boundary and retry_at.get(s, 0.0) <= now] if lagging else []
+                results = (
+                    await asyncio.gather(
+                        *(self._fetch(ex, s, answered[s], boundary) for s in due), return_exceptions=True
+                    )
+                    if due
+                    else []
                 )
                 pause = 0.0
                 for symbol, result in zip(due, results, strict=True):
@@ -351,17 +407,22 @@ class CcxtCandles:
                     for symbol in symbols:
                         if answered[symbol] < boundary:
                             retry_at[symbol] = max(retry_at.get(symbol, 0.0), now + pause * 1000)
+                if feed is not None:
+                    feed.drain(answered, pending, cursor, self._rejected)
                 now = self._now_ms()
+                floor = min(answered.values(), default=now)  # every symbol has answered up to here
                 for close in sorted(pending):
                     deadline = max(close, started) + self.grace * 1000  # backfill waits from the start
-                    if not (all(answered[s] >= close for s in symbols) or now >= deadline):
+                    if not (floor >= close or now >= deadline):
                         break
                     cursor = close
                     frame = validator.check(_frame(close, pending.pop(close)))
                     if len(frame):
                         yield frame
-                await self._wait(symbols, answered, retry_at, pending, boundary, started)
+                await self._wait(symbols, answered, retry_at, pending, boundary, started, feed)
         finally:
+            if feed is not None:
+                await feed.close()
             validator.flush()
             await ex.close()
 
@@ -373,8 +434,9 @@ class CcxtCandles:
         pending: dict[int, dict[str, Row]],
         boundary: int,
         started: int,
+        feed: KlineFeed | None = None,
     ) -> None:
-        """Sleep until the next thing to do: a retry, a grace deadline or the next close."""
+        """Sleep until the next thing to do: a retry, a grace deadline, the next close (or a kline)."""
         wake = boundary + self._tf + self.delay * 1000
         behind = [retry_at.get(s, 0.0) for s in symbols if answered[s] < boundary]
         if behind:
@@ -382,7 +444,20 @@ class CcxtCandles:
         if pending:
             wake = min(wake, max(min(pending), started) + self.grace * 1000)
         wait = (wake - self._now_ms()) / 1000
-        await (self.sleep(wait) if wait > 0 else asyncio.sleep(0))
+        if feed is None or wait <= 0:
+            await (self.sleep(wait) if wait > 0 else asyncio.sleep(0))
+            return
+        if feed.wake.is_set():
+            await asyncio.sleep(0)
+            return
+        sleeper = asyncio.ensure_future(self.sleep(wait))
+        woken = asyncio.ensure_future(feed.wake.wait())
+        try:
+            await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, woken):
+                task.cancel()
+            await asyncio.gather(sleeper, woken, return_exceptions=True)
 
 
 def _frame(close_ms: int, rows: dict[str, Row]) -> Frame:

@@ -14,6 +14,14 @@ volume of chosen candles. ``fail(n, status, retry_after)`` makes the next ``n``
 klines requests fail (a 429 carries ``Retry-After``); ``requests`` logs every
 request as (path, query).
 
+It also speaks Binance's kline websocket: ``/ws/<n>`` (raw events, as ccxt.pro connects)
+and ``/stream`` (combined-stream ``{"stream": ..., "data": ...}`` events) answer
+``{"method": "SUBSCRIBE", "params": ["btcusdt@kline_1m"], "id": N}`` with
+``{"result": null, "id": N}``, then push, as the clock passes each close, the closed
+kline (``"x": true``) and the next one being formed (``"x": false``). Point ccxt.pro at
+it with ``urls: {ws: {spot: <ws_url>}}``. ``drop_websockets(refuse=n)`` closes every
+connection and refuses the next ``n`` attempts (an outage); ``ws_messages`` counts what it sent.
+
 Run it in a thread (``with StandInBinance(...) as ex:``) or as a process:
 ``python -m signalmint.testing.exchange --port 8900 --symbols 1000 --speed 60``.
 """
@@ -22,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -83,6 +93,38 @@ class StandInBinance:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._started = threading.Event()
+        self._sockets: dict[web.WebSocketResponse, tuple[bool, set[tuple[str, str]]]] = {}
+        self._published_ms: int | None = None
+        self._prepared = -1  # the minute whose next close is written ahead
+        self._events: dict[tuple[str, str, int, int, bool], str] = {}  # written ahead of their close
+        self._publisher: asyncio.Task[None] | None = None
+        self.publish_every = 0.002  # real seconds between looks at the clock
+        self.ws_refuse = 0  # the next this many websocket connections are refused (503)
+        self.ws_messages = 0
+        self.ws_connections = 0
+
+    @property
+    def ws_url(self) -> str:
+        """The address to give as ``urls: {ws: {spot: ...}}``."""
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def ws_streams(self) -> int:
+        """Streams subscribed now, over all connections."""
+        return sum(len(streams) for _, streams in list(self._sockets.values()))
+
+    def drop_websockets(self, refuse: int = 0) -> None:
+        """Close every websocket connection now and refuse the next ``refuse`` ones (thread-safe)."""
+        self.ws_refuse = refuse
+        loop = self._loop
+        if loop is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(self._drop(), loop)
+        future.result(timeout=10)
+
+    async def _drop(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
 
     @property
     def url(self) -> str:
@@ -120,7 +162,122 @@ class StandInBinance:
         app.router.add_get("/api/v3/klines", self._klines)
         app.router.add_get("/api/v3/ticker/24hr", self._tickers)
         app.router.add_get("/api/v3/time", self._time)
+        app.router.add_get("/ws", self._websocket)
+        app.router.add_get("/ws/{n}", self._websocket)
+        app.router.add_get("/stream", self._websocket)
         return app
+
+    # -- the kline websocket -------------------------------------------------------
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        if self.ws_refuse > 0:
+            self.ws_refuse -= 1
+            return web.Response(status=503, text="Service Unavailable")
+        ws = web.WebSocketResponse(heartbeat=None)
+        await ws.prepare(request)
+        self.ws_connections += 1
+        streams: set[tuple[str, str]] = set()
+        self._sockets[ws] = (request.path.startswith("/stream"), streams)
+        try:
+            async for message in ws:
+                if message.type != web.WSMsgType.TEXT:
+                    continue
+                try:
+                    body = json.loads(message.data)
+                    method, params, ident = body["method"], body.get("params", []), body.get("id")
+                except (ValueError, KeyError, TypeError):
+                    await ws.send_json({"error": {"code": 2, "msg": "Invalid request"}, "id": None})
+                    continue
+                names = {self._stream(p) for p in params if isinstance(p, str)}
+                if None in names or method not in ("SUBSCRIBE", "UNSUBSCRIBE"):
+                    await ws.send_json({"error": {"code": 2, "msg": f"Invalid request: {params!r}"}, "id": ident})
+                    continue
+                known = {n for n in names if n is not None}
+                if method == "SUBSCRIBE":
+                    streams.update(known)
+                else:
+                    streams.difference_update(known)
+                await ws.send_json({"result": None, "id": ident})
+        finally:
+            self._sockets.pop(ws, None)
+        return ws
+
+    def _stream(self, name: str) -> tuple[str, str] | None:
+        """``btcusdt@kline_1m`` -> (``BTC/USDT``, ``1m``), None if unknown."""
+        market, _, channel = name.partition("@kline_")
+        symbol = self.ids.get(market.upper())
+        return (symbol, channel) if symbol is not None and channel in INTERVALS else None
+
+    def _kline(self, symbol: str, interval: str, opened: int, now: int) -> dict[str, Any]:
+        iv = INTERVALS[interval]
+        o, h, lo, c, v = candle(symbol, opened, iv, self._factor(symbol, opened))
+        closed = now >= opened + iv
+        if not closed:
+            v = round(v * (now - opened) / iv, 4)
+        market = symbol.replace("/", "")
+        return {
+            "e": "kline", "E": now, "s": market,
+            "k": {
+                "t": opened, "T": opened + iv - 1, "s": market, "i": interval, "f": 1, "L": 100,
+                "o": _text(o), "c": _text(c), "h": _text(h), "l": _text(lo), "v": _text(v), "n": 100,
+                "x": closed, "q": _text(v * c), "V": _text(v / 2), "Q": _text(v * c / 2), "B": "0",
+            },
+        }  # fmt: skip
+
+    async def _publish(self) -> None:
+        """Push each stream's closed kline and the next one as the clock passes a close.
+
+        The events of the next close are written ahead (they are functions of the candle times),
+        so what a benchmark measures is the client, not this stand-in's JSON encoding."""
+        while True:
+            now = self._now_ms()
+            last, self._published_ms = self._published_ms, now
+            if last is not None:
+                for ws, (combined, streams) in list(self._sockets.items()):
+                    out = []
+                    for symbol, interval in sorted(streams):
+                        iv = INTERVALS[interval]
+                        first, current = last // iv * iv, now // iv * iv
+                        if first < current:  # closes passed: each closed kline, then the new one
+                            for opened in range(max(first, current - 1000 * iv), current + 1, iv):
+                                out.append(self._event(symbol, interval, opened, current, combined))
+                    for text in out:
+                        with contextlib.suppress(ConnectionError, RuntimeError):
+                            await ws.send_str(text)
+                            self.ws_messages += 1
+                await self._prepare(now)
+            await asyncio.sleep(self.publish_every)
+
+    def _event(self, symbol: str, interval: str, opened: int, at: int, combined: bool) -> str:
+        """The kline event of ``symbol``'s candle opened at ``opened``, as sent at the close ``at``."""
+        key = (symbol, interval, opened, at, combined)
+        text = self._events.pop(key, None)
+        if text is None:
+            event: dict[str, Any] = self._kline(symbol, interval, opened, at)
+            if combined:
+                event = {"stream": f"{symbol.replace('/', '').lower()}@kline_{interval}", "data": event}
+            text = json.dumps(event)
+        return text
+
+    async def _prepare(self, now: int) -> None:
+        """Write the events of every stream's next close ahead of it, once per close (a stream
+        subscribed later has its events written when sent)."""
+        if self._prepared == now // 1000 // 60 or not any(streams for _, streams in self._sockets.values()):
+            return
+        self._prepared = now // 1000 // 60
+        for _ws, (combined, streams) in list(self._sockets.items()):
+            for symbol, interval in sorted(streams):
+                iv = INTERVALS[interval]
+                close = now // iv * iv + iv
+                for opened in (close - iv, close):
+                    key = (symbol, interval, opened, close, combined)
+                    if key not in self._events:
+                        self._events[key] = self._event(symbol, interval, opened, close, combined)
+                        if len(self._events) % 200 == 0:
+                            await asyncio.sleep(0)  # let a due publish go first
+        stale = [key for key in self._events if key[3] <= now]
+        for key in stale:
+            del self._events[key]
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -286,8 +443,14 @@ class StandInBinance:
         await site.start()
         if self.port == 0:
             self.port = int(self._runner.addresses[0][1])
+        self._publisher = asyncio.get_running_loop().create_task(self._publish())
 
     async def stop(self) -> None:
+        if self._publisher is not None:
+            self._publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
+        await self._drop()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -332,6 +495,7 @@ def main() -> None:  # pragma: no cover - used by bench/live_ingest.py
     symbols = [f"S{i:04d}/USDT" for i in range(args.symbols)]
     exchange = StandInBinance(symbols, clock=clock, port=args.port, spike_rate=args.spike_rate)
     loop = asyncio.new_event_loop()
+    exchange._loop = loop
     loop.run_until_complete(exchange.start())
     try:
         loop.run_forever()
