@@ -41,10 +41,12 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from importlib.metadata import version
-from typing import Any
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 import aiohttp
 import yarl
@@ -53,7 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from ..delivery.ssrf import BAD_PORTS, Resolver, UnsafeTarget, VettedResolver, check_host
 from ..errors import DeliveryError
 
-__all__ = ["MAX_BACKOFF", "Fetcher", "Page", "PoliteOptions", "default_user_agent", "vet_url"]
+__all__ = ["MAX_BACKOFF", "Fetcher", "Page", "PoliteOptions", "PoliteSource", "default_user_agent", "vet_url"]
 
 log = logging.getLogger("signalmint.sources")
 
@@ -280,3 +282,56 @@ def _retry_after(value: str) -> float:
     except (TypeError, ValueError):
         return 0.0
     return min(max(when - time.time(), 0.0), MAX_BACKOFF)
+
+
+class PoliteSource:
+    """What every web-fetching source (``rss``, ``web_page``) shares: its politeness settings
+    (:class:`PoliteOptions`), its counts of rejected requests and rows, and its :class:`Fetcher`."""
+
+    kind: ClassVar[str]
+
+    def _polite(
+        self,
+        urls: list[str],
+        interval: timedelta,
+        *,
+        timeout: float,
+        retries: int,
+        backoff: float,
+        host_interval: float,
+        user_agent: str | None,
+        allow_private: bool,
+        max_bytes: int,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+        resolver: Resolver | None,
+    ) -> None:
+        self.urls = list(urls)
+        self.interval = interval
+        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self.host_interval, self.user_agent, self.allow_private = host_interval, user_agent, allow_private
+        self.max_bytes = max_bytes
+        self.clock, self.sleep, self.resolver = clock, sleep, resolver
+        self._rejected: Counter[str] = Counter()
+        self.fetcher: Fetcher | None = None
+
+    @property
+    def rejected(self) -> Mapping[str, int]:
+        """Failed requests and unreadable documents so far, by reason."""
+        return MappingProxyType(self._rejected)
+
+    def _fetcher(self) -> Fetcher:
+        return Fetcher(
+            self._rejected,
+            self.kind,
+            timeout=self.timeout,
+            retries=self.retries,
+            backoff=self.backoff,
+            host_interval=self.host_interval,
+            user_agent=self.user_agent or default_user_agent(),
+            allow_private=self.allow_private,
+            max_bytes=self.max_bytes,
+            clock=self.clock,
+            sleep=self.sleep,
+            resolver=self.resolver,
+        )

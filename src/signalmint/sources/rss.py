@@ -31,10 +31,8 @@ import html
 import logging
 import re
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
-from types import MappingProxyType
 from typing import Any, ClassVar
 
 import feedparser  # type: ignore[import-untyped]
@@ -44,7 +42,7 @@ from pydantic import Field
 from ..config import Duration
 from ..delivery.ssrf import Resolver
 from ..records import Frame, Schema, to_datetime64
-from .fetch import Fetcher, Page, PoliteOptions, default_user_agent
+from .fetch import Page, PoliteOptions, PoliteSource
 from .validate import RowValidator
 
 __all__ = ["Rss", "RssOptions", "entry_rows"]
@@ -110,7 +108,7 @@ def entry_rows(
     return rows
 
 
-class Rss:
+class Rss(PoliteSource):
     """New entries of RSS and Atom feeds (see the module doc)."""
 
     kind: ClassVar[str] = "rss"
@@ -133,38 +131,23 @@ class Rss:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         resolver: Resolver | None = None,
     ) -> None:
-        self.urls = list(urls)
-        self.interval = interval
-        self.timeout, self.retries, self.backoff = timeout, retries, backoff
-        self.host_interval, self.user_agent, self.allow_private = host_interval, user_agent, allow_private
-        self.max_bytes = max_bytes
-        self.clock, self.sleep, self.resolver = clock, sleep, resolver
-        self._rejected: Counter[str] = Counter()
-        self.fetcher: Fetcher | None = None
+        self._polite(
+            urls,
+            interval,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            host_interval=host_interval,
+            user_agent=user_agent,
+            allow_private=allow_private,
+            max_bytes=max_bytes,
+            clock=clock,
+            sleep=sleep,
+            resolver=resolver,
+        )
 
     def __repr__(self) -> str:
         return f"Rss(urls={self.urls!r}, interval={self.interval!r})"
-
-    @property
-    def rejected(self) -> Mapping[str, int]:
-        """Failed requests and unreadable feeds so far, by reason."""
-        return MappingProxyType(self._rejected)
-
-    def _fetcher(self) -> Fetcher:
-        return Fetcher(
-            self._rejected,
-            self.kind,
-            timeout=self.timeout,
-            retries=self.retries,
-            backoff=self.backoff,
-            host_interval=self.host_interval,
-            user_agent=self.user_agent or default_user_agent(),
-            allow_private=self.allow_private,
-            max_bytes=self.max_bytes,
-            clock=self.clock,
-            sleep=self.sleep,
-            resolver=self.resolver,
-        )
 
     async def stream(self, since: datetime | None = None) -> AsyncIterator[Frame]:
         """One frame of new entries per poll, forever."""

@@ -22,10 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
-from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -35,7 +33,7 @@ from pydantic import Field, field_validator
 from ..config import Duration
 from ..delivery.ssrf import Resolver
 from ..records import Frame, Schema, to_datetime64
-from .fetch import Fetcher, Page, PoliteOptions, default_user_agent
+from .fetch import Page, PoliteOptions, PoliteSource
 from .shop import Product, extract, select
 from .validate import RowValidator
 
@@ -80,7 +78,7 @@ def _check_selector(expression: str, where: str) -> None:
         raise ValueError(f"{where}: {expression!r} is neither valid CSS nor XPath ({exc})") from None
 
 
-class WebPage:
+class WebPage(PoliteSource):
     """Price and availability of product pages (see the module doc)."""
 
     kind: ClassVar[str] = "web_page"
@@ -105,40 +103,25 @@ class WebPage:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         resolver: Resolver | None = None,
     ) -> None:
-        self.urls = list(urls)
-        self.interval = interval
         self.selectors = dict(selectors or {})
         self.text_selector = text_selector
-        self.timeout, self.retries, self.backoff = timeout, retries, backoff
-        self.host_interval, self.user_agent, self.allow_private = host_interval, user_agent, allow_private
-        self.max_bytes = max_bytes
-        self.clock, self.sleep, self.resolver = clock, sleep, resolver
-        self._rejected: Counter[str] = Counter()
-        self.fetcher: Fetcher | None = None
+        self._polite(
+            urls,
+            interval,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            host_interval=host_interval,
+            user_agent=user_agent,
+            allow_private=allow_private,
+            max_bytes=max_bytes,
+            clock=clock,
+            sleep=sleep,
+            resolver=resolver,
+        )
 
     def __repr__(self) -> str:
         return f"WebPage(urls={self.urls!r}, interval={self.interval!r})"
-
-    @property
-    def rejected(self) -> Mapping[str, int]:
-        """Failed requests and unreadable pages so far, by reason."""
-        return MappingProxyType(self._rejected)
-
-    def _fetcher(self) -> Fetcher:
-        return Fetcher(
-            self._rejected,
-            self.kind,
-            timeout=self.timeout,
-            retries=self.retries,
-            backoff=self.backoff,
-            host_interval=self.host_interval,
-            user_agent=self.user_agent or default_user_agent(),
-            allow_private=self.allow_private,
-            max_bytes=self.max_bytes,
-            clock=self.clock,
-            sleep=self.sleep,
-            resolver=self.resolver,
-        )
 
     async def _read(self, url: str, page: Page) -> Product | None:
         try:
