@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -16,8 +17,9 @@ import pytest
 import uvicorn
 from sqlalchemy import create_engine, event, text
 
+from signalmint.records import Signal
 from signalmint.registry import Registry
-from signalmint.store import Database
+from signalmint.store import Database, list_signals
 
 PG_URL = os.environ.get("SIGNALMINT_TEST_PG")
 
@@ -171,3 +173,14 @@ class LiveServer:
 @pytest.fixture
 def live_server() -> type[LiveServer]:
     return LiveServer
+
+
+async def first_signals(db: Database, automation: str, *, within: float = 5.0, limit: int = 10) -> list[Signal]:
+    """The automation's stored signals as soon as there are any (empty after ``within`` seconds):
+    for tests that run an engine until its first signal commits."""
+    deadline = time.monotonic() + within
+    while True:
+        found = db.read_sync(list_signals, automation=automation, limit=limit)
+        if found or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.01)

@@ -18,6 +18,7 @@ from signalmint.records import Frame
 from signalmint.registry import Registry
 from signalmint.sources.http_json import HttpJson, HttpJsonOptions, next_run
 from signalmint.store import Database, list_signals
+from tests.conftest import first_signals
 
 from .json_api import JsonApi, serve
 
@@ -260,10 +261,7 @@ def test_the_engine_fires_threshold_on_a_polled_api(api: JsonApi, db: Database, 
             while len(api.requests) < 3:
                 await asyncio.sleep(0.01)
             api.set_stars({"a/one": 150})
-            for _ in range(500):
-                if db.read_sync(list_signals, automation="stars", limit=10):
-                    break
-                await asyncio.sleep(0.01)
+            await first_signals(db, "stars")
         finally:
             await engine.stop()
 

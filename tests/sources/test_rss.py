@@ -15,7 +15,8 @@ from signalmint.engine import Engine
 from signalmint.records import Frame
 from signalmint.registry import Registry
 from signalmint.sources.rss import Rss, RssOptions
-from signalmint.store import Database, list_signals
+from signalmint.store import Database
+from tests.conftest import first_signals
 
 from .web_server import Reply, Site, VirtualTime, run_until
 
@@ -288,11 +289,7 @@ def test_an_rss_automation_signals_a_new_matching_item_with_its_title_and_url(db
             engine = Engine(settings, db, Registry.from_entry_points())
             await engine.start()
             try:
-                for _ in range(500):
-                    found = db.read_sync(list_signals, automation="py-news", limit=10)
-                    if found:
-                        break
-                    await asyncio.sleep(0.01)
+                found = await first_signals(db, "py-news")
             finally:
                 await engine.stop()
             assert engine.statuses()[0].last_error is None

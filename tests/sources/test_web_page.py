@@ -17,7 +17,8 @@ from signalmint.records import Frame
 from signalmint.registry import Registry
 from signalmint.sources.shop import Product, extract
 from signalmint.sources.web_page import WebPage, WebPageOptions
-from signalmint.store import Database, list_signals
+from signalmint.store import Database
+from tests.conftest import first_signals
 
 from .web_server import Reply, Site, VirtualTime, run_until
 
@@ -260,11 +261,7 @@ def test_a_web_page_automation_fires_when_the_served_price_drops(db: Database) -
             engine = Engine(settings, db, Registry.from_entry_points())
             await engine.start()
             try:
-                for _ in range(500):
-                    found = db.read_sync(list_signals, automation="kettle-deals", limit=10)
-                    if found:
-                        break
-                    await asyncio.sleep(0.01)
+                found = await first_signals(db, "kettle-deals")
             finally:
                 await engine.stop()
             assert engine.statuses()[0].last_error is None
