@@ -33,6 +33,7 @@ from pydantic import (
 
 from .errors import ConfigError
 from .records import PULL_CHANNELS, Plan
+from .reports.spec import ReportConfig
 from .registry import (
     Registry,
     all_channels,
@@ -175,6 +176,17 @@ class AutomationConfig(_Strict):
         description="market hours for staleness and gaps: always (24/7) or us_equities (NYSE hours and "
         "holidays); unset: the source's own, else always",
     )
+    reports: list[ReportConfig] = Field(
+        default_factory=list, description="premium reports rendered on a schedule (README, Reports)"
+    )
+
+    @field_validator("reports")
+    @classmethod
+    def _report_names(cls, value: list[ReportConfig]) -> list[ReportConfig]:
+        names = [r.name for r in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two reports share a name in {names}; names must be unique per automation")
+        return value
 
     @property
     def display_title(self) -> str:
@@ -740,6 +752,8 @@ def parse_settings(
         _raise_validation(exc, Settings, (), file, lines)
         raise  # unreachable: _raise_validation always raises
     for where, message in settings.plan_problems():
+        if "reports" in where:
+            fail(where, message, "name plan ids listed under `plans:`")
         fail(where, message, 'name automations listed under `automations:`, or write "*" for all')
     exposure = demo_exposure(settings)
     if exposure:

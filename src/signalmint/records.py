@@ -32,6 +32,8 @@ __all__ = [
     "OutcomeSummary",
     "Plan",
     "Preferences",
+    "Report",
+    "ReportSignal",
     "Schema",
     "Scores",
     "Signal",
@@ -423,3 +425,49 @@ class Checkout:
     automation: str | None = None
     provider_ref: str | None = None
     completed_at: datetime | None = None
+
+
+# --- premium reports ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSignal:
+    """One of a report's top signals, as its summary lists it (enough for a message or a teaser)."""
+
+    signal_id: int
+    key: str
+    time: datetime
+    kind: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One rendered report: definition ``name`` of ``automation`` over ``[period_start, period_end)``.
+
+    Stored once per ``(automation, name, period_key)``. ``html`` is the report's body for the web
+    page (inline SVG charts; :func:`signalmint.reports.render.standalone` wraps it into a document),
+    ``email_html`` a complete email-safe document (inline styles, charts as data-URI PNG), ``pdf``
+    the PDF file. ``top`` summarises the top signals by score. Listings load no content: there
+    ``html``, ``email_html`` and ``pdf`` are empty and ``pdf_size`` tells the size.
+    """
+
+    id: int
+    automation: str
+    name: str
+    title: str
+    period_key: str
+    period_start: datetime
+    period_end: datetime
+    created_at: datetime
+    signal_count: int = 0
+    top: tuple[ReportSignal, ...] = ()
+    pdf_size: int = 0
+    html: str = ""
+    email_html: str = ""
+    pdf: bytes = b""
+
+    @property
+    def filename(self) -> str:
+        """A file name for downloads: ``crypto-weekly-2026-W48`` (``:`` of run keys dropped)."""
+        return f"{self.automation}-{self.name}-{self.period_key.replace(':', '')}"

@@ -468,3 +468,34 @@ ingest_events = Table(  # push ingestion: each webhook-id seen, kept for the sou
     Column("event_id", String(255), primary_key=True),
     Column("received_at", UTCDateTime, nullable=False, index=True),
 )
+
+reports = Table(  # premium reports: rendered once per (automation, report name, period)
+    "reports",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("automation", String(64), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("period_key", String(32), nullable=False),
+    Column("period_start", UTCDateTime, nullable=False),
+    Column("period_end", UTCDateTime, nullable=False),
+    Column("title", String(300), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("signal_count", Integer, nullable=False),
+    Column("top", JSON, nullable=False),  # [{signal_id, key, time, kind, score}], highest score first
+    Column("html", Text, nullable=False),
+    Column("email_html", Text, nullable=False),
+    Column("pdf", LargeBinary, nullable=False),
+    Column("pdf_size", Integer, nullable=False),
+    UniqueConstraint("automation", "name", "period_key"),
+    Index(None, "automation", "period_end"),
+)
+
+report_purchases = Table(  # one report bought with credits by one subscriber (the ledger holds the debit)
+    "report_purchases",
+    metadata,
+    Column("report_id", BigInteger, primary_key=True),
+    Column("subscriber_id", BigInteger, primary_key=True),
+    Column("price", BigInteger, nullable=False),  # micro-units of credit
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "subscriber_id", "report_id"),
+)

@@ -1,0 +1,154 @@
+"""The report step: for every report definition, render each due period once and store it.
+
+:meth:`ReportScheduler.step` asks, per definition, which periods are due at the clock's
+``now`` (:func:`~signalmint.reports.spec.due_periods`, minus those stored), reads the data,
+renders it (HTML, email HTML, PDF) on a worker thread, and stores it with
+``ON CONFLICT DO NOTHING`` on (automation, report, period). A process killed anywhere in
+between stored nothing for that period, so the next step renders it again; once stored, a
+period is never rendered again. Two processes racing on one period both render, and only one
+rendering is kept (:func:`~signalmint.store.reports.store_report` says whose).
+
+The clock and a fault-injection ``hook`` are passed in: tests fix the time and stop the process
+at a chosen point (``gathered``, ``rendered``, ``stored``) to ``kill -9`` it there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+from sqlalchemy import Connection
+
+from ..config import AutomationConfig, Settings
+from ..errors import ConfigError
+from ..records import Report
+from ..store import Database
+from ..store.reports import period_keys, store_report
+from .build import gather
+from .render import render_report
+from .spec import Period, ReportConfig, due_periods, parse_period
+
+__all__ = ["Due", "ReportScheduler", "definitions", "find_definition", "render_period", "reports_due", "report_url"]
+
+log = logging.getLogger("signalmint.reports")
+Hook = Callable[[str, str, str, str], None]  # (point, automation, report, period key)
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A period of one report definition that is due and not stored yet."""
+
+    automation: AutomationConfig
+    spec: ReportConfig
+    period: Period
+
+
+def definitions(settings: Settings) -> list[tuple[AutomationConfig, ReportConfig]]:
+    """Every report definition of every enabled automation."""
+    return [(a, r) for a in settings.automations if a.enabled for r in a.reports]
+
+
+def find_definition(settings: Settings, automation: str, report: str | None) -> tuple[AutomationConfig, ReportConfig]:
+    """The definition named on a command line or in a URL; a ConfigError says what exists."""
+    names = [a.name for a in settings.automations]
+    if automation not in names:
+        raise ConfigError(f"no automation {automation!r}", hint=f"the config has {', '.join(names) or 'none'}")
+    chosen = settings.automation(automation)
+    reports = [r.name for r in chosen.reports]
+    if not reports:
+        raise ConfigError(
+            f"automation {automation!r} defines no reports", hint="add a `reports:` list to it (README, Reports)"
+        )
+    if report is None:
+        if len(reports) > 1:
+            raise ConfigError(f"automation {automation!r} has several reports", hint=f"pick one: {', '.join(reports)}")
+        report = reports[0]
+    for spec in chosen.reports:
+        if spec.name == report:
+            return chosen, spec
+    raise ConfigError(f"automation {automation!r} has no report {report!r}", hint=f"it has {', '.join(reports)}")
+
+
+def reports_due(conn: Connection, settings: Settings, now: datetime) -> list[Due]:
+    """The periods to render at ``now``, every definition's, oldest first within each."""
+    out = []
+    for automation, spec in definitions(settings):
+        have = period_keys(conn, automation.name, spec.name)
+        out += [Due(automation, spec, p) for p in due_periods(spec, now, have)]
+    return out
+
+
+def report_url(settings: Settings, automation: str, name: str, period_key: str) -> str:
+    """The public address of one report's page."""
+    path = f"/automations/{quote(automation)}/reports/{quote(name)}/{quote(period_key)}"
+    return settings.base_url.rstrip("/") + path
+
+
+def render_period(
+    conn: Connection, settings: Settings, automation: AutomationConfig, spec: ReportConfig, period: Period, now: datetime
+) -> Report:
+    """Read and render one period (nothing stored): the step's work, and the command line's."""
+    data = gather(conn, automation.name, automation.display_title, spec, period, now)
+    link = report_url(settings, automation.name, spec.name, period.key)
+    return render_report(data, site_title=settings.web.title, link=link)
+
+
+def period_by_key(spec: ReportConfig, key: str) -> Period:
+    return parse_period(spec, key)
+
+
+class ReportScheduler:
+    """Renders due report periods; ``step()`` once, or ``run(stop)`` every ``every`` seconds."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        hook: Hook | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.clock = clock
+        self.hook = hook
+        self.rendered = 0  # renderings this process made (a lost race included)
+
+    def _at(self, point: str, due: Due) -> None:
+        if self.hook is not None:
+            self.hook(point, due.automation.name, due.spec.name, due.period.key)
+
+    def _render(self, due: Due, now: datetime) -> Report:
+        report = self.db.read_sync(render_period, self.settings, due.automation, due.spec, due.period, now)
+        self.rendered += 1
+        return report
+
+    async def step(self) -> list[Report]:
+        """Render and store every due period; the reports this step stored."""
+        now = self.clock()
+        stored: list[Report] = []
+        for due in await self.db.read(reports_due, self.settings, now):
+            self._at("gathered", due)
+            report = await asyncio.to_thread(self._render, due, now)
+            self._at("rendered", due)
+            kept, ours = await self.db.write(store_report, report)
+            self._at("stored", due)
+            if ours:
+                stored.append(kept)
+                log.info("report %s/%s %s stored (%d bytes of PDF)", kept.automation, kept.name, kept.period_key, kept.pdf_size)
+        return stored
+
+    async def run(self, stop: asyncio.Event, every: float = 60.0) -> None:
+        """Step until ``stop`` is set; a failing step is logged and retried at the next one."""
+        while not stop.is_set():
+            try:
+                await self.step()
+            except Exception:  # a report is never worth stopping the engine for
+                log.exception("rendering reports failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=every)
