@@ -33,7 +33,6 @@ from pydantic import (
 
 from .errors import ConfigError
 from .records import PULL_CHANNELS, Plan
-from .reports.spec import ReportConfig
 from .registry import (
     Registry,
     all_channels,
@@ -43,6 +42,7 @@ from .registry import (
     in_display_order,
     missing_columns,
 )
+from .reports.spec import ReportConfig
 
 __all__ = [
     "AutomationConfig",

@@ -8,14 +8,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from signalmint.config import Settings, parse_settings
+from signalmint.config import OutcomesConfig, Settings, parse_settings
+from signalmint.outcomes import due_outcomes
 from signalmint.records import Frame, Signal
 from signalmint.registry import Registry
 from signalmint.store import Database, append_signals
 from signalmint.store.bars import insert_bars
 from signalmint.store.outcomes import insert_outcomes
-from signalmint.outcomes import due_outcomes
-from signalmint.config import OutcomesConfig
 
 # ISO week 2026-W48 runs Monday Nov 23 .. Sunday Nov 29 (UTC here).
 WEEK_START = datetime(2026, 11, 23, tzinfo=UTC)

@@ -110,7 +110,9 @@ def gather(
     """Everything the report on ``period`` shows, read in one go (a read connection is enough)."""
     contents = spec.contents
     found = signals_between(conn, automation, period.start, period.end, MOST_SIGNALS)
-    notes = [f"Only the first {MOST_SIGNALS:,} signals of the period are counted."] if len(found) >= MOST_SIGNALS else []
+    notes = (
+        [f"Only the first {MOST_SIGNALS:,} signals of the period are counted."] if len(found) >= MOST_SIGNALS else []
+    )
     ranked = sorted(found, key=lambda s: (-(s.score if math.isfinite(s.score) else -math.inf), s.time, s.id or 0))
     top_signals = ranked[: contents.top_signals]
     measured: dict[int, list[Outcome]] = {}

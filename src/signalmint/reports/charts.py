@@ -51,7 +51,9 @@ def bars_svg(labels: Sequence[str], values: Sequence[float], *, title: str, widt
     )
 
 
-def bars_png(labels: Sequence[str], values: Sequence[float], *, title: str, width: int = 720, height: int = 220) -> bytes:
+def bars_png(
+    labels: Sequence[str], values: Sequence[float], *, title: str, width: int = 720, height: int = 220
+) -> bytes:
     """The same bar chart as a PNG (drawn at twice the size, for sharp text on high-density screens)."""
     scale = 2
     image = Image.new("RGB", (width * scale, height * scale), "white")

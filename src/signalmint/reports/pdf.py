@@ -28,7 +28,7 @@ INK = colors.HexColor("#0f172a")
 MUTED = colors.HexColor("#64748b")
 BRAND = colors.HexColor("#0d9488")
 RULE = colors.HexColor("#e2e8f0")
-UP, DOWN = colors.HexColor("#16a34a"), colors.HexColor("#e5364d")
+KINDS = {"day": "daily", "week": "weekly", "month": "monthly", "run": "scheduled"}
 
 
 def _styles() -> dict[str, ParagraphStyle]:
@@ -82,6 +82,7 @@ def _daily_chart(data: ReportData, width: float) -> Drawing:
     chart.categoryAxis.labels.fontSize = 6.5
     chart.categoryAxis.labels.fillColor = MUTED
     chart.valueAxis.valueMin = 0
+    chart.valueAxis.valueStep = max(1, -(-max([n for _, n in data.daily] or [1]) // 5))
     chart.valueAxis.labels.fontSize = 6.5
     chart.valueAxis.labels.fillColor = MUTED
     chart.bars[0].fillColor = BRAND
@@ -108,11 +109,9 @@ def render_pdf(data: ReportData, *, site_title: str = "signalmint") -> bytes:
     )
     width = doc.width
     flow: list[Flowable] = [
-        Paragraph(escape(f"{site_title} · {data.spec.period} report · {data.period.key}").upper(), st["kicker"]),
+        Paragraph(escape(f"{site_title} · {KINDS[data.spec.period]} report · {data.period.key}").upper(), st["kicker"]),
         Paragraph(escape(data.title), st["title"]),
-        Paragraph(
-            escape(f"{data.period_label} · {data.signal_count:,} signals on {data.key_count:,} keys"), st["sub"]
-        ),
+        Paragraph(escape(f"{data.period_label} · {data.signal_count:,} signals on {data.key_count:,} keys"), st["sub"]),
         Spacer(1, 6),
     ]
     track = data.track or data.period_outcomes
@@ -171,7 +170,7 @@ def render_pdf(data: ReportData, *, site_title: str = "signalmint") -> bytes:
                     _pct(s.hit_rate, False),
                     f"{_pct(s.hit_low, False)}-{_pct(s.hit_high, False)}",
                     _pct(s.mean),
-                    _pct(s.baseline, False),
+                    f"{100 * s.baseline:.2f}%" if math.isfinite(s.baseline) else "-",
                 ]
                 for s in data.track
             ]

@@ -92,11 +92,11 @@ def render_report(data: ReportData, *, site_title: str = "signalmint", link: str
     the id). ``link`` goes into the email as its button (the report's page)."""
     daily_svg, movers_svg, daily_png = _charts(data)
     kind = KIND_LABELS[data.spec.period]
-    body = _env().get_template("body.html").render(
-        d=data, kind_label=kind, daily_svg=daily_svg, movers_svg=movers_svg
-    )
-    email = _env().get_template("email.html").render(
-        d=data, kind_label=kind, daily_png=daily_png, site_title=site_title, link=link
+    body = _env().get_template("body.html").render(d=data, kind_label=kind, daily_svg=daily_svg, movers_svg=movers_svg)
+    email = (
+        _env()
+        .get_template("email.html")
+        .render(d=data, kind_label=kind, daily_png=daily_png, site_title=site_title, link=link)
     )
     return Report(
         id=0,
@@ -123,6 +123,6 @@ def standalone(report: Report, *, site_title: str = "signalmint") -> str:
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{escape(report.title)} · {escape(report.period_key)} · {escape(site_title)}</title>\n"
-        f"<style>\n{css}\n</style>\n</head>\n<body>\n<main id=\"main\"><div class=\"wrap\" style=\"padding-top: 32px; "
+        f'<style>\n{css}\n</style>\n</head>\n<body>\n<main id="main"><div class="wrap" style="padding-top: 32px; '
         f'padding-bottom: 48px">\n{report.html}\n</div></main>\n</body>\n</html>\n'
     )

@@ -33,7 +33,7 @@ from .build import gather
 from .render import render_report
 from .spec import Period, ReportConfig, due_periods, parse_period
 
-__all__ = ["Due", "ReportScheduler", "definitions", "find_definition", "render_period", "reports_due", "report_url"]
+__all__ = ["Due", "ReportScheduler", "definitions", "find_definition", "render_period", "report_url", "reports_due"]
 
 log = logging.getLogger("signalmint.reports")
 Hook = Callable[[str, str, str, str], None]  # (point, automation, report, period key)
@@ -90,7 +90,12 @@ def report_url(settings: Settings, automation: str, name: str, period_key: str) 
 
 
 def render_period(
-    conn: Connection, settings: Settings, automation: AutomationConfig, spec: ReportConfig, period: Period, now: datetime
+    conn: Connection,
+    settings: Settings,
+    automation: AutomationConfig,
+    spec: ReportConfig,
+    period: Period,
+    now: datetime,
 ) -> Report:
     """Read and render one period (nothing stored): the step's work, and the command line's."""
     data = gather(conn, automation.name, automation.display_title, spec, period, now)
@@ -140,7 +145,13 @@ class ReportScheduler:
             self._at("stored", due)
             if ours:
                 stored.append(kept)
-                log.info("report %s/%s %s stored (%d bytes of PDF)", kept.automation, kept.name, kept.period_key, kept.pdf_size)
+                log.info(
+                    "report %s/%s %s stored (%d bytes of PDF)",
+                    kept.automation,
+                    kept.name,
+                    kept.period_key,
+                    kept.pdf_size,
+                )
         return stored
 
     async def run(self, stop: asyncio.Event, every: float = 60.0) -> None:

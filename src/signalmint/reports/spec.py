@@ -92,7 +92,7 @@ class ReportConfig(_Strict):
     def _cron(cls, value: str) -> str:
         value = " ".join(value.split())
         if len(value.split()) != 5 or not croniter.is_valid(value):
-            raise ValueError(f"{value!r} is not a five-field cron expression; write e.g. \"0 8 * * MON\"")
+            raise ValueError(f'{value!r} is not a five-field cron expression; write e.g. "0 8 * * MON"')
         return value
 
     @field_validator("timezone")
@@ -205,8 +205,9 @@ def parse_period(spec: ReportConfig, text: str) -> Period:
     """A period key typed by a person, for this report's kind; ValueError says what to write."""
     text = text.strip()
     zone = spec.zone
-    want = f"report {spec.name!r} covers {'runs' if spec.period == 'run' else spec.period + 's'}: write e.g. " + (
-        _EXAMPLES[spec.period]
+    want = (
+        f"report {spec.name!r} covers {'runs' if spec.period == 'run' else spec.period + 's'}: write e.g. "
+        + (_EXAMPLES[spec.period])
     )
     try:
         if spec.period == "day" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):

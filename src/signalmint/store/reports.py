@@ -127,7 +127,9 @@ def get_report(conn: Connection, report_id: int, *, content: bool = True) -> Rep
     return _report(row, content) if row is not None else None
 
 
-def find_report(conn: Connection, automation: str, name: str, period_key: str, *, content: bool = True) -> Report | None:
+def find_report(
+    conn: Connection, automation: str, name: str, period_key: str, *, content: bool = True
+) -> Report | None:
     """One stored report by what names it in URLs: automation, report name, period key."""
     query = select(*(reports.c if content else _LIGHT)).where(
         reports.c.automation == automation, reports.c.name == name, reports.c.period_key == period_key

@@ -57,6 +57,7 @@ from .routes import (
     me,
     ops,
     pages,
+    reports,
     status,
     stripe_webhook,
     track_record,
@@ -74,6 +75,7 @@ ROUTES = [
     status,
     pages,
     track_record,
+    reports,
     account,
     dashboard,
     dashboard_delivery,
@@ -247,6 +249,7 @@ def create_app(
     register_money_filters(templates.env)
     templates.env.globals["demo_tools"] = settings.demo  # the demo's request inspector
     templates.env.globals["demo_mail"] = ctx.catcher is not None  # the demo's mail catcher, /demo/mail
+    templates.env.globals["report_automations"] = {a.name for a in settings.automations if a.reports}
     app.state.templates = templates
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     for module in ROUTES:

@@ -47,9 +47,7 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.PrimaryKeyConstraint("report_id", "subscriber_id", name="pk_report_purchases"),
     )
-    op.create_index(
-        "ix_report_purchases_subscriber_id_report_id", "report_purchases", ["subscriber_id", "report_id"]
-    )
+    op.create_index("ix_report_purchases_subscriber_id_report_id", "report_purchases", ["subscriber_id", "report_id"])
 
 
 def downgrade() -> None:
