@@ -414,6 +414,71 @@ def backtest(
         print_backtest(out, result)
 
 
+report_app = typer.Typer(
+    help="Premium reports: render any past period by hand.", no_args_is_help=True, add_completion=False
+)
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("render")
+def report_render(
+    config: ConfigOption = Path("signalmint.yaml"),
+    automation: Annotated[str, typer.Option(help="the automation whose report to render")] = "",
+    period: Annotated[
+        str, typer.Option(help="the period: 2026-11-30 (day), 2026-W48 (week), 2026-11 (month), 2026-11-30T08:00 (run)")
+    ] = "",
+    out_dir: Annotated[Path, typer.Option("--out", help="directory to write the HTML and the PDF into")] = Path("."),
+    report: Annotated[str | None, typer.Option(help="the report's name (needed when it has several)")] = None,
+) -> None:
+    """Render one report for any past period into DIR (HTML, email HTML and PDF); stores nothing."""
+    from .errors import StoreError
+    from .reports.render import standalone
+    from .reports.scheduler import find_definition, render_period
+    from .reports.spec import parse_period
+    from .store import Database
+
+    settings = _load(config)
+    try:
+        chosen, spec = find_definition(settings, automation, report)
+    except SignalmintError as exc:
+        raise _fail(exc) from None
+    if not period:
+        raise _fail(ConfigError(f"give the period to render: --period {spec.period_example}"))
+    try:
+        span = parse_period(spec, period)
+    except ValueError as exc:
+        raise _fail(ConfigError(f"--period: {exc}")) from None
+    now = datetime.now(UTC)
+    if span.end > now:
+        ends = span.end.astimezone(spec.zone).strftime("%Y-%m-%d %H:%M")
+        raise _fail(ConfigError(f"--period {period} has not ended yet (it ends {ends} {spec.timezone})"))
+    try:
+        database = Database(_db_url(settings.database), read_only=True)  # rendering by hand never writes
+    except SignalmintError as exc:
+        raise _fail(exc) from None
+    try:
+        rendered = database.read_sync(render_period, settings, chosen, spec, span, now)
+    except SignalmintError as exc:
+        raise _fail(exc) from None
+    finally:
+        database.close()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = [out_dir / f"{rendered.filename}{suffix}" for suffix in (".html", ".email.html", ".pdf")]
+        written[0].write_text(standalone(rendered, site_title=settings.web.title), encoding="utf-8")
+        written[1].write_text(rendered.email_html, encoding="utf-8")
+        written[2].write_bytes(rendered.pdf)
+    except OSError as exc:
+        raise _fail(StoreError(f"cannot write into {out_dir}: {exc}")) from None
+    out.print(
+        f"{rendered.title} · {rendered.period_key}: {rendered.signal_count} signals, "
+        f"{len(rendered.top)} top signals, PDF {len(rendered.pdf):,} bytes",
+        highlight=False,
+    )
+    for path in written:
+        out.print(f"  wrote {path}", highlight=False, soft_wrap=True)
+
+
 def _report(r: object) -> dict[str, object]:
     names = ("automation", "checked", "ok", "bad_seq", "reason", "unverified", "opened")
     return {name: getattr(r, name) for name in names}

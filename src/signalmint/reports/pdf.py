@@ -57,7 +57,7 @@ def _num(value: float) -> str:
 
 def _table(rows: list[list[Any]], widths: list[float], right: tuple[int, ...] = ()) -> Table:
     table = Table(rows, colWidths=widths, repeatRows=1, hAlign="LEFT")
-    style = [
+    style: list[Any] = [
         ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", 8),
         ("TEXTCOLOR", (0, 0), (-1, 0), MUTED),
         ("FONT", (0, 1), (-1, -1), "Helvetica", 8.5),
@@ -75,7 +75,8 @@ def _table(rows: list[list[Any]], widths: list[float], right: tuple[int, ...] = 
 def _daily_chart(data: ReportData, width: float) -> Drawing:
     drawing = Drawing(width, 120)
     chart = VerticalBarChart()
-    chart.x, chart.y, chart.width, chart.height = 28, 18, width - 36, 92
+    chart.x, chart.y, chart.height = 28, 18, 92
+    chart.width = int(width - 36)
     chart.data = [[n for _, n in data.daily]]
     every = max(1, -(-len(data.daily) // 12))
     chart.categoryAxis.categoryNames = [d[5:] if i % every == 0 else "" for i, (d, _) in enumerate(data.daily)]

@@ -112,6 +112,10 @@ class ReportConfig(_Strict):
         return value
 
     @property
+    def period_example(self) -> str:
+        return _EXAMPLES[self.period]
+
+    @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
