@@ -9,7 +9,7 @@ period is never rendered again. Two processes racing on one period both render, 
 rendering is kept (:func:`~signalmint.store.reports.store_report` says whose).
 
 The clock and a fault-injection ``hook`` are passed in: tests fix the time and stop the process
-at a chosen point (``gathered``, ``rendered``, ``stored``) to ``kill -9`` it there.
+at a chosen point (``due``, ``rendering``, ``rendered``, ``stored``) to ``kill -9`` it there.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from ..store import Database
 from ..store.reports import period_keys, store_report
 from .build import gather
 from .render import render_report
-from .spec import Period, ReportConfig, due_periods, parse_period
+from .spec import Period, ReportConfig, due_periods
 
 __all__ = ["Due", "ReportScheduler", "definitions", "find_definition", "render_period", "report_url", "reports_due"]
 
@@ -103,10 +103,6 @@ def render_period(
     return render_report(data, site_title=settings.web.title, link=link)
 
 
-def period_by_key(spec: ReportConfig, key: str) -> Period:
-    return parse_period(spec, key)
-
-
 class ReportScheduler:
     """Renders due report periods; ``step()`` once, or ``run(stop)`` every ``every`` seconds."""
 
@@ -129,7 +125,13 @@ class ReportScheduler:
             self.hook(point, due.automation.name, due.spec.name, due.period.key)
 
     def _render(self, due: Due, now: datetime) -> Report:
-        report = self.db.read_sync(render_period, self.settings, due.automation, due.spec, due.period, now)
+        def work(conn: Connection) -> Report:
+            data = gather(conn, due.automation.name, due.automation.display_title, due.spec, due.period, now)
+            self._at("rendering", due)  # the data read, the HTML and the PDF not made yet
+            link = report_url(self.settings, due.automation.name, due.spec.name, due.period.key)
+            return render_report(data, site_title=self.settings.web.title, link=link)
+
+        report = self.db.read_sync(work)
         self.rendered += 1
         return report
 
@@ -138,7 +140,7 @@ class ReportScheduler:
         now = self.clock()
         stored: list[Report] = []
         for due in await self.db.read(reports_due, self.settings, now):
-            self._at("gathered", due)
+            self._at("due", due)
             report = await asyncio.to_thread(self._render, due, now)
             self._at("rendered", due)
             kept, ours = await self.db.write(store_report, report)
