@@ -31,6 +31,7 @@ from signalmint.config import (
     WebConfig,
 )
 from signalmint.registry import Registry
+from signalmint.reports.spec import AudienceConfig, ContentsConfig, ReportConfig
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 DOCUMENTED = set(re.findall(r"^\| `([a-z_]+)`(?: \([a-z]+\))? \|", README, flags=re.MULTILINE))
@@ -59,6 +60,9 @@ def fields(model: type[BaseModel]) -> list[str]:
         TipsConfig,
         OperatorConfig,
         OutcomesConfig,
+        ReportConfig,
+        ContentsConfig,
+        AudienceConfig,
     ],
     ids=lambda m: m.__name__,
 )

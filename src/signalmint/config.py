@@ -552,7 +552,8 @@ class Settings(_Strict):
         return value
 
     def plan_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
-        """Plans that clash or cover automations that do not exist, as (key path, message)."""
+        """Plans that clash or cover automations that do not exist, and reports naming plans that do
+        not, as (key path, message)."""
         names = {a.name for a in self.automations}
         seen: set[str] = set()
         problems: list[tuple[tuple[str | int, ...], str]] = []
@@ -569,6 +570,12 @@ class Settings(_Strict):
                             f"plan {plan.id!r} covers unknown automation(s) {unknown}",
                         )
                     )
+        for index, automation in enumerate(self.automations):
+            for number, report in enumerate(automation.reports):
+                unknown = sorted(set(report.audience.plans) - seen)
+                if unknown:
+                    where = ("automations", index, "reports", number, "audience", "plans")
+                    problems.append((where, f"report {report.name!r} names unknown plan(s) {unknown}"))
         return problems
 
     def current_plans(self) -> list[Plan]:

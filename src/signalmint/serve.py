@@ -89,6 +89,11 @@ async def serve(
     engine = Engine(settings, db, registry) if "engine" in roles else None
     stop = asyncio.Event()
     worker = asyncio.create_task(run_worker(settings, db, stop)) if "worker" in roles else None
+    reports = None
+    if "engine" in roles and any(a.reports for a in settings.automations):
+        from .reports.scheduler import ReportScheduler  # reportlab loads only where reports are configured
+
+        reports = asyncio.create_task(ReportScheduler(settings, db).run(stop))
     loop = asyncio.get_running_loop()
     try:
         if "web" in roles:
@@ -99,6 +104,8 @@ async def serve(
         stop.set()
         if worker is not None:
             await asyncio.wait({worker}, timeout=30)
+        if reports is not None:
+            await asyncio.wait({reports}, timeout=30)
         if catcher is not None:
             await catcher.close()
 

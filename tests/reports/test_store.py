@@ -141,3 +141,26 @@ def test_kill_9_anywhere_in_a_step_leaves_exactly_one_report_per_period(
     assert restarted.rendered == (0 if point == "stored" else 1)  # a stored period is never rendered again
     w48 = db.read_sync(find_report, "stocks", "weekly", "2026-W48")
     assert w48 is not None and w48.pdf.startswith(b"%PDF") and "NVDA" in w48.html
+
+
+@pytest.mark.slow
+def test_the_engine_role_renders_due_reports(tmp_path: Path) -> None:
+    """`serve` with the engine role runs the report step: a report every minute shows up."""
+    from signalmint.registry import Registry
+    from signalmint.serve import serve
+
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    db = Database(url)
+    db.migrate()
+    extra = """      - name: minutely
+        schedule: "* * * * *"
+        period: run
+        catch_up: 1
+"""
+    settings = report_settings(url, extra)
+    try:
+        asyncio.run(serve(settings, db, Registry.from_entry_points(), run_for=4.0, roles=frozenset({"engine"})))
+        found = db.read_sync(list_reports, "stocks", name="minutely")
+    finally:
+        db.close()
+    assert len(found) == 1 and found[0].period_end <= datetime.now(UTC)
