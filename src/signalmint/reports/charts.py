@@ -19,7 +19,9 @@ def _label_every(n: int, room: int = 12) -> int:
     return max(1, -(-n // room))
 
 
-def bars_svg(labels: Sequence[str], values: Sequence[float], *, title: str, width: int = 720, height: int = 200) -> str:
+def bars_svg(
+    labels: Sequence[str], values: Sequence[float], *, title: str, width: int = 1040, height: int = 220
+) -> str:
     """A bar chart as a standalone ``<svg role="img">`` (negative values hang below the axis)."""
     n = len(values)
     top, bottom, left, right = 16, 28, 8, 8
@@ -36,7 +38,7 @@ def bars_svg(labels: Sequence[str], values: Sequence[float], *, title: str, widt
         x = left + i * step + step * 0.15
         colour = BAR if value >= 0 else NEG
         parts.append(
-            f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{step * 0.7:.1f}" height="{max(h, 0.5):.1f}" '
+            f'<rect class="report-bar" x="{x:.1f}" y="{y:.1f}" width="{step * 0.7:.1f}" height="{max(h, 0.5):.1f}" '
             f'fill="{colour}" rx="2"><title>{escape(label)}: {value:g}</title></rect>'
         )
         if i % every == 0:

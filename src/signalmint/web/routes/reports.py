@@ -12,7 +12,7 @@ form carries the session's CSRF token and answers with a redirect to the report,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -174,11 +174,23 @@ def _page(
         report=full,
         wallet=wallet,
         currency=ctx.settings.billing.currency,
+        span=_span(spec, full),
         plans=_plans_named(ctx, spec),
         csrf=viewer.csrf(ctx.pepper),
         signed_in=viewer.kind == "subscriber" and viewer.session is not None,
         **extra,
     )
+
+
+def _span(spec: ReportConfig, report: Report) -> str:
+    """The period in words, in the report's time zone, its last day included: ``Nov 23 – Nov 29, 2026``."""
+    start = report.period_start.astimezone(spec.zone)
+    last = (report.period_end - timedelta(microseconds=1)).astimezone(spec.zone)
+    if spec.period == "run":
+        return f"{start:%b %d, %H:%M} – {report.period_end.astimezone(spec.zone):%b %d, %Y %H:%M} ({spec.timezone})"
+    if start.date() == last.date():
+        return f"{start:%b %d, %Y} ({spec.timezone})"
+    return f"{start:%b %d} – {last:%b %d, %Y} ({spec.timezone})"
 
 
 @router.get("/automations/{name}/reports/{report}/{key}.pdf")
