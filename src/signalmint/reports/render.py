@@ -27,15 +27,19 @@ def _finite(value: float | None) -> bool:
 
 
 def fmt_score(value: float | None) -> str:
-    """>>> fmt_score(12.3456), fmt_score(float("nan"))
+    """A score with two decimals.
+
+    >>> fmt_score(12.3456), fmt_score(float("nan"))
     ('12.35', '—')
     """
     return f"{value:,.2f}" if value is not None and _finite(value) else "—"
 
 
 def fmt_num(value: float | int | None) -> str:
-    """>>> fmt_num(1234567), fmt_num(0.012345), fmt_num(187.5)
-    ('1,234,567', '0.01234', '187.5')
+    """A number: whole with thousands separators, else four significant digits.
+
+    >>> fmt_num(1234567), fmt_num(0.012345), fmt_num(187.5)
+    ('1,234,567', '0.01235', '187.5')
     """
     if value is None or not _finite(float(value)):
         return "—"
@@ -45,7 +49,9 @@ def fmt_num(value: float | int | None) -> str:
 
 
 def fmt_signed_pct(value: float | None, signed: bool = True) -> str:
-    """>>> fmt_signed_pct(0.0123), fmt_signed_pct(-0.5), fmt_signed_pct(0.02, False)
+    """A fraction as a percentage with two decimals, signed unless told not to.
+
+    >>> fmt_signed_pct(0.0123), fmt_signed_pct(-0.5), fmt_signed_pct(0.02, False)
     ('+1.23%', '-50.00%', '2.00%')
     """
     if value is None or not _finite(value):

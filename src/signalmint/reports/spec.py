@@ -152,7 +152,7 @@ def period_containing(kind: str, zone: ZoneInfo, moment: datetime) -> Period:
 
     >>> p = period_containing("day", ZoneInfo("Europe/Berlin"), datetime(2026, 10, 25, 12, tzinfo=UTC))
     >>> p.key, p.end - p.start  # the day the clocks go back has 25 hours
-    ('2026-10-25', datetime.timedelta(seconds=90000))
+    ('2026-10-25', datetime.timedelta(days=1, seconds=3600))
     >>> period_containing("week", ZoneInfo("UTC"), datetime(2026, 12, 2, tzinfo=UTC)).key
     '2026-W49'
     """
