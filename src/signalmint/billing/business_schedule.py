@@ -76,7 +76,7 @@ def _nothing_went_out(exc: DeliveryError) -> bool:
     connection was made. A connection lost mid-transaction may have delivered it."""
     cause = exc.__cause__
     refused = (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPConnectError)
-    return isinstance(cause, refused | ConnectionRefusedError)
+    return isinstance(cause, (*refused, ConnectionRefusedError))
 
 
 async def send_week(
