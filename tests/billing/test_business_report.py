@@ -9,7 +9,11 @@ Monday Nov 30 at 08:00 Paris (07:00 UTC); every expected figure is worked out in
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -382,3 +386,75 @@ def test_cli_previews_writes_and_sends(sqlite_db: Database, catcher: MailCatcher
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
+
+
+# --- kill -9 while sending ----------------------------------------------------------------------------
+
+SEND_DUE = """
+import asyncio, sys
+from datetime import datetime
+from signalmint.billing.business_schedule import send_due
+from signalmint.config import load_settings
+from signalmint.registry import Registry
+from signalmint.store import Database
+
+settings = load_settings(sys.argv[1], registry=Registry.from_entry_points())
+sent = asyncio.run(send_due(settings, Database(settings.database), datetime.fromisoformat(sys.argv[2])))
+print("RESULT", sent.status if sent else None, flush=True)
+"""
+
+
+class KillOnData:
+    """An SMTP handler that SIGKILLs the sending process as its message arrives, before answering:
+    the server has the message, the sender never hears so (the worst moment to die)."""
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.received: list[bytes] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received.append(bytes(envelope.content))
+        if self.pid is not None:
+            os.kill(self.pid, signal.SIGKILL)
+            self.pid = None
+        return "250 2.0.0 queued"
+
+
+def test_kill_9_while_sending_never_sends_the_week_twice(sqlite_db: Database, tmp_path: Path) -> None:
+    from aiosmtpd.controller import Controller
+
+    from ..conftest import free_port
+
+    sqlite_db.write_sync(story)
+    handler, port = KillOnData(), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    config = tmp_path / "signalmint.yaml"
+    config.write_text(
+        f"database: {sqlite_db.url}\nadmin:\n  email: owner@ops.example\n  business_report: {{tz: {TZ}}}\n"
+        f"email: {{host: 127.0.0.1, port: {port}, starttls: false}}\n"
+    )
+
+    def run(armed: bool) -> subprocess.CompletedProcess[str] | int:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SEND_DUE, str(config), NOW.isoformat()],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        if armed:
+            handler.pid = proc.pid
+        output, _ = proc.communicate(timeout=60)
+        return proc.returncode if armed else subprocess.CompletedProcess(proc.args, proc.returncode, output)
+
+    try:
+        assert run(armed=True) == -signal.SIGKILL  # died with the message at the server, unanswered
+        assert len(handler.received) == 1
+        mark = sqlite_db.read_sync(read_mark, WEEK)
+        assert mark is not None and mark["state"] == "sending"  # the claim outlived the process
+        again = run(armed=False)  # the restart
+        assert isinstance(again, subprocess.CompletedProcess)
+        assert again.returncode == 0 and "RESULT already" in again.stdout, again.stdout
+        assert len(handler.received) == 1  # at most once: never a second copy
+    finally:
+        controller.stop()

@@ -2,13 +2,14 @@
 
 The report of a week is due at ``admin.business_report.weekday`` and ``hour`` (in ``tz``) of
 the week after it; a process that was down then sends it when it comes back, until the next
-week's report is due. Before sending, the process claims the week in the store
-(:func:`signalmint.store.business.claim_mark`): one process wins, and a restart sees the claim,
-so a week's report goes out at most once, whatever restarts or how many workers run. When the
-SMTP server refuses the message or cannot be reached nothing went out, so the claim is dropped
-and the next check tries again; when the outcome is unknown (the connection died during the
-transaction, or the process was killed while sending) the claim stays: the operator can send
-that week by hand with ``signalmint business-report --week ... --send``.
+week's report is due. Once the figures are computed and the email rendered (a process killed
+before that leaves nothing behind, and its restart starts over), the process claims the week in
+the store (:func:`signalmint.store.business.claim_mark`) and only then sends: one process wins,
+and a restart sees the claim, so a week's report goes out at most once, whatever restarts or
+how many workers run. When the SMTP server refuses the message or cannot be reached, nothing
+went out, so the claim is dropped and the next check tries again; when the outcome is unknown
+(the connection died during the transaction, or the process was killed while sending) the claim
+stays: the operator can send that week by hand with ``signalmint business-report --week ... --send``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ..config import WEEKDAYS, BusinessReportConfig, Settings
 from ..errors import DeliveryError
 from ..mail import Mailer, mailer_for
 from ..store import Database
-from ..store.business import claim_mark, drop_mark, write_mark
+from ..store.business import claim_mark, drop_mark, read_mark, write_mark
 from .business_email import business_email
 from .business_report import Week, compute, rejected_snapshot, week_of
 
@@ -93,16 +94,14 @@ async def send_week(
     to = settings.admin.email
     if not to:
         return Sent(week.label, "failed", error="admin.email is not set")
+    if not force and await db.read(read_mark, week.label) is not None:
+        return Sent(week.label, "already")  # the cheap look first: no figures computed for nothing
+    figures = await db.read(compute, settings, week, now)
+    message = business_email(figures, to, settings.web.title, settings.base_url, sent_at=now)
     claim = {"state": "sending", "claimed_at": now.isoformat()}
     if not await db.write(claim_mark, week.label, claim) and not force:
-        return Sent(week.label, "already")
+        return Sent(week.label, "already")  # another process got there while this one computed
     mailer = mailer or mailer_for(settings.email)
-    try:
-        figures = await db.read(compute, settings, week, now)
-        message = business_email(figures, to, settings.web.title, settings.base_url, sent_at=now)
-    except BaseException:
-        await asyncio.shield(db.write(drop_mark, week.label))  # nothing was handed to the server yet
-        raise
     try:
         message_id = await mailer.send(message)
     except DeliveryError as exc:
