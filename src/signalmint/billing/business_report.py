@@ -42,7 +42,7 @@ from ..store.health import StalePeriod
 from ..store.outcomes import outcomes_by_signal
 from ..store.revenue import load_revenue
 from ..store.state import all_checkpoints, list_automations
-from .analytics import Figures, RevenueData, revenue_report
+from .analytics import Figures, RevenueData, mrr_at, revenue_report
 
 __all__ = [
     "AutomationWeek",
@@ -178,7 +178,7 @@ def compute(conn: Connection, settings: Settings, week: Week, now: datetime) -> 
     data = load_revenue(conn, week.start, end, automations=names, now=now, credit_currency=currency)
     report = revenue_report(data, week.start, end)
     edges = [e for e in week.days() if e < end] + [end]
-    mrr_daily = _mrr_by_day(data, week.start, edges[1:], report.currencies)
+    mrr_daily = _mrr_by_day(data, edges[1:], report.currencies)
     counts = delivery_counts(conn, edges)
     checkpoints = all_checkpoints(conn)
     previous_mark = read_mark(conn, week.previous().label) or {}
@@ -223,16 +223,10 @@ def _first(found: list[Outcome] | None) -> Outcome | None:
     return found[0] if found else None
 
 
-def _mrr_by_day(
-    data: RevenueData, start: datetime, edges: list[datetime], currencies: tuple[str, ...]
-) -> tuple[tuple[int, ...], ...]:
+def _mrr_by_day(data: RevenueData, edges: list[datetime], currencies: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
     """MRR at each of ``edges`` (the ends of the week's local days), per currency."""
-    found: dict[str, list[int]] = {c: [0] * len(edges) for c in currencies}
-    for i, edge in enumerate(edges):
-        for figures in revenue_report(data, start, edge).period.total:
-            if figures.currency in found:
-                found[figures.currency][i] = figures.mrr
-    return tuple(tuple(found[c]) for c in currencies)
+    found = mrr_at(data, edges)
+    return tuple(tuple(found.get(c, [0] * len(edges))) for c in currencies)
 
 
 def rejected_snapshot(conn: Connection) -> dict[str, dict[str, int]]:
