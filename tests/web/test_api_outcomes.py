@@ -112,3 +112,18 @@ def test_the_route_is_in_the_openapi_document(world: Any) -> None:
     assert {p["name"] for p in operation["parameters"]} == {"name", "key", "horizon", "limit", "cursor"}
     page = doc["components"]["schemas"]["OutcomePage"]
     assert {"summary", "items", "withheld", "next_cursor"} <= set(page["properties"])
+
+
+def test_a_plan_without_the_api_gets_403_and_the_public_is_limited(db: Database) -> None:
+    from signalmint.config import WebConfig
+
+    from .test_access_api import World
+    from .test_api_terms import _no_api_world
+
+    world = _no_api_world(db)
+    answer = world.get(URL, "premium")
+    assert answer.status_code == 403 and "the Premium plan does not include the API" in answer.json()["detail"]
+    assert world.get(URL, "pro").status_code == 200
+    limited = World(db, web=WebConfig(public_rate_per_second=0.01, public_burst=2))
+    answers = [limited.client.get(URL) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429] and "retry-after" in answers[2].headers
