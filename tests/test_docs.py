@@ -16,6 +16,7 @@ from signalmint.config import (
     AdminConfig,
     AutomationConfig,
     BillingConfig,
+    BusinessReportConfig,
     CreditsConfig,
     DeliveryConfig,
     DetectorConfig,
@@ -50,6 +51,7 @@ def fields(model: type[BaseModel]) -> list[str]:
         DetectorConfig,
         PlanConfig,
         AdminConfig,
+        BusinessReportConfig,
         EmailConfig,
         TelegramConfig,
         DeliveryConfig,
@@ -88,9 +90,9 @@ def test_every_cli_command_is_documented() -> None:
 
 
 def test_every_api_route_is_documented() -> None:
-    from signalmint.web.routes import admin_api, api, endpoints, ingest, me, ops
+    from signalmint.web.routes import admin_api, api, api_outcomes, endpoints, ingest, me, ops
 
-    for module in (api, me, endpoints, admin_api, ops, ingest):
+    for module in (api, api_outcomes, me, endpoints, admin_api, ops, ingest):
         for route in module.router.routes:
             path = getattr(route, "path", "")
             for method in getattr(route, "methods", ()):

@@ -479,6 +479,52 @@ def report_render(
         out.print(f"  wrote {path}", highlight=False, soft_wrap=True)
 
 
+@app.command("business-report")
+def business_report(
+    config: ConfigOption = Path("signalmint.yaml"),
+    week: Annotated[str | None, typer.Option(help="the ISO week, e.g. 2026-W48 (default: the last full week)")] = None,
+    send: Annotated[bool, typer.Option("--send", help="email it to admin.email now (even if sent before)")] = False,
+    out_file: Annotated[Path | None, typer.Option("--out", help="write the HTML email to this file")] = None,
+) -> None:
+    """Preview the operator's weekly business report (text), write its HTML, or send it."""
+    import asyncio
+
+    from .billing.business_email import render_html, render_text
+    from .billing.business_report import compute, parse_week, week_of
+    from .billing.business_schedule import send_week
+    from .store import Database
+
+    settings = _load(config)
+    tz = settings.admin.business_report.tz
+    now = datetime.now(UTC)
+    if send and out_file is not None:
+        raise _fail(ConfigError("give --send or --out, not both"))
+    try:
+        chosen = parse_week(week, tz) if week else week_of(now, tz).previous()
+        database = Database(_db_url(settings.database), read_only=not send)
+    except SignalmintError as exc:
+        raise _fail(exc) from None
+    try:
+        if send:
+            if not settings.admin.email:
+                raise _fail(ConfigError(f"{config}: set admin.email, the address the report goes to"))
+            sent = asyncio.run(send_week(settings, database, chosen, now, force=True))
+            if sent.status != "sent":
+                raise _fail(ConfigError(f"{chosen.label} was not sent: {sent.error}"))
+            out.print(f"{chosen.label} sent to {settings.admin.email} ({sent.message_id})", highlight=False)
+            return
+        figures = database.read_sync(compute, settings, chosen, now)
+    except SignalmintError as exc:
+        raise _fail(exc) from None
+    finally:
+        database.close()
+    if out_file is not None:
+        out_file.write_text(render_html(figures, settings.web.title, settings.base_url), encoding="utf-8")
+        out.print(f"{chosen.label} written to {out_file}", highlight=False)
+    else:
+        print(render_text(figures, settings.web.title, settings.base_url), end="")
+
+
 def _report(r: object) -> dict[str, object]:
     names = ("automation", "checked", "ok", "bad_seq", "reason", "unverified", "opened")
     return {name: getattr(r, name) for name in names}

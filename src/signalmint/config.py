@@ -377,12 +377,57 @@ class BillingConfig(_Strict):
     )
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class BusinessReportConfig(_Strict):
+    """The operator's weekly business report, emailed to ``admin.email`` (README, "Business report")."""
+
+    enabled: bool | None = Field(
+        default=None, description="send it; unset: on whenever admin.email is set (false turns it off)"
+    )
+    weekday: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = Field(
+        default="mon", description="the day it is sent, for the week that ended before it"
+    )
+    hour: int = Field(default=8, ge=0, le=23, description="the hour (in tz) it is sent at")
+    tz: str = Field(default="UTC", description="the time zone of the weeks (Monday to Sunday) and of the hour")
+    top: int = Field(default=3, ge=1, le=20, description="top signals shown per automation")
+
+    @field_validator("tz")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value!r} is not a time zone; write e.g. UTC, Europe/Paris or America/New_York"
+            ) from None
+        return value
+
+
 class AdminConfig(_Strict):
     email: str | None = Field(default=None, description="the operator's address (magic-link login)")
     password_hash: str | None = Field(default=None, description="argon2 hash of the admin password")
     password: str | None = Field(
         default=None, description="the admin password itself, from ${ENV}; hashed at start, never stored"
     )
+    business_report: BusinessReportConfig = Field(
+        default_factory=BusinessReportConfig, description="the weekly business report emailed to admin.email"
+    )
+
+    @model_validator(mode="after")
+    def _report_needs_address(self) -> AdminConfig:
+        if self.business_report.enabled and not self.email:
+            raise ValueError("admin.business_report.enabled is true but admin.email is not set (who gets it?)")
+        return self
+
+    @property
+    def business_report_on(self) -> bool:
+        """Whether the weekly report is sent: on by default once there is an address to send it to."""
+        wanted = self.business_report.enabled
+        return bool(self.email) and (wanted is None or wanted)
 
 
 class EmailConfig(_Strict):

@@ -51,6 +51,7 @@ __all__ = [
     "Window",
     "buckets",
     "legacy_points",
+    "mrr_at",
     "revenue_report",
     "split",
 ]
@@ -553,3 +554,15 @@ def revenue_report(data: RevenueData, start: datetime, end: datetime) -> Revenue
     return RevenueReport(
         start, end, step, currencies, data.credit_currency, trimmed(period), tuple(trimmed(w) for w in series)
     )
+
+
+def mrr_at(data: RevenueData, moments: Sequence[datetime]) -> dict[str, list[int]]:
+    """The portfolio's MRR per currency as of each of ``moments`` (one index for them all), as
+    :func:`revenue_report` gives it for a window ending there."""
+    book = _Book(data)
+    out: dict[str, list[int]] = defaultdict(lambda: [0] * len(moments))
+    for i, moment in enumerate(moments):
+        for (key, currency), amount in book.standing(moment).mrr.items():
+            if key is None:
+                out[currency][i] = amount
+    return dict(out)

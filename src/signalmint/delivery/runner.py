@@ -54,13 +54,22 @@ async def run_worker(settings: Settings, db: Database, stop: asyncio.Event) -> W
 
         commands = StoreCommands(db, worker.pepper, base_url=settings.base_url, tips=settings.billing.tips)
         bot = asyncio.create_task(run_polling(telegram_bot(context, settings.telegram.token), commands, stop))
+    reports = None
+    if settings.admin.business_report_on:  # the operator's weekly business report, once a week
+        from ..billing.business_schedule import run_business_reports
+
+        reports = asyncio.create_task(run_business_reports(settings, db, stop))
     try:
         await worker.run(stop)
         if bot is not None:
             await asyncio.wait({bot}, timeout=5)
+        if reports is not None:
+            await asyncio.wait({reports}, timeout=5)
     finally:
         if bot is not None and not bot.done():
             bot.cancel()
+        if reports is not None and not reports.done():
+            reports.cancel()
         from .channels import email, telegram
 
         for close in (email.close, telegram.close):  # the SMTP pool and the bot's client, if opened

@@ -47,6 +47,7 @@ from .routes import (
     admin_api,
     admin_revenue,
     api,
+    api_outcomes,
     billing,
     chain,
     dashboard,
@@ -66,6 +67,7 @@ from .security import SecurityGuard
 
 ROUTES = [
     api,
+    api_outcomes,
     chain,
     me,
     endpoints,
