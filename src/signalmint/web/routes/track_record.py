@@ -25,8 +25,10 @@ from ...store.outcomes import outcomes_by_signal
 from .. import charts
 from ..auth import Viewer
 from ..context import AppContext, get_ctx, get_viewer
+from ..core.deps import automation_or_404
+from ..core.render import render_public
+from ..teaser import outcomes_shown
 from ..visibility import scopes_for
-from .pages import _automation, _render, outcomes_shown
 
 __all__ = ["router"]
 
@@ -72,7 +74,7 @@ def _head(signal: Signal | None, grant: Grant, now: datetime) -> dict[str, Any] 
 
 
 def _page(conn: Connection, name: str, viewer: Viewer, page: int) -> dict[str, Any]:
-    automation = _automation(conn, name)
+    automation = automation_or_404(conn, name)
     now = datetime.now(UTC)
     grant = viewer.grant(name)
     rows, newest = _rows(conn, name, viewer, grant, now) if grant is not None else ([], None)
@@ -118,4 +120,4 @@ def track_record(
 ) -> HTMLResponse:
     data = ctx.db.read_sync(_page, name, viewer, page)
     origin = str(request.base_url).rstrip("/")
-    return _render(request, "track_record.html", nav_active="automation", origin=origin, **data)
+    return render_public(request, "track_record.html", nav_active="automation", origin=origin, **data)
