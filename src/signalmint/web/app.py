@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -35,7 +34,7 @@ from ..store import Database
 from ..store.plans import sync_plans
 from ..usage import UsageMeter
 from .auth import AccessBook
-from .context import AppContext
+from .context import AppContext, Pipeline
 from .filters import register_filters
 from .inspector import Inspector
 from .money import register_money_filters
@@ -91,9 +90,6 @@ ROUTES = [
     ingest,
     demo,
 ]
-
-if TYPE_CHECKING:
-    from ..engine import Engine
 
 __all__ = ["create_app"]
 
@@ -173,7 +169,7 @@ def create_app(
     settings: Settings,
     db: Database,
     *,
-    engine: Engine | None = None,
+    engine: Pipeline | None = None,
     metrics: Metrics | None = None,
     hub: SignalHub | None = None,
     mailer: Mailer | None = None,
