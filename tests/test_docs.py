@@ -90,9 +90,33 @@ def test_every_cli_command_is_documented() -> None:
 
 
 def test_every_api_route_is_documented() -> None:
-    from signalmint.web.routes import admin_api, api, api_outcomes, endpoints, ingest, me, ops
+    from signalmint.web.routes import (
+        admin_api,
+        api,
+        api_outcomes,
+        email_events,
+        endpoints,
+        feeds,
+        ingest,
+        me,
+        ops,
+        telegram,
+        unsubscribe,
+    )
 
-    for module in (api, api_outcomes, me, endpoints, admin_api, ops, ingest):
+    for module in (
+        api,
+        api_outcomes,
+        me,
+        endpoints,
+        unsubscribe,
+        feeds,
+        telegram,
+        email_events,
+        admin_api,
+        ops,
+        ingest,
+    ):
         for route in module.router.routes:
             path = getattr(route, "path", "")
             for method in getattr(route, "methods", ()):

@@ -421,7 +421,7 @@ class Engine:
         self.metrics = metrics or Metrics()
         self.hub = hub or SignalHub()
         self.listeners: list[Callable[[list[Signal]], Any]] = []
-        self.fanout = FanOut(delivery_channels(settings))
+        self.fanout = FanOut(delivery_channels(settings), version=lambda: db.audience_version)
         self.runners = {a.name: AutomationRunner(a, self) for a in settings.automations if a.enabled}
         self.watchdog = Watchdog(self, clock)
         self._tasks: list[asyncio.Task[None]] = []

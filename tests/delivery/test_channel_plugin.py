@@ -34,7 +34,7 @@ from signalmint.store.outbox import add_endpoint, counts_by_status, list_endpoin
 from signalmint.store.plans import load_plans, sync_plans
 from signalmint.testing import ChannelSink, check_channel
 from signalmint.web.app import create_app
-from signalmint.web.routes.endpoints import subscriber_channels
+from signalmint.web.endpoint_ops import subscriber_channels
 
 from .conftest import HttpSink
 from .test_outbox import PEPPER, spike

@@ -18,6 +18,7 @@ from sqlalchemy import update
 from standardwebhooks import Webhook
 
 from signalmint.config import DeliveryConfig, PlanConfig, TelegramConfig
+from signalmint.delivery.fanout import FanOut
 from signalmint.records import Signal
 from signalmint.store import Database, append_signals
 from signalmint.store.outbox import Endpoint, add_endpoint, enqueue, list_endpoints, set_endpoint_status
@@ -90,6 +91,32 @@ def endpoints_of(db: Database, email: str = "ann@example.com") -> list[Endpoint]
 
 def add_webhook(client: TestClient, csrf: str, url: str) -> Any:
     return client.post("/dashboard/endpoints", data={"channel": "webhook", "url": url, "csrf": csrf})
+
+
+# --- the fan-out learns of a change at once ---------------------------------------------------------
+
+
+def test_a_changed_endpoint_reaches_the_fan_out_at_once(client: TestClient, app: FastAPI, db: Database) -> None:
+    """The fan-out here keeps its audience for an hour; what the dashboard changes reaches it anyway,
+    through the store's audience version (the web never touches the engine or its fan-out)."""
+    fanout = FanOut({"webhook"}, refresh_seconds=3600, version=lambda: db.audience_version)
+    now = datetime.now(UTC)
+
+    def sent_to(key: str) -> set[int]:
+        """The webhook endpoints the fan-out gives a new signal to."""
+        signal = Signal("us-stocks", key, now, "volume_spike", 5.0, {"ratio": 5.0})
+        stored = db.write_sync(append_signals, "us-stocks", [signal], now)
+        return {row["endpoint_id"] for row in db.read_sync(fanout.deliveries_for, stored, now)}
+
+    csrf = signed_in(client, app, "alerts")
+    assert sent_to("A") == set()  # no webhook yet; the audience is now built
+    assert add_webhook(client, csrf, "http://127.0.0.1:8080/hooks/a").status_code == 200
+    (hook,) = [e for e in endpoints_of(db) if e.channel == "webhook"]
+    assert sent_to("B") == {hook.id}
+    assert client.post(f"/dashboard/endpoints/{hook.id}/pause", data={"csrf": csrf}).status_code == 303
+    assert sent_to("C") == set()
+    assert client.post(f"/dashboard/endpoints/{hook.id}/resume", data={"csrf": csrf}).status_code == 303
+    assert sent_to("D") == {hook.id}
 
 
 # --- adding a webhook ------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 Runs inside the transaction that commits the signals (called from the engine's
 ``commit_tick``), so a signal is never stored without its deliveries. Who is entitled comes
 from :class:`~signalmint.access.Audience`, compiled from the store and refreshed every few
-seconds; the worker checks entitlement again when it sends, so a subscription that ends in
-between receives nothing.
+seconds, or at once when the store's ``audience_version`` moved (the web app bumps it when a
+subscriber adds, pauses or removes an endpoint, or pays); the worker checks entitlement again
+when it sends, so a subscription that ends in between receives nothing.
 
 Noise control happens here too, as when a row may be sent and which message it joins
 (``group_key``; the worker sends every row of a group as one message):
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,9 +81,15 @@ class FanOut:
     server, Telegram a bot token); endpoints of other kinds get no rows.
     """
 
-    def __init__(self, channels: Iterable[str], *, refresh_seconds: float = 5.0) -> None:
+    def __init__(
+        self, channels: Iterable[str], *, refresh_seconds: float = 5.0, version: Callable[[], int] | None = None
+    ) -> None:
+        """``version``: the store's audience version (``lambda: db.audience_version``); when it
+        moves, the next signals rebuild the audience first."""
         self.channels = frozenset(channels)
         self.refresh_seconds = refresh_seconds
+        self.version = version
+        self._seen_version = version() if version is not None else 0
         self._built = float("-inf")
         self.audience = Audience.build([])
         self.rows: list[tuple[Subscription, Plan, Subscriber, frozenset[str]]] = []
@@ -118,8 +125,10 @@ class FanOut:
         """Outbox rows for ``signals`` (stored, with ids): entitled endpoints, when each may be sent."""
         if not signals:
             return []
-        if time.monotonic() - self._built > self.refresh_seconds:
+        version = self.version() if self.version is not None else 0
+        if version != self._seen_version or time.monotonic() - self._built > self.refresh_seconds:
             self.refresh(conn)
+            self._seen_version = version
         out: list[dict[str, Any]] = []
         for signal in signals:
             decided = self.audience.decide(signal, now)

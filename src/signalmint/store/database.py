@@ -91,6 +91,7 @@ class Database:
         if is_sqlite(self.engine):
             event.listen(self.engine, "connect", _sqlite_read_pragmas if read_only else _sqlite_pragmas)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="signalmint-writer")
+        self.audience_version = 0
         if read_only:
             self._check_schema()
 
@@ -143,6 +144,18 @@ class Database:
             return True
         except SQLAlchemyError:
             return False
+
+    # -- who gets alerts changed -------------------------------------------------------------
+
+    def audience_changed(self) -> None:
+        """Say, after committing it, that who gets alerts changed (endpoints, subscriptions).
+
+        Bumps :attr:`audience_version`; readers that compile the audience once and reuse it
+        (the fan-out, :class:`~signalmint.delivery.fanout.FanOut`) rebuild at their next use
+        instead of after their refresh interval. In this process only: another process sees
+        the change at its next refresh.
+        """
+        self.audience_version += 1
 
     # -- the single writer -------------------------------------------------------------------
 

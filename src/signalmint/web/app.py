@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -35,7 +34,7 @@ from ..store import Database
 from ..store.plans import sync_plans
 from ..usage import UsageMeter
 from .auth import AccessBook
-from .context import AppContext
+from .context import AppContext, Pipeline
 from .filters import register_filters
 from .inspector import Inspector
 from .money import register_money_filters
@@ -53,7 +52,9 @@ from .routes import (
     dashboard,
     dashboard_delivery,
     demo,
+    email_events,
     endpoints,
+    feeds,
     ingest,
     me,
     ops,
@@ -61,7 +62,9 @@ from .routes import (
     reports,
     status,
     stripe_webhook,
+    telegram,
     track_record,
+    unsubscribe,
 )
 from .security import SecurityGuard
 
@@ -71,6 +74,10 @@ ROUTES = [
     chain,
     me,
     endpoints,
+    unsubscribe,
+    feeds,
+    email_events,
+    telegram,
     admin_api,
     admin_revenue,
     ops,
@@ -87,9 +94,6 @@ ROUTES = [
     ingest,
     demo,
 ]
-
-if TYPE_CHECKING:
-    from ..engine import Engine
 
 __all__ = ["create_app"]
 
@@ -169,7 +173,7 @@ def create_app(
     settings: Settings,
     db: Database,
     *,
-    engine: Engine | None = None,
+    engine: Pipeline | None = None,
     metrics: Metrics | None = None,
     hub: SignalHub | None = None,
     mailer: Mailer | None = None,

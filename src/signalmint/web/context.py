@@ -1,4 +1,10 @@
-"""What every route needs, gathered in one object on ``app.state.ctx``."""
+"""What every route needs, gathered in one object on ``app.state.ctx``.
+
+The pipeline running in the same process (``signalmint run``: the engine) comes in as a
+:class:`Pipeline`, the few things the web shows or feeds of it; the web never imports the
+engine. Whoever changes who gets alerts says so to the store (``db.audience_changed()``),
+which the fan-out reads.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fastapi import Request
 
@@ -28,12 +34,47 @@ from ..usage import UsageMeter
 from .auth import AccessBook, Viewer, ViewerCache, resolve_viewer
 from .inspector import Inspector
 
-if TYPE_CHECKING:
-    from ..engine import Engine
-
-__all__ = ["AppContext", "Viewer", "ctx_dependency", "get_ctx", "get_viewer"]
+__all__ = ["AppContext", "AutomationState", "Pipeline", "Viewer", "ctx_dependency", "get_ctx", "get_viewer"]
 
 log = logging.getLogger("signalmint.web")
+
+
+class AutomationState(Protocol):
+    """One running automation as ``/healthz`` and the status page show it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def running(self) -> bool: ...
+    @property
+    def finished(self) -> bool: ...
+    @property
+    def cursor(self) -> datetime | None: ...
+    @property
+    def bars(self) -> int: ...
+    @property
+    def signals(self) -> int: ...
+    @property
+    def rejected(self) -> Mapping[str, int]: ...
+    @property
+    def restarts(self) -> int: ...
+    @property
+    def last_error(self) -> str | None: ...
+
+
+class Pipeline(Protocol):
+    """What the web app uses of the pipeline running in its process (the engine, given to ``create_app``):
+    it starts and stops with the app, shows its state, and takes pushed data for its sources."""
+
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def hub(self) -> SignalHub: ...
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def health(self) -> list[dict[str, Any]]: ...
+    def statuses(self) -> Sequence[AutomationState]: ...
+    def source(self, name: str) -> Any | None: ...
 
 
 @dataclass
@@ -46,7 +87,7 @@ class AppContext:
     mailer: Mailer
     pepper: bytes
     access: AccessBook
-    engine: Engine | None = None
+    engine: Pipeline | None = None  # the pipeline of this process, if it runs one here
     viewers: ViewerCache = field(default_factory=ViewerCache)
     limiter: TokenBucketLimiter = field(default_factory=TokenBucketLimiter)
     meter: UsageMeter | None = None

@@ -46,7 +46,7 @@ __all__ = [
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SESSION_COOKIE = "sm_session"  # as in web.auth (not imported: that module needs FastAPI's request)
-CSRF_COOKIE = "sm_csrf"  # as in routes.account: the visitor's double-submit token
+CSRF_COOKIE = "sm_csrf"  # the visitor's double-submit token (web/core/forms.py sets and checks it)
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 EXEMPT_PATHS = (
     "/billing/stripe/webhook",  # Stripe's signature, checked before the body is parsed

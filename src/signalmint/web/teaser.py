@@ -28,7 +28,25 @@ from .filters import fmt_ratio, fmt_time
 #: A signal released sooner than this is not announced: it arrives itself.
 _SOON = timedelta(seconds=2)
 
-__all__ = ["Veil", "headline", "teaser_json", "teasers_after", "upgrade_plan", "veil_for", "veil_json"]
+__all__ = [
+    "MOVE_FIELDS",
+    "Veil",
+    "headline",
+    "outcomes_shown",
+    "teaser_json",
+    "teasers_after",
+    "upgrade_plan",
+    "veil_for",
+    "veil_json",
+]
+
+#: Masking any of these on a signal hides its outcomes (an outcome's return is the price move).
+MOVE_FIELDS = frozenset({"price_change", "*"})
+
+
+def outcomes_shown(hidden: frozenset[str] | None) -> bool:
+    """Whether a viewer for whom ``hidden`` is masked on a signal may see its outcomes."""
+    return hidden is not None and not hidden & MOVE_FIELDS
 
 
 def upgrade_plan(plans: Iterable[Plan], automation: str) -> Plan | None:

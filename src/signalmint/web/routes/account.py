@@ -1,10 +1,7 @@
-"""Sign-up with double opt-in, magic-link sign-in and sign-out; the form plumbing every page shares.
+"""Sign-up with double opt-in, magic-link sign-in and sign-out.
 
-Forms are ``application/x-www-form-urlencoded`` and read with :func:`read_form`, which
-returns only the fields a route names, so no form can set anything else (no mass
-assignment). Forms for visitors carry a double-submit CSRF token: the ``sm_csrf``
-cookie, set by the page that renders the form, must equal the hidden ``csrf`` field.
-Forms for signed-in people carry ``viewer.csrf(pepper)``, bound to their session.
+The forms, CSRF tokens and session cookies these pages use are the web core's
+(:mod:`signalmint.web.core`), shared with every other page.
 
 The sign-in page answers the same whether or not an address has an account, and in
 production sends the email after the response, so its timing says nothing either.
@@ -12,170 +9,29 @@ production sends the email after the response, so its timing says nothing either
 
 from __future__ import annotations
 
-import hmac
 import logging
-import re
-import secrets
 from typing import Annotated, Any
-from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, Response
 from starlette.background import BackgroundTask
 
-from ...accounts import ADMIN_SESSION_TTL, SESSION_TTL, Accounts
+from ...accounts import Accounts
 from ...errors import AccessError, DeliveryError
 from ...records import Plan
 from ...store.accounts import normalize_email
-from ..auth import SESSION_COOKIE, Viewer, resolve_viewer
+from ..auth import Viewer, resolve_viewer
 from ..context import AppContext, get_ctx, get_viewer
-from ..security import client_address
+from ..core.forms import check_anon_csrf, read_form, throttle
+from ..core.render import anon_form, redirect, render
+from ..core.sessions import end_session, start_session
 
-__all__ = [
-    "CSRF_COOKIE",
-    "anon_csrf",
-    "anon_form",
-    "check_anon_csrf",
-    "check_csrf",
-    "clear_session_cookie",
-    "end_session",
-    "read_form",
-    "redirect",
-    "render",
-    "router",
-    "set_csrf_cookie",
-    "set_session_cookie",
-    "signable",
-    "start_session",
-    "throttle",
-]
+__all__ = ["router", "signable"]
 
 log = logging.getLogger("signalmint.web")
 router = APIRouter(include_in_schema=False)
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 Who = Annotated[Viewer, Depends(get_viewer)]
-
-CSRF_COOKIE = "sm_csrf"
-_CSRF_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
-_MAX_FIELDS = 20
-CSRF_REFUSED = "This form has expired or did not come from this site. Reload the page and send it again."
-
-
-# -- shared plumbing: rendering, forms, cookies, CSRF, throttling ---------------------------
-
-
-def render(request: Request, name: str, *, status: int = 200, **context: Any) -> HTMLResponse:
-    """A page for one person: never cached, with the viewer for the header."""
-    ctx = get_ctx(request)
-    context.setdefault("site_title", ctx.settings.web.title)
-    context.setdefault("viewer", resolve_viewer(request))
-    response: HTMLResponse = request.app.state.templates.TemplateResponse(request, name, context, status_code=status)
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    return response
-
-
-def redirect(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303)
-
-
-async def read_form(request: Request, *names: str) -> dict[str, str]:
-    """The named fields of a url-encoded form ("" when absent); every other field is ignored.
-
-    A body of another type reads as an empty form, which then fails its CSRF check (403).
-    """
-    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if kind != "application/x-www-form-urlencoded":
-        return dict.fromkeys(names, "")
-    try:
-        pairs = parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True, max_num_fields=_MAX_FIELDS)
-    except (UnicodeDecodeError, ValueError):
-        raise HTTPException(400, "That form could not be read.") from None
-    form: dict[str, str] = {}
-    for key, value in pairs:
-        if key in names and key not in form:
-            form[key] = value
-    return {name: form.get(name, "") for name in names}
-
-
-def _secure(ctx: AppContext) -> bool:
-    return ctx.settings.base_url.startswith("https")
-
-
-def anon_csrf(request: Request) -> str:
-    """The visitor's double-submit token: the one in their cookie, or a new one."""
-    current = request.cookies.get(CSRF_COOKIE, "")
-    return current if _CSRF_SHAPE.fullmatch(current) else secrets.token_urlsafe(32)
-
-
-def set_csrf_cookie(response: Response, ctx: AppContext, token: str) -> None:
-    response.set_cookie(CSRF_COOKIE, token, path="/", httponly=True, samesite="lax", secure=_secure(ctx))
-
-
-def check_anon_csrf(request: Request, submitted: str) -> None:
-    cookie = request.cookies.get(CSRF_COOKIE, "")
-    if not cookie or not submitted or not hmac.compare_digest(cookie.encode(), submitted.encode()):
-        raise HTTPException(403, CSRF_REFUSED)
-
-
-def check_csrf(viewer: Viewer, ctx: AppContext, submitted: str) -> None:
-    """The token of a signed-in form must belong to this session."""
-    if not viewer.check_csrf(submitted, ctx.pepper):
-        raise HTTPException(403, CSRF_REFUSED)
-
-
-def anon_form(request: Request, name: str, *, status: int = 200, **context: Any) -> HTMLResponse:
-    """A page with visitor forms: the token goes in the page and in the ``sm_csrf`` cookie."""
-    token = anon_csrf(request)
-    response = render(request, name, status=status, csrf=token, **context)
-    set_csrf_cookie(response, get_ctx(request), token)
-    return response
-
-
-def set_session_cookie(response: Response, ctx: AppContext, token: str, *, admin: bool) -> None:
-    ttl = ADMIN_SESSION_TTL if admin else SESSION_TTL
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=int(ttl.total_seconds()),
-        path="/",
-        httponly=True,
-        samesite="lax",
-        secure=_secure(ctx),
-    )
-
-
-def clear_session_cookie(response: Response, ctx: AppContext) -> None:
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=_secure(ctx))
-
-
-def throttle(request: Request, ctx: AppContext, action: str) -> None:
-    """At most 10 tries in a row per address and action, then one every 30 seconds."""
-    decision = ctx.limiter.check(f"form:{action}:{client_address(request)}", 1 / 30, 10)
-    if not decision.allowed:
-        raise HTTPException(429, "Too many tries from your address. Wait a minute and try again.")
-
-
-async def start_session(request: Request, ctx: AppContext, session: str, *, admin: bool, to: str) -> Response:
-    """Sign in with a new session: the previous one of this browser ends, the cookie is replaced."""
-    previous = request.cookies.get(SESSION_COOKIE)
-    if previous:
-        await ctx.accounts.end_session(previous)
-    response = redirect(to)
-    set_session_cookie(response, ctx, session, admin=admin)
-    return response
-
-
-async def end_session(request: Request, ctx: AppContext, viewer: Viewer, to: str) -> Response:
-    """Sign out: the session is revoked in the store, not only forgotten by the browser."""
-    form = await read_form(request, "csrf")
-    if viewer.session is not None:
-        check_csrf(viewer, ctx, form["csrf"])
-        await ctx.accounts.end_session(viewer.session)
-    response = redirect(to)
-    clear_session_cookie(response, ctx)
-    return response
-
 
 # -- sign-up ---------------------------------------------------------------------------------
 

@@ -32,39 +32,22 @@ from ...store.accounts import (
     open_subscriptions,
 )
 from ...store.auth import list_api_keys, revoke_api_key
-from ..auth import Viewer, resolve_viewer
+from ..auth import Viewer
 from ..context import AppContext, get_ctx, get_viewer
+from ..core.deps import require_admin
+from ..core.forms import check_anon_csrf, check_csrf, read_form, throttle
+from ..core.render import anon_form, redirect, render
+from ..core.sessions import end_session, start_session
 from ..params import After, Id, parse_whole
-from .account import (
-    anon_form,
-    check_anon_csrf,
-    check_csrf,
-    end_session,
-    read_form,
-    redirect,
-    render,
-    start_session,
-    throttle,
-)
-from .dashboard import standing
+from ..standing import standing
 
-__all__ = ["require_admin", "router"]
+__all__ = ["router"]
 
 log = logging.getLogger("signalmint.web")
 router = APIRouter(include_in_schema=False)
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 Who = Annotated[Viewer, Depends(get_viewer)]
 PAGE = 50
-
-
-def require_admin(request: Request) -> Viewer:
-    """The operator; the public is sent to sign in, anyone else is refused."""
-    viewer = resolve_viewer(request)
-    if viewer.is_admin:
-        return viewer
-    if viewer.kind == "public":
-        raise HTTPException(303, "Please sign in as the operator.", headers={"Location": "/admin/login"})
-    raise HTTPException(403, "These pages are for the operator only.")
 
 
 Admin = Annotated[Viewer, Depends(require_admin)]

@@ -21,23 +21,15 @@ from ...shapes import delivery_json
 from ...store.accounts import get_subscriber, list_subscribers
 from ..auth import Viewer
 from ..context import AppContext, ctx_dependency
+from ..core.deps import RESPONSES, require_admin_api
 from ..openapi import errors
 from ..params import After, Before, Id
 from ..serialize import plan_json
-from .api import RESPONSES, api_viewer
 
-__all__ = ["require_admin_api", "router"]
+__all__ = ["router"]
 
 router = APIRouter(tags=["admin"], responses=RESPONSES)
 Ctx = Annotated[AppContext, Depends(ctx_dependency)]
-
-
-def require_admin_api(viewer: Annotated[Viewer, Depends(api_viewer)]) -> Viewer:
-    if viewer.kind == "public":
-        raise HTTPException(401, "admin routes need an admin API key", headers={"WWW-Authenticate": "Bearer"})
-    if not viewer.is_admin:
-        raise HTTPException(403, "admin routes are for the operator only")
-    return viewer
 
 
 Admin = Annotated[Viewer, Depends(require_admin_api)]

@@ -24,12 +24,10 @@ from ...store.revenue import load_revenue
 from .. import charts
 from ..auth import Viewer
 from ..context import AppContext, ctx_dependency
+from ..core.deps import RESPONSES, require_admin, require_admin_api
+from ..core.render import render
 from ..money import fmt_money, minor_digits
 from ..openapi import errors
-from .account import render
-from .admin import require_admin
-from .admin_api import require_admin_api
-from .api import RESPONSES
 
 __all__ = ["csv_text", "report_json", "router"]
 

@@ -23,9 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette import EventSourceResponse
 
 from ...store import get_signal, list_automations, list_signals
-from ..api_access import api_viewer, read_viewer, stream_viewer
+from ..api_access import read_viewer, stream_viewer
 from ..auth import Viewer, subscriber_viewer
 from ..context import AppContext, ctx_dependency, get_ctx
+from ..core.deps import MAX_LIMIT, RESPONSES
 from ..openapi import errors
 from ..params import Id, parse_id
 from ..serialize import (
@@ -41,13 +42,10 @@ from ..serialize import (
 from ..teaser import teasers_after, veil_json
 from ..visibility import SETTLE, position_of, present, released_after, scopes_for
 
-__all__ = ["api_viewer", "router"]
+__all__ = ["router", "signals"]
 
 router = APIRouter()
 Ctx = Annotated[AppContext, Depends(ctx_dependency)]
-MAX_LIMIT = 500
-#: What every route behind :func:`api_viewer` may answer; routes add their own (``errors(404)``).
-RESPONSES: dict[int | str, dict[str, Any]] = errors(401, 403, 429)
 
 
 Who = Annotated[Viewer, Depends(read_viewer)]

@@ -23,10 +23,10 @@ from ...records import Outcome, OutcomeSummary
 from ..api_access import read_viewer
 from ..auth import Viewer
 from ..context import AppContext, ctx_dependency
+from ..core.deps import MAX_LIMIT, RESPONSES
 from ..openapi import errors
 from ..serialize import decode_cursor, encode_cursor
-from .api import MAX_LIMIT, RESPONSES
-from .track_record import MOST, Row, _rows
+from ..track_rows import MOST, Row, viewer_rows
 
 __all__ = ["OutcomePage", "router"]
 
@@ -148,7 +148,7 @@ def automation_outcomes(
             raise HTTPException(400, f"cursor: {exc}") from None
     grant = viewer.grant(name)
     now = datetime.now(UTC)
-    rows: list[Row] = ctx.db.read_sync(_rows, name, viewer, grant, now)[0] if grant is not None else []
+    rows: list[Row] = ctx.db.read_sync(viewer_rows, name, viewer, grant, now)[0] if grant is not None else []
     truncated = len(rows) >= MOST
     if key is not None:
         rows = [r for r in rows if r.signal.key == key]

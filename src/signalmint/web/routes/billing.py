@@ -27,9 +27,11 @@ from ...records import Checkout
 from ...store.billing import list_payments
 from ..auth import Viewer, resolve_viewer
 from ..context import AppContext, get_ctx
+from ..core.deps import SessionMe as Me
+from ..core.forms import anon_csrf, check_anon_csrf, check_csrf, read_form, set_csrf_cookie, throttle
+from ..core.render import redirect, render
 from ..params import is_digits
-from .account import anon_csrf, check_anon_csrf, check_csrf, read_form, redirect, render, set_csrf_cookie, throttle
-from .dashboard import Me, standing
+from ..standing import standing
 
 __all__ = ["router"]
 
@@ -268,8 +270,7 @@ async def checkout_action(request: Request, ctx: Ctx, token: str) -> Response:
     await ctx.db.write(provider.pay, checkout, now)
     if checkout.subscriber_id is not None:
         ctx.viewers.forget_subscriber(checkout.subscriber_id)
-        if ctx.engine is not None and ctx.engine.fanout is not None:
-            ctx.engine.fanout.invalidate()
+        ctx.db.audience_changed()
     return redirect(f"/billing/done?checkout={token}")
 
 

@@ -26,11 +26,12 @@ from ...delivery.inspect import inspector_prefix
 from ...mailcatcher import Caught, MailCatcher
 from ...store.outbox import endpoints_at
 from ..context import AppContext, get_ctx
+from ..core.deps import SessionMe as Me
+from ..core.forms import check_csrf, read_form
+from ..core.render import render
+from ..delivery_view import endpoint_row
+from ..endpoint_ops import EndpointIn, add
 from ..inspector import Inspector, inspected, verify_signature
-from . import endpoints as api
-from .account import check_csrf, read_form, render
-from .dashboard import Me
-from .dashboard_delivery import endpoint_row
 
 __all__ = ["router"]
 
@@ -171,7 +172,7 @@ async def add_inspector(request: Request, ctx: Ctx, me: Me) -> Response:
     if prefix is None or ctx.inspector is None:
         raise HTTPException(404, "The request inspector is only part of `signalmint demo`.")
     url = prefix + ctx.inspector.new_token()
-    made = await api.add(api.EndpointIn(channel="webhook", url=url), ctx, me)  # plan, count and SSRF checks
+    made = await add(EndpointIn(channel="webhook", url=url), ctx, me)  # plan, count and SSRF checks
     (endpoint,) = await ctx.db.read(endpoints_at, "webhook", f"webhook+{url}")
     return render(
         request,

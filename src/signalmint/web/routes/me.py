@@ -16,26 +16,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from ...store.accounts import MAX_WATCHLIST, set_watchlist
 from ...store.auth import list_api_keys, revoke_api_key
 from ...usage import month_of
-from ..auth import Viewer
 from ..context import AppContext, ctx_dependency
+from ..core.deps import RESPONSES
+from ..core.deps import ApiMe as Me
 from ..openapi import errors
 from ..params import Id
-from .api import RESPONSES, api_viewer
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["me"], responses=RESPONSES)
 Ctx = Annotated[AppContext, Depends(ctx_dependency)]
 KEY = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
-
-
-def subscriber(viewer: Annotated[Viewer, Depends(api_viewer)]) -> Viewer:
-    if viewer.kind != "subscriber" or viewer.subscriber is None:
-        raise HTTPException(401 if viewer.kind == "public" else 403, "this route needs a subscriber's API key")
-    return viewer
-
-
-Me = Annotated[Viewer, Depends(subscriber)]
 
 
 class WatchlistIn(BaseModel):

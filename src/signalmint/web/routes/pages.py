@@ -19,36 +19,20 @@ from ...store.outcomes import outcomes_by_signal
 from ...store.signals import count_signals
 from ...store.state import load_checkpoint
 from .. import charts
-from ..auth import Viewer, resolve_viewer
+from ..auth import Viewer
 from ..context import AppContext, get_ctx, get_viewer
+from ..core.deps import automation_or_404
+from ..core.forms import anon_csrf, set_csrf_cookie
+from ..core.render import render_public
 from ..params import Id
-from ..teaser import Veil, headline, teaser_json, upgrade_plan, veil_for
+from ..teaser import Veil, headline, outcomes_shown, teaser_json, upgrade_plan, veil_for
 from ..visibility import scopes_for
-from .account import anon_csrf, set_csrf_cookie
 
-__all__ = ["MOVE_FIELDS", "outcomes_shown", "router"]
+__all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 Who = Annotated[Viewer, Depends(get_viewer)]
-
-
-#: Masking any of these on a signal hides its outcomes (an outcome's return is the price move).
-MOVE_FIELDS = frozenset({"price_change", "*"})
-
-
-def outcomes_shown(hidden: frozenset[str] | None) -> bool:
-    """Whether a viewer for whom ``hidden`` is masked on a signal may see its outcomes."""
-    return hidden is not None and not hidden & MOVE_FIELDS
-
-
-def _render(request: Request, name: str, **context: Any) -> HTMLResponse:
-    ctx = get_ctx(request)
-    templates = request.app.state.templates
-    context.setdefault("site_title", ctx.settings.web.title)
-    context.setdefault("viewer", resolve_viewer(request))
-    response: HTMLResponse = templates.TemplateResponse(request, name, context)
-    return response
 
 
 def _detector_label(automation: Automation) -> str:
@@ -132,22 +116,15 @@ def _overview(conn: Connection, viewer: Viewer, plans: Sequence[Plan]) -> list[d
     return cards
 
 
-def _automation(conn: Connection, name: str) -> Automation:
-    for automation in list_automations(conn, enabled_only=False):
-        if automation.name == name:
-            return automation
-    raise HTTPException(404, f"There is no automation named “{name}”.")
-
-
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request, ctx: Ctx, viewer: Who) -> HTMLResponse:
-    return _render(
+    return render_public(
         request, "home.html", nav_active="home", automations=ctx.db.read_sync(_overview, viewer, ctx.access.current())
     )
 
 
 def _automation_page(conn: Connection, name: str, viewer: Viewer, plans: Sequence[Plan]) -> dict[str, Any]:
-    automation = _automation(conn, name)
+    automation = automation_or_404(conn, name)
     now = datetime.now(UTC)
     scopes = scopes_for(viewer, now, [name])
     veils: dict[int, Veil] = {}
@@ -179,7 +156,7 @@ def automation_page(name: str, request: Request, ctx: Ctx, viewer: Who) -> HTMLR
     # The plan cards' buttons post at once: to checkout when signed in, else to sign-up.
     signed_in = viewer.kind == "subscriber" and viewer.session is not None
     csrf = viewer.csrf(ctx.pepper) if signed_in else anon_csrf(request)
-    response = _render(
+    response = render_public(
         request,
         "automation.html",
         nav_active="automation",
@@ -208,7 +185,7 @@ def _signal_page(conn: Connection, signal_id: int, viewer: Viewer, plans: Sequen
         raise HTTPException(404, f"There is no signal #{signal_id}, or it is not public yet.")
     signal = grant.view(stored, now)
     assert signal is not None
-    automation = _automation(conn, signal.automation)
+    automation = automation_or_404(conn, signal.automation)
     window = int(automation.detector_options.get("window", 30))
     volume_svg = price_svg = None
     note = None
@@ -265,7 +242,7 @@ def stored_outcomes(conn: Connection, signal_id: int | None) -> list[Any]:
 
 @router.get("/signals/{signal_id}", response_class=HTMLResponse)
 def signal_page(signal_id: Id, request: Request, ctx: Ctx, viewer: Who) -> HTMLResponse:
-    return _render(
+    return render_public(
         request,
         "signal.html",
         nav_active="signal",

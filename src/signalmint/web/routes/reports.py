@@ -28,8 +28,9 @@ from ...reports.spec import ReportConfig
 from ...store.reports import buy_report, find_report, list_reports, purchased_ids
 from ..auth import Viewer, resolve_viewer
 from ..context import AppContext, get_ctx, get_viewer
-from .account import check_csrf, read_form, redirect, render
-from .dashboard import require_subscriber
+from ..core.deps import require_subscriber
+from ..core.forms import check_csrf, read_form
+from ..core.render import redirect, render
 
 __all__ = ["router"]
 

@@ -27,7 +27,7 @@ from ...store.outbox import delivery_health
 from ...store.signals import count_signals, latest_signals
 from ...store.state import load_checkpoint
 from ..context import AppContext, get_ctx
-from .account import render
+from ..core.render import render
 
 __all__ = ["AutomationHealth", "router"]
 

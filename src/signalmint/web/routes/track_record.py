@@ -7,7 +7,6 @@ everything, ``*``); it appears once the mask is lifted (``reveal_after``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -19,14 +18,13 @@ from sqlalchemy import Connection
 from ...access import Grant
 from ...chain import chain_record
 from ...outcomes import summarize, summarize_by_key
-from ...records import Outcome, Signal
-from ...store import list_signals
-from ...store.outcomes import outcomes_by_signal
+from ...records import Signal
 from .. import charts
 from ..auth import Viewer
 from ..context import AppContext, get_ctx, get_viewer
-from ..visibility import scopes_for
-from .pages import _automation, _render, outcomes_shown
+from ..core.deps import automation_or_404
+from ..core.render import render_public
+from ..track_rows import MOST, viewer_rows
 
 __all__ = ["router"]
 
@@ -35,32 +33,6 @@ Ctx = Annotated[AppContext, Depends(get_ctx)]
 Who = Annotated[Viewer, Depends(get_viewer)]
 
 PER_PAGE = 50
-MOST = 5000  # signals read for the hit rates and the chart
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    signal: Signal  # as the viewer sees it (masked)
-    shown: bool  # its outcome may be shown
-    outcomes: dict[int, Outcome]  # by horizon (empty when not shown or not measured yet)
-
-
-def _rows(conn: Connection, name: str, viewer: Viewer, grant: Grant, now: datetime) -> tuple[list[Row], Signal | None]:
-    """Newest first, the signals ``viewer`` may see with the outcomes they may see; the newest stored."""
-    stored = list_signals(conn, scopes=scopes_for(viewer, now, [name]), automation=name, limit=MOST)
-    found = outcomes_by_signal(conn, [s.id for s in stored if s.id is not None])
-    rows: list[Row] = []
-    newest: Signal | None = None
-    for signal in stored:
-        hidden = grant.hidden_at(signal, now)
-        view = grant.view(signal, now)
-        if hidden is None or view is None:
-            continue
-        shown = outcomes_shown(hidden)
-        mine = {o.horizon: o for o in found.get(signal.id or 0, [])} if shown else {}
-        rows.append(Row(view, shown, mine))
-        newest = newest or signal
-    return rows, newest
 
 
 def _head(signal: Signal | None, grant: Grant, now: datetime) -> dict[str, Any] | None:
@@ -72,10 +44,10 @@ def _head(signal: Signal | None, grant: Grant, now: datetime) -> dict[str, Any] 
 
 
 def _page(conn: Connection, name: str, viewer: Viewer, page: int) -> dict[str, Any]:
-    automation = _automation(conn, name)
+    automation = automation_or_404(conn, name)
     now = datetime.now(UTC)
     grant = viewer.grant(name)
-    rows, newest = _rows(conn, name, viewer, grant, now) if grant is not None else ([], None)
+    rows, newest = viewer_rows(conn, name, viewer, grant, now) if grant is not None else ([], None)
     visible = [o for r in rows for o in r.outcomes.values()]
     summaries = summarize(visible)
     horizons = [s.horizon for s in summaries]
@@ -118,4 +90,4 @@ def track_record(
 ) -> HTMLResponse:
     data = ctx.db.read_sync(_page, name, viewer, page)
     origin = str(request.base_url).rstrip("/")
-    return _render(request, "track_record.html", nav_active="automation", origin=origin, **data)
+    return render_public(request, "track_record.html", nav_active="automation", origin=origin, **data)
