@@ -61,7 +61,7 @@ def serve(kind: str, port: int, workdir: str) -> None:
         uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
         return
     from signalmint.config import load_settings
-    from signalmint.engine import Engine
+    from signalmint.engine.runner import Engine
     from signalmint.registry import Registry
     from signalmint.store import Database
     from signalmint.web.app import create_app

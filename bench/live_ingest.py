@@ -89,7 +89,7 @@ async def run_signalmint(
     args: argparse.Namespace, url: str, clock: CompressedClock, stream: str = "poll"
 ) -> dict[str, Any]:
     from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Settings
-    from signalmint.engine import Engine, commit_tick
+    from signalmint.engine.runner import Engine, commit_tick
     from signalmint.registry import Registry
     from signalmint.sources.ccxt_candles import CcxtCandles
     from signalmint.store import Database

@@ -8,7 +8,7 @@ import numpy as np
 
 from signalmint.detectors import VolumeSpike
 from signalmint.detectors.cooldown import Cooldown
-from signalmint.freshness import ALWAYS, US_EQUITIES, GapTracker, parse_timeframe
+from signalmint.engine.freshness import ALWAYS, US_EQUITIES, GapTracker, parse_timeframe
 from signalmint.records import Frame
 
 MINUTE = timedelta(minutes=1)

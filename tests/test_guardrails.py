@@ -22,7 +22,7 @@ from sqlalchemy import select
 from standardwebhooks import Webhook
 
 from signalmint.config import AutomationConfig, DeliveryConfig, DetectorConfig, OperatorConfig, PlanConfig, Settings
-from signalmint.engine import Engine
+from signalmint.engine.runner import Engine
 from signalmint.records import Frame, Signal
 from signalmint.registry import Registry
 from signalmint.store import Database, list_signals, verify_chain
@@ -401,7 +401,7 @@ def test_stale_periods_survive_a_restart_and_recover_once(db: Database, registry
 
 
 def test_replays_are_never_stale_nor_late() -> None:
-    from signalmint.freshness import guard_for
+    from signalmint.engine.freshness import guard_for
     from signalmint.sources.file import FileReplay
 
     config = AutomationConfig(

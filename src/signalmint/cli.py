@@ -97,10 +97,10 @@ def demo(
     ] = None,
 ) -> None:
     """Run the demo: four automations (two markets, a shop, a feed), three plans, demo accounts; no keys needed."""
-    from .demo import demo_settings, new_admin_password, seed_demo
-    from .demo_shop import LocalShop
-    from .mailcatcher import MailCatcher
-    from .serve import run_process
+    from .demo.mailcatcher import MailCatcher
+    from .demo.seed import demo_settings, new_admin_password, seed_demo
+    from .demo.shop import LocalShop
+    from .serve.process import run_process
 
     exposure = demo_exposure(demo_settings("sqlite://", host=host, port=port))
     if exposure:  # before anything is created: one line, exit 1
@@ -174,7 +174,7 @@ def run(
     ] = None,
 ) -> None:
     """Run a config: the web app, the engine and the delivery worker, in one process or by role."""
-    from .serve import ROLES, run_process
+    from .serve.process import ROLES, run_process
 
     roles = frozenset(role or ROLES)
     if not roles <= ROLES:
@@ -250,7 +250,7 @@ def check(config: ConfigOption = Path("signalmint.yaml")) -> None:
 
 def _print_business(settings: Settings) -> None:
     """What the config sells, who takes the money and who runs it, one line each."""
-    from .money import fmt_price
+    from .formatting import fmt_price
 
     plans = [
         f"{p.id} ({fmt_price(p.price, p.currency, p.interval)}{f', {p.trial_days}-day trial' if p.trial_days else ''})"
@@ -301,7 +301,7 @@ def verify(
     from .store.signals import automations_with_signals
 
     if url is not None:
-        from .remote_verify import RemoteError, verify_remote
+        from .chain.remote import RemoteError, verify_remote
 
         try:
             reports = verify_remote(url, automation)

@@ -305,8 +305,8 @@ def test_monthly_quota_then_overage_or_refusal(db: Database) -> None:
     assert [r.status_code for r in metered] == [200, 200, 429]  # then the credits are spent
     assert refused[0].headers["x-quota-remaining"] == "1"
     asyncio.run(world.ctx.meter.flush())
+    from signalmint.billing.usage import month_of
     from signalmint.store.usage import get_usage
-    from signalmint.usage import month_of
 
     assert world.db.read_sync(get_usage, world.ids["free"], month_of(datetime.now(UTC))) == (4, 2)
 

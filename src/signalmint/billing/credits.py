@@ -22,7 +22,7 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from ..errors import BillingError
-from ..money import fmt_credits, minor_digits
+from ..formatting import fmt_credits, minor_digits
 from ..records import Plan
 from ..store.ledger import (
     LedgerEntry,

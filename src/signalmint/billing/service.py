@@ -17,9 +17,9 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from ..accounts.mail import Email, Mailer
 from ..config import Settings
 from ..errors import AccessError
-from ..mail import Email, Mailer
 from ..records import Checkout, Plan, Subscription
 from ..store import Database
 from ..store.accounts import get_subscriber

@@ -14,7 +14,7 @@ from sqlalchemy import Connection
 
 from ..config import FeeModel, TipsConfig
 from ..errors import AccessError
-from ..money import fmt_money
+from ..formatting import fmt_money
 from ..store.billing import record_payment
 from .credits import credit, minor_to_micros
 from .fees import fee_for

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 
-from ..accounts import server_pepper
+from ..accounts.service import server_pepper
 from ..config import Settings
 from ..store import Database
 from .channels.base import ChannelContext

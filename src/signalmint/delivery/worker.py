@@ -39,8 +39,6 @@ from ..config import Settings
 from ..errors import ConfigError, DeliveryError
 from ..records import Signal
 from ..registry import channel_class
-from ..series import CHART_FIELDS, signal_series
-from ..shapes import signal_json
 from ..store import Database, list_automations
 from ..store.accounts import open_subscriptions_of, subscribers_by_id, watchlists_of
 from ..store.outbox import (
@@ -56,11 +54,13 @@ from ..store.outbox import (
     set_endpoint_status,
 )
 from ..store.plans import load_plans
+from ..store.series import CHART_FIELDS, signal_series
 from ..store.signals import row_to_signal
 from ..store.tables import preferences
 from ..store.tables import signals as signals_table
 from .channels.base import Channel, ChannelContext, Message, Receipt
 from .render import chart_png, group_text, signal_text
+from .shapes import signal_json
 
 __all__ = ["RETRY_SCHEDULE", "Worker", "backoff", "unsubscribe_token"]
 

@@ -31,8 +31,8 @@ from fastapi import HTTPException, Request
 
 from ..access import QuotaDecision, is_entitled, quota_decision
 from ..billing.credits import pay_overage
+from ..billing.usage import month_of
 from ..records import Plan
-from ..usage import month_of
 from .auth import Viewer, resolve_viewer
 from .context import AppContext, get_ctx
 from .money import api_terms, fmt_money

@@ -19,7 +19,7 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from ..records import Plan, Signal
-from ..series import CHART_FIELDS
+from ..store.series import CHART_FIELDS
 from .auth import Viewer
 from .filters import fmt_num, fmt_pct, fmt_ratio, fmt_time, fmt_z
 from .teaser import Veil, headline, veil_for

@@ -1,10 +1,10 @@
-"""The money filters (:mod:`signalmint.money`) for templates, and a plan's API terms in words."""
+"""The money filters (:mod:`signalmint.formatting`) for templates, and a plan's API terms in words."""
 
 from __future__ import annotations
 
 import jinja2
 
-from ..money import DASH, fmt_credits, fmt_delay, fmt_money, fmt_price, minor_digits
+from ..formatting import DASH, fmt_credits, fmt_delay, fmt_money, fmt_price, minor_digits
 from ..records import Plan
 
 __all__ = [

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.background import BackgroundTask
 
-from ...accounts import ADMIN_SESSION_TTL, SESSION_TTL, Accounts
+from ...accounts.service import ADMIN_SESSION_TTL, SESSION_TTL, Accounts
 from ...errors import AccessError, DeliveryError
 from ...records import Plan
 from ...store.accounts import normalize_email

@@ -2,7 +2,7 @@
 
 Every page depends on :func:`require_admin`: the public is sent to /admin/login, and a
 subscriber, by session or by key, gets 403 (OWASP API5: function-level authorization).
-Only the sign-in routes are open. Changes go through :class:`~signalmint.admin.Operator`,
+Only the sign-in routes are open. Changes go through :class:`~signalmint.accounts.admin.Operator`,
 like the admin API's, so both behave the same.
 """
 
@@ -18,9 +18,9 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import Connection
 from starlette.background import BackgroundTask
 
-from ...accounts import Accounts
+from ...accounts.service import Accounts
 from ...errors import AccessError, DeliveryError
-from ...money import parse_minor
+from ...formatting import parse_minor
 from ...records import STATES, Plan
 from ...store.accounts import (
     count_subscribers,

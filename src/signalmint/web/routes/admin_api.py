@@ -14,10 +14,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...admin import summary_json
+from ...accounts.admin import summary_json
+from ...delivery.shapes import delivery_json
 from ...errors import AccessError
 from ...records import Subscription
-from ...shapes import delivery_json
 from ...store.accounts import get_subscriber, list_subscribers
 from ..auth import Viewer
 from ..context import AppContext, ctx_dependency

@@ -22,7 +22,7 @@ from sqlalchemy import Connection
 from ...billing.credits import balance
 from ...billing.service import Billing
 from ...errors import AccessError
-from ...money import fmt_money, parse_minor, parse_money
+from ...formatting import fmt_money, parse_minor, parse_money
 from ...records import Checkout
 from ...store.billing import list_payments
 from ..auth import Viewer, resolve_viewer

@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import Connection
 
 from ...access import is_entitled
+from ...billing.usage import month_of
 from ...errors import LimitError
 from ...records import Plan, Preferences, Signal, Subscriber, Subscription
 from ...registry import channel_kinds, in_display_order
@@ -26,7 +27,6 @@ from ...store import list_automations, list_signals
 from ...store.accounts import get_preferences, set_preference, set_watchlist
 from ...store.auth import list_api_keys, revoke_api_key
 from ...store.health import open_stale_periods
-from ...usage import month_of
 from ..auth import Viewer, resolve_viewer
 from ..context import AppContext, get_ctx
 from ..params import Id, is_digits

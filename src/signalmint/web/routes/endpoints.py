@@ -17,10 +17,10 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ...delivery.channels.base import ChannelContext
+from ...delivery.shapes import delivery_json
 from ...delivery.worker import unsubscribe_token
 from ...errors import ConfigError, DeliveryError
 from ...registry import channel_class, channel_kinds, in_display_order
-from ...shapes import delivery_json
 from ...store.outbox import MAX_ENDPOINTS, add_endpoint, list_deliveries, list_endpoints, set_endpoint_status
 from ..context import AppContext, ctx_dependency
 from ..openapi import errors
@@ -84,7 +84,7 @@ def _vet(ctx: AppContext, body: EndpointIn) -> tuple[str, list[str]]:
     if body.channel == "webhook":
         from ...delivery.channels.webhook import new_secret
         from ...delivery.inspect import inspector_prefix
-        from ...delivery.ssrf import check_url
+        from ...net.ssrf import check_url
 
         url = body.url.removeprefix("webhook+")
         try:
@@ -326,8 +326,8 @@ def rss_feed(subscriber_id: Id, token: str, request: Request, ctx: Ctx) -> Respo
 @router.get("/feeds/{subscriber_id}/{token}/signals/{signal_id}/chart.svg", include_in_schema=False)
 def feed_chart(subscriber_id: Id, token: str, signal_id: Id, request: Request, ctx: Ctx) -> Response:
     """A signal's volume chart for the feed's entries: only when the subscriber's plan shows it now."""
-    from ...series import CHART_FIELDS, signal_series
     from ...store import get_signal, list_automations
+    from ...store.series import CHART_FIELDS, signal_series
     from .. import charts
     from ..feeds import chart_context
 

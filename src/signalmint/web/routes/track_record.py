@@ -17,8 +17,8 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import Connection
 
 from ...access import Grant
-from ...chain import chain_record
-from ...outcomes import summarize, summarize_by_key
+from ...chain.hashing import chain_record
+from ...engine.outcomes import summarize, summarize_by_key
 from ...records import Outcome, Signal
 from ...store import list_signals
 from ...store.outcomes import outcomes_by_signal

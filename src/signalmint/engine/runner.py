@@ -12,7 +12,7 @@ Guardrails (see freshness.py and watchdog.py): gaps in a key's bars are counted 
 one restarts that key's warm-up (``detector.reset(keys)``; a detector without ``reset``
 keeps its state and the gap is only counted); a signal whose bar is older than
 ``max_signal_age`` when committed is stored with ``late`` set and gets no outbox rows; a
-:class:`~signalmint.watchdog.Watchdog` task raises and clears staleness.
+:class:`~signalmint.engine.watchdog.Watchdog` task raises and clears staleness.
 """
 
 from __future__ import annotations
@@ -31,20 +31,20 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection
 
-from .config import AutomationConfig, Settings, delivery_channels
-from .delivery.fanout import FanOut
+from ..config import AutomationConfig, Settings, delivery_channels
+from ..delivery.fanout import FanOut
+from ..pipeline import Pipeline, build_pipeline, describe, signals_from_scores
+from ..records import Frame, Signal, to_datetime
+from ..registry import Registry
+from ..sources.fetch import default_user_agent
+from ..store import Checkpoint, Database, append_signals, load_checkpoint, save_checkpoint, sync_automations
+from ..store.bars import insert_bars, prune_bars
+from ..store.outbox import enqueue
+from ..store.outcomes import insert_outcomes
 from .freshness import GapTracker, Guard, guard_for
 from .hub import SignalHub
 from .metrics import Metrics
 from .outcomes import due_outcomes
-from .pipeline import Pipeline, build_pipeline, describe, signals_from_scores
-from .records import Frame, Signal, to_datetime
-from .registry import Registry
-from .sources.fetch import default_user_agent
-from .store import Checkpoint, Database, append_signals, load_checkpoint, save_checkpoint, sync_automations
-from .store.bars import insert_bars, prune_bars
-from .store.outbox import enqueue
-from .store.outcomes import insert_outcomes
 from .watchdog import Watchdog, open_time_since
 
 __all__ = ["Engine", "commit_tick", "without_retractions"]

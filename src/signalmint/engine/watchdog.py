@@ -23,15 +23,15 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .config import Settings
-from .delivery.channels.base import ChannelContext, Message
-from .errors import SignalmintError
-from .registry import channel_class, channel_kinds
-from .store.health import close_stale_period, open_stale_period, open_stale_periods
-from .store.outbox import Endpoint
+from ..config import Settings
+from ..delivery.channels.base import ChannelContext, Message
+from ..errors import SignalmintError
+from ..registry import channel_class, channel_kinds
+from ..store.health import close_stale_period, open_stale_period, open_stale_periods
+from ..store.outbox import Endpoint
 
 if TYPE_CHECKING:
-    from .engine import AutomationRunner, Engine
+    from .runner import AutomationRunner, Engine
 
 __all__ = ["OperatorAlerts", "Watchdog"]
 
@@ -55,8 +55,8 @@ class OperatorAlerts:
         self._channels: dict[str, Any] = {}
 
     def _channel(self, url: str) -> Any:
-        from .delivery.runner import channel_context
-        from .delivery.worker import default_channel_factory
+        from ..delivery.runner import channel_context
+        from ..delivery.worker import default_channel_factory
 
         if self._context is None:
             self._context = channel_context(self.settings)
@@ -83,7 +83,7 @@ class OperatorAlerts:
     async def close(self) -> None:
         context = self._context
         if context is not None:
-            from .delivery.channels import email, telegram
+            from ..delivery.channels import email, telegram
 
             for close in (email.close, telegram.close):  # the SMTP pool and the bot's client, if opened
                 with contextlib.suppress(Exception):

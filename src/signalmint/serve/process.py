@@ -12,13 +12,13 @@ from collections.abc import Callable, Generator
 import uvicorn
 from starlette.types import ASGIApp
 
-from .config import Settings
-from .delivery.runner import run_worker
-from .engine import Engine
-from .mailcatcher import MailCatcher
-from .registry import Registry
-from .store import Database
-from .web.app import create_app
+from ..config import Settings
+from ..delivery.runner import run_worker
+from ..demo.mailcatcher import MailCatcher
+from ..engine.runner import Engine
+from ..registry import Registry
+from ..store import Database
+from ..web.app import create_app
 
 __all__ = ["run_process", "serve", "web_config"]
 

@@ -1,0 +1,9 @@
+"""Running signalmint: the processes (web, engine, worker) and the wiring between the stages that
+must not import each other (the engine's on-commit fan-out, the watchdog's operator alerts).
+"""
+
+from __future__ import annotations
+
+from .process import run_process, serve, web_config
+
+__all__ = ["run_process", "serve", "web_config"]
