@@ -1,4 +1,4 @@
-"""Accounts: subscribers' sign-up, sign-in, sessions and API keys, the operator's tools over them, and the mail they send.
+"""Accounts: sign-up, sign-in, sessions and API keys, the operator's tools over them, and the mail they send.
 
 :mod:`.service` runs the flows over the store; :mod:`.credentials` hashes and checks every secret;
 :mod:`.admin` is what an operator does to subscribers; :mod:`.mail` sends the account and billing email.

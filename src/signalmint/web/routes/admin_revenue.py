@@ -20,11 +20,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from ...billing.analytics import Figures, RevenueReport, Window, revenue_report
+from ...formatting import fmt_money, minor_digits
 from ...store.revenue import load_revenue
 from .. import charts
 from ..auth import Viewer
 from ..context import AppContext, ctx_dependency
-from ..money import fmt_money, minor_digits
 from ..openapi import errors
 from .account import render
 from .admin import require_admin

@@ -1,7 +1,7 @@
 // signalmint live feed: prepends streamed signals to the feed table without a reload.
 // Rows are cloned from <template id="feed-row"> (the same macro the server renders) and
 // filled with textContent only, never innerHTML, so streamed data cannot inject markup.
-// Number formats mirror signalmint/web/filters.py; keep the two in step.
+// Number formats mirror signalmint/formatting.py; keep the two in step.
 (function () {
   "use strict";
 
