@@ -11,7 +11,7 @@ from ..config import Settings
 from ..store import Database
 from .channels.base import ChannelContext
 from .inspect import inspector_prefix
-from .worker import Worker
+from .worker import Charge, Worker
 
 __all__ = ["channel_context", "run_worker"]
 
@@ -34,8 +34,9 @@ def channel_context(settings: Settings) -> ChannelContext:
     return context
 
 
-async def run_worker(settings: Settings, db: Database, stop: asyncio.Event) -> Worker:
-    """Send deliveries until ``stop`` is set; the in-flight round finishes first."""
+async def run_worker(settings: Settings, db: Database, stop: asyncio.Event, *, charge: Charge | None = None) -> Worker:
+    """Send deliveries until ``stop`` is set; the in-flight round finishes first. ``charge``
+    pays pay-per-alert plans' alerts (see :class:`~signalmint.delivery.worker.Worker`)."""
     context = channel_context(settings)
     worker = Worker(
         settings,
@@ -45,6 +46,7 @@ async def run_worker(settings: Settings, db: Database, stop: asyncio.Event) -> W
         batch=settings.delivery.batch,
         concurrency=settings.delivery.concurrency,
         lease=settings.delivery.lease,
+        charge=charge,
     )
     log.info("delivery worker %s started", worker.owner)
     bot = None

@@ -11,6 +11,16 @@ from __future__ import annotations
 
 from .hub import SignalHub
 from .metrics import Metrics
-from .runner import Engine, commit_tick, without_retractions
+from .runner import Engine, OnCommit, commit_tick, without_retractions
+from .watchdog import OperatorAlerts, Staleness
 
-__all__ = ["Engine", "Metrics", "SignalHub", "commit_tick", "without_retractions"]
+__all__ = [
+    "Engine",
+    "Metrics",
+    "OnCommit",
+    "OperatorAlerts",
+    "SignalHub",
+    "Staleness",
+    "commit_tick",
+    "without_retractions",
+]

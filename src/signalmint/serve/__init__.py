@@ -4,6 +4,7 @@ must not import each other (the engine's on-commit fan-out, the watchdog's opera
 
 from __future__ import annotations
 
-from .process import run_process, serve, web_config
+from .process import ROLES, run_process, serve, web_config
+from .wiring import wire_engine
 
-__all__ = ["run_process", "serve", "web_config"]
+__all__ = ["ROLES", "run_process", "serve", "web_config", "wire_engine"]

@@ -1,4 +1,4 @@
-"""Running the whole embedded process: web app, engine and (later) workers in one loop."""
+"""Running the whole embedded process: web app, engine and workers in one loop."""
 
 from __future__ import annotations
 
@@ -12,15 +12,18 @@ from collections.abc import Callable, Generator
 import uvicorn
 from starlette.types import ASGIApp
 
+from ..billing.credits import charge_alert
 from ..config import Settings
+from ..delivery.fanout import FanOut
 from ..delivery.runner import run_worker
 from ..demo.mailcatcher import MailCatcher
 from ..engine.runner import Engine
 from ..registry import Registry
 from ..store import Database
 from ..web.app import create_app
+from .wiring import wire_engine
 
-__all__ = ["run_process", "serve", "web_config"]
+__all__ = ["ROLES", "run_process", "serve", "web_config"]
 
 log = logging.getLogger("signalmint")
 
@@ -86,13 +89,13 @@ async def serve(
     ``catcher`` (the demo) is a local SMTP server served alongside, its mail shown by the web app."""
     if catcher is not None:
         await catcher.start()
-    engine = Engine(settings, db, registry) if "engine" in roles else None
+    engine, fanout = wire_engine(settings, db, registry) if "engine" in roles else (None, None)
     stop = asyncio.Event()
-    worker = asyncio.create_task(run_worker(settings, db, stop)) if "worker" in roles else None
+    worker = asyncio.create_task(run_worker(settings, db, stop, charge=charge_alert)) if "worker" in roles else None
     loop = asyncio.get_running_loop()
     try:
         if "web" in roles:
-            await _serve_web(settings, db, engine, stop, run_for, exit_when_done, on_ready, catcher)
+            await _serve_web(settings, db, engine, fanout, stop, run_for, exit_when_done, on_ready, catcher)
         else:
             await _run_headless(engine, stop, run_for, exit_when_done, on_ready, loop)
     finally:
@@ -159,6 +162,7 @@ async def _serve_web(
     settings: Settings,
     db: Database,
     engine: Engine | None,
+    fanout: FanOut | None,
     stop: asyncio.Event,
     run_for: float | None,
     exit_when_done: bool,
@@ -166,7 +170,7 @@ async def _serve_web(
     catcher: MailCatcher | None = None,
 ) -> None:
     hub = engine.hub if engine is not None else None
-    app = create_app(settings, db, engine=engine, hub=hub, catcher=catcher)
+    app = create_app(settings, db, engine=engine, hub=hub, catcher=catcher, fanout=fanout)
     config = web_config(app, settings)
 
     def exiting() -> None:

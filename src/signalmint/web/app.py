@@ -28,6 +28,7 @@ from ..billing import make_provider
 from ..billing.service import Billing
 from ..billing.usage import UsageMeter
 from ..config import Settings, demo_exposure
+from ..delivery.fanout import FanOut
 from ..demo.mailcatcher import MailCatcher
 from ..engine.hub import SignalHub
 from ..engine.metrics import Metrics
@@ -170,8 +171,11 @@ def create_app(
     hub: SignalHub | None = None,
     mailer: Mailer | None = None,
     catcher: MailCatcher | None = None,
+    fanout: FanOut | None = None,
 ) -> FastAPI:
-    """The web app and API. With ``engine``, the app starts and stops it with its lifespan.
+    """The web app and API. With ``engine``, the app starts and stops it with its lifespan;
+    ``fanout`` is the one the engine was handed, told at once when a subscriber's endpoints or
+    subscription change (otherwise it notices within its refresh period).
 
     ``catcher`` (demo mode) is the demo's mail catcher, shown at ``/demo/mail``.
 
@@ -192,6 +196,7 @@ def create_app(
         hub=hub,
         metrics=metrics,
         engine=engine,
+        fanout=fanout,
         mailer=mailer,
         pepper=pepper,
         accounts=Accounts(settings, db, mailer, pepper),

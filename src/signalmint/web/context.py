@@ -20,6 +20,7 @@ from ..accounts.service import Accounts
 from ..billing.service import Billing
 from ..billing.usage import UsageMeter
 from ..config import Settings
+from ..delivery.fanout import FanOut
 from ..demo.mailcatcher import MailCatcher
 from ..engine.hub import SignalHub
 from ..engine.metrics import Metrics
@@ -47,6 +48,7 @@ class AppContext:
     pepper: bytes
     access: AccessBook
     engine: Engine | None = None
+    fanout: FanOut | None = None  # the engine's fan-out in this process: told at once when endpoints change
     viewers: ViewerCache = field(default_factory=ViewerCache)
     limiter: TokenBucketLimiter = field(default_factory=TokenBucketLimiter)
     meter: UsageMeter | None = None

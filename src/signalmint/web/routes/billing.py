@@ -268,8 +268,8 @@ async def checkout_action(request: Request, ctx: Ctx, token: str) -> Response:
     await ctx.db.write(provider.pay, checkout, now)
     if checkout.subscriber_id is not None:
         ctx.viewers.forget_subscriber(checkout.subscriber_id)
-        if ctx.engine is not None and ctx.engine.fanout is not None:
-            ctx.engine.fanout.invalidate()
+        if ctx.fanout is not None:
+            ctx.fanout.invalidate()
     return redirect(f"/billing/done?checkout={token}")
 
 

@@ -261,8 +261,8 @@ def _own(ctx: AppContext, viewer: Viewer, endpoint_id: int) -> Endpoint:
 
 def _changed(ctx: AppContext) -> None:
     """The fan-out caches where alerts go: a changed endpoint must reach it at once (as in the API)."""
-    if ctx.engine is not None:
-        ctx.engine.fanout.invalidate()
+    if ctx.fanout is not None:
+        ctx.fanout.invalidate()
 
 
 # -- adding a webhook or an Apprise URL --------------------------------------------------------

@@ -158,8 +158,8 @@ def delivery_log(endpoint_id: Id, ctx: Ctx, viewer: Me) -> dict[str, Any]:
 
 
 def _changed(ctx: AppContext) -> None:
-    if ctx.engine is not None:
-        ctx.engine.fanout.invalidate()
+    if ctx.fanout is not None:
+        ctx.fanout.invalidate()
 
 
 # --- one-click unsubscribe (RFC 8058): no cookies, no login -------------------------------------
