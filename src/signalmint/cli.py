@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import Settings, demo_exposure, load_settings
-from .errors import ConfigError, SignalmintError
+from .errors import ConfigError, SignalmintError, StoreError
 from .registry import Registry
 
 __all__ = ["app", "main"]
@@ -294,10 +294,7 @@ def verify(
     ] = None,
 ) -> None:
     """Check the tamper-evident hash chain of every automation's signals (here, or at --url)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from .errors import StoreError
-    from .store import Database, verify_chain
+    from .store import Database, DatabaseError, verify_chain
     from .store.signals import automations_with_signals
 
     if url is not None:
@@ -320,7 +317,7 @@ def verify(
             reports = [database.read_sync(verify_chain, name) for name in sorted(names)]
         except SignalmintError as exc:
             raise _fail(exc) from None
-        except SQLAlchemyError as exc:
+        except DatabaseError as exc:
             raise _fail(StoreError(f"cannot read {database.safe_url}: {str(exc).splitlines()[0]}")) from None
         finally:
             database.close()

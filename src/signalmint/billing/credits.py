@@ -19,11 +19,10 @@ import io
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection
-
 from ..errors import BillingError
 from ..formatting import fmt_credits, minor_digits
 from ..records import Plan
+from ..store import Connection
 from ..store.ledger import (
     LedgerEntry,
     add_to_wallet,

@@ -17,9 +17,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection
-
-from ..store import Database
+from ..store import Connection, Database
 from ..store.usage import add_usage, get_usage
 from .metering import record_overage
 

@@ -9,8 +9,12 @@ import logging
 from ..accounts.service import server_pepper
 from ..config import Settings
 from ..store import Database
+from .channels import email, telegram
 from .channels.base import ChannelContext
+from .channels.telegram import run_polling, telegram_bot
+from .channels.webhook import make_http_session
 from .inspect import inspector_prefix
+from .telegram_commands import StoreCommands
 from .worker import Charge, Worker
 
 __all__ = ["channel_context", "run_worker"]
@@ -20,8 +24,6 @@ log = logging.getLogger("signalmint.delivery")
 
 def channel_context(settings: Settings) -> ChannelContext:
     """Channel resources from settings (call inside the event loop; close ``http`` when done)."""
-    from .channels.webhook import make_http_session
-
     context = ChannelContext(
         smtp=settings.email,
         telegram_token=settings.telegram.token,
@@ -51,9 +53,6 @@ async def run_worker(settings: Settings, db: Database, stop: asyncio.Event, *, c
     log.info("delivery worker %s started", worker.owner)
     bot = None
     if settings.telegram.token:  # the same process answers the bot's commands
-        from .channels.telegram import run_polling, telegram_bot
-        from .telegram_commands import StoreCommands
-
         commands = StoreCommands(db, worker.pepper, base_url=settings.base_url, tips=settings.billing.tips)
         bot = asyncio.create_task(run_polling(telegram_bot(context, settings.telegram.token), commands, stop))
     try:
@@ -63,7 +62,6 @@ async def run_worker(settings: Settings, db: Database, stop: asyncio.Event, *, c
     finally:
         if bot is not None and not bot.done():
             bot.cancel()
-        from .channels import email, telegram
 
         for close in (email.close, telegram.close):  # the SMTP pool and the bot's client, if opened
             with contextlib.suppress(Exception):

@@ -34,14 +34,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection
 
 from ..config import AutomationConfig, Settings
 from ..pipeline import Pipeline, build_pipeline, describe, signals_from_scores
 from ..records import Frame, Signal, to_datetime
 from ..registry import Registry
 from ..sources.fetch import default_user_agent
-from ..store import Checkpoint, Database, append_signals, load_checkpoint, save_checkpoint, sync_automations
+from ..store import Checkpoint, Connection, Database, append_signals, load_checkpoint, save_checkpoint, sync_automations
 from ..store.bars import insert_bars, prune_bars
 from ..store.outcomes import insert_outcomes
 from .freshness import GapTracker, Guard, guard_for

@@ -26,7 +26,7 @@ from starlette.background import BackgroundTask
 from ...accounts.service import ADMIN_SESSION_TTL, SESSION_TTL, Accounts
 from ...errors import AccessError, DeliveryError
 from ...records import Plan
-from ...store.accounts import normalize_email
+from ...store.accounts import current_subscription, normalize_email
 from ..auth import SESSION_COOKIE, Viewer, resolve_viewer
 from ..context import AppContext, get_ctx, get_viewer
 from ..security import client_address
@@ -328,8 +328,6 @@ async def _checkout_after_signup(ctx: AppContext, subscriber_id: int, plan_id: s
     The dashboard instead when the plan is already theirs, no longer on sale, or payments
     are not set up: the account then stays on the plan it started with.
     """
-    from ...store.accounts import current_subscription
-
     if ctx.billing is None:
         return "/dashboard"
     sub = ctx.db.read_sync(current_subscription, subscriber_id)

@@ -19,6 +19,7 @@ from ...delivery.shapes import delivery_json
 from ...errors import AccessError
 from ...records import Subscription
 from ...store.accounts import get_subscriber, list_subscribers
+from ...store.outbox import counts_by_status, list_deliveries, replay
 from ..auth import Viewer
 from ..context import AppContext, ctx_dependency
 from ..openapi import errors
@@ -160,8 +161,6 @@ def deliveries(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     """Deliveries by status, newest first: by default the dead letters, with their reasons."""
-    from ...store.outbox import counts_by_status, list_deliveries
-
     rows = ctx.db.read_sync(list_deliveries, status=status, before_id=before, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
@@ -178,8 +177,6 @@ async def replay_delivery(delivery_id: Id, ctx: Ctx, admin: Admin) -> dict[str, 
     """Send a dead letter again (its attempts start over, with the same idempotency id)."""
     from datetime import UTC
     from datetime import datetime as dt
-
-    from ...store.outbox import replay
 
     if not await ctx.db.write(replay, delivery_id, dt.now(UTC)):
         raise HTTPException(404, f"no dead or skipped delivery with id {delivery_id}")

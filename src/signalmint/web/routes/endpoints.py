@@ -16,15 +16,31 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ...delivery.channels.base import ChannelContext
+from ...delivery.channels import email, telegram
+from ...delivery.channels.apprise import vet_apprise_url
+from ...delivery.channels.base import ChannelContext, Message
+from ...delivery.channels.webhook import new_secret
+from ...delivery.inspect import inspector_prefix
+from ...delivery.runner import channel_context
 from ...delivery.shapes import delivery_json
-from ...delivery.worker import unsubscribe_token
+from ...delivery.telegram_commands import connect_link
+from ...delivery.worker import default_channel_factory, unsubscribe_token
 from ...errors import ConfigError, DeliveryError
+from ...net.ssrf import check_url
 from ...registry import channel_class, channel_kinds, in_display_order
+from ...store import get_signal, list_automations, list_signals
+from ...store.auth import get_or_create_setting, get_setting
 from ...store.outbox import MAX_ENDPOINTS, add_endpoint, list_deliveries, list_endpoints, set_endpoint_status
+from ...store.series import CHART_FIELDS, signal_series
+from ...store.tables import settings_kv
+from .. import charts
+from ..auth import subscriber_viewer
 from ..context import AppContext, ctx_dependency
+from ..feeds import atom, chart_context, entries, rss
 from ..openapi import errors
 from ..params import Id
+from ..visibility import scopes_for
+from .account import throttle
 from .api import RESPONSES
 from .me import Me
 
@@ -82,10 +98,6 @@ def _redacted(endpoint: Any) -> str:
 def _vet(ctx: AppContext, body: EndpointIn) -> tuple[str, list[str]]:
     allow = ctx.settings.delivery.allow_loopback_targets
     if body.channel == "webhook":
-        from ...delivery.channels.webhook import new_secret
-        from ...delivery.inspect import inspector_prefix
-        from ...net.ssrf import check_url
-
         url = body.url.removeprefix("webhook+")
         try:
             check_url(url, allow_loopback=allow, own=inspector_prefix(ctx.settings))
@@ -100,7 +112,6 @@ def _vet(ctx: AppContext, body: EndpointIn) -> tuple[str, list[str]]:
         except DeliveryError as exc:
             raise HTTPException(422, f"url: {exc}") from None
         return url, []
-    from ...delivery.channels.apprise import vet_apprise_url
 
     url = body.url.removeprefix("apprise+")
     try:
@@ -196,10 +207,6 @@ async def unsubscribe(endpoint_id: Id, token: str, ctx: Ctx) -> Response:
 @router.post("/api/v1/me/endpoints/{endpoint_id}/test", responses={**RESPONSES, **errors(404, 422)})
 async def test_event(endpoint_id: Id, ctx: Ctx, viewer: Me) -> dict[str, Any]:
     """Send a test message to one of your endpoints now; the answer says what the receiver said."""
-    from ...delivery.channels.base import Message
-    from ...delivery.runner import channel_context
-    from ...delivery.worker import default_channel_factory
-
     assert viewer.subscriber is not None
     owned = {e.id: e for e in ctx.db.read_sync(list_endpoints, viewer.subscriber.id)}
     endpoint = owned.get(endpoint_id)
@@ -220,7 +227,6 @@ async def test_event(endpoint_id: Id, ctx: Ctx, viewer: Me) -> dict[str, Any]:
         return {"ok": False, "error": str(exc), "permanent": exc.permanent, "retry_after": exc.retry_after}
     finally:
         await context.http.close()
-        from ...delivery.channels import email, telegram
 
         for close in (email.close, telegram.close):
             await close(context)
@@ -232,9 +238,6 @@ async def test_event(endpoint_id: Id, ctx: Ctx, viewer: Me) -> dict[str, Any]:
 
 def _feed_nonce(ctx: AppContext, subscriber_id: int, *, rotate: bool = False) -> str:
     import secrets as random_secrets
-
-    from ...store.auth import get_or_create_setting
-    from ...store.tables import settings_kv
 
     name = f"feed_nonce:{subscriber_id}"
     if rotate:
@@ -273,10 +276,6 @@ def rotate_feed(ctx: Ctx, viewer: Me) -> dict[str, Any]:
 
 def _feed_viewer(request: Request, ctx: AppContext, subscriber_id: int, token: str) -> Any:
     """The subscriber behind a private feed address (404 for a wrong or rotated token)."""
-    from ...store.auth import get_setting
-    from ..auth import subscriber_viewer
-    from .account import throttle
-
     # Reading only: a feed's nonce exists once its owner asked for the address; a made-up
     # subscriber id or token writes nothing, and wrong guesses from one address are throttled.
     nonce = ctx.db.read_sync(get_setting, f"feed_nonce:{subscriber_id}")
@@ -290,10 +289,6 @@ def _feed_viewer(request: Request, ctx: AppContext, subscriber_id: int, token: s
 
 
 def _feed(request: Request, subscriber_id: int, token: str, ctx: AppContext, kind: str) -> Response:
-    from ...store import list_signals
-    from ..feeds import atom, entries, rss
-    from ..visibility import scopes_for
-
     viewer = _feed_viewer(request, ctx, subscriber_id, token)
     now = datetime.now(UTC)
     rows = ctx.db.read_sync(list_signals, scopes=scopes_for(viewer, now, ctx.automation_names()), limit=50)
@@ -326,11 +321,6 @@ def rss_feed(subscriber_id: Id, token: str, request: Request, ctx: Ctx) -> Respo
 @router.get("/feeds/{subscriber_id}/{token}/signals/{signal_id}/chart.svg", include_in_schema=False)
 def feed_chart(subscriber_id: Id, token: str, signal_id: Id, request: Request, ctx: Ctx) -> Response:
     """A signal's volume chart for the feed's entries: only when the subscriber's plan shows it now."""
-    from ...store import get_signal, list_automations
-    from ...store.series import CHART_FIELDS, signal_series
-    from .. import charts
-    from ..feeds import chart_context
-
     viewer = _feed_viewer(request, ctx, subscriber_id, token)
     now = datetime.now(UTC)
     stored = ctx.db.read_sync(get_signal, signal_id)
@@ -397,8 +387,6 @@ async def email_event(request: Request, ctx: Ctx) -> dict[str, Any]:
 @router.post("/api/v1/me/telegram", responses={**RESPONSES, **errors(404)})
 async def telegram_link(ctx: Ctx, viewer: Me) -> dict[str, Any]:
     """A one-time link (valid for an hour) that connects a Telegram chat to your alerts."""
-    from ...delivery.telegram_commands import connect_link
-
     assert viewer.subscriber is not None
     bot = ctx.settings.telegram.bot
     if not (bot and ctx.settings.telegram.token):
