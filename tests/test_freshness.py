@@ -1,4 +1,4 @@
-"""Cadence, market calendars and gap counting (signalmint/freshness.py), and detector resets."""
+"""Cadence, market calendars and gap counting (signalmint/engine/freshness.py), and detector resets."""
 
 from __future__ import annotations
 

@@ -235,7 +235,7 @@
     source.addEventListener("teaser", onTeaser);
   }
 
-  // Under node (the Python tests check these formatters against filters.py) export them.
+  // Under node (the Python tests check these formatters against signalmint/formatting.py) export them.
   if (typeof module === "object" && module.exports) {
     module.exports = { fmtNum: fmtNum, fmtRatio: fmtRatio, fmtZ: fmtZ, fmtPct: fmtPct, direction: direction,
       ratioTier: ratioTier, fmtTime: fmtTime, isoZ: isoZ };
