@@ -186,7 +186,7 @@ def build(db_path: str, sink_port: int, endpoints: int, concurrency: int, batch:
 
 
 def commit(db: Any, fanout: Any, key: str) -> tuple[int, float]:
-    from signalmint.engine import commit_tick
+    from signalmint.engine.runner import commit_tick
     from signalmint.records import Frame, Signal
 
     now = datetime.now(UTC)

@@ -34,7 +34,7 @@ import uvloop
 from _common import Ports, add_common, describe_ratio, print_result, ratio_fields, ratios
 
 from signalmint.delivery.http1 import Http1Pool, encode_request, request_head
-from signalmint.delivery.ssrf import check_url
+from signalmint.net.ssrf import check_url
 
 SINK = """
 async def app(scope, receive, send):

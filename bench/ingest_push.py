@@ -61,8 +61,8 @@ def serve(kind: str, port: int, workdir: str) -> None:
         uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
         return
     from signalmint.config import load_settings
-    from signalmint.engine import Engine
     from signalmint.registry import Registry
+    from signalmint.serve import wire_engine
     from signalmint.store import Database
     from signalmint.web.app import create_app
 
@@ -72,7 +72,8 @@ def serve(kind: str, port: int, workdir: str) -> None:
     settings = load_settings(path, registry=registry)
     db = Database(settings.database)
     db.migrate()
-    app = create_app(settings, db, engine=Engine(settings, db, registry))
+    engine, fanout = wire_engine(settings, db, registry)  # as `signalmint run` does
+    app = create_app(settings, db, engine=engine, fanout=fanout)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 

@@ -89,8 +89,9 @@ async def run_signalmint(
     args: argparse.Namespace, url: str, clock: CompressedClock, stream: str = "poll"
 ) -> dict[str, Any]:
     from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Settings
-    from signalmint.engine import Engine, commit_tick
+    from signalmint.engine.runner import commit_tick
     from signalmint.registry import Registry
+    from signalmint.serve import wire_engine
     from signalmint.sources.ccxt_candles import CcxtCandles
     from signalmint.store import Database
 
@@ -128,7 +129,7 @@ async def run_signalmint(
                 )
             ],
         )
-        engine = Engine(settings, db, registry)
+        engine, _ = wire_engine(settings, db, registry)  # as `signalmint run` does
         signal_ms: list[float] = []
         tick_ms: list[float] = []
         start_boundary = clock() // MINUTE * MINUTE  # the backfill ends with the candle closing here

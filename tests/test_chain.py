@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from signalmint.access import mask, masked_json
-from signalmint.chain import chain_record, commitment, hash_v1, hash_v2, verify_records
+from signalmint.chain.hashing import chain_record, commitment, hash_v1, hash_v2, verify_records
+from signalmint.delivery.shapes import signal_json
 from signalmint.records import Plan, Signal
-from signalmint.shapes import signal_json
 
 T = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 FREE = Plan(id="free", version=1, name="Free", automations=("a",), masked_fields=frozenset({"volume", "score"}))

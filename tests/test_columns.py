@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from signalmint.cli import app
 from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Settings, parse_settings
 from signalmint.detectors.volume_spike import VolumeSpike
-from signalmint.engine import Engine
+from signalmint.engine.runner import Engine
 from signalmint.errors import ConfigError
 from signalmint.pipeline import signals_from_scores
 from signalmint.records import Frame, Schema, Scores, to_datetime64

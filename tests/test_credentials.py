@@ -9,7 +9,7 @@ from argon2 import PasswordHasher
 from hypothesis import given
 from hypothesis import strategies as st
 
-from signalmint.credentials import (
+from signalmint.accounts.credentials import (
     API_KEY_LENGTH,
     MAX_TOKEN_LENGTH,
     check_csrf,

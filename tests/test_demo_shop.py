@@ -9,8 +9,8 @@ import feedparser
 import httpx
 import pytest
 
-from signalmint.demo import demo_settings
-from signalmint.demo_shop import KEYWORDS, LocalShop
+from signalmint.demo.seed import demo_settings
+from signalmint.demo.shop import KEYWORDS, LocalShop
 from signalmint.sources.shop import extract
 
 

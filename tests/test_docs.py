@@ -31,8 +31,8 @@ from signalmint.config import (
     TipsConfig,
     WebConfig,
 )
+from signalmint.config.reports import AudienceConfig, ContentsConfig, ReportConfig
 from signalmint.registry import Registry
-from signalmint.reports.spec import AudienceConfig, ContentsConfig, ReportConfig
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 DOCUMENTED = set(re.findall(r"^\| `([a-z_]+)`(?: \([a-z]+\))? \|", README, flags=re.MULTILINE))

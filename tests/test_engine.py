@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Settings
-from signalmint.engine import Engine
+from signalmint.engine.runner import Engine
 from signalmint.registry import Registry
 from signalmint.store import Database, list_signals, load_checkpoint, verify_chain
 from signalmint.store.signals import count_signals

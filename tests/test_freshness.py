@@ -1,4 +1,4 @@
-"""Cadence, market calendars and gap counting (signalmint/freshness.py), and detector resets."""
+"""Cadence, market calendars and gap counting (signalmint/engine/freshness.py), and detector resets."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 
 from signalmint.detectors import VolumeSpike
 from signalmint.detectors.cooldown import Cooldown
-from signalmint.freshness import ALWAYS, US_EQUITIES, GapTracker, parse_timeframe
+from signalmint.engine.freshness import ALWAYS, US_EQUITIES, GapTracker, parse_timeframe
 from signalmint.records import Frame
 
 MINUTE = timedelta(minutes=1)

@@ -22,9 +22,9 @@ from sqlalchemy import select
 from standardwebhooks import Webhook
 
 from signalmint.config import AutomationConfig, DeliveryConfig, DetectorConfig, OperatorConfig, PlanConfig, Settings
-from signalmint.engine import Engine
 from signalmint.records import Frame, Signal
 from signalmint.registry import Registry
+from signalmint.serve.process import wire_engine
 from signalmint.store import Database, list_signals, verify_chain
 from signalmint.store.accounts import confirm_subscriber, ensure_subscriber, start_subscription
 from signalmint.store.health import list_stale_periods
@@ -137,9 +137,10 @@ class Rig:
         self.feed: asyncio.Queue[Frame] = asyncio.Queue()
         self.clock = Clock(start)
         self.settings = settings
-        self.engine = Engine(settings, db, queue_registry(registry, self.feed), clock=self.clock, watch_every=None)
+        plugins = queue_registry(registry, self.feed)
+        self.engine, self.fanout = wire_engine(settings, db, plugins, clock=self.clock, watch_every=None)
         self.runner = self.engine.runners["live"]
-        self.app = create_app(settings, db, engine=self.engine)
+        self.app = create_app(settings, db, engine=self.engine, fanout=self.fanout)
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://test")
 
     async def push(self, at: datetime, volumes: dict[str, float], *, arrives: datetime | None = None) -> None:
@@ -321,7 +322,7 @@ def test_a_late_signal_is_stored_but_not_delivered(db: Database, registry: Regis
 
     async def body(rig: Rig) -> None:
         _subscriber(db, "webhook+http://127.0.0.1:9/hook")
-        rig.engine.fanout.invalidate()
+        rig.fanout.invalidate()
         for minute, volume in enumerate((100.0, 110.0, 90.0)):
             await rig.push(MONDAY + minute * MINUTE, {"AAA": volume, "BBB": volume})
         await rig.push(MONDAY + 3 * MINUTE, {"AAA": 1000.0, "BBB": 100.0})  # on time: an alert
@@ -401,7 +402,7 @@ def test_stale_periods_survive_a_restart_and_recover_once(db: Database, registry
 
 
 def test_replays_are_never_stale_nor_late() -> None:
-    from signalmint.freshness import guard_for
+    from signalmint.engine.freshness import guard_for
     from signalmint.sources.file import FileReplay
 
     config = AutomationConfig(

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import delete
 
 from signalmint.config import OutcomesConfig, Settings
-from signalmint.engine import Engine
-from signalmint.outcomes import due_outcomes, summarize, summarize_by_key
+from signalmint.engine.outcomes import due_outcomes, summarize, summarize_by_key
+from signalmint.engine.runner import Engine
 from signalmint.records import Frame, Outcome, Signal
 from signalmint.registry import Registry
 from signalmint.store import Database, append_signals, verify_chain

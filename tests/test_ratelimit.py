@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from signalmint.ratelimit import RateDecision, TokenBucketLimiter
+from signalmint.access.ratelimit import RateDecision, TokenBucketLimiter
 
 
 class FakeClock:

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import Settings, demo_exposure, load_settings
-from .errors import ConfigError, SignalmintError
+from .errors import ConfigError, SignalmintError, StoreError
 from .registry import Registry
 
 __all__ = ["app", "main"]
@@ -97,10 +97,10 @@ def demo(
     ] = None,
 ) -> None:
     """Run the demo: four automations (two markets, a shop, a feed), three plans, demo accounts; no keys needed."""
-    from .demo import demo_settings, new_admin_password, seed_demo
-    from .demo_shop import LocalShop
-    from .mailcatcher import MailCatcher
-    from .serve import run_process
+    from .demo.mailcatcher import MailCatcher
+    from .demo.seed import demo_settings, new_admin_password, seed_demo
+    from .demo.shop import LocalShop
+    from .serve.process import run_process
 
     exposure = demo_exposure(demo_settings("sqlite://", host=host, port=port))
     if exposure:  # before anything is created: one line, exit 1
@@ -174,7 +174,7 @@ def run(
     ] = None,
 ) -> None:
     """Run a config: the web app, the engine and the delivery worker, in one process or by role."""
-    from .serve import ROLES, run_process
+    from .serve.process import ROLES, run_process
 
     roles = frozenset(role or ROLES)
     if not roles <= ROLES:
@@ -250,7 +250,7 @@ def check(config: ConfigOption = Path("signalmint.yaml")) -> None:
 
 def _print_business(settings: Settings) -> None:
     """What the config sells, who takes the money and who runs it, one line each."""
-    from .money import fmt_price
+    from .formatting import fmt_price
 
     plans = [
         f"{p.id} ({fmt_price(p.price, p.currency, p.interval)}{f', {p.trial_days}-day trial' if p.trial_days else ''})"
@@ -294,14 +294,11 @@ def verify(
     ] = None,
 ) -> None:
     """Check the tamper-evident hash chain of every automation's signals (here, or at --url)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from .errors import StoreError
-    from .store import Database, verify_chain
+    from .store import Database, DatabaseError, verify_chain
     from .store.signals import automations_with_signals
 
     if url is not None:
-        from .remote_verify import RemoteError, verify_remote
+        from .chain.remote import RemoteError, verify_remote
 
         try:
             reports = verify_remote(url, automation)
@@ -320,7 +317,7 @@ def verify(
             reports = [database.read_sync(verify_chain, name) for name in sorted(names)]
         except SignalmintError as exc:
             raise _fail(exc) from None
-        except SQLAlchemyError as exc:
+        except DatabaseError as exc:
             raise _fail(StoreError(f"cannot read {database.safe_url}: {str(exc).splitlines()[0]}")) from None
         finally:
             database.close()
@@ -431,10 +428,10 @@ def report_render(
     report: Annotated[str | None, typer.Option(help="the report's name (needed when it has several)")] = None,
 ) -> None:
     """Render one report for any past period into DIR (HTML, email HTML and PDF); stores nothing."""
+    from .config.reports import parse_period
     from .errors import StoreError
     from .reports.render import standalone
     from .reports.scheduler import find_definition, render_period
-    from .reports.spec import parse_period
     from .store import Database
 
     settings = _load(config)

@@ -27,13 +27,18 @@ __all__ = [
     "ApiKey",
     "Automation",
     "Checkout",
+    "CreditLine",
     "Frame",
+    "HistoryPoint",
+    "LegacySubscription",
     "Outcome",
     "OutcomeSummary",
+    "PaymentLine",
     "Plan",
     "Preferences",
     "Report",
     "ReportSignal",
+    "RevenueData",
     "Schema",
     "Scores",
     "Signal",
@@ -471,3 +476,71 @@ class Report:
     def filename(self) -> str:
         """A file name for downloads: ``crypto-weekly-2026-W48`` (``:`` of run keys dropped)."""
         return f"{self.automation}-{self.name}-{self.period_key.replace(':', '')}"
+
+
+# --- revenue: what the store loads for the analytics (billing/analytics.py) ---------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPoint:
+    """One ``subscription_history`` row: a subscription's state from ``at`` on."""
+
+    subscription_id: int
+    subscriber_id: int
+    plan_id: str
+    plan_version: int
+    state: str
+    mrr: int
+    currency: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LegacySubscription:
+    """A subscription opened before migration 0005, so without history rows."""
+
+    id: int
+    subscriber_id: int
+    plan_id: str
+    plan_version: int
+    state: str
+    started_at: datetime
+    trial_end: datetime | None = None
+    ended_at: datetime | None = None
+    origin: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentLine:
+    kind: str  # subscription | credits | tip | manual
+    amount: int
+    currency: str
+    fee: int
+    refunded: int
+    status: str  # paid | refunded | failed
+    created_at: datetime
+    subscriber_id: int | None = None
+    plan_id: str | None = None
+    automation: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreditLine:
+    delta: int  # micro-units; negative spends
+    reason: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RevenueData:
+    """Everything the figures are computed from; ``history`` in (at, id) order."""
+
+    history: tuple[HistoryPoint, ...]
+    plans: Mapping[tuple[str, int], Plan]
+    automations: tuple[str, ...]
+    now: datetime
+    credit_currency: str = "usd"
+    legacy: tuple[LegacySubscription, ...] = ()
+    trial_ends: Mapping[int, datetime] = field(default_factory=dict)
+    payments: tuple[PaymentLine, ...] = ()
+    credits: tuple[CreditLine, ...] = ()

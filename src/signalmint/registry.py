@@ -84,7 +84,7 @@ class Source(Protocol):
     where the last committed frame ended. Rows that fail validation are
     dropped and counted in ``rejected`` (reason -> count), never raised.
 
-    Optional attributes feed the guardrails (signalmint/freshness.py): ``cadence``
+    Optional attributes feed the guardrails (signalmint/engine/freshness.py): ``cadence``
     (a timedelta between two bars of a key; else a ccxt-like ``timeframe`` such as
     ``"1m"`` is read), ``live`` (bar times follow the clock: staleness and late signals
     apply; default true for a source with a ``timeframe``, else false) and ``calendar``

@@ -15,19 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Connection, delete
 
-from signalmint.billing.analytics import (
-    Figures,
-    HistoryPoint,
-    LegacySubscription,
-    PaymentLine,
-    RevenueData,
-    RevenueReport,
-    buckets,
-    legacy_points,
-    revenue_report,
-    split,
-)
-from signalmint.records import Plan
+from signalmint.billing.analytics import Figures, RevenueReport, buckets, legacy_points, revenue_report, split
+from signalmint.records import HistoryPoint, LegacySubscription, PaymentLine, Plan, RevenueData
 from signalmint.store import Database
 from signalmint.store.accounts import ensure_subscriber, set_subscription_state, start_subscription
 from signalmint.store.plans import sync_plans

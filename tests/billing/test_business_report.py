@@ -35,8 +35,8 @@ from signalmint.billing.business_schedule import (
 )
 from signalmint.cli import app as cli_app
 from signalmint.config import AdminConfig, BusinessReportConfig, EmailConfig, Settings
+from signalmint.demo.mailcatcher import MailCatcher
 from signalmint.errors import ConfigError
-from signalmint.mailcatcher import MailCatcher
 from signalmint.records import Automation, Outcome, Plan, Signal
 from signalmint.store import Database
 from signalmint.store.accounts import ensure_subscriber, set_subscription_state, start_subscription

@@ -19,6 +19,7 @@ from signalmint.billing.metering import (
     record_overage,
     report_meter_events,
 )
+from signalmint.billing.usage import UsageMeter, month_of
 from signalmint.config import PlanConfig, Settings, WebConfig
 from signalmint.errors import BillingError, StoreError
 from signalmint.records import Automation
@@ -28,7 +29,6 @@ from signalmint.store.ledger import get_meter_event, list_entries
 from signalmint.store.plans import load_plans
 from signalmint.store.tables import meter_events
 from signalmint.store.usage import add_usage, get_usage
-from signalmint.usage import UsageMeter, month_of
 from signalmint.web.app import create_app
 
 NOW = datetime(2026, 3, 5, 12, 0, tzinfo=UTC)

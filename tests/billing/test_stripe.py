@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import stripe
 
+from signalmint.accounts.mail import LogMailer
 from signalmint.billing.metering import report_meter_events
 from signalmint.billing.service import Billing
 from signalmint.billing.stripe_events import apply_event, fetch_for
 from signalmint.billing.stripe_provider import StripeProvider, subscription_view
 from signalmint.config import BillingConfig, PlanConfig, Settings, StripeConfig
 from signalmint.errors import BillingError
-from signalmint.mail import LogMailer
 from signalmint.records import Checkout, Plan, Subscriber
 from signalmint.store import Database
 from signalmint.store.accounts import confirm_subscriber, current_subscription, ensure_subscriber, get_subscriber

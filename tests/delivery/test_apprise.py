@@ -12,8 +12,8 @@ import pytest
 
 from signalmint.delivery.channels.apprise import AppriseChannel, vet_apprise_url
 from signalmint.delivery.channels.base import Channel, ChannelContext, Message, Receipt
-from signalmint.delivery.ssrf import UnsafeTarget
 from signalmint.errors import DeliveryError
+from signalmint.net.ssrf import UnsafeTarget
 
 from .conftest import HttpSink, Reply
 

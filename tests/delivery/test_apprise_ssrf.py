@@ -25,8 +25,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from signalmint.config import DeliveryConfig
 from signalmint.delivery.channels.apprise import EXTRA_SCHEMES_SETTING, AppriseChannel, vet_apprise_url
 from signalmint.delivery.channels.base import ChannelContext, Message
-from signalmint.delivery.dial_guard import Refused, guarded
-from signalmint.delivery.ssrf import UnsafeTarget
+from signalmint.net.dial_guard import Refused, guarded
+from signalmint.net.ssrf import UnsafeTarget
 from signalmint.store import Database
 from signalmint.store.outbox import add_endpoint, list_endpoints
 from tests.web.test_account_pages import client_for

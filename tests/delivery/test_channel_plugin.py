@@ -25,7 +25,7 @@ from signalmint.config import PlanConfig, Settings, delivery_channels
 from signalmint.delivery.fanout import FanOut
 from signalmint.delivery.runner import channel_context
 from signalmint.delivery.worker import Worker
-from signalmint.engine import commit_tick
+from signalmint.engine.runner import commit_tick
 from signalmint.records import Automation, Frame
 from signalmint.registry import Registry, all_channels, channel_class, channel_kinds, default_registry
 from signalmint.store import Database, sync_automations

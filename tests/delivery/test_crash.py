@@ -31,7 +31,7 @@ from aiosmtpd.controller import Controller
 
 from signalmint.config import EmailConfig, PlanConfig, Settings
 from signalmint.delivery.fanout import FanOut
-from signalmint.engine import commit_tick
+from signalmint.engine.runner import commit_tick
 from signalmint.records import Automation, Frame, Signal
 from signalmint.store import Database, sync_automations
 from signalmint.store.accounts import confirm_subscriber, ensure_subscriber, start_subscription

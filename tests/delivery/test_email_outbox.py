@@ -14,12 +14,12 @@ import pytest
 from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
 
-from signalmint.accounts import server_pepper
+from signalmint.accounts.service import server_pepper
 from signalmint.config import EmailConfig, PlanConfig, Settings
 from signalmint.delivery.fanout import FanOut
 from signalmint.delivery.runner import channel_context
 from signalmint.delivery.worker import Worker
-from signalmint.engine import commit_tick
+from signalmint.engine.runner import commit_tick
 from signalmint.records import Automation, Frame, Signal, to_datetime64
 from signalmint.store import Database, sync_automations
 from signalmint.store.accounts import confirm_subscriber, ensure_subscriber, start_subscription

@@ -29,7 +29,7 @@ from signalmint.delivery.http1 import (
     encode_request,
     request_head,
 )
-from signalmint.delivery.ssrf import ParsedTarget, UnsafeTarget, check_url
+from signalmint.net.ssrf import ParsedTarget, UnsafeTarget, check_url
 
 from .conftest import TLS_HOSTNAME, HttpsSink, _free_port
 

@@ -15,7 +15,7 @@ from signalmint.config import DeliveryConfig, PlanConfig, Settings
 from signalmint.delivery.fanout import FanOut
 from signalmint.delivery.runner import channel_context
 from signalmint.delivery.worker import RETRY_SCHEDULE, Worker
-from signalmint.engine import commit_tick
+from signalmint.engine.runner import commit_tick
 from signalmint.records import Automation, Frame, Signal
 from signalmint.store import Database, sync_automations
 from signalmint.store.accounts import confirm_subscriber, ensure_subscriber, set_watchlist, start_subscription

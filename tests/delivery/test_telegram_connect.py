@@ -16,7 +16,7 @@ from signalmint.delivery.channels.telegram import close, run_polling, telegram_b
 from signalmint.delivery.fanout import FanOut
 from signalmint.delivery.telegram_commands import StoreCommands
 from signalmint.delivery.worker import Worker
-from signalmint.engine import commit_tick
+from signalmint.engine.runner import commit_tick
 from signalmint.records import Automation, Frame, Signal
 from signalmint.store import Database, sync_automations
 from signalmint.store.accounts import confirm_subscriber, ensure_subscriber, start_subscription

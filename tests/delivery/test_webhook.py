@@ -20,8 +20,8 @@ from signalmint.delivery.channels.webhook import (
     make_http_session,
     new_secret,
 )
-from signalmint.delivery.ssrf import UnsafeTarget
 from signalmint.errors import DeliveryError
+from signalmint.net.ssrf import UnsafeTarget
 
 from .conftest import HttpSink, Reply
 

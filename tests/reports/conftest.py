@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from signalmint.config import OutcomesConfig, Settings, parse_settings
-from signalmint.outcomes import due_outcomes
+from signalmint.engine.outcomes import due_outcomes
 from signalmint.records import Frame, Signal
 from signalmint.registry import Registry
 from signalmint.store import Database, append_signals

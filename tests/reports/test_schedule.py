@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from signalmint.reports.spec import ReportConfig, due_periods, parse_period, period_before, runs_between
+from signalmint.config.reports import ReportConfig, due_periods, parse_period, period_before, runs_between
 
 
 def spec(**values: Any) -> ReportConfig:

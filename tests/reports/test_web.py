@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 
 from signalmint.billing.credits import balance, credit
 from signalmint.config import AutomationConfig
+from signalmint.config.reports import ReportConfig
 from signalmint.reports.scheduler import ReportScheduler
-from signalmint.reports.spec import ReportConfig
 from signalmint.store import Database
 from signalmint.store.accounts import subscriber_by_email
 from signalmint.store.tables import ledger, report_purchases

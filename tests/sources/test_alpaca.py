@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Settings
-from signalmint.engine import AutomationStatus, Engine
+from signalmint.engine.runner import AutomationStatus, Engine
 from signalmint.errors import SourceError
 from signalmint.records import Frame
 from signalmint.registry import Registry

@@ -19,7 +19,7 @@ import pytest
 
 from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Settings
 from signalmint.detectors.volume_spike import VolumeSpike
-from signalmint.engine import Engine
+from signalmint.engine.runner import Engine
 from signalmint.errors import SourceError
 from signalmint.pipeline import build_pipeline
 from signalmint.records import Frame, to_datetime

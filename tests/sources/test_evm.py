@@ -15,7 +15,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Settings
-from signalmint.engine import Engine, without_retractions
+from signalmint.engine.runner import Engine, without_retractions
 from signalmint.records import Frame, Scores, to_datetime
 from signalmint.registry import Registry
 from signalmint.sources.evm import EvmChain, EvmOptions

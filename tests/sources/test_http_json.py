@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Settings
-from signalmint.engine import Engine
+from signalmint.engine.runner import Engine
 from signalmint.records import Frame
 from signalmint.registry import Registry
 from signalmint.sources.http_json import HttpJson, HttpJsonOptions, next_run

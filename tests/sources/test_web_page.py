@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Settings, parse_settings
-from signalmint.engine import Engine
+from signalmint.engine.runner import Engine
 from signalmint.errors import ConfigError
 from signalmint.records import Frame
 from signalmint.registry import Registry

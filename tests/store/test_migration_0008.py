@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import column, insert, table
 
-from signalmint.chain import hash_v1
+from signalmint.chain.hashing import hash_v1
 from signalmint.records import Signal
 from signalmint.store import Database, append_signals, verify_chain
 from signalmint.store.tables import signals

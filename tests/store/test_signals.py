@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from signalmint.chain import commitment
+from signalmint.chain.hashing import commitment
 from signalmint.records import Signal
 from signalmint.store import Database, append_signals, get_signal, list_signals, signals_after, verify_chain
 from signalmint.store.signals import count_signals, signal_hash

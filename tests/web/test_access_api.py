@@ -124,6 +124,7 @@ def world(db: Database) -> World:
 
 PUBLIC_OK = {
     "/api/v1/automations",
+    "/api/v1/automations/{name}/outcomes",  # the track record's outcomes, as the viewer may see them
     "/api/v1/chain",  # the public hash chain (test_chain.py): the same for everyone
     "/api/v1/plans",
     "/api/v1/signals",
@@ -141,6 +142,7 @@ def _fill(path: str, world: World, owner: str) -> str:
         own_key = spare.id
     return (
         path.replace("{signal_id}", str(world.signals[-1].id))
+        .replace("{name}", world.signals[-1].automation)
         .replace("{subscriber_id}", str(world.ids["free"]))
         .replace("{key_id}", str(own_key))
     )
@@ -305,8 +307,8 @@ def test_monthly_quota_then_overage_or_refusal(db: Database) -> None:
     assert [r.status_code for r in metered] == [200, 200, 429]  # then the credits are spent
     assert refused[0].headers["x-quota-remaining"] == "1"
     asyncio.run(world.ctx.meter.flush())
+    from signalmint.billing.usage import month_of
     from signalmint.store.usage import get_usage
-    from signalmint.usage import month_of
 
     assert world.db.read_sync(get_usage, world.ids["free"], month_of(datetime.now(UTC))) == (4, 2)
 

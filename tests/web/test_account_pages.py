@@ -17,8 +17,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from signalmint.accounts.credentials import hash_password
 from signalmint.config import AdminConfig, AutomationConfig, DetectorConfig, PlanConfig, PluginConfig, Settings
-from signalmint.credentials import hash_password
 from signalmint.records import Automation
 from signalmint.store import Database, sync_automations
 from signalmint.store.accounts import current_subscription, subscriber_by_email

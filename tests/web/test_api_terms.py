@@ -21,12 +21,12 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from signalmint.billing.usage import month_of
 from signalmint.config import PlanConfig, WebConfig
-from signalmint.demo import demo_plans
+from signalmint.demo.seed import demo_plans
 from signalmint.records import Plan
 from signalmint.store import Database
 from signalmint.store.usage import add_usage, get_usage
-from signalmint.usage import month_of
 from signalmint.web.api_access import LIVE_BURST, LIVE_STREAMS
 from signalmint.web.money import api_terms
 

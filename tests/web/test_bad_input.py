@@ -17,7 +17,7 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from signalmint.credentials import csrf_token
+from signalmint.accounts.credentials import csrf_token
 from signalmint.store import Database
 from tests.web.test_access_api import World
 

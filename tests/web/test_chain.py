@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from signalmint.chain import commitment, verify_records
+from signalmint.chain.hashing import commitment, verify_records
 from signalmint.cli import app as cli
 from signalmint.store import Database
 

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.routing import BaseRoute, Mount
 
-from signalmint.credentials import csrf_token
+from signalmint.accounts.credentials import csrf_token
 from signalmint.store import Database
 from signalmint.store.accounts import subscriber_by_email
 from signalmint.web.security import CROSS_SITE, EXEMPT_PATHS

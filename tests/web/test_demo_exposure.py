@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from signalmint.cli import app as cli
 from signalmint.config import WebConfig, parse_settings
-from signalmint.demo import demo_settings
+from signalmint.demo.seed import demo_settings
 from signalmint.errors import ConfigError
 from signalmint.registry import Registry
 from signalmint.store import Database

@@ -24,8 +24,8 @@ from standardwebhooks import Webhook
 
 from signalmint.config import EmailConfig, PlanConfig
 from signalmint.delivery.http1 import Http1Pool
-from signalmint.delivery.ssrf import ParsedTarget, UnsafeTarget, check_url
-from signalmint.mailcatcher import MailCatcher
+from signalmint.demo.mailcatcher import MailCatcher
+from signalmint.net.ssrf import ParsedTarget, UnsafeTarget, check_url
 from signalmint.records import Automation, Signal
 from signalmint.store import Database, append_signals, sync_automations
 from signalmint.store.outbox import add_endpoint, enqueue, list_endpoints

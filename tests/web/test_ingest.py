@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from signalmint.config import load_settings
-from signalmint.engine import Engine
+from signalmint.engine.runner import Engine
 from signalmint.registry import Registry
 from signalmint.sources.push import PushSource, Refused, secret_key, sign, verify_signature
 from signalmint.store import Database, list_signals

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from signalmint.cli import print_accounts, stop_hint
 from signalmint.config import PlanConfig
-from signalmint.demo import DemoAccount
+from signalmint.demo.seed import DemoAccount
 from signalmint.store import Database
 from signalmint.store.tables import checkouts, payments
 

@@ -59,12 +59,14 @@ def test_every_route_module_is_served() -> None:
 
 def test_web_does_not_import_the_engine() -> None:
     """The app is handed a running pipeline (``create_app(engine=...)``) and uses it through
-    :class:`signalmint.web.context.Pipeline`; it never imports the engine or its fan-out."""
+    :class:`signalmint.web.context.Pipeline`; it never imports the engine's runner or the fan-out
+    (the engine package's plain parts, the hub, metrics and outcomes, sit below the web anyway)."""
     bad = [
         f"{path.relative_to(WEB)}:{line} imports {module}"
         for path in sorted(WEB.rglob("*.py"))
         for line, module in imported(path)
-        if module == "signalmint.engine" or module.startswith(("signalmint.engine.", "signalmint.delivery.fanout"))
+        if module in ("signalmint.engine", "signalmint.engine.Engine")
+        or module.startswith(("signalmint.engine.runner", "signalmint.delivery.fanout"))
     ]
     assert not bad, "; ".join(bad)
     touching = [str(p.relative_to(WEB)) for p in sorted(WEB.rglob("*.py")) if ".fanout" in p.read_text()]

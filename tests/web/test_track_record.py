@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from signalmint.formatting import fmt_pct
 from signalmint.records import Outcome, Signal
 from signalmint.store import Database
 from signalmint.store.outcomes import insert_outcomes
-from signalmint.web.filters import fmt_pct
 
 from .test_reveal import _aged, _world
 

@@ -69,7 +69,7 @@ def test_api_keys_are_capped_on_the_api_as_on_the_dashboard(world: World) -> Non
     assert len(active) == MAX_KEYS
     # the dashboard meets the same cap
     session = asyncio.run(world.ctx.accounts.new_session(world.ids["pro"], admin=False))
-    from signalmint.credentials import csrf_token
+    from signalmint.accounts.credentials import csrf_token
 
     browser = TestClient(world.app, follow_redirects=False, cookies={"sm_session": session})
     form = {"name": "one more", "csrf": csrf_token(session, world.ctx.pepper)}

@@ -13,7 +13,7 @@ it is given must be aware. :func:`deliver_at` applies the rules in this order:
 What the receiver then sees is :func:`mask`\\ ed by the plan's ``masked_fields``; ``"*"``
 (:data:`MASK_ALL`) hides every payload field and the score.
 
-**Hashes of masked signals** (see :mod:`signalmint.chain`). A scheme-2 signal's ``hash``
+**Hashes of masked signals** (see :mod:`signalmint.chain.hashing`). A scheme-2 signal's ``hash``
 commits to its numbers through ``commitment = H(salt, score, payload)`` with a random salt:
 a masked view keeps ``hash``, ``prev_hash`` and ``commitment`` and drops only the ``salt``
 (with the masked numbers), so the track record is checkable by everyone while nothing about

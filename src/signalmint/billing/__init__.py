@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .local import LocalProvider
+from .manual import ManualProvider
+from .stripe_provider import StripeProvider
+
 if TYPE_CHECKING:
     from ..config import Settings
     from ..store import Database
@@ -21,13 +25,8 @@ def make_provider(settings: Settings, db: Database) -> PaymentProvider:
     """The provider ``settings.billing.provider`` names."""
     name = settings.billing.provider
     if name == "stripe":
-        from .stripe_provider import StripeProvider
-
         return StripeProvider(settings, db)  # type: ignore[no-any-return, unused-ignore]
     if name == "manual":
-        from .manual import ManualProvider
-
         return ManualProvider(settings, db)
-    from .local import LocalProvider
 
     return LocalProvider(settings, db)

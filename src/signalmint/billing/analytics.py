@@ -31,12 +31,12 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
-from ..records import Plan
+from ..records import CreditLine, HistoryPoint, LegacySubscription, PaymentLine, Plan, RevenueData
 
 __all__ = [
     "CONSUMING",
@@ -64,74 +64,6 @@ UNATTRIBUTED = ""  # the scope of money no automation can be tied to
 DAILY_UP_TO = timedelta(days=62)  # longer periods get a monthly series
 
 Key = str | None  # None: the whole portfolio; "": unattributed; else an automation
-
-
-# --- what the store loads ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryPoint:
-    """One ``subscription_history`` row: a subscription's state from ``at`` on."""
-
-    subscription_id: int
-    subscriber_id: int
-    plan_id: str
-    plan_version: int
-    state: str
-    mrr: int
-    currency: str
-    at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class LegacySubscription:
-    """A subscription opened before migration 0005, so without history rows."""
-
-    id: int
-    subscriber_id: int
-    plan_id: str
-    plan_version: int
-    state: str
-    started_at: datetime
-    trial_end: datetime | None = None
-    ended_at: datetime | None = None
-    origin: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentLine:
-    kind: str  # subscription | credits | tip | manual
-    amount: int
-    currency: str
-    fee: int
-    refunded: int
-    status: str  # paid | refunded | failed
-    created_at: datetime
-    subscriber_id: int | None = None
-    plan_id: str | None = None
-    automation: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CreditLine:
-    delta: int  # micro-units; negative spends
-    reason: str
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class RevenueData:
-    """Everything the figures are computed from; ``history`` in (at, id) order."""
-
-    history: tuple[HistoryPoint, ...]
-    plans: Mapping[tuple[str, int], Plan]
-    automations: tuple[str, ...]
-    now: datetime
-    credit_currency: str = "usd"
-    legacy: tuple[LegacySubscription, ...] = ()
-    trial_ends: Mapping[int, datetime] = field(default_factory=dict)
-    payments: tuple[PaymentLine, ...] = ()
-    credits: tuple[CreditLine, ...] = ()
 
 
 # --- what comes out ------------------------------------------------------------------------------

@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 from html import escape
 from zoneinfo import ZoneInfo
 
-from ..delivery.render import ACCENT, BRAND, FONT, INK, LINE, MUTED, fmt_num, fmt_pct, fmt_ratio
-from ..mail import Email
-from ..money import fmt_money
+from ..accounts.mail import Email
+from ..delivery.render import ACCENT, BRAND, FONT, INK, LINE, MUTED
+from ..formatting import fmt_money, fmt_num, fmt_pct, fmt_ratio
 from ..records import Outcome, Signal
 from .analytics import Figures
 from .business_report import AutomationWeek, BusinessWeek

@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection
-
 from ..config import Settings
 from ..errors import ConfigError
 from ..records import Outcome, Signal
+from ..store import Connection
 from ..store.business import (
     DeliveryCounts,
     count_signals_between,

@@ -25,9 +25,9 @@ from zoneinfo import ZoneInfo
 
 import aiosmtplib
 
+from ..accounts.mail import Mailer, mailer_for
 from ..config import WEEKDAYS, BusinessReportConfig, Settings
 from ..errors import DeliveryError
-from ..mail import Mailer, mailer_for
 from ..store import Database
 from ..store.business import claim_mark, drop_mark, read_mark, write_mark
 from .business_email import business_email

@@ -19,11 +19,10 @@ import io
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection
-
 from ..errors import BillingError
-from ..money import fmt_credits, minor_digits
+from ..formatting import fmt_credits, minor_digits
 from ..records import Plan
+from ..store import Connection
 from ..store.ledger import (
     LedgerEntry,
     add_to_wallet,
@@ -33,11 +32,13 @@ from ..store.ledger import (
     take_from_wallet,
     wallet_balance,
 )
+from ..store.reports import Purchase, owns_report, record_purchase, report_ref
 
 __all__ = [
     "MICROS",
     "LedgerPage",
     "balance",
+    "buy_report",
     "charge_alert",
     "credit",
     "debit",
@@ -135,6 +136,16 @@ def debit(conn: Connection, subscriber_id: int, micros: int, reason: str, ref: s
 def balance(conn: Connection, subscriber_id: int) -> int:
     """The wallet's balance in micro-units (0 without a wallet)."""
     return wallet_balance(conn, subscriber_id)
+
+
+def buy_report(conn: Connection, report_id: int, subscriber_id: int, micros: int, now: datetime) -> Purchase:
+    """Pay ``micros`` of credit for one report, once: ``owned`` when bought before (nothing taken),
+    ``insufficient`` when the wallet cannot pay (nothing changed), else ``bought``."""
+    if owns_report(conn, report_id, subscriber_id):
+        return "owned"
+    if not debit(conn, subscriber_id, micros, "report", report_ref(report_id, subscriber_id), now):
+        return "insufficient"
+    return "bought" if record_purchase(conn, report_id, subscriber_id, micros, now) else "owned"
 
 
 def charge_alert(conn: Connection, subscriber_id: int, delivery_id: int, micros: int, now: datetime) -> bool:

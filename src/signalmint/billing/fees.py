@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from decimal import ROUND_HALF_UP, Decimal
 
 from ..config import FeeModel
-from ..money import fmt_money, fmt_price, minor_digits
+from ..formatting import fmt_money, fmt_price, minor_digits
 from ..records import Plan
 
 __all__ = ["fee_for", "fee_share", "net_of", "price_warnings", "suggested_credits"]

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, select
 from ..config import Settings
 from ..records import Checkout, Plan, Subscriber, Subscription
 from ..store import Database
+from ..store.accounts import _subscription
 from ..store.plans import load_plans
 from ..store.tables import subscriptions
 from .core import ProviderSubscription
@@ -105,7 +106,6 @@ class LocalProvider:
             )
         ).all()
         plans = load_plans(conn)
-        from ..store.accounts import _subscription
 
         changed = 0
         for (subscription_id,) in due:

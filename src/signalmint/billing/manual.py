@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection
-
 from ..config import Settings
 from ..errors import AccessError
 from ..records import Checkout, Plan, Subscriber, Subscription
-from ..store import Database
+from ..store import Connection, Database
 from ..store.accounts import current_subscription
 from .core import ProviderSubscription
-from .local import add_interval
+from .local import _now, _view, add_interval
 from .service import PaymentInfo, apply_payment, apply_subscription
 
 __all__ = ["ManualProvider", "record_manual_payment"]
@@ -43,8 +41,6 @@ class ManualProvider:
         return None
 
     async def cancel(self, subscription: Subscription) -> None:
-        from .local import _now, _view
-
         def write(conn: Connection) -> None:
             view = _view(conn, subscription, cancel_at_period_end=True)
             if view is not None:

@@ -15,18 +15,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection
-
+from ..accounts.mail import Email, Mailer
 from ..config import Settings
 from ..errors import AccessError
-from ..mail import Email, Mailer
 from ..records import Checkout, Plan, Subscription
-from ..store import Database
+from ..store import Connection, Database
 from ..store.accounts import get_subscriber
 from ..store.billing import complete_checkout, create_checkout, get_checkout, record_payment
 from ..store.plans import load_plans
 from .core import PaymentProvider, ProviderSubscription, converge
 from .fees import fee_for
+from .metering import run_meter_reporter
 from .tips import check_tip, record_credit_topup, record_tip_payment
 
 __all__ = ["Billing", "PaymentInfo", "apply_payment", "apply_subscription", "fulfil_checkout"]
@@ -236,8 +235,6 @@ class Billing:
         send = getattr(self.provider, "send_meter_event", None)
         reporter = None
         if send is not None:  # Stripe: API overage goes out as Billing meter events
-            from .metering import run_meter_reporter
-
             reporter = asyncio.create_task(run_meter_reporter(self.db, send, every=every))
         try:
             await self._renewals(renew, every)

@@ -24,14 +24,13 @@ from typing import Any
 
 import aiohttp
 import stripe
-from sqlalchemy import Connection
 from stripe.params import PriceCreateParams
 from stripe.params.checkout import SessionCreateParams
 
 from ..config import Settings
 from ..errors import BillingError
 from ..records import Checkout, Plan, Subscriber, Subscription
-from ..store import Database
+from ..store import Connection, Database
 from ..store.billing import (
     customer_ref,
     plan_of_price,

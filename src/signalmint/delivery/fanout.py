@@ -1,7 +1,7 @@
 """Fan-out: for each committed signal, one outbox row per entitled subscriber endpoint.
 
-Runs inside the transaction that commits the signals (called from the engine's
-``commit_tick``), so a signal is never stored without its deliveries. Who is entitled comes
+Runs inside the transaction that commits the signals (the engine's on-commit hook, called
+from ``commit_tick``), so a signal is never stored without its deliveries. Who is entitled comes
 from :class:`~signalmint.access.Audience`, compiled from the store and refreshed every few
 seconds, or at once when the store's ``audience_version`` moved (the web app bumps it when a
 subscriber adds, pauses or removes an endpoint, or pays); the worker checks entitlement again
@@ -30,7 +30,7 @@ from ..access import Audience, quiet_until
 from ..records import Plan, Preferences, Signal, Subscriber, Subscription, to_datetime
 from ..store import list_automations
 from ..store.accounts import open_subscriptions, preferences_of
-from ..store.outbox import Endpoint, list_endpoints
+from ..store.outbox import Endpoint, enqueue, list_endpoints
 from ..store.plans import load_plans
 from ..store.tables import preferences, watchlist
 
@@ -95,6 +95,11 @@ class FanOut:
         self.rows: list[tuple[Subscription, Plan, Subscriber, frozenset[str]]] = []
         self.endpoints: dict[int, list[Endpoint]] = {}
         self.prefs: dict[tuple[int, str], Preferences] = {}
+
+    def __call__(self, conn: Connection, signals: list[Signal], now: datetime) -> None:
+        """The engine's on-commit hook (:data:`signalmint.engine.OnCommit`): the outbox rows of
+        ``signals``, written in the transaction that commits them."""
+        enqueue(conn, self.deliveries_for(conn, signals, now), now)
 
     def invalidate(self) -> None:
         self._built = float("-inf")

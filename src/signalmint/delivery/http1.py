@@ -10,7 +10,7 @@ connection and a response parsed by ``httptools`` (llhttp, the parser uvicorn us
   ``(scheme, host, port, vetted IP)`` with keep-alive, at most ``limit`` in all and
   ``limit_per_origin`` per ``(scheme, host, port)`` (0: no cap of its own). Idle ones are
   closed after ``keepalive`` seconds, the least recently used first when the pool is full.
-- SSRF: addresses come from :func:`~signalmint.delivery.ssrf.resolve_safe` (every answer
+- SSRF: addresses come from :func:`~signalmint.net.ssrf.resolve_safe` (every answer
   vetted, IP literals included), cached ``dns_ttl`` seconds, and the socket connects to
   exactly that IP: nothing resolves the name again. ``Host``, TLS SNI and certificate
   verification use the URL's name. Redirects are never followed (a 3xx is a response),
@@ -25,7 +25,7 @@ connection and a response parsed by ``httptools`` (llhttp, the parser uvicorn us
 - Failures raise :class:`HttpError`: :class:`ConnectError`, :class:`ConnectionClosed`,
   :class:`ProtocolError` or :class:`Timeout` (the whole exchange, DNS and waiting for a
   connection included, is bounded by ``timeout``). Refusals by the SSRF guard stay
-  :class:`~signalmint.delivery.ssrf.UnsafeTarget`.
+  :class:`~signalmint.net.ssrf.UnsafeTarget`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import Final, cast
 import httptools
 import yarl
 
-from signalmint.delivery.ssrf import ParsedTarget, Resolver, resolve_safe
+from signalmint.net.ssrf import ParsedTarget, Resolver, resolve_safe
 
 __all__ = [
     "BODY_CAP",
@@ -104,7 +104,7 @@ class Response:
 def request_head(target: ParsedTarget, headers: Mapping[str, str], *, method: str = "POST") -> bytes:
     """The request line, ``Host`` and fixed ``headers``, to be completed by :func:`encode_request`.
 
-    >>> from signalmint.delivery.ssrf import check_url
+    >>> from signalmint.net.ssrf import check_url
     >>> request_head(check_url("https://hooks.example.com/in?a=1"), {"user-agent": "x/1"})
     b'POST /in?a=1 HTTP/1.1\\r\\nhost: hooks.example.com\\r\\nuser-agent: x/1\\r\\n'
     """
@@ -357,7 +357,7 @@ class Http1Pool:
     async def request(self, target: ParsedTarget, data: bytes, *, timeout: float | None = None) -> Response:
         """Send one pre-built request (:func:`encode_request`) to ``target``; its response.
 
-        ``target`` comes from :func:`~signalmint.delivery.ssrf.check_url`; its host is
+        ``target`` comes from :func:`~signalmint.net.ssrf.check_url`; its host is
         resolved and vetted here, and only a vetted address is dialled.
         """
         if self.closed:

@@ -3,7 +3,7 @@
 In demo mode (``settings.demo``) webhooks may go to ``{base_url}/demo/inspect/{token}``, the
 demo app's own receiver (:mod:`signalmint.web.inspector` keeps what arrives and shows it).
 Nothing else on loopback or a private network becomes reachable: the SSRF guard lets only
-that exact prefix and a plain token through (see :func:`signalmint.delivery.ssrf.check_url`),
+that exact prefix and a plain token through (see :func:`signalmint.net.ssrf.check_url`),
 and outside demo mode there is no prefix at all.
 """
 

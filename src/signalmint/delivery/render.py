@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
+from signalmint.formatting import fmt_num, fmt_pct, fmt_ratio, fmt_time, fmt_value, fmt_z
 from signalmint.records import to_datetime, to_datetime64
 
 __all__ = ["CHART_CID", "Rendered", "chart_png", "group_text", "signal_text"]
@@ -32,38 +33,6 @@ CHART_CID = "chart@signalmint"
 UPGRADE = "upgrade to see"
 FONT = "-apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
 INK, MUTED, LINE, ACCENT, BRAND = "#0f172a", "#64748b", "#e2e8f0", "#c2410c", "#0d9488"
-
-
-# The site's number formats (web/filters.py), imported on first use: importing the web package
-# loads the app, whose routes import the delivery worker, which imports this module.
-def fmt_num(value: Any) -> str:
-    from signalmint.web.filters import fmt_num
-
-    return fmt_num(value)
-
-
-def fmt_pct(value: Any) -> str:
-    from signalmint.web.filters import fmt_pct
-
-    return fmt_pct(value)
-
-
-def fmt_ratio(value: Any) -> str:
-    from signalmint.web.filters import fmt_ratio
-
-    return fmt_ratio(value)
-
-
-def fmt_time(value: Any) -> str:
-    from signalmint.web.filters import fmt_time
-
-    return fmt_time(value)
-
-
-def fmt_z(value: Any) -> str:
-    from signalmint.web.filters import fmt_z
-
-    return fmt_z(value)
 
 
 class Rendered(NamedTuple):
@@ -120,12 +89,6 @@ def _rows(signal: Mapping[str, Any]) -> list[tuple[str, str | None]]:
     for name in sorted(set(payload) - known - INTERNAL):
         rows.append((name.replace("_", " ").capitalize(), fmt_value(payload[name])))
     return rows
-
-
-def fmt_value(value: Any) -> str:
-    from signalmint.web.filters import fmt_value
-
-    return fmt_value(value)
 
 
 def _moment(signal: Mapping[str, Any]) -> datetime | None:

@@ -6,12 +6,16 @@ import asyncio
 import contextlib
 import logging
 
-from ..accounts import server_pepper
+from ..accounts.service import server_pepper
 from ..config import Settings
 from ..store import Database
+from .channels import email, telegram
 from .channels.base import ChannelContext
+from .channels.telegram import run_polling, telegram_bot
+from .channels.webhook import make_http_session
 from .inspect import inspector_prefix
-from .worker import Worker
+from .telegram_commands import StoreCommands
+from .worker import Charge, Worker
 
 __all__ = ["channel_context", "run_worker"]
 
@@ -20,8 +24,6 @@ log = logging.getLogger("signalmint.delivery")
 
 def channel_context(settings: Settings) -> ChannelContext:
     """Channel resources from settings (call inside the event loop; close ``http`` when done)."""
-    from .channels.webhook import make_http_session
-
     context = ChannelContext(
         smtp=settings.email,
         telegram_token=settings.telegram.token,
@@ -34,8 +36,9 @@ def channel_context(settings: Settings) -> ChannelContext:
     return context
 
 
-async def run_worker(settings: Settings, db: Database, stop: asyncio.Event) -> Worker:
-    """Send deliveries until ``stop`` is set; the in-flight round finishes first."""
+async def run_worker(settings: Settings, db: Database, stop: asyncio.Event, *, charge: Charge | None = None) -> Worker:
+    """Send deliveries until ``stop`` is set; the in-flight round finishes first. ``charge``
+    pays pay-per-alert plans' alerts (see :class:`~signalmint.delivery.worker.Worker`)."""
     context = channel_context(settings)
     worker = Worker(
         settings,
@@ -45,33 +48,20 @@ async def run_worker(settings: Settings, db: Database, stop: asyncio.Event) -> W
         batch=settings.delivery.batch,
         concurrency=settings.delivery.concurrency,
         lease=settings.delivery.lease,
+        charge=charge,
     )
     log.info("delivery worker %s started", worker.owner)
     bot = None
     if settings.telegram.token:  # the same process answers the bot's commands
-        from .channels.telegram import run_polling, telegram_bot
-        from .telegram_commands import StoreCommands
-
         commands = StoreCommands(db, worker.pepper, base_url=settings.base_url, tips=settings.billing.tips)
         bot = asyncio.create_task(run_polling(telegram_bot(context, settings.telegram.token), commands, stop))
-    reports = None
-    if settings.admin.business_report_on:  # the operator's weekly business report, once a week
-        from ..billing.business_schedule import run_business_reports
-
-        reports = asyncio.create_task(run_business_reports(settings, db, stop))
     try:
         await worker.run(stop)
         if bot is not None:
             await asyncio.wait({bot}, timeout=5)
-        if reports is not None:
-            await asyncio.wait({reports}, timeout=5)
     finally:
         if bot is not None and not bot.done():
             bot.cancel()
-        if reports is not None and not reports.done():
-            reports.cancel()
-        from .channels import email, telegram
-
         for close in (email.close, telegram.close):  # the SMTP pool and the bot's client, if opened
             with contextlib.suppress(Exception):
                 await close(context)

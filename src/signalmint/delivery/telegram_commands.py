@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..accounts.credentials import hash_token, new_token
 from ..config import TipsConfig
-from ..credentials import hash_token, new_token
 from ..errors import LimitError
 from ..store import Database
 from ..store.accounts import current_subscription, get_watchlist, set_watchlist

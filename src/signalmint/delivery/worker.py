@@ -39,8 +39,6 @@ from ..config import Settings
 from ..errors import ConfigError, DeliveryError
 from ..records import Signal
 from ..registry import channel_class
-from ..series import CHART_FIELDS, signal_series
-from ..shapes import signal_json
 from ..store import Database, list_automations
 from ..store.accounts import open_subscriptions_of, subscribers_by_id, watchlists_of
 from ..store.outbox import (
@@ -56,13 +54,15 @@ from ..store.outbox import (
     set_endpoint_status,
 )
 from ..store.plans import load_plans
+from ..store.series import CHART_FIELDS, signal_series
 from ..store.signals import row_to_signal
 from ..store.tables import preferences
 from ..store.tables import signals as signals_table
 from .channels.base import Channel, ChannelContext, Message, Receipt
 from .render import chart_png, group_text, signal_text
+from .shapes import signal_json
 
-__all__ = ["RETRY_SCHEDULE", "Worker", "backoff", "unsubscribe_token"]
+__all__ = ["RETRY_SCHEDULE", "Charge", "Worker", "backoff", "unsubscribe_token"]
 
 log = logging.getLogger("signalmint.delivery")
 
@@ -95,6 +95,8 @@ def unsubscribe_token(endpoint_id: int, pepper: bytes) -> str:
 
 
 ChannelFactory = Callable[[Endpoint, ChannelContext], Channel]
+#: Debits one alert: (conn, subscriber id, delivery id, micro-units, now) -> whether the wallet paid.
+Charge = Callable[[Connection, int, int, int, datetime], bool]
 
 
 def default_channel_factory(endpoint: Endpoint, context: ChannelContext) -> Channel:
@@ -154,7 +156,11 @@ class Worker:
         lease: timedelta = timedelta(seconds=60),
         channel_factory: ChannelFactory = default_channel_factory,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        charge: Charge | None = None,
     ) -> None:
+        """``charge`` debits one alert of a pay-per-alert plan from the subscriber's credits
+        (billing's :func:`~signalmint.billing.credits.charge_alert`, handed in by whoever runs the
+        worker); without it such alerts cannot be paid and are skipped, never sent free."""
         self.settings = settings
         self.db = db
         self.context = context
@@ -164,6 +170,7 @@ class Worker:
         self.lease = lease
         self.clock = clock
         self.channel_factory = channel_factory
+        self.charge = charge
         self._channels: dict[int, Channel] = {}
         self.concurrency = concurrency
         self.sent = 0
@@ -438,7 +445,9 @@ class Worker:
 
         Each charge is named by its delivery, so a retried delivery is never charged twice.
         """
-        from ..billing.credits import charge_alert
+        charge_alert = self.charge
+        if charge_alert is None:
+            return False
 
         def charge(conn: Connection) -> None:
             for delivery_id in delivery_ids:

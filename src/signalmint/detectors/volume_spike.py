@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..errors import DetectorError
 from ..records import Frame, Schema, Scores
 from ._keyed import update_in_rounds
+from .volume_spike_batch import batch_scores
 
 __all__ = ["VolumeSpike", "VolumeSpikeOptions"]
 
@@ -307,8 +308,6 @@ class VolumeSpike:
         """Score a whole history at once, as a fresh detector streaming it tick by tick would
         (rows in time order; see :mod:`~signalmint.detectors.volume_spike_batch`). The
         detector's own state is neither read nor changed."""
-        from .volume_spike_batch import batch_scores
-
         if self.volume_column not in history.columns:
             raise DetectorError(
                 f"VolumeSpike: the frame has no {self.volume_column!r} column "

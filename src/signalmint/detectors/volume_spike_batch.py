@@ -34,7 +34,6 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..records import Frame, Scores
-from .volume_spike import DETAILS
 
 __all__ = ["Hits", "batch_scores", "median_bound", "rolling_min", "spike_hits", "spike_scores"]
 
@@ -261,7 +260,7 @@ def batch_scores(history: Frame, window: int, ratio: float, z: float, volume_col
         "price_change": _price_change(cells, history.columns.get(price_column), n),
         "history": bars_before,
     }
-    return Scores(history.keys, history.times, zs.copy(), flags, {name: details[name] for name in DETAILS})
+    return Scores(history.keys, history.times, zs.copy(), flags, details)  # VolumeSpike's DETAILS, in order
 
 
 def _price_change(cells: _Cells, price: FloatArray | None, n: int) -> FloatArray:

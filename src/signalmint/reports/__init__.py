@@ -7,6 +7,6 @@
 
 from __future__ import annotations
 
-from .spec import AudienceConfig, ContentsConfig, Period, ReportConfig, due_periods, parse_period
+from ..config.reports import AudienceConfig, ContentsConfig, Period, ReportConfig, due_periods, parse_period
 
 __all__ = ["AudienceConfig", "ContentsConfig", "Period", "ReportConfig", "due_periods", "parse_period"]

@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from ..access import is_entitled
+from ..config.reports import ReportConfig
 from ..records import Plan, Report, Subscriber, Subscription
-from .spec import ReportConfig
 
 __all__ = ["in_audience", "may_read", "sample_key"]
 

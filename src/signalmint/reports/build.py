@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection
-
-from ..outcomes import as_of, summarize
+from ..config.reports import Period, ReportConfig
+from ..engine.outcomes import as_of, summarize
 from ..records import Outcome, OutcomeSummary, ReportSignal, Signal
+from ..store import Connection
 from ..store.outcomes import list_outcomes, outcomes_by_signal
 from ..store.reports import price_moves, signals_between
-from .spec import Period, ReportConfig
 
 __all__ = ["KeyRow", "Mover", "ReportData", "TopRow", "gather"]
 

@@ -1,7 +1,7 @@
 """The report step: for every report definition, render each due period once and store it.
 
 :meth:`ReportScheduler.step` asks, per definition, which periods are due at the clock's
-``now`` (:func:`~signalmint.reports.spec.due_periods`, minus those stored), reads the data,
+``now`` (:func:`~signalmint.config.reports.due_periods`, minus those stored), reads the data,
 renders it (HTML, email HTML, PDF) on a worker thread, and stores it with
 ``ON CONFLICT DO NOTHING`` on (automation, report, period). A process killed anywhere in
 between stored nothing for that period, so the next step renders it again; once stored, a
@@ -22,16 +22,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote
 
-from sqlalchemy import Connection
-
 from ..config import AutomationConfig, Settings
+from ..config.reports import Period, ReportConfig, due_periods
 from ..errors import ConfigError
 from ..records import Report
-from ..store import Database
+from ..store import Connection, Database
 from ..store.reports import period_keys, store_report
 from .build import gather
 from .render import render_report
-from .spec import Period, ReportConfig, due_periods
 
 __all__ = ["Due", "ReportScheduler", "definitions", "find_definition", "render_period", "report_url", "reports_due"]
 

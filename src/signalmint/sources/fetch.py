@@ -20,7 +20,7 @@ What every request does, and what was decided:
 - **The SSRF guard.** Unless ``allow_private`` is set, every URL (each redirect hop too) must
   be ``http``/``https`` on a public host name or address, without credentials or a browser
   "bad port", and every address a name resolves to is vetted before the socket connects
-  (:class:`~signalmint.delivery.ssrf.VettedResolver`), so DNS rebinding cannot reach a
+  (:class:`~signalmint.net.ssrf.VettedResolver`), so DNS rebinding cannot reach a
   private address. Redirects are followed by hand (at most 5) so each hop is vetted.
   URLs come from the operator's config today, but a template or an admin form may hand
   them to a customer, so the guard is on by default; ``allow_private: true`` is for intranet
@@ -52,8 +52,8 @@ import aiohttp
 import yarl
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from ..delivery.ssrf import BAD_PORTS, Resolver, UnsafeTarget, VettedResolver, check_host
 from ..errors import DeliveryError
+from ..net.ssrf import BAD_PORTS, Resolver, UnsafeTarget, VettedResolver, check_host
 
 __all__ = ["MAX_BACKOFF", "Fetcher", "Page", "PoliteOptions", "PoliteSource", "default_user_agent", "vet_url"]
 

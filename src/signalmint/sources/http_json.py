@@ -55,8 +55,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .. import __version__
 from ..config import Duration
-from ..delivery.ssrf import UnsafeTarget, VettedResolver, check_url
 from ..errors import SourceError
+from ..net.ssrf import UnsafeTarget, VettedResolver, check_url
 from ..records import ColumnKind, Frame, to_datetime64
 from .validate import RowValidator
 

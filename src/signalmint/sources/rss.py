@@ -40,7 +40,7 @@ import numpy as np
 from pydantic import Field
 
 from ..config import Duration
-from ..delivery.ssrf import Resolver
+from ..net.ssrf import Resolver
 from ..records import Frame, Schema, to_datetime64
 from .fetch import Page, PoliteOptions, PoliteSource
 from .validate import RowValidator

@@ -31,7 +31,7 @@ from parsel import Selector
 from pydantic import Field, field_validator
 
 from ..config import Duration
-from ..delivery.ssrf import Resolver
+from ..net.ssrf import Resolver
 from ..records import Frame, Schema, to_datetime64
 from .fetch import Page, PoliteOptions, PoliteSource
 from .shop import Product, extract, select

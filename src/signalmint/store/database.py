@@ -25,7 +25,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StoreError
 
-__all__ = ["Database", "is_sqlite"]
+__all__ = ["Connection", "Database", "DatabaseError", "is_sqlite"]
+
+# ``Connection`` (imported above) is what every function handed to ``Database.read``/``write``
+# receives; other packages name it through the store, never through SQLAlchemy.
+#: Any error the database driver raised.
+DatabaseError = SQLAlchemyError
 
 T = TypeVar("T")
 MIGRATIONS = Path(__file__).parent / "migrations"

@@ -4,8 +4,9 @@ a report's contents need (signals of a period, price moves).
 :func:`store_report` inserts with ``ON CONFLICT DO NOTHING`` on the unique
 ``(automation, name, period_key)``, so two renderings of one period (a restart after a crash,
 two engines) leave exactly one row, and the caller learns whether its own was the one kept.
-:func:`buy_report` debits the credits (ledger reason ``report``, ref ``report:ID:SUBSCRIBER``)
-and records the purchase in the same transaction: a double click or a retry pays once.
+:func:`signalmint.billing.credits.buy_report` debits the credits (ledger reason ``report``, ref
+``report:ID:SUBSCRIBER``) and records the purchase (:func:`record_purchase`) in the same
+transaction: a double click or a retry pays once.
 """
 
 from __future__ import annotations
@@ -17,20 +18,20 @@ from typing import Any, Literal
 from sqlalchemy import Connection, and_, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..billing.credits import debit
 from ..records import Report, ReportSignal, Signal
 from .signals import row_to_signal
 from .tables import bars, report_purchases, reports, signals
 
 __all__ = [
     "Purchase",
-    "buy_report",
     "find_report",
     "get_report",
     "list_reports",
+    "owns_report",
     "period_keys",
     "price_moves",
     "purchased_ids",
+    "record_purchase",
     "report_ref",
     "signals_between",
     "store_report",
@@ -176,25 +177,22 @@ def purchased_ids(conn: Connection, subscriber_id: int) -> set[int]:
     return {int(i) for i in conn.execute(query).scalars()}
 
 
-def buy_report(conn: Connection, report_id: int, subscriber_id: int, micros: int, now: datetime) -> Purchase:
-    """Pay ``micros`` of credit for one report, once: ``owned`` when bought before (nothing taken),
-    ``insufficient`` when the wallet cannot pay (nothing changed), else ``bought``."""
-    owned = conn.execute(
-        select(report_purchases.c.report_id).where(
-            report_purchases.c.report_id == report_id, report_purchases.c.subscriber_id == subscriber_id
-        )
-    ).first()
-    if owned is not None:
-        return "owned"
-    if not debit(conn, subscriber_id, micros, "report", report_ref(report_id, subscriber_id), now):
-        return "insufficient"
+def owns_report(conn: Connection, report_id: int, subscriber_id: int) -> bool:
+    query = select(report_purchases.c.report_id).where(
+        report_purchases.c.report_id == report_id, report_purchases.c.subscriber_id == subscriber_id
+    )
+    return conn.execute(query).first() is not None
+
+
+def record_purchase(conn: Connection, report_id: int, subscriber_id: int, micros: int, now: datetime) -> bool:
+    """Record a paid purchase; False when one was recorded before (a concurrent buyer's stands)."""
     done = conn.execute(
         _insert(conn, report_purchases)
         .values(report_id=report_id, subscriber_id=subscriber_id, price=micros, created_at=now)
         .on_conflict_do_nothing()
         .returning(report_purchases.c.report_id)
     ).scalar()
-    return "bought" if done is not None else "owned"
+    return done is not None
 
 
 # --- what a report reads -------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The rows revenue analytics reads, as records (:mod:`signalmint.billing.analytics` computes)."""
+"""The rows revenue analytics reads, as records (:mod:`signalmint.billing.analytics` computes from them)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, exists, select
 
-from ..billing.analytics import CreditLine, HistoryPoint, LegacySubscription, PaymentLine, RevenueData
+from ..records import CreditLine, HistoryPoint, LegacySubscription, PaymentLine, RevenueData
 from .plans import load_plans
 from .tables import ledger, payments, subscription_history, subscriptions
 

@@ -4,7 +4,7 @@ Each signal of an automation carries ``seq`` (1, 2, 3...) and ``prev_hash``,
 the hash of the signal before it; ``hash`` covers every field a subscriber
 relies on. Editing, deleting or reordering any stored signal breaks the chain
 from that point on, which :func:`verify_chain` reports. New signals use hash
-scheme 2 (a salted commitment to the numbers, see :mod:`signalmint.chain`);
+scheme 2 (a salted commitment to the numbers, see :mod:`signalmint.chain.hashing`);
 signals stored before it keep scheme 1 and verify as they always did.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, false, func, or_, select
 
-from ..chain import ChainReport, chain_record, commitment, hash_v1, hash_v2, new_salt, verify_records
+from ..chain.hashing import ChainReport, chain_record, commitment, hash_v1, hash_v2, new_salt, verify_records
 from ..records import Signal
 from .tables import signals
 

@@ -31,11 +31,12 @@ from fastapi import HTTPException, Request
 
 from ..access import QuotaDecision, is_entitled, quota_decision
 from ..billing.credits import pay_overage
+from ..billing.usage import month_of
+from ..formatting import fmt_money
 from ..records import Plan
-from ..usage import month_of
 from .auth import Viewer, resolve_viewer
 from .context import AppContext, get_ctx
-from .money import api_terms, fmt_money
+from .money import api_terms
 from .security import client_address
 
 __all__ = ["LIVE_BURST", "LIVE_RATE", "LIVE_STREAMS", "api_viewer", "no_api_message", "read_viewer", "stream_viewer"]

@@ -21,18 +21,18 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from ..accounts import Accounts, server_pepper
+from ..accounts.mail import Mailer, mailer_for
+from ..accounts.service import Accounts, server_pepper
 from ..billing import make_provider
 from ..billing.service import Billing
+from ..billing.usage import UsageMeter
 from ..config import Settings, demo_exposure
+from ..demo.mailcatcher import MailCatcher
+from ..engine.hub import SignalHub
+from ..engine.metrics import Metrics
 from ..errors import AccessError, ConfigError, LimitError
-from ..hub import SignalHub
-from ..mail import Mailer, mailer_for
-from ..mailcatcher import MailCatcher
-from ..metrics import Metrics
 from ..store import Database
 from ..store.plans import sync_plans
-from ..usage import UsageMeter
 from .auth import AccessBook
 from .context import AppContext, Pipeline
 from .filters import register_filters

@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import HTTPException, Request
 
 from ..access import Grant, grants, public_grant
-from ..credentials import check_csrf, csrf_token, parse_api_key, verify_token
+from ..accounts.credentials import check_csrf, csrf_token, parse_api_key, verify_token
 from ..records import ApiKey, Plan, Subscriber, Subscription
 from ..store.accounts import current_subscription, get_subscriber, get_watchlist
 from ..store.auth import find_api_key

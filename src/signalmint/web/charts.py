@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from signalmint.formatting import fmt_date, fmt_num, fmt_ratio
 from signalmint.records import to_datetime
-from signalmint.web.filters import fmt_date, fmt_num, fmt_ratio
 
 __all__ = ["metric_chart", "price_chart", "sparkline", "volume_chart"]
 

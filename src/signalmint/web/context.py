@@ -19,18 +19,18 @@ from typing import Any, Protocol
 
 from fastapi import Request
 
-from ..accounts import Accounts
-from ..admin import Operator
+from ..access.ratelimit import TokenBucketLimiter
+from ..accounts.admin import Operator
+from ..accounts.mail import Mailer
+from ..accounts.service import Accounts
 from ..billing.service import Billing
+from ..billing.usage import UsageMeter
 from ..config import Settings
-from ..hub import SignalHub
-from ..mail import Mailer
-from ..mailcatcher import MailCatcher
-from ..metrics import Metrics
-from ..ratelimit import TokenBucketLimiter
+from ..demo.mailcatcher import MailCatcher
+from ..engine.hub import SignalHub
+from ..engine.metrics import Metrics
 from ..store import Database, list_automations
 from ..store.auth import touch_api_keys
-from ..usage import UsageMeter
 from .auth import AccessBook, Viewer, ViewerCache, resolve_viewer
 from .inspector import Inspector
 

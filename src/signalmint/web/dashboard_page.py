@@ -12,15 +12,14 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import Connection
 
+from ..billing.usage import month_of
 from ..records import Plan, Signal
 from ..registry import channel_kinds, in_display_order
-from ..store import list_automations, list_signals
+from ..store import Connection, list_automations, list_signals
 from ..store.accounts import get_preferences
 from ..store.auth import list_api_keys
 from ..store.health import open_stale_periods
-from ..usage import month_of
 from .auth import Viewer
 from .context import AppContext
 from .core.render import render

@@ -19,8 +19,16 @@ from typing import Any
 from fastapi import HTTPException
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..delivery.channels.base import ChannelContext
+from ..delivery.channels import email, telegram
+from ..delivery.channels.apprise import vet_apprise_url
+from ..delivery.channels.base import ChannelContext, Message
+from ..delivery.channels.webhook import new_secret
+from ..delivery.inspect import inspector_prefix
+from ..delivery.runner import channel_context
+from ..delivery.telegram_commands import connect_link
+from ..delivery.worker import default_channel_factory
 from ..errors import ConfigError, DeliveryError
+from ..net.ssrf import check_url
 from ..registry import channel_class, channel_kinds, in_display_order
 from ..store.outbox import MAX_ENDPOINTS, add_endpoint, list_endpoints
 from .auth import Viewer
@@ -85,10 +93,6 @@ def _redacted(endpoint: Any) -> str:
 def _vet(ctx: AppContext, body: EndpointIn) -> tuple[str, list[str]]:
     allow = ctx.settings.delivery.allow_loopback_targets
     if body.channel == "webhook":
-        from ..delivery.channels.webhook import new_secret
-        from ..delivery.inspect import inspector_prefix
-        from ..delivery.ssrf import check_url
-
         url = body.url.removeprefix("webhook+")
         try:
             check_url(url, allow_loopback=allow, own=inspector_prefix(ctx.settings))
@@ -103,7 +107,6 @@ def _vet(ctx: AppContext, body: EndpointIn) -> tuple[str, list[str]]:
         except DeliveryError as exc:
             raise HTTPException(422, f"url: {exc}") from None
         return url, []
-    from ..delivery.channels.apprise import vet_apprise_url
 
     url = body.url.removeprefix("apprise+")
     try:
@@ -129,9 +132,6 @@ async def add(body: EndpointIn, ctx: AppContext, viewer: Viewer) -> dict[str, An
 
 async def test_event(endpoint_id: int, ctx: AppContext, viewer: Viewer) -> dict[str, Any]:
     """Send a test message to one of the viewer's endpoints now; the answer says what the receiver said."""
-    from ..delivery.channels.base import Message
-    from ..delivery.runner import channel_context
-    from ..delivery.worker import default_channel_factory
 
     assert viewer.subscriber is not None
     owned = {e.id: e for e in ctx.db.read_sync(list_endpoints, viewer.subscriber.id)}
@@ -153,7 +153,6 @@ async def test_event(endpoint_id: int, ctx: AppContext, viewer: Viewer) -> dict[
         return {"ok": False, "error": str(exc), "permanent": exc.permanent, "retry_after": exc.retry_after}
     finally:
         await context.http.close()
-        from ..delivery.channels import email, telegram
 
         for close in (email.close, telegram.close):
             await close(context)
@@ -162,7 +161,6 @@ async def test_event(endpoint_id: int, ctx: AppContext, viewer: Viewer) -> dict[
 
 async def telegram_link(ctx: AppContext, viewer: Viewer) -> dict[str, Any]:
     """A one-time link (valid for an hour) that connects a Telegram chat to the viewer's alerts."""
-    from ..delivery.telegram_commands import connect_link
 
     assert viewer.subscriber is not None
     bot = ctx.settings.telegram.bot

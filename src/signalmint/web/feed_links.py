@@ -8,6 +8,8 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+from ..store.auth import get_or_create_setting
+from ..store.tables import settings_kv
 from .auth import Viewer
 from .context import AppContext
 
@@ -16,9 +18,6 @@ __all__ = ["feed_nonce", "feed_token", "feed_urls"]
 
 def feed_nonce(ctx: AppContext, subscriber_id: int, *, rotate: bool = False) -> str:
     import secrets as random_secrets
-
-    from ..store.auth import get_or_create_setting
-    from ..store.tables import settings_kv
 
     name = f"feed_nonce:{subscriber_id}"
     if rotate:

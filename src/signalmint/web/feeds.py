@@ -18,10 +18,10 @@ from html import escape as html_escape
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+from ..formatting import fmt_num, fmt_pct, fmt_ratio, fmt_time, fmt_z
 from ..records import Plan, Signal
-from ..series import CHART_FIELDS
+from ..store.series import CHART_FIELDS
 from .auth import Viewer
-from .filters import fmt_num, fmt_pct, fmt_ratio, fmt_time, fmt_z
 from .teaser import Veil, headline, veil_for
 
 __all__ = ["Entry", "atom", "entries", "rss", "summary"]

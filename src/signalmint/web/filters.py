@@ -1,265 +1,29 @@
 """Jinja filters that turn signal numbers and times into what a reader expects.
 
-Every filter is a pure function that accepts ``None`` (and NaN, for numbers)
-and then shows an em dash, so a template never has to guard a missing value.
-``live.js`` formats streamed signals with the same rules; keep the two in step.
+The formatters themselves live in :mod:`signalmint.formatting`, shared with the channels'
+messages; this module installs them into a template environment.
 """
 
-# The multiplication sign and sigma are units we show readers, on purpose:
 from __future__ import annotations
-
-import math
-from datetime import UTC, datetime
-from typing import Any
 
 import jinja2
 
-__all__ = [
-    "direction",
-    "fmt_ago",
-    "fmt_date",
-    "fmt_iso",
-    "fmt_num",
-    "fmt_pct",
-    "fmt_ratio",
-    "fmt_time",
-    "fmt_value",
-    "fmt_z",
-    "ratio_tier",
-    "register_filters",
-    "short_hash",
-]
-
-DASH = "—"
-
-
-def _number(value: Any) -> float | None:
-    """``value`` as a float, or None when it is missing (also a jinja Undefined) or not a number."""
-    if value is None or isinstance(value, (bool, jinja2.Undefined)):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
-
-
-def _trim(text: str) -> str:
-    """Drop trailing zeros after a decimal point: ``"1.50"`` -> ``"1.5"``, ``"150"`` stays."""
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def _moment(value: Any) -> datetime | None:
-    """Naive datetimes are taken to be UTC already (records always carry UTC)."""
-    if not isinstance(value, datetime):
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def fmt_time(value: Any) -> str:
-    """A moment as minutes in UTC.
-
-    >>> fmt_time(datetime(2013, 2, 27, 21, 0, 59, tzinfo=UTC))
-    '2013-02-27 21:00 UTC'
-    >>> fmt_time(None)
-    '—'
-    """
-    moment = _moment(value)
-    return DASH if moment is None else moment.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def fmt_date(value: Any) -> str:
-    """A calendar day in UTC.
-
-    >>> fmt_date(datetime(2013, 2, 7, 23, 30, tzinfo=UTC))
-    'Feb 7, 2013'
-    >>> fmt_date(None)
-    '—'
-    """
-    moment = _moment(value)
-    return DASH if moment is None else f"{moment:%b} {moment.day}, {moment.year}"
-
-
-def fmt_iso(value: Any) -> str:
-    """ISO 8601 in UTC for ``<time datetime=...>``; empty when unknown.
-
-    >>> fmt_iso(datetime(2013, 2, 27, 21, 0, tzinfo=UTC))
-    '2013-02-27T21:00:00Z'
-    >>> fmt_iso(None)
-    ''
-    """
-    moment = _moment(value)
-    return "" if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-_AGO_UNITS = (
-    (365 * 86400, "year", "years"),
-    (30 * 86400, "month", "months"),
-    (86400, "day", "days"),
-    (3600, "h", "h"),
-    (60, "min", "min"),
+from ..formatting import (
+    direction,
+    fmt_ago,
+    fmt_date,
+    fmt_iso,
+    fmt_num,
+    fmt_pct,
+    fmt_ratio,
+    fmt_time,
+    fmt_value,
+    fmt_z,
+    ratio_tier,
+    short_hash,
 )
 
-
-def fmt_ago(value: Any, now: datetime | None = None) -> str:
-    """How long before ``now`` (default: the current time) ``value`` was.
-
-    >>> now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-    >>> fmt_ago(datetime(2024, 5, 1, 11, 57, tzinfo=UTC), now)
-    '3 min ago'
-    >>> fmt_ago(datetime(2024, 5, 1, 11, 59, 30, tzinfo=UTC), now)
-    'just now'
-    >>> fmt_ago(datetime(2024, 4, 29, 12, 0, tzinfo=UTC), now)
-    '2 days ago'
-    >>> fmt_ago(datetime(2013, 2, 27, tzinfo=UTC), now)
-    '11 years ago'
-    >>> fmt_ago(datetime(2024, 5, 1, 14, 0, tzinfo=UTC), now)
-    'in 2 h'
-    >>> fmt_ago(None)
-    '—'
-    """
-    moment = _moment(value)
-    if moment is None:
-        return DASH
-    reference = _moment(now) or datetime.now(UTC)
-    seconds = (reference - moment).total_seconds()
-    span = abs(seconds)
-    if span < 60:
-        return "just now"
-    for size, one, many in _AGO_UNITS:
-        if span >= size:
-            count = int(span // size)
-            text = f"{count} {one if count == 1 else many}"
-            return f"{text} ago" if seconds > 0 else f"in {text}"
-    raise AssertionError("unreachable: the last unit is one minute")  # pragma: no cover
-
-
-def fmt_num(value: Any) -> str:
-    """A compact number: separators below a million, then M, B and T.
-
-    >>> [fmt_num(v) for v in (0, 7, 12.5, 1234, 999_999, 1_520_000, 150e6, 3.2e9, -4.5e12)]
-    ['0', '7', '12.5', '1,234', '999,999', '1.52M', '150M', '3.2B', '-4.5T']
-    >>> fmt_num(float("nan")), fmt_num(None), fmt_num(float("inf"))
-    ('—', '—', '∞')
-    """
-    number = _number(value)
-    if number is None:
-        return DASH
-    if math.isinf(number):
-        return "∞" if number > 0 else "-∞"
-    size = abs(number)
-    if round(size, 2) < 1000:
-        text = _trim(f"{number:.2f}")
-        return "0" if text == "-0" else text
-    if round(size) < 1_000_000:
-        return f"{number:,.0f}"
-    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M")):
-        if size >= scale * 0.9995 or suffix == "M":
-            scaled = number / scale
-            digits = max(0, 2 - int(math.log10(abs(scaled))))
-            return _trim(f"{scaled:.{digits}f}") + suffix
-    raise AssertionError("unreachable: M is the fallback")  # pragma: no cover
-
-
-def fmt_ratio(value: Any) -> str:
-    """A volume multiple: one decimal, none from 100 up.
-
-    >>> fmt_ratio(7.43), fmt_ratio(3), fmt_ratio(240.6), fmt_ratio(float("inf")), fmt_ratio(None)
-    ('7.4×', '3.0×', '241×', '∞×', '—')
-    """
-    number = _number(value)
-    if number is None:
-        return DASH
-    if math.isinf(number):
-        return "∞×"
-    return f"{number:.0f}×" if abs(number) >= 100 else f"{number:.1f}×"
-
-
-def fmt_z(value: Any) -> str:
-    """A robust z-score in standard deviations.
-
-    >>> fmt_z(12.31), fmt_z(float("inf")), fmt_z(-2), fmt_z(float("nan"))
-    ('12.3σ', '∞σ', '-2.0σ', '—')
-    """
-    number = _number(value)
-    if number is None:
-        return DASH
-    if math.isinf(number):
-        return "∞σ" if number > 0 else "-∞σ"
-    return f"{number:.1f}σ"
-
-
-def fmt_pct(value: Any) -> str:
-    """A signed percentage from a fraction.
-
-    >>> fmt_pct(0.0123), fmt_pct(-0.05), fmt_pct(0), fmt_pct(None)
-    ('+1.23%', '-5.00%', '0.00%', '—')
-    """
-    number = _number(value)
-    if number is None or math.isinf(number):
-        return DASH
-    text = f"{number * 100:+.2f}%"
-    return "0.00%" if text in ("+0.00%", "-0.00%") else text
-
-
-def direction(value: Any) -> str:
-    """``"up"``, ``"down"`` or ``"flat"`` for a signed change (CSS colours by it);
-    flat whenever :func:`fmt_pct` shows no change, so colour and text agree.
-
-    >>> direction(0.012), direction(-0.3), direction(0.00001), direction(None)
-    ('up', 'down', 'flat', 'flat')
-    """
-    number = _number(value)
-    if number is None or fmt_pct(number) in ("0.00%", DASH):
-        return "flat"
-    return "up" if number > 0 else "down"
-
-
-def ratio_tier(value: Any) -> int:
-    """0-4: how loud a volume multiple is, for the colour of its pill.
-
-    >>> [ratio_tier(r) for r in (None, 2.0, 3.5, 6, 12, 40)]
-    [0, 0, 1, 2, 3, 4]
-    """
-    number = _number(value)
-    if number is None:
-        return 0
-    return sum(number >= edge for edge in (3, 5, 10, 20))
-
-
-def short_hash(value: Any, length: int = 10) -> str:
-    """The first characters of a hash, enough to compare by eye.
-
-    >>> short_hash("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
-    '9f86d08188'
-    >>> short_hash(""), short_hash(None)
-    ('—', '—')
-    """
-    return str(value)[:length] if value else DASH
-
-
-#: Text values are cut to this many characters in messages and tiles (the JSON has them whole).
-TEXT_LIMIT = 500
-
-
-def fmt_value(value: Any) -> str:
-    """A payload value of any detector: numbers as :func:`fmt_num`, texts as they are (cut
-    to :data:`TEXT_LIMIT`), a ranking's list as ``rank. key move``, other lists joined.
-
-    >>> fmt_value(1520000.0), fmt_value("Kettle, 1.7 l"), fmt_value(["rust", "/go/"])
-    ('1.52M', 'Kettle, 1.7 l', 'rust, /go/')
-    >>> fmt_value([{"rank": 1, "key": "A", "move": 10.0}, {"rank": 2, "key": "B", "move": -5.25}])
-    '1. A 10; 2. B -5.25'
-    """
-    if isinstance(value, str):
-        return value if len(value) <= TEXT_LIMIT else value[:TEXT_LIMIT] + "…"
-    if isinstance(value, list):
-        parts = [
-            f"{v.get('rank')}. {v.get('key')} {fmt_num(v.get('move'))}" if isinstance(v, dict) else fmt_value(v)
-            for v in value
-        ]
-        return fmt_value(("; " if value and isinstance(value[0], dict) else ", ").join(parts))
-    return fmt_num(value)
+__all__ = ["register_filters"]
 
 
 def register_filters(env: jinja2.Environment) -> None:

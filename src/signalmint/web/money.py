@@ -1,22 +1,13 @@
-"""The money filters (:mod:`signalmint.money`) for templates, and a plan's API terms in words."""
+"""The money filters (:mod:`signalmint.formatting`) for templates, and a plan's API terms in words."""
 
 from __future__ import annotations
 
 import jinja2
 
-from ..money import DASH, fmt_credits, fmt_delay, fmt_money, fmt_price, minor_digits
+from ..formatting import fmt_credits, fmt_delay, fmt_money, fmt_price
 from ..records import Plan
 
-__all__ = [
-    "DASH",
-    "api_terms",
-    "fmt_credits",
-    "fmt_delay",
-    "fmt_money",
-    "fmt_price",
-    "minor_digits",
-    "register_money_filters",
-]
+__all__ = ["api_terms", "register_money_filters"]
 
 
 def api_terms(plan: Plan) -> str:

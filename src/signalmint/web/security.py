@@ -31,8 +31,8 @@ from starlette.requests import HTTPConnection, Request, cookie_parser
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..accounts.credentials import check_csrf
 from ..config import Settings
-from ..credentials import check_csrf
 
 __all__ = [
     "EXEMPT_PATHS",

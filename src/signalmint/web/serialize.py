@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ..delivery.shapes import signal_json
 from ..records import Automation, Plan
-from ..shapes import signal_json
 from .params import parse_id
 
 __all__ = ["AutomationOut", "SignalOut", "decode_cursor", "encode_cursor", "signal_json"]

@@ -6,11 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection
-
 from ..access import Grant
 from ..records import Outcome, Signal
-from ..store import list_signals
+from ..store import Connection, list_signals
 from ..store.outcomes import outcomes_by_signal
 from .auth import Viewer
 from .teaser import outcomes_shown

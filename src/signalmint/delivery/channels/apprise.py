@@ -19,7 +19,7 @@ from the URL is known: the ``host`` of self-hosted services (``json://``, ntfy, 
 Mattermost...), the ``{organization}.{hostname}`` of Zulip, the SMTP server of ``mailto://``
 (``smtp=``, or the host) and, with ``wkd=yes``, the recipients' domains. Those are vetted by
 :func:`vet_apprise_url` at registration (no DNS), and resolved and vetted again before each
-send. Then the send runs inside :func:`signalmint.delivery.dial_guard.guarded`: every address
+send. Then the send runs inside :func:`signalmint.net.dial_guard.guarded`: every address
 the plugin actually connects to (after its own DNS lookup, after a redirect, an SMTP server)
 passes the webhook guard's rule in the socket layer, so a rebinding name cannot switch it.
 """
@@ -39,9 +39,9 @@ from apprise.attachment.memory import AttachMemory
 from apprise.manager_plugins import NotificationManager
 
 from signalmint.delivery.channels.base import ChannelContext, Message, Receipt
-from signalmint.delivery.dial_guard import guarded
-from signalmint.delivery.ssrf import BAD_PORTS, UnsafeTarget, check_host, resolve_safe
 from signalmint.errors import DeliveryError
+from signalmint.net.dial_guard import guarded
+from signalmint.net.ssrf import BAD_PORTS, UnsafeTarget, check_host, resolve_safe
 
 __all__ = ["EXTRA_SCHEMES_SETTING", "REVIEWED_SCHEMES", "AppriseChannel", "vet_apprise_url"]
 
@@ -201,7 +201,7 @@ def vet_apprise_url(url: str, allow_loopback: bool = False, *, extra_schemes: Co
 
     Returns the hosts taken from the URL that it will dial (none when the service's hosts are
     fixed). Raises a permanent DeliveryError for a URL Apprise cannot use and
-    :class:`~signalmint.delivery.ssrf.UnsafeTarget` for a service not allowed here
+    :class:`~signalmint.net.ssrf.UnsafeTarget` for a service not allowed here
     (``extra_schemes``: the operator's additions) or a host that is not public.
     """
     url = url.removeprefix(PREFIX)
@@ -260,7 +260,7 @@ class AppriseChannel:
         """Notify through Apprise; a Receipt when it reports success, else a DeliveryError.
 
         Every connection the plugin makes is vetted where it is made (:func:`guarded`); a
-        refused one raises the permanent :class:`~signalmint.delivery.ssrf.UnsafeTarget`.
+        refused one raises the permanent :class:`~signalmint.net.ssrf.UnsafeTarget`.
         """
         context = self.context
         plugin = _instantiate(self.url)  # a fresh plugin per send: no state shared across threads

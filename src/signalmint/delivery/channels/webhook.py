@@ -34,14 +34,14 @@ other 3xx                   retryable (a temporary redirect may go away)
                             or an HTTP date) when the receiver sends one
 other 4xx                   permanent
 timeout, connection error   retryable (default timeout: 15 s for the whole exchange)
-refused by the SSRF guard   :class:`~signalmint.delivery.ssrf.UnsafeTarget` (permanent)
+refused by the SSRF guard   :class:`~signalmint.net.ssrf.UnsafeTarget` (permanent)
 ==========================  ==============================================================
 
 The HTTP client is :class:`~signalmint.delivery.http1.Http1Pool`, a small keep-alive
 HTTP/1.1 client (``bench/http_clients.py`` measures it against aiohttp and httpx for this
 fan-out). The worker creates one pool with :func:`make_http_session` and puts it in
 ``ChannelContext.http``; that pool dials only addresses the SSRF guard vetted (see
-:mod:`signalmint.delivery.ssrf`), follows no redirects, ignores proxy environment variables
+:mod:`signalmint.net.ssrf`), follows no redirects, ignores proxy environment variables
 and keeps no cookies.
 """
 
@@ -65,8 +65,8 @@ import yarl
 
 from signalmint.delivery import http1
 from signalmint.delivery.channels.base import ChannelContext, Message, Receipt
-from signalmint.delivery.ssrf import ParsedTarget, Resolver, check_url, own_origin
 from signalmint.errors import ConfigError, DeliveryError
+from signalmint.net.ssrf import ParsedTarget, Resolver, check_url, own_origin
 
 __all__ = [
     "DEFAULT_TIMEOUT",

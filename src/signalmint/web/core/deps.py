@@ -18,10 +18,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
-from sqlalchemy import Connection
 
 from ...records import Automation
-from ...store import list_automations
+from ...store import Connection, list_automations
 from ..api_access import api_viewer
 from ..auth import Viewer, resolve_viewer
 from ..openapi import errors

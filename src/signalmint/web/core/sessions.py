@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.responses import Response
 
-from ...accounts import ADMIN_SESSION_TTL, SESSION_TTL
+from ...accounts.service import ADMIN_SESSION_TTL, SESSION_TTL
 from ..auth import SESSION_COOKIE, Viewer
 from ..context import AppContext
 from .forms import check_csrf, read_form, secure_cookies

@@ -16,10 +16,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.background import BackgroundTask
 
-from ...accounts import Accounts
+from ...accounts.service import Accounts
 from ...errors import AccessError, DeliveryError
 from ...records import Plan
-from ...store.accounts import normalize_email
+from ...store.accounts import current_subscription, normalize_email
 from ..auth import Viewer, resolve_viewer
 from ..context import AppContext, get_ctx, get_viewer
 from ..core.forms import check_anon_csrf, read_form, throttle
@@ -184,7 +184,6 @@ async def _checkout_after_signup(ctx: AppContext, subscriber_id: int, plan_id: s
     The dashboard instead when the plan is already theirs, no longer on sale, or payments
     are not set up: the account then stays on the plan it started with.
     """
-    from ...store.accounts import current_subscription
 
     if ctx.billing is None:
         return "/dashboard"

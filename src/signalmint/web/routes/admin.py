@@ -2,7 +2,7 @@
 
 Every page depends on :func:`require_admin`: the public is sent to /admin/login, and a
 subscriber, by session or by key, gets 403 (OWASP API5: function-level authorization).
-Only the sign-in routes are open. Changes go through :class:`~signalmint.admin.Operator`,
+Only the sign-in routes are open. Changes go through :class:`~signalmint.accounts.admin.Operator`,
 like the admin API's, so both behave the same.
 """
 
@@ -15,13 +15,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import Connection
 from starlette.background import BackgroundTask
 
-from ...accounts import Accounts
+from ...accounts.service import Accounts
+from ...billing.credits import ledger_csv
+from ...billing.manual import record_manual_payment
 from ...errors import AccessError, DeliveryError
-from ...money import parse_minor
+from ...formatting import parse_minor
 from ...records import STATES, Plan
+from ...store import Connection
 from ...store.accounts import (
     count_subscribers,
     current_subscription,
@@ -201,8 +203,6 @@ def export(ctx: Ctx, admin: Admin) -> Response:
 @router.get("/admin/ledger.csv")
 def ledger_export(ctx: Ctx, admin: Admin) -> Response:
     """Every credit ledger entry (top-ups, debits), oldest first."""
-    from ...billing.credits import ledger_csv
-
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     return Response(
         ctx.db.read_sync(ledger_csv, None, currency=ctx.settings.billing.currency),
@@ -301,8 +301,6 @@ async def comp(subscriber_id: Id, request: Request, ctx: Ctx, admin: Admin) -> R
 @router.post("/admin/subscribers/{subscriber_id}/payment", response_class=HTMLResponse)
 async def record_payment(subscriber_id: Id, request: Request, ctx: Ctx, admin: Admin) -> Response:
     """A payment received outside any provider (bank transfer, crypto): money and months of a plan."""
-    from ...billing.manual import record_manual_payment
-
     form = await _act(request, ctx, admin, "plan", "amount", "months", "reference", "note")
     try:
         ctx.operator._require(subscriber_id)

@@ -14,11 +14,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...admin import summary_json
+from ...accounts.admin import summary_json
+from ...delivery.shapes import delivery_json
 from ...errors import AccessError
 from ...records import Subscription
-from ...shapes import delivery_json
 from ...store.accounts import get_subscriber, list_subscribers
+from ...store.outbox import counts_by_status, list_deliveries, replay
 from ..auth import Viewer
 from ..context import AppContext, ctx_dependency
 from ..core.deps import RESPONSES, require_admin_api
@@ -152,8 +153,6 @@ def deliveries(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     """Deliveries by status, newest first: by default the dead letters, with their reasons."""
-    from ...store.outbox import counts_by_status, list_deliveries
-
     rows = ctx.db.read_sync(list_deliveries, status=status, before_id=before, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
@@ -170,8 +169,6 @@ async def replay_delivery(delivery_id: Id, ctx: Ctx, admin: Admin) -> dict[str, 
     """Send a dead letter again (its attempts start over, with the same idempotency id)."""
     from datetime import UTC
     from datetime import datetime as dt
-
-    from ...store.outbox import replay
 
     if not await ctx.db.write(replay, delivery_id, dt.now(UTC)):
         raise HTTPException(404, f"no dead or skipped delivery with id {delivery_id}")

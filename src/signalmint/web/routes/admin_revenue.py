@@ -20,13 +20,15 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from ...billing.analytics import Figures, RevenueReport, Window, revenue_report
+from ...billing.fees import price_warnings
+from ...formatting import fmt_money, minor_digits
+from ...store.billing import list_payments
 from ...store.revenue import load_revenue
 from .. import charts
 from ..auth import Viewer
 from ..context import AppContext, ctx_dependency
 from ..core.deps import RESPONSES, require_admin, require_admin_api
 from ..core.render import render
-from ..money import fmt_money, minor_digits
 from ..openapi import errors
 
 __all__ = ["csv_text", "report_json", "router"]
@@ -250,8 +252,6 @@ def revenue_page(
 ) -> HTMLResponse:
     report = _report(ctx, months, start, end)
     shown = [i for i, f in enumerate(report.period.total) if i == 0 or not f.empty]
-    from ...billing.fees import price_warnings
-    from ...store.billing import list_payments
 
     recent = ctx.db.read_sync(list_payments, limit=25)
     warnings = price_warnings(ctx.access.current(), ctx.settings.billing.fees)

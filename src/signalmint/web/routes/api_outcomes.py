@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
-from ...outcomes import summarize
+from ...engine.outcomes import summarize
 from ...records import Outcome, OutcomeSummary
 from ..api_access import read_viewer
 from ..auth import Viewer

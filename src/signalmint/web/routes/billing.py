@@ -17,14 +17,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import Connection
 
-from ...billing.credits import balance
+from ...billing.credits import balance, ledger_csv
+from ...billing.local import LocalProvider
 from ...billing.service import Billing
 from ...errors import AccessError
-from ...money import fmt_money, parse_minor, parse_money
+from ...formatting import fmt_money, parse_minor, parse_money
 from ...records import Checkout
-from ...store.billing import list_payments
+from ...store import Connection
+from ...store.billing import complete_checkout, list_payments
 from ..auth import Viewer, resolve_viewer
 from ..context import AppContext, get_ctx
 from ..core.deps import SessionMe as Me
@@ -106,7 +107,6 @@ def billing_overview(request: Request, ctx: Ctx, me: Me) -> HTMLResponse:
 @router.get("/dashboard/ledger.csv")
 def my_ledger(ctx: Ctx, me: Me) -> Response:
     """The subscriber's own credit statement."""
-    from ...billing.credits import ledger_csv
 
     assert me.subscriber is not None
     text = ctx.db.read_sync(ledger_csv, me.subscriber.id, currency=ctx.settings.billing.currency)
@@ -259,11 +259,8 @@ async def checkout_action(request: Request, ctx: Ctx, token: str) -> Response:
         return redirect(f"/billing/done?checkout={token}")
     now = datetime.now(UTC)
     if form["action"] == "cancel":
-        from ...store.billing import complete_checkout
-
         await ctx.db.write(complete_checkout, checkout.id, now, status="canceled")
         return redirect("/dashboard/billing" if checkout.subscriber_id else "/")
-    from ...billing.local import LocalProvider
 
     provider = billing.provider
     assert isinstance(provider, LocalProvider)

@@ -1,7 +1,7 @@
 """The public hash chain of each automation, for anyone to download and check.
 
 ``GET /api/v1/chain?automation=NAME`` serves the chain as JSON lines (one
-:func:`~signalmint.chain.chain_record` per signal, in seq order), as the public sees it: the
+:func:`~signalmint.chain.hashing.chain_record` per signal, in seq order), as the public sees it: the
 numbers and salt of the signals whose masks have expired, only the hash and commitment of the
 others, and only the place (``{"seq", "pending": true}``) of a signal still in its delay. A
 scheme-2 hash says nothing without its commitment, so the next signal's ``prev_hash`` stays;
@@ -18,7 +18,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
-from ...chain import chain_record
+from ...chain.hashing import chain_record
 from ...store.signals import chain_signals
 from ..context import AppContext, ctx_dependency
 from ..openapi import errors

@@ -18,10 +18,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
-from sqlalchemy import Connection
 
 from ...delivery.inspect import inspector_prefix
 from ...errors import LimitError
+from ...store import Connection
 from ...store.outbox import Endpoint, list_deliveries, list_endpoints, set_endpoint_status
 from .. import endpoint_ops as ops
 from ..auth import Viewer

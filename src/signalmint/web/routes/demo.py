@@ -3,7 +3,7 @@
 Only in demo mode (``settings.demo``); elsewhere every route here is a 404.
 
 - ``/demo/mail``: what the demo emailed (confirmations, magic links, alerts, digests), caught by
-  :class:`~signalmint.mailcatcher.MailCatcher`; ``/demo/mail/{id}`` shows one message: headers,
+  :class:`~signalmint.demo.mailcatcher.MailCatcher`; ``/demo/mail/{id}`` shows one message: headers,
   the text with its links, the HTML in a sandboxed frame (``/demo/mail/{id}/body.html``: no
   scripts, no forms, images only from this site) and the escaped source, attachments.
 - ``POST /demo/inspect/{token}``: the receiver a demo webhook may point at; ``GET`` shows what
@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, Response
 from markupsafe import Markup
 
 from ...delivery.inspect import inspector_prefix
-from ...mailcatcher import Caught, MailCatcher
+from ...demo.mailcatcher import Caught, MailCatcher
 from ...store.outbox import endpoints_at
 from ..context import AppContext, get_ctx
 from ..core.deps import SessionMe as Me

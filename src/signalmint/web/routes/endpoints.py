@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException
 
-from ...shapes import delivery_json
+from ...delivery.shapes import delivery_json
 from ...store.outbox import list_deliveries, list_endpoints, set_endpoint_status
 from .. import endpoint_ops as ops
 from ..context import AppContext, ctx_dependency

@@ -14,9 +14,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 
-from ...series import CHART_FIELDS, signal_series
 from ...store import get_signal, list_automations, list_signals
 from ...store.auth import get_setting
+from ...store.series import CHART_FIELDS, signal_series
 from .. import charts
 from ..auth import subscriber_viewer
 from ..context import AppContext, ctx_dependency

@@ -13,9 +13,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
+from ...billing.usage import month_of
 from ...store.accounts import MAX_WATCHLIST, set_watchlist
 from ...store.auth import list_api_keys, revoke_api_key
-from ...usage import month_of
 from ..context import AppContext, ctx_dependency
 from ..core.deps import RESPONSES
 from ..core.deps import ApiMe as Me

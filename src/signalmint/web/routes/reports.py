@@ -18,14 +18,14 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import Connection
 
-from ...billing.credits import balance, minor_to_micros
+from ...billing.credits import balance, buy_report, minor_to_micros
 from ...config import AutomationConfig
+from ...config.reports import ReportConfig
 from ...records import Report
 from ...reports.access import in_audience, may_read, sample_key
-from ...reports.spec import ReportConfig
-from ...store.reports import buy_report, find_report, list_reports, purchased_ids
+from ...store import Connection
+from ...store.reports import find_report, list_reports, purchased_ids
 from ..auth import Viewer, resolve_viewer
 from ..context import AppContext, get_ctx, get_viewer
 from ..core.deps import require_subscriber

@@ -13,12 +13,12 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import Connection
 
 from ...access import Grant
-from ...chain import chain_record
-from ...outcomes import summarize, summarize_by_key
+from ...chain.hashing import chain_record
+from ...engine.outcomes import summarize, summarize_by_key
 from ...records import Signal
+from ...store import Connection
 from .. import charts
 from ..auth import Viewer
 from ..context import AppContext, get_ctx, get_viewer

@@ -1,7 +1,7 @@
 // signalmint live feed: prepends streamed signals to the feed table without a reload.
 // Rows are cloned from <template id="feed-row"> (the same macro the server renders) and
 // filled with textContent only, never innerHTML, so streamed data cannot inject markup.
-// Number formats mirror signalmint/web/filters.py; keep the two in step.
+// Number formats mirror signalmint/formatting.py; keep the two in step.
 (function () {
   "use strict";
 
@@ -235,7 +235,7 @@
     source.addEventListener("teaser", onTeaser);
   }
 
-  // Under node (the Python tests check these formatters against filters.py) export them.
+  // Under node (the Python tests check these formatters against signalmint/formatting.py) export them.
   if (typeof module === "object" && module.exports) {
     module.exports = { fmtNum: fmtNum, fmtRatio: fmtRatio, fmtZ: fmtZ, fmtPct: fmtPct, direction: direction,
       ratioTier: ratioTier, fmtTime: fmtTime, isoZ: isoZ };

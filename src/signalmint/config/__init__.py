@@ -31,9 +31,9 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import ConfigError
-from .records import PULL_CHANNELS, Plan
-from .registry import (
+from ..errors import ConfigError
+from ..records import PULL_CHANNELS, Plan
+from ..registry import (
     Registry,
     all_channels,
     channel_class,
@@ -42,7 +42,7 @@ from .registry import (
     in_display_order,
     missing_columns,
 )
-from .reports.spec import ReportConfig
+from .reports import ReportConfig
 
 __all__ = [
     "AutomationConfig",

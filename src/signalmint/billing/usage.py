@@ -17,11 +17,9 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection
-
-from .billing.metering import record_overage
-from .store import Database
-from .store.usage import add_usage, get_usage
+from ..store import Connection, Database
+from ..store.usage import add_usage, get_usage
+from .metering import record_overage
 
 __all__ = ["UsageMeter", "month_of"]
 

@@ -35,7 +35,7 @@ the subscriber has typed ``https``, for its address.
 >>> check_url("https://0x7f.1/")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-signalmint.delivery.ssrf.UnsafeTarget: ...: 0x7f.1 is a non-canonical spelling of 127.0.0.1, a loopback address
+signalmint.net.ssrf.UnsafeTarget: ...: 0x7f.1 is a non-canonical spelling of 127.0.0.1, a loopback address
 """
 
 from __future__ import annotations
@@ -304,7 +304,7 @@ def check_host(host: str, *, allow_loopback: bool = False, subject: str | None =
     >>> check_host("metadata.google.internal")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    signalmint.delivery.ssrf.UnsafeTarget: ...: metadata.google.internal is an internal name (cloud metadata...)
+    signalmint.net.ssrf.UnsafeTarget: ...: metadata.google.internal is an internal name (cloud metadata...)
     """
     return _vet_host(host, allow_loopback, subject or host)[0]
 
@@ -332,13 +332,13 @@ def check_url(url: str, *, allow_loopback: bool = False, own: str | None = None)
     >>> check_url("https://[::ffff:127.0.0.1]/")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    signalmint.delivery.ssrf.UnsafeTarget: ...: ::ffff:7f00:1 is IPv4-mapped 127.0.0.1, a loopback address
+    signalmint.net.ssrf.UnsafeTarget: ...: ::ffff:7f00:1 is IPv4-mapped 127.0.0.1, a loopback address
     >>> check_url("http://127.0.0.1:8000/demo/inspect/a1B2-c3d4", own="http://127.0.0.1:8000/demo/inspect/").port
     8000
     >>> check_url("http://127.0.0.1:8000/admin", own="http://127.0.0.1:8000/demo/inspect/")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    signalmint.delivery.ssrf.UnsafeTarget: ...: 127.0.0.1 is a loopback address (and only https URLs are allowed)
+    signalmint.net.ssrf.UnsafeTarget: ...: 127.0.0.1 is a loopback address (and only https URLs are allowed)
     """
     return _check_url(url, allow_loopback, own)
 

@@ -1,4 +1,4 @@
-"""Running the whole embedded process: web app, engine and (later) workers in one loop."""
+"""Running the whole embedded process: web app, engine and workers in one loop."""
 
 from __future__ import annotations
 
@@ -12,15 +12,18 @@ from collections.abc import Callable, Generator
 import uvicorn
 from starlette.types import ASGIApp
 
-from .config import Settings
-from .delivery.runner import run_worker
-from .engine import Engine
-from .mailcatcher import MailCatcher
-from .registry import Registry
-from .store import Database
-from .web.app import create_app
+from ..billing.business_schedule import run_business_reports
+from ..billing.credits import charge_alert
+from ..config import Settings
+from ..delivery.runner import run_worker
+from ..demo.mailcatcher import MailCatcher
+from ..engine.runner import Engine
+from ..registry import Registry
+from ..store import Database
+from ..web.app import create_app
+from .wiring import wire_engine
 
-__all__ = ["run_process", "serve", "web_config"]
+__all__ = ["ROLES", "run_process", "serve", "web_config"]
 
 log = logging.getLogger("signalmint")
 
@@ -86,14 +89,16 @@ async def serve(
     ``catcher`` (the demo) is a local SMTP server served alongside, its mail shown by the web app."""
     if catcher is not None:
         await catcher.start()
-    engine = Engine(settings, db, registry) if "engine" in roles else None
+    engine = wire_engine(settings, db, registry)[0] if "engine" in roles else None
     stop = asyncio.Event()
-    worker = asyncio.create_task(run_worker(settings, db, stop)) if "worker" in roles else None
-    reports = None
+    worker = asyncio.create_task(run_worker(settings, db, stop, charge=charge_alert)) if "worker" in roles else None
+    tasks: list[asyncio.Task[None]] = []
+    if "worker" in roles and settings.admin.business_report_on:  # the operator's weekly business report
+        tasks.append(asyncio.create_task(run_business_reports(settings, db, stop)))
     if "engine" in roles and any(a.reports for a in settings.automations):
-        from .reports.scheduler import ReportScheduler  # reportlab loads only where reports are configured
+        from ..reports.scheduler import ReportScheduler  # reportlab (0.5 s) loads only where reports are configured
 
-        reports = asyncio.create_task(ReportScheduler(settings, db).run(stop))
+        tasks.append(asyncio.create_task(ReportScheduler(settings, db).run(stop)))
     loop = asyncio.get_running_loop()
     try:
         if "web" in roles:
@@ -104,8 +109,8 @@ async def serve(
         stop.set()
         if worker is not None:
             await asyncio.wait({worker}, timeout=30)
-        if reports is not None:
-            await asyncio.wait({reports}, timeout=30)
+        if tasks:
+            await asyncio.wait(tasks, timeout=30)
         if catcher is not None:
             await catcher.close()
 

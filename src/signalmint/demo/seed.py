@@ -7,8 +7,9 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from .accounts import Accounts, server_pepper
-from .config import (
+from ..accounts.mail import LogMailer
+from ..accounts.service import Accounts, server_pepper
+from ..config import (
     AdminConfig,
     AutomationConfig,
     DetectorConfig,
@@ -19,11 +20,10 @@ from .config import (
     Settings,
     WebConfig,
 )
-from .demo_shop import KEYWORDS, LocalShop
-from .mail import LogMailer
-from .store import Database
-from .store.accounts import confirm_subscriber, ensure_subscriber, set_watchlist, start_subscription
-from .store.plans import sync_plans
+from ..store import Database
+from ..store.accounts import confirm_subscriber, ensure_subscriber, set_watchlist, start_subscription
+from ..store.plans import sync_plans
+from .shop import KEYWORDS, LocalShop
 
 __all__ = ["DemoAccount", "demo_plans", "demo_settings", "seed_demo"]
 
@@ -92,8 +92,8 @@ def demo_settings(
 
     At speed 1 the stock history replays ten trading days a second and the
     synthetic market makes one one-minute bar per second. ``smtp_port`` is the demo's mail
-    catcher on 127.0.0.1 (see :mod:`signalmint.mailcatcher`): all email goes there. ``shop``
-    (see :mod:`signalmint.demo_shop`), a local shop and news feed already started, adds two
+    catcher on 127.0.0.1 (see :mod:`signalmint.demo.mailcatcher`): all email goes there. ``shop``
+    (see :mod:`signalmint.demo.shop`), a local shop and news feed already started, adds two
     more businesses reading it: ``shop-price-drop`` and ``news-keyword``.
     """
     interval = 1.0 / speed

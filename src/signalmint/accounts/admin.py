@@ -13,10 +13,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .errors import AccessError
-from .records import Plan, Subscription
-from .store import Database
-from .store.accounts import (
+from ..errors import AccessError
+from ..records import Plan, Subscription
+from ..store import Database
+from ..store.accounts import (
     SubscriberSummary,
     current_subscription,
     get_subscriber,

@@ -27,8 +27,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
-from .config import AutomationConfig
-from .records import Frame
+from ..config import AutomationConfig
+from ..records import Frame
 
 __all__ = [
     "ALWAYS",

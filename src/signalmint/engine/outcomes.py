@@ -20,12 +20,12 @@ from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Connection
 
-from .config import OutcomesConfig
-from .records import Outcome, OutcomeSummary, Signal, to_datetime
-from .store.bars import bar_window
-from .store.outcomes import outcomes_by_signal, signals_awaiting_outcomes
+from ..config import OutcomesConfig
+from ..records import Outcome, OutcomeSummary, Signal, to_datetime
+from ..store import Connection
+from ..store.bars import bar_window
+from ..store.outcomes import outcomes_by_signal, signals_awaiting_outcomes
 
 __all__ = ["due_outcomes", "measure", "summarize", "summarize_by_key"]
 

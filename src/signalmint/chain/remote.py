@@ -1,7 +1,7 @@
 """``signalmint verify --url``: download a running instance's public chains and check them.
 
 Walks ``GET /api/v1/automations`` then ``GET /api/v1/chain?automation=...`` page by page
-(``X-Next-After``), feeding the records to :func:`signalmint.chain.verify_records` as they
+(``X-Next-After``), feeding the records to :func:`signalmint.chain.hashing.verify_records` as they
 arrive: every link is recomputed, and every revealed payload is checked against the commitment
 its signal published when it fired.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
-from .chain import ChainReport, verify_records
-from .errors import SignalmintError
+from ..errors import SignalmintError
+from .hashing import ChainReport, verify_records
 
 __all__ = ["RemoteError", "verify_remote"]
 

@@ -14,8 +14,8 @@ from typing import Protocol
 
 import aiosmtplib
 
-from .config import EmailConfig
-from .errors import DeliveryError
+from ..config import EmailConfig
+from ..errors import DeliveryError
 
 __all__ = ["Email", "LogMailer", "Mailer", "SmtpMailer", "mailer_for"]
 

@@ -15,14 +15,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from .config import Settings
-from .credentials import hash_password, hash_token, new_api_key, new_token, verify_password
-from .errors import AccessError
-from .mail import Email, Mailer
-from .records import ApiKey, Plan, Subscriber
-from .store import Database
-from .store.accounts import confirm_subscriber, current_subscription, ensure_subscriber, start_subscription
-from .store.auth import (
+from ..config import Settings
+from ..errors import AccessError
+from ..records import ApiKey, Plan, Subscriber
+from ..store import Database
+from ..store.accounts import (
+    confirm_subscriber,
+    current_subscription,
+    ensure_subscriber,
+    start_subscription,
+    subscriber_by_email,
+)
+from ..store.auth import (
     SessionRow,
     consume_token,
     create_api_key,
@@ -32,7 +36,10 @@ from .store.auth import (
     issue_token,
     revoke_session,
 )
-from .store.plans import load_plans
+from ..store.outbox import add_endpoint, list_endpoints
+from ..store.plans import load_plans
+from .credentials import hash_password, hash_token, new_api_key, new_token, verify_password
+from .mail import Email, Mailer
 
 __all__ = ["Accounts", "Redeemed", "SignupResult", "server_pepper"]
 
@@ -170,8 +177,6 @@ class Accounts:
 
     async def request_login(self, email: str) -> str | None:
         """Email a sign-in link if the address is known; the caller says the same thing either way."""
-        from .store.accounts import subscriber_by_email
-
         subscriber = await self.db.read(subscriber_by_email, email)
         if subscriber is None:
             return None
@@ -274,8 +279,6 @@ class Accounts:
 
 def _confirm_with_email_endpoint(conn: Any, subscriber_id: int, email: str, now: datetime) -> None:
     """Double opt-in done: the address is confirmed and becomes the subscriber's email endpoint."""
-    from .store.outbox import add_endpoint, list_endpoints
-
     confirm_subscriber(conn, subscriber_id, now)
     if not any(e.channel == "email" for e in list_endpoints(conn, subscriber_id)):
         add_endpoint(conn, subscriber_id, "email", f"mailto:{email}", now)

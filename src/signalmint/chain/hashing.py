@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .records import Signal
+from ..records import Signal
 
 __all__ = [
     "ChainReport",

@@ -4,7 +4,7 @@ The webhook client dials the address the guard vetted (:mod:`signalmint.delivery
 Apprise's plugins cannot be made to: they connect through ``requests`` (urllib3) and
 ``smtplib`` from worker threads, resolve names themselves, and follow redirects. So the check
 moves to where every connection passes: :func:`guarded` opens a scope in which every address a
-socket connects or sends to is vetted with :func:`~signalmint.delivery.ssrf.classify_ip`, the
+socket connects or sends to is vetted with :func:`~signalmint.net.ssrf.classify_ip`, the
 same rule as webhooks, *after* name resolution, on the address actually used.
 
 How: one process-wide audit hook (PEP 578, :func:`sys.addaudithook`; installed on first use,
@@ -16,7 +16,7 @@ the address must be a numeric IPv4 or IPv6 address the guard accepts: a loopback
 link-local, metadata... address, a name the C layer would resolve by itself, or a Unix socket
 fails with :class:`Refused`, a :class:`PermissionError` (``EACCES``, what a firewall gives), so
 clients close the socket and report a connection error as they would for any other; the
-:class:`~signalmint.delivery.ssrf.UnsafeTarget` it carries is kept on the scope. A DNS answer that changed since the
+:class:`~signalmint.net.ssrf.UnsafeTarget` it carries is kept on the scope. A DNS answer that changed since the
 last check (rebinding), a redirect, an SMTP host from a query parameter: all meet the same check.
 
 The scope lives in a :class:`contextvars.ContextVar`, so it is per task and per thread, and
@@ -31,7 +31,7 @@ context is outside the scope, which is why Apprise plugins are allowed by review
 >>> vet_address(socket.AF_INET, ("127.0.0.1", 25))  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-signalmint.delivery.ssrf.UnsafeTarget: refused to connect to 127.0.0.1 (port 25): a loopback address
+signalmint.net.ssrf.UnsafeTarget: refused to connect to 127.0.0.1 (port 25): a loopback address
 """
 
 from __future__ import annotations

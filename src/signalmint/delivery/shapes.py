@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .records import Signal
+from ..records import Signal
 
 __all__ = ["delivery_json", "signal_json"]
 

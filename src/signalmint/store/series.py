@@ -11,8 +11,8 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Connection
 
-from .records import Signal
-from .store.bars import bar_window
+from ..records import Signal
+from .bars import bar_window
 
 __all__ = ["CHART_FIELDS", "Series", "rolling_baseline", "signal_series"]
 

@@ -8,11 +8,16 @@ their signals, already stored, are skipped by the idempotency key
 (automation, key, bar time, kind). Cancellation (SIGINT/SIGTERM) waits for the
 commit under way and saves a last checkpoint: nothing is half-written.
 
+The engine knows nothing of the stages after the signal log. Whoever runs it hands it an
+``on_commit`` hook, called inside each tick's transaction with the tick's new (not late)
+signals: :mod:`signalmint.serve` passes the fan-out (:class:`~signalmint.delivery.fanout.FanOut`),
+which writes their outbox rows, so a signal is never stored without its deliveries.
+
 Guardrails (see freshness.py and watchdog.py): gaps in a key's bars are counted and a long
 one restarts that key's warm-up (``detector.reset(keys)``; a detector without ``reset``
 keeps its state and the gap is only counted); a signal whose bar is older than
 ``max_signal_age`` when committed is stored with ``late`` set and gets no outbox rows; a
-:class:`~signalmint.watchdog.Watchdog` task raises and clears staleness.
+:class:`~signalmint.engine.watchdog.Watchdog` task raises and clears staleness.
 """
 
 from __future__ import annotations
@@ -29,28 +34,29 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection
 
-from .config import AutomationConfig, Settings, delivery_channels
-from .delivery.fanout import FanOut
+from ..config import AutomationConfig, Settings
+from ..pipeline import Pipeline, build_pipeline, describe, signals_from_scores
+from ..records import Frame, Signal, to_datetime
+from ..registry import Registry
+from ..sources.fetch import default_user_agent
+from ..store import Checkpoint, Connection, Database, append_signals, load_checkpoint, save_checkpoint, sync_automations
+from ..store.bars import insert_bars, prune_bars
+from ..store.outcomes import insert_outcomes
 from .freshness import GapTracker, Guard, guard_for
 from .hub import SignalHub
 from .metrics import Metrics
 from .outcomes import due_outcomes
-from .pipeline import Pipeline, build_pipeline, describe, signals_from_scores
-from .records import Frame, Signal, to_datetime
-from .registry import Registry
-from .sources.fetch import default_user_agent
-from .store import Checkpoint, Database, append_signals, load_checkpoint, save_checkpoint, sync_automations
-from .store.bars import insert_bars, prune_bars
-from .store.outbox import enqueue
-from .store.outcomes import insert_outcomes
-from .watchdog import Watchdog, open_time_since
+from .watchdog import OperatorAlerts, Watchdog, open_time_since
 
-__all__ = ["Engine", "commit_tick", "without_retractions"]
+__all__ = ["Engine", "OnCommit", "commit_tick", "without_retractions"]
 
 log = logging.getLogger("signalmint.engine")
 PRUNE_EVERY = 60.0
+
+#: Called inside a tick's transaction with its new signals that are news (not late) and the
+#: commit time; what it writes commits or rolls back with them (the fan-out's outbox rows).
+OnCommit = Callable[[Connection, list[Signal], datetime], None]
 
 
 def commit_tick(
@@ -59,16 +65,17 @@ def commit_tick(
     frame: Frame,
     signals: list[Signal],
     checkpoint: Checkpoint | None,
-    fanout: FanOut | None = None,
+    on_commit: OnCommit | None = None,
 ) -> list[Signal]:
-    """The one transaction of a tick (runs on the writer thread): bars, signals, their outbox
-    rows (one per entitled subscriber endpoint) and, when due, the checkpoint."""
+    """The one transaction of a tick (runs on the writer thread): bars, signals, what
+    ``on_commit`` writes for them (the outbox rows, one per entitled subscriber endpoint) and,
+    when due, the checkpoint."""
     now = datetime.now(UTC)
     insert_bars(conn, automation, frame)
     stored = append_signals(conn, automation, signals, now)
     alerts = [s for s in stored if not s.late]  # late data is recorded, never sold as news
-    if fanout is not None and alerts:
-        enqueue(conn, fanout.deliveries_for(conn, alerts, now), now)
+    if on_commit is not None and alerts:
+        on_commit(conn, alerts, now)
     if checkpoint is not None:
         save_checkpoint(conn, checkpoint, now)
     return stored
@@ -277,7 +284,9 @@ class AutomationRunner:
                 self._count_rejected(pipeline)
                 due = time.monotonic() - self._checkpointed >= self.engine.settings.checkpoint_every.total_seconds()
                 snapshot = self._checkpoint(cursor) if due else None
-                pending = asyncio.ensure_future(db.write(commit_tick, name, frame, found, snapshot, self.engine.fanout))
+                pending = asyncio.ensure_future(
+                    db.write(commit_tick, name, frame, found, snapshot, self.engine.on_commit)
+                )
                 stored = await asyncio.shield(pending)
                 pending = None
                 if due:
@@ -409,10 +418,15 @@ class Engine:
         hub: SignalHub | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         watch_every: float | None = 1.0,
+        on_commit: OnCommit | None = None,
+        alerts: OperatorAlerts | None = None,
     ) -> None:
         """``clock`` is the time staleness and lateness are measured by (tests pass a virtual
         one); ``watch_every`` is the staleness check's period in seconds (None: no background
-        check, the caller runs ``watchdog.check()``)."""
+        check, the caller runs ``watchdog.check()``). ``on_commit`` runs in each tick's
+        transaction (see :data:`OnCommit`; without it signals are only logged) and ``alerts``
+        tells the operator about staleness (without it the watchdog only records it);
+        :func:`signalmint.serve.wire_engine` plugs in the fan-out and the operator's channels."""
         self.settings = settings
         self.clock = clock
         self.watch_every = watch_every
@@ -421,9 +435,9 @@ class Engine:
         self.metrics = metrics or Metrics()
         self.hub = hub or SignalHub()
         self.listeners: list[Callable[[list[Signal]], Any]] = []
-        self.fanout = FanOut(delivery_channels(settings), version=lambda: db.audience_version)
+        self.on_commit = on_commit
         self.runners = {a.name: AutomationRunner(a, self) for a in settings.automations if a.enabled}
-        self.watchdog = Watchdog(self, clock)
+        self.watchdog = Watchdog(self, clock, alerts)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def sync(self) -> None:
