@@ -294,10 +294,8 @@ def verify(
     ] = None,
 ) -> None:
     """Check the tamper-evident hash chain of every automation's signals (here, or at --url)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     from .errors import StoreError
-    from .store import Database, verify_chain
+    from .store import Database, DatabaseError, verify_chain
     from .store.signals import automations_with_signals
 
     if url is not None:
@@ -320,7 +318,7 @@ def verify(
             reports = [database.read_sync(verify_chain, name) for name in sorted(names)]
         except SignalmintError as exc:
             raise _fail(exc) from None
-        except SQLAlchemyError as exc:
+        except DatabaseError as exc:
             raise _fail(StoreError(f"cannot read {database.safe_url}: {str(exc).splitlines()[0]}")) from None
         finally:
             database.close()

@@ -29,7 +29,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection
+
+from signalmint.store import Connection
 
 from .config import AutomationConfig, Settings, delivery_channels
 from .delivery.fanout import FanOut

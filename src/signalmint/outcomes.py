@@ -20,7 +20,8 @@ from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Connection
+
+from signalmint.store import Connection
 
 from .config import OutcomesConfig
 from .records import Outcome, OutcomeSummary, Signal, to_datetime

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection
+from signalmint.store import Connection
 
 from .billing.metering import record_overage
 from .store import Database

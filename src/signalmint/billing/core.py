@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import Connection
-
 from ..records import Checkout, Plan, Subscriber, Subscription
+from ..store import Connection
 from ..store.accounts import current_subscription, set_subscription_state, start_subscription
 
 __all__ = ["ENDED", "PaymentProvider", "ProviderSubscription", "converge", "our_state"]

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection
-
 from ..config import Settings
 from ..errors import AccessError
 from ..records import Checkout, Plan, Subscriber, Subscription
-from ..store import Database
+from ..store import Connection, Database
 from ..store.accounts import current_subscription
 from .core import ProviderSubscription
 from .local import add_interval

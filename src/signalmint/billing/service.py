@@ -15,13 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection
-
 from ..config import Settings
 from ..errors import AccessError
 from ..mail import Email, Mailer
 from ..records import Checkout, Plan, Subscription
-from ..store import Database
+from ..store import Connection, Database
 from ..store.accounts import get_subscriber
 from ..store.billing import complete_checkout, create_checkout, get_checkout, record_payment
 from ..store.plans import load_plans

@@ -29,11 +29,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection
-
 from ..config import Settings
 from ..errors import BillingError
 from ..records import Plan
+from ..store import Connection
 from ..store.billing import first_seen, get_checkout, refund_payment
 from ..store.plans import load_plans
 from .service import PaymentInfo, apply_payment, apply_subscription, fulfil_checkout

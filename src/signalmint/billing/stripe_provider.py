@@ -24,14 +24,13 @@ from typing import Any
 
 import aiohttp
 import stripe
-from sqlalchemy import Connection
 from stripe.params import PriceCreateParams
 from stripe.params.checkout import SessionCreateParams
 
 from ..config import Settings
 from ..errors import BillingError
-from ..records import Checkout, Plan, Subscriber, Subscription
-from ..store import Database
+from ..records import Checkout, MeterEvent, Plan, Subscriber, Subscription
+from ..store import Connection, Database
 from ..store.billing import (
     customer_ref,
     plan_of_price,
@@ -41,7 +40,6 @@ from ..store.billing import (
     set_checkout_ref,
     subscriber_of_customer,
 )
-from ..store.ledger import MeterEvent
 from .core import ProviderSubscription
 from .service import apply_subscription
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection
-
 from ..config import FeeModel, TipsConfig
 from ..errors import AccessError
 from ..money import fmt_money
+from ..store import Connection
 from ..store.billing import record_payment
 from .credits import credit, minor_to_micros
 from .fees import fee_for

@@ -17,10 +17,11 @@ from typing import Any
 from ..config import TipsConfig
 from ..credentials import hash_token, new_token
 from ..errors import LimitError
+from ..records import Endpoint
 from ..store import Database
 from ..store.accounts import current_subscription, get_watchlist, set_watchlist
 from ..store.auth import consume_token, issue_token
-from ..store.outbox import Endpoint, add_endpoint, list_endpoints, set_endpoint_status
+from ..store.outbox import add_endpoint, list_endpoints, set_endpoint_status
 from ..store.plans import load_plans
 from .channels.telegram import Update, deep_link
 

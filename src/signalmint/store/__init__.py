@@ -5,7 +5,7 @@ Only this package knows about rows; everything else speaks in records.
 
 from __future__ import annotations
 
-from .database import Database, is_sqlite
+from .database import Connection, Database, DatabaseError, is_sqlite
 from .signals import (
     ChainReport,
     append_signals,
@@ -19,7 +19,9 @@ from .state import Checkpoint, list_automations, load_checkpoint, save_checkpoin
 __all__ = [
     "ChainReport",
     "Checkpoint",
+    "Connection",
     "Database",
+    "DatabaseError",
     "append_signals",
     "get_signal",
     "is_sqlite",

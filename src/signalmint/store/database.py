@@ -25,7 +25,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StoreError
 
-__all__ = ["Database", "is_sqlite"]
+__all__ = ["Connection", "Database", "DatabaseError", "is_sqlite"]
+
+#: What the database driver raises (a connection lost, a locked file, a constraint...): callers
+#: outside ``store/`` catch this name and never import SQLAlchemy themselves.
+DatabaseError = SQLAlchemyError
 
 T = TypeVar("T")
 MIGRATIONS = Path(__file__).parent / "migrations"

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection
-
 from ..access import Grant
 from ..records import Plan, Signal
+from ..store import Connection
 from ..store.signals import max_signal_id, signals_after
 from .auth import Viewer
 from .filters import fmt_ratio, fmt_time

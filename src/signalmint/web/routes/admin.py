@@ -15,13 +15,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import Connection
 from starlette.background import BackgroundTask
 
 from ...accounts import Accounts
 from ...errors import AccessError, DeliveryError
 from ...money import parse_minor
 from ...records import STATES, Plan
+from ...store import Connection
 from ...store.accounts import (
     count_subscribers,
     current_subscription,

@@ -17,13 +17,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import Connection
 
 from ...billing.credits import balance
 from ...billing.service import Billing
 from ...errors import AccessError
 from ...money import fmt_money, parse_minor, parse_money
 from ...records import Checkout
+from ...store import Connection
 from ...store.billing import list_payments
 from ..auth import Viewer, resolve_viewer
 from ..context import AppContext, get_ctx

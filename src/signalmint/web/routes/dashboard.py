@@ -16,13 +16,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import Connection
 
 from ...access import is_entitled
 from ...errors import LimitError
 from ...records import Plan, Preferences, Signal, Subscriber, Subscription
 from ...registry import channel_kinds, in_display_order
-from ...store import list_automations, list_signals
+from ...store import Connection, list_automations, list_signals
 from ...store.accounts import get_preferences, set_preference, set_watchlist
 from ...store.auth import list_api_keys, revoke_api_key
 from ...store.health import open_stale_periods

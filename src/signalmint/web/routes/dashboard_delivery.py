@@ -22,11 +22,11 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
-from sqlalchemy import Connection
 
 from ...delivery.inspect import inspector_prefix
 from ...errors import ConfigError, LimitError
 from ...registry import channel_class, channel_kinds
+from ...store import Connection
 from ...store.outbox import Endpoint, list_deliveries, list_endpoints, set_endpoint_status
 from ..auth import Viewer
 from ..context import AppContext, get_ctx

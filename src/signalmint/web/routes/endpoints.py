@@ -233,17 +233,11 @@ async def test_event(endpoint_id: Id, ctx: Ctx, viewer: Me) -> dict[str, Any]:
 def _feed_nonce(ctx: AppContext, subscriber_id: int, *, rotate: bool = False) -> str:
     import secrets as random_secrets
 
-    from ...store.auth import get_or_create_setting
-    from ...store.tables import settings_kv
+    from ...store.auth import get_or_create_setting, replace_setting
 
     name = f"feed_nonce:{subscriber_id}"
     if rotate:
-
-        def replace(conn: Any) -> str:
-            conn.execute(settings_kv.delete().where(settings_kv.c.name == name))
-            return get_or_create_setting(conn, name, lambda: random_secrets.token_hex(8))
-
-        return str(ctx.db.write_sync(replace))
+        return str(ctx.db.write_sync(replace_setting, name, lambda: random_secrets.token_hex(8)))
     return str(ctx.db.write_sync(get_or_create_setting, name, lambda: random_secrets.token_hex(8)))
 
 

@@ -9,11 +9,10 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import Connection
 
 from ...records import Automation, Plan, Signal
 from ...series import CHART_FIELDS, signal_series
-from ...store import get_signal, list_automations, list_signals
+from ...store import Connection, get_signal, list_automations, list_signals
 from ...store.health import open_stale_periods
 from ...store.outcomes import outcomes_by_signal
 from ...store.signals import count_signals

@@ -19,9 +19,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import Connection
 
-from ...store import list_automations
+from ...store import Connection, list_automations
 from ...store.health import open_stale_periods
 from ...store.outbox import delivery_health
 from ...store.signals import count_signals, latest_signals

@@ -14,13 +14,12 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import Connection
 
 from ...access import Grant
 from ...chain import chain_record
 from ...outcomes import summarize, summarize_by_key
 from ...records import Outcome, Signal
-from ...store import list_signals
+from ...store import Connection, list_signals
 from ...store.outcomes import outcomes_by_signal
 from .. import charts
 from ..auth import Viewer
