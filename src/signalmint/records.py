@@ -36,6 +36,7 @@ __all__ = [
     "OutboxRow",
     "Outcome",
     "OutcomeSummary",
+    "Payment",
     "Plan",
     "Preferences",
     "Schema",
@@ -487,6 +488,26 @@ class DeliveryOutcome:
     error: str | None = None
     receipt: dict[str, Any] | None = None
     next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """Money a provider took (or a person recorded): ``amount``, ``fee`` and ``refunded`` in minor units."""
+
+    id: int
+    subscriber_id: int | None  # None: a visitor's tip
+    provider: str
+    provider_ref: str | None
+    kind: str  # subscription | credits | tip | manual
+    plan_id: str | None
+    automation: str | None
+    amount: int
+    currency: str
+    fee: int
+    refunded: int
+    status: str  # paid | refunded | failed
+    note: str
+    created_at: datetime
 
 
 # --- credits and usage -----------------------------------------------------------------------------

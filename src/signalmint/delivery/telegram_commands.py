@@ -12,12 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from ..config import TipsConfig
 from ..credentials import hash_token, new_token
 from ..errors import LimitError
-from ..records import Endpoint
+from ..records import Endpoint, Plan, Subscription
 from ..store import Database
 from ..store.accounts import current_subscription, get_watchlist, set_watchlist
 from ..store.auth import consume_token, issue_token
@@ -56,7 +55,7 @@ class StoreCommands:
         found = [e for e in self.db.read_sync(list_endpoints) if e.channel == "telegram" and e.url == url]
         return found[-1] if found else None
 
-    def _plan(self, subscriber_id: int) -> Any:
+    def _plan(self, subscriber_id: int) -> tuple[Subscription | None, Plan | None]:
         subscription = self.db.read_sync(current_subscription, subscriber_id)
         if subscription is None:
             return None, None
