@@ -1,10 +1,12 @@
-"""Wallet, ledger and meter-event rows.
+"""Wallet, ledger and meter-event rows, and the credits and debits that change a wallet.
 
 Wallet balances are integer micro-units of the billing currency (1_000_000 = one major
 unit). Every function takes the caller's connection: a wallet change and its ledger
 entry commit together or not at all. The never-negative rule lives in one statement,
 :func:`take_from_wallet` (``UPDATE ... WHERE balance >= n RETURNING balance``), with the
-table's CHECK constraint as the backstop.
+table's CHECK constraint as the backstop. :func:`credit` and :func:`debit` pair a wallet change
+with its entry, once per ``(reason, ref)``; :func:`charge_alert` is the delivery worker's debit
+(here, below both delivery and billing, so the worker charges credits without importing billing).
 """
 
 from __future__ import annotations
