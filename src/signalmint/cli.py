@@ -429,7 +429,6 @@ def report_render(
 ) -> None:
     """Render one report for any past period into DIR (HTML, email HTML and PDF); stores nothing."""
     from .config.reports import parse_period
-    from .errors import StoreError
     from .reports.render import standalone
     from .reports.scheduler import find_definition, render_period
     from .store import Database

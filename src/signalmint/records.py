@@ -28,11 +28,18 @@ __all__ = [
     "Automation",
     "Checkout",
     "CreditLine",
+    "Delivery",
+    "DeliveryOutcome",
+    "Endpoint",
     "Frame",
     "HistoryPoint",
+    "LedgerEntry",
     "LegacySubscription",
+    "MeterEvent",
+    "OutboxRow",
     "Outcome",
     "OutcomeSummary",
+    "Payment",
     "PaymentLine",
     "Plan",
     "Preferences",
@@ -544,3 +551,112 @@ class RevenueData:
     trial_ends: Mapping[int, datetime] = field(default_factory=dict)
     payments: tuple[PaymentLine, ...] = ()
     credits: tuple[CreditLine, ...] = ()
+
+
+# --- delivery: endpoints, outbox rows and what became of them ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a subscriber's alerts go: one channel, configured by URL (secrets kept apart)."""
+
+    id: int
+    subscriber_id: int
+    channel: str  # a kind in the ``signalmint.channels`` entry points: email | telegram | webhook | apprise ...
+    url: str
+    secrets: tuple[str, ...]
+    status: str  # active | paused | disabled
+    status_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """The fan-out's decision for one (signal, endpoint): when it may be sent, which message it joins."""
+
+    signal_id: int
+    endpoint_id: int
+    subscriber_id: int
+    not_before: datetime
+    group_key: str | None = None  # rows sharing one go out as one message
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One outbox row: a signal on its way to one endpoint, with every attempt counted."""
+
+    id: int
+    signal_id: int
+    endpoint_id: int
+    subscriber_id: int
+    idempotency_id: str
+    status: str  # pending | sending | sent | dead | skipped
+    not_before: datetime
+    next_attempt_at: datetime
+    attempts: int
+    last_error: str | None = None
+    receipt: dict[str, Any] | None = None
+    created_at: datetime | None = None
+    sent_at: datetime | None = None
+    group_key: str | None = None  # rows sharing one go out as one message
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryOutcome:
+    """What happened to one claimed delivery."""
+
+    delivery_id: int
+    status: str  # sent | pending (retry) | dead | skipped
+    error: str | None = None
+    receipt: dict[str, Any] | None = None
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """Money a provider took (or a person recorded): ``amount``, ``fee`` and ``refunded`` in minor units."""
+
+    id: int
+    subscriber_id: int | None  # None: a visitor's tip
+    provider: str
+    provider_ref: str | None
+    kind: str  # subscription | credits | tip | manual
+    plan_id: str | None
+    automation: str | None
+    amount: int
+    currency: str
+    fee: int
+    refunded: int
+    status: str  # paid | refunded | failed
+    note: str
+    created_at: datetime
+
+
+# --- credits and usage -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One change of a wallet: ``delta`` micro-units (negative: spent), the balance it left."""
+
+    id: int
+    subscriber_id: int
+    delta: int
+    balance_after: int
+    reason: str  # topup | api_call | alert | report | refund | adjust | grant
+    ref: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MeterEvent:
+    """Usage to report to the payment provider once; ``identifier`` makes a resend harmless."""
+
+    identifier: str
+    subscriber_id: int
+    event_name: str
+    value: int
+    period: str  # YYYY-MM
+    created_at: datetime
+    reported_at: datetime | None = None
+    attempts: int = 0
+    last_error: str | None = None

@@ -30,10 +30,10 @@ from signalmint.billing.credits import (
     pay_overage,
 )
 from signalmint.errors import BillingError
-from signalmint.records import Plan
+from signalmint.records import LedgerEntry, Plan
 from signalmint.store import Database, is_sqlite
 from signalmint.store.accounts import ensure_subscriber
-from signalmint.store.ledger import LedgerEntry, ledger_sums, list_entries
+from signalmint.store.ledger import ledger_sums, list_entries
 from signalmint.store.tables import wallets
 
 NOW = datetime(2026, 3, 5, 12, 0, tzinfo=UTC)

@@ -18,11 +18,11 @@ from signalmint.billing.stripe_events import apply_event, fetch_for
 from signalmint.billing.stripe_provider import StripeProvider, subscription_view
 from signalmint.config import BillingConfig, PlanConfig, Settings, StripeConfig
 from signalmint.errors import BillingError
-from signalmint.records import Checkout, Plan, Subscriber
+from signalmint.records import Checkout, MeterEvent, Plan, Subscriber
 from signalmint.store import Database
 from signalmint.store.accounts import confirm_subscriber, current_subscription, ensure_subscriber, get_subscriber
 from signalmint.store.billing import create_checkout, customer_ref, get_checkout, price_ref
-from signalmint.store.ledger import MeterEvent, get_meter_event, insert_meter_event
+from signalmint.store.ledger import get_meter_event, insert_meter_event
 from signalmint.store.plans import sync_plans
 
 from ..conftest import LiveServer

@@ -12,7 +12,7 @@ from standardwebhooks import Webhook
 
 from signalmint.config import DeliveryConfig, EmailConfig, PlanConfig, Settings
 from signalmint.delivery.worker import unsubscribe_token
-from signalmint.records import Automation, Signal
+from signalmint.records import Automation, OutboxRow, Signal
 from signalmint.store import Database, append_signals, sync_automations
 from signalmint.store.accounts import confirm_subscriber, ensure_subscriber, start_subscription
 from signalmint.store.outbox import add_endpoint, enqueue, list_deliveries, list_endpoints
@@ -170,7 +170,7 @@ def test_admin_lists_dead_letters_and_replays_them(site: Site) -> None:
         append_signals, "spikes", [Signal("spikes", "AAPL", now, "volume_spike", 9.0, {})], now
     )
     endpoint = site.db.read_sync(list_endpoints, site.ids["premium"])[0]
-    row = {"signal_id": signal.id, "endpoint_id": endpoint.id, "subscriber_id": site.ids["premium"], "not_before": now}
+    row = OutboxRow(signal.id, endpoint.id, site.ids["premium"], now)
     site.db.write_sync(enqueue, [row], now)
     from sqlalchemy import update
 

@@ -23,7 +23,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from standardwebhooks import Webhook
 
-from signalmint.billing.credits import charge_alert
 from signalmint.config import EmailConfig, PlanConfig
 from signalmint.delivery.channels.email import close as close_email
 from signalmint.delivery.fanout import FanOut, window_end
@@ -74,7 +73,7 @@ class Grouping(Outbox):
 
         async def run() -> int:
             context = channel_context(self.settings)
-            worker = Worker(self.settings, self.db, context, PEPPER, clock=lambda: at, charge=charge_alert)
+            worker = Worker(self.settings, self.db, context, PEPPER, clock=lambda: at)
             try:
                 return sum([await worker.run_once() for _ in range(rounds)])
             finally:

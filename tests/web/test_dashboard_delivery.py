@@ -19,9 +19,9 @@ from standardwebhooks import Webhook
 
 from signalmint.config import DeliveryConfig, PlanConfig, TelegramConfig
 from signalmint.delivery.fanout import FanOut
-from signalmint.records import Signal
+from signalmint.records import Endpoint, OutboxRow, Signal
 from signalmint.store import Database, append_signals
-from signalmint.store.outbox import Endpoint, add_endpoint, enqueue, list_endpoints, set_endpoint_status
+from signalmint.store.outbox import add_endpoint, enqueue, list_endpoints, set_endpoint_status
 from signalmint.store.tables import deliveries
 from signalmint.web import app as web_app
 from signalmint.web.routes import dashboard_delivery
@@ -312,7 +312,7 @@ def test_the_delivery_log_lists_the_endpoints_deliveries(client: TestClient, app
         Signal("us-stocks", f"K{i}", now - timedelta(minutes=i), "volume_spike", 5.0, {"ratio": 5.0}) for i in range(3)
     ]
     made = db.write_sync(append_signals, "us-stocks", signals, now)
-    rows = [{"signal_id": s.id, "endpoint_id": email.id, "subscriber_id": sid, "not_before": now} for s in made]
+    rows = [OutboxRow(s.id, email.id, sid, now) for s in made]
     db.write_sync(enqueue, rows, now)
 
     def outcomes(conn: Any) -> None:

@@ -26,7 +26,7 @@ from signalmint.config import EmailConfig, PlanConfig
 from signalmint.delivery.http1 import Http1Pool
 from signalmint.demo.mailcatcher import MailCatcher
 from signalmint.net.ssrf import ParsedTarget, UnsafeTarget, check_url
-from signalmint.records import Automation, Signal
+from signalmint.records import Automation, OutboxRow, Signal
 from signalmint.store import Database, append_signals, sync_automations
 from signalmint.store.outbox import add_endpoint, enqueue, list_endpoints
 from signalmint.store.tables import deliveries
@@ -273,7 +273,7 @@ def test_the_status_page_shows_automations_and_delivery_health(db: Database) -> 
         sign_up(client, app, "ann@example.com", "free")
         sid = subscriber_id(db)
         endpoint = db.write_sync(add_endpoint, sid, "webhook", "webhook+https://hooks.example/x", now, ["whsec_x"])
-        rows = [{"signal_id": stored.id, "endpoint_id": endpoint.id, "subscriber_id": sid, "not_before": now}]
+        rows = [OutboxRow(stored.id, endpoint.id, sid, now)]
         db.write_sync(enqueue, rows, now)
         db.write_sync(lambda conn: conn.execute(update(deliveries).values(status="dead", last_error="410 Gone")))
         page = client.get("/status")

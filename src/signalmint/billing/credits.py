@@ -19,17 +19,15 @@ import io
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..errors import BillingError
 from ..formatting import fmt_credits, minor_digits
 from ..records import Plan
 from ..store import Connection
 from ..store.ledger import (
     LedgerEntry,
-    add_to_wallet,
-    find_entry,
-    insert_entry,
+    charge_alert,
+    credit,
+    debit,
     list_entries,
-    take_from_wallet,
     wallet_balance,
 )
 from ..store.reports import Purchase, owns_report, record_purchase, report_ref
@@ -79,60 +77,6 @@ def micros_to_minor(micros: int, currency: str, *, round_up: bool = False) -> in
     return whole + (1 if round_up and rest else 0)
 
 
-def _amount(micros: int) -> None:
-    if isinstance(micros, bool) or not isinstance(micros, int) or micros <= 0:
-        raise ValueError(f"an amount of credits is a positive number of micro-units, not {micros!r}")
-
-
-def _replayed(conn: Connection, subscriber_id: int, delta: int, reason: str, ref: str) -> bool:
-    """Whether ``(reason, ref)`` is already in the ledger, for this very change (else: an error)."""
-    entry = find_entry(conn, reason, ref)
-    if entry is None:
-        return False
-    if (entry.subscriber_id, entry.delta) != (subscriber_id, delta):
-        raise BillingError(
-            f"ledger entry {reason} {ref!r} already records {entry.delta} micros for subscriber "
-            f"{entry.subscriber_id}, not {delta} for subscriber {subscriber_id}: a ref names one change"
-        )
-    return True
-
-
-def credit(conn: Connection, subscriber_id: int, micros: int, reason: str, ref: str | None, now: datetime) -> int:
-    """Add ``micros`` to the wallet (once per ``(reason, ref)``); the balance after."""
-    _amount(micros)
-    if ref is not None and _replayed(conn, subscriber_id, micros, reason, ref):
-        return wallet_balance(conn, subscriber_id)
-    after = add_to_wallet(conn, subscriber_id, micros, now)
-    if insert_entry(conn, subscriber_id, micros, after, reason, ref, now) is None and ref is not None:
-        # A concurrent transaction recorded the same (reason, ref) and committed while we waited
-        # for the wallet row: it stands, ours is undone (we still hold the row, so this succeeds).
-        _replayed(conn, subscriber_id, micros, reason, ref)
-        undone = take_from_wallet(conn, subscriber_id, micros, now)
-        if undone is None:
-            raise BillingError(f"could not undo a duplicate credit {reason} {ref!r}")
-        return undone
-    return after
-
-
-def debit(conn: Connection, subscriber_id: int, micros: int, reason: str, ref: str | None, now: datetime) -> bool:
-    """Take ``micros`` from the wallet if it holds them.
-
-    True when the debit stands (made now, or made before under the same ``(reason, ref)``);
-    False when the wallet cannot pay, and then nothing changed.
-    """
-    _amount(micros)
-    if ref is not None and _replayed(conn, subscriber_id, -micros, reason, ref):
-        return True
-    after = take_from_wallet(conn, subscriber_id, micros, now)
-    if after is None:
-        return False
-    if insert_entry(conn, subscriber_id, -micros, after, reason, ref, now) is None and ref is not None:
-        # a concurrent duplicate committed while we waited for the wallet row: it stands, ours is undone
-        _replayed(conn, subscriber_id, -micros, reason, ref)
-        add_to_wallet(conn, subscriber_id, micros, now)
-    return True
-
-
 def balance(conn: Connection, subscriber_id: int) -> int:
     """The wallet's balance in micro-units (0 without a wallet)."""
     return wallet_balance(conn, subscriber_id)
@@ -146,14 +90,6 @@ def buy_report(conn: Connection, report_id: int, subscriber_id: int, micros: int
     if not debit(conn, subscriber_id, micros, "report", report_ref(report_id, subscriber_id), now):
         return "insufficient"
     return "bought" if record_purchase(conn, report_id, subscriber_id, micros, now) else "owned"
-
-
-def charge_alert(conn: Connection, subscriber_id: int, delivery_id: int, micros: int, now: datetime) -> bool:
-    """Charge one delivered alert of a pay-per-alert plan; a retried delivery is charged once.
-
-    False: the wallet cannot pay (the caller holds the alert back or drops it).
-    """
-    return debit(conn, subscriber_id, micros, "alert", f"delivery:{delivery_id}", now)
 
 
 def overage_micros(plan: Plan, currency: str) -> int | None:

@@ -12,14 +12,11 @@ from __future__ import annotations
 import calendar
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, select
-
 from ..config import Settings
 from ..records import Checkout, Plan, Subscriber, Subscription
-from ..store import Database
-from ..store.accounts import _subscription
+from ..store import Connection, Database
+from ..store.accounts import due_subscriptions, get_subscription
 from ..store.plans import load_plans
-from ..store.tables import subscriptions
 from .core import ProviderSubscription
 from .service import PaymentInfo, apply_payment, apply_subscription, fulfil_checkout
 
@@ -98,20 +95,14 @@ class LocalProvider:
 
     def renew_due(self, conn: Connection, now: datetime) -> int:
         """Renew (or end) local subscriptions whose period is over; how many changed."""
-        due = conn.execute(
-            select(subscriptions.c.id).where(
-                subscriptions.c.provider == self.name,
-                subscriptions.c.ended_at.is_(None),
-                subscriptions.c.period_end <= now,
-            )
-        ).all()
+        due = due_subscriptions(conn, self.name, now)
         plans = load_plans(conn)
 
         changed = 0
-        for (subscription_id,) in due:
-            sub = _subscription(conn.execute(select(subscriptions).where(subscriptions.c.id == subscription_id)).one())
-            plan = plans.get((sub.plan_id, sub.plan_version))
-            if plan is None or sub.period_end is None or sub.provider_ref is None:
+        for subscription_id in due:
+            sub = get_subscription(conn, subscription_id)
+            plan = plans.get((sub.plan_id, sub.plan_version)) if sub is not None else None
+            if sub is None or plan is None or sub.period_end is None or sub.provider_ref is None:
                 continue
             if sub.state == "canceled":
                 view = ProviderSubscription(sub.provider_ref, "canceled", plan.id, plan.version, sub.period_end)

@@ -22,18 +22,16 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy import Connection, select
-
 from ..errors import BillingError, StoreError
-from ..store import Database
+from ..records import MeterEvent
+from ..store import Connection, Database
 from ..store.ledger import (
-    MeterEvent,
     insert_meter_event,
     mark_meter_failed,
     mark_meter_reported,
     pending_meter_events,
 )
-from ..store.tables import usage
+from ..store.usage import lock_overage
 
 __all__ = [
     "MeterEvent",
@@ -70,9 +68,7 @@ def record_overage(
     """
     if calls <= 0:
         raise ValueError(f"calls={calls}: an overage event reports at least one call")
-    counted = conn.execute(
-        select(usage.c.overage).where(usage.c.subscriber_id == subscriber_id, usage.c.month == period).with_for_update()
-    ).scalar()
+    counted = lock_overage(conn, subscriber_id, period)
     if counted is None or counted < calls:
         raise StoreError(
             f"subscriber {subscriber_id} has {counted or 0} overage calls counted for {period}, fewer than the "

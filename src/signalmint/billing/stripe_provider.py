@@ -29,7 +29,7 @@ from stripe.params.checkout import SessionCreateParams
 
 from ..config import Settings
 from ..errors import BillingError
-from ..records import Checkout, Plan, Subscriber, Subscription
+from ..records import Checkout, MeterEvent, Plan, Subscriber, Subscription
 from ..store import Connection, Database
 from ..store.billing import (
     customer_ref,
@@ -40,7 +40,6 @@ from ..store.billing import (
     set_checkout_ref,
     subscriber_of_customer,
 )
-from ..store.ledger import MeterEvent
 from .core import ProviderSubscription
 from .service import apply_subscription
 

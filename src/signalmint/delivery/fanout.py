@@ -22,17 +22,13 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
-
-from sqlalchemy import Connection, select
 
 from ..access import Audience, quiet_until
-from ..records import Plan, Preferences, Signal, Subscriber, Subscription, to_datetime
-from ..store import list_automations
-from ..store.accounts import open_subscriptions, preferences_of
-from ..store.outbox import Endpoint, enqueue, list_endpoints
+from ..records import Endpoint, OutboxRow, Plan, Preferences, Signal, Subscriber, Subscription, to_datetime
+from ..store import Connection, list_automations
+from ..store.accounts import every_preference, every_watchlist, open_subscriptions
+from ..store.outbox import enqueue, list_endpoints
 from ..store.plans import load_plans
-from ..store.tables import preferences, watchlist
 
 __all__ = ["FanOut", "send_window"]
 
@@ -111,22 +107,20 @@ class FanOut:
         for endpoint in list_endpoints(conn, active_only=True):
             if endpoint.channel in self.channels:
                 by_subscriber[endpoint.subscriber_id].append(endpoint)
-        watch: dict[int, set[str]] = defaultdict(set)
-        for subscriber_id, key in conn.execute(select(watchlist.c.subscriber_id, watchlist.c.key)):
-            watch[subscriber_id].add(key)
-        self.prefs = {(r.subscriber_id, r.channel): preferences_of(r) for r in conn.execute(select(preferences))}
+        watch = every_watchlist(conn)
+        self.prefs = every_preference(conn)
         rows = []
         for subscription, subscriber in open_subscriptions(conn):
             plan = plans.get((subscription.plan_id, subscription.plan_version))
             if plan is None or subscriber.id not in by_subscriber:
                 continue
-            rows.append((subscription, plan.expanded(names), subscriber, frozenset(watch.get(subscriber.id, ()))))
+            rows.append((subscription, plan.expanded(names), subscriber, watch.get(subscriber.id, frozenset())))
         self.rows = rows
         self.audience = Audience.build(rows)
         self.endpoints = dict(by_subscriber)
         self._built = time.monotonic()
 
-    def deliveries_for(self, conn: Connection, signals: Sequence[Signal], now: datetime) -> list[dict[str, Any]]:
+    def deliveries_for(self, conn: Connection, signals: Sequence[Signal], now: datetime) -> list[OutboxRow]:
         """Outbox rows for ``signals`` (stored, with ids): entitled endpoints, when each may be sent."""
         if not signals:
             return []
@@ -134,8 +128,11 @@ class FanOut:
         if version != self._seen_version or time.monotonic() - self._built > self.refresh_seconds:
             self.refresh(conn)
             self._seen_version = version
-        out: list[dict[str, Any]] = []
+        out: list[OutboxRow] = []
         for signal in signals:
+            if signal.id is None:
+                raise ValueError(f"{signal.key} {signal.kind}: only stored signals (with ids) fan out")
+            signal_id = signal.id
             decided = self.audience.decide(signal, now)
             for row, at in zip(decided.row.tolist(), decided.deliver_at, strict=True):
                 _subscription, plan, subscriber, _ = self.rows[row]
@@ -150,13 +147,5 @@ class FanOut:
                     if pref is not None and not pref.enabled:
                         continue
                     not_before, group_key = send_window(deliver_at, now, endpoint.id, pref, subscriber.timezone)
-                    out.append(
-                        {
-                            "signal_id": signal.id,
-                            "endpoint_id": endpoint.id,
-                            "subscriber_id": subscriber.id,
-                            "not_before": not_before,
-                            "group_key": group_key,
-                        }
-                    )
+                    out.append(OutboxRow(signal_id, endpoint.id, subscriber.id, not_before, group_key))
         return out

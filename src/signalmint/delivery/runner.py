@@ -15,7 +15,7 @@ from .channels.telegram import run_polling, telegram_bot
 from .channels.webhook import make_http_session
 from .inspect import inspector_prefix
 from .telegram_commands import StoreCommands
-from .worker import Charge, Worker
+from .worker import Worker
 
 __all__ = ["channel_context", "run_worker"]
 
@@ -36,7 +36,7 @@ def channel_context(settings: Settings) -> ChannelContext:
     return context
 
 
-async def run_worker(settings: Settings, db: Database, stop: asyncio.Event, *, charge: Charge | None = None) -> Worker:
+async def run_worker(settings: Settings, db: Database, stop: asyncio.Event) -> Worker:
     """Send deliveries until ``stop`` is set; the in-flight round finishes first. ``charge``
     pays pay-per-alert plans' alerts (see :class:`~signalmint.delivery.worker.Worker`)."""
     context = channel_context(settings)
@@ -48,7 +48,6 @@ async def run_worker(settings: Settings, db: Database, stop: asyncio.Event, *, c
         batch=settings.delivery.batch,
         concurrency=settings.delivery.concurrency,
         lease=settings.delivery.lease,
-        charge=charge,
     )
     log.info("delivery worker %s started", worker.owner)
     bot = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..records import Signal
+from ..records import Delivery, Signal
 
 __all__ = ["delivery_json", "signal_json"]
 
@@ -30,7 +30,7 @@ def signal_json(signal: Signal) -> dict[str, Any]:
     }
 
 
-def delivery_json(delivery: Any) -> dict[str, Any]:
+def delivery_json(delivery: Delivery) -> dict[str, Any]:
     """One outbox row, as the subscriber's delivery log and the admin's dead letters show it."""
     return {
         "id": delivery.id,

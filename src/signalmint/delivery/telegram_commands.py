@@ -12,15 +12,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from ..accounts.credentials import hash_token, new_token
 from ..config import TipsConfig
 from ..errors import LimitError
+from ..records import Endpoint, Plan, Subscription
 from ..store import Database
 from ..store.accounts import current_subscription, get_watchlist, set_watchlist
 from ..store.auth import consume_token, issue_token
-from ..store.outbox import Endpoint, add_endpoint, list_endpoints, set_endpoint_status
+from ..store.outbox import add_endpoint, list_endpoints, set_endpoint_status
 from ..store.plans import load_plans
 from .channels.telegram import Update, deep_link
 
@@ -55,7 +55,7 @@ class StoreCommands:
         found = [e for e in self.db.read_sync(list_endpoints) if e.channel == "telegram" and e.url == url]
         return found[-1] if found else None
 
-    def _plan(self, subscriber_id: int) -> Any:
+    def _plan(self, subscriber_id: int) -> tuple[Subscription | None, Plan | None]:
         subscription = self.db.read_sync(current_subscription, subscriber_id)
         if subscription is None:
             return None, None

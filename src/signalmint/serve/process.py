@@ -13,7 +13,6 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from ..billing.business_schedule import run_business_reports
-from ..billing.credits import charge_alert
 from ..config import Settings
 from ..delivery.runner import run_worker
 from ..demo.mailcatcher import MailCatcher
@@ -91,7 +90,7 @@ async def serve(
         await catcher.start()
     engine = wire_engine(settings, db, registry)[0] if "engine" in roles else None
     stop = asyncio.Event()
-    worker = asyncio.create_task(run_worker(settings, db, stop, charge=charge_alert)) if "worker" in roles else None
+    worker = asyncio.create_task(run_worker(settings, db, stop)) if "worker" in roles else None
     tasks: list[asyncio.Task[None]] = []
     if "worker" in roles and settings.admin.business_report_on:  # the operator's weekly business report
         tasks.append(asyncio.create_task(run_business_reports(settings, db, stop)))

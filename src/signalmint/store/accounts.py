@@ -19,13 +19,18 @@ __all__ = [
     "SubscriberSummary",
     "confirm_subscriber",
     "current_subscription",
+    "due_subscriptions",
     "ensure_subscriber",
+    "every_preference",
+    "every_watchlist",
     "get_preferences",
     "get_subscriber",
+    "get_subscription",
     "get_watchlist",
     "list_subscribers",
     "lock_subscriber",
     "normalize_email",
+    "own_daily_budgets",
     "preferences_of",
     "record_history",
     "set_preference",
@@ -381,3 +386,40 @@ def watchlists_of(conn: Connection, subscriber_ids: Iterable[int]) -> dict[int, 
         for subscriber_id, key in rows:
             out.setdefault(subscriber_id, set()).add(key)
     return {k: frozenset(v) for k, v in out.items()}
+
+
+def every_watchlist(conn: Connection) -> dict[int, frozenset[str]]:
+    """Every subscriber's watchlist (the fan-out's audience), by subscriber id; none: not in it."""
+    out: dict[int, set[str]] = {}
+    for subscriber_id, key in conn.execute(select(watchlist.c.subscriber_id, watchlist.c.key)):
+        out.setdefault(subscriber_id, set()).add(key)
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def every_preference(conn: Connection) -> dict[tuple[int, str], Preferences]:
+    """Every stored notification preference, by (subscriber id, channel)."""
+    return {(r.subscriber_id, r.channel): preferences_of(r) for r in conn.execute(select(preferences))}
+
+
+def own_daily_budgets(conn: Connection, subscriber_ids: Iterable[int]) -> dict[tuple[int, str], int]:
+    """The daily budgets subscribers set themselves, by (subscriber id, channel) (unset ones left out)."""
+    wanted = list(subscriber_ids)
+    if not wanted:
+        return {}
+    query = select(preferences.c.subscriber_id, preferences.c.channel, preferences.c.daily_budget).where(
+        preferences.c.subscriber_id.in_(wanted), preferences.c.daily_budget.is_not(None)
+    )
+    return {(r.subscriber_id, r.channel): int(r.daily_budget) for r in conn.execute(query)}
+
+
+def get_subscription(conn: Connection, subscription_id: int) -> Subscription | None:
+    row = conn.execute(select(subscriptions).where(subscriptions.c.id == subscription_id)).first()
+    return _subscription(row) if row is not None else None
+
+
+def due_subscriptions(conn: Connection, provider: str, now: datetime) -> list[int]:
+    """Ids of ``provider``'s subscriptions that have not ended and whose period is over at ``now``."""
+    query = select(subscriptions.c.id).where(
+        subscriptions.c.provider == provider, subscriptions.c.ended_at.is_(None), subscriptions.c.period_end <= now
+    )
+    return [int(i) for i in conn.execute(query.order_by(subscriptions.c.id)).scalars()]

@@ -27,6 +27,7 @@ __all__ = [
     "get_setting",
     "issue_token",
     "list_api_keys",
+    "replace_setting",
     "revoke_api_key",
     "revoke_session",
 ]
@@ -200,3 +201,9 @@ def get_or_create_setting(conn: Connection, name: str, make: Callable[[], str]) 
     value = make()
     conn.execute(settings_kv.insert().values(name=name, value=value))
     return value
+
+
+def replace_setting(conn: Connection, name: str, make: Callable[[], str]) -> str:
+    """Set ``name`` to a fresh ``make()`` whatever it held; the new value."""
+    conn.execute(settings_kv.delete().where(settings_kv.c.name == name))
+    return get_or_create_setting(conn, name, make)

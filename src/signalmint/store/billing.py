@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..records import Checkout, Subscription
+from ..records import Checkout, Payment, Subscription
 from .accounts import _subscription
 from .tables import billing_customers, billing_events, checkouts, payments, provider_prices, subscriptions
 
@@ -227,8 +227,15 @@ def refund_payment(conn: Connection, provider: str, provider_ref: str, refunded:
     return done.rowcount == 1
 
 
-def list_payments(conn: Connection, *, subscriber_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+def list_payments(conn: Connection, *, subscriber_id: int | None = None, limit: int = 100) -> list[Payment]:
+    """Payments, newest first (only ``subscriber_id``'s when given)."""
     query = select(payments).order_by(payments.c.id.desc()).limit(limit)
     if subscriber_id is not None:
         query = query.where(payments.c.subscriber_id == subscriber_id)
-    return [dict(r._mapping) for r in conn.execute(query)]
+    return [
+        Payment(
+            r.id, r.subscriber_id, r.provider, r.provider_ref, r.kind, r.plan_id, r.automation, r.amount, r.currency,
+            r.fee, r.refunded, r.status, r.note, r.created_at,
+        )
+        for r in conn.execute(query)
+    ]  # fmt: skip

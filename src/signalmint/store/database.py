@@ -30,6 +30,8 @@ __all__ = ["Connection", "Database", "DatabaseError", "is_sqlite"]
 # ``Connection`` (imported above) is what every function handed to ``Database.read``/``write``
 # receives; other packages name it through the store, never through SQLAlchemy.
 #: Any error the database driver raised.
+#: What the database driver raises (a connection lost, a locked file, a constraint...): callers
+#: outside ``store/`` catch this name and never import SQLAlchemy themselves.
 DatabaseError = SQLAlchemyError
 
 T = TypeVar("T")

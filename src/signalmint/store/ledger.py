@@ -1,28 +1,34 @@
-"""Wallet, ledger and meter-event rows.
+"""Wallet, ledger and meter-event rows, and the credits and debits that change a wallet.
 
 Wallet balances are integer micro-units of the billing currency (1_000_000 = one major
 unit). Every function takes the caller's connection: a wallet change and its ledger
 entry commit together or not at all. The never-negative rule lives in one statement,
 :func:`take_from_wallet` (``UPDATE ... WHERE balance >= n RETURNING balance``), with the
-table's CHECK constraint as the backstop.
+table's CHECK constraint as the backstop. :func:`credit` and :func:`debit` pair a wallet change
+with its entry, once per ``(reason, ref)``; :func:`charge_alert` is the delivery worker's debit
+(here, below both delivery and billing, so the worker charges credits without importing billing).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from ..errors import BillingError
+from ..records import LedgerEntry, MeterEvent
 from .tables import ledger, meter_events, wallets
 
 __all__ = [
     "LedgerEntry",
     "MeterEvent",
     "add_to_wallet",
+    "charge_alert",
+    "credit",
+    "debit",
     "find_entry",
     "get_meter_event",
     "insert_entry",
@@ -35,34 +41,6 @@ __all__ = [
     "take_from_wallet",
     "wallet_balance",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    """One change of a wallet: ``delta`` micro-units (negative: spent), the balance it left."""
-
-    id: int
-    subscriber_id: int
-    delta: int
-    balance_after: int
-    reason: str  # topup | api_call | alert | report | refund | adjust | grant
-    ref: str | None
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class MeterEvent:
-    """Usage to report to the payment provider once; ``identifier`` makes a resend harmless."""
-
-    identifier: str
-    subscriber_id: int
-    event_name: str
-    value: int
-    period: str  # YYYY-MM
-    created_at: datetime
-    reported_at: datetime | None = None
-    attempts: int = 0
-    last_error: str | None = None
 
 
 def _insert(conn: Connection, table: Any) -> Any:
@@ -270,3 +248,68 @@ def mark_meter_failed(conn: Connection, identifier: str, error: str) -> None:
         .where(meter_events.c.identifier == identifier)
         .values(attempts=meter_events.c.attempts + 1, last_error=error[:2000])
     )
+
+
+# --- credits and debits: a wallet change and its entry, once per (reason, ref) ------------------------
+
+
+def _amount(micros: int) -> None:
+    if isinstance(micros, bool) or not isinstance(micros, int) or micros <= 0:
+        raise ValueError(f"an amount of credits is a positive number of micro-units, not {micros!r}")
+
+
+def _replayed(conn: Connection, subscriber_id: int, delta: int, reason: str, ref: str) -> bool:
+    """Whether ``(reason, ref)`` is already in the ledger, for this very change (else: an error)."""
+    entry = find_entry(conn, reason, ref)
+    if entry is None:
+        return False
+    if (entry.subscriber_id, entry.delta) != (subscriber_id, delta):
+        raise BillingError(
+            f"ledger entry {reason} {ref!r} already records {entry.delta} micros for subscriber "
+            f"{entry.subscriber_id}, not {delta} for subscriber {subscriber_id}: a ref names one change"
+        )
+    return True
+
+
+def credit(conn: Connection, subscriber_id: int, micros: int, reason: str, ref: str | None, now: datetime) -> int:
+    """Add ``micros`` to the wallet (once per ``(reason, ref)``); the balance after."""
+    _amount(micros)
+    if ref is not None and _replayed(conn, subscriber_id, micros, reason, ref):
+        return wallet_balance(conn, subscriber_id)
+    after = add_to_wallet(conn, subscriber_id, micros, now)
+    if insert_entry(conn, subscriber_id, micros, after, reason, ref, now) is None and ref is not None:
+        # A concurrent transaction recorded the same (reason, ref) and committed while we waited
+        # for the wallet row: it stands, ours is undone (we still hold the row, so this succeeds).
+        _replayed(conn, subscriber_id, micros, reason, ref)
+        undone = take_from_wallet(conn, subscriber_id, micros, now)
+        if undone is None:
+            raise BillingError(f"could not undo a duplicate credit {reason} {ref!r}")
+        return undone
+    return after
+
+
+def debit(conn: Connection, subscriber_id: int, micros: int, reason: str, ref: str | None, now: datetime) -> bool:
+    """Take ``micros`` from the wallet if it holds them.
+
+    True when the debit stands (made now, or made before under the same ``(reason, ref)``);
+    False when the wallet cannot pay, and then nothing changed.
+    """
+    _amount(micros)
+    if ref is not None and _replayed(conn, subscriber_id, -micros, reason, ref):
+        return True
+    after = take_from_wallet(conn, subscriber_id, micros, now)
+    if after is None:
+        return False
+    if insert_entry(conn, subscriber_id, -micros, after, reason, ref, now) is None and ref is not None:
+        # a concurrent duplicate committed while we waited for the wallet row: it stands, ours is undone
+        _replayed(conn, subscriber_id, -micros, reason, ref)
+        add_to_wallet(conn, subscriber_id, micros, now)
+    return True
+
+
+def charge_alert(conn: Connection, subscriber_id: int, delivery_id: int, micros: int, now: datetime) -> bool:
+    """Charge one delivered alert of a pay-per-alert plan; a retried delivery is charged once.
+
+    False: the wallet cannot pay (the caller holds the alert back or drops it).
+    """
+    return debit(conn, subscriber_id, micros, "alert", f"delivery:{delivery_id}", now)

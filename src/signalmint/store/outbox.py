@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, literal_column, or_, select, update
 
 from ..errors import LimitError
+from ..records import Delivery, DeliveryOutcome, Endpoint, OutboxRow
 from .accounts import lock_subscriber
 from .tables import deliveries, endpoints
 
@@ -33,8 +33,9 @@ __all__ = [
     "MAX_GROUPS",
     "SETTLE",
     "Delivery",
+    "DeliveryOutcome",
     "Endpoint",
-    "Outcome",
+    "OutboxRow",
     "add_endpoint",
     "claim",
     "counts_by_status",
@@ -83,35 +84,6 @@ MAX_GROUPS = 200
 MAX_ENDPOINTS = 20
 #: First key of the PostgreSQL advisory locks that guard groups while they are claimed ("SM").
 _GROUP_LOCKS = "21325"
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    id: int
-    subscriber_id: int
-    channel: str  # email | telegram | webhook | apprise
-    url: str
-    secrets: tuple[str, ...]
-    status: str  # active | paused | disabled
-    status_reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    id: int
-    signal_id: int
-    endpoint_id: int
-    subscriber_id: int
-    idempotency_id: str
-    status: str
-    not_before: datetime
-    next_attempt_at: datetime
-    attempts: int
-    last_error: str | None = None
-    receipt: dict[str, Any] | None = None
-    created_at: datetime | None = None
-    sent_at: datetime | None = None
-    group_key: str | None = None  # rows sharing one go out as one message
 
 
 def _endpoint(r: Any) -> Endpoint:
@@ -183,17 +155,19 @@ def set_endpoint_status(
     return bool(conn.execute(query.values(status=status, status_reason=reason, updated_at=now)).rowcount)
 
 
-def enqueue(conn: Connection, rows: Iterable[dict[str, Any]], now: datetime) -> int:
-    """Insert delivery rows (signal_id, endpoint_id, subscriber_id, not_before and optionally
-    group_key); duplicates are skipped."""
+def enqueue(conn: Connection, rows: Iterable[OutboxRow], now: datetime) -> int:
+    """Insert the fan-out's outbox rows; duplicates (same signal and endpoint) are skipped."""
     values = [
         {
-            **row,
-            "group_key": row.get("group_key"),
-            "idempotency_id": idempotency_id(row["signal_id"], row["endpoint_id"]),
+            "signal_id": row.signal_id,
+            "endpoint_id": row.endpoint_id,
+            "subscriber_id": row.subscriber_id,
+            "not_before": row.not_before,
+            "group_key": row.group_key,
+            "idempotency_id": idempotency_id(row.signal_id, row.endpoint_id),
             "status": "pending",
             # a group is first tried a moment after its window ends, so rows committed late are in
-            "next_attempt_at": row["not_before"] + (SETTLE if row.get("group_key") else timedelta(0)),
+            "next_attempt_at": row.not_before + (SETTLE if row.group_key else timedelta(0)),
             "attempts": 0,
             "created_at": now,
         }
@@ -261,18 +235,7 @@ def claim(conn: Connection, owner: str, now: datetime, *, lease: timedelta, limi
     return [_delivery(r) for r in rows]
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What happened to one claimed delivery."""
-
-    delivery_id: int
-    status: str  # sent | pending (retry) | dead | skipped
-    error: str | None = None
-    receipt: dict[str, Any] | None = None
-    next_attempt_at: datetime | None = None
-
-
-def record(conn: Connection, outcomes: Sequence[Outcome], now: datetime, owner: str) -> int:
+def record(conn: Connection, outcomes: Sequence[DeliveryOutcome], now: datetime, owner: str) -> int:
     """Store outcomes of a worker's leased rows, in one statement per kind of outcome.
 
     A row whose lease moved to another worker (this one was too slow) is left alone.

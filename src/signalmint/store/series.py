@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Connection
+
+from signalmint.store import Connection
 
 from ..records import Signal
 from .bars import bar_window

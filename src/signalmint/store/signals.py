@@ -32,8 +32,10 @@ __all__ = [
     "get_signal",
     "latest_signals",
     "list_signals",
+    "release_candidates",
     "signal_hash",
     "signals_after",
+    "signals_by_id",
     "verify_chain",
 ]
 
@@ -167,6 +169,39 @@ def append_signals(
 def get_signal(conn: Connection, signal_id: int) -> Signal | None:
     row = conn.execute(select(signals).where(signals.c.id == signal_id)).first()
     return row_to_signal(row) if row else None
+
+
+def signals_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, Signal]:
+    """The stored signals among ``ids``, by id (ids not stored are left out)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    return {r.id: row_to_signal(r) for r in conn.execute(select(signals).where(signals.c.id.in_(wanted)))}
+
+
+def release_candidates(
+    conn: Connection,
+    automation: str,
+    *,
+    created_by: datetime,
+    time_by: datetime,
+    since: tuple[datetime, datetime],
+    keys: Iterable[str] | None,
+    limit: int,
+) -> list[Signal]:
+    """Signals of ``automation`` a live stream may release next, by id: created by ``created_by``,
+    stamped by ``time_by``, and created or stamped after ``since`` = (created, stamped) (either
+    will do); only ``keys`` when given. The caller works out each one's release time."""
+    created_after, time_after = since
+    query = select(signals).where(
+        signals.c.automation == automation,
+        signals.c.created_at <= created_by,
+        signals.c.time <= time_by,
+        or_(signals.c.created_at >= created_after, signals.c.time >= time_after),
+    )
+    if keys is not None:
+        query = query.where(signals.c.key.in_(sorted(keys)))
+    return [row_to_signal(r) for r in conn.execute(query.order_by(signals.c.id).limit(limit))]
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from sqlalchemy import Connection, select, update
 
 from .tables import usage
 
-__all__ = ["add_usage", "get_usage"]
+__all__ = ["add_usage", "get_usage", "lock_overage"]
 
 
 def get_usage(conn: Connection, subscriber_id: int, month: str) -> tuple[int, int]:
@@ -16,6 +16,14 @@ def get_usage(conn: Connection, subscriber_id: int, month: str) -> tuple[int, in
         select(usage.c.calls, usage.c.overage).where(usage.c.subscriber_id == subscriber_id, usage.c.month == month)
     ).first()
     return (int(row.calls), int(row.overage)) if row else (0, 0)
+
+
+def lock_overage(conn: Connection, subscriber_id: int, month: str) -> int | None:
+    """The overage calls counted for a subscriber and month (None: no usage row), with the row
+    locked until the transaction ends (it orders writers that name events by this count)."""
+    query = select(usage.c.overage).where(usage.c.subscriber_id == subscriber_id, usage.c.month == month)
+    counted = conn.execute(query.with_for_update()).scalar()
+    return None if counted is None else int(counted)
 
 
 def add_usage(conn: Connection, counts: dict[tuple[int, str], tuple[int, int]], now: datetime) -> None:

@@ -14,21 +14,25 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import HTTPException, Request
 
 from ..access import Grant, grants, public_grant
 from ..accounts.credentials import check_csrf, csrf_token, parse_api_key, verify_token
 from ..records import ApiKey, Plan, Subscriber, Subscription
+from ..store import Connection, Database
 from ..store.accounts import current_subscription, get_subscriber, get_watchlist
-from ..store.auth import find_api_key
+from ..store.auth import SessionRow, find_api_key
 from ..store.plans import load_plans
 
-__all__ = ["SESSION_COOKIE", "AccessBook", "Viewer", "ViewerCache", "resolve_viewer"]
+__all__ = ["SESSION_COOKIE", "AccessBook", "Viewer", "ViewerCache", "ViewerSource", "resolve_viewer"]
 
 SESSION_COOKIE = "sm_session"
 CACHE_SECONDS = 2.0
+
+#: What a subscriber holds, as last read: the subscriber, their current subscription, their watchlist.
+SubscriberState = tuple[Subscriber | None, Subscription | None, frozenset[str]]
 
 
 @dataclass
@@ -40,7 +44,7 @@ class AccessBook:
     current_ids: set[tuple[str, int]] = field(default_factory=set)
 
     @classmethod
-    def load(cls, conn: Any, automations: list[str]) -> AccessBook:
+    def load(cls, conn: Connection, automations: list[str]) -> AccessBook:
         plans = load_plans(conn)
         current = list(load_plans(conn, current_only=True).values())
         return cls(plans=plans, current_ids={(p.id, p.version) for p in current})
@@ -104,7 +108,7 @@ class ViewerCache:
 
     def __init__(self) -> None:
         self.keys: dict[str, tuple[float, ApiKey, str]] = {}
-        self.subscribers: dict[int, tuple[float, Any]] = {}
+        self.subscribers: dict[int, tuple[float, SubscriberState]] = {}
         self.built: dict[tuple[int, int | None, str | None], tuple[float, Viewer]] = {}
         self.verified: dict[str, str] = {}
 
@@ -124,29 +128,50 @@ class ViewerCache:
         self.built.clear()
 
 
+class _Sessions(Protocol):
+    def session(self, token: str) -> SessionRow | None: ...
+
+
+class ViewerSource(Protocol):
+    """What resolving a viewer needs of the app (:class:`~signalmint.web.context.AppContext` has it)."""
+
+    @property
+    def viewers(self) -> ViewerCache: ...
+    @property
+    def db(self) -> Database: ...
+    @property
+    def access(self) -> AccessBook: ...
+    @property
+    def accounts(self) -> _Sessions: ...
+    @property
+    def pepper(self) -> bytes: ...
+    def automation_names(self) -> list[str]: ...
+    def key_used(self, key_id: int) -> None: ...
+
+
 def _unauthorized(message: str) -> HTTPException:
     return HTTPException(401, message, headers={"WWW-Authenticate": 'Bearer realm="signalmint"'})
 
 
-def _subscriber_state(ctx: Any, subscriber_id: int) -> tuple[Subscriber | None, Subscription | None, frozenset[str]]:
+def _subscriber_state(ctx: ViewerSource, subscriber_id: int) -> SubscriberState:
     cached = ctx.viewers.subscribers.get(subscriber_id)
     now = time.monotonic()
     if cached and now - cached[0] < CACHE_SECONDS:
-        return cached[1]  # type: ignore[no-any-return]
+        return cached[1]
 
-    def read(conn: Any) -> tuple[Subscriber | None, Subscription | None, frozenset[str]]:
+    def read(conn: Connection) -> SubscriberState:
         return (
             get_subscriber(conn, subscriber_id),
             current_subscription(conn, subscriber_id),
             get_watchlist(conn, subscriber_id),
         )
 
-    state: tuple[Subscriber | None, Subscription | None, frozenset[str]] = ctx.db.read_sync(read)
+    state = ctx.db.read_sync(read)
     ctx.viewers.subscribers[subscriber_id] = (now, state)
     return state
 
 
-def subscriber_viewer(ctx: Any, subscriber_id: int, **extra: Any) -> Viewer:
+def subscriber_viewer(ctx: ViewerSource, subscriber_id: int, **extra: Any) -> Viewer:
     key = extra.get("api_key")
     cache_key = (subscriber_id, key.id if key is not None else None, extra.get("session"))
     now = time.monotonic()
@@ -167,7 +192,7 @@ def _signature(grants_: Mapping[str, Grant]) -> tuple[Any, ...]:
     )
 
 
-def _build_subscriber_viewer(ctx: Any, subscriber_id: int, **extra: Any) -> Viewer:
+def _build_subscriber_viewer(ctx: ViewerSource, subscriber_id: int, **extra: Any) -> Viewer:
     subscriber, subscription, watchlist = _subscriber_state(ctx, subscriber_id)
     if subscriber is None:
         raise _unauthorized("this account no longer exists")
@@ -186,11 +211,11 @@ def _build_subscriber_viewer(ctx: Any, subscriber_id: int, **extra: Any) -> View
     )
 
 
-def public_viewer(ctx: Any) -> Viewer:
+def public_viewer(ctx: ViewerSource) -> Viewer:
     return Viewer(kind="public", book=ctx.access, signature=("public", id(ctx.access)))
 
 
-def _key_viewer(ctx: Any, token: str) -> Viewer:
+def _key_viewer(ctx: ViewerSource, token: str) -> Viewer:
     parsed = parse_api_key(token)
     if parsed is None:
         raise _unauthorized("that is not a signalmint API key (they look like sm_xxxxxxxx_...)")
@@ -225,7 +250,7 @@ def resolve_viewer(request: Request) -> Viewer:
     cached = getattr(request.state, "viewer", None)
     if cached is not None:
         return cached  # type: ignore[no-any-return]
-    ctx = request.app.state.ctx
+    ctx: ViewerSource = request.app.state.ctx
     header = request.headers.get("authorization")
     if header:
         scheme, _, token = header.partition(" ")

@@ -6,10 +6,10 @@ The feed's routes are :mod:`.routes.feeds`; the dashboard shows and rotates the 
 from __future__ import annotations
 
 import hmac
+import secrets as random_secrets
 from typing import Any
 
-from ..store.auth import get_or_create_setting
-from ..store.tables import settings_kv
+from ..store.auth import get_or_create_setting, replace_setting
 from .auth import Viewer
 from .context import AppContext
 
@@ -17,16 +17,9 @@ __all__ = ["feed_nonce", "feed_token", "feed_urls"]
 
 
 def feed_nonce(ctx: AppContext, subscriber_id: int, *, rotate: bool = False) -> str:
-    import secrets as random_secrets
-
     name = f"feed_nonce:{subscriber_id}"
     if rotate:
-
-        def replace(conn: Any) -> str:
-            conn.execute(settings_kv.delete().where(settings_kv.c.name == name))
-            return get_or_create_setting(conn, name, lambda: random_secrets.token_hex(8))
-
-        return str(ctx.db.write_sync(replace))
+        return str(ctx.db.write_sync(replace_setting, name, lambda: random_secrets.token_hex(8)))
     return str(ctx.db.write_sync(get_or_create_setting, name, lambda: random_secrets.token_hex(8)))
 
 

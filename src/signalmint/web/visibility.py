@@ -15,12 +15,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, or_, select
-
 from ..access import Grant, masked_json
 from ..records import Signal
-from ..store.signals import Scope, row_to_signal
-from ..store.tables import signals
+from ..store import Connection
+from ..store.signals import Scope, automations_with_signals, get_signal, release_candidates
 from .auth import Viewer
 from .serialize import signal_json
 
@@ -76,23 +74,23 @@ def released_after(
     horizon = now - SETTLE
     after_at, after_id = cursor
     out: list[tuple[tuple[datetime, int], Signal]] = []
-    names = [automation] if automation is not None else _automations(conn)
+    names = [automation] if automation is not None else automations_with_signals(conn)
     for name in names:
         grant = viewer.grant(name)
         if grant is None:
             continue
         delays = [t.delay for t in grant.tiers]
         low, high = min(delays), max(delays)
-        query = select(signals).where(
-            signals.c.automation == name,
-            signals.c.created_at <= horizon,
-            signals.c.time <= horizon - low,
-            or_(signals.c.created_at >= after_at, signals.c.time >= after_at - high),
+        candidates = release_candidates(
+            conn,
+            name,
+            created_by=horizon,
+            time_by=horizon - low,
+            since=(after_at, after_at - high),
+            keys=grant.keys,
+            limit=limit * 4,
         )
-        if grant.keys is not None:
-            query = query.where(signals.c.key.in_(sorted(grant.keys)))
-        for row in conn.execute(query.order_by(signals.c.id).limit(limit * 4)):
-            signal = row_to_signal(row)
+        for signal in candidates:
             at = available_at(signal, grant)
             if at is None or at > horizon:
                 continue
@@ -105,14 +103,9 @@ def released_after(
 
 def position_of(conn: Connection, viewer: Viewer, signal_id: int) -> tuple[datetime, int] | None:
     """The stream position of a signal for this viewer (to resume after ``Last-Event-ID``)."""
-    row = conn.execute(select(signals).where(signals.c.id == signal_id)).first()
-    if row is None:
+    signal = get_signal(conn, signal_id)
+    if signal is None:
         return None
-    signal = row_to_signal(row)
     grant = viewer.grant(signal.automation)
     at = available_at(signal, grant) if grant is not None else None
     return (at, signal_id) if at is not None else None
-
-
-def _automations(conn: Connection) -> Sequence[str]:
-    return list(conn.execute(select(signals.c.automation).distinct()).scalars())
