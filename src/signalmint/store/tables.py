@@ -468,3 +468,13 @@ ingest_events = Table(  # push ingestion: each webhook-id seen, kept for the sou
     Column("event_id", String(255), primary_key=True),
     Column("received_at", UTCDateTime, nullable=False, index=True),
 )
+
+rate_buckets = Table(  # shared token buckets (store/limits.py); UNLOGGED on PostgreSQL, rows come and go
+    "rate_buckets",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("at", Float, nullable=False),  # epoch seconds on the database's clock
+    Column("allowed", Boolean, nullable=False),
+    Column("full_at", Float, nullable=False, index=True),
+)

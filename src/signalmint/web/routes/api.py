@@ -264,7 +264,7 @@ async def stream(
                 if len(batch) < 200:
                     if await request.is_disconnected():
                         return
-                    await ctx.hub.wait(ctx.hub.latest_id, timeout=0.5)
+                    await ctx.hub.wait(ctx.hub.latest_id, timeout=ctx.hub.poll_timeout)
         finally:
             ctx.metrics.sse_clients.dec()
             if owner is not None:
