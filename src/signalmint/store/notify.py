@@ -94,6 +94,8 @@ async def connect_listener(engine: Engine, *, timeout: float = 5.0) -> tuple[psy
     try:
         row = await (await conn.execute(CURRENT_SCHEMA)).fetchone()
         schema = str(row[0]) if row is not None else "public"
+        # Named after the schema, so an operator (or a test) can tell whose listener a backend is.
+        await conn.execute("SELECT set_config('application_name', %s, false)", (f"signalmint listener {schema}"[:63],))
         for statement in listen_statements(schema):
             await conn.execute(sql.SQL(statement))  # a quoted identifier
     except BaseException:

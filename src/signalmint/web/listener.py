@@ -2,7 +2,8 @@
 
 The engine's commit announces its signals (:func:`signalmint.store.notify.notify_signals`);
 the listener hears it and publishes to the process's :class:`~signalmint.hub.SignalHub`, so
-every SSE stream on this replica wakes at once, whichever host committed. Cache messages
+every SSE stream on this replica wakes as soon as the signal may be shown (once it has
+settled, :data:`~signalmint.web.visibility.SETTLE` after its commit), whichever host committed. Cache messages
 (``sub:7``, ``key:ab12``, ``plans``, ``all``) go to ``on_cache``.
 
 When the connection is lost (a PostgreSQL restart, the network, ``pg_terminate_backend``),
@@ -26,6 +27,7 @@ import psycopg
 from ..hub import SignalHub
 from ..store import Database
 from ..store.notify import connect_listener, notify_cache, ping_listener
+from .visibility import SETTLE
 
 __all__ = ["Listener", "backoff_delay"]
 
@@ -91,6 +93,7 @@ class Listener:
                 finally:
                     self.hub.live = False
                     self.connected.clear()
+                    self.hub.wake()  # streams waiting on a long timeout start polling now
                 await asyncio.sleep(backoff_delay(failures))
         finally:
             sender.cancel()
@@ -118,7 +121,9 @@ class Listener:
     def _signal(self, payload: str) -> None:
         _, _, last = payload.rpartition(":")
         try:
-            self.hub.publish(int(last))
+            # Streams show a signal once it has settled: wake them then (and a little after, for
+            # the clocks of two hosts), not now, when there would be nothing new to read.
+            self.hub.publish_later(int(last), SETTLE.total_seconds() + 0.05)
         except ValueError:
             log.warning("ignoring a signal notification that names no id: %r", payload[:80])
             self.hub.wake()
