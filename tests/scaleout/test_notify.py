@@ -1,0 +1,292 @@
+"""Web replicas on PostgreSQL stay live (issue 16, item 2): real processes, one database.
+
+Two ``signalmint run --role web`` processes and one ``--role engine`` process share a PostgreSQL
+schema. Streams poll only every 30 s here (``web.stream_poll_seconds``), so a stream that sees a
+signal within a few seconds of its commit heard of it through LISTEN/NOTIFY, not by polling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal as signals
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, select, text
+
+from signalmint.store import Database
+from signalmint.store.tables import signals as signals_table
+
+from ..conftest import free_port
+
+PG_URL = os.environ.get("SIGNALMINT_TEST_PG")
+pytestmark = [
+    pytest.mark.pg,
+    pytest.mark.skipif(PG_URL is None, reason="SIGNALMINT_TEST_PG is not set"),
+    pytest.mark.timeout(180),
+]
+
+POLL = 30.0  # a stream's poll period in these tests: far above every bound asserted
+PROMPT = 4.0  # seconds from commit to a stream: SETTLE (1 s) plus slack for a loaded machine
+
+AUTOMATION = """
+automations:
+  - name: syn
+    title: Synthetic
+    source: {kind: synthetic, symbols: 100, seed: 3, interval: 0.2, spike_rate: 0.01, spike_gap: 30, warmup: 12}
+    detector: {kind: volume_spike, window: 10, ratio: 3, z: 4, cooldown: 1m}
+"""
+
+
+@pytest.fixture
+def schema() -> Iterator[tuple[str, str]]:
+    """(URL, schema name) of a fresh, migrated PostgreSQL schema; dropped afterwards."""
+    assert PG_URL is not None
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{name}"'))
+    sep = "&" if "?" in PG_URL else "?"
+    url = f"{PG_URL}{sep}options=-csearch_path%3D{name}"
+    db = Database(url)
+    db.migrate()  # once, before the processes start (each would find it at head)
+    db.close()
+    try:
+        yield url, name
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
+        admin.dispose()
+
+
+class Cluster:
+    """Processes of the real CLI on one database; every one is stopped at the end."""
+
+    def __init__(self, tmp: Path, url: str, extra: str = "") -> None:
+        self.tmp, self.url, self.extra = tmp, url, extra
+        self.procs: list[tuple[str, subprocess.Popen[str], Path]] = []
+
+    def start(self, role: str) -> str:
+        """Start a process of ``role``; for ``web``, its base URL once it answers."""
+        port = free_port()
+        name = f"{role}{len(self.procs)}"
+        config = self.tmp / f"{name}.yaml"
+        config.write_text(f'database: "{self.url}"\nweb: {{port: {port}, stream_poll_seconds: {POLL}}}\n{self.extra}')
+        log = self.tmp / f"{name}.log"
+        command = [sys.executable, "-m", "signalmint.cli", "run", "-c", str(config), "--role", role]
+        with log.open("w") as out:
+            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True)
+        self.procs.append((name, proc, log))
+        return f"http://127.0.0.1:{port}" if role == "web" else ""
+
+    def wait_web(self, base: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    return
+            for name, proc, log in self.procs:
+                assert proc.poll() is None, f"{name} exited:\n{log.read_text()}"
+            time.sleep(0.1)
+        raise AssertionError(f"{base} never answered")
+
+    def stop(self, role: str) -> None:
+        for name, proc, _ in self.procs:
+            if name.startswith(role) and proc.poll() is None:
+                proc.send_signal(signals.SIGTERM)
+        for name, proc, _ in self.procs:
+            if name.startswith(role):
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+    def close(self) -> None:
+        for _, proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {name}\n{log.read_text()[-3000:]}" for name, _, log in self.procs)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, schema: tuple[str, str]) -> Iterator[Cluster]:
+    running = Cluster(tmp_path, schema[0], AUTOMATION)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+@dataclass
+class Stream:
+    """An SSE client on its own thread: signal id -> when it arrived (epoch seconds)."""
+
+    base: str
+    seen: dict[int, float] = field(default_factory=dict)
+    opened: threading.Event = field(default_factory=threading.Event)
+    error: list[BaseException] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> Stream:
+        threading.Thread(target=self._run, daemon=True).start()
+        assert self.opened.wait(10), f"no stream from {self.base}: {self.error}"
+        return self
+
+    def _run(self) -> None:
+        try:
+            with (
+                httpx.Client(timeout=httpx.Timeout(5, read=60)) as client,
+                client.stream("GET", f"{self.base}/api/v1/stream") as response,
+            ):
+                assert response.status_code == 200, response.read()
+                self.opened.set()
+                event, ident = "", ""
+                for line in response.iter_lines():
+                    if self._stop.is_set():
+                        return
+                    if line.startswith("event:"):
+                        event = line.split(":", 1)[1].strip()
+                    elif line.startswith("id:"):
+                        ident = line.split(":", 1)[1].strip()
+                    elif line == "":
+                        if event == "signal" and ident:
+                            self.seen.setdefault(int(ident), time.time())
+                        event, ident = "", ""
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            if not self._stop.is_set():
+                self.error.append(exc)
+                self.opened.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def committed(url: str) -> dict[int, float]:
+    """Every signal in the store: id -> its commit time (created_at, epoch seconds)."""
+    db = Database(url)
+    try:
+        rows = db.read_sync(lambda conn: conn.execute(select(signals_table.c.id, signals_table.c.created_at)).all())
+    finally:
+        db.close()
+    return {int(i): at.replace(tzinfo=UTC).timestamp() if at.tzinfo is None else at.timestamp() for i, at in rows}
+
+
+def wait_for(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def listeners(name: str) -> list[int]:
+    """Backend pids of the web processes' LISTEN connections on schema ``name``."""
+    assert PG_URL is not None
+    engine = create_engine(PG_URL)
+    try:
+        with engine.connect() as conn:
+            query = text("SELECT pid FROM pg_stat_activity WHERE application_name = :name")
+            return [int(r[0]) for r in conn.execute(query, {"name": f"signalmint listener {name}"})]
+    finally:
+        engine.dispose()
+
+
+def terminate(pids: list[int]) -> None:
+    assert PG_URL is not None
+    engine = create_engine(PG_URL)
+    try:
+        with engine.begin() as conn:
+            for pid in pids:
+                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        engine.dispose()
+
+
+def test_every_replica_streams_every_signal_promptly(cluster: Cluster, schema: tuple[str, str]) -> None:
+    bases = [cluster.start("web"), cluster.start("web")]
+    for base in bases:
+        cluster.wait_web(base)
+    wait_for(lambda: len(listeners(schema[1])) == 2, 10, "both replicas listen")
+    streams = [Stream(base).start() for base in bases]
+    cluster.start("engine")
+    wait_for(lambda: len(committed(schema[0])) >= 20, 60, f"the engine commits signals\n{cluster.logs()}")
+    cluster.stop("engine")
+    stored = committed(schema[0])
+    try:
+        wait_for(
+            lambda: all(set(s.seen) >= set(stored) for s in streams),
+            PROMPT + 1,
+            "every stream sees every signal",
+        )
+    finally:
+        for stream in streams:
+            stream.stop()
+    for stream in streams:
+        assert not stream.error, stream.error
+        assert set(stream.seen) == set(stored)
+        lag = {i: stream.seen[i] - stored[i] for i in stored}
+        print(f"{stream.base}: {len(lag)} signals, lag max {max(lag.values()):.2f} s")
+        assert max(lag.values()) < PROMPT, f"{stream.base}: slowest signal took {max(lag.values()):.2f} s"
+
+
+def test_streams_recover_when_the_listen_connection_is_killed(cluster: Cluster, schema: tuple[str, str]) -> None:
+    bases = [cluster.start("web"), cluster.start("web")]
+    for base in bases:
+        cluster.wait_web(base)
+    wait_for(lambda: len(listeners(schema[1])) == 2, 10, "both replicas listen")
+    first = listeners(schema[1])
+    streams = [Stream(base).start() for base in bases]
+    cluster.start("engine")
+    wait_for(lambda: len(committed(schema[0])) >= 5, 60, f"the engine commits signals\n{cluster.logs()}")
+    terminate(first)  # as a PostgreSQL restart or a lost network would
+    wait_for(
+        lambda: len(set(listeners(schema[1])) - set(first)) == 2, 10, f"both replicas listen again\n{cluster.logs()}"
+    )
+    back = time.time()
+    wait_for(lambda: sum(at > back for at in committed(schema[0]).values()) >= 10, 30, "the engine goes on committing")
+    cluster.stop("engine")
+    stored = committed(schema[0])
+    try:
+        wait_for(lambda: all(set(s.seen) >= set(stored) for s in streams), PROMPT + 1, "nothing is missed")
+    finally:
+        for stream in streams:
+            stream.stop()
+    for stream in streams:
+        assert not stream.error, stream.error
+        assert set(stream.seen) == set(stored)
+        after = [stream.seen[i] - stored[i] for i in stored if stored[i] > back]
+        print(f"{stream.base}: {len(after)} signals after the reconnect, lag max {max(after):.2f} s")
+        assert after and max(after) < PROMPT, "signals after the reconnect arrive promptly again"
+    assert "LISTEN connection lost" in cluster.logs()
+
+
+def test_signals_committed_at_once_wake_no_stream_before_they_settle() -> None:
+    """The hub's delayed wake-ups are shared: a burst of notifications costs one wake-up per 100 ms."""
+    import asyncio
+
+    from signalmint.hub import SignalHub
+
+    async def run() -> tuple[int, int]:
+        hub = SignalHub()
+        for i in range(1, 51):
+            hub.publish_later(i, 0.2)
+        before = hub.generation
+        await asyncio.sleep(0.45)
+        return before, hub.generation
+
+    before, after = asyncio.run(run())
+    assert before == 0 and 1 <= after <= 4
