@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +73,8 @@ def schema() -> Iterator[tuple[str, str]]:
 class Cluster:
     """Processes of the real CLI on one database; every one is stopped at the end."""
 
-    def __init__(self, tmp: Path, url: str, extra: str = "") -> None:
-        self.tmp, self.url, self.extra = tmp, url, extra
+    def __init__(self, tmp: Path, url: str, extra: str = "", web: str = "") -> None:
+        self.tmp, self.url, self.extra, self.web = tmp, url, extra, web
         self.procs: list[tuple[str, subprocess.Popen[str], Path]] = []
 
     def start(self, role: str) -> str:
@@ -82,7 +82,8 @@ class Cluster:
         port = free_port()
         name = f"{role}{len(self.procs)}"
         config = self.tmp / f"{name}.yaml"
-        config.write_text(f'database: "{self.url}"\nweb: {{port: {port}, stream_poll_seconds: {POLL}}}\n{self.extra}')
+        web = f"port: {port}, stream_poll_seconds: {POLL}" + (f", {self.web}" if self.web else "")
+        config.write_text(f'database: "{self.url}"\nweb: {{{web}}}\n{self.extra}')
         log = self.tmp / f"{name}.log"
         command = [sys.executable, "-m", "signalmint.cli", "run", "-c", str(config), "--role", role]
         with log.open("w") as out:
@@ -167,7 +168,7 @@ class Stream:
                         if event == "signal" and ident:
                             self.seen.setdefault(int(ident), time.time())
                         event, ident = "", ""
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:
             if not self._stop.is_set():
                 self.error.append(exc)
                 self.opened.set()
@@ -290,3 +291,86 @@ def test_signals_committed_at_once_wake_no_stream_before_they_settle() -> None:
 
     before, after = asyncio.run(run())
     assert before == 0 and 1 <= after <= 4
+
+
+PLANS = """
+plans:
+  - {id: pro, name: Pro, price: 2900, channels: [web, api], rate_per_second: 0.001, burst: 3}
+  - {id: quota, name: Quota, price: 900, channels: [web, api], api_quota: 3, rate_per_second: 100, burst: 100}
+"""
+
+
+def subscriber_key(url: str, email: str, plan_id: str) -> str:
+    """An API key of a new subscriber on ``plan_id`` (the plans the replicas synced)."""
+    from signalmint.accounts import server_pepper
+    from signalmint.config import Settings
+    from signalmint.credentials import new_api_key
+    from signalmint.store.accounts import confirm_subscriber, ensure_subscriber, start_subscription
+    from signalmint.store.auth import create_api_key
+    from signalmint.store.plans import load_plans
+
+    db = Database(url)
+    try:
+        pepper = server_pepper(Settings(database=url), db)
+        issued = new_api_key(pepper)
+        now = datetime.now(UTC)
+
+        def write(conn: Any) -> None:
+            plan = next(p for p in load_plans(conn, current_only=True).values() if p.id == plan_id)
+            person = ensure_subscriber(conn, email, now)
+            confirm_subscriber(conn, person.id, now)
+            start_subscription(conn, person.id, plan, now, origin="test", state="active")
+            create_api_key(
+                conn, prefix=issued.prefix, hash=issued.hash, name="k", now=now, subscriber_id=person.id, admin=False
+            )
+
+        db.write_sync(write)
+    finally:
+        db.close()
+    return issued.text
+
+
+def test_limits_spent_on_one_replica_hold_on_the_other(tmp_path: Path, schema: tuple[str, str]) -> None:
+    url = schema[0]
+    db = Database(url)
+    from signalmint.accounts import server_pepper
+    from signalmint.config import Settings
+    from signalmint.store.usage import get_usage
+    from signalmint.usage import month_of
+
+    server_pepper(Settings(database=url), db)  # made once here, not raced by two starting replicas
+    cluster = Cluster(tmp_path, url, AUTOMATION + PLANS, web="public_rate_per_second: 0.001, public_burst: 4")
+    try:
+        a, b = cluster.start("web"), cluster.start("web")
+        cluster.wait_web(a)
+        cluster.wait_web(b)
+        signals_path = "/api/v1/signals?limit=1"
+
+        # The public allowance per address: 4 on A, then B refuses too.
+        assert [httpx.get(a + signals_path).status_code for _ in range(4)] == [200] * 4
+        refused = httpx.get(b + signals_path)
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 1
+
+        # A key's token bucket (burst 3): spent on A, empty on B.
+        pro = {"Authorization": f"Bearer {subscriber_key(url, 'pro@example.com', 'pro')}"}
+        assert [httpx.get(a + signals_path, headers=pro).status_code for _ in range(3)] == [200] * 3
+        refused = httpx.get(b + signals_path, headers=pro)
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["RateLimit-Remaining"] == "0"
+
+        # A monthly quota of 3: B counts one (and reads the stored count), A spends the rest,
+        # and once A's usage is stored B refuses, although B itself made only one call.
+        quota = {"Authorization": f"Bearer {subscriber_key(url, 'quota@example.com', 'quota')}"}
+        assert httpx.get(b + signals_path, headers=quota).status_code == 200
+        assert [httpx.get(a + signals_path, headers=quota).status_code for _ in range(2)] == [200] * 2
+        subscriber = db.read_sync(
+            lambda conn: conn.execute(text("SELECT id FROM subscribers WHERE email = 'quota@example.com'")).scalar_one()
+        )
+        month = month_of(datetime.now(UTC))
+        wait_for(lambda: db.read_sync(get_usage, subscriber, month)[0] == 3, 10, "both replicas store their usage")
+        time.sleep(1.5)  # B's next flush (every second) drops its stored count: it reads 3 next
+        refused = httpx.get(b + signals_path, headers=quota)
+        assert refused.status_code == 429 and "quota" in refused.json()["detail"], refused.text
+    finally:
+        cluster.close()
+        db.close()
