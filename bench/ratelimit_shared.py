@@ -75,6 +75,7 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, object]:
     db = Database(url)
     db.migrate()
     pg = PostgresLimiter(db, connections=args.connections)
+    await pg.astart()
     redis = RedisLimiter(args.redis, prefix=f"bench:{uuid.uuid4().hex[:8]}:")
     backends: dict[str, Limiter | _ThreadLimiter] = {
         "memory": TokenBucketLimiter(),

@@ -109,6 +109,9 @@ class TokenBucketLimiter:
         """:meth:`check` for callers on the event loop (the shared limiters' interface)."""
         return self.check(key, rate, burst, cost)
 
+    async def astart(self) -> None:
+        """Nothing to open (the shared limiters' interface)."""
+
     async def aclose(self) -> None:
         """Nothing to close (the shared limiters' interface)."""
 

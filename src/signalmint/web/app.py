@@ -223,6 +223,7 @@ def create_app(
         housekeeping = asyncio.create_task(ctx.housekeeping())
         billing_loop = asyncio.create_task(billing.run())
         tasks = [housekeeping, billing_loop]
+        await ctx.limiter.astart()
         if shared:  # one LISTEN connection: live streams and cache invalidation across replicas
             listener = Listener(db, hub, ctx.cache_message)
             ctx.viewers.announce = listener.announce
@@ -236,6 +237,7 @@ def create_app(
         finally:
             if engine is not None:
                 await engine.stop()
+            ctx.viewers.announce = None
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

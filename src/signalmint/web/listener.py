@@ -71,9 +71,11 @@ class Listener:
 
     def announce(self, payload: str) -> None:
         """Ask every replica (this one too) to drop its cache of ``payload``; any thread may call it."""
-        if self._loop is None:
-            return
-        self._loop.call_soon_threadsafe(self._outgoing.put_nowait, payload)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return  # not listening (yet, or any more): the others' cache lifetimes still bound it
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self._outgoing.put_nowait, payload)
 
     async def run(self) -> None:
         """Listen until cancelled, reconnecting after every loss."""

@@ -47,6 +47,8 @@ class Limiter(Protocol):
 
     async def acheck(self, key: str | int, rate: float, burst: int, cost: float = 1) -> RateDecision: ...
 
+    async def astart(self) -> None: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -79,6 +81,7 @@ class PostgresLimiter:
         self._idle: asyncio.Queue[psycopg.AsyncConnection[Any]] | None = None
         self._opened = 0
         self._pruned = time.monotonic()
+        self._started = False
 
     def __repr__(self) -> str:
         return f"PostgresLimiter({self.db.safe_url!r}, connections={self.size})"
@@ -89,7 +92,14 @@ class PostgresLimiter:
             tokens, allowed = take_tokens(conn, str(key), rate, burst, cost)
         return _decision(tokens, allowed, rate, burst, cost)
 
+    async def astart(self) -> None:
+        """From now until :meth:`aclose`, checks on this event loop use the limiter's own async
+        connections (an app serving without its lifespan, as some tests do, checks on a thread)."""
+        self._started = True
+
     async def acheck(self, key: str | int, rate: float, burst: int, cost: float = 1) -> RateDecision:
+        if not self._started:
+            return await asyncio.to_thread(self.check, key, rate, burst, cost)
         _validate(rate, burst, cost)
         async with self._connection() as conn:
             row = await (await conn.execute(TAKE, take_params(str(key), rate, burst, cost))).fetchone()
@@ -126,6 +136,7 @@ class PostgresLimiter:
                     await conn.close()
 
     async def aclose(self) -> None:
+        self._started = False
         while self._idle is not None and not self._idle.empty():
             conn = self._idle.get_nowait()
             self._opened -= 1
@@ -186,6 +197,9 @@ class RedisLimiter:
         _validate(rate, burst, cost)
         tokens, allowed = await self._script(keys=[f"{self.prefix}{key}"], args=[rate, burst, cost])
         return _decision(float(tokens), bool(allowed), rate, burst, cost)
+
+    async def astart(self) -> None:
+        """Nothing to open ahead: redis-py connects on first use."""
 
     async def aclose(self) -> None:
         await self._async.aclose()
