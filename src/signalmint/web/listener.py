@@ -37,9 +37,9 @@ log = logging.getLogger("signalmint.web")
 def backoff_delay(failures: int, *, first: float = 0.1, most: float = 5.0, rng: random.Random | None = None) -> float:
     """Seconds to wait before reconnect attempt ``failures`` (0 is the first retry), ±20% jitter.
 
-    >>> [round(backoff_delay(n, rng=random.Random(1)) / (0.1 * 2**n), 1) for n in range(3)]
-    [0.9, 1.2, 0.8]
-    >>> backoff_delay(30, rng=random.Random(1)) <= 5.0 * 1.2
+    >>> [round(backoff_delay(n, rng=random.Random(1)), 3) for n in range(3)]  # 0.1, 0.2, 0.4 s, jittered
+    [0.085, 0.171, 0.341]
+    >>> 5.0 * 0.8 <= backoff_delay(30) <= 5.0 * 1.2
     True
     """
     base = min(most, first * 2.0 ** min(failures, 16))
