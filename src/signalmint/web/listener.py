@@ -92,6 +92,9 @@ class Listener:
                     if self.connected.is_set() or failures == 0:
                         log.warning("LISTEN connection lost (%s); streams poll until it is back", reason)
                     failures += 1
+                except Exception:  # a bug must not end live streams for good: log it, start over
+                    log.exception("LISTEN connection failed; streams poll until it is back")
+                    failures += 1
                 finally:
                     self.hub.live = False
                     self.connected.clear()
