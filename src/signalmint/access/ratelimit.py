@@ -105,6 +105,16 @@ class TokenBucketLimiter:
     def __len__(self) -> int:
         return len(self._buckets)
 
+    async def acheck(self, key: str | int, rate: float, burst: int, cost: float = 1) -> RateDecision:
+        """:meth:`check` for callers on the event loop (the shared limiters' interface)."""
+        return self.check(key, rate, burst, cost)
+
+    async def astart(self) -> None:
+        """Nothing to open (the shared limiters' interface)."""
+
+    async def aclose(self) -> None:
+        """Nothing to close (the shared limiters' interface)."""
+
     def check(self, key: str | int, rate: float, burst: int, cost: float = 1) -> RateDecision:
         """Take ``cost`` tokens from ``key``'s bucket if it holds them.
 

@@ -2,7 +2,8 @@
 
 Counts gather in memory and are flushed to the ``usage`` table every second
 (and at shutdown). The quota check adds what is pending to what is stored, so
-one process never lets a subscriber past the quota; several processes may each
+one process never lets a subscriber past the quota; several processes (``shared``:
+web replicas on PostgreSQL, which re-read what is stored after every flush) may each
 let a call or two through in the second before their flushes meet.
 
 Overage calls that the payment provider bills (``metered``) become meter events in the
@@ -55,8 +56,13 @@ class UsageMeter:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         *,
         meter_event: str = "api_overage",
+        shared: bool = False,
     ) -> None:
+        """``shared``: other processes count calls too (web replicas on PostgreSQL), so what is
+        stored is read again after every flush instead of once: a quota spent on one replica
+        is enforced on the others within about two flush periods."""
         self.db = db
+        self.shared = shared
         self.clock = clock
         self.meter_event = meter_event
         self._lock = threading.Lock()
@@ -91,6 +97,7 @@ class UsageMeter:
             pending, self._pending = self._pending, {}
             metered, self._metered = self._metered, {}
         if not pending:
+            self._forget_stored()
             return
         try:
             await self.db.write(_store, pending, metered, self.clock(), self.meter_event)
@@ -107,6 +114,12 @@ class UsageMeter:
             for key, (calls, _) in pending.items():
                 if key in self._stored:
                     self._stored[key] += calls
+        self._forget_stored()
+
+    def _forget_stored(self) -> None:
+        if self.shared:  # read again: the other replicas' flushes are in the store by now
+            with self._lock:
+                self._stored.clear()
 
     async def run(self, every: float = 1.0) -> None:
         try:

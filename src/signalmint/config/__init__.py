@@ -453,6 +453,25 @@ class WebConfig(_Strict):
         default=5.0, gt=0, le=100_000, description="API requests a second per address without a key"
     )
     public_burst: int = Field(default=20, ge=1, le=1_000_000, description="token-bucket size for those")
+    stream_poll_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        le=3600,
+        description="how often a live stream re-reads the store when nothing woke it: signals released by a "
+        "plan's delay show within this; on PostgreSQL new signals wake every replica's streams at once "
+        "(LISTEN/NOTIFY), and while that connection is down streams poll at least every 0.5 s",
+    )
+    shared_limits: Literal["auto", "memory", "postgres", "redis"] = Field(
+        default="auto",
+        description="where rate limits and login throttles are kept: memory (one process), postgres (shared "
+        "by every web replica on the same database), redis (at web.redis_url); auto: postgres on "
+        "PostgreSQL, memory on SQLite",
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="the Redis server for shared_limits: redis (needs the redis extra: "
+        "pip install 'signalmint[redis]')",
+    )
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="addresses or CIDR networks of your reverse proxies; X-Forwarded-For is believed only "

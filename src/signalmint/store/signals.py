@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Row, and_, false, func, or_, select
 
 from ..chain.hashing import ChainReport, chain_record, commitment, hash_v1, hash_v2, new_salt, verify_records
 from ..records import Signal
+from .notify import notify_signals
 from .tables import signals
 
 __all__ = [
@@ -162,7 +163,8 @@ def append_signals(
         )
         stored.append(signal)
         prev, prev_scheme = digest, scheme
-    ids = conn.execute(signals.insert().returning(signals.c.id, sort_by_parameter_order=True), rows).scalars()
+    ids = list(conn.execute(signals.insert().returning(signals.c.id, sort_by_parameter_order=True), rows).scalars())
+    notify_signals(conn, automation, max(ids))  # PostgreSQL: web replicas hear of it on commit
     return [replace(s, id=i) for s, i in zip(stored, ids, strict=True)]
 
 

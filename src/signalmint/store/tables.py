@@ -499,3 +499,13 @@ report_purchases = Table(  # one report bought with credits by one subscriber (t
     Column("created_at", UTCDateTime, nullable=False),
     Index(None, "subscriber_id", "report_id"),
 )
+
+rate_buckets = Table(  # shared token buckets (store/limits.py); UNLOGGED on PostgreSQL, rows come and go
+    "rate_buckets",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("at", Float, nullable=False),  # epoch seconds on the database's clock
+    Column("allowed", Boolean, nullable=False),
+    Column("full_at", Float, nullable=False, index=True),
+)

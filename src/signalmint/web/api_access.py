@@ -79,10 +79,10 @@ def _inactive(viewer: Viewer) -> HTTPException:
     return HTTPException(403, "your subscription is not active: choose a plan at /signup to use the API")
 
 
-def _bucket(ctx: AppContext, viewer: Viewer, plan: Plan) -> dict[str, str]:
-    """One token from the subscriber's bucket (shared by their keys and sessions), or 429."""
+async def _bucket(ctx: AppContext, viewer: Viewer, plan: Plan) -> dict[str, str]:
+    """One token from the subscriber's bucket (shared by their keys and sessions, and replicas), or 429."""
     assert viewer.subscriber is not None
-    decision = ctx.limiter.check(f"sub:{viewer.subscriber.id}", plan.rate_per_second, plan.burst)
+    decision = await ctx.limiter.acheck(f"sub:{viewer.subscriber.id}", plan.rate_per_second, plan.burst)
     if not decision.allowed:
         raise HTTPException(429, "rate limit exceeded; slow down", headers=decision.headers())
     return decision.headers()
@@ -110,10 +110,10 @@ async def _spend_call(ctx: AppContext, viewer: Viewer, plan: Plan, now: datetime
         headers["X-Quota-Remaining"] = str(quota.remaining)
 
 
-def _public(request: Request, ctx: AppContext) -> None:
+async def _public(request: Request, ctx: AppContext) -> None:
     client = client_address(request)
     web = ctx.settings.web
-    decision = ctx.limiter.check(f"ip:{client}", web.public_rate_per_second, web.public_burst)
+    decision = await ctx.limiter.acheck(f"ip:{client}", web.public_rate_per_second, web.public_burst)
     if not decision.allowed:
         raise HTTPException(429, "rate limit exceeded; use an API key for more", headers=decision.headers())
     request.state.limit_headers = decision.headers()
@@ -131,11 +131,11 @@ async def read_viewer(request: Request) -> Viewer:
             raise _inactive(viewer)
         if not plan.api:
             raise HTTPException(403, no_api_message(plan, ctx.access.current()))
-        headers = _bucket(ctx, viewer, plan)
+        headers = await _bucket(ctx, viewer, plan)
         await _spend_call(ctx, viewer, plan, now, headers)
         request.state.limit_headers = headers
     elif viewer.kind == "public":
-        _public(request, ctx)
+        await _public(request, ctx)
     return viewer
 
 
@@ -155,14 +155,14 @@ async def api_viewer(request: Request) -> Viewer:
         if viewer.api_key is not None and not entitled:
             raise _inactive(viewer)
         if plan is None:  # a signed-in subscriber without a plan: the public's allowance
-            _public(request, ctx)
+            await _public(request, ctx)
             return viewer
-        headers = _bucket(ctx, viewer, plan)
+        headers = await _bucket(ctx, viewer, plan)
         if viewer.api_key is not None and plan.api:
             await _spend_call(ctx, viewer, plan, now, headers)
         request.state.limit_headers = headers
     elif viewer.kind == "public":
-        _public(request, ctx)
+        await _public(request, ctx)
     return viewer
 
 
@@ -176,7 +176,7 @@ async def stream_viewer(request: Request) -> Viewer:
     if viewer.subscriber is not None:
         sid = viewer.subscriber.id
         if viewer.api_key is None:
-            decision = ctx.limiter.check(f"live:{sid}", LIVE_RATE, LIVE_BURST)
+            decision = await ctx.limiter.acheck(f"live:{sid}", LIVE_RATE, LIVE_BURST)
             if not decision.allowed:
                 raise HTTPException(429, "too many live feeds opened; wait a moment", headers=decision.headers())
             request.state.limit_headers = decision.headers()

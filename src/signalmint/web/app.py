@@ -31,12 +31,13 @@ from ..demo.mailcatcher import MailCatcher
 from ..engine.hub import SignalHub
 from ..engine.metrics import Metrics
 from ..errors import AccessError, ConfigError, LimitError
-from ..store import Database
+from ..store import Database, is_sqlite
 from ..store.plans import sync_plans
 from .auth import AccessBook
 from .context import AppContext, Pipeline
 from .filters import register_filters
 from .inspector import Inspector
+from .listener import Listener
 from .money import register_money_filters
 from .openapi import allowed_methods
 from .openapi import install as install_openapi
@@ -67,6 +68,7 @@ from .routes import (
     unsubscribe,
 )
 from .security import SecurityGuard
+from .shared_limits import make_limiter
 
 ROUTES = [
     api,
@@ -190,6 +192,8 @@ def create_app(
         raise ConfigError(exposure, key="demo", hint="set `demo: false` to serve others")
     metrics = metrics or (engine.metrics if engine else Metrics())
     hub = hub or (engine.hub if engine else SignalHub())
+    hub.poll = settings.web.stream_poll_seconds
+    shared = not is_sqlite(db.engine)  # PostgreSQL: other web replicas may share this store
     mailer = mailer or mailer_for(settings.email)
     pepper = server_pepper(settings, db)
     if settings.plans:
@@ -204,7 +208,8 @@ def create_app(
         pepper=pepper,
         accounts=Accounts(settings, db, mailer, pepper),
         access=db.read_sync(AccessBook.load, [a.name for a in settings.automations]),
-        meter=UsageMeter(db, meter_event=settings.billing.stripe.meter_event),
+        meter=UsageMeter(db, meter_event=settings.billing.stripe.meter_event, shared=shared),
+        limiter=make_limiter(settings, db),
         catcher=catcher if settings.demo else None,
         inspector=Inspector() if settings.demo else None,
     )
@@ -225,6 +230,14 @@ def create_app(
         gc.freeze()
         housekeeping = asyncio.create_task(ctx.housekeeping())
         billing_loop = asyncio.create_task(billing.run())
+        tasks = [housekeeping, billing_loop]
+        await ctx.limiter.astart()
+        if shared:  # one LISTEN connection: live streams and cache invalidation across replicas
+            listener = Listener(db, hub, ctx.cache_message)
+            ctx.viewers.announce = listener.announce
+            tasks.append(asyncio.create_task(listener.run(), name="listener"))
+            listener.announce("plans")  # this replica may have made new plan versions: the others reload
+            app.state.listener = listener
         if engine is not None:
             await engine.start()
         try:
@@ -232,10 +245,12 @@ def create_app(
         finally:
             if engine is not None:
                 await engine.stop()
-            for task in (housekeeping, billing_loop):
+            ctx.viewers.announce = None
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await ctx.limiter.aclose()
 
     app = FastAPI(
         title=f"{settings.web.title} API",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -103,7 +103,9 @@ _OPEN = public_grant([], None)
 class ViewerCache:
     """Short-lived caches of key lookups and subscribers' access; writes through the app evict at once.
 
-    Across processes (several web replicas) a change reaches the others within ``CACHE_SECONDS``.
+    Across processes (several web replicas) a change reaches the others within ``CACHE_SECONDS``;
+    on PostgreSQL at once: ``announce`` (set by the LISTEN connection, :mod:`signalmint.web.listener`)
+    tells every replica, whose listener calls :meth:`drop`.
     """
 
     def __init__(self) -> None:
@@ -111,21 +113,39 @@ class ViewerCache:
         self.subscribers: dict[int, tuple[float, SubscriberState]] = {}
         self.built: dict[tuple[int, int | None, str | None], tuple[float, Viewer]] = {}
         self.verified: dict[str, str] = {}
+        self.announce: Callable[[str], None] | None = None
 
     def forget_key(self, prefix: str) -> None:
-        self.keys.pop(prefix, None)
-        self.verified.pop(prefix, None)
+        self.drop(f"key:{prefix}")
+        if self.announce is not None:
+            self.announce(f"key:{prefix}")
 
     def forget_subscriber(self, subscriber_id: int) -> None:
-        self.subscribers.pop(subscriber_id, None)
-        for key in [k for k in self.built if k[0] == subscriber_id]:
-            self.built.pop(key, None)
+        self.drop(f"sub:{subscriber_id}")
+        if self.announce is not None:
+            self.announce(f"sub:{subscriber_id}")
 
     def clear(self) -> None:
-        self.keys.clear()
-        self.verified.clear()
-        self.subscribers.clear()
-        self.built.clear()
+        self.drop("all")
+        if self.announce is not None:
+            self.announce("all")
+
+    def drop(self, what: str) -> None:
+        """Forget, in this process only, ``key:<prefix>``, ``sub:<id>`` or ``all``."""
+        kind, _, name = what.partition(":")
+        if kind == "key":
+            self.keys.pop(name, None)
+            self.verified.pop(name, None)
+        elif kind == "sub" and name.isdigit():
+            subscriber_id = int(name)
+            self.subscribers.pop(subscriber_id, None)
+            for key in [k for k in self.built if k[0] == subscriber_id]:
+                self.built.pop(key, None)
+        elif kind == "all":
+            self.keys.clear()
+            self.verified.clear()
+            self.subscribers.clear()
+            self.built.clear()
 
 
 class _Sessions(Protocol):

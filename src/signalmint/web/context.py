@@ -33,6 +33,7 @@ from ..store import Database, list_automations
 from ..store.auth import touch_api_keys
 from .auth import AccessBook, Viewer, ViewerCache, resolve_viewer
 from .inspector import Inspector
+from .shared_limits import Limiter
 
 __all__ = ["AppContext", "AutomationState", "Pipeline", "Viewer", "ctx_dependency", "get_ctx", "get_viewer"]
 
@@ -89,7 +90,7 @@ class AppContext:
     access: AccessBook
     engine: Pipeline | None = None  # the pipeline of this process, if it runs one here
     viewers: ViewerCache = field(default_factory=ViewerCache)
-    limiter: TokenBucketLimiter = field(default_factory=TokenBucketLimiter)
+    limiter: Limiter = field(default_factory=TokenBucketLimiter)
     meter: UsageMeter | None = None
     billing: Billing | None = None
     catcher: MailCatcher | None = None  # demo mode: the local SMTP server the demo's email goes to
@@ -136,6 +137,16 @@ class AppContext:
         names = [a.name for a in self.settings.automations]
         self.access = self.db.read_sync(AccessBook.load, names)
         self.viewers.clear()
+
+    def cache_message(self, what: str) -> None:
+        """Another replica (or this one) changed what ``what`` names: drop it here (the LISTEN
+        connection's cache channel). ``plans`` and ``all`` reload the plans as well."""
+        if what in {"plans", "all"}:
+            names = [a.name for a in self.settings.automations]
+            self.access = self.db.read_sync(AccessBook.load, names)
+            self.viewers.drop("all")
+        else:
+            self.viewers.drop(what)
 
     async def housekeeping(self, every: float = 1.0) -> None:
         """Flush API usage and key last-used times every second (and once more when stopping)."""

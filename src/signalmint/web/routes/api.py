@@ -239,6 +239,7 @@ async def stream(
                     if again is None:
                         return
                     viewer, refreshed = again, time.monotonic()
+                generation = ctx.hub.generation  # before reading: a wake-up during the read is kept
                 now = datetime.now(UTC)
                 plans = ctx.access.current()
                 teased, teasers = await ctx.db.read(
@@ -262,7 +263,7 @@ async def stream(
                 if len(batch) < 200:
                     if await request.is_disconnected():
                         return
-                    await ctx.hub.wait(ctx.hub.latest_id, timeout=0.5)
+                    await ctx.hub.wait_since(generation, timeout=ctx.hub.poll_timeout)
         finally:
             ctx.metrics.sse_clients.dec()
             if owner is not None:
