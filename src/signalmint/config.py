@@ -45,6 +45,7 @@ from .registry import (
 
 __all__ = [
     "AutomationConfig",
+    "EngineConfig",
     "OperatorConfig",
     "Settings",
     "TelegramConfig",
@@ -300,6 +301,30 @@ class DeliveryConfig(_Strict):
         return value
 
 
+class EngineConfig(_Strict):
+    """How engine processes share the automations (README, "Scale-out")."""
+
+    lease: Duration = Field(
+        default=timedelta(seconds=15),
+        description="an engine holds each automation it runs this long past its last heartbeat; a dead "
+        "engine's automations move to a live one after it",
+    )
+    heartbeat: Duration = Field(
+        default=timedelta(seconds=5), description="how often an engine renews its leases and rebalances"
+    )
+
+    @model_validator(mode="after")
+    def _beats_within_lease(self) -> EngineConfig:
+        if self.lease.total_seconds() < 0.2:
+            raise ValueError("engine.lease must be at least 0.2s (15s is a good default)")
+        if self.heartbeat.total_seconds() <= 0 or self.heartbeat * 2 > self.lease:
+            raise ValueError(
+                f"engine.heartbeat ({self.heartbeat}) must be positive and at most half of engine.lease "
+                f"({self.lease}) so a live engine renews in time"
+            )
+        return self
+
+
 class StripeConfig(_Strict):
     secret_key: str | None = Field(default=None, description="secret API key (sk_...), from ${ENV}")
     webhook_secret: str | None = Field(default=None, description="webhook signing secret (whsec_...), from ${ENV}")
@@ -509,6 +534,7 @@ class Settings(_Strict):
     email: EmailConfig = Field(default_factory=EmailConfig)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
     billing: BillingConfig = Field(default_factory=BillingConfig)
     signup: bool = Field(default=True, description="whether visitors can sign up on the public pages")
     demo: bool = Field(
