@@ -98,7 +98,8 @@ def claim(conn: Connection, automation: str, holder: str, now: datetime, until: 
             expires_at=until,
             acquired_at=now,
             renewed_at=now,
-            previous_holder=c.holder,  # the old value: a SET's right-hand side reads the row as it was
+            # the old values (a SET's right-hand side reads the row as it was): who held it last
+            previous_holder=func.coalesce(c.holder, c.previous_holder),
         )
         .returning(*engine_leases.c)
     ).first()
