@@ -23,7 +23,7 @@ import logging
 import pickle
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -83,6 +83,16 @@ def commit_tick(
     if checkpoint is not None:
         save_checkpoint(conn, checkpoint, now)
     return stored
+
+
+@contextlib.contextmanager
+def _refused(automation: str) -> Iterator[None]:
+    """Log a write the lease fence refused (on the way out of a stopped automation), then re-raise."""
+    try:
+        yield
+    except LeaseLost as exc:
+        log.warning("%s: %s", automation, exc)
+        raise
 
 
 def without_retractions(frame: Frame, automation: str = "") -> Frame:
@@ -209,6 +219,7 @@ class AutomationRunner:
 
     async def run(self) -> None:
         """Run until the source ends or the task is cancelled; restart after errors."""
+        await self.engine.faults.wait_for_gate()
         delay = 1.0
         while True:
             try:
@@ -323,11 +334,11 @@ class AutomationRunner:
             status.running = False
             metrics.engine_up.labels(name).set(0)
             if pending is not None:  # cancelled mid-commit: let the transaction finish
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception), _refused(name):
                     await pending
                     status.cursor = to_datetime(frame.times.max())
             if status.cursor is not None:
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception), _refused(name):
                     await db.write(self._final_checkpoint, self._checkpoint(status.cursor), self.fence)
                     log.info("%s: stopped at %s (checkpoint saved)", name, status.cursor)
             close = getattr(frames, "aclose", None)  # then the source releases its connections (ccxt, websockets)
@@ -463,6 +474,8 @@ class Engine:
         self.leases = LeaseKeeper(self, lease_clock)
         self.lease_rounds = lease_rounds
         self.faults = Faults.from_env()
+        if self.faults != Faults():
+            log.warning("fault injection armed (a test): %s", self.faults)
         self.committed = 0  # signals this process stored (the fault-injection hooks count them)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._changed = asyncio.Event()
