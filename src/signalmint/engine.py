@@ -309,7 +309,8 @@ class AutomationRunner:
                 due = time.monotonic() - self._checkpointed >= self.engine.settings.checkpoint_every.total_seconds()
                 snapshot = self._checkpoint(cursor) if due else None
                 engine = self.engine
-                engine.faults.before_commit(engine.committed, len(found))
+                engine.faults.before_commit(engine.attempted, len(found))
+                engine.attempted += len(found)  # counted now: two automations' commits may be under way at once
                 fenced = {"fence": self.fence, "idle_timeout": engine.leases.idle_timeout}
                 pending = asyncio.ensure_future(
                     db.write(commit_tick, name, frame, found, snapshot, engine.fanout, **fenced)
@@ -339,7 +340,8 @@ class AutomationRunner:
                     status.cursor = to_datetime(frame.times.max())
             if status.cursor is not None:
                 with contextlib.suppress(Exception), _refused(name):
-                    await db.write(self._final_checkpoint, self._checkpoint(status.cursor), self.fence)
+                    final = self._checkpoint(status.cursor)
+                    await db.write(self._final_checkpoint, final, self.fence, self.engine.leases.idle_timeout)
                     log.info("%s: stopped at %s (checkpoint saved)", name, status.cursor)
             close = getattr(frames, "aclose", None)  # then the source releases its connections (ccxt, websockets)
             if close is not None:
@@ -347,10 +349,10 @@ class AutomationRunner:
                     await asyncio.wait_for(close(), timeout=5)
 
     @staticmethod
-    def _final_checkpoint(conn: Connection, checkpoint: Checkpoint, fence: Fence | None) -> None:
+    def _final_checkpoint(conn: Connection, checkpoint: Checkpoint, fence: Fence | None, idle: float) -> None:
         now = datetime.now(UTC)
         if fence is not None:  # a checkpoint is the lease holder's to write, like a signal
-            check_fence(conn, checkpoint.automation, fence, now)
+            check_fence(conn, checkpoint.automation, fence, now, idle_timeout=idle)
         save_checkpoint(conn, checkpoint, now)
 
     def _checkpoint(self, cursor: datetime) -> Checkpoint:
@@ -477,6 +479,7 @@ class Engine:
         if self.faults != Faults():
             log.warning("fault injection armed (a test): %s", self.faults)
         self.committed = 0  # signals this process stored (the fault-injection hooks count them)
+        self.attempted = 0  # signals this process sent to be committed
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._changed = asyncio.Event()
         self._keeper: asyncio.Task[None] | None = None

@@ -49,8 +49,9 @@ class Faults:
         while self.gate is not None and not os.path.exists(self.gate):
             await asyncio.sleep(0.02)
 
-    def before_commit(self, committed: int, adding: int) -> None:
-        """About to commit ``adding`` signals after ``committed`` of them."""
+    def before_commit(self, attempted: int, adding: int) -> None:
+        """About to commit ``adding`` signals after ``attempted`` were sent to be committed."""
+        committed = attempted
         if not adding:
             return
         if self.kill_before is not None and committed < self.kill_before <= committed + adding:

@@ -40,6 +40,7 @@ from .store.leases import (
     claim,
     ensure_leases,
     expire_holder,
+    guard_idle,
     list_leases,
     list_nodes,
     live_engines,
@@ -157,16 +158,25 @@ class LeaseKeeper:
             self._export()
 
     def _beat_and_renew(self, conn: Connection, now: datetime, until: datetime) -> set[str]:
+        guard_idle(conn, self.idle_timeout)
         beat(conn, self.holder, self.host, self.pid, now, until)
         prune_nodes(conn, now - 20 * self.lease)
         return renew(conn, self.held, self.holder, now, until)
+
+    def _claim_one(self, conn: Connection, name: str, now: datetime, until: datetime) -> Lease | None:
+        guard_idle(conn, self.idle_timeout)  # every transaction that locks lease rows can be ended
+        return claim(conn, name, self.holder, now, until)
+
+    def _release_one(self, conn: Connection, name: str, fence: Fence, now: datetime) -> bool:
+        guard_idle(conn, self.idle_timeout)
+        return release(conn, name, fence, now)
 
     async def _hand_over(self, count: int) -> None:
         engine = self.engine
         for name in sorted(self.held, reverse=True)[:count]:
             await engine.stop_runner(name)  # the automation saves its checkpoint (fenced) first
             fence = Fence(self.holder, self.held.pop(name))
-            await engine.db.write(release, name, fence, self.clock())
+            await engine.db.write(self._release_one, name, fence, self.clock())
             log.info("%s: handed over (%d engines share %d automations; this one keeps %d)", name, self.live,
                      len(engine.runners), len(self.held))  # fmt: skip
 
@@ -179,7 +189,7 @@ class LeaseKeeper:
             name = lease.automation
             if name not in engine.runners or name in self.held or lease.live(now):
                 continue
-            got = await engine.db.write(claim, name, self.holder, now, until)
+            got = await engine.db.write(self._claim_one, name, now, until)
             if got is None:
                 continue  # another engine was quicker
             self.held[name] = got.epoch

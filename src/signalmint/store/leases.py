@@ -38,6 +38,7 @@ __all__ = [
     "ensure_leases",
     "expire_holder",
     "forget_node",
+    "guard_idle",
     "list_leases",
     "list_nodes",
     "live_engines",
@@ -47,6 +48,13 @@ __all__ = [
 ]
 
 Node = tuple[str, str, int, datetime]  # holder, host, pid, expires_at
+
+
+def guard_idle(conn: Connection, seconds: float) -> None:
+    """PostgreSQL: end this session should the transaction sit idle ``seconds`` (its process was
+    paused or frozen mid-transaction), so the lease rows it locked are not locked for good."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SET LOCAL idle_in_transaction_session_timeout = {max(int(seconds * 1000), 1)}")
 
 
 def _insert(conn: Connection) -> Any:
@@ -142,8 +150,8 @@ def check_fence(
     zombie), the server ends its session after that long, so the row lock it holds cannot keep
     another engine from taking the automation over."""
     c = engine_leases.c
-    if idle_timeout is not None and conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"SET LOCAL idle_in_transaction_session_timeout = {max(int(idle_timeout * 1000), 1)}")
+    if idle_timeout is not None:
+        guard_idle(conn, idle_timeout)
     done = conn.execute(
         update(engine_leases)
         .where(c.automation == automation, c.holder == fence.holder, c.epoch == fence.epoch)
