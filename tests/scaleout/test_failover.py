@@ -131,13 +131,13 @@ def test_kill_9_one_engine_the_other_takes_over_losing_and_repeating_nothing(
     victim = engines.start(**fault)
     survivor = engines.start()
     pids = {victim.pid, survivor.pid}
-    wait_for("the engines to split the automations 2 and 2", lambda: split_evenly(db, pids), 30, engines)
+    wait_for("the engines to split the automations 2 and 2", lambda: split_evenly(db, pids), 90, engines)
     engines.go()
-    assert victim.wait(timeout=30) == -signal.SIGKILL, engines.output()
+    assert victim.wait(timeout=60) == -signal.SIGKILL, engines.output()
     died = time.monotonic()
     took = wait_for("the survivor to take everything over",
                     lambda: set(holder_pids(db).values()) == {survivor.pid}, 10, engines)  # fmt: skip
-    assert took - died <= LEASE + BEAT + 0.5, took - died  # within a lease (plus one heartbeat round)
+    assert took - died <= LEASE + BEAT + 1.0, took - died  # a lease, a heartbeat round (and 1 s of a busy machine)
     finish(db, engines, expected)
     assert engines.output(tail=10**7).count("TAKE-OVER from") == 2
 
@@ -152,7 +152,7 @@ def test_a_paused_engine_cannot_commit_after_its_lease_was_taken(
     engines, expected = setup
     zombie = engines.start(pause_before_signal=12)
     other = engines.start()
-    wait_for("the engines to split the automations", lambda: split_evenly(db, {zombie.pid, other.pid}), 30, engines)
+    wait_for("the engines to split the automations", lambda: split_evenly(db, {zombie.pid, other.pid}), 90, engines)
     engines.go()
     wait_for("the zombie to stop", lambda: Path(f"/proc/{zombie.pid}/stat").read_text().split(") ")[1][0] == "T",
              30, engines)  # fmt: skip
