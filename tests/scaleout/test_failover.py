@@ -137,6 +137,7 @@ def test_kill_9_one_engine_the_other_takes_over_losing_and_repeating_nothing(
     died = time.monotonic()
     took = wait_for("the survivor to take everything over",
                     lambda: set(holder_pids(db).values()) == {survivor.pid}, 10, engines)  # fmt: skip
+    print(f"take-over {took - died:.2f}s after the kill (lease {LEASE}s, heartbeat {BEAT}s)")
     assert took - died <= LEASE + BEAT + 1.0, took - died  # a lease, a heartbeat round (and 1 s of a busy machine)
     finish(db, engines, expected)
     assert engines.output(tail=10**7).count("TAKE-OVER from") == 2
