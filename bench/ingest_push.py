@@ -72,8 +72,8 @@ def serve(kind: str, port: int, workdir: str) -> None:
     settings = load_settings(path, registry=registry)
     db = Database(settings.database)
     db.migrate()
-    engine, fanout = wire_engine(settings, db, registry)  # as `signalmint run` does
-    app = create_app(settings, db, engine=engine, fanout=fanout)
+    engine, _ = wire_engine(settings, db, registry)  # as `signalmint run` does
+    app = create_app(settings, db, engine=engine)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 

@@ -24,7 +24,7 @@ from standardwebhooks import Webhook
 from signalmint.config import AutomationConfig, DeliveryConfig, DetectorConfig, OperatorConfig, PlanConfig, Settings
 from signalmint.records import Frame, Signal
 from signalmint.registry import Registry
-from signalmint.serve.process import wire_engine
+from signalmint.serve import wire_engine
 from signalmint.store import Database, list_signals, verify_chain
 from signalmint.store.accounts import confirm_subscriber, ensure_subscriber, start_subscription
 from signalmint.store.health import list_stale_periods
@@ -140,7 +140,7 @@ class Rig:
         plugins = queue_registry(registry, self.feed)
         self.engine, self.fanout = wire_engine(settings, db, plugins, clock=self.clock, watch_every=None)
         self.runner = self.engine.runners["live"]
-        self.app = create_app(settings, db, engine=self.engine, fanout=self.fanout)
+        self.app = create_app(settings, db, engine=self.engine)
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://test")
 
     async def push(self, at: datetime, volumes: dict[str, float], *, arrives: datetime | None = None) -> None:

@@ -8,7 +8,8 @@ can catch one class and print a clear message instead of a traceback::
     ├── SourceError      a source cannot produce data at all (bad rows are counted, not raised)
     ├── DetectorError    a detector was built or fed wrongly
     ├── StoreError       the database refused, or its contents are not what we wrote
-    │   └── ChainError   the signal hash chain does not verify
+    │   ├── ChainError   the signal hash chain does not verify
+    │   └── LeaseLost    an engine's lease on an automation was taken: it must not commit
     ├── DeliveryError    a channel could not deliver (permanent or retryable)
     ├── BillingError     a payment provider or the ledger refused
     └── AccessError      a plan or entitlement forbids the request
@@ -24,6 +25,7 @@ __all__ = [
     "ConfigError",
     "DeliveryError",
     "DetectorError",
+    "LeaseLost",
     "LimitError",
     "SignalmintError",
     "SourceError",
@@ -87,6 +89,15 @@ class ChainError(StoreError):
     def __init__(self, message: str, *, automation: str, seq: int) -> None:
         self.automation = automation
         self.seq = seq
+        super().__init__(message)
+
+
+class LeaseLost(StoreError):
+    """An engine tried to commit for an automation whose lease it no longer holds at its epoch
+    (it was paused past its lease and another engine took over): the transaction is rolled back."""
+
+    def __init__(self, message: str, *, automation: str) -> None:
+        self.automation = automation
         super().__init__(message)
 
 

@@ -31,8 +31,10 @@ __all__ = [
     "Delivery",
     "DeliveryOutcome",
     "Endpoint",
+    "Fence",
     "Frame",
     "HistoryPoint",
+    "Lease",
     "LedgerEntry",
     "LegacySubscription",
     "MeterEvent",
@@ -660,3 +662,34 @@ class MeterEvent:
     reported_at: datetime | None = None
     attempts: int = 0
     last_error: str | None = None
+
+
+# --- engines sharing the portfolio ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """What an engine proves at each commit for an automation: it is still ``holder`` of the
+    lease, at the same ``epoch`` (a claim by anyone else moves the epoch on)."""
+
+    holder: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Which engine process runs an automation, until when (``store/leases.py``). ``holder`` is
+    None when it was released; ``epoch`` counts the claims (the fencing token)."""
+
+    automation: str
+    holder: str | None
+    epoch: int
+    expires_at: datetime
+    acquired_at: datetime | None = None
+    renewed_at: datetime | None = None
+    committed_at: datetime | None = None
+    previous_holder: str | None = None
+
+    def live(self, now: datetime) -> bool:
+        """Held by someone whose lease has not run out at ``now``."""
+        return self.holder is not None and self.expires_at > now

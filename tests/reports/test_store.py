@@ -147,7 +147,7 @@ def test_kill_9_anywhere_in_a_step_leaves_exactly_one_report_per_period(
 def test_the_engine_role_renders_due_reports(tmp_path: Path) -> None:
     """`serve` with the engine role runs the report step: a report every minute shows up."""
     from signalmint.registry import Registry
-    from signalmint.serve.process import serve
+    from signalmint.serve import serve
 
     url = f"sqlite:///{tmp_path / 'e.db'}"
     db = Database(url)

@@ -46,6 +46,7 @@ from .reports import ReportConfig
 
 __all__ = [
     "AutomationConfig",
+    "EngineConfig",
     "OperatorConfig",
     "Settings",
     "TelegramConfig",
@@ -310,6 +311,30 @@ class DeliveryConfig(_Strict):
         if bad:
             raise ValueError(f"{bad}: write bare lowercase schemes, e.g. [rsyslog] (no '://')")
         return value
+
+
+class EngineConfig(_Strict):
+    """How engine processes share the automations (README, "Scale-out")."""
+
+    lease: Duration = Field(
+        default=timedelta(seconds=15),
+        description="an engine holds each automation it runs this long past its last heartbeat; a dead "
+        "engine's automations move to a live one after it",
+    )
+    heartbeat: Duration = Field(
+        default=timedelta(seconds=5), description="how often an engine renews its leases and rebalances"
+    )
+
+    @model_validator(mode="after")
+    def _beats_within_lease(self) -> EngineConfig:
+        if self.lease.total_seconds() < 0.2:
+            raise ValueError("engine.lease must be at least 0.2s (15s is a good default)")
+        if self.heartbeat.total_seconds() <= 0 or self.heartbeat * 2 > self.lease:
+            raise ValueError(
+                f"engine.heartbeat ({self.heartbeat}) must be positive and at most half of engine.lease "
+                f"({self.lease}) so a live engine renews in time"
+            )
+        return self
 
 
 class StripeConfig(_Strict):
@@ -585,6 +610,7 @@ class Settings(_Strict):
     email: EmailConfig = Field(default_factory=EmailConfig)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
     billing: BillingConfig = Field(default_factory=BillingConfig)
     signup: bool = Field(default=True, description="whether visitors can sign up on the public pages")
     demo: bool = Field(

@@ -68,6 +68,31 @@ class Metrics:
             ["automation"],
             registry=r,
         )
+        self.leases_held = Gauge(
+            "signalmint_engine_leases_held", "Automations this engine holds a lease on (and runs)", registry=r
+        )
+        self.live_engines = Gauge(
+            "signalmint_engine_live_engines", "Engines whose heartbeat has not run out, as this engine counts them",
+            registry=r,
+        )  # fmt: skip
+        self.lease_epoch = Gauge(
+            "signalmint_engine_lease_epoch",
+            "Epoch of this engine's lease on the automation (0: not held here)",
+            ["automation"],
+            registry=r,
+        )
+        self.lease_takeovers = Counter(
+            "signalmint_engine_lease_takeovers",
+            "Automations this engine took over from an engine whose lease ran out",
+            ["automation"],
+            registry=r,
+        )
+        self.leases_lost = Counter(
+            "signalmint_engine_leases_lost",
+            "Leases this engine found taken over (it was paused or cut off past its lease)",
+            ["automation"],
+            registry=r,
+        )
         self.http_requests = Counter(
             "signalmint_http_requests", "HTTP requests served", ["method", "route", "status"], registry=r
         )

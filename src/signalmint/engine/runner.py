@@ -28,7 +28,7 @@ import logging
 import pickle
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,15 +36,19 @@ from typing import Any
 import numpy as np
 
 from ..config import AutomationConfig, Settings
+from ..errors import LeaseLost
 from ..pipeline import Pipeline, build_pipeline, describe, signals_from_scores
-from ..records import Frame, Signal, to_datetime
+from ..records import Fence, Frame, Signal, to_datetime
 from ..registry import Registry
 from ..sources.fetch import default_user_agent
 from ..store import Checkpoint, Connection, Database, append_signals, load_checkpoint, save_checkpoint, sync_automations
 from ..store.bars import insert_bars, prune_bars
+from ..store.leases import check_fence
 from ..store.outcomes import insert_outcomes
+from .faults import Faults
 from .freshness import GapTracker, Guard, guard_for
 from .hub import SignalHub
+from .leases import LeaseKeeper
 from .metrics import Metrics
 from .outcomes import due_outcomes
 from .watchdog import OperatorAlerts, Watchdog, open_time_since
@@ -66,11 +70,18 @@ def commit_tick(
     signals: list[Signal],
     checkpoint: Checkpoint | None,
     on_commit: OnCommit | None = None,
+    *,
+    fence: Fence | None = None,
+    idle_timeout: float | None = None,
 ) -> list[Signal]:
     """The one transaction of a tick (runs on the writer thread): bars, signals, what
     ``on_commit`` writes for them (the outbox rows, one per entitled subscriber endpoint) and,
-    when due, the checkpoint."""
+    when due, the checkpoint. With a ``fence`` it first proves the engine still holds the
+    automation's lease at that epoch (:class:`~signalmint.errors.LeaseLost` otherwise, and
+    nothing is written)."""
     now = datetime.now(UTC)
+    if fence is not None:
+        check_fence(conn, automation, fence, now, idle_timeout=idle_timeout)
     insert_bars(conn, automation, frame)
     stored = append_signals(conn, automation, signals, now)
     alerts = [s for s in stored if not s.late]  # late data is recorded, never sold as news
@@ -79,6 +90,16 @@ def commit_tick(
     if checkpoint is not None:
         save_checkpoint(conn, checkpoint, now)
     return stored
+
+
+@contextlib.contextmanager
+def _refused(automation: str) -> Iterator[None]:
+    """Log a write the lease fence refused (on the way out of a stopped automation), then re-raise."""
+    try:
+        yield
+    except LeaseLost as exc:
+        log.warning("%s: %s", automation, exc)
+        raise
 
 
 def without_retractions(frame: Frame, automation: str = "") -> Frame:
@@ -117,6 +138,8 @@ class AutomationStatus:
     stale_after: timedelta | None = None
     max_signal_age: timedelta | None = None
     market_open: bool | None = None
+    held: bool = False  # this engine holds the automation's lease (and runs it)
+    epoch: int = 0  # the lease's epoch while held
 
     def health(self, now: datetime) -> dict[str, Any]:
         """The freshness part of this automation's health, as JSON (``/healthz``, the status page)."""
@@ -137,6 +160,8 @@ class AutomationStatus:
             "missing_bars": self.missing_bars,
             "warmup_resets": self.warmup_resets,
             "late_signals": self.late_signals,
+            "lease_held": self.held,
+            "lease_epoch": self.epoch if self.held else None,
         }
 
 
@@ -151,6 +176,7 @@ class AutomationRunner:
         self._measuring: asyncio.Task[int] | None = None
         self.guard: Guard | None = None
         self.gaps: GapTracker | None = None
+        self.fence: Fence | None = None  # the lease this runner commits under (None: unfenced)
 
     def guard_limit(self) -> str:
         return str(self.status.stale_after) if self.status.stale_after else "none"
@@ -158,7 +184,7 @@ class AutomationRunner:
     def is_stale(self, now: datetime) -> bool:
         """No bar for ``stale_after`` of open market time (never while closed or finished)."""
         limit = self.status.stale_after
-        if limit is None or self.status.finished or self.status.started_at is None:
+        if limit is None or self.status.finished or self.status.started_at is None or not self.status.held:
             return False
         elapsed = open_time_since(self, now)
         self.status.market_open = elapsed is not None
@@ -200,6 +226,7 @@ class AutomationRunner:
 
     async def run(self) -> None:
         """Run until the source ends or the task is cancelled; restart after errors."""
+        await self.engine.faults.wait_for_gate()
         delay = 1.0
         while True:
             try:
@@ -208,6 +235,10 @@ class AutomationRunner:
                 return
             except asyncio.CancelledError:
                 raise
+            except LeaseLost as exc:  # another engine runs it now: stop, never restart here
+                self.status.last_error = str(exc)
+                log.warning("%s: %s; this engine stops running it", self.config.name, exc)
+                return
             except Exception as exc:  # an engine keeps going; the error is logged and counted
                 self.status.last_error = f"{type(exc).__name__}: {exc}"
                 self.status.restarts += 1
@@ -284,11 +315,18 @@ class AutomationRunner:
                 self._count_rejected(pipeline)
                 due = time.monotonic() - self._checkpointed >= self.engine.settings.checkpoint_every.total_seconds()
                 snapshot = self._checkpoint(cursor) if due else None
+                engine = self.engine
+                engine.faults.before_commit(engine.attempted, len(found))
+                engine.attempted += len(found)  # counted now: two automations' commits may be under way at once
+                fenced = {"fence": self.fence, "idle_timeout": engine.leases.idle_timeout}
                 pending = asyncio.ensure_future(
-                    db.write(commit_tick, name, frame, found, snapshot, self.engine.on_commit)
+                    db.write(commit_tick, name, frame, found, snapshot, engine.on_commit, **fenced)
                 )
                 stored = await asyncio.shield(pending)
                 pending = None
+                if stored:
+                    engine.committed += len(stored)
+                    engine.faults.after_commit(engine.committed - len(stored), engine.committed)
                 if due:
                     self._checkpointed = time.monotonic()
                 status.cursor = cursor
@@ -304,12 +342,13 @@ class AutomationRunner:
             status.running = False
             metrics.engine_up.labels(name).set(0)
             if pending is not None:  # cancelled mid-commit: let the transaction finish
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception), _refused(name):
                     await pending
                     status.cursor = to_datetime(frame.times.max())
             if status.cursor is not None:
-                with contextlib.suppress(Exception):
-                    await db.write(self._final_checkpoint, self._checkpoint(status.cursor))
+                with contextlib.suppress(Exception), _refused(name):
+                    final = self._checkpoint(status.cursor)
+                    await db.write(self._final_checkpoint, final, self.fence, self.engine.leases.idle_timeout)
                     log.info("%s: stopped at %s (checkpoint saved)", name, status.cursor)
             close = getattr(frames, "aclose", None)  # then the source releases its connections (ccxt, websockets)
             if close is not None:
@@ -317,8 +356,11 @@ class AutomationRunner:
                     await asyncio.wait_for(close(), timeout=5)
 
     @staticmethod
-    def _final_checkpoint(conn: Connection, checkpoint: Checkpoint) -> None:
-        save_checkpoint(conn, checkpoint, datetime.now(UTC))
+    def _final_checkpoint(conn: Connection, checkpoint: Checkpoint, fence: Fence | None, idle: float) -> None:
+        now = datetime.now(UTC)
+        if fence is not None:  # a checkpoint is the lease holder's to write, like a signal
+            check_fence(conn, checkpoint.automation, fence, now, idle_timeout=idle)
+        save_checkpoint(conn, checkpoint, now)
 
     def _checkpoint(self, cursor: datetime) -> Checkpoint:
         status = self.status
@@ -406,7 +448,8 @@ class AutomationRunner:
 
 
 class Engine:
-    """Runs every enabled automation of ``settings`` as its own task."""
+    """Runs the enabled automations of ``settings`` it holds a lease on, each as its own task
+    (alone, an engine holds them all; see :mod:`signalmint.engine.leases` for how engines share)."""
 
     def __init__(
         self,
@@ -420,13 +463,17 @@ class Engine:
         watch_every: float | None = 1.0,
         on_commit: OnCommit | None = None,
         alerts: OperatorAlerts | None = None,
+        lease_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        lease_rounds: bool = True,
     ) -> None:
         """``clock`` is the time staleness and lateness are measured by (tests pass a virtual
         one); ``watch_every`` is the staleness check's period in seconds (None: no background
         check, the caller runs ``watchdog.check()``). ``on_commit`` runs in each tick's
         transaction (see :data:`OnCommit`; without it signals are only logged) and ``alerts``
         tells the operator about staleness (without it the watchdog only records it);
-        :func:`signalmint.serve.wire_engine` plugs in the fan-out and the operator's channels."""
+        :func:`signalmint.serve.wire_engine` plugs in the fan-out and the operator's channels.
+        ``lease_clock`` is the time leases are measured by; ``lease_rounds=False``: no background
+        lease rounds, the caller runs ``leases.tick()`` (tests with a virtual lease clock)."""
         self.settings = settings
         self.clock = clock
         self.watch_every = watch_every
@@ -438,7 +485,17 @@ class Engine:
         self.on_commit = on_commit
         self.runners = {a.name: AutomationRunner(a, self) for a in settings.automations if a.enabled}
         self.watchdog = Watchdog(self, clock, alerts)
-        self._tasks: list[asyncio.Task[None]] = []
+        self.leases = LeaseKeeper(self, lease_clock)
+        self.lease_rounds = lease_rounds
+        self.faults = Faults.from_env()
+        if self.faults != Faults():
+            log.warning("fault injection armed (a test): %s", self.faults)
+        self.committed = 0  # signals this process stored (the fault-injection hooks count them)
+        self.attempted = 0  # signals this process sent to be committed
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._changed = asyncio.Event()
+        self._keeper: asyncio.Task[None] | None = None
+        self._stopped = False
 
     async def sync(self) -> None:
         """Record the configured automations in the store (their pages exist before any signal)."""
@@ -447,31 +504,62 @@ class Engine:
         )
 
     async def start(self) -> None:
+        self._stopped = False
         await self.sync()
         await self.watchdog.load()
-        for name, runner in self.runners.items():
-            self._tasks.append(asyncio.create_task(runner.run(), name=f"automation:{name}"))
+        await self.leases.start()  # claims this engine's share and starts those automations
+        if self.lease_rounds:
+            self._keeper = asyncio.create_task(self.leases.run(), name="leases")
         self._watch: asyncio.Task[None] | None = None
         if self.watch_every is not None:
             self._watch = asyncio.create_task(self.watchdog.run(self.watch_every), name="watchdog")
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        watch = getattr(self, "_watch", None)
-        if watch is not None:
-            watch.cancel()
-            await asyncio.wait({watch}, timeout=timeout)
-            self._watch = None
-        for task in self._tasks:
+    def start_runner(self, name: str, fence: Fence) -> None:
+        """Run automation ``name`` under the lease ``fence`` (the lease keeper claimed it)."""
+        runner = self.runners[name]
+        runner.fence = fence
+        runner.status.held, runner.status.epoch = True, fence.epoch
+        runner.status.finished = False
+        task = asyncio.create_task(runner.run(), name=f"automation:{name}")
+        task.add_done_callback(lambda _: self._changed.set())
+        self._tasks[name] = task
+
+    async def stop_runner(self, name: str, timeout: float = 10.0) -> None:
+        """Stop automation ``name`` here (it saves its checkpoint on the way out)."""
+        task = self._tasks.pop(name, None)
+        if task is not None:
             task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=timeout)
+            await asyncio.wait({task}, timeout=timeout)
+        runner = self.runners[name]
+        runner.status.held = False
+        self._changed.set()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        for attr in ("_watch", "_keeper"):
+            task = getattr(self, attr, None)
+            if task is not None:
+                task.cancel()
+                await asyncio.wait({task}, timeout=timeout)
+                setattr(self, attr, None)
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
         self._tasks.clear()
+        await self.leases.stop()
+        for runner in self.runners.values():
+            runner.status.held = False
+        self._stopped = True
+        self._changed.set()
         await self.watchdog.close()
 
     async def wait(self) -> None:
-        """Until every automation's source has ended."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Until every automation's source has ended (for an engine running them all: with other
+        engines sharing the automations, this waits for theirs too and may not return)."""
+        while not self._stopped and not all(r.status.finished for r in self.runners.values()):
+            self._changed.clear()
+            await self._changed.wait()
 
     def health(self) -> list[dict[str, Any]]:
         """Every automation's freshness (stale, since when, last bar age, gaps, late signals), as
@@ -484,7 +572,7 @@ class Engine:
         when it is not running in this engine (unknown, disabled, or between restarts)."""
         runner = self.runners.get(name)
         pipeline = getattr(runner, "_pipeline", None) if runner is not None else None
-        if runner is None or pipeline is None or not runner.status.running:
+        if runner is None or pipeline is None or not runner.status.running or not runner.status.held:
             return None
         return pipeline.source
 

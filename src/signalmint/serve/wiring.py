@@ -9,7 +9,7 @@ transaction and writes the outbox rows, and the operator's channels
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from ..config import Settings, delivery_channels
 from ..delivery.fanout import FanOut
@@ -36,7 +36,6 @@ def wire_engine(
     """An engine whose commits fan out to every entitled endpoint and whose watchdog alerts the
     operator, and its fan-out (which rebuilds its audience when ``db.audience_changed()`` is called)."""
     fanout = FanOut(delivery_channels(settings), version=lambda: db.audience_version)
-    options = {} if clock is None else {"clock": clock}
     engine = Engine(
         settings,
         db,
@@ -46,6 +45,6 @@ def wire_engine(
         watch_every=watch_every,
         on_commit=fanout,
         alerts=OperatorChannels(settings),
-        **options,
+        clock=clock or (lambda: datetime.now(UTC)),
     )
     return engine, fanout

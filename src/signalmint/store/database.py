@@ -8,9 +8,10 @@ other and readers never block them. PostgreSQL uses the same code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +26,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StoreError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: concurrent SQLite migrations are not locked there
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["Connection", "Database", "DatabaseError", "is_sqlite"]
 
 # ``Connection`` (imported above) is what every function handed to ``Database.read``/``write``
@@ -36,6 +42,8 @@ DatabaseError = SQLAlchemyError
 
 T = TypeVar("T")
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: The PostgreSQL advisory lock key ``signalmint migrate`` holds while it upgrades ("sgnlmint").
+MIGRATION_LOCK = 0x73676E6C6D696E74
 
 
 def is_sqlite(engine: Engine | Connection) -> bool:
@@ -126,12 +134,31 @@ class Database:
         return config
 
     def migrate(self, revision: str = "head") -> None:
-        """Bring the schema up to ``revision`` (idempotent)."""
+        """Bring the schema up to ``revision`` (idempotent), safely when several processes or
+        hosts run it at once: one migrates while the others wait, then find nothing to do.
+        PostgreSQL: a transaction-scoped advisory lock taken before Alembic reads the version;
+        SQLite: an exclusive lock on a ``.migrate.lock`` file beside the database."""
         try:
-            with self.engine.begin() as connection:
+            with self._migration_lock(), self.engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
                 command.upgrade(self._alembic(connection), revision)
         except SQLAlchemyError as exc:
             raise StoreError(f"migrating {self.safe_url} failed: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        path = self.url.split(":///", 1)[-1] if is_sqlite(self.engine) else ""
+        if not path or path == ":memory:" or path.startswith("file:") or fcntl is None:
+            yield
+            return
+        lock = Path(path).expanduser().with_name(Path(path).name + ".migrate.lock")
+        with lock.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def current_revision(self) -> str | None:
         with self.engine.connect() as connection:

@@ -509,3 +509,33 @@ rate_buckets = Table(  # shared token buckets (store/limits.py); UNLOGGED on Pos
     Column("allowed", Boolean, nullable=False),
     Column("full_at", Float, nullable=False, index=True),
 )
+
+# --- engines sharing the portfolio (migration 0013) ------------------------------------------
+
+#: One row per automation: which engine process holds it until when. ``epoch`` grows by one at
+#: every claim and fences the holder's commits (store/leases.py): a holder whose epoch is not the
+#: row's any more cannot write a signal, however late it wakes up.
+engine_leases = Table(
+    "engine_leases",
+    metadata,
+    Column("automation", String(64), primary_key=True),
+    Column("holder", String(128), nullable=True),
+    Column("epoch", BigInteger, nullable=False, default=0),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("acquired_at", UTCDateTime, nullable=True),
+    Column("renewed_at", UTCDateTime, nullable=True),
+    Column("committed_at", UTCDateTime, nullable=True),
+    Column("previous_holder", String(128), nullable=True),
+)
+
+#: Every engine process's heartbeat: the live ones (``expires_at`` ahead) share the automations.
+engine_nodes = Table(
+    "engine_nodes",
+    metadata,
+    Column("holder", String(128), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
