@@ -438,9 +438,9 @@ def main() -> None:
     add_common(parser, runs=3)
     args = parser.parse_args()
     if args.pg:
-        from signalmint.config import DeliveryConfig
-
         import fanout_workers
+
+        from signalmint.config import DeliveryConfig
 
         defaults = DeliveryConfig()
         args.concurrency = args.concurrency or defaults.concurrency

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import selectors
 import statistics
@@ -37,9 +38,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from _common import describe_ratio, percentile, print_result, ratios, span
-
 import fanout
+from _common import describe_ratio, percentile, print_result, ratios, span
 
 GROWTH = 1.10  # a count "grows" the throughput when it adds at least 10% over the one before
 
@@ -83,14 +83,12 @@ class Workers:
         command = [sys.executable, "-m", "signalmint.cli", "run", "-c", str(config), "--role", "worker"]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
         self.log = open(logs, "ab")  # noqa: SIM115 - closed in stop()
-        self.procs = [
-            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log, env=env) for _ in range(n)
-        ]
+        self.procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log, env=env) for _ in range(n)]
         selector = selectors.DefaultSelector()
         for proc in self.procs:
             assert proc.stdout is not None
             selector.register(proc.stdout, selectors.EVENT_READ, proc)
-        waiting, deadline = set(self.procs), time.monotonic() + 60
+        waiting, deadline = set(self.procs), time.monotonic() + 180  # a loaded machine imports slowly
         while waiting and time.monotonic() < deadline:
             for key, _ in selector.select(timeout=0.5):
                 proc = key.data
@@ -100,11 +98,11 @@ class Workers:
                     selector.unregister(key.fileobj)
                 elif not line:
                     self.stop()
-                    raise SystemExit(f"a worker exited with {proc.wait()}; see {logs}")
+                    raise SystemExit(f"a worker exited with {proc.wait()}:\n{logs.read_text()[-2000:]}")
         selector.close()
         if waiting:
             self.stop()
-            raise SystemExit(f"{len(waiting)} workers did not start within 60 s; see {logs}")
+            raise SystemExit(f"{len(waiting)} workers did not start within 180 s:\n{logs.read_text()[-2000:]}")
         # the rest of their output is not read: drain it so a chatty worker never blocks on a full pipe
         for proc in self.procs:
             threading.Thread(target=proc.stdout.read, daemon=True).start()  # type: ignore[union-attr]
@@ -250,7 +248,7 @@ def run(args: argparse.Namespace, ports: Any, connections: int) -> None:
             medians = {n: statistics.median(rates[n]) for n in counts}
             best = max(counts, key=lambda n: medians[n])
             saturation = medians[best]
-            stops = next((b for a, b in zip(counts, counts[1:], strict=False) if medians[b] < medians[a] * GROWTH), None)
+            stops = next((b for a, b in itertools.pairwise(counts) if medians[b] < medians[a] * GROWTH), None)
             half = saturation / 2
             signals_per_s = half / args.subscribers
             workers = Workers(best, config, logs)
@@ -280,8 +278,7 @@ def run(args: argparse.Namespace, ports: Any, connections: int) -> None:
         + (f"stops growing at {stops} workers" if stops else "still growing at the largest count")
     )
     print(
-        f"best count vs wrk -c{connections} on the same sink ({span(wrk_rates)[0]:,.0f}/s): "
-        f"{describe_ratio(wrk_stats)}"
+        f"best count vs wrk -c{connections} on the same sink ({span(wrk_rates)[0]:,.0f}/s): {describe_ratio(wrk_stats)}"
     )
     print(
         f"at half saturation ({half:,.0f}/s): commit-to-receipt p50 {med['p50_ms']:.0f} ms, p99 {med['p99_ms']:.0f} ms "
