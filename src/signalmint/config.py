@@ -287,7 +287,7 @@ class DeliveryConfig(_Strict):
         default=timedelta(seconds=60), description="a claimed delivery returns to the queue after this"
     )
     poll: Duration = Field(
-        default=timedelta(milliseconds=500),
+        default=timedelta(milliseconds=100),
         description="an idle worker looks for due deliveries this often (shorter: lower latency, more queries)",
     )
     apprise_extra_schemes: list[str] = Field(
