@@ -357,6 +357,7 @@ def test_kill_9_across_hosts_loses_nothing(engines: str, fabric: Fabric, store: 
     ]
     threads = [threading.Thread(target=c.run, daemon=True) for c in clients]
     try:
+        began = time.monotonic()
         for helper in (receiver, *relays):
             helper.start()
         for name in ("web1", "web2", "worker1", "worker2", "worker3"):
@@ -372,6 +373,7 @@ def test_kill_9_across_hosts_loses_nothing(engines: str, fabric: Fabric, store: 
             assert client.connected.wait(30), f"no SSE connection to {client.url}"
         procs["engine1"].start()
         procs["engine2"].start()
+        ready = time.monotonic()
         first = _first_signal(store, procs, within=120)
         # the kills, at seeded moments after the first signal (a web replica's SSE client has a position by then)
         plan = _schedule(procs, shared)
@@ -391,6 +393,7 @@ def test_kill_9_across_hosts_loses_nothing(engines: str, fabric: Fabric, store: 
         time.sleep(1.2)  # the last restart (1 s after its kill) has happened
         for name in ("engine1", "engine2"):
             procs[name].stop()  # a clean stop: the signal log is final from here
+        stopped = time.monotonic()
         expected = _drain(store, receiver, seconds=90)
         records = _receiver_until(fabric, expected, seconds=30)
         with store.db.engine.connect() as conn:
@@ -404,6 +407,11 @@ def test_kill_9_across_hosts_loses_nothing(engines: str, fabric: Fabric, store: 
             client.stop.set()
         for proc in everyone:
             proc.stop()
+    print(
+        f"\nhosts up and streaming {ready - began:.1f} s, first signal +{first - ready:.1f} s, load and kills "
+        f"+{stopped - first:.1f} s, drained and checked +{time.monotonic() - stopped:.1f} s; kills: "
+        + ", ".join(f"{name} at +{at:.1f} s" for at, name, _ in plan)
+    )
     _check_deliveries(store, expected, records)
     for client in clients:
         missing = signal_ids - client.seen
