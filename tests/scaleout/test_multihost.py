@@ -221,6 +221,7 @@ class SseClient:
     key: str
     seen: set[int] = field(default_factory=set)
     connects: int = 0
+    trouble: list[str] = field(default_factory=list)  # the last few refusals and errors, for a failure's message
     last_id: str | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     connected: threading.Event = field(default_factory=threading.Event)
@@ -234,6 +235,7 @@ class SseClient:
                 try:
                     with client.stream("GET", self.url, headers=headers) as response:
                         if response.status_code != 200:
+                            self.trouble = [*self.trouble[-4:], f"{response.status_code}: {response.read()[:200]!r}"]
                             time.sleep(0.2)
                             continue
                         self.connects += 1
@@ -250,7 +252,8 @@ class SseClient:
                             fields = {}
                             if self.stop.is_set():
                                 return
-                except httpx.HTTPError:  # the replica died (or is quiet): connect again
+                except httpx.HTTPError as exc:  # the replica died (or is quiet): connect again
+                    self.trouble = [*self.trouble[-4:], repr(exc)]
                     time.sleep(0.2)
 
 
@@ -413,9 +416,12 @@ def test_kill_9_across_hosts_loses_nothing(engines: str, fabric: Fabric, store: 
         + ", ".join(f"{name} at +{at:.1f} s" for at, name, _ in plan)
     )
     _check_deliveries(store, expected, records)
-    for client in clients:
+    for client, web in zip(clients, ("web1", "web2"), strict=True):
         missing = signal_ids - client.seen
-        assert not missing, f"{client.url} never streamed signals {sorted(missing)[:10]} ({client.connects} connects)"
+        assert not missing, (
+            f"{client.url} never streamed signals {sorted(missing)[:10]} ({client.connects} connects; "
+            f"last troubles {client.trouble}); {web}'s log:\n{procs[web].tail()}"
+        )
     assert sum(p.kills for p in procs.values()) == len(plan)
     with store.db.engine.connect() as conn:
         chains = conn.execute(
