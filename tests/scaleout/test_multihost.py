@@ -401,6 +401,8 @@ def test_kill_9_across_hosts_loses_nothing(engines: str, fabric: Fabric, store: 
         records = _receiver_until(fabric, expected, seconds=30)
         with store.db.engine.connect() as conn:
             signal_ids = set(conn.execute(select(signals_table.c.id)).scalars())
+        for web in ("web1", "web2"):  # a restarted replica is serving again (a loaded machine starts it slowly)
+            _wait_http(f"http://{fabric.address[web]}:{WEB_PORT}/healthz", procs[web])
         for client in clients:
             deadline = time.monotonic() + 15
             while not signal_ids <= client.seen and time.monotonic() < deadline:
@@ -420,7 +422,7 @@ def test_kill_9_across_hosts_loses_nothing(engines: str, fabric: Fabric, store: 
         missing = signal_ids - client.seen
         assert not missing, (
             f"{client.url} never streamed signals {sorted(missing)[:10]} ({client.connects} connects; "
-            f"last troubles {client.trouble}); {web}'s log:\n{procs[web].tail()}"
+            f"last troubles {client.trouble}); {_order(store, missing, client.seen)}; {web}'s log:\n{procs[web].tail()}"
         )
     assert sum(p.kills for p in procs.values()) == len(plan)
     with store.db.engine.connect() as conn:
@@ -430,6 +432,19 @@ def test_kill_9_across_hosts_loses_nothing(engines: str, fabric: Fabric, store: 
             .having(func.count() > 1)
         ).all()
     assert not chains, f"a signal was committed twice: {chains[:5]}"
+
+
+def _order(store: Store, missing: set[int], seen: set[int]) -> str:
+    """Which missing signals were committed after a signal with a later bar time had been streamed: a
+    stream's cursor (release time, id) had passed them already."""
+    with store.db.engine.connect() as conn:
+        rows = conn.execute(select(signals_table.c.id, signals_table.c.time, signals_table.c.created_at)).all()
+    behind = [
+        r.id
+        for r in rows
+        if r.id in missing and any(o.id in seen and o.time > r.time and o.created_at < r.created_at for o in rows)
+    ]
+    return f"{len(behind)} of them committed after a later-stamped signal was streamed: {sorted(behind)[:10]}"
 
 
 def _first_signal(store: Store, procs: dict[str, Proc], within: float) -> float:
