@@ -3,7 +3,7 @@
 :class:`Fabric` makes a bridge in the root namespace (``10.X.Y.1/24``) and one namespace per
 host, each joined to the bridge by a veth pair and given ``10.X.Y.N``; the hosts reach one
 another and the root namespace through the bridge and nothing else. Every name carries this
-process's id (``smx<pid>``), so parallel runs do not clash, and a run finds and removes what a
+process's id (``smx<pid>a``), so parallel runs do not clash, and a run finds and removes what a
 killed earlier run left behind. :class:`TcpProxy` forwards a port on the bridge address to
 ``127.0.0.1`` (PostgreSQL listens there only), in a thread of the test process.
 
@@ -61,25 +61,37 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _kill_inside(namespace: str) -> None:
+    """SIGKILL every process in ``namespace``: a namespace with a process left lives on, veth and all."""
+    for pid in _ip("netns", "pids", namespace, check=False).stdout.split():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), 9)
+
+
 def sweep_leftovers() -> None:
     """Remove namespaces and bridges an earlier, killed run of this harness left behind."""
     listed = _ip("netns", "list", check=False).stdout.split()
     for name in listed:
-        found = re.fullmatch(rf"{PREFIX}(\d+)-.*", name)
+        found = re.fullmatch(rf"{PREFIX}(\d+)[a-z]-.*", name)
         if found and not _alive(int(found.group(1))):
+            _kill_inside(name)
             _ip("netns", "del", name, check=False)
     for line in _ip("-o", "link", "show", "type", "bridge", check=False).stdout.splitlines():
-        found = re.search(rf"\d+: ({PREFIX}(\d+)b)[:@]", line)
+        found = re.search(rf"\d+: ({PREFIX}(\d+)[a-z]b)[:@]", line)
         if found and not _alive(int(found.group(2))):
             _ip("link", "del", found.group(1), check=False)
 
 
 class Fabric:
-    """Namespaces ``smx<pid>-<host>`` on the bridge ``smx<pid>b``, addresses ``10.X.Y.2`` and up."""
+    """Namespaces ``smx<pid><n>-<host>`` on the bridge ``smx<pid><n>b``, addresses ``10.X.Y.2`` and up
+    (``<n>`` a letter per fabric this process made, so one made after another never meets its leftovers)."""
+
+    made_here = 0
 
     def __init__(self, hosts: Sequence[str]) -> None:
         pid = os.getpid()
-        self.token = f"{PREFIX}{pid}"
+        self.token = f"{PREFIX}{pid}{'abcdefghijklmnopqrstuvwxyz'[Fabric.made_here % 26]}"
+        Fabric.made_here += 1
         self.subnet = f"10.{200 + pid % 50}.{pid // 50 % 250}"
         self.bridge = f"{self.token}b"
         self.gateway = f"{self.subnet}.1"
@@ -114,11 +126,13 @@ class Fabric:
             raise
 
     def down(self) -> None:
-        """Delete every namespace (their veth ends go with them) and the bridge; never raises."""
+        """Kill what still runs in each namespace, delete the namespaces (their veth ends go with them)
+        and the bridge; never raises."""
         for name in reversed(self.made):
             if name == self.bridge:
                 _ip("link", "del", name, check=False)
             else:
+                _kill_inside(name)
                 _ip("netns", "del", name, check=False)
         self.made.clear()
 
