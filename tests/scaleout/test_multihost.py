@@ -341,8 +341,8 @@ def _schedule(procs: dict[str, Proc], shared: bool) -> list[tuple[float, str, bo
         rng.choice([n for n in names if n.startswith("web")]),
         rng.choice([n for n in names if n.startswith("engine")]),
         rng.choice([n for n in names if n.startswith("worker")]),
-        rng.choice([n for n in names if not n.startswith("engine")]),
     ]
+    victims.append(rng.choice([n for n in names if not n.startswith("engine") and n not in victims]))
     moments = sorted(rng.uniform(1.0, LOAD_SECONDS - 4.0) for _ in victims)
     return [(at, name, not (shared and name.startswith("engine"))) for at, name in zip(moments, victims, strict=True)]
 
