@@ -1,8 +1,9 @@
 """Many hosts on one PostgreSQL: 2 web, 2 engine and 3 worker processes, each in its own network
 namespace, kill -9 and restarted at seeded moments, while signals fan out to 1,000 webhooks.
 
-The hosts (:mod:`tests.scaleout.netns`) sit on a bridge in the root namespace; PostgreSQL, which
-listens on 127.0.0.1 only, is reached through a small TCP proxy on the bridge address, as a
+The hosts (:mod:`tests.scaleout.netns`; their processes and the SSE clients:
+:mod:`tests.scaleout.procs`) sit on a bridge in the root namespace; PostgreSQL, which listens on
+127.0.0.1 only, is reached through a small TCP proxy on the bridge address, as a
 database host would be. Every process is a real ``signalmint run --role ...`` reading its own
 config; a webhook receiver (:mod:`tests.scaleout.receiver`) runs in a namespace of its own,
 reached from each worker host through an egress relay on that host's 127.0.0.1 (the SSRF guard's
@@ -32,13 +33,10 @@ Where namespaces cannot be made (not root, no ``ip``, no CAP_NET_ADMIN) the test
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -46,12 +44,11 @@ import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
@@ -68,6 +65,7 @@ from signalmint.store.tables import endpoints as endpoints_table
 from signalmint.store.tables import signals as signals_table
 
 from .netns import Fabric, TcpProxy, unavailable
+from .procs import Proc, SseClient, stop_all, wait_http, wait_log
 
 pytestmark = [pytest.mark.pg, pytest.mark.slow]
 
@@ -160,126 +158,6 @@ def _config(store: Store, automations: list[str], shared: bool) -> str:
             "    detector: {kind: volume_spike, window: 20, cooldown: 1s}",
         ]
     return "\n".join(lines) + "\n"
-
-
-_PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # looked up before any fork: the child only calls it
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL it if the test process dies (a timeout's os._exit leaves no orphans)."""
-    _PRCTL(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG, kept across `ip netns exec`'s exec
-
-
-@dataclass
-class Proc:
-    name: str  # the host (namespace) it runs on
-    argv: list[str]
-    log: Path
-    popen: subprocess.Popen[bytes] | None = None
-    kills: int = 0
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.popen = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-
-    def kill9(self) -> None:
-        assert self.popen is not None
-        self.popen.send_signal(signal.SIGKILL)
-        assert self.popen.wait(10) == -signal.SIGKILL, f"{self.name} was not running when killed:\n{self.tail()}"
-        self.kills += 1
-
-    def stop(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(15)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-
-
-def _stop_all(procs: list[Proc], seconds: float = 20) -> None:
-    """SIGTERM to all at once, then SIGKILL to whatever still runs after ``seconds``."""
-    running = [p.popen for p in procs if p.popen is not None and p.popen.poll() is None]
-    for popen in running:
-        popen.terminate()
-    deadline = time.monotonic() + seconds
-    for popen in running:
-        try:
-            popen.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            popen.wait()
-
-
-def _wait_http(url: str, proc: Proc, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert proc.popen is not None and proc.popen.poll() is None, f"{proc.name} exited:\n{proc.tail()}"
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"{proc.name} did not answer {url} in {seconds:g} s:\n{proc.tail()}")
-
-
-def _wait_log(proc: Proc, word: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while word not in proc.tail():
-        assert proc.popen is not None and proc.popen.poll() is None, f"{proc.name} exited:\n{proc.tail()}"
-        assert time.monotonic() < deadline, f"{proc.name} did not say {word!r} in {seconds:g} s:\n{proc.tail()}"
-        time.sleep(0.1)
-
-
-# --- SSE clients --------------------------------------------------------------------------------
-
-
-@dataclass
-class SseClient:
-    """Reads ``/api/v1/stream`` of one web replica, reconnecting with ``Last-Event-ID``."""
-
-    url: str
-    key: str
-    seen: set[int] = field(default_factory=set)
-    connects: int = 0
-    trouble: list[str] = field(default_factory=list)  # the last few refusals and errors, for a failure's message
-    last_id: str | None = None
-    stop: threading.Event = field(default_factory=threading.Event)
-    connected: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        with httpx.Client(timeout=httpx.Timeout(5.0, read=20.0)) as client:  # pings come every 15 s
-            while not self.stop.is_set():
-                headers = {"Authorization": f"Bearer {self.key}"}
-                if self.last_id is not None:
-                    headers["Last-Event-ID"] = self.last_id
-                try:
-                    with client.stream("GET", self.url, headers=headers) as response:
-                        if response.status_code != 200:
-                            self.trouble = [*self.trouble[-4:], f"{response.status_code}: {response.read()[:200]!r}"]
-                            time.sleep(0.2)
-                            continue
-                        self.connects += 1
-                        self.connected.set()
-                        fields: dict[str, str] = {}
-                        for line in response.iter_lines():
-                            if line:  # a field of the event being read (id, event, data, in any order)
-                                name, _, value = line.partition(":")
-                                fields[name] = value.strip()
-                                continue
-                            if fields.get("event") == "signal" and "id" in fields:  # a blank line ends it
-                                self.last_id = fields["id"]
-                                self.seen.add(int(self.last_id))
-                            fields = {}
-                            if self.stop.is_set():
-                                return
-                except httpx.HTTPError as exc:  # the replica died (or is quiet): connect again
-                    self.trouble = [*self.trouble[-4:], repr(exc)]
-                    time.sleep(0.2)
 
 
 # --- the fabric ----------------------------------------------------------------------------------
@@ -390,11 +268,11 @@ def test_kill_9_across_hosts_loses_nothing(engines: str, fabric: Fabric, store: 
             helper.start()
         for name in ("web1", "web2", "worker1", "worker2", "worker3"):
             procs[name].start()
-        _wait_http(f"http://{receiver_at}:{RECEIVER_PORT}/count", receiver)
+        wait_http(f"http://{receiver_at}:{RECEIVER_PORT}/count", receiver)
         for relay in relays:
-            _wait_log(relay, "relaying")
+            wait_log(relay, "relaying")
         for web in ("web1", "web2"):
-            _wait_http(f"http://{fabric.address[web]}:{WEB_PORT}/healthz", procs[web])
+            wait_http(f"http://{fabric.address[web]}:{WEB_PORT}/healthz", procs[web])
         for thread in threads:
             thread.start()
         for client in clients:
@@ -429,7 +307,7 @@ def test_kill_9_across_hosts_loses_nothing(engines: str, fabric: Fabric, store: 
         with store.db.engine.connect() as conn:  # the on-time signals; a late one is old news, sent to nobody
             signal_ids = set(conn.execute(select(signals_table.c.id).where(~signals_table.c.late)).scalars())
         for web in ("web1", "web2"):  # a restarted replica is serving again (a loaded machine starts it slowly)
-            _wait_http(f"http://{fabric.address[web]}:{WEB_PORT}/healthz", procs[web])
+            wait_http(f"http://{fabric.address[web]}:{WEB_PORT}/healthz", procs[web])
         for client in clients:
             deadline = time.monotonic() + 15
             while not signal_ids <= client.seen and time.monotonic() < deadline:
@@ -437,7 +315,7 @@ def test_kill_9_across_hosts_loses_nothing(engines: str, fabric: Fabric, store: 
     finally:
         for client in clients:
             client.stop.set()
-        _stop_all(everyone)
+        stop_all(everyone)
     print(
         f"\nhosts up and streaming {ready - began:.1f} s, first signal +{first - ready:.1f} s, load and kills "
         f"+{stopped - first:.1f} s, drained and checked +{time.monotonic() - stopped:.1f} s; kills: "
@@ -461,16 +339,14 @@ def test_kill_9_across_hosts_loses_nothing(engines: str, fabric: Fabric, store: 
 
 
 def _order(store: Store, missing: set[int], seen: set[int]) -> str:
-    """Which missing signals were committed after a signal with a later bar time had been streamed: a
-    stream's cursor (release time, id) had passed them already."""
+    """Which missing signals the stream's cursor had passed: one released earlier (``created_at``, stamped
+    before the commit) than a signal the stream already sent, i.e. whose commit became visible later than
+    ``SETTLE`` after its stamp (a slow fan-out transaction on a loaded machine)."""
     with store.db.engine.connect() as conn:
-        rows = conn.execute(select(signals_table.c.id, signals_table.c.time, signals_table.c.created_at)).all()
-    behind = [
-        r.id
-        for r in rows
-        if r.id in missing and any(o.id in seen and o.time > r.time and o.created_at < r.created_at for o in rows)
-    ]
-    return f"{len(behind)} of them committed after a later-stamped signal was streamed: {sorted(behind)[:10]}"
+        rows = conn.execute(select(signals_table.c.id, signals_table.c.created_at)).all()
+    latest = max((r.created_at for r in rows if r.id in seen), default=None)
+    passed = sorted(r.id for r in rows if r.id in missing and latest is not None and r.created_at < latest)
+    return f"{len(passed)} of them released before a signal the stream had already sent: {passed[:10]}"
 
 
 def _first_signal(store: Store, procs: dict[str, Proc], within: float) -> float:
