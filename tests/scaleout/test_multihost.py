@@ -339,14 +339,17 @@ def test_kill_9_across_hosts_loses_nothing(engines: str, fabric: Fabric, store: 
 
 
 def _order(store: Store, missing: set[int], seen: set[int]) -> str:
-    """Which missing signals the stream's cursor had passed: one released earlier (``created_at``, stamped
-    before the commit) than a signal the stream already sent, i.e. whose commit became visible later than
-    ``SETTLE`` after its stamp (a slow fan-out transaction on a loaded machine)."""
+    """The missing signals' release stamps (``created_at``, taken before the commit) against those the stream
+    sent: a stream whose cursor (release stamp, id) passed a signal before its commit became visible, later
+    than ``SETTLE`` after its stamp (a slow fan-out transaction on a loaded machine), never sends it."""
     with store.db.engine.connect() as conn:
-        rows = conn.execute(select(signals_table.c.id, signals_table.c.created_at)).all()
-    latest = max((r.created_at for r in rows if r.id in seen), default=None)
-    passed = sorted(r.id for r in rows if r.id in missing and latest is not None and r.created_at < latest)
-    return f"{len(passed)} of them released before a signal the stream had already sent: {passed[:10]}"
+        rows = conn.execute(select(signals_table.c.id, signals_table.c.automation, signals_table.c.created_at)).all()
+    out = []
+    for r in sorted(rows):
+        if r.id in missing:
+            later = sum(1 for o in rows if o.id in seen and o.created_at > r.created_at)
+            out.append(f"#{r.id} {r.automation} stamped {r.created_at:%H:%M:%S.%f} ({later} sent ones stamped later)")
+    return "; ".join(out[:5])
 
 
 def _first_signal(store: Store, procs: dict[str, Proc], within: float) -> float:
