@@ -24,6 +24,14 @@ with ``--delay-ms`` added per request. Three things are measured:
 Last line: RESULT fanout_per_s=... (at --delay-ms) fanout_no_delay_per_s=... per_cpu_s=...
 wrk_per_s=... ratio_wrk=... apprise_per_s=... ratio_apprise=... lat_offered_per_s=...
 lat_achieved_per_s=... lat_p50_ms=... lat_p99_ms=... lat_samples=... load1=...
+
+With ``--pg`` it measures something else (bench/fanout_workers.py): PostgreSQL in a throwaway
+schema and N real ``signalmint run --role worker`` processes, deliveries/s for ``--workers``
+1,2,4 and where it stops growing, and p99 from commit to receipt at half the saturation:
+
+    uv run python bench/fanout.py --pg [--pg-url URL] [--workers 1,2,4] [--poll-ms 50] [--endpoints 10000]
+
+Last line: RESULT workers=1,2,4 deliveries_per_s=...,...,... p99_ms_at_half=... (and more)
 """
 
 from __future__ import annotations
@@ -153,7 +161,7 @@ def build(db_path: str, sink_port: int, endpoints: int, concurrency: int, batch:
     from signalmint.store.tables import subscribers, subscriptions
 
     settings = Settings(
-        database=f"sqlite:///{db_path}",
+        database=db_path if "://" in db_path else f"sqlite:///{db_path}",  # a path, or a URL (--pg)
         secret="fanout-bench-secret-0123456789",
         delivery=DeliveryConfig(allow_loopback_targets=True, concurrency=concurrency, batch=batch),
         plans=[PlanConfig(id="premium", price=2900, channels=["web", "webhook"])],
@@ -393,10 +401,16 @@ def main() -> None:
     parser.add_argument(
         "--concurrency",
         type=int,
-        default=512,
-        help="the product's delivery.concurrency (requests in flight); wrk uses as many connections",
+        default=None,
+        help="the product's delivery.concurrency (requests in flight; default 512, --pg: the product's default); "
+        "wrk uses as many connections",
     )
-    parser.add_argument("--batch", type=int, default=5000, help="the product's delivery.batch (rows claimed per round)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="the product's delivery.batch (rows claimed per round; default 5000, --pg: the product's default)",
+    )
     parser.add_argument("--wrk-seconds", type=float, default=5, help="length of each wrk run")
     parser.add_argument(
         "--wrk-threads", type=int, default=2, help="wrk -t (threads); connections are the product's in-flight limit"
@@ -410,8 +424,38 @@ def main() -> None:
     parser.add_argument(
         "--drain-timeout", type=float, default=60, help="latency phase: how long to wait for the last deliveries"
     )
+    parser.add_argument(
+        "--pg",
+        action="store_true",
+        help="instead: PostgreSQL and N worker processes (bench/fanout_workers.py): deliveries/s by worker count "
+        "and p99 at half saturation",
+    )
+    parser.add_argument("--pg-url", help="--pg: the PostgreSQL URL (default $SIGNALMINT_TEST_PG); a throwaway schema")
+    parser.add_argument("--workers", default="1,2,4", help="--pg: worker process counts to compare (default 1,2,4)")
+    parser.add_argument(
+        "--poll-ms", type=float, default=None, help="--pg: the workers' delivery.poll in ms (default: the product's)"
+    )
     add_common(parser, runs=3)
     args = parser.parse_args()
+    if args.pg:
+        import fanout_workers
+
+        from signalmint.config import DeliveryConfig
+
+        defaults = DeliveryConfig()
+        args.concurrency = args.concurrency or defaults.concurrency
+        args.batch = args.batch or defaults.batch
+        if args.poll_ms is None:
+            args.poll_ms = defaults.poll.total_seconds() * 1000
+        require_wrk()
+        ports = Ports(args.port_base)
+        with tempfile.TemporaryDirectory() as tmp:
+            settings, db = build(os.path.join(tmp, "probe.db"), 1, 1, args.concurrency, args.batch)
+            db.close()
+        fanout_workers.run(args, ports, in_flight(settings))
+        return
+    args.concurrency = args.concurrency or 512
+    args.batch = args.batch or 5000
     if args.subscribers > args.endpoints:
         parser.error("--subscribers cannot exceed --endpoints")
     require_wrk()

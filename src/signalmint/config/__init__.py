@@ -299,10 +299,21 @@ class DeliveryConfig(_Strict):
     lease: Duration = Field(
         default=timedelta(seconds=60), description="a claimed delivery returns to the queue after this"
     )
+    poll: Duration = Field(
+        default=timedelta(milliseconds=100),
+        description="an idle worker looks for due deliveries this often (shorter: lower latency, more queries)",
+    )
     apprise_extra_schemes: list[str] = Field(
         default_factory=list,
         description="Apprise schemes allowed besides the reviewed ones (README, Apprise and SSRF): knowingly",
     )
+
+    @field_validator("poll")
+    @classmethod
+    def _poll(cls, value: timedelta) -> timedelta:
+        if not timedelta(milliseconds=1) <= value <= timedelta(seconds=60):
+            raise ValueError("poll must be between 1ms and 60s, e.g. 50ms")
+        return value
 
     @field_validator("apprise_extra_schemes")
     @classmethod

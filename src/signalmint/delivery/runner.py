@@ -55,7 +55,7 @@ async def run_worker(settings: Settings, db: Database, stop: asyncio.Event) -> W
         commands = StoreCommands(db, worker.pepper, base_url=settings.base_url, tips=settings.billing.tips)
         bot = asyncio.create_task(run_polling(telegram_bot(context, settings.telegram.token), commands, stop))
     try:
-        await worker.run(stop)
+        await worker.run(stop, idle=settings.delivery.poll.total_seconds())
         if bot is not None:
             await asyncio.wait({bot}, timeout=5)
     finally:
