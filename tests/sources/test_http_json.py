@@ -62,8 +62,8 @@ def source(api: JsonApi, clock: Clock, **options: Any) -> HttpJson:
         "metrics": {"stars": "stargazers_count"},
         "next": "next",
         "interval": "1m",
-        "rate": 1000,
-        "allow_loopback": True,
+        "host_interval": 0.001,
+        "allow_private": True,
     }
     validated = HttpJsonOptions.model_validate(base | options)
     return HttpJson(**validated.model_dump(), clock=clock, sleep=clock.sleep)
@@ -135,9 +135,9 @@ def test_a_429_waits_its_retry_after(api: JsonApi) -> None:
     assert dict(src.rejected) == {"rate_limited": 1}
 
 
-def test_requests_to_one_host_are_spaced_by_the_rate(api: JsonApi) -> None:
+def test_requests_to_one_host_are_spaced_by_the_host_interval(api: JsonApi) -> None:
     clock = Clock()
-    src = source(api, clock, rate=2.0)  # three pages, at most two requests a second
+    src = source(api, clock, host_interval=0.5)  # three pages, at most two requests a second
     (frame,) = asyncio.run(take(src, 1))
     assert len(frame) == 4
     assert clock.slept == [pytest.approx(0.5), pytest.approx(0.5)]
@@ -182,7 +182,7 @@ def test_bad_rows_are_counted_by_reason(api: JsonApi) -> None:
 def test_headers_come_from_the_environment_with_a_user_agent(api: JsonApi, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GH_TOKEN", "s3cret-token")
     src = source(
-        api, Clock(), next=None, headers={"Authorization": "Bearer ${GH_TOKEN}"}, site="https://alerts.example.com"
+        api, Clock(), next=None, headers={"Authorization": "Bearer ${GH_TOKEN}"}, user_agent="signalmint/0.1 (+https://alerts.example.com)"
     )
     asyncio.run(take(src, 1))
     _, headers = api.requests[0]
@@ -196,7 +196,7 @@ def test_urls_go_through_the_ssrf_guard() -> None:
     for url in ("http://127.0.0.1:9/x", "https://10.0.0.8/x", "https://169.254.169.254/latest"):
         with pytest.raises(ValidationError):
             HttpJsonOptions.model_validate(base | {"url": url})
-    HttpJsonOptions.model_validate(base | {"url": "http://127.0.0.1:8080/x", "allow_loopback": True})
+    HttpJsonOptions.model_validate(base | {"url": "http://127.0.0.1:8080/x", "allow_private": True})
     with pytest.raises(ValidationError, match="interval or cron"):
         HttpJsonOptions.model_validate(base | {"url": "https://api.example.com", "interval": "1m", "cron": "* * * * *"})
     with pytest.raises(ValidationError, match="JMESPath"):
@@ -205,7 +205,7 @@ def test_urls_go_through_the_ssrf_guard() -> None:
 
 def test_a_next_page_pointing_inward_is_refused(api: JsonApi) -> None:
     api.pages = [[{"full_name": "a/one", "stargazers_count": 1}], []]
-    src = source(api, Clock(), next="'https://10.0.0.8/steal'", allow_loopback=True)
+    src = source(api, Clock(), next="'https://10.0.0.8/steal'", allow_private=True)
     (frame,) = asyncio.run(take(src, 1))
     assert len(frame) == 1 and src.rejected["http_error"] == 1
     assert len(api.requests) == 1
@@ -245,8 +245,8 @@ def test_the_engine_fires_threshold_on_a_polled_api(api: JsonApi, db: Database, 
                     key="full_name",
                     metrics={"stars": "stargazers_count"},
                     interval=0.02,
-                    rate=1000,
-                    allow_loopback=True,
+                    host_interval=0.001,
+                    allow_private=True,
                 ),
                 detector=DetectorConfig(kind="threshold", column="stars", level=100),
                 retention=None,

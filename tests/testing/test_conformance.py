@@ -110,8 +110,8 @@ SOURCE_OPTIONS: dict[str, Any] = {
         "texts": {"name": "full_name"},
         "next": "next",
         "interval": 0.001,
-        "rate": 10000,
-        "allow_loopback": True,
+        "host_interval": 0,
+        "allow_private": True,
     },
     "push": lambda tmp, url: {"secret": PUSH_SECRET, "metrics": ["value"], "texts": ["note"], "queue": 100},
     "alpaca": lambda tmp, url: {"symbols": ["AAPL", "MSFT", "SPY"], "warmup": 40},  # + the local server's addresses
