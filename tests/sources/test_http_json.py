@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Settings
+from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Settings, parse_settings
 from signalmint.engine import Engine
+from signalmint.errors import ConfigError
 from signalmint.records import Frame
 from signalmint.registry import Registry
 from signalmint.sources.http_json import HttpJson, HttpJsonOptions, next_run
@@ -182,7 +183,11 @@ def test_bad_rows_are_counted_by_reason(api: JsonApi) -> None:
 def test_headers_come_from_the_environment_with_a_user_agent(api: JsonApi, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GH_TOKEN", "s3cret-token")
     src = source(
-        api, Clock(), next=None, headers={"Authorization": "Bearer ${GH_TOKEN}"}, user_agent="signalmint/0.1 (+https://alerts.example.com)"
+        api,
+        Clock(),
+        next=None,
+        headers={"Authorization": "Bearer ${GH_TOKEN}"},
+        user_agent="signalmint/0.1 (+https://alerts.example.com)",
     )
     asyncio.run(take(src, 1))
     _, headers = api.requests[0]
@@ -268,3 +273,106 @@ def test_the_engine_fires_threshold_on_a_polled_api(api: JsonApi, db: Database, 
     asyncio.run(run())
     signals = db.read_sync(list_signals, automation="stars", limit=10)
     assert [s.key for s in signals] == ["a/one"]
+
+
+# -- what http_json shares with rss and web_page (sources/fetch.py, sources/hosts.py) ------------
+
+
+def test_last_modified_goes_back_a_304_gives_no_frame_and_later_pages_are_not_conditional(api: JsonApi) -> None:
+    api.last_modified = "Wed, 01 Jul 2026 10:00:00 GMT"
+    clock = Clock()
+    src = source(api, clock)
+
+    def after_poll() -> None:  # poll 2 is answered 304; then the API changes
+        if src.polls == 2:
+            api.last_modified = "Wed, 01 Jul 2026 11:00:00 GMT"
+            api.set_stars({"c/four": 41})
+
+    clock.hook = after_poll
+    frames = asyncio.run(take(src, 2))
+    assert frames[1].columns["stars"].tolist() == [10.0, 20.0, 30.0, 41.0]
+    sent = [(path, headers.get("If-Modified-Since")) for path, headers in api.requests]
+    old = "Wed, 01 Jul 2026 10:00:00 GMT"
+    assert sent == [
+        ("/repos", None),
+        ("/repos?page=2", None),
+        ("/repos?page=3", None),
+        ("/repos", old),  # 304: the poll ends there, no frame
+        ("/repos", old),  # 200 with the new date; its following pages are read whole
+        ("/repos?page=2", None),
+        ("/repos?page=3", None),
+    ]
+
+
+def test_headers_are_not_sent_on_to_another_origin_by_a_redirect(api: JsonApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_TOKEN", "s3cret")
+    port = api.url.rsplit(":", 1)[1]
+    api.redirects["/repos"] = f"http://localhost:{port}/moved"  # the same server under another name
+    src = source(api, Clock(), next=None, headers={"Authorization": "Bearer ${API_TOKEN}"})
+    (frame,) = asyncio.run(take(src, 1))
+    assert len(frame) == 2
+    (first, first_headers), (second, second_headers) = api.requests[:2]
+    assert (first, second) == ("/repos", "/moved")
+    assert first_headers["Authorization"] == "Bearer s3cret" and "Authorization" not in second_headers
+
+
+def test_requests_of_two_automations_to_one_host_share_its_interval(api: JsonApi, db: Database) -> None:
+    """Two automations polling one API as fast as they may: the process's host gate spaces
+    every request to that host by ``host_interval``, whichever automation sends it."""
+    api.pages = [[{"full_name": "a/one", "stargazers_count": 1}]]
+    gap = 0.2
+
+    def automation(name: str) -> AutomationConfig:
+        options = {"url": f"{api.url}/repos?for={name}", "items": "items", "key": "full_name"}
+        options |= {"metrics": {"stars": "stargazers_count"}, "interval": 0.01, "host_interval": gap}
+        source = PluginConfig(kind="http_json", allow_private=True, **options)
+        return AutomationConfig(name=name, source=source, detector=DetectorConfig(kind="threshold", column="stars",
+                                level=100), retention=None)  # fmt: skip
+
+    settings = Settings(database=db.url, automations=[automation("one"), automation("two")])
+
+    async def run() -> None:
+        engine = Engine(settings, db, Registry.from_entry_points())
+        await engine.start()
+        try:
+            async with asyncio.timeout(10):
+                while len(api.arrivals) < 6:
+                    await asyncio.sleep(0.01)
+        finally:
+            await engine.stop()
+
+    asyncio.run(run())
+    assert {path for path, _ in api.requests} == {"/repos?for=one", "/repos?for=two"}
+    gaps = [b - a for a, b in itertools.pairwise(api.arrivals)]
+    assert min(gaps) > gap * 0.75, gaps  # alone, each would poll every 10 ms
+
+
+def test_the_old_option_names_are_refused_with_the_new_one(registry: Registry) -> None:
+    text = """\
+automations:
+  - name: stars
+    source:
+      kind: http_json
+      url: https://api.github.com/search/repositories?q=llm
+      key: full_name
+      metrics: {stars: stargazers_count}
+      rate: 2
+    detector: {kind: threshold, column: stars, level: 100}
+"""
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(text, file="signalmint.yaml", registry=registry, env={})
+    error = caught.value
+    assert (error.file, error.line, error.key) == ("signalmint.yaml", 8, "automations[0].source.rate")
+    assert error.message == "sources.http_json: `rate` was renamed `host_interval`"
+    assert "host_interval: 1" in str(error.hint)
+    base = {"url": "https://api.example.com/x", "key": "k", "metrics": {"v": "v"}}
+    for old, new in (("site", "user_agent"), ("allow_loopback", "allow_private")):
+        with pytest.raises(ValidationError, match=f"`{old}` was renamed `{new}`"):
+            HttpJsonOptions.model_validate(base | {old: "x"})
+
+
+def test_headers_need_https_to_a_public_host() -> None:
+    base = {"key": "k", "metrics": {"v": "v"}, "headers": {"Authorization": "Bearer ${T}"}}
+    with pytest.raises(ValidationError, match="use https"):
+        HttpJsonOptions.model_validate(base | {"url": "http://api.example.com/x"})
+    HttpJsonOptions.model_validate(base | {"url": "https://api.example.com/x"})
