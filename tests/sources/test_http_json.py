@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import statistics
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -343,8 +344,11 @@ def test_requests_of_two_automations_to_one_host_share_its_interval(api: JsonApi
 
     asyncio.run(run())
     assert {path for path, _ in api.requests} == {"/repos?for=one", "/repos?for=two"}
-    gaps = [b - a for a, b in itertools.pairwise(api.arrivals)]
-    assert min(gaps) > gap * 0.75, gaps  # alone, each would poll every 10 ms
+    # measured where they arrive (a slow first connection may shorten one gap): the span of six
+    # requests is what the gate decides (alone, each automation would poll every 10 ms)
+    arrivals = api.arrivals[:6]
+    assert arrivals[-1] - arrivals[0] > 5 * gap * 0.9, arrivals
+    assert statistics.median(b - a for a, b in itertools.pairwise(arrivals)) > gap * 0.9
 
 
 def test_the_old_option_names_are_refused_with_the_new_one(registry: Registry) -> None:

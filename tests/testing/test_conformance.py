@@ -101,7 +101,9 @@ SOURCE_OPTIONS: dict[str, Any] = {
         "warmup": 60,
         "rate_limit": 0,
     },
-    "evm": lambda tmp, url: {"rpc_url": url, "confirmations": 0, "warmup": 70, "interval": 0.05},
+    "evm": lambda tmp, url: {
+        "rpc_url": url, "confirmations": 0, "warmup": 70, "interval": 0.05, "host_interval": 0
+    },
     "http_json": lambda tmp, url: {
         "url": f"{url}/repos",
         "items": "items",
