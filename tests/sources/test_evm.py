@@ -540,8 +540,9 @@ def test_automations_on_one_node_share_its_host_interval(evm_node: Node, flaky: 
         assert all(s.requests >= 2 for s in sources)
 
     asyncio.run(run())
-    # measured where they arrive, so one slow first connection may shorten one gap: the span of
-    # eight requests is what the gate decides (each source alone: 10 ms apart; unshared: 2 a gap)
-    arrivals = flaky.arrivals[:8]
-    assert arrivals[-1] - arrivals[0] > 7 * gap * 0.9, arrivals
+    # measured where they arrive, so the first (a new connection, a new server thread) may come
+    # late and shorten one gap: the span of the seven after it is what the gate decides (each
+    # source alone: 10 ms apart; unshared: two requests a gap)
+    arrivals = flaky.arrivals[1:8]
+    assert arrivals[-1] - arrivals[0] > 6 * gap * 0.9, arrivals
     assert statistics.median(b - a for a, b in itertools.pairwise(arrivals)) > gap * 0.9

@@ -344,10 +344,11 @@ def test_requests_of_two_automations_to_one_host_share_its_interval(api: JsonApi
 
     asyncio.run(run())
     assert {path for path, _ in api.requests} == {"/repos?for=one", "/repos?for=two"}
-    # measured where they arrive (a slow first connection may shorten one gap): the span of six
-    # requests is what the gate decides (alone, each automation would poll every 10 ms)
-    arrivals = api.arrivals[:6]
-    assert arrivals[-1] - arrivals[0] > 5 * gap * 0.9, arrivals
+    # measured where they arrive, so the first (a new connection, a new server thread) may come
+    # late and shorten one gap: the span of the five after it is what the gate decides (alone,
+    # each automation would poll every 10 ms)
+    arrivals = api.arrivals[1:6]
+    assert arrivals[-1] - arrivals[0] > 4 * gap * 0.9, arrivals
     assert statistics.median(b - a for a, b in itertools.pairwise(arrivals)) > gap * 0.9
 
 
