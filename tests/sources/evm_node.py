@@ -1,9 +1,12 @@
-"""A real local Ethereum node for the ``evm`` source's tests: ganache from npm.
+"""A real local Ethereum node for the ``evm`` source's tests: ganache from npm, else eth-tester.
 
 ``.ci/run`` installs ganache into ``.ci/node`` (``npm install --prefix .ci/node ganache@7``);
 the fixture starts it on a free loopback port in instamine mode (every transaction mines its
 own block, ``evm_mine`` mines an empty one) and the tests force reorgs with
-``evm_snapshot``/``evm_revert``. Without node or ganache the tests are skipped, saying why.
+``evm_snapshot``/``evm_revert``. Where ganache cannot run (no node, not installed, does not
+start), the same tests run against eth-tester's in-memory EVM (py-evm, a dev dependency)
+served over real JSON-RPC HTTP (:mod:`.evm_tester`); only without both are they skipped,
+saying why. ``SIGNALMINT_EVM_NODE=ganache`` or ``=eth-tester`` picks one (default ``auto``).
 
 Transfers come from a token contract hand-written in EVM bytecode (no compiler needed):
 called with ``(address to, uint256 amount)`` it emits ``Transfer(msg.sender, to, amount)``.
@@ -17,6 +20,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -106,17 +110,61 @@ class Node:
         return self.send(sender, token, data)
 
 
-def start_node() -> Node:
+class TesterNode(Node):
+    """The same JSON-RPC, served from eth-tester's in-memory EVM in this process."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.server: ThreadingHTTPServer | None = None
+
+    def start(self) -> None:
+        from .evm_tester import TesterChain, serve  # eth-tester is imported only now
+
+        self.server, self.url = serve(TesterChain())
+        self.accounts = self.rpc("eth_accounts")
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def _ganache() -> Node | str:
+    """A started ganache, or why there is none."""
     if shutil.which("node") is None:
-        pytest.skip("node is not installed: the evm tests need a local ganache (.ci/run installs it)")
+        return "node is not installed (.ci/run installs ganache when npm is there)"
     if not GANACHE.exists():
-        pytest.skip(f"ganache is not installed at {GANACHE}: run `npm install --prefix .ci/node ganache@7`")
+        return f"ganache is not installed at {GANACHE} (`npm install --prefix .ci/node ganache@7.9.2`)"
     node = Node()
     try:
         node.start()
     except RuntimeError as exc:
-        pytest.skip(f"ganache could not start: {exc}")
+        return f"ganache could not start: {exc}"
     return node
+
+
+def _eth_tester() -> Node | str:
+    """eth-tester served over JSON-RPC, or why there is none."""
+    try:
+        node = TesterNode()
+        node.start()
+    except ImportError as exc:
+        return f"eth-tester is not installed ({exc}; `uv sync` installs the dev dependencies)"
+    return node
+
+
+def start_node() -> Node:
+    """ganache if it runs, else eth-tester; a skip naming both reasons when neither can."""
+    choice = os.environ.get("SIGNALMINT_EVM_NODE", "auto")
+    reasons = []
+    for name, start in (("ganache", _ganache), ("eth-tester", _eth_tester)):
+        if choice not in ("auto", name):
+            continue
+        found = start()
+        if isinstance(found, Node):
+            return found
+        reasons.append(found)
+    pytest.skip("no local EVM for the evm tests: " + "; ".join(reasons))
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,16 @@
 ``pages`` are the answers of ``/repos?page=N``; each carries ``next`` (the next page's
 path) until the last. ``etag`` turns conditional GET on; ``fail`` answers that many
 requests with ``fail_status`` (500) first, with ``retry_after`` if set. Every request's
-path and headers are kept in ``requests``.
+path and headers are kept in ``requests``, and its arrival (monotonic seconds) in
+``arrivals``. ``last_modified`` turns on ``Last-Modified``/``If-Modified-Since``;
+``redirects`` maps a path to a ``Location`` answered with a 302.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +27,10 @@ class JsonApi:
         self.fail = 0
         self.fail_status = 500
         self.retry_after: str | None = None
+        self.last_modified: str | None = None
+        self.redirects: dict[str, str] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.arrivals: list[float] = []
         self.url = ""
         self.lock = threading.Lock()
 
@@ -38,12 +44,17 @@ class JsonApi:
     def answer(self, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         with self.lock:
             self.requests.append((path, headers))
+            self.arrivals.append(time.monotonic())
+            if path in self.redirects:
+                return 302, {"Location": self.redirects[path]}, b""
             if self.fail > 0:
                 self.fail -= 1
                 headers = {"Retry-After": self.retry_after} if self.retry_after else {}
                 return self.fail_status, headers, b'{"message": "try later"}'
             if self.etag is not None and headers.get("If-None-Match") == self.etag:
                 return 304, {"ETag": self.etag}, b""
+            if self.last_modified is not None and headers.get("If-Modified-Since") == self.last_modified:
+                return 304, {"Last-Modified": self.last_modified}, b""
             query = parse_qs(urlsplit(path).query)
             page = int((query.get("page") or query.get("cursor") or ["1"])[0])
             rows = self.pages[page - 1] if 1 <= page <= len(self.pages) else []
@@ -54,6 +65,8 @@ class JsonApi:
             out = {"Content-Type": "application/json"}
             if self.etag is not None:
                 out["ETag"] = self.etag
+            if self.last_modified is not None:
+                out["Last-Modified"] = self.last_modified
             return 200, out, json.dumps(body).encode()
 
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import json
+import statistics
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
@@ -54,7 +58,7 @@ async def _quiet_until(
 
 
 def _source(node: Node, **options: Any) -> EvmChain:
-    options = {"interval": 0.02, "backoff": 0.02, **options}
+    options = {"interval": 0.02, "backoff": 0.02, "host_interval": 0, **options}
     return EvmChain(**EvmOptions(rpc_url=node.url, **options).model_dump())
 
 
@@ -268,20 +272,30 @@ def test_a_restart_resumes_after_the_checkpoint_without_gap_or_duplicate(evm_nod
 
 class _FlakyProxy:
     """Forwards JSON-RPC to the node, but while ``failing`` is set answers 500, or 200 with a body
-    that is not JSON-RPC when ``junk`` is set too (and counts them)."""
+    that is not JSON-RPC when ``junk`` is set too (and counts them). ``faults`` scripts the
+    answers to the next requests, one each: a JSON-RPC error object (``rpc_error``), a 429 with
+    ``Retry-After: 2`` (``http_429``), a JSON-RPC "limit exceeded" (``rpc_limit``), no answer
+    within a second (``slow``). Each request's arrival (monotonic seconds) is kept."""
 
     def __init__(self, upstream: str) -> None:
         self.failing = threading.Event()
         self.junk = False
         self.failed = self.junked = 0
         self.agents: set[str] = set()
+        self.faults: list[str] = []
+        self.arrivals: list[float] = []
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                proxy.arrivals.append(time.monotonic())
                 proxy.agents.add(self.headers.get("User-Agent", ""))
-                if proxy.failing.is_set():
+                fault = proxy.faults.pop(0) if proxy.faults else None
+                headers: dict[str, str] = {}
+                if fault is not None:
+                    status, answer, headers = _fault(fault, json.loads(body))
+                elif proxy.failing.is_set():
                     proxy.failed += 1
                     proxy.junked += proxy.junk
                     status, answer = (200, b"<html>maintenance</html>") if proxy.junk else (500, b"trouble")
@@ -289,6 +303,8 @@ class _FlakyProxy:
                     got = httpx.post(upstream, content=body, headers={"Content-Type": "application/json"})
                     status, answer = got.status_code, got.content
                 self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
                 self.wfile.write(answer)
@@ -308,6 +324,25 @@ class _FlakyProxy:
         self.server.server_close()
 
 
+def _fault(fault: str, request: Any) -> tuple[int, bytes, dict[str, str]]:
+    """The scripted answer ``fault`` to a JSON-RPC request (one call or a batch)."""
+    if fault == "http_429":
+        return 429, b"slow down", {"Retry-After": "2"}
+    if fault == "slow":
+        time.sleep(1.0)  # the source's timeout is shorter
+        return 500, b"late", {}
+    error = {"code": -32000, "message": "header not found"}
+    if fault == "rpc_limit":
+        error = {"code": -32005, "message": "daily request count exceeded, request rate limited"}
+    calls = request if isinstance(request, list) else [request]
+    answers = [{"jsonrpc": "2.0", "id": c["id"], "error": error} for c in calls]
+    return (
+        200,
+        json.dumps(answers if isinstance(request, list) else answers[0]).encode(),
+        {"Content-Type": "application/json"},
+    )
+
+
 @pytest.fixture
 def flaky(evm_node: Node) -> Iterator[_FlakyProxy]:
     with _FlakyProxy(evm_node.url) as proxy:
@@ -316,7 +351,7 @@ def flaky(evm_node: Node) -> Iterator[_FlakyProxy]:
 
 def test_rpc_errors_are_counted_and_the_stream_recovers(evm_node: Node, flaky: _FlakyProxy) -> None:
     node = evm_node
-    source = EvmChain(rpc_url=flaky.url, confirmations=0, warmup=1, interval=0.02, backoff=0.02)
+    source = EvmChain(rpc_url=flaky.url, confirmations=0, warmup=1, interval=0.02, backoff=0.02, host_interval=0)
 
     async def run() -> list[Frame]:
         stream = source.stream()
@@ -338,11 +373,13 @@ def test_rpc_errors_are_counted_and_the_stream_recovers(evm_node: Node, flaky: _
 
     frames = asyncio.run(run())
     assert frames[1].columns["number"][0] == frames[0].columns["number"][0] + 1
-    assert source.rejected["rpc_error"] == flaky.failed >= 3
+    # a 500 is an HTTP error, a proxy's HTML page no JSON-RPC answer: each failure counted once
+    assert source.rejected["http_error"] + source.rejected["bad_answer"] == flaky.failed >= 3
+    assert source.rejected["bad_answer"] == flaky.junked >= 2
 
 
 def test_an_unreachable_node_is_retried_not_raised() -> None:
-    source = EvmChain(rpc_url="http://127.0.0.1:9/", interval=0.01, backoff=0.01, timeout=1)
+    source = EvmChain(rpc_url="http://127.0.0.1:9/", interval=0.01, backoff=0.01, timeout=1, host_interval=0)
 
     async def run() -> None:
         stream = source.stream()
@@ -355,7 +392,7 @@ def test_an_unreachable_node_is_retried_not_raised() -> None:
         await stream.aclose()
 
     asyncio.run(run())
-    assert source.rejected["rpc_error"] >= 3
+    assert source.rejected["unreachable"] >= 3 and set(source.rejected) == {"unreachable"}
 
 
 def test_options_are_checked() -> None:
@@ -399,7 +436,7 @@ def test_the_engine_never_hands_retracted_rows_to_the_detector(
     node.mine(1)
     snapshot = node.rpc("evm_snapshot")
     orphan_tx = node.transfer(tokens["USDC"], a[1], a[2], 7_000_000)
-    source = {"kind": "evm", "rpc_url": node.url, "confirmations": 0, "warmup": 1, "interval": 0.02}
+    source = {"kind": "evm", "rpc_url": node.url, "confirmations": 0, "warmup": 1, "interval": 0.02, "host_interval": 0}
     source["tokens"] = {"USDC": {"address": tokens["USDC"], "decimals": 6}}
     settings = Settings(
         database=db.url,
@@ -438,7 +475,7 @@ def test_the_engine_never_hands_retracted_rows_to_the_detector(
 
 def test_requests_name_the_operators_site(evm_node: Node, flaky: _FlakyProxy) -> None:
     """The engine sets ``user_agent`` from ``base_url`` (as for the web sources); every RPC carries it."""
-    source = EvmChain(rpc_url=flaky.url, confirmations=0, warmup=1, interval=0.02, backoff=0.02)
+    source = EvmChain(rpc_url=flaky.url, confirmations=0, warmup=1, interval=0.02, backoff=0.02, host_interval=0)
     source.user_agent = "signalmint/0.1 (+https://alerts.example.com)"
 
     async def run() -> None:
@@ -450,3 +487,62 @@ def test_requests_name_the_operators_site(evm_node: Node, flaky: _FlakyProxy) ->
 
     asyncio.run(run())
     assert flaky.agents == {"signalmint/0.1 (+https://alerts.example.com)"}
+
+
+def test_node_errors_are_counted_by_kind_and_a_429_waits_its_retry_after(evm_node: Node, flaky: _FlakyProxy) -> None:
+    """A JSON-RPC error object, a JSON-RPC "limit exceeded", an HTTP 429 and a timeout: each
+    counted under its own reason (the source's data health), the stream goes on."""
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # real waits kept short; the asked ones recorded
+        waits.append(seconds)
+        await asyncio.sleep(min(seconds, 0.02))
+
+    source = EvmChain(
+        rpc_url=flaky.url, confirmations=0, warmup=1, interval=0.02, backoff=0.02, timeout=0.3, host_interval=0,
+        sleep=sleep,
+    )  # fmt: skip
+    flaky.faults = ["rpc_error", "rpc_limit", "http_429", "slow"]
+
+    async def run() -> Frame:
+        stream = source.stream()
+        try:
+            return await _next(stream, 10)
+        finally:
+            await stream.aclose()
+
+    frame = asyncio.run(run())
+    assert frame.keys.tolist() == ["block"]
+    assert dict(source.rejected) == {"rpc_error": 1, "rate_limited": 2, "timeout": 1}
+    assert waits[:4] == [0.02, 0.04, 2.0, 0.16]  # backoff doubles; the 429 waits its Retry-After
+
+
+def test_automations_on_one_node_share_its_host_interval(evm_node: Node, flaky: _FlakyProxy) -> None:
+    """Two sources on the real clock pointing at one node: every request to it, whichever source
+    sends it, is ``host_interval`` after the previous one (the process's host gate)."""
+    gap = 0.1
+
+    async def run() -> None:
+        sources = [EvmChain(rpc_url=flaky.url, confirmations=0, warmup=1, interval=0.01, host_interval=gap)
+                   for _ in range(2)]  # fmt: skip
+        streams = [s.stream() for s in sources]
+        tasks = [asyncio.ensure_future(anext(s)) for s in streams]
+        try:
+            async with asyncio.timeout(10):
+                while len(flaky.arrivals) < 8:
+                    await asyncio.sleep(0.01)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for stream in streams:
+                with contextlib.suppress(BaseException):
+                    await stream.aclose()
+        assert all(s.requests >= 2 for s in sources)
+
+    asyncio.run(run())
+    # measured where they arrive, so the first (a new connection, a new server thread) may come
+    # late and shorten one gap: the span of the seven after it is what the gate decides (each
+    # source alone: 10 ms apart; unshared: two requests a gap)
+    arrivals = flaky.arrivals[1:8]
+    assert arrivals[-1] - arrivals[0] > 6 * gap * 0.9, arrivals
+    assert statistics.median(b - a for a, b in itertools.pairwise(arrivals)) > gap * 0.9

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import statistics
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,8 +13,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Settings
+from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Settings, parse_settings
 from signalmint.engine.runner import Engine
+from signalmint.errors import ConfigError
 from signalmint.records import Frame
 from signalmint.registry import Registry
 from signalmint.sources.http_json import HttpJson, HttpJsonOptions, next_run
@@ -62,8 +64,8 @@ def source(api: JsonApi, clock: Clock, **options: Any) -> HttpJson:
         "metrics": {"stars": "stargazers_count"},
         "next": "next",
         "interval": "1m",
-        "rate": 1000,
-        "allow_loopback": True,
+        "host_interval": 0.001,
+        "allow_private": True,
     }
     validated = HttpJsonOptions.model_validate(base | options)
     return HttpJson(**validated.model_dump(), clock=clock, sleep=clock.sleep)
@@ -135,9 +137,9 @@ def test_a_429_waits_its_retry_after(api: JsonApi) -> None:
     assert dict(src.rejected) == {"rate_limited": 1}
 
 
-def test_requests_to_one_host_are_spaced_by_the_rate(api: JsonApi) -> None:
+def test_requests_to_one_host_are_spaced_by_the_host_interval(api: JsonApi) -> None:
     clock = Clock()
-    src = source(api, clock, rate=2.0)  # three pages, at most two requests a second
+    src = source(api, clock, host_interval=0.5)  # three pages, at most two requests a second
     (frame,) = asyncio.run(take(src, 1))
     assert len(frame) == 4
     assert clock.slept == [pytest.approx(0.5), pytest.approx(0.5)]
@@ -182,7 +184,11 @@ def test_bad_rows_are_counted_by_reason(api: JsonApi) -> None:
 def test_headers_come_from_the_environment_with_a_user_agent(api: JsonApi, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GH_TOKEN", "s3cret-token")
     src = source(
-        api, Clock(), next=None, headers={"Authorization": "Bearer ${GH_TOKEN}"}, site="https://alerts.example.com"
+        api,
+        Clock(),
+        next=None,
+        headers={"Authorization": "Bearer ${GH_TOKEN}"},
+        user_agent="signalmint/0.1 (+https://alerts.example.com)",
     )
     asyncio.run(take(src, 1))
     _, headers = api.requests[0]
@@ -196,7 +202,7 @@ def test_urls_go_through_the_ssrf_guard() -> None:
     for url in ("http://127.0.0.1:9/x", "https://10.0.0.8/x", "https://169.254.169.254/latest"):
         with pytest.raises(ValidationError):
             HttpJsonOptions.model_validate(base | {"url": url})
-    HttpJsonOptions.model_validate(base | {"url": "http://127.0.0.1:8080/x", "allow_loopback": True})
+    HttpJsonOptions.model_validate(base | {"url": "http://127.0.0.1:8080/x", "allow_private": True})
     with pytest.raises(ValidationError, match="interval or cron"):
         HttpJsonOptions.model_validate(base | {"url": "https://api.example.com", "interval": "1m", "cron": "* * * * *"})
     with pytest.raises(ValidationError, match="JMESPath"):
@@ -205,7 +211,7 @@ def test_urls_go_through_the_ssrf_guard() -> None:
 
 def test_a_next_page_pointing_inward_is_refused(api: JsonApi) -> None:
     api.pages = [[{"full_name": "a/one", "stargazers_count": 1}], []]
-    src = source(api, Clock(), next="'https://10.0.0.8/steal'", allow_loopback=True)
+    src = source(api, Clock(), next="'https://10.0.0.8/steal'", allow_private=True)
     (frame,) = asyncio.run(take(src, 1))
     assert len(frame) == 1 and src.rejected["http_error"] == 1
     assert len(api.requests) == 1
@@ -245,8 +251,8 @@ def test_the_engine_fires_threshold_on_a_polled_api(api: JsonApi, db: Database, 
                     key="full_name",
                     metrics={"stars": "stargazers_count"},
                     interval=0.02,
-                    rate=1000,
-                    allow_loopback=True,
+                    host_interval=0.001,
+                    allow_private=True,
                 ),
                 detector=DetectorConfig(kind="threshold", column="stars", level=100),
                 retention=None,
@@ -268,3 +274,110 @@ def test_the_engine_fires_threshold_on_a_polled_api(api: JsonApi, db: Database, 
     asyncio.run(run())
     signals = db.read_sync(list_signals, automation="stars", limit=10)
     assert [s.key for s in signals] == ["a/one"]
+
+
+# -- what http_json shares with rss and web_page (sources/fetch.py, sources/hosts.py) ------------
+
+
+def test_last_modified_goes_back_a_304_gives_no_frame_and_later_pages_are_not_conditional(api: JsonApi) -> None:
+    api.last_modified = "Wed, 01 Jul 2026 10:00:00 GMT"
+    clock = Clock()
+    src = source(api, clock)
+
+    def after_poll() -> None:  # poll 2 is answered 304; then the API changes
+        if src.polls == 2:
+            api.last_modified = "Wed, 01 Jul 2026 11:00:00 GMT"
+            api.set_stars({"c/four": 41})
+
+    clock.hook = after_poll
+    frames = asyncio.run(take(src, 2))
+    assert frames[1].columns["stars"].tolist() == [10.0, 20.0, 30.0, 41.0]
+    sent = [(path, headers.get("If-Modified-Since")) for path, headers in api.requests]
+    old = "Wed, 01 Jul 2026 10:00:00 GMT"
+    assert sent == [
+        ("/repos", None),
+        ("/repos?page=2", None),
+        ("/repos?page=3", None),
+        ("/repos", old),  # 304: the poll ends there, no frame
+        ("/repos", old),  # 200 with the new date; its following pages are read whole
+        ("/repos?page=2", None),
+        ("/repos?page=3", None),
+    ]
+
+
+def test_headers_are_not_sent_on_to_another_origin_by_a_redirect(api: JsonApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_TOKEN", "s3cret")
+    port = api.url.rsplit(":", 1)[1]
+    api.redirects["/repos"] = f"http://localhost:{port}/moved"  # the same server under another name
+    src = source(api, Clock(), next=None, headers={"Authorization": "Bearer ${API_TOKEN}"})
+    (frame,) = asyncio.run(take(src, 1))
+    assert len(frame) == 2
+    (first, first_headers), (second, second_headers) = api.requests[:2]
+    assert (first, second) == ("/repos", "/moved")
+    assert first_headers["Authorization"] == "Bearer s3cret" and "Authorization" not in second_headers
+
+
+def test_requests_of_two_automations_to_one_host_share_its_interval(api: JsonApi, db: Database) -> None:
+    """Two automations polling one API as fast as they may: the process's host gate spaces
+    every request to that host by ``host_interval``, whichever automation sends it."""
+    api.pages = [[{"full_name": "a/one", "stargazers_count": 1}]]
+    gap = 0.2
+
+    def automation(name: str) -> AutomationConfig:
+        options = {"url": f"{api.url}/repos?for={name}", "items": "items", "key": "full_name"}
+        options |= {"metrics": {"stars": "stargazers_count"}, "interval": 0.01, "host_interval": gap}
+        source = PluginConfig(kind="http_json", allow_private=True, **options)
+        return AutomationConfig(name=name, source=source, detector=DetectorConfig(kind="threshold", column="stars",
+                                level=100), retention=None)  # fmt: skip
+
+    settings = Settings(database=db.url, automations=[automation("one"), automation("two")])
+
+    async def run() -> None:
+        engine = Engine(settings, db, Registry.from_entry_points())
+        await engine.start()
+        try:
+            async with asyncio.timeout(10):
+                while len(api.arrivals) < 6:
+                    await asyncio.sleep(0.01)
+        finally:
+            await engine.stop()
+
+    asyncio.run(run())
+    assert {path for path, _ in api.requests} == {"/repos?for=one", "/repos?for=two"}
+    # measured where they arrive, so the first (a new connection, a new server thread) may come
+    # late and shorten one gap: the span of the five after it is what the gate decides (alone,
+    # each automation would poll every 10 ms)
+    arrivals = api.arrivals[1:6]
+    assert arrivals[-1] - arrivals[0] > 4 * gap * 0.9, arrivals
+    assert statistics.median(b - a for a, b in itertools.pairwise(arrivals)) > gap * 0.9
+
+
+def test_the_old_option_names_are_refused_with_the_new_one(registry: Registry) -> None:
+    text = """\
+automations:
+  - name: stars
+    source:
+      kind: http_json
+      url: https://api.github.com/search/repositories?q=llm
+      key: full_name
+      metrics: {stars: stargazers_count}
+      rate: 2
+    detector: {kind: threshold, column: stars, level: 100}
+"""
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(text, file="signalmint.yaml", registry=registry, env={})
+    error = caught.value
+    assert (error.file, error.line, error.key) == ("signalmint.yaml", 8, "automations[0].source.rate")
+    assert error.message == "sources.http_json: `rate` was renamed `host_interval`"
+    assert "host_interval: 1" in str(error.hint)
+    base = {"url": "https://api.example.com/x", "key": "k", "metrics": {"v": "v"}}
+    for old, new in (("site", "user_agent"), ("allow_loopback", "allow_private")):
+        with pytest.raises(ValidationError, match=f"`{old}` was renamed `{new}`"):
+            HttpJsonOptions.model_validate(base | {old: "x"})
+
+
+def test_headers_need_https_to_a_public_host() -> None:
+    base = {"key": "k", "metrics": {"v": "v"}, "headers": {"Authorization": "Bearer ${T}"}}
+    with pytest.raises(ValidationError, match="use https"):
+        HttpJsonOptions.model_validate(base | {"url": "http://api.example.com/x"})
+    HttpJsonOptions.model_validate(base | {"url": "https://api.example.com/x"})

@@ -101,7 +101,7 @@ SOURCE_OPTIONS: dict[str, Any] = {
         "warmup": 60,
         "rate_limit": 0,
     },
-    "evm": lambda tmp, url: {"rpc_url": url, "confirmations": 0, "warmup": 70, "interval": 0.05},
+    "evm": lambda tmp, url: {"rpc_url": url, "confirmations": 0, "warmup": 70, "interval": 0.05, "host_interval": 0},
     "http_json": lambda tmp, url: {
         "url": f"{url}/repos",
         "items": "items",
@@ -110,8 +110,8 @@ SOURCE_OPTIONS: dict[str, Any] = {
         "texts": {"name": "full_name"},
         "next": "next",
         "interval": 0.001,
-        "rate": 10000,
-        "allow_loopback": True,
+        "host_interval": 0,
+        "allow_private": True,
     },
     "push": lambda tmp, url: {"secret": PUSH_SECRET, "metrics": ["value"], "texts": ["note"], "queue": 100},
     "alpaca": lambda tmp, url: {"symbols": ["AAPL", "MSFT", "SPY"], "warmup": 40},  # + the local server's addresses
@@ -169,6 +169,40 @@ def test_source_conformance(kind: str, check: Any, tmp_path: Path, request: pyte
         check(lambda: _pushed(REGISTRY.build("source", kind, options)))
         return
     check(lambda: REGISTRY.build("source", kind, options))
+
+
+#: ``ccxt`` over its websocket (ccxt.pro) rather than polling: one-second candles, so the suite's
+#: 50 frames are 47 backfilled over REST and the last ones pushed by the stand-in's kline
+#: websocket within about three seconds (REST asks only for a candle the stream is ``delay`` late
+#: with: the seam at the start).
+CCXT_WEBSOCKET_WARMUP = 47
+
+
+@pytest.mark.parametrize("check", list(source_checks()), ids=lambda c: c.__name__)
+def test_ccxt_websocket_mode_passes_the_source_suite(check: Any, exchange: StandInBinance) -> None:
+    options = {
+        "exchange": "binance",
+        "symbols": ["AAA/USDT", "BBB/USDT", "CCC/USDT"],
+        "timeframe": "1s",
+        "urls": {"public": exchange.url, "ws": {"spot": exchange.ws_url}},
+        "stream": "websocket",
+        "warmup": CCXT_WEBSOCKET_WARMUP,
+        "delay": 1.0,
+        "grace": 0.5,
+        "rate_limit": 0,
+    }
+    built: list[Any] = []
+
+    def factory() -> Any:
+        source = REGISTRY.build("source", "ccxt", options)
+        built.append(source)
+        return source
+
+    sent = exchange.ws_messages
+    check(factory)
+    assert all(source.websocket for source in built)  # not a fallback to polling
+    if check.__name__ in ("check_rows_match_schema", "check_ticks_are_valid_bars"):  # 50 frames: 3+ pushed
+        assert exchange.ws_messages > sent
 
 
 # -- the suites themselves: a non-bar source passes, a source breaking its schema fails ----

@@ -877,7 +877,11 @@ def parse_settings(
                 raise
             options = plugin.options
             known = sorted(cls.Options.model_fields)
+            renamed = getattr(cls.Options, "renamed", {})  # old option -> (new name, what to write)
             for key in options:
+                if key in renamed:
+                    fail((*path, key), f"{what}s.{plugin.kind}: `{key}` was renamed `{renamed[key][0]}`",
+                         renamed[key][1])  # fmt: skip
                 if key not in cls.Options.model_fields:
                     close = difflib.get_close_matches(key, known, n=1)
                     hint = f"did you mean `{close[0]}`?" if close else "known options: " + ", ".join(known)

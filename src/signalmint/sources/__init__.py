@@ -12,8 +12,13 @@
   limit, retries with backoff, the SSRF guard).
 - ``web_page`` (:class:`~signalmint.sources.web_page.WebPage`): price, availability and a
   watched region's text of shop pages (schema.org data read by :mod:`~signalmint.sources.shop`).
+- ``http_json`` (:class:`~signalmint.sources.http_json.HttpJson`): rows of any JSON API,
+  mapped by JMESPath, fetched by the same :mod:`~signalmint.sources.fetch` as ``rss``.
 - ``evm`` (:class:`~signalmint.sources.evm.EvmChain`): confirmed blocks and ERC-20
   ``Transfer`` logs of an Ethereum-compatible JSON-RPC node, with reorgs retracted.
+
+Every source that reads the network spaces its requests to one host through the process's
+:class:`~signalmint.sources.hosts.HostGate`, shared by all automations.
 
 Every source checks its rows with a :class:`RowValidator` and counts the bad
 ones in its ``rejected`` mapping instead of raising.

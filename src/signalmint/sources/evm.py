@@ -30,16 +30,29 @@ no web3 dependency. What the source does, and what it decided:
   pipeline sets it to the detector's window when it is not given; none without one). With a
   checkpoint (``since``) the first block after it is found by binary search over heights and
   every block since is emitted: no gap and no duplicate across a restart.
-- **Errors never stop the stream.** A failed request (connection refused, timeout, an HTTP
-  error, a JSON-RPC error, an unreadable answer) is logged, counted in ``rejected`` as
-  ``rpc_error`` and retried with exponential backoff (``backoff`` seconds doubled per
-  failure, at most 60 s); a malformed log is counted as ``bad_value``.
+- **Polite to the node.** Requests to one node (scheme, host, port of ``rpc_url``) are at
+  least ``host_interval`` seconds apart, across every automation of the process pointing at
+  it (the shared :class:`~signalmint.sources.hosts.HostGate` of the web sources): three
+  automations on one provider key stay within one client's budget. A batch is one request.
+  The ``User-Agent`` names the operator's site.
+- **Errors never stop the stream.** A failed request is logged, counted in ``rejected`` by
+  what went wrong, and retried with exponential backoff (``backoff`` seconds doubled per
+  failure, at most 60 s): ``rpc_error`` (the node answered a JSON-RPC error object: a method
+  it lacks, "header not found"...), ``rate_limited`` (HTTP 429, or a JSON-RPC error of code
+  -32005 or saying "rate limit"; the wait is at least its ``Retry-After``), ``timeout`` (no
+  answer within ``timeout``), ``unreachable`` (connection refused or reset, a name that does
+  not resolve), ``http_error`` (another HTTP status) and ``bad_answer`` (not JSON-RPC: a
+  proxy's HTML page, a missing answer in a batch, an unreadable block). These counts are the
+  source's data health (the engine's ``signalmint_rows_rejected_total``, the checkpoint); a
+  malformed log is counted as ``bad_value``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
+import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -53,6 +66,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..records import Frame, Schema, to_datetime64
 from .fetch import default_user_agent
+from .hosts import HostGate, gate_for, host_of
 from .validate import RowValidator
 
 __all__ = ["TRANSFER_TOPIC", "EvmChain", "EvmOptions", "Token"]
@@ -92,6 +106,9 @@ class EvmOptions(BaseModel):
     history: int = Field(128, ge=1, description="Emitted blocks remembered to detect reorgs.")
     backoff: float = Field(1.0, gt=0, description="First retry delay in seconds (doubles, at most 60).")
     timeout: float = Field(10.0, gt=0, description="Seconds before a request is abandoned.")
+    host_interval: float = Field(
+        0.1, ge=0, description="Least seconds between two requests to the node (across automations)."
+    )
 
     @field_validator("tokens")
     @classmethod
@@ -108,7 +125,41 @@ class EvmOptions(BaseModel):
 
 
 class RpcError(Exception):
-    """A JSON-RPC request that failed (transport, HTTP status, error object, bad answer)."""
+    """A JSON-RPC request that failed; ``reason`` is how it is counted (see the module doc)."""
+
+    def __init__(self, reason: str, detail: str, retry_after: float = 0.0) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail, self.retry_after = reason, detail, retry_after
+
+
+#: JSON-RPC error codes that mean "slow down" (EIP-1474's "limit exceeded"; some providers send 429)
+_RATE_CODES = frozenset({-32005, 429})
+
+
+def _rpc_failure(method: str, error: Any) -> RpcError:
+    """The :class:`RpcError` for a JSON-RPC error object."""
+    code = error.get("code") if isinstance(error, dict) else None
+    message = str(error.get("message", "")) if isinstance(error, dict) else str(error)
+    text = f"{method}: {code} {message}"[:200] if code is not None else f"{method}: {message}"[:200]
+    lowered = message.lower()
+    if code in _RATE_CODES or "rate limit" in lowered or "too many requests" in lowered:
+        return RpcError("rate_limited", text)
+    return RpcError("rpc_error", text)
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds from a ``Retry-After`` header (seconds or an HTTP date), at most a minute."""
+    if not value:
+        return 0.0
+    try:
+        return min(max(float(value), 0.0), MAX_BACKOFF)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return 0.0
+    return min(max(when - time.time(), 0.0), MAX_BACKOFF)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,14 +225,19 @@ class EvmChain:
         history: int = 128,
         backoff: float = 1.0,
         timeout: float = 10.0,
+        host_interval: float = 0.1,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        hosts: HostGate | None = None,
     ) -> None:
         self.rpc_url = rpc_url
         self.tokens = {s: Token.model_validate(t) for s, t in (tokens or {}).items()}
         self.blocks, self.confirmations, self.interval = blocks, confirmations, interval
         self.warmup, self.batch, self.history = warmup, batch, history
         self.backoff, self.timeout, self.sleep = backoff, timeout, sleep
+        self.host_interval = host_interval
+        self.hosts = hosts if hosts is not None else gate_for(time.monotonic, sleep)
+        self._host = host_of(rpc_url)
         self._by_address = {t.address.lower(): (s, t.decimals) for s, t in self.tokens.items()}
         self._rejected: Counter[str] = Counter()
         self.requests = 0
@@ -197,7 +253,7 @@ class EvmChain:
 
     @property
     def rejected(self) -> Mapping[str, int]:
-        """Bad rows, RPC failures (``rpc_error``) and orphaned blocks (``reorg``), by reason."""
+        """Bad rows, failed requests (by kind) and orphaned blocks (``reorg``), by reason."""
         return MappingProxyType(self._rejected)
 
     # -- JSON-RPC ----------------------------------------------------------------
@@ -205,21 +261,35 @@ class EvmChain:
     async def _call(self, client: httpx.AsyncClient, calls: list[tuple[str, list[Any]]]) -> list[Any]:
         """The results of a batch of calls, in order; :class:`RpcError` if any failed."""
         body = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(calls)]
+        await self.hosts.turn(self._host, self.host_interval)
         self.requests += 1
         try:
             response = await client.post(self.rpc_url, json=body if len(body) > 1 else body[0])
-            response.raise_for_status()
+        except httpx.TimeoutException as exc:
+            raise RpcError("timeout", f"no answer within {self.timeout}s ({type(exc).__name__})") from exc
+        except httpx.HTTPError as exc:
+            raise RpcError("unreachable", f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+        if response.status_code == 429:
+            wait = _retry_after(response.headers.get("Retry-After"))
+            raise RpcError("rate_limited", f"HTTP 429, Retry-After {wait:g}s", wait)
+        try:
             answer = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise RpcError(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+        except ValueError:
+            answer = None
         answers = answer if isinstance(answer, list) else [answer]
         by_id = {a.get("id"): a for a in answers if isinstance(a, dict)}
+        if not by_id and isinstance(answer, dict) and "error" in answer:  # an error for the whole batch
+            raise _rpc_failure(calls[0][0], answer["error"])
         out = []
         for i, (method, _) in enumerate(calls):
             one = by_id.get(i)
-            if one is None or "error" in one or "result" not in one:
-                error = (one or {}).get("error", "no answer")
-                raise RpcError(f"{method}: {str(error)[:200]}")
+            if one is not None and "error" in one:
+                raise _rpc_failure(method, one["error"])
+            if one is None or "result" not in one:
+                if response.status_code >= 400:
+                    raise RpcError("http_error", f"{method}: HTTP {response.status_code}")
+                kind = response.headers.get("Content-Type", "?")
+                raise RpcError("bad_answer", f"{method}: not a JSON-RPC answer ({kind})")
             out.append(one["result"])
         return out
 
@@ -231,9 +301,9 @@ class EvmChain:
                 return await self._call(client, calls)
             except RpcError as exc:
                 failures += 1
-                self._rejected["rpc_error"] += 1
+                self._rejected[exc.reason] += 1
                 log.warning("evm %s: request failed (%d in a row): %s", self.rpc_url, failures, exc)
-                await self.sleep(min(self.backoff * 2 ** (failures - 1), MAX_BACKOFF))
+                await self.sleep(max(exc.retry_after, min(self.backoff * 2 ** (failures - 1), MAX_BACKOFF)))
 
     async def _head(self, client: httpx.AsyncClient) -> int:
         return _int((await self._persist(client, [("eth_blockNumber", [])]))[0])
@@ -416,7 +486,7 @@ class EvmChain:
             if block is None:
                 return None
             if not _readable(block):
-                self._rejected["rpc_error"] += 1
+                self._rejected["bad_answer"] += 1
                 log.warning("evm %s: an unreadable block: %s", self.rpc_url, str(block)[:200])
                 return None
             number = _int(block["number"])

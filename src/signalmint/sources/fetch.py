@@ -1,4 +1,4 @@
-"""Polite, robust HTTP GETs for the sources that read web pages and feeds (``rss``, ``web_page``).
+"""Polite, robust HTTP GETs for the sources that read the web (``rss``, ``web_page``, ``http_json``).
 
 What every request does, and what was decided:
 
@@ -10,7 +10,8 @@ What every request does, and what was decided:
   A 200 whose body is byte-for-byte the last one is treated the same (many servers send no
   validators).
 - **A per-host rate limit.** Requests to one host are at least ``host_interval`` seconds
-  apart (per source), however many of its URLs are on that host; other hosts go in parallel.
+  apart, however many of its URLs are on that host and however many automations read it
+  (the process's :class:`~signalmint.sources.hosts.HostGate`); other hosts go in parallel.
 - **Timeouts, retries and backoff.** Each request is bounded by ``timeout``. A connection
   error, a timeout, a 5xx or a 408 is retried up to ``retries`` times, ``backoff`` seconds
   doubled per failure (at most 60); a 429 or 503 waits at least its ``Retry-After``. Another
@@ -21,7 +22,8 @@ What every request does, and what was decided:
   be ``http``/``https`` on a public host name or address, without credentials or a browser
   "bad port", and every address a name resolves to is vetted before the socket connects
   (:class:`~signalmint.net.ssrf.VettedResolver`), so DNS rebinding cannot reach a
-  private address. Redirects are followed by hand (at most 5) so each hop is vetted.
+  private address. Redirects are followed by hand (at most 5) so each hop is vetted, and
+  the caller's own headers (an API token) are not sent on to another origin.
   URLs come from the operator's config today, but a template or an admin form may hand
   them to a customer, so the guard is on by default; ``allow_private: true`` is for intranet
   pages and local testing. Plain ``http`` is allowed: reading a public page over http is
@@ -43,19 +45,28 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from importlib.metadata import version
 from types import MappingProxyType
 from typing import Any, ClassVar
 
 import aiohttp
 import yarl
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ..errors import DeliveryError
 from ..net.ssrf import BAD_PORTS, Resolver, UnsafeTarget, VettedResolver, check_host
+from .hosts import HostGate, gate_for, host_of
 
-__all__ = ["MAX_BACKOFF", "Fetcher", "Page", "PoliteOptions", "PoliteSource", "default_user_agent", "vet_url"]
+__all__ = [
+    "MAX_BACKOFF",
+    "FetchOptions",
+    "Fetcher",
+    "Page",
+    "PoliteOptions",
+    "PoliteSource",
+    "default_user_agent",
+    "vet_url",
+]
 
 log = logging.getLogger("signalmint.sources")
 
@@ -106,20 +117,38 @@ def vet_url(url: str, *, allow_private: bool = False) -> str:
     return url
 
 
-class PoliteOptions(BaseModel):
+class FetchOptions(BaseModel):
     """The options every web source shares (see the module doc)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # before ``urls``, whose validator reads it
+    # before the URLs, whose validators read it
     allow_private: bool = Field(False, description="Let URLs reach loopback and private addresses.")
-    urls: list[str] = Field(min_length=1, description="The URLs to poll.")
     timeout: float = Field(20.0, gt=0, description="Seconds before a request is abandoned.")
     retries: int = Field(3, ge=0, le=10, description="Retries of a failed request within one poll.")
     backoff: float = Field(1.0, ge=0, description="First retry delay in seconds (doubles, at most 60).")
     host_interval: float = Field(1.0, ge=0, description="Least seconds between two requests to one host.")
     user_agent: str | None = Field(None, description="User-Agent (default: signalmint/<version> (+base_url)).")
     max_bytes: int = Field(5_000_000, ge=1024, description="Largest body read, bytes.")
+
+    #: Options renamed since: old name -> (new name, what to write instead). ``signalmint check``
+    #: points at the old key's line with this; validating in code says the same.
+    renamed: ClassVar[Mapping[str, tuple[str, str]]] = MappingProxyType({})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_old_names(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            for old, (new, hint) in cls.renamed.items():
+                if old in data:
+                    raise ValueError(f"`{old}` was renamed `{new}`: {hint}")
+        return data
+
+
+class PoliteOptions(FetchOptions):
+    """:class:`FetchOptions` and the ``urls`` polled (``rss``, ``web_page``)."""
+
+    urls: list[str] = Field(min_length=1, description="The URLs to poll.")
 
     @field_validator("urls")
     @classmethod
@@ -163,9 +192,14 @@ class Fetcher:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     resolver: Resolver | None = None
+    #: The per-host gate (default: the process's on the real clock, see :func:`.hosts.gate_for`).
+    hosts: HostGate | None = None
     requests: int = field(default=0, init=False)
     _state: dict[str, _Validators] = field(default_factory=dict, init=False, repr=False)
-    _next_at: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    _gate: HostGate = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._gate = self.hosts if self.hosts is not None else gate_for(self.clock, self.sleep)
 
     def session(self) -> aiohttp.ClientSession:
         resolver = None if self.allow_private else VettedResolver(resolver=self.resolver)
@@ -177,68 +211,80 @@ class Fetcher:
             trust_env=False,
         )
 
-    async def _turn(self, host: str) -> None:
-        """Wait for this host's next slot (reserved before sleeping, so concurrent calls queue)."""
-        now = self.clock()
-        at = max(now, self._next_at.get(host, now))
-        self._next_at[host] = at + self.host_interval
-        if at > now:
-            await self.sleep(at - now)
-
     def _fail(self, reason: str, url: str, detail: str) -> None:
         self.rejected[reason] += 1
         log.warning("%s: %s: %s (%s)", self.source, url, detail, reason)
 
     async def get(self, session: aiohttp.ClientSession, url: str) -> Page | None:
         """``url``'s page if it changed since the last poll; None if not (or on failure)."""
-        state = self._state.setdefault(url, _Validators())
+        page, _ok = await self.fetch(session, url)
+        return page
+
+    async def fetch(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        conditional: bool = True,
+        skip_same: bool = True,
+    ) -> tuple[Page | None, bool]:
+        """``(page, ok)``: the page, or None with ``ok`` when it did not change (a 304, or with
+        ``skip_same`` the same bytes as last time) and without ``ok`` when the request failed
+        (counted). ``headers`` are the caller's own (sent to ``url``'s origin only);
+        ``conditional`` sends and keeps ``url``'s validators."""
+        state = self._state.setdefault(url, _Validators()) if conditional else _Validators()
         for attempt in range(self.retries + 1):
             wait = min(self.backoff * 2**attempt, MAX_BACKOFF)
             try:
-                status, body, headers, final = await self._request(session, url, state)
+                status, body, answer, final = await self._request(session, url, state, headers or {})
             except UnsafeTarget as exc:
                 self._fail("unsafe_url", url, str(exc))
-                return None
+                return None, False
             except _TooLarge:
                 self._fail("too_large", url, f"body over {self.max_bytes} bytes")
-                return None
+                return None, False
             except _Redirects:
                 self._fail("http_error", url, f"more than {MAX_REDIRECTS} redirects")
-                return None
+                return None, False
             except (aiohttp.ClientError, TimeoutError, ValueError, OSError, DeliveryError) as exc:
                 # DeliveryError: a name that does not resolve (from the vetting resolver)
                 self._fail("unreachable", url, f"{type(exc).__name__}: {str(exc)[:200]}")
             else:
                 if status == 304:
-                    return None
+                    return None, True
                 if status == 200:
+                    page = Page(body, answer.get("Content-Type", ""), final)
+                    if not conditional:
+                        return page, True
                     digest = hashlib.blake2b(body, digest_size=16).digest()
-                    state.etag, state.modified = headers.get("ETag"), headers.get("Last-Modified")
-                    if digest == state.digest:
-                        return None
+                    state.etag, state.modified = answer.get("ETag"), answer.get("Last-Modified")
+                    if skip_same and digest == state.digest:
+                        return None, True
                     state.digest = digest
-                    return Page(body, headers.get("Content-Type", ""), final)
-                if status in (429, 503) and "Retry-After" in headers:
-                    self._fail("rate_limited", url, f"HTTP {status}, Retry-After {headers['Retry-After']}")
-                    wait = max(wait, _retry_after(headers["Retry-After"]))
+                    return page, True
+                if status in (429, 503) and "Retry-After" in answer:
+                    self._fail("rate_limited", url, f"HTTP {status}, Retry-After {answer['Retry-After']}")
+                    wait = max(wait, _retry_after(answer["Retry-After"]))
                 elif status == 429:
                     self._fail("rate_limited", url, "HTTP 429")
                 else:
                     self._fail("http_error", url, f"HTTP {status}")
                     if status not in _RETRIED:
-                        return None
+                        return None, False
             if attempt < self.retries:
                 await self.sleep(wait)
-        return None
+        return None, False
 
     async def _request(
-        self, session: aiohttp.ClientSession, url: str, state: _Validators
+        self, session: aiohttp.ClientSession, url: str, state: _Validators, own: Mapping[str, str]
     ) -> tuple[int, bytes, Any, str]:
-        headers = {}
+        headers = dict(own)
         if state.etag:
             headers["If-None-Match"] = state.etag
         if state.modified:
             headers["If-Modified-Since"] = state.modified
+        origin = host_of(url)
         target = url
         for _hop in range(MAX_REDIRECTS + 1):
             vetted = yarl.URL(target)
@@ -247,7 +293,9 @@ class Fetcher:
                     vet_url(target)
                 except ValueError as exc:
                     raise UnsafeTarget(str(exc), target=target) from None
-            await self._turn(vetted.host or "")
+            if host_of(vetted) != origin:  # a token for one API is not handed to another host
+                headers = {}
+            await self._gate.turn(host_of(vetted), self.host_interval)
             self.requests += 1
             async with session.get(vetted, headers=headers, allow_redirects=False) as response:
                 location = response.headers.get("Location")
@@ -285,15 +333,13 @@ def _retry_after(value: str) -> float:
 
 
 class PoliteSource:
-    """What every web-fetching source (``rss``, ``web_page``) shares: its politeness settings
-    (:class:`PoliteOptions`), its counts of rejected requests and rows, and its :class:`Fetcher`."""
+    """What every web-fetching source (``rss``, ``web_page``, ``http_json``) shares: its politeness
+    settings (:class:`FetchOptions`), its counts of rejected requests and rows, and its :class:`Fetcher`."""
 
     kind: ClassVar[str]
 
     def _polite(
         self,
-        urls: list[str],
-        interval: timedelta,
         *,
         timeout: float,
         retries: int,
@@ -305,13 +351,12 @@ class PoliteSource:
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
         resolver: Resolver | None,
+        hosts: HostGate | None = None,
     ) -> None:
-        self.urls = list(urls)
-        self.interval = interval
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.host_interval, self.user_agent, self.allow_private = host_interval, user_agent, allow_private
         self.max_bytes = max_bytes
-        self.clock, self.sleep, self.resolver = clock, sleep, resolver
+        self.clock, self.sleep, self.resolver, self.hosts = clock, sleep, resolver, hosts
         self._rejected: Counter[str] = Counter()
         self.fetcher: Fetcher | None = None
 
@@ -334,4 +379,5 @@ class PoliteSource:
             clock=self.clock,
             sleep=self.sleep,
             resolver=self.resolver,
+            hosts=self.hosts,
         )

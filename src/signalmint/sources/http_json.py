@@ -12,33 +12,42 @@ giving a string). Each poll is one frame. What it decided:
 - **Pages.** ``next`` is an expression over a page giving the next page: a URL (absolute,
   or relative to the page) or a cursor, put into the query as ``cursor_param``. At most
   ``max_pages`` pages per poll; a page URL seen before in the poll ends it.
-- **Polite.** A ``User-Agent`` naming the operator's ``site``; at most ``rate`` requests
-  per second to one host; conditional GET: the first page's ``ETag`` and
-  ``Last-Modified`` are sent back, and a 304 means nothing changed (no rows, no frame).
-- **Robust.** Each request times out after ``timeout`` seconds; a failure (connection
-  error, timeout, 429 or 5xx) is retried ``retries`` times with backoff (``backoff``
-  doubled per failure, at most 60 s; a 429's ``Retry-After`` is the least wait), then the
-  poll is given up and the next one is scheduled. Nothing here stops the engine: every
-  failure and bad row is counted in ``rejected`` by reason: ``http_error``,
-  ``rate_limited``, ``poll_failed``, ``bad_json``, ``missing_key``, ``non_numeric``,
-  ``bad_time``, ``naive_timestamp`` (a time without zone) and the row checks of
-  :mod:`.validate`. A missing metric (null) is kept as NaN (missing).
+- **Polite and robust**, as ``rss`` and ``web_page`` are (:mod:`.fetch`, the same option
+  names): a ``User-Agent`` naming the operator's site (``user_agent``; by default
+  ``signalmint/<version> (+base_url)``); requests to one host at least ``host_interval``
+  seconds apart, across every automation of the process reading that host; conditional GET
+  (the first page's ``ETag`` and ``Last-Modified`` go back, and a 304 means nothing changed:
+  no rows, no frame); ``timeout``, ``retries`` with ``backoff`` (doubled per failure, at most
+  60 s; a 429's or 503's ``Retry-After`` is the least wait), a 4xx other than 429 not
+  retried; redirects followed (each hop vetted, the request's headers not sent to another
+  origin); bodies capped at ``max_bytes``. A poll whose first page fails is given up and the
+  next one is scheduled. Nothing here stops the engine: every failure and bad row is counted
+  in ``rejected`` by reason: ``http_error``, ``unreachable``, ``rate_limited``,
+  ``too_large``, ``unsafe_url``, ``poll_failed`` (a page given up), ``bad_json``,
+  ``missing_key``, ``non_numeric``, ``bad_time``, ``naive_timestamp`` (a time without zone)
+  and the row checks of :mod:`.validate`. A missing metric (null) is kept as NaN (missing).
 - **Secrets.** Header values may hold ``${VAR}``, read from the environment when the
   stream starts (so the secret is neither in the config file nor needed by ``check``).
-- **SSRF.** Every URL (the configured one and each next page) is vetted by the delivery
-  guard, and the connection dials only vetted addresses; loopback and plain ``http`` are
-  refused unless ``allow_loopback`` (for local testing).
+  Headers are only sent over https (or to a private host with ``allow_private``).
+- **SSRF.** The configured URL is vetted by the same guard as ``rss``'s (no loopback,
+  private or metadata address unless ``allow_private``), and the connection dials only
+  vetted addresses. A next page must stay on the configured URL's origin (scheme, host,
+  port): an answer cannot steer the source elsewhere; one that tries is counted as
+  ``http_error``.
+- **Renamed options.** ``rate``, ``site`` and ``allow_loopback`` (before 0.1) are now
+  ``host_interval``, ``user_agent`` and ``allow_private``; the old names are refused with
+  the new one (:attr:`HttpJsonOptions.renamed`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import os
 import re
 import time as _time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -49,22 +58,23 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import aiohttp
 import jmespath
 import numpy as np
+import yarl
 from croniter import croniter
 from jmespath.exceptions import JMESPathError
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from .. import __version__
 from ..config import Duration
 from ..errors import SourceError
-from ..net.ssrf import UnsafeTarget, VettedResolver, check_url
+from ..net.ssrf import Resolver
 from ..records import ColumnKind, Frame, to_datetime64
+from .fetch import FetchOptions, PoliteSource, vet_url
+from .hosts import HostGate, host_of
 from .validate import RowValidator
 
 __all__ = ["HttpJson", "HttpJsonOptions", "next_run"]
 
 log = logging.getLogger("signalmint.sources")
 
-MAX_BACKOFF = 60.0
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -75,12 +85,18 @@ def _compile(expr: str) -> Any:
         raise ValueError(f"not a JMESPath expression: {expr!r} ({exc})") from None
 
 
-class HttpJsonOptions(BaseModel):
-    """Settings of the ``http_json`` source."""
+class HttpJsonOptions(FetchOptions):
+    """Settings of the ``http_json`` source (the fetching ones shared with ``rss`` and ``web_page``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    renamed: ClassVar[Mapping[str, tuple[str, str]]] = MappingProxyType(
+        {
+            "rate": ("host_interval", "seconds between two requests to one host (1 / rate): `host_interval: 1`"),
+            "site": ("user_agent", "the whole User-Agent; by default it names base_url: remove `site`"),
+            "allow_loopback": ("allow_private", "`allow_private: true` (loopback and private addresses)"),
+        }
+    )
 
-    url: str = Field(description="The API address (https; http and loopback only with allow_loopback).")
+    url: str = Field(description="The API address (loopback and private addresses only with allow_private).")
     interval: Duration | None = Field(None, description="Time between polls (default 5m when no cron).")
     cron: str | None = Field(None, description="A five-field cron schedule instead of interval.")
     timezone: str = Field("UTC", description="IANA zone the cron schedule is read in.")
@@ -93,12 +109,11 @@ class HttpJsonOptions(BaseModel):
     next: str | None = Field(None, description="JMESPath (per page): the next page's URL or cursor.")
     cursor_param: str = Field("cursor", description="Query parameter a cursor from `next` is sent in.")
     max_pages: int = Field(10, ge=1, le=1000, description="Most pages fetched per poll.")
-    timeout: float = Field(10.0, gt=0, description="Seconds before a request is abandoned.")
-    retries: int = Field(3, ge=0, le=20, description="Retries of a failed request before the poll is given up.")
-    backoff: float = Field(1.0, gt=0, description="First retry delay in seconds (doubles, at most 60).")
-    rate: float = Field(1.0, gt=0, description="Most requests per second to one host.")
-    site: str | None = Field(None, description="The operator's site, named in the User-Agent.")
-    allow_loopback: bool = Field(False, description="Let loopback addresses and plain http through (testing).")
+
+    @field_validator("url")
+    @classmethod
+    def _safe(cls, value: str, info: ValidationInfo) -> str:
+        return vet_url(value, allow_private=bool(info.data.get("allow_private", False)))
 
     @field_validator("items", "key", "time", "next")
     @classmethod
@@ -136,10 +151,8 @@ class HttpJsonOptions(BaseModel):
         clash = set(self.metrics) & set(self.texts)
         if clash:
             raise ValueError(f"columns both metric and text: {sorted(clash)}")
-        try:
-            check_url(self.url, allow_loopback=self.allow_loopback)
-        except UnsafeTarget as exc:
-            raise ValueError(str(exc)) from None
+        if self.headers and self.url.lower().startswith("http://") and not self.allow_private:
+            raise ValueError(f"{self.url}: headers (an API key) would cross the internet in clear: use https")
         return self
 
 
@@ -156,7 +169,7 @@ def next_run(cron: str, zone: str, after: datetime) -> datetime:
     return found.astimezone(UTC)
 
 
-class HttpJson:
+class HttpJson(PoliteSource):
     """Rows of a JSON API, one frame per poll."""
 
     kind: ClassVar[str] = "http_json"
@@ -181,15 +194,18 @@ class HttpJson:
         next: str | None = None,
         cursor_param: str = "cursor",
         max_pages: int = 10,
-        timeout: float = 10.0,
+        timeout: float = 20.0,
         retries: int = 3,
         backoff: float = 1.0,
-        rate: float = 1.0,
-        site: str | None = None,
-        allow_loopback: bool = False,
+        host_interval: float = 1.0,
+        user_agent: str | None = None,
+        allow_private: bool = False,
+        max_bytes: int = 5_000_000,
         *,
         clock: Callable[[], float] = _time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        resolver: Resolver | None = None,
+        hosts: HostGate | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.url, self.key, self.time = url, key, time
@@ -198,40 +214,41 @@ class HttpJson:
         self.cron, self.timezone = cron, timezone
         self.headers = dict(headers or {})
         self.items, self.next, self.cursor_param, self.max_pages = items, next, cursor_param, max_pages
-        self.timeout, self.retries, self.backoff, self.rate = timeout, retries, backoff, rate
-        self.site, self.allow_loopback = site, allow_loopback
-        self.clock, self.sleep = clock, sleep
+        self._polite(
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            host_interval=host_interval,
+            user_agent=user_agent,
+            allow_private=allow_private,
+            max_bytes=max_bytes,
+            clock=clock,
+            sleep=sleep,
+            resolver=resolver,
+            hosts=hosts,
+        )
         self.environ = environ if environ is not None else os.environ
         self._items, self._key = _compile(items), _compile(key)
         self._time = _compile(time) if time is not None else None
         self._next = _compile(next) if next is not None else None
         self._metrics = {name: _compile(e) for name, e in self.metrics.items()}
         self._texts = {name: _compile(e) for name, e in self.texts.items()}
-        self._rejected: Counter[str] = Counter()
-        self._host_next: dict[str, float] = {}  # host -> earliest time of its next request
-        self._validators: dict[str, str] = {}  # conditional GET: ETag / Last-Modified of the first page
-        self.requests = 0
         self.polls = 0
 
     def __repr__(self) -> str:
         return f"HttpJson(url={self.url!r}, metrics={list(self.metrics)!r})"
 
     @property
-    def rejected(self) -> Mapping[str, int]:
-        """Failed requests and rejected rows so far, by reason."""
-        return MappingProxyType(self._rejected)
-
-    @property
-    def user_agent(self) -> str:
-        site = f"; +{self.site}" if self.site else ""
-        return f"signalmint/{__version__} (http_json{site})"
+    def requests(self) -> int:
+        """Requests sent so far."""
+        return self.fetcher.requests if self.fetcher is not None else 0
 
     def next_poll(self, after: float) -> float:
         """When the poll after one started at ``after`` (epoch seconds) is due."""
         if self.cron is not None:
             return next_run(self.cron, self.timezone, datetime.fromtimestamp(after, UTC)).timestamp()
-        assert self.interval is not None
-        return after + self.interval.total_seconds()
+        interval = self.interval or timedelta(minutes=5)
+        return after + interval.total_seconds()
 
     def _headers(self) -> dict[str, str]:
         def value(match: re.Match[str]) -> str:
@@ -240,76 +257,11 @@ class HttpJson:
                 raise SourceError(f"http_json: header needs ${{{name}}}, which is not in the environment")
             return self.environ[name]
 
-        out = {"User-Agent": self.user_agent, "Accept": "application/json"}
+        out = {"Accept": "application/json"}
         out.update({name: _VAR.sub(value, v) for name, v in self.headers.items()})
         return out
 
     # -- fetching ----------------------------------------------------------------
-
-    async def _polite(self, host: str) -> None:
-        """Wait for ``host``'s turn (``rate`` requests per second)."""
-        now = self.clock()
-        turn = self._host_next.get(host, now)
-        if turn > now:
-            await self.sleep(turn - now)
-        self._host_next[host] = max(turn, now) + 1.0 / self.rate
-
-    async def _get(self, session: aiohttp.ClientSession, url: str, headers: dict[str, str], first: bool) -> Any:
-        """The decoded JSON of ``url``; ``None`` for a 304 or a request given up (counted)."""
-        failures = 0
-        while True:
-            least = 0.0
-            await self._polite(urlsplit(url).netloc)
-            sent = dict(headers)
-            if first:
-                sent.update(self._validators)
-            self.requests += 1
-            try:
-                async with session.get(url, headers=sent, allow_redirects=False) as response:
-                    status = response.status
-                    if status == 304:
-                        return None
-                    if status == 200:
-                        try:
-                            body = await response.json(content_type=None)
-                        except ValueError:
-                            self._rejected["bad_json"] += 1
-                            log.warning("http_json %s: the answer is not JSON", url)
-                            return None
-                        if first:
-                            self._remember(response.headers)
-                        return body
-                    if status == 429:
-                        self._rejected["rate_limited"] += 1
-                        least = _retry_after(response.headers.get("Retry-After"), self.backoff)
-                    else:
-                        self._rejected["http_error"] += 1
-                    log.warning("http_json %s: HTTP %d", url, status)
-                    if status != 429 and status < 500:  # a 4xx other than 429 will not get better
-                        self._rejected["poll_failed"] += 1
-                        return None
-            except UnsafeTarget as exc:
-                self._rejected["http_error"] += 1
-                self._rejected["poll_failed"] += 1
-                log.warning("http_json %s: refused by the SSRF guard: %s", url, exc)
-                return None
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                self._rejected["http_error"] += 1
-                log.warning("http_json %s: %s: %s", url, type(exc).__name__, str(exc)[:200])
-            failures += 1
-            if failures > self.retries:
-                self._rejected["poll_failed"] += 1
-                log.warning("http_json %s: given up after %d attempts; next poll as scheduled", url, failures)
-                return None
-            await self.sleep(max(least, min(self.backoff * 2 ** (failures - 1), MAX_BACKOFF)))
-
-    def _remember(self, headers: Mapping[str, str]) -> None:
-        validators = {}
-        if "ETag" in headers:
-            validators["If-None-Match"] = headers["ETag"]
-        if "Last-Modified" in headers:
-            validators["If-Modified-Since"] = headers["Last-Modified"]
-        self._validators = validators
 
     def _following(self, page: Any, current: str) -> str | None:
         """The next page's URL from ``next``, or None."""
@@ -327,32 +279,43 @@ class HttpJson:
 
     async def poll(self, session: aiohttp.ClientSession) -> list[Any] | None:
         """The rows of every page of one poll; None when nothing changed (304) or it failed."""
+        fetcher = self.fetcher if self.fetcher is not None else self._fetcher()
+        self.fetcher = fetcher
         headers = self._headers()
+        origin = host_of(self.url)
         url: str | None = self.url
         seen: set[str] = set()
         rows: list[Any] = []
         while url is not None and len(seen) < self.max_pages and url not in seen:
-            if seen:  # a page URL comes from the answer: vet it like the configured one
-                try:
-                    check_url(url, allow_loopback=self.allow_loopback)
-                except UnsafeTarget as exc:
-                    self._rejected["http_error"] += 1
-                    log.warning("http_json: next page %s refused: %s", url, exc)
-                    break
             first = not seen
+            if not first and _origin(url) != origin:  # a page URL comes from the answer: same origin only
+                self._rejected["http_error"] += 1
+                log.warning("http_json: next page %s refused: not on %s", url, origin)
+                break
             seen.add(url)
-            page = await self._get(session, url, headers, first)
+            page, ok = await fetcher.fetch(session, url, headers=headers, conditional=first, skip_same=False)
             if page is None:
+                if not ok:
+                    self._rejected["poll_failed"] += 1
+                    log.warning("http_json %s: given up; next poll as scheduled", url)
                 if first:
                     return None
                 break  # keep the pages we have
-            found = self._items.search(page)
+            try:
+                body = json.loads(page.body)
+            except ValueError:  # UnicodeDecodeError included
+                self._rejected["bad_json"] += 1
+                log.warning("http_json %s: the answer is not JSON", url)
+                if first:
+                    return None
+                break
+            found = self._items.search(body)
             if isinstance(found, list):
                 rows.extend(found)
             elif found is not None:
                 self._rejected["bad_json"] += 1
                 log.warning("http_json %s: `items` gives %s, not a list", url, type(found).__name__)
-            url = self._following(page, url)
+            url = self._following(body, url)
         return rows
 
     # -- rows --------------------------------------------------------------------
@@ -397,9 +360,8 @@ class HttpJson:
         schema: dict[str, ColumnKind] = {**dict.fromkeys(self.metrics, "metric"), **dict.fromkeys(self.texts, "text")}
         validator = RowValidator(self._rejected, source=self.kind, schema=schema)
         floor = int(to_datetime64(since).astype(np.int64)) if since is not None else None
-        connector = aiohttp.TCPConnector(resolver=VettedResolver(allow_loopback=self.allow_loopback))
-        timeout = aiohttp.ClientTimeout(total=self.timeout)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        self.fetcher = self._fetcher()
+        async with self.fetcher.session() as session:
             try:
                 while True:
                     started = self.clock()
@@ -416,13 +378,6 @@ class HttpJson:
                     await (self.sleep(wait) if wait > 0 else asyncio.sleep(0))
             finally:
                 validator.flush()
-
-
-def _retry_after(value: str | None, default: float) -> float:
-    try:
-        return max(float(value), 0.0) if value is not None else default
-    except ValueError:
-        return default
 
 
 def _number(value: Any) -> float | None:
@@ -457,3 +412,10 @@ def _time_ns(value: Any) -> int | str:
     if parsed.tzinfo is None:
         return "naive_timestamp"
     return int(to_datetime64(parsed).astype(np.int64))
+
+
+def _origin(url: str) -> str | None:
+    try:
+        return host_of(yarl.URL(url))
+    except (ValueError, TypeError):
+        return None

@@ -43,6 +43,7 @@ from ..config import Duration
 from ..net.ssrf import Resolver
 from ..records import Frame, Schema, to_datetime64
 from .fetch import Page, PoliteOptions, PoliteSource
+from .hosts import HostGate
 from .validate import RowValidator
 
 __all__ = ["Rss", "RssOptions", "entry_rows"]
@@ -130,10 +131,10 @@ class Rss(PoliteSource):
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         resolver: Resolver | None = None,
+        hosts: HostGate | None = None,
     ) -> None:
+        self.urls, self.interval = list(urls), interval
         self._polite(
-            urls,
-            interval,
             timeout=timeout,
             retries=retries,
             backoff=backoff,
@@ -144,6 +145,7 @@ class Rss(PoliteSource):
             clock=clock,
             sleep=sleep,
             resolver=resolver,
+            hosts=hosts,
         )
 
     def __repr__(self) -> str:

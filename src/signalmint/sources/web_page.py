@@ -34,6 +34,7 @@ from ..config import Duration
 from ..net.ssrf import Resolver
 from ..records import Frame, Schema, to_datetime64
 from .fetch import Page, PoliteOptions, PoliteSource
+from .hosts import HostGate
 from .shop import Product, extract, select
 from .validate import RowValidator
 
@@ -102,12 +103,12 @@ class WebPage(PoliteSource):
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         resolver: Resolver | None = None,
+        hosts: HostGate | None = None,
     ) -> None:
         self.selectors = dict(selectors or {})
         self.text_selector = text_selector
+        self.urls, self.interval = list(urls), interval
         self._polite(
-            urls,
-            interval,
             timeout=timeout,
             retries=retries,
             backoff=backoff,
@@ -118,6 +119,7 @@ class WebPage(PoliteSource):
             clock=clock,
             sleep=sleep,
             resolver=resolver,
+            hosts=hosts,
         )
 
     def __repr__(self) -> str:
