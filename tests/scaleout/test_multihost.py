@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from signalmint.credentials import new_api_key
+from signalmint.accounts.credentials import new_api_key
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
