@@ -1,4 +1,5 @@
-"""Running a delivery worker: its shared resources (HTTP session, SMTP, bot) and its loop."""
+"""Running a delivery worker: its shared resources (HTTP session, SMTP, bot), its loop, and the
+report sender's loop beside it (when reports are configured), sharing those resources."""
 
 from __future__ import annotations
 
@@ -54,6 +55,12 @@ async def run_worker(settings: Settings, db: Database, stop: asyncio.Event) -> W
 
         commands = StoreCommands(db, worker.pepper, base_url=settings.base_url, tips=settings.billing.tips)
         bot = asyncio.create_task(run_polling(telegram_bot(context, settings.telegram.token), commands, stop))
+    report_sender = None
+    if any(a.reports for a in settings.automations):  # premium reports: their own outbox and loop
+        from .report_outbox import ReportSender
+
+        sender = ReportSender(settings, db, context, worker.pepper, concurrency=settings.delivery.concurrency)
+        report_sender = asyncio.create_task(sender.run(stop))
     reports = None
     if settings.admin.business_report_on:  # the operator's weekly business report, once a week
         from ..billing.business_schedule import run_business_reports
@@ -65,7 +72,11 @@ async def run_worker(settings: Settings, db: Database, stop: asyncio.Event) -> W
             await asyncio.wait({bot}, timeout=5)
         if reports is not None:
             await asyncio.wait({reports}, timeout=5)
+        if report_sender is not None:
+            await asyncio.wait({report_sender}, timeout=30)
     finally:
+        if report_sender is not None and not report_sender.done():
+            report_sender.cancel()
         if bot is not None and not bot.done():
             bot.cancel()
         if reports is not None and not reports.done():
