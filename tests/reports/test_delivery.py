@@ -457,3 +457,51 @@ def test_kill_9_while_sending_loses_nothing_and_repeats_with_the_same_id(
 
 def webhook_events_all(sink: HttpSink) -> list[Recorded]:
     return [r for r in sink.requests if r.path.startswith("/hook/")]
+
+
+def test_a_free_subscriber_receives_nothing_until_buying_then_once(
+    db: Database, sink: HttpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from signalmint.billing.credits import credit
+    from signalmint.config import DeliveryConfig, PlanConfig
+    from signalmint.store.accounts import subscriber_by_email
+
+    from ..web.test_account_pages import client_for, csrf_of, make_app, sign_up
+    from .test_web import W48 as W48_PATH
+    from .test_web import _automation
+
+    seed_market(db)
+    plans = [
+        PlanConfig(id="free", delay="15m"),
+        PlanConfig(id="premium", price=2900, trial_days=7, channels=["web", "email", "webhook"]),
+    ]
+    app = make_app(db, automations=[_automation()], plans=plans, delivery=DeliveryConfig(allow_loopback_targets=True))
+    settings = app.state.ctx.settings
+    with client_for(app) as fay, client_for(app) as gus:
+        ids = {}
+        for client, email, plan in ((fay, "fay@example.com", "free"), (gus, "gus@example.com", "premium")):
+            sign_up(client, app, email, plan)
+            found = db.read_sync(subscriber_by_email, email)
+            assert found is not None
+            ids[plan] = found.id
+            db.write_sync(
+                add_endpoint, found.id, "webhook", "webhook+" + sink.url(f"/hook/{plan}"), NOW, [new_secret()]
+            )
+        asyncio.run(ReportScheduler(settings, db, clock=lambda: NOW).step())
+        free_id, premium_id = ids["free"], ids["premium"]
+        assert db.read_sync(list_report_deliveries, subscriber_id=free_id) == []  # free: nothing
+        assert len(db.read_sync(list_report_deliveries, subscriber_id=premium_id)) == 2  # W47 and W48, by webhook
+        assert drain(settings, db).sent == 2
+        assert [r.path for r in sink.requests] == ["/hook/premium"] * 2
+
+        db.write_sync(credit, free_id, 5_000_000, "grant", "test-grant", datetime.now(UTC))
+        csrf = csrf_of(fay.get(W48_PATH).text)
+        assert fay.post(W48_PATH + "/buy", data={"csrf": csrf}).status_code == 303
+        assert fay.post(W48_PATH + "/buy", data={"csrf": csrf}).status_code == 303  # a double click
+    (row,) = db.read_sync(list_report_deliveries, subscriber_id=free_id)
+    assert row.reason == "purchase" and row.status == "pending"
+    assert drain(settings, db).sent == 1
+    bought = [r.json() for r in sink.requests if r.path == "/hook/free"]
+    assert len(bought) == 1 and bought[0]["type"] == "report.published"
+    assert bought[0]["data"]["period"]["key"] == "2026-W48"
+    assert drain(settings, db).sent == 0  # nothing more, however often the sender runs
