@@ -219,6 +219,7 @@ def test_files_are_attached_and_inline_images_join_the_html(smtp: SmtpServer) ->
     assert attached.get_content_type() == "application/pdf" and attached.get_content_disposition() == "attachment"
     assert attached.get_filename() == "stocks-weekly-2026-W48.pdf" and attached.get_content() == pdf
     plain, related = alternative.iter_parts()
+    assert plain.get_content_type() == "text/plain"
     body, image = related.iter_parts()
     assert "cid:r1-chart1@signalmint" in body.get_content()
     assert image["Content-ID"] == "<r1-chart1@signalmint>" and image.get_content() == png
