@@ -57,7 +57,7 @@ from ..store.reports import get_report
 from .channels.base import Attachment, Channel, ChannelContext, Message, Receipt
 from .worker import ChannelFactory, backoff, default_channel_factory, unsubscribe_token
 
-__all__ = ["ReportSender", "report_message", "report_payload", "report_text"]
+__all__ = ["PreparedReport", "ReportSender", "prepare_report", "report_message", "report_payload", "report_text"]
 
 log = logging.getLogger("signalmint.delivery.reports")
 Hook = Callable[[str, ReportDelivery], None]  # (point, row): "claimed", "sending", "sent"
@@ -128,7 +128,7 @@ def _inline_images(html: str, report_id: int) -> tuple[str, tuple[Attachment, ..
 
 
 @dataclass(frozen=True, slots=True)
-class _Prepared:
+class PreparedReport:
     """What every message of one report shares (built once per report)."""
 
     report: Report
@@ -141,16 +141,18 @@ class _Prepared:
     body: bytes
 
 
-def _prepare(report: Report, link: str, at: datetime) -> _Prepared:
+def prepare_report(report: Report, link: str, at: datetime) -> PreparedReport:
     subject, text = report_text(report, link)
     html, images = _inline_images(report.email_html, report.id)
     pdf = Attachment(f"{report.filename}.pdf", "application/pdf", report.pdf)
     payload = report_payload(report, link, at)
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-    return _Prepared(report, link, subject, text, html, (pdf, *images), payload, body)
+    return PreparedReport(report, link, subject, text, html, (pdf, *images), payload, body)
 
 
-def report_message(prepared: _Prepared, row: ReportDelivery, endpoint: Endpoint, unsubscribe: str | None) -> Message:
+def report_message(
+    prepared: PreparedReport, row: ReportDelivery, endpoint: Endpoint, unsubscribe: str | None
+) -> Message:
     """One row's message: the email gets the HTML, the charts and the PDF; others the text (and the PDF)."""
     email = endpoint.channel == "email"
     return Message(
@@ -198,7 +200,7 @@ class ReportSender:
         self.sent = 0
         self.failed = 0
         self._channels: dict[int, Channel] = {}
-        self._reports: OrderedDict[int, _Prepared | None] = OrderedDict()
+        self._reports: OrderedDict[int, PreparedReport | None] = OrderedDict()
         self._endpoint_changes: dict[int, tuple[str, str]] = {}
 
     async def run_once(self) -> int:
@@ -249,7 +251,7 @@ class ReportSender:
         for report_id in sorted({r.report_id for r in claimed} - set(self._reports)):
             report = get_report(conn, report_id, content=True)
             link = report_url(self.settings, report.automation, report.name, report.period_key) if report else ""
-            self._reports[report_id] = _prepare(report, link, now) if report is not None else None
+            self._reports[report_id] = prepare_report(report, link, now) if report is not None else None
             while len(self._reports) > _KEEP_REPORTS:
                 self._reports.popitem(last=False)
         endpoints = {e.id: e for e in list_endpoints(conn, ids=sorted({r.endpoint_id for r in claimed}))}
@@ -302,7 +304,7 @@ class ReportSender:
             if report is None:
                 return Outcome(row.id, "skipped", error="the report no longer exists")
             link = report_url(self.settings, report.automation, report.name, report.period_key)
-            prepared = _prepare(report, link, now)
+            prepared = prepare_report(report, link, now)
         unsubscribe = None
         if endpoint.channel == "email":
             token = unsubscribe_token(endpoint.id, self.pepper)
