@@ -83,6 +83,7 @@ class MailboxUnavailable(DeliveryError):
         super().__init__(message, permanent=True)
 
 
+@functools.lru_cache(maxsize=8)
 def _domain_of(sender: str) -> str:
     address = parseaddr(sender)[1]
     return address.rpartition("@")[2] or "localhost"
@@ -129,7 +130,9 @@ def _qp(text: str) -> bytes:
     return binascii.b2a_qp(lines.encode("utf-8"), istext=True).replace(b"\n", _CRLF)
 
 
+@functools.lru_cache(maxsize=32)
 def _text_part(subtype: str, text: str) -> bytes:
+    """A text part; kept for a text many messages share (a report's HTML goes to thousands)."""
     head = f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
     return head.encode() + _qp(text)
 
@@ -222,6 +225,12 @@ def _words(text: str) -> str:
     return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(chunk).decode()}?=" for chunk in chunks)
 
 
+@functools.lru_cache(maxsize=64)
+def _date(at: datetime) -> str:
+    """The Date header's value (a report's thousands of emails share one)."""
+    return format_datetime(at.astimezone(UTC))
+
+
 def _ascii_value(name: str, value: str) -> str:
     if not (value.isascii() and value.isprintable()) or len(value) > 900:
         raise ValueError(f"{name} {value!r} cannot go in a header")
@@ -234,7 +243,7 @@ def email_bytes(message: Message, to: str, sender: str) -> bytes:
     lines = [
         f"To: {_ascii_value('address', to)}",
         f"Subject: {_words(' '.join(message.subject.split()))}",
-        f"Date: {format_datetime(created.astimezone(UTC))}",
+        f"Date: {_date(created)}",
         f"Message-ID: {message_id(message.idempotency_id, sender)}",
         "Auto-Submitted: auto-generated",  # RFC 3834: no vacation auto-replies
     ]
