@@ -194,13 +194,14 @@ def prepare(db: Database, settings: Settings) -> None:
     db.write_sync(sync_automations, [Automation("stocks", "US stocks volume", "", "synthetic", "volume_spike")], NOW)
 
 
-def drain(settings: Settings, db: Database, *, clock: Any = None) -> ReportSender:
+def drain(settings: Settings, db: Database, *, clock: Any = None, **options: Any) -> ReportSender:
     """Run the report sender until nothing is due (a fresh channel context, as a worker has)."""
 
     async def run() -> ReportSender:
         context = channel_context(settings)
         context.extra["telegram.pacer"] = Pacer(per_key_interval=0.0, global_rate=math.inf)
-        options: dict[str, Any] = {"clock": clock} if clock is not None else {}
+        if clock is not None:
+            options["clock"] = clock
         sender = ReportSender(settings, db, context, server_pepper(settings, db), **options)
         try:
             while await sender.run_once():
@@ -505,3 +506,38 @@ def test_a_free_subscriber_receives_nothing_until_buying_then_once(
     assert len(bought) == 1 and bought[0]["type"] == "report.published"
     assert bought[0]["data"]["period"]["key"] == "2026-W48"
     assert drain(settings, db).sent == 0  # nothing more, however often the sender runs
+
+
+def test_a_temporary_failure_retries_later_and_a_permanent_one_is_a_dead_letter(
+    db: Database, smtp: tuple[Inbox, int], bot: tuple[FakeBotApi, str], sink: HttpSink
+) -> None:
+    from signalmint.store.outbox import list_endpoints
+
+    from ..delivery.conftest import Reply
+
+    settings = make_settings(db, smtp[1], bot[1])
+    prepare(db, settings)
+    ann = person(db, settings, "ann@example.com", "premium", [("webhook", "webhook+" + sink.url("/hook/ann"))])
+    bob = person(db, settings, "bob@example.com", "premium", [("webhook", "webhook+" + sink.url("/hook/bob"))])
+    asyncio.run(ReportScheduler(settings, db, clock=lambda: NOW).step())
+    start = datetime.now(UTC)
+    # rows are claimed in order (W47: ann, bob; W48: ann, bob) and sent concurrently: answer by path
+    sink.default = Reply(503, {"retry-after": "1"})
+    first = drain(settings, db, clock=lambda: start)
+    assert first.sent == 0 and first.failed == 4
+    rows = db.read_sync(list_report_deliveries)
+    assert {(r.status, r.attempts) for r in rows} == {("pending", 1)}
+    assert all(start + timedelta(seconds=4) <= r.next_attempt_at <= start + timedelta(seconds=6) for r in rows)
+    assert drain(settings, db, clock=lambda: start + timedelta(seconds=2)).sent == 0  # not due yet
+    # one at a time, in order (W47: ann, bob; W48: ann, bob): bob's receiver is gone for good
+    sink.default = Reply(200)
+    sink.script(Reply(200), Reply(410), Reply(200), Reply(410))
+    second = drain(settings, db, clock=lambda: start + timedelta(seconds=7), concurrency=1)
+    assert second.sent == 2
+    by_endpoint = {r.endpoint_id: r for r in db.read_sync(list_report_deliveries)}
+    assert {r.status for r in by_endpoint.values()} == {"sent", "dead"}
+    assert all(r.status == "sent" for r in db.read_sync(list_report_deliveries) if r.endpoint_id == ann["webhook"])
+    dead = [r for r in db.read_sync(list_report_deliveries) if r.endpoint_id == bob["webhook"]]
+    assert {r.status for r in dead} == {"dead"} and all("permanent" in (r.last_error or "") for r in dead)
+    (endpoint,) = db.read_sync(list_endpoints, bob["subscriber"])
+    assert endpoint.status == "disabled"  # a 410 removes the endpoint, as for alerts
