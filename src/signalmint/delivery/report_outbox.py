@@ -248,12 +248,16 @@ class ReportSender:
         self, conn: Connection, claimed: list[ReportDelivery], now: datetime
     ) -> tuple[dict[int, Endpoint], dict[int, str | None]]:
         """The endpoints, each new report once, and why each row may not be sent (None: it may)."""
-        for report_id in sorted({r.report_id for r in claimed} - set(self._reports)):
+        needed = {r.report_id for r in claimed}
+        for report_id in sorted(needed - set(self._reports)):
             report = get_report(conn, report_id, content=True)
             link = report_url(self.settings, report.automation, report.name, report.period_key) if report else ""
             self._reports[report_id] = prepare_report(report, link, now) if report is not None else None
-            while len(self._reports) > _KEEP_REPORTS:
-                self._reports.popitem(last=False)
+        for report_id in list(self._reports):  # the oldest go first; never one this batch sends
+            if len(self._reports) <= _KEEP_REPORTS:
+                break
+            if report_id not in needed:
+                del self._reports[report_id]
         endpoints = {e.id: e for e in list_endpoints(conn, ids=sorted({r.endpoint_id for r in claimed}))}
         audience = [r for r in claimed if r.reason == "plan"]
         ids = sorted({r.subscriber_id for r in audience})
@@ -298,13 +302,9 @@ class ReportSender:
         if why is not None:
             return Outcome(row.id, "skipped", error=why)
         endpoint = endpoints[row.endpoint_id]
-        prepared = self._reports.get(row.report_id)
-        if prepared is None:  # evicted by a round in between (many reports at once): read it again
-            report = await self.db.read(get_report, row.report_id)
-            if report is None:
-                return Outcome(row.id, "skipped", error="the report no longer exists")
-            link = report_url(self.settings, report.automation, report.name, report.period_key)
-            prepared = prepare_report(report, link, now)
+        prepared = self._reports.get(row.report_id)  # loaded for this batch
+        if prepared is None:
+            return Outcome(row.id, "skipped", error="the report no longer exists")
         unsubscribe = None
         if endpoint.channel == "email":
             token = unsubscribe_token(endpoint.id, self.pepper)
