@@ -303,11 +303,10 @@ async def ours(settings: Any, db: Any, expected: int) -> float:
 
 def messages_for(settings: Any, db: Any, report: Any) -> tuple[Any, list[tuple[int, str]]]:
     """The prepared report and (endpoint id, address) of every recipient, for the peer."""
-    from signalmint.delivery.report_outbox import prepare_report
-    from signalmint.reports.scheduler import report_url
+    from signalmint.delivery.report_outbox import prepare_report, report_link
     from signalmint.store.outbox import list_endpoints
 
-    link = report_url(settings, report.automation, report.name, report.period_key)
+    link = report_link(settings, report)
     prepared = prepare_report(report, link, datetime.now(UTC))
     return prepared, [(e.id, e.url.removeprefix("mailto:")) for e in db.read_sync(list_endpoints)]
 

@@ -39,15 +39,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import Connection
 
+from ..access import is_entitled
 from ..config import Settings
 from ..errors import DeliveryError
 from ..records import Report, ReportSignal, Subscriber, Subscription
-from ..reports.access import in_audience
-from ..reports.publish import find_spec
-from ..reports.scheduler import report_url
 from ..store import Database
 from ..store.accounts import open_subscriptions_of, subscribers_by_id
 from ..store.outbox import Endpoint, Outcome, list_endpoints, set_endpoint_status
@@ -57,12 +56,38 @@ from ..store.reports import get_report
 from .channels.base import Attachment, Channel, ChannelContext, Message, Receipt
 from .worker import ChannelFactory, backoff, default_channel_factory, unsubscribe_token
 
-__all__ = ["PreparedReport", "ReportSender", "prepare_report", "report_message", "report_payload", "report_text"]
+__all__ = [
+    "PreparedReport",
+    "ReportSender",
+    "audience_plans",
+    "prepare_report",
+    "report_link",
+    "report_message",
+    "report_payload",
+    "report_text",
+]
 
 log = logging.getLogger("signalmint.delivery.reports")
 Hook = Callable[[str, ReportDelivery], None]  # (point, row): "claimed", "sending", "sent"
 _DATA_PNG = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 _KEEP_REPORTS = 8  # reports (with their PDF) kept in memory between rounds
+
+
+def report_link(settings: Settings, report: Report) -> str:
+    """The report's page (the address :func:`signalmint.reports.scheduler.report_url` gives: delivery
+    and reports are sibling stages, neither imports the other)."""
+    path = f"/automations/{quote(report.automation)}/reports/{quote(report.name)}/{quote(report.period_key)}"
+    return settings.base_url.rstrip("/") + path
+
+
+def audience_plans(settings: Settings, automation: str, name: str) -> frozenset[str] | None:
+    """The plans whose subscribers receive this definition's reports (None: the definition is gone)."""
+    for candidate in settings.automations:
+        if candidate.name == automation:
+            for spec in candidate.reports:
+                if spec.name == name:
+                    return frozenset(spec.audience.plans)
+    return None
 
 
 def report_text(report: Report, link: str) -> tuple[str, str]:
@@ -251,7 +276,7 @@ class ReportSender:
         needed = {r.report_id for r in claimed}
         for report_id in sorted(needed - set(self._reports)):
             report = get_report(conn, report_id, content=True)
-            link = report_url(self.settings, report.automation, report.name, report.period_key) if report else ""
+            link = report_link(self.settings, report) if report is not None else ""
             self._reports[report_id] = prepare_report(report, link, now) if report is not None else None
         for report_id in list(self._reports):  # the oldest go first; never one this batch sends
             if len(self._reports) <= _KEEP_REPORTS:
@@ -284,12 +309,16 @@ class ReportSender:
             return f"the endpoint is {endpoint.status}"
         if row.reason != "plan":
             return None  # bought: the purchase stands
-        spec = find_spec(self.settings, prepared.report.automation, prepared.report.name)
+        audience = audience_plans(self.settings, prepared.report.automation, prepared.report.name)
         subscription = holdings.get(row.subscriber_id)
+        subscriber = people.get(row.subscriber_id)
         plan = plans.get((subscription.plan_id, subscription.plan_version)) if subscription else None
-        if spec is None or not in_audience(spec, plan, subscription, people.get(row.subscriber_id), now):
+        if (  # as reports.access.in_audience decides
+            audience is None or plan is None or subscription is None or subscriber is None
+            or plan.id not in audience or not is_entitled(subscription, plan, subscriber, now)
+        ):  # fmt: skip
             return "not entitled to this report any more"
-        if plan is None or endpoint.channel not in plan.channels:
+        if endpoint.channel not in plan.channels:
             return "the plan no longer includes this channel"
         return None
 
