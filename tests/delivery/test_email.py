@@ -19,7 +19,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from signalmint.config import EmailConfig
-from signalmint.delivery.channels.base import Channel, ChannelContext, Message
+from signalmint.delivery.channels.base import Attachment, Channel, ChannelContext, Message
 from signalmint.delivery.channels.email import EmailChannel, MailboxUnavailable, SmtpPool, close, smtp_pool
 from signalmint.delivery.render import CHART_CID, chart_png, signal_text
 from signalmint.errors import ConfigError, DeliveryError
@@ -200,6 +200,32 @@ def test_chart_without_html_still_goes_inline(smtp: SmtpServer) -> None:
     _send(channel, _message(chart_png=b"\x89PNG\r\n\x1a\nfake"))
     html = smtp.handler.parsed().get_body(preferencelist=("html",))
     assert html is not None and f"cid:{CHART_CID}" in html.get_content()
+
+
+def test_files_are_attached_and_inline_images_join_the_html(smtp: SmtpServer) -> None:
+    pdf = b"%PDF-1.4\n" + bytes(range(256)) * 40 + b"\n%%EOF"
+    png = b"\x89PNG\r\n\x1a\n" + bytes(200)
+    files = (
+        Attachment("stocks-weekly-2026-W48.pdf", "application/pdf", pdf),
+        Attachment("chart1.png", "image/png", png, content_id="r1-chart1@signalmint"),
+    )
+    html = '<p>Report</p><img src="cid:r1-chart1@signalmint">'
+    channel = EmailChannel.from_url("mailto:ada@example.com", smtp.context())
+    _send(channel, _message(html=html, attachments=files))
+    msg = smtp.handler.parsed()
+    assert msg.get_content_type() == "multipart/mixed"
+    alternative, attached = msg.iter_parts()
+    assert alternative.get_content_type() == "multipart/alternative"
+    assert attached.get_content_type() == "application/pdf" and attached.get_content_disposition() == "attachment"
+    assert attached.get_filename() == "stocks-weekly-2026-W48.pdf" and attached.get_content() == pdf
+    plain, related = alternative.iter_parts()
+    assert plain.get_content_type() == "text/plain"
+    body, image = related.iter_parts()
+    assert "cid:r1-chart1@signalmint" in body.get_content()
+    assert image["Content-ID"] == "<r1-chart1@signalmint>" and image.get_content() == png
+    assert image.get_content_disposition() == "inline"
+    raw = smtp.handler.received[0][2]
+    assert raw.isascii() and max(len(line) for line in raw.split(b"\r\n")) <= 78
 
 
 @pytest.mark.parametrize(

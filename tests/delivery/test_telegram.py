@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from signalmint.delivery.channels.base import Channel, ChannelContext, Message
+from signalmint.delivery.channels.base import Attachment, Channel, ChannelContext, Message
 from signalmint.delivery.channels.telegram import (
     CAPTION_LIMIT,
     TEXT_LIMIT,
@@ -79,7 +79,7 @@ class Call:
     sent: str  # as sent (HTML)
     parse_mode: str | None
     at: float
-    photo: bytes | None = None
+    photo: bytes | None = None  # the photo, or the document of a sendDocument
     photo_filename: str | None = None
     photo_type: str | None = None
 
@@ -119,19 +119,21 @@ class FakeBotApi:
             if queue:
                 status, description, parameters = queue.popleft()
                 return self._error(status, description, parameters)
-        text_field = "caption" if method == "sendPhoto" else "text"
+        captioned = method in ("sendPhoto", "sendDocument")
+        text_field = "caption" if captioned else "text"
         sent = str(data.get(text_field, ""))
         seen = visible(sent, data.get("parse_mode"))
         if seen is None:
             return self._error(400, "Bad Request: can't parse entities")
-        limit = CAPTION_LIMIT if method == "sendPhoto" else TEXT_LIMIT
+        limit = CAPTION_LIMIT if captioned else TEXT_LIMIT
         if len(seen.encode("utf-16-le")) // 2 > limit:
-            return self._error(400, f"Bad Request: message {'caption ' if method == 'sendPhoto' else ''}is too long")
+            return self._error(400, f"Bad Request: message {'caption ' if captioned else ''}is too long")
         if method == "sendMessage" and not seen.strip():
             return self._error(400, "Bad Request: message text is empty")
-        photo = files.get("photo")
-        if method == "sendPhoto" and photo is None:
-            return self._error(400, "Bad Request: there is no photo in the request")
+        file_field = {"sendPhoto": "photo", "sendDocument": "document"}.get(method)
+        photo = files.get(file_field) if file_field else None  # the photo or document sent
+        if file_field is not None and photo is None:
+            return self._error(400, f"Bad Request: there is no {file_field} in the request")
         with self.lock:
             self.calls.append(Call(method, chat, seen, sent, data.get("parse_mode"), time.monotonic(),
                                    *(photo or (None, None, None))))  # fmt: skip
@@ -297,6 +299,19 @@ def test_chart_goes_as_a_photo_with_a_caption_then_follow_ups(fake: FakeBotApi, 
     assert photo.sent.startswith("<b>AT&amp;T traded") and len(photo.text) <= CAPTION_LIMIT
     assert rest and all(c.method == "sendMessage" for c in rest)
     assert "detail line 59" in rest[-1].text
+
+
+def test_a_file_goes_as_a_document_with_a_caption_then_follow_ups(fake: FakeBotApi, base_url: str) -> None:
+    pdf = b"%PDF-1.4\n" + bytes(range(256)) * 40
+    files = (Attachment("chart.png", "image/png", b"\x89PNG", content_id="c1"),  # inline: not the document
+             Attachment("stocks-weekly-2026-W48.pdf", "application/pdf", pdf))  # fmt: skip
+    long_text = "Weekly report\n\n" + "\n".join(f"detail line {i} " * 3 for i in range(60))
+    _send(_context(base_url), "42", _message(text=long_text, subject="Weekly report", attachments=files))
+    document, *rest = fake.calls
+    assert document.method == "sendDocument" and document.photo == pdf
+    assert (document.photo_filename, document.photo_type) == ("stocks-weekly-2026-W48.pdf", "application/pdf")
+    assert document.sent.startswith("<b>Weekly report</b>") and len(document.text) <= CAPTION_LIMIT
+    assert rest and all(c.method == "sendMessage" for c in rest) and "detail line 59" in rest[-1].text
 
 
 def test_429_surfaces_retry_after_and_holds_the_chat(fake: FakeBotApi, base_url: str) -> None:

@@ -50,10 +50,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from signalmint.accounts.credentials import new_api_key
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
+from signalmint.accounts.credentials import new_api_key
 from signalmint.config import PlanConfig, Settings
 from signalmint.records import Automation
 from signalmint.store import Database, sync_automations

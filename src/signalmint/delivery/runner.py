@@ -1,4 +1,5 @@
-"""Running a delivery worker: its shared resources (HTTP session, SMTP, bot) and its loop."""
+"""Running a delivery worker: its shared resources (HTTP session, SMTP, bot), its loop, and the
+report sender's loop beside it (when reports are configured), sharing those resources."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from .channels.base import ChannelContext
 from .channels.telegram import run_polling, telegram_bot
 from .channels.webhook import make_http_session
 from .inspect import inspector_prefix
+from .report_outbox import ReportSender
 from .telegram_commands import StoreCommands
 from .worker import Worker
 
@@ -54,11 +56,19 @@ async def run_worker(settings: Settings, db: Database, stop: asyncio.Event) -> W
     if settings.telegram.token:  # the same process answers the bot's commands
         commands = StoreCommands(db, worker.pepper, base_url=settings.base_url, tips=settings.billing.tips)
         bot = asyncio.create_task(run_polling(telegram_bot(context, settings.telegram.token), commands, stop))
+    report_sender = None
+    if any(a.reports for a in settings.automations):  # premium reports: their own outbox and loop
+        sender = ReportSender(settings, db, context, worker.pepper, concurrency=settings.delivery.concurrency)
+        report_sender = asyncio.create_task(sender.run(stop))
     try:
         await worker.run(stop, idle=settings.delivery.poll.total_seconds())
         if bot is not None:
             await asyncio.wait({bot}, timeout=5)
+        if report_sender is not None:
+            await asyncio.wait({report_sender}, timeout=30)
     finally:
+        if report_sender is not None and not report_sender.done():
+            report_sender.cancel()
         if bot is not None and not bot.done():
             bot.cancel()
         for close in (email.close, telegram.close):  # the SMTP pool and the bot's client, if opened

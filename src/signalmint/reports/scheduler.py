@@ -3,10 +3,14 @@
 :meth:`ReportScheduler.step` asks, per definition, which periods are due at the clock's
 ``now`` (:func:`~signalmint.config.reports.due_periods`, minus those stored), reads the data,
 renders it (HTML, email HTML, PDF) on a worker thread, and stores it with
-``ON CONFLICT DO NOTHING`` on (automation, report, period). A process killed anywhere in
+``ON CONFLICT DO NOTHING`` on (automation, report, period), enqueuing its deliveries in the same
+transaction (:func:`~signalmint.reports.publish.publish`). A process killed anywhere in
 between stored nothing for that period, so the next step renders it again; once stored, a
-period is never rendered again. Two processes racing on one period both render, and only one
-rendering is kept (:func:`~signalmint.store.reports.store_report` says whose).
+period is never rendered again. Before rendering, a step takes the period's lease
+(:func:`~signalmint.store.report_outbox.lease_rendering`, :data:`RENDER_LEASE`): a second engine
+leaves a period alone while the first renders it. A lease outlived (a rendering slower than
+it, a process killed while holding it) only costs a second rendering: the unique key still
+keeps one.
 
 The clock and a fault-injection ``hook`` are passed in: tests fix the time and stop the process
 at a chosen point (``due``, ``rendering``, ``rendered``, ``stored``) to ``kill -9`` it there.
@@ -17,9 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 from ..config import AutomationConfig, Settings
@@ -27,13 +34,17 @@ from ..config.reports import Period, ReportConfig, due_periods
 from ..errors import ConfigError
 from ..records import Report
 from ..store import Connection, Database
-from ..store.reports import period_keys, store_report
+from ..store.report_outbox import lease_rendering, release_rendering
+from ..store.reports import period_keys
 from .build import gather
+from .publish import publish
 from .render import render_report
 
 __all__ = ["Due", "ReportScheduler", "definitions", "find_definition", "render_period", "report_url", "reports_due"]
 
 log = logging.getLogger("signalmint.reports")
+#: How long a step may render one period before another engine may take it over.
+RENDER_LEASE = timedelta(minutes=3)
 Hook = Callable[[str, str, str, str], None]  # (point, automation, report, period key)
 
 
@@ -117,6 +128,7 @@ class ReportScheduler:
         self.clock = clock
         self.hook = hook
         self.rendered = 0  # renderings this process made (a lost race included)
+        self.owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
 
     def _at(self, point: str, due: Due) -> None:
         if self.hook is not None:
@@ -138,19 +150,27 @@ class ReportScheduler:
         now = self.clock()
         stored: list[Report] = []
         for due in await self.db.read(reports_due, self.settings, now):
-            self._at("due", due)
-            report = await asyncio.to_thread(self._render, due, now)
-            self._at("rendered", due)
-            kept, ours = await self.db.write(store_report, report)
-            self._at("stored", due)
+            names = (due.automation.name, due.spec.name, due.period.key)
+            if not await self.db.write(lease_rendering, *names, self.owner, now, RENDER_LEASE):
+                log.info("report %s/%s %s is being rendered elsewhere", *names)
+                continue
+            try:
+                self._at("due", due)
+                report = await asyncio.to_thread(self._render, due, now)
+                self._at("rendered", due)
+                kept, ours, queued = await self.db.write(publish, self.settings, report, self.clock())
+                self._at("stored", due)
+            finally:
+                await self.db.write(release_rendering, *names, self.owner)
             if ours:
                 stored.append(kept)
                 log.info(
-                    "report %s/%s %s stored (%d bytes of PDF)",
+                    "report %s/%s %s stored (%d bytes of PDF), %d deliveries queued",
                     kept.automation,
                     kept.name,
                     kept.period_key,
                     kept.pdf_size,
+                    queued,
                 )
         return stored
 

@@ -539,3 +539,37 @@ engine_nodes = Table(
     Column("heartbeat_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
 )
+
+# --- report delivery (migration 0014) ----------------------------------------------------------
+
+report_deliveries = Table(  # the report outbox: one row per (report, endpoint), enqueued with the report
+    "report_deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("report_id", BigInteger, nullable=False),
+    Column("endpoint_id", BigInteger, ForeignKey("endpoints.id"), nullable=False),
+    Column("subscriber_id", BigInteger, nullable=False, index=True),
+    Column("reason", String(16), nullable=False),  # plan | purchase
+    Column("idempotency_id", String(64), nullable=False, unique=True),
+    Column("status", String(16), nullable=False),  # pending | sending | sent | dead | skipped
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("receipt", JSON, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime, nullable=True),
+    UniqueConstraint("report_id", "endpoint_id"),
+    Index(None, "status", "next_attempt_at"),
+)
+
+report_renderings = Table(  # who renders a period right now: one engine at a time per period
+    "report_renderings",
+    metadata,
+    Column("automation", String(64), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("period_key", String(32), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("lease_until", UTCDateTime, nullable=False),
+)

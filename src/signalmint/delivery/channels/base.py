@@ -19,7 +19,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-__all__ = ["Channel", "ChannelContext", "Message", "Receipt"]
+__all__ = ["Attachment", "Channel", "ChannelContext", "Message", "Receipt"]
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file that goes with a message: a report's PDF, or (``content_id`` set) an image the HTML
+    shows inline (``cid:``). Channels that cannot carry files ignore them: the text has a link."""
+
+    filename: str
+    content_type: str
+    data: bytes
+    content_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +51,7 @@ class Message:
     signal_ids: tuple[int, ...] = ()
     unsubscribe_url: str | None = None  # email: List-Unsubscribe (RFC 8058 one-click POST)
     body: bytes | None = None  # ``payload`` already encoded as compact JSON (shared by many deliveries)
+    attachments: tuple[Attachment, ...] = ()  # email attaches them; Telegram sends the first file as a document
 
 
 @dataclass(frozen=True, slots=True)

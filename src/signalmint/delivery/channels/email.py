@@ -12,6 +12,10 @@ SMTP connections are reused: one :class:`SmtpPool` per worker (kept in the
 another on each, so a batch costs a MAIL/RCPT/DATA exchange per message instead of a TCP and
 TLS handshake, EHLO and login. Close it with :func:`close` when the worker stops.
 
+A message's :attr:`~signalmint.delivery.channels.base.Message.attachments` go along: files
+(a report's PDF) make the whole multipart/mixed, images with a ``content_id`` join the HTML's
+multipart/related so the HTML shows them with ``cid:`` (email clients block ``data:`` images).
+
 The MIME text is written directly (quoted-printable text and HTML, the chart's base64 encoded
 once per chart): the email package takes milliseconds per message with an image.
 
@@ -48,7 +52,7 @@ from signalmint.config import EmailConfig
 from signalmint.delivery.render import CHART_CID
 from signalmint.errors import ConfigError, DeliveryError
 
-from .base import ChannelContext, Message, Receipt
+from .base import Attachment, ChannelContext, Message, Receipt
 
 __all__ = [
     "EmailChannel",
@@ -79,6 +83,7 @@ class MailboxUnavailable(DeliveryError):
         super().__init__(message, permanent=True)
 
 
+@functools.lru_cache(maxsize=8)
 def _domain_of(sender: str) -> str:
     address = parseaddr(sender)[1]
     return address.rpartition("@")[2] or "localhost"
@@ -125,7 +130,9 @@ def _qp(text: str) -> bytes:
     return binascii.b2a_qp(lines.encode("utf-8"), istext=True).replace(b"\n", _CRLF)
 
 
+@functools.lru_cache(maxsize=32)
 def _text_part(subtype: str, text: str) -> bytes:
+    """A text part; kept for a text many messages share (a report's HTML goes to thousands)."""
     head = f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
     return head.encode() + _qp(text)
 
@@ -138,27 +145,56 @@ def _png_part(png: bytes) -> bytes:
     return head.encode() + base64.encodebytes(png).replace(b"\n", _CRLF)
 
 
+_MIX = b"=_sm-mixed"
+_FILENAME_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.+")
+
+
+@functools.lru_cache(maxsize=16)
+def _file_part(file: Attachment) -> bytes:
+    """One attachment's MIME part, base64 encoded once however many recipients get it."""
+    name = "".join(c if c in _FILENAME_SAFE else "_" for c in file.filename)[:120] or "file"
+    kind = (
+        file.content_type
+        if re.fullmatch(r"[a-z0-9.+-]+/[a-z0-9.+-]+", file.content_type)
+        else "application/octet-stream"
+    )
+    head = f'Content-Type: {kind}; name="{name}"\r\nContent-Transfer-Encoding: base64\r\n'
+    if file.content_id is not None:
+        cid = "".join(c for c in file.content_id if c in _ID_SAFE or c in ".@")
+        head += f'Content-ID: <{cid}>\r\nContent-Disposition: inline; filename="{name}"\r\n\r\n'
+    else:
+        head += f'Content-Disposition: attachment; filename="{name}"\r\n\r\n'
+    return head.encode() + base64.encodebytes(file.data).replace(b"\n", _CRLF)
+
+
 def _multipart(subtype: str, boundary: bytes, parts: list[bytes], params: str = "") -> bytes:
     head = f'Content-Type: multipart/{subtype}; boundary="{boundary.decode()}"{params}\r\n\r\n'.encode()
     body = b"".join(b"--" + boundary + _CRLF + part + _CRLF for part in parts)
     return head + body + b"--" + boundary + b"--" + _CRLF
 
 
-def _body(text: str, html: str | None, chart_png: bytes | None) -> bytes:
+def _body(text: str, html: str | None, chart_png: bytes | None, attachments: tuple[Attachment, ...] = ()) -> bytes:
     """The MIME entity: text/plain, or multipart/alternative of text and HTML (multipart/related
-    with the chart when there is one).
+    with the chart and inline images when there are some), inside multipart/mixed with the files.
 
     Written out directly: the email package takes milliseconds for a message with an image,
     which would cap one worker at a few hundred emails a second.
     """
+    inline = [_file_part(a) for a in attachments if a.content_id is not None]
+    files = [_file_part(a) for a in attachments if a.content_id is None]
     if html is None and chart_png:
         html = f'<pre style="font-family:inherit;white-space:pre-wrap;">{escape(text)}</pre>'
     if html is None:
-        return b"MIME-Version: 1.0\r\n" + _text_part("plain", text)
-    html_part = _text_part("html", _with_chart(html) if chart_png else html)
-    if chart_png:
-        html_part = _multipart("related", _REL, [html_part, _png_part(chart_png)], '; type="text/html"')
-    return b"MIME-Version: 1.0\r\n" + _multipart("alternative", _ALT, [_text_part("plain", text), html_part])
+        entity = _text_part("plain", text)
+    else:
+        html_part = _text_part("html", _with_chart(html) if chart_png else html)
+        related = ([_png_part(chart_png)] if chart_png else []) + inline
+        if related:
+            html_part = _multipart("related", _REL, [html_part, *related], '; type="text/html"')
+        entity = _multipart("alternative", _ALT, [_text_part("plain", text), html_part])
+    if files:
+        entity = _multipart("mixed", _MIX, [entity, *files])
+    return b"MIME-Version: 1.0\r\n" + entity
 
 
 @functools.lru_cache(maxsize=8)
@@ -189,6 +225,12 @@ def _words(text: str) -> str:
     return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(chunk).decode()}?=" for chunk in chunks)
 
 
+@functools.lru_cache(maxsize=64)
+def _date(at: datetime) -> str:
+    """The Date header's value (a report's thousands of emails share one)."""
+    return format_datetime(at.astimezone(UTC))
+
+
 def _ascii_value(name: str, value: str) -> str:
     if not (value.isascii() and value.isprintable()) or len(value) > 900:
         raise ValueError(f"{name} {value!r} cannot go in a header")
@@ -201,7 +243,7 @@ def email_bytes(message: Message, to: str, sender: str) -> bytes:
     lines = [
         f"To: {_ascii_value('address', to)}",
         f"Subject: {_words(' '.join(message.subject.split()))}",
-        f"Date: {format_datetime(created.astimezone(UTC))}",
+        f"Date: {_date(created)}",
         f"Message-ID: {message_id(message.idempotency_id, sender)}",
         "Auto-Submitted: auto-generated",  # RFC 3834: no vacation auto-replies
     ]
@@ -212,7 +254,7 @@ def email_bytes(message: Message, to: str, sender: str) -> bytes:
         lines.append(f"List-Unsubscribe: <{url}>")
         lines.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")  # RFC 8058
     head = "".join(line + "\r\n" for line in lines).encode("ascii")
-    return _header("From", sender) + head + _body(message.text, message.html, message.chart_png)
+    return _header("From", sender) + head + _body(message.text, message.html, message.chart_png, message.attachments)
 
 
 def build_email(message: Message, to: str, sender: str) -> EmailMessage:

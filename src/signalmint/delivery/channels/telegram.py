@@ -5,7 +5,9 @@ The operator's bot token comes from the :class:`ChannelContext` unless the URL c
 address is ``context.telegram_base_url`` (tests point it at a local fake).
 
 Sending: with a chart, ``sendPhoto`` (multipart) whose caption holds the start of the text
-(captions stop at 1,024 characters), the rest in ``sendMessage`` follow-ups; without one,
+(captions stop at 1,024 characters), the rest in ``sendMessage`` follow-ups; with a file among
+the message's attachments (a report's PDF), ``sendDocument`` (multipart, field ``document``) in
+the same way; with neither,
 ``sendMessage``; text is split at paragraph, line or word boundaries into parts of at most
 4,096 characters. Text goes as ``parse_mode=HTML``, escaped, the subject in bold. The parts
 already delivered for an ``idempotency_id`` are remembered (bounded), so a retry after a
@@ -52,7 +54,7 @@ import httpx
 from signalmint.delivery.pacing import Pacer
 from signalmint.errors import ConfigError, DeliveryError
 
-from .base import ChannelContext, Message, Receipt
+from .base import Attachment, ChannelContext, Message, Receipt
 
 __all__ = [
     "BotCommands",
@@ -340,6 +342,15 @@ class TelegramBot:
         files = {"photo": ("chart.png", png, "image/png")}
         return await self.call("sendPhoto", data, files=files, chat=str(chat_id))
 
+    async def send_document(
+        self, chat_id: int | str, data: bytes, filename: str, content_type: str, caption: str = ""
+    ) -> Any:
+        """``sendDocument``: a file (up to 50 MB through the Bot API) with an HTML caption."""
+        await self.pacer.wait(str(chat_id))
+        fields = {"chat_id": str(chat_id), "caption": caption, "parse_mode": "HTML"}
+        files = {"document": (filename, data, content_type)}
+        return await self.call("sendDocument", fields, files=files, chat=str(chat_id), timeout=max(self.timeout, 60.0))
+
     async def poll_updates(self, offset: int | None = None, timeout: float = 25.0) -> list[Update]:
         """getUpdates (long polling ``timeout`` seconds); pass ``offset`` = last update_id + 1."""
         data: dict[str, Any] = {"timeout": int(timeout), "allowed_updates": ["message", "my_chat_member"]}
@@ -490,7 +501,7 @@ class TelegramChannel:
         if body.startswith(message.subject):
             body = body[len(message.subject) :].lstrip()
         full = f"{subject}\n\n{body}" if subject and body else subject or body or "(no text)"
-        first = CAPTION_LIMIT if message.chart_png else TEXT_LIMIT
+        first = CAPTION_LIMIT if message.chart_png or _document(message) else TEXT_LIMIT
         return [_html(part, subject if i == 0 else "") for i, part in enumerate(split_text(full, first))]
 
     async def send(self, message: Message) -> Receipt:
@@ -506,14 +517,24 @@ class TelegramChannel:
             sent.popitem(last=False)
         parts = self.parts(message)
         already = len(done) >= len(parts)
+        document = _document(message)
         for i in range(len(done), len(parts)):
             if i == 0 and message.chart_png:
                 result = await bot.send_photo(self.chat, message.chart_png, parts[0])
+            elif i == 0 and document is not None:
+                result = await bot.send_document(
+                    self.chat, document.data, document.filename, document.content_type, parts[0]
+                )
             else:
                 result = await bot.send_message(self.chat, parts[i])
             done.append(str(result.get("message_id", "")) if isinstance(result, dict) else "")
         detail = "already sent (same idempotency id)" if already else f"{len(parts)} message(s)"
         return Receipt(channel="telegram", at=datetime.now(UTC), provider_id=",".join(done), detail=detail)
+
+
+def _document(message: Message) -> Attachment | None:
+    """The file a message sends as a document: its first attachment that is not an inline image."""
+    return next((a for a in message.attachments if a.content_id is None), None)
 
 
 def _redact_url(url: str) -> str:

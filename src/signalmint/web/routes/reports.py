@@ -24,6 +24,7 @@ from ...config import AutomationConfig
 from ...config.reports import ReportConfig
 from ...records import Report
 from ...reports.access import in_audience, may_read, sample_key
+from ...reports.publish import enqueue_purchase
 from ...store import Connection
 from ...store.reports import find_report, list_reports, purchased_ids
 from ..auth import Viewer, resolve_viewer
@@ -233,10 +234,19 @@ async def buy(name: Name, report: Name, key: Key, request: Request, ctx: Ctx) ->
         return redirect(here)  # included in the plan, bought before, or the sample: nothing to pay
     if entry.price is None:
         raise HTTPException(400, "This report is not for sale: it comes with the plans listed on its page.")
-    outcome = await ctx.db.write(buy_report, entry.report.id, viewer.subscriber.id, entry.price, datetime.now(UTC))
+    outcome = await ctx.db.write(_buy, ctx, entry.report.id, viewer.subscriber.id, entry.price)
     if outcome == "insufficient":
         return _page(request, ctx, viewer, name, report, key, status=402, short=True)
     return redirect(here + "?bought=1")
+
+
+def _buy(conn: Connection, ctx: AppContext, report_id: int, subscriber_id: int, price: int) -> str:
+    """Pay for a report and, in the same transaction, queue it to the buyer's channels."""
+    now = datetime.now(UTC)
+    outcome = buy_report(conn, report_id, subscriber_id, price, now)
+    if outcome == "bought":
+        enqueue_purchase(conn, ctx.settings, report_id, subscriber_id, now)
+    return outcome
 
 
 def _mine(conn: Connection, ctx: AppContext, viewer: Viewer) -> list[Entry]:
