@@ -36,6 +36,7 @@ from .delivery.fanout import FanOut
 from .freshness import GapTracker, Guard, guard_for
 from .hub import SignalHub
 from .metrics import Metrics
+from .outcome_rules import rule_for
 from .outcomes import due_outcomes
 from .pipeline import Pipeline, build_pipeline, describe, signals_from_scores
 from .records import Frame, Signal, to_datetime
@@ -44,7 +45,7 @@ from .sources.fetch import default_user_agent
 from .store import Checkpoint, Database, append_signals, load_checkpoint, save_checkpoint, sync_automations
 from .store.bars import insert_bars, prune_bars
 from .store.outbox import enqueue
-from .store.outcomes import insert_outcomes
+from .store.outcomes import insert_observations, insert_outcomes, prune_observations
 from .watchdog import Watchdog, open_time_since
 
 __all__ = ["Engine", "commit_tick", "without_retractions"]
@@ -60,11 +61,15 @@ def commit_tick(
     signals: list[Signal],
     checkpoint: Checkpoint | None,
     fanout: FanOut | None = None,
+    observe: str | None = None,
 ) -> list[Signal]:
-    """The one transaction of a tick (runs on the writer thread): bars, signals, their outbox
-    rows (one per entitled subscriber endpoint) and, when due, the checkpoint."""
+    """The one transaction of a tick (runs on the writer thread): bars (and the ``observe``
+    column's values, which non-market outcomes are measured on), signals, their outbox rows
+    (one per entitled subscriber endpoint) and, when due, the checkpoint."""
     now = datetime.now(UTC)
     insert_bars(conn, automation, frame)
+    if observe:
+        insert_observations(conn, automation, frame, observe)
     stored = append_signals(conn, automation, signals, now)
     alerts = [s for s in stored if not s.late]  # late data is recorded, never sold as news
     if fanout is not None and alerts:
@@ -144,6 +149,9 @@ class AutomationRunner:
         self._measuring: asyncio.Task[int] | None = None
         self.guard: Guard | None = None
         self.gaps: GapTracker | None = None
+        detector = config.detector
+        self.outcome_rule = rule_for(detector.kind, detector.options) if config.outcomes is not None else None
+        self._observe = self.outcome_rule.column if self.outcome_rule and self.outcome_rule.observed else None
 
     def guard_limit(self) -> str:
         return str(self.status.stale_after) if self.status.stale_after else "none"
@@ -277,7 +285,9 @@ class AutomationRunner:
                 self._count_rejected(pipeline)
                 due = time.monotonic() - self._checkpointed >= self.engine.settings.checkpoint_every.total_seconds()
                 snapshot = self._checkpoint(cursor) if due else None
-                pending = asyncio.ensure_future(db.write(commit_tick, name, frame, found, snapshot, self.engine.fanout))
+                pending = asyncio.ensure_future(
+                    db.write(commit_tick, name, frame, found, snapshot, self.engine.fanout, self._observe)
+                )
                 stored = await asyncio.shield(pending)
                 pending = None
                 if due:
@@ -380,7 +390,7 @@ class AutomationRunner:
         if spec is None:
             return 0
         try:
-            found = await self.engine.db.read(due_outcomes, self.config.name, spec)
+            found = await self.engine.db.read(due_outcomes, self.config.name, spec, 500, self.outcome_rule)
             return await self.engine.db.write(insert_outcomes, found, datetime.now(UTC)) if found else 0
         except Exception:  # an outcome is never worth stopping the automation for
             log.exception("%s: measuring outcomes failed", self.config.name)
@@ -392,6 +402,8 @@ class AutomationRunner:
             return
         self._pruned = time.monotonic()
         removed = await self.engine.db.write(prune_bars, self.config.name, retention)
+        if self._observe:
+            removed += await self.engine.db.write(prune_observations, self.config.name, retention)
         if removed:
             log.debug("%s: pruned %d bars older than the retention of %s", self.config.name, removed, retention)
 
