@@ -56,7 +56,11 @@ def test_every_built_in_detector_states_its_outcome_in_one_place() -> None:
         "threshold": "continues", "pct_move": "continues", "anomaly": "continues",
         "ranking": "holds_rank", "new_item": "none", "change": "none",
     }  # fmt: skip
-    options = {"price_drop": {"pct": 10}, "threshold": {"level": 1.0}, "pct_move": {"pct": 5}}
+    options: dict[str, dict[str, Any]] = {
+        "price_drop": {"pct": 10},
+        "threshold": {"level": 1.0},
+        "pct_move": {"pct": 5},
+    }
     for kind, measure in expected.items():
         rule = rule_for(kind, options.get(kind))
         assert rule.measure == measure and rule.measure in MEASURES, kind
@@ -82,7 +86,7 @@ def test_a_price_drop_holds_while_the_price_stays_at_or_below_the_alerted_price(
     assert three.volume == pytest.approx(2 / 3)  # 40 and 38 held, 45 did not
     assert three.end_time == T0 + timedelta(hours=6)
     # base rate from the 3 earlier observations: 48 -> 50 rose (no), 50 -> 50 and 50 -> 40 held
-    assert (one.samples, one.baseline) == (3, pytest.approx(2 / 3))
+    assert one.samples == 3 and one.baseline == pytest.approx(2 / 3)
     assert three.baseline == pytest.approx(2 / 3)  # 48: [50, 50, 40] no; 50: [50, 40, 40]; 50: [40, 40, 38]
 
 
@@ -133,6 +137,7 @@ def test_a_ranking_holds_when_its_top_mover_is_listed_in_a_later_ranking(db: Dat
     tops = [["A", "B"], ["A", "C"], ["B", "C"], ["C", "A"]]
     ids = [
         _signal(db, t[0], h, "ranking", {"ranks": [{"rank": i + 1, "key": k, "move": 1.0} for i, k in enumerate(t)]}).id
+        or 0
         for h, t in enumerate(tops)
     ]
     spec = OutcomesConfig(horizons=[1, 2], baseline_samples=20, lookback=50, seed=7)
