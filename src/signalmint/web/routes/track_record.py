@@ -1,5 +1,10 @@
 """The public track record of an automation: every signal the viewer may see, with its outcome.
 
+What an outcome measures depends on the detector kind (:mod:`signalmint.outcome_rules`): the
+return after a market signal, whether a price drop held or a restocked item stayed in stock,
+whether a metric kept moving the signal's way, whether a top mover stayed listed; a kind with
+no outcome (a new item, a changed page) says so instead of showing an empty record.
+
 An outcome shows the price move after a signal, so it is hidden (left out of the list, the hit
 rates and the chart alike) wherever the viewer's view of the signal masks ``price_change`` (or
 everything, ``*``); it appears once the mask is lifted (``reveal_after``).
@@ -17,6 +22,7 @@ from sqlalchemy import Connection
 
 from ...access import Grant
 from ...chain import chain_record
+from ...outcome_rules import HEADLINES, rule_for
 from ...outcomes import summarize, summarize_by_key
 from ...records import Signal
 from .. import charts
@@ -33,6 +39,16 @@ Ctx = Annotated[AppContext, Depends(get_ctx)]
 Who = Annotated[Viewer, Depends(get_viewer)]
 
 PER_PAGE = 50
+
+#: The horizon's unit per measure (singular).
+UNITS = {"return": "bar", "holds_rank": "ranking", "none": "bar"}
+#: The chart's title per measure ({h}: the primary horizon and its unit).
+CHART_TITLES = {
+    "return": "Return {h} after each signal (%)",
+    "stays_down": "Price change {h} after each drop (%)",
+    "stays_in_stock": "Stock change {h} after each restock (%)",
+    "continues": "Change {h} after each signal (%)",
+}
 
 
 def _head(signal: Signal | None, grant: Grant, now: datetime) -> dict[str, Any] | None:
@@ -52,11 +68,13 @@ def _page(conn: Connection, name: str, viewer: Viewer, page: int) -> dict[str, A
     summaries = summarize(visible)
     horizons = [s.horizon for s in summaries]
     primary = horizons[len(horizons) // 2] if horizons else None
+    rule = rule_for(automation.detector_kind, automation.detector_options)
+    unit = UNITS.get(rule.measure, "observation")
     chart = ""
-    if primary is not None:
+    if primary is not None and rule.measure in CHART_TITLES:
         points = sorted((o for o in visible if o.horizon == primary), key=lambda o: o.time)[-200:]
         times = np.array([np.datetime64(o.time.replace(tzinfo=None), "ns") for o in points], dtype="datetime64[ns]")
-        title = f"Return {primary} bar{'s' if primary != 1 else ''} after each signal (%)"
+        title = CHART_TITLES[rule.measure].format(h=f"{primary} {unit}{'s' if primary != 1 else ''}")
         chart = charts.metric_chart(
             times, [100 * o.ret for o in points], title=title, unit=lambda v: f"{v:+.1f}%", bars=True
         )
@@ -79,6 +97,10 @@ def _page(conn: Connection, name: str, viewer: Viewer, page: int) -> dict[str, A
         "summaries": summaries,
         "by_key": by_key,
         "chart": chart,
+        "measure": rule.measure,
+        "unit": unit,
+        "headline": HEADLINES.get(rule.measure, ""),
+        "no_outcome": rule.reason if rule.measure == "none" else "",
         "head": _head(newest, grant, now) if grant is not None else None,
         "truncated": len(rows) >= MOST,
     }
