@@ -70,6 +70,8 @@ def test_every_built_in_detector_states_its_outcome_in_one_place() -> None:
         if rule.measure == "none":
             assert rule.reason, kind
     assert rule_for("price_drop", {"pct": 10, "column": "sale_price"}).column == "sale_price"
+    assert rule_for("price_drop", {"pct": 10, "cooldown": 0.0}).measure == "stays_down"  # as stored for pages
+    assert "not valid" in rule_for("price_drop", {}).reason  # neither pct nor amount
     assert rule_for("threshold", {"level": 1.0, "direction": "below"}).direction == -1
 
 
@@ -204,3 +206,31 @@ def test_observations_are_kept_only_for_the_watched_column_and_pruned_with_reten
     count = db.read_sync(lambda conn: conn.execute(select(func.count()).select_from(observations)).scalar_one())
     assert count == 1
     assert OutcomeRule("stays_down", "price").observed and not OutcomeRule("holds_rank").observed
+
+
+def _observe(db: Database, key: str, minute: int, value: float) -> None:
+    at = np.datetime64(T0.replace(tzinfo=None), "ns") + np.timedelta64(minute, "m")
+    frame = Frame(keys=np.array([key]), times=np.array([at]), columns={"price": np.array([value])})
+    db.write_sync(insert_observations, "a", frame, "price")
+
+
+def test_time_horizons_read_the_value_in_force_for_sources_that_report_changes_only(db: Database) -> None:
+    for minute, price in ((0, 50.0), (10, 40.0), (70, 38.0), (200, 45.0)):  # only changes are reported
+        _observe(db, "sku-1", minute, price)
+    spec = OutcomesConfig(horizons=[30, 120, 240], unit="minutes", baseline_samples=20, lookback=50)
+    rule = rule_for("price_drop", {"pct": 10})
+    moved = Signal(
+        automation="a", key="sku-1", time=T0 + timedelta(minutes=10), kind="price_drop", score=20.0, payload={}
+    )
+    (signal,) = db.write_sync(append_signals, "a", [moved], datetime.now(UTC))
+    found = {o.horizon: o for o in db.read_sync(due_outcomes, "a", spec, 500, rule) if o.signal_id == signal.id}
+    # the automation has observed nothing after minute 200 yet: 240 minutes after minute 10 has not passed
+    assert set(found) == {30, 120}
+    assert (found[30].exit, found[30].hit, found[30].volume) == (40.0, True, 1.0)  # no change: it held
+    assert found[30].end_time == T0 + timedelta(minutes=40)
+    assert (found[120].exit, found[120].hit) == (38.0, True)
+    assert (found[30].samples, found[30].baseline) == (1, 1.0)  # from minute 0: 50 held for 30 minutes
+    _observe(db, "sku-2", 300, 9.0)  # any key observed later: the automation was watching
+    found = {o.horizon: o for o in db.read_sync(due_outcomes, "a", spec, 500, rule) if o.signal_id == signal.id}
+    assert (found[240].exit, found[240].hit, found[240].volume) == (45.0, False, 0.5)
+    assert found[240].ret == pytest.approx(0.125)

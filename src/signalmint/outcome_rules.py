@@ -35,7 +35,7 @@ import numpy.typing as npt
 from .config import OutcomesConfig
 from .records import Outcome, OutcomeRule, Signal, to_datetime
 
-__all__ = ["HEADLINES", "measure_observed", "measure_ranking", "rule_for"]
+__all__ = ["HEADLINES", "UNIT_SECONDS", "measure_observed", "measure_ranking", "rule_for"]
 
 #: What a hit means, per measure, in a few words for pages (``{h}``: the horizon and its unit).
 HEADLINES: Mapping[str, str] = {
@@ -66,8 +66,9 @@ def rule_for(kind: str, options: Mapping[str, Any] | None = None) -> OutcomeRule
     declare = getattr(cls, "outcome", None)
     if declare is None:
         return OutcomeRule("none", reason=f"the {kind} detector states no outcome measure")
-    try:
-        validated = cls.Options.model_validate(dict(options or {}))
+    known = getattr(cls.Options, "model_fields", {})
+    try:  # stored options may carry the wrappers' too (``cooldown``): only the detector's own count
+        validated = cls.Options.model_validate({k: v for k, v in (options or {}).items() if k in known})
     except Exception:
         return OutcomeRule("none", reason=f"the {kind} detector's options are not valid here")
     rule = declare(validated)
@@ -96,8 +97,21 @@ def _held(measure: str, entry: float, path: npt.NDArray[np.float64], direction: 
 
 def _hit(measure: str, entry: float, path: npt.NDArray[np.float64], direction: int) -> bool:
     if measure == "continues":  # judged at the horizon, not on the way
-        return bool((path[-1] - entry) * direction > 0)
+        last = path[-1] if len(path) else entry
+        return bool((last - entry) * direction > 0)
     return bool(_held(measure, entry, path, direction).all())
+
+
+#: Seconds per horizon unit (``bars`` counts observations instead).
+UNIT_SECONDS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
+
+
+def _stop(times: npt.NDArray[np.datetime64], k: int, horizon: int, unit: str) -> int:
+    """One past the last observation within ``horizon`` of observation ``k``."""
+    if unit == "bars":
+        return k + horizon + 1
+    end = times[k] + np.timedelta64(horizon * UNIT_SECONDS[unit], "s")
+    return int(np.searchsorted(times, end, side="right"))
 
 
 def measure_observed(
@@ -107,40 +121,62 @@ def measure_observed(
     horizon: int,
     spec: OutcomesConfig,
     rule: OutcomeRule,
+    newest: np.datetime64 | None = None,
 ) -> Outcome | None:
-    """The outcome of ``signal`` at ``horizon`` observations of its key (``times``/``values``,
-    time order); None until the horizon has passed, or when the signal's own observation is
-    not among them (retention) or a ``continues`` signal has no direction."""
+    """The outcome of ``signal`` at ``horizon`` from its key's observations (``times``/``values``,
+    time order; all those up to the horizon). None until the horizon has passed, or when the
+    signal's own observation is not among them (retention) or a ``continues`` signal has no
+    direction.
+
+    With ``spec.unit`` ``bars`` the horizon counts the key's next observations. With a time
+    unit it is a duration: the path is every observation of the key within it (none: the value
+    held unchanged), ``exit`` the value in force at its end, and it has passed once the
+    automation observed anything (``newest``, any key) at or after its end, so a source that
+    reports changes only is not taken as having watched a time it did not.
+    """
     at = np.datetime64(signal.time.replace(tzinfo=None), "ns")
     i = int(np.searchsorted(times, at))
     if i >= len(times) or times[i] != at or signal.id is None:
         return None
-    j = i + horizon
     direction = _direction(signal, rule)
-    if j >= len(times) or (rule.measure == "continues" and not direction):
+    if rule.measure == "continues" and not direction:
         return None
     if rule.measure == "stays_in_stock" and not values[i] > 0:
         return None  # not in stock at the signal: nothing to stay
-    entry, exit_ = float(values[i]), float(values[j])
-    path = values[i + 1 : j + 1]
+    stop = _stop(times, i, horizon, spec.unit)
+    if spec.unit == "bars":
+        if stop > len(times):
+            return None
+        end = times[stop - 1]
+    else:
+        end = at + np.timedelta64(horizon * UNIT_SECONDS[spec.unit], "s")
+        if newest is None or newest < end:
+            return None
+    entry = float(values[i])
+    path = values[i + 1 : stop]
+    exit_ = float(path[-1]) if len(path) else entry
     starts = np.arange(max(0, i - spec.lookback), i)
     if rule.measure == "stays_in_stock":
         starts = starts[values[starts] > 0]
     rng = np.random.default_rng([spec.seed, horizon, int(at.astype(np.int64))])
     if len(starts) > spec.baseline_samples:
         starts = np.sort(rng.choice(starts, size=spec.baseline_samples, replace=False))
-    base = [_hit(rule.measure, float(values[s]), values[s + 1 : s + horizon + 1], direction) for s in starts]
+    base = [
+        _hit(rule.measure, float(values[s]), values[s + 1 : _stop(times, int(s), horizon, spec.unit)], direction)
+        for s in starts
+    ]
+    held = _held(rule.measure, entry, path, direction)
     return Outcome(
         signal_id=signal.id,
         automation=signal.automation,
         key=signal.key,
         time=signal.time,
         horizon=horizon,
-        end_time=to_datetime(int(times[j].astype("datetime64[ns]").astype(np.int64))),
+        end_time=to_datetime(int(end.astype("datetime64[ns]").astype(np.int64))),
         entry=entry,
         exit=exit_,
         ret=(exit_ - entry) / abs(entry) if entry else exit_ - entry,
-        volume=float(_held(rule.measure, entry, path, direction).mean()),
+        volume=float(held.mean()) if len(held) else 1.0,
         baseline=float(np.mean(base)) if base else math.nan,
         samples=len(base),
         hit=_hit(rule.measure, entry, path, direction),

@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Connection
 
 from .config import OutcomesConfig
-from .outcome_rules import measure_observed, measure_ranking
+from .outcome_rules import UNIT_SECONDS, measure_observed, measure_ranking
 from .records import Outcome, OutcomeRule, OutcomeSummary, Signal, to_datetime
 from .store import list_signals
 from .store.bars import bar_window
-from .store.outcomes import observation_window, outcomes_by_signal, signals_awaiting_outcomes
+from .store.outcomes import newest_observation, observation_window, outcomes_by_signal, signals_awaiting_outcomes
 
 __all__ = ["due_outcomes", "measure", "summarize", "summarize_by_key"]
 
@@ -94,15 +94,21 @@ def due_outcomes(
         return _due_rankings(conn, automation, spec)
     waiting = signals_awaiting_outcomes(conn, automation, len(spec.horizons), limit, observed=rule.observed)
     have = outcomes_by_signal(conn, [s.id for s in waiting if s.id is not None])
+    latest = newest_observation(conn, automation) if rule.observed and waiting else None
+    newest = None if latest is None else np.datetime64(latest.replace(tzinfo=None), "ns")
     out: list[Outcome] = []
     for signal in waiting:
         done = {o.horizon for o in have.get(signal.id or 0, [])}
         todo = [h for h in spec.horizons if h not in done]
         if rule.observed:
+            span = max(todo) * UNIT_SECONDS.get(spec.unit, 0)
+            until = None if spec.unit == "bars" else signal.time + timedelta(seconds=span)
             times, values = observation_window(
-                conn, automation, signal.key, signal.time, before=spec.lookback, after=max(todo)
+                conn, automation, signal.key, signal.time, before=spec.lookback, after=max(todo), until=until
             )
-            out.extend(o for h in todo if (o := measure_observed(signal, times, values, h, spec, rule)) is not None)
+            out.extend(
+                o for h in todo if (o := measure_observed(signal, times, values, h, spec, rule, newest)) is not None
+            )
             continue
         window = bar_window(conn, automation, signal.key, signal.time, before=spec.lookback, after=max(todo))
         for horizon in todo:

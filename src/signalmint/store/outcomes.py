@@ -21,6 +21,7 @@ __all__ = [
     "insert_observations",
     "insert_outcomes",
     "list_outcomes",
+    "newest_observation",
     "observation_window",
     "outcomes_by_signal",
     "prune_observations",
@@ -150,16 +151,23 @@ def prune_observations(conn: Connection, automation: str, retention: timedelta) 
     return int(result.rowcount or 0)
 
 
+def newest_observation(conn: Connection, automation: str) -> datetime | None:
+    """The time of ``automation``'s newest observation (any key), None without any."""
+    found = conn.execute(select(func.max(observations.c.time)).where(observations.c.automation == automation))
+    return found.scalar()
+
+
 def observation_window(
-    conn: Connection, automation: str, key: str, at: datetime, *, before: int, after: int
+    conn: Connection, automation: str, key: str, at: datetime, *, before: int, after: int, until: datetime | None = None
 ) -> tuple[npt.NDArray[np.datetime64], npt.NDArray[np.float64]]:
     """Up to ``before`` observations of ``key`` before ``at``, the one at ``at`` and up to ``after``
-    past it, in time order: times and values."""
+    past it (``until``: every one up to that time instead), in time order: times and values."""
     base = select(observations.c.time, observations.c.value).where(
         observations.c.automation == automation, observations.c.key == key
     )
     head = conn.execute(base.where(observations.c.time <= at).order_by(observations.c.time.desc()).limit(before + 1))
-    tail = conn.execute(base.where(observations.c.time > at).order_by(observations.c.time).limit(after))
+    later = base.where(observations.c.time > at).order_by(observations.c.time)
+    tail = conn.execute(later.limit(after) if until is None else later.where(observations.c.time <= until))
     rows = [*reversed(head.all()), *tail.all()]
     times = np.array([np.datetime64(r.time.replace(tzinfo=None), "ns") for r in rows], dtype="datetime64[ns]")
     return times, np.array([r.value for r in rows], dtype=np.float64)

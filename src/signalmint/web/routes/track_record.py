@@ -59,7 +59,16 @@ def _head(signal: Signal | None, grant: Grant, now: datetime) -> dict[str, Any] 
     return {"seq": signal.seq, "hash": record["hash"], "time": signal.time}
 
 
-def _page(conn: Connection, name: str, viewer: Viewer, page: int) -> dict[str, Any]:
+def _time_unit(ctx: AppContext, name: str) -> str:
+    """The automation's horizon unit when it counts time ("second" ...), else "" (bars, observations)."""
+    try:
+        spec = ctx.settings.automation(name).outcomes
+    except KeyError:  # stored, no longer configured
+        return ""
+    return "" if spec is None or spec.unit == "bars" else spec.unit.removesuffix("s")
+
+
+def _page(conn: Connection, name: str, viewer: Viewer, page: int, time_unit: str = "") -> dict[str, Any]:
     automation = automation_or_404(conn, name)
     now = datetime.now(UTC)
     grant = viewer.grant(name)
@@ -69,7 +78,7 @@ def _page(conn: Connection, name: str, viewer: Viewer, page: int) -> dict[str, A
     horizons = [s.horizon for s in summaries]
     primary = horizons[len(horizons) // 2] if horizons else None
     rule = rule_for(automation.detector_kind, automation.detector_options)
-    unit = UNITS.get(rule.measure, "observation")
+    unit = time_unit if time_unit and rule.observed else UNITS.get(rule.measure, "observation")
     chart = ""
     if primary is not None and rule.measure in CHART_TITLES:
         points = sorted((o for o in visible if o.horizon == primary), key=lambda o: o.time)[-200:]
@@ -110,6 +119,6 @@ def _page(conn: Connection, name: str, viewer: Viewer, page: int) -> dict[str, A
 def track_record(
     name: str, request: Request, ctx: Ctx, viewer: Who, page: Annotated[int, Query(ge=1, le=100_000)] = 1
 ) -> HTMLResponse:
-    data = ctx.db.read_sync(_page, name, viewer, page)
+    data = ctx.db.read_sync(_page, name, viewer, page, _time_unit(ctx, name))
     origin = str(request.base_url).rstrip("/")
     return render_public(request, "track_record.html", nav_active="automation", origin=origin, **data)
