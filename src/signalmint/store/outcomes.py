@@ -140,9 +140,7 @@ def insert_observations(conn: Connection, automation: str, frame: Frame, column:
 
 def prune_observations(conn: Connection, automation: str, retention: timedelta) -> int:
     """Delete observations older than the automation's newest one minus ``retention``."""
-    newest = conn.execute(
-        select(func.max(observations.c.time)).where(observations.c.automation == automation)
-    ).scalar()
+    newest = conn.execute(select(func.max(observations.c.time)).where(observations.c.automation == automation)).scalar()
     if newest is None:
         return 0
     result = conn.execute(
