@@ -3,6 +3,7 @@ measured on what was observed after the signal only, stored once per signal and 
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 from sqlalchemy import delete, func, select
 
-from signalmint.config import OutcomesConfig
-from signalmint.engine import commit_tick
+from signalmint.config import OutcomesConfig, Settings
+from signalmint.engine import Engine, commit_tick
 from signalmint.outcome_rules import rule_for
 from signalmint.outcomes import due_outcomes, summarize
 from signalmint.pipeline import signals_from_scores
@@ -234,3 +235,61 @@ def test_time_horizons_read_the_value_in_force_for_sources_that_report_changes_o
     found = {o.horizon: o for o in db.read_sync(due_outcomes, "a", spec, 500, rule) if o.signal_id == signal.id}
     assert (found[240].exit, found[240].hit, found[240].volume) == (45.0, False, 0.5)
     assert found[240].ret == pytest.approx(0.125)
+
+
+def test_the_engine_keeps_the_watched_column_and_measures_a_threshold_after_a_replay(tmp_path, db: Database) -> None:  # type: ignore[no-untyped-def]
+    close = [90.0, 95, 101, 103, 99, 104, 106, 98, 97, 102, 108, 110]  # crosses 100 at 2, 5 and 9
+    lines = ["symbol,time,open,high,low,close,volume"]
+    for i, c in enumerate(close):
+        lines.append(f"IBM,{(T0 + timedelta(minutes=i)).isoformat()},{c},{c},{c},{c},1000")
+    path = tmp_path / "bars.csv"
+    path.write_text("\n".join(lines) + "\n")
+    settings = Settings.model_validate(
+        {
+            "automations": [
+                {
+                    "name": "a",
+                    "source": {"kind": "file", "path": str(path)},
+                    "detector": {"kind": "threshold", "level": 100.0},
+                    "outcomes": {"horizons": [1, 2]},
+                }
+            ]
+        }
+    )
+
+    async def run() -> None:
+        engine = Engine(settings, db, Registry.from_entry_points(), watch_every=None)
+        await engine.start()
+        await engine.wait()
+        await engine.stop()
+
+    asyncio.run(run())
+    count = db.read_sync(lambda conn: conn.execute(select(func.count()).select_from(observations)).scalar_one())
+    assert count == len(close)
+    stored = {(o.time, o.horizon): o for o in db.read_sync(list_outcomes, "a")}
+    at = [T0 + timedelta(minutes=m) for m in (2, 5, 9)]
+    assert set(stored) == {(t, h) for t in at for h in (1, 2)}
+    assert {o.measure for o in stored.values()} == {"continues"}
+    assert [stored[t, 1].hit for t in at] == [True, True, True]  # 103 > 101, 106 > 104, 108 > 102
+    assert [stored[t, 2].hit for t in at] == [False, False, True]  # 99 < 101, 98 < 104, 110 > 102
+
+
+def test_the_conformance_suite_refuses_an_outcome_it_cannot_measure() -> None:
+    from signalmint.detectors import PriceDrop
+    from signalmint.testing.detectors import check_states_a_known_outcome
+
+    class Vague(PriceDrop):
+        @classmethod
+        def outcome(cls, options: Any) -> OutcomeRule:
+            return OutcomeRule("vibes", column="price")
+
+    class Elsewhere(PriceDrop):
+        @classmethod
+        def outcome(cls, options: Any) -> OutcomeRule:
+            return OutcomeRule("stays_down", column="list_price")
+
+    check_states_a_known_outcome(lambda: PriceDrop(pct=10))
+    with pytest.raises(AssertionError, match="not one of"):
+        check_states_a_known_outcome(lambda: Vague(pct=10))
+    with pytest.raises(AssertionError, match="never reads"):
+        check_states_a_known_outcome(lambda: Elsewhere(pct=10))
