@@ -136,6 +136,8 @@ def test_a_shop_automation_shows_whether_its_drops_held_against_the_base_rate(wo
     assert api["measure"] == "stays_down" and api["no_outcome"] is None
     assert {o["measure"] for item in api["items"] for o in item["outcomes"]} == {"stays_down"}
     assert api["summary"][0]["baseline"] == 0.4
+    page = world.get(f"/signals/{rows[1].signal_id}", "premium").text  # and on the signal's own page
+    assert 'data-measure="stays_down"' in page and "Base rate" in page and "40%" in page and "Random bars" not in page
 
 
 def test_a_kind_without_an_outcome_says_so_instead_of_an_empty_record(world) -> None:  # type: ignore[no-untyped-def]
