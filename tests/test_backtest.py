@@ -20,6 +20,7 @@ from signalmint.backtest import has_batch, run_backtest
 from signalmint.cli import app
 from signalmint.detectors import VolumeSpike
 from signalmint.detectors.cooldown import Cooldown
+from signalmint.detectors.volume_spike_batch import chunk_size, median_bound
 from signalmint.records import Frame, Scores, Signal
 from signalmint.sources.file import split_ticks
 from signalmint.store import Database, append_signals
@@ -83,7 +84,7 @@ def assert_same(batch: Scores, stream: Scores) -> None:
         assert np.array_equal(batch.details[name][where], stream.details[name][where]), name
 
 
-@pytest.mark.parametrize("window", [3, 4, 7, 30])
+@pytest.mark.parametrize("window", [3, 4, 7, 30, 131])  # 131: counts past a byte
 @pytest.mark.parametrize("ragged", [False, True])
 @pytest.mark.parametrize("levels", [0, 4])
 def test_batch_flags_equal_streaming_flags(window: int, ragged: bool, levels: int) -> None:
@@ -95,6 +96,22 @@ def test_batch_flags_equal_streaming_flags(window: int, ragged: bool, levels: in
     assert stream.flags.any()
     if levels and window < 7:  # few distinct values: flat windows (z = inf) and zero medians
         assert np.isinf(stream.score).any() and (stream.details["baseline"] == 0).any()
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), window=st.integers(3, 64), levels=st.sampled_from([0, 2, 5]))
+def test_the_median_bound_never_exceeds_a_windows_median(seed: int, window: int, levels: int) -> None:
+    rng = np.random.default_rng(seed)
+    bars = window + int(rng.integers(1, 3 * window))
+    values = rng.lognormal(3, 1, (3, bars)) if not levels else rng.integers(0, levels, (3, bars)) * 1.0
+    s = chunk_size(window)
+    groups = -(-(bars - window) // s)
+    wires = -(-(window + s - 1) // s)
+    padded = np.full((3, s * (groups + max(wires - 1, -(-window // s)))), 1e300)
+    padded[:, :bars] = values
+    bound = median_bound(padded, window, groups)
+    for j in range(bars - window):
+        assert (bound[:, j // s] <= np.median(values[:, j : j + window], axis=1)).all()
 
 
 @settings(max_examples=40, deadline=None)

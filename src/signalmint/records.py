@@ -22,6 +22,7 @@ __all__ = [
     "BAR_COLUMNS",
     "BAR_SCHEMA",
     "COLUMN_KINDS",
+    "MEASURES",
     "PULL_CHANNELS",
     "STATES",
     "ApiKey",
@@ -40,6 +41,7 @@ __all__ = [
     "MeterEvent",
     "OutboxRow",
     "Outcome",
+    "OutcomeRule",
     "OutcomeSummary",
     "Payment",
     "PaymentLine",
@@ -221,13 +223,52 @@ class Signal:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
-    """What the price did ``horizon`` bars after a signal, stored beside it (never in its hash).
+class OutcomeRule:
+    """What an outcome of a detector kind's signals measures: its detector states it
+    (``outcome(options)``, beside ``needs``); :mod:`signalmint.outcomes` measures it.
 
-    ``ret`` is ``exit / entry - 1`` (closes at the signal's bar and ``horizon`` bars later);
-    ``volume`` sums the volume of those ``horizon`` bars. ``baseline`` is the median absolute
+    ``measure`` is one of :data:`MEASURES`: ``return`` (the close ``horizon`` bars later,
+    market data), ``stays_down`` (the watched price stayed at or below the alerted one),
+    ``stays_in_stock`` (the item stayed available), ``continues`` (the metric kept moving the
+    signal's way: ``direction`` +1 up, -1 down, 0 the sign of payload field ``sign_of``, or
+    of the signal's score when ``sign_of`` is ``score``), ``holds_rank`` (a ranking's top mover
+    is still listed in a later ranking) or ``none`` (no outcome fits this kind; ``reason``
+    says why, and the track record says so). The ``observed`` measures read the stored values
+    of ``column``, which the engine keeps for them.
+    """
+
+    measure: str
+    column: str = ""
+    direction: int = 0
+    sign_of: str = ""
+    reason: str = ""
+
+    @property
+    def observed(self) -> bool:
+        """Measured on the stored observations of ``column`` (not on market bars)."""
+        return self.measure in ("stays_down", "stays_in_stock", "continues")
+
+
+#: Outcome measures (see :class:`OutcomeRule`).
+MEASURES: tuple[str, ...] = ("return", "stays_down", "stays_in_stock", "continues", "holds_rank", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened ``horizon`` bars (or observations of the key) after a signal, stored
+    beside it (never in its hash).
+
+    ``measure`` says what (see :class:`OutcomeRule`). For ``return``: ``ret`` is
+    ``exit / entry - 1`` (closes at the signal's bar and ``horizon`` bars later); ``volume``
+    sums the volume of those ``horizon`` bars. ``baseline`` is the median absolute
     ``horizon``-bar return of ``samples`` random earlier bars of the same key (seeded), and
-    ``hit`` says the signal's absolute return beat it.
+    ``hit`` says the signal's absolute return beat it. For the observed measures: ``entry``
+    and ``exit`` are the watched value at the signal and ``horizon`` observations later,
+    ``ret`` its relative change (the absolute change when ``entry`` is 0), ``volume`` the
+    share of those observations on which the measure held, ``hit`` whether it held on all
+    of them (``continues``: whether ``exit`` is past ``entry`` the signal's way), and
+    ``baseline`` the share of ``samples`` random earlier observations of the key from which
+    it held as well (the base rate; NaN without earlier observations).
     """
 
     signal_id: int
@@ -244,6 +285,7 @@ class Outcome:
     samples: int
     hit: bool
     computed_at: datetime | None = None
+    measure: str = "return"
 
 
 @dataclass(frozen=True, slots=True)

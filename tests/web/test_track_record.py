@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from signalmint.formatting import fmt_pct
-from signalmint.records import Outcome, Signal
-from signalmint.store import Database
+from signalmint.records import Automation, Outcome, Signal
+from signalmint.store import Database, sync_automations
 from signalmint.store.outcomes import insert_outcomes
 
 from .test_reveal import _aged, _world
@@ -101,3 +101,50 @@ def test_the_public_sees_no_outcome_of_an_automation_whose_moves_stay_masked(db:
     assert fmt_pct(MASKED) not in html
     assert "data-hit-rate>" not in html and "data-summary" not in html
     assert "appear once the numbers are revealed" in html
+
+
+def _as(world, kind: str, options: dict[str, object]) -> list[Signal]:  # type: ignore[no-untyped-def]
+    """The 'other' automation re-described as a ``kind`` automation; its signals."""
+    automations = [
+        Automation("spikes", "Spikes", "", "synthetic", "volume_spike", {}),
+        Automation("other", "Kettle deals", "", "web_page", kind, options),
+    ]
+    world.db.write_sync(sync_automations, automations, world.now)
+    return [s for s in world.signals if s.automation == "other"]
+
+
+def test_a_shop_automation_shows_whether_its_drops_held_against_the_base_rate(world) -> None:  # type: ignore[no-untyped-def]
+    rows = []
+    for i, signal in enumerate(_as(world, "price_drop", {"pct": 10})):
+        assert signal.id is not None
+        rows.append(
+            Outcome(
+                signal_id=signal.id, automation="other", key=signal.key, time=signal.time, horizon=3,
+                end_time=signal.time + timedelta(hours=3), entry=40.0, exit=38.0 if i % 3 else 45.0,
+                ret=-0.05 if i % 3 else 0.125, volume=1.0, baseline=0.4, samples=12, hit=bool(i % 3),
+                measure="stays_down",
+            )
+        )  # fmt: skip
+    world.db.write_sync(insert_outcomes, rows, datetime.now(UTC))
+    html = world.get("/automations/other/track-record", "premium").text
+    assert 'data-measure="stays_down"' in html and "the price stayed at or below the alerted price" in html
+    assert "Hit rate · 3 observations" in html and "base rate: 40%" in html and "random bars" not in html
+    hits = sum(o.hit for o in rows)
+    assert f"{hits} of {len(rows)}" in html and html.count(">held</span>") == hits
+    assert "By key" in html and fmt_pct(0.125) in html and "data-outcome-chart" in html
+    api = world.get("/api/v1/automations/other/outcomes", "premium").json()
+    assert api["measure"] == "stays_down" and api["no_outcome"] is None
+    assert {o["measure"] for item in api["items"] for o in item["outcomes"]} == {"stays_down"}
+    assert api["summary"][0]["baseline"] == 0.4
+    page = world.get(f"/signals/{rows[1].signal_id}", "premium").text  # and on the signal's own page
+    assert 'data-measure="stays_down"' in page and "Base rate" in page and "40%" in page and "Random bars" not in page
+
+
+def test_a_kind_without_an_outcome_says_so_instead_of_an_empty_record(world) -> None:  # type: ignore[no-untyped-def]
+    _as(world, "new_item", {"match": ["python"]})
+    html = world.get("/automations/other/track-record", "premium").text
+    assert "data-no-outcome-kind" in html and "No outcome is measured for new item signals" in html
+    assert "news the moment it appears" in html and "No outcome measured yet" not in html
+    assert "data-horizon" not in html and "signalmint verify" in html  # still the chain
+    api = world.get("/api/v1/automations/other/outcomes", "premium").json()
+    assert api["measure"] == "none" and "news" in api["no_outcome"] and api["summary"] == []

@@ -117,13 +117,18 @@ class OutcomesConfig(_Strict):
 
     horizons: list[int] = Field(
         default=[1, 5, 20], min_length=1, max_length=8,
-        description="bars after a signal at which its return and volume are measured",
+        description="bars (see `unit`) after a signal at which its outcome is measured",
     )  # fmt: skip
     baseline_samples: int = Field(
         default=200, ge=10, le=5000, description="random earlier bars of the same key forming the baseline"
     )
     lookback: int = Field(default=500, ge=20, le=100_000, description="bars before a signal the baseline draws from")
     seed: int = Field(default=0, ge=0, description="seed of the baseline's random draw (reproducible outcomes)")
+    unit: Literal["bars", "seconds", "minutes", "hours", "days"] = Field(
+        default="bars",
+        description="what horizons count: bars (for other detectors, observations of the key or rankings), or "
+        "a time after the signal (price, stock and metric outcomes; right for sources that report changes only)",
+    )
     every: Duration = Field(default=timedelta(seconds=60), description="how often the engine computes due outcomes")
 
     @field_validator("horizons")

@@ -155,6 +155,13 @@ def _niche_automations(shop: LocalShop, interval: float) -> list[AutomationConfi
             source=PluginConfig(kind="web_page", urls=shop.product_urls, interval=5 * interval, **polite),
             detector=DetectorConfig(kind="price_drop", pct=10, include=["title", "url"]),
             retention=None,
+            # did each drop hold for 5, 15 and 30 s (at speed 1; the pages report changes only,
+            # so a time, not a count of observations): against random earlier moments
+            outcomes=OutcomesConfig(
+                horizons=sorted({max(1, round(h * interval)) for h in (5, 15, 30)}),
+                unit="seconds",
+                every=timedelta(seconds=5),
+            ),
         ),
         AutomationConfig(
             name="news-keyword",

@@ -45,7 +45,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import DetectorError
-from ..records import Frame, Scores
+from ..records import Frame, OutcomeRule, Scores
 from ._keyed import update_in_rounds
 
 __all__ = ["Anomaly", "AnomalyOptions"]
@@ -121,6 +121,11 @@ class Anomaly:
 
     kind: ClassVar[str] = "anomaly"
     Options: ClassVar[type[BaseModel]] = AnomalyOptions
+
+    @classmethod
+    def outcome(cls, options: AnomalyOptions) -> OutcomeRule:
+        """Did the metric keep moving the anomaly's way (the sign of its ``z``: above or below the forecast)."""
+        return OutcomeRule("continues", column=options.column, sign_of="z")
 
     def __init__(
         self,

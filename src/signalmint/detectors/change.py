@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..records import ColumnKind, Frame, Schema, Scores
+from ..records import ColumnKind, Frame, OutcomeRule, Schema, Scores
 from ._keyed import Configured
 
 __all__ = ["Change", "ChangeOptions", "unified_diff"]
@@ -127,6 +127,13 @@ class Change(Configured):
         needs: dict[str, ColumnKind] = {options.column: "text"}
         needs.update(dict.fromkeys(options.include, "text"))
         return needs
+
+    @classmethod
+    def outcome(cls, options: ChangeOptions) -> OutcomeRule:
+        """None: a changed text has no value or direction to follow."""
+        return OutcomeRule(
+            "none", reason="a page change is news when it happens: a text has no value or direction to follow after it"
+        )
 
     def update(self, frame: Frame) -> Scores:
         texts = frame.texts[self.column]

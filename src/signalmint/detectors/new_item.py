@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..records import ColumnKind, Frame, Schema, Scores
+from ..records import ColumnKind, Frame, OutcomeRule, Schema, Scores
 from ._keyed import Configured
 
 __all__ = ["NewItem", "NewItemOptions"]
@@ -121,6 +121,13 @@ class NewItem(Configured):
     def needs(cls, options: NewItemOptions) -> Schema:
         needs: dict[str, ColumnKind] = dict.fromkeys(options.fields, "text") if options.match else {}
         return needs
+
+    @classmethod
+    def outcome(cls, options: NewItemOptions) -> OutcomeRule:
+        """None: a new item is news when it appears; nothing about it is observed afterwards."""
+        return OutcomeRule(
+            "none", reason="a new item is news the moment it appears: nothing about it is observed afterwards"
+        )
 
     def update(self, frame: Frame) -> Scores:
         n = len(frame)

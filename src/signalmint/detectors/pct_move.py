@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import Duration
-from ..records import Frame, Schema, Scores
+from ..records import Frame, OutcomeRule, Schema, Scores
 from ._keyed import Configured, KeyRows
 
 __all__ = ["PctMove", "PctMoveOptions"]
@@ -92,6 +92,12 @@ class PctMove(Configured):
     @classmethod
     def needs(cls, options: PctMoveOptions) -> Schema:
         return {options.column: "metric"}
+
+    @classmethod
+    def outcome(cls, options: PctMoveOptions) -> OutcomeRule:
+        """Did the move go on: the metric kept moving the move's way (the sign of its score)."""
+        direction = {"up": 1, "down": -1}.get(options.direction, 0)
+        return OutcomeRule("continues", column=options.column, direction=direction, sign_of="score")
 
     def update(self, frame: Frame) -> Scores:
         value = np.asarray(frame.columns[self.column], dtype=np.float64)

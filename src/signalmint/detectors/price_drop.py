@@ -21,7 +21,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..records import Frame, Schema, Scores
+from ..records import Frame, OutcomeRule, Schema, Scores
 from ._keyed import Configured, KeyRows
 
 __all__ = ["PriceDrop", "PriceDropOptions"]
@@ -88,6 +88,11 @@ class PriceDrop(Configured):
     @classmethod
     def needs(cls, options: PriceDropOptions) -> Schema:
         return {options.column: "metric", **dict.fromkeys(options.include, "text")}
+
+    @classmethod
+    def outcome(cls, options: PriceDropOptions) -> OutcomeRule:
+        """Did the drop hold: the price stayed at or below the alerted price."""
+        return OutcomeRule("stays_down", column=options.column)
 
     def update(self, frame: Frame) -> Scores:
         price = np.asarray(frame.columns[self.column], dtype=np.float64)

@@ -32,7 +32,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..config import Duration
-from ..records import Frame, Schema, Scores, to_datetime
+from ..records import Frame, OutcomeRule, Schema, Scores, to_datetime
 from ._keyed import Configured, KeyRows, rounds
 
 __all__ = ["Ranking", "RankingOptions"]
@@ -106,6 +106,11 @@ class Ranking(Configured):
     @classmethod
     def needs(cls, options: RankingOptions) -> Schema:
         return {options.column: "metric"}
+
+    @classmethod
+    def outcome(cls, options: RankingOptions) -> OutcomeRule:
+        """Did the top mover hold its place: still among the top of the ``horizon``-th next ranking."""
+        return OutcomeRule("holds_rank")
 
     def update(self, frame: Frame) -> Scores:
         n = len(frame)

@@ -17,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..records import ColumnKind, Frame, Schema, Scores
+from ..records import ColumnKind, Frame, OutcomeRule, Schema, Scores
 from ._keyed import Configured, KeyRows
 
 __all__ = ["Restock", "RestockOptions"]
@@ -75,6 +75,11 @@ class Restock(Configured):
         if options.price_column:
             needs[options.price_column] = "metric"
         return needs
+
+    @classmethod
+    def outcome(cls, options: RestockOptions) -> OutcomeRule:
+        """Did the item stay in stock."""
+        return OutcomeRule("stays_in_stock", column=options.column)
 
     def update(self, frame: Frame) -> Scores:
         stock = np.asarray(frame.columns[self.column], dtype=np.float64)

@@ -19,7 +19,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..records import Frame, Schema, Scores
+from ..records import Frame, OutcomeRule, Schema, Scores
 from ._keyed import Configured, KeyRows
 
 __all__ = ["Threshold", "ThresholdOptions"]
@@ -78,6 +78,11 @@ class Threshold(Configured):
     @classmethod
     def needs(cls, options: ThresholdOptions) -> Schema:
         return {options.column: "metric"}
+
+    @classmethod
+    def outcome(cls, options: ThresholdOptions) -> OutcomeRule:
+        """Did the metric keep moving past the level: on from the crossing value, the crossing's way."""
+        return OutcomeRule("continues", column=options.column, direction=1 if options.direction == "above" else -1)
 
     def update(self, frame: Frame) -> Scores:
         value = np.asarray(frame.columns[self.column], dtype=np.float64)

@@ -42,7 +42,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import DetectorError
-from ..records import Frame, Schema, Scores
+from ..records import Frame, OutcomeRule, Schema, Scores
 from ._keyed import update_in_rounds
 from .volume_spike_batch import batch_scores
 
@@ -137,6 +137,11 @@ class VolumeSpike:
     def needs(cls, options: VolumeSpikeOptions) -> Schema:
         """The volume column (the price column is optional: its change is NaN without it)."""
         return {options.volume_column: "metric"}
+
+    @classmethod
+    def outcome(cls, options: VolumeSpikeOptions) -> OutcomeRule:
+        """A market signal: the return of the close ``horizon`` bars later, against random bars."""
+        return OutcomeRule("return")
 
     def __init__(
         self,

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
 
 from ..config import OutcomesConfig
-from ..records import Outcome, OutcomeSummary, Signal, to_datetime
-from ..store import Connection
+from ..records import Outcome, OutcomeRule, OutcomeSummary, Signal, to_datetime
+from ..store import Connection, list_signals
 from ..store.bars import bar_window
-from ..store.outcomes import outcomes_by_signal, signals_awaiting_outcomes
+from ..store.outcomes import newest_observation, observation_window, outcomes_by_signal, signals_awaiting_outcomes
+from .outcome_rules import UNIT_SECONDS, measure_observed, measure_ranking
 
 __all__ = ["due_outcomes", "measure", "summarize", "summarize_by_key"]
 
@@ -78,18 +79,53 @@ def measure(
     )
 
 
-def due_outcomes(conn: Connection, automation: str, spec: OutcomesConfig, limit: int = 500) -> list[Outcome]:
-    """The outcomes of ``automation``'s signals whose horizons have passed and are not stored yet."""
-    waiting = signals_awaiting_outcomes(conn, automation, len(spec.horizons), limit)
+def due_outcomes(
+    conn: Connection, automation: str, spec: OutcomesConfig, limit: int = 500, rule: OutcomeRule | None = None
+) -> list[Outcome]:
+    """The outcomes of ``automation``'s signals whose horizons have passed and are not stored yet.
+
+    ``rule`` (the detector's, see :mod:`.outcome_rules`; market returns when None) says what
+    they measure."""
+    rule = rule or OutcomeRule("return")
+    if rule.measure == "none":
+        return []
+    if rule.measure == "holds_rank":
+        return _due_rankings(conn, automation, spec)
+    waiting = signals_awaiting_outcomes(conn, automation, len(spec.horizons), limit, observed=rule.observed)
     have = outcomes_by_signal(conn, [s.id for s in waiting if s.id is not None])
+    latest = newest_observation(conn, automation) if rule.observed and waiting else None
+    newest = None if latest is None else np.datetime64(latest.replace(tzinfo=None), "ns")
     out: list[Outcome] = []
     for signal in waiting:
         done = {o.horizon for o in have.get(signal.id or 0, [])}
         todo = [h for h in spec.horizons if h not in done]
+        if rule.observed:
+            span = max(todo) * UNIT_SECONDS.get(spec.unit, 0)
+            until = None if spec.unit == "bars" else signal.time + timedelta(seconds=span)
+            times, values = observation_window(
+                conn, automation, signal.key, signal.time, before=spec.lookback, after=max(todo), until=until
+            )
+            out.extend(
+                o for h in todo if (o := measure_observed(signal, times, values, h, spec, rule, newest)) is not None
+            )
+            continue
         window = bar_window(conn, automation, signal.key, signal.time, before=spec.lookback, after=max(todo))
         for horizon in todo:
             found = measure(signal, window["time"], window["close"], window["volume"], horizon, spec)
             if found is not None and math.isfinite(found.baseline):
+                out.append(found)
+    return out
+
+
+def _due_rankings(conn: Connection, automation: str, spec: OutcomesConfig) -> list[Outcome]:
+    """Rankings are measured on the rankings after them (the signal log), not on observations."""
+    rankings = list_signals(conn, automation=automation, limit=100_000)[::-1]  # oldest first
+    have = outcomes_by_signal(conn, [s.id for s in rankings if s.id is not None])
+    out: list[Outcome] = []
+    for index, signal in enumerate(rankings):
+        done = {o.horizon for o in have.get(signal.id or 0, [])}
+        for horizon in spec.horizons:
+            if horizon not in done and (found := measure_ranking(rankings, index, horizon, spec)) is not None:
                 out.append(found)
     return out
 
@@ -130,10 +166,15 @@ def summarize(outcomes: Iterable[Outcome]) -> list[OutcomeSummary]:
                 horizon=horizon, count=n, hits=hits, hit_rate=hits / n, hit_low=low, hit_high=high,
                 mean=mean, median=float(np.median(rets)), mean_abs=float(np.abs(rets).mean()),
                 mean_low=mean - half, mean_high=mean + half,
-                baseline=float(np.median([o.baseline for o in rows])),
+                baseline=_median_finite([o.baseline for o in rows]),
             )
         )  # fmt: skip
     return out
+
+
+def _median_finite(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.median(finite)) if finite else math.nan
 
 
 def summarize_by_key(outcomes: Sequence[Outcome]) -> dict[str, list[OutcomeSummary]]:

@@ -44,12 +44,13 @@ from ..sources.fetch import default_user_agent
 from ..store import Checkpoint, Connection, Database, append_signals, load_checkpoint, save_checkpoint, sync_automations
 from ..store.bars import insert_bars, prune_bars
 from ..store.leases import check_fence
-from ..store.outcomes import insert_outcomes
+from ..store.outcomes import insert_observations, insert_outcomes, prune_observations
 from .faults import Faults
 from .freshness import GapTracker, Guard, guard_for
 from .hub import SignalHub
 from .leases import LeaseKeeper
 from .metrics import Metrics
+from .outcome_rules import rule_for
 from .outcomes import due_outcomes
 from .watchdog import OperatorAlerts, Watchdog, open_time_since
 
@@ -70,19 +71,22 @@ def commit_tick(
     signals: list[Signal],
     checkpoint: Checkpoint | None,
     on_commit: OnCommit | None = None,
+    observe: str | None = None,
     *,
     fence: Fence | None = None,
     idle_timeout: float | None = None,
 ) -> list[Signal]:
-    """The one transaction of a tick (runs on the writer thread): bars, signals, what
-    ``on_commit`` writes for them (the outbox rows, one per entitled subscriber endpoint) and,
-    when due, the checkpoint. With a ``fence`` it first proves the engine still holds the
-    automation's lease at that epoch (:class:`~signalmint.errors.LeaseLost` otherwise, and
-    nothing is written)."""
+    """The one transaction of a tick (runs on the writer thread): bars (and the ``observe``
+    column's values, which non-market outcomes are measured on), signals, what ``on_commit``
+    writes for them (the outbox rows, one per entitled subscriber endpoint) and, when due, the
+    checkpoint. With a ``fence`` it first proves the engine still holds the automation's lease
+    at that epoch (:class:`~signalmint.errors.LeaseLost` otherwise, and nothing is written)."""
     now = datetime.now(UTC)
     if fence is not None:
         check_fence(conn, automation, fence, now, idle_timeout=idle_timeout)
     insert_bars(conn, automation, frame)
+    if observe:
+        insert_observations(conn, automation, frame, observe)
     stored = append_signals(conn, automation, signals, now)
     alerts = [s for s in stored if not s.late]  # late data is recorded, never sold as news
     if on_commit is not None and alerts:
@@ -177,6 +181,9 @@ class AutomationRunner:
         self.guard: Guard | None = None
         self.gaps: GapTracker | None = None
         self.fence: Fence | None = None  # the lease this runner commits under (None: unfenced)
+        detector = config.detector
+        self.outcome_rule = rule_for(detector.kind, detector.options) if config.outcomes is not None else None
+        self._observe = self.outcome_rule.column if self.outcome_rule and self.outcome_rule.observed else None
 
     def guard_limit(self) -> str:
         return str(self.status.stale_after) if self.status.stale_after else "none"
@@ -320,7 +327,7 @@ class AutomationRunner:
                 engine.attempted += len(found)  # counted now: two automations' commits may be under way at once
                 fenced = {"fence": self.fence, "idle_timeout": engine.leases.idle_timeout}
                 pending = asyncio.ensure_future(
-                    db.write(commit_tick, name, frame, found, snapshot, engine.on_commit, **fenced)
+                    db.write(commit_tick, name, frame, found, snapshot, engine.on_commit, self._observe, **fenced)
                 )
                 stored = await asyncio.shield(pending)
                 pending = None
@@ -431,7 +438,7 @@ class AutomationRunner:
         if spec is None:
             return 0
         try:
-            found = await self.engine.db.read(due_outcomes, self.config.name, spec)
+            found = await self.engine.db.read(due_outcomes, self.config.name, spec, 500, self.outcome_rule)
             return await self.engine.db.write(insert_outcomes, found, datetime.now(UTC)) if found else 0
         except Exception:  # an outcome is never worth stopping the automation for
             log.exception("%s: measuring outcomes failed", self.config.name)
@@ -443,6 +450,8 @@ class AutomationRunner:
             return
         self._pruned = time.monotonic()
         removed = await self.engine.db.write(prune_bars, self.config.name, retention)
+        if self._observe:
+            removed += await self.engine.db.write(prune_observations, self.config.name, retention)
         if removed:
             log.debug("%s: pruned %d bars older than the retention of %s", self.config.name, removed, retention)
 

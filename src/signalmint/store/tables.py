@@ -135,10 +135,24 @@ outcomes = Table(
     Column("exit", Float, nullable=False),
     Column("ret", Float, nullable=False),
     Column("volume", Float, nullable=False),
-    Column("baseline", Float, nullable=False),
+    Column("baseline", Float, nullable=True),  # migration 0015: NULL is a base rate without samples
     Column("samples", Integer, nullable=False),
     Column("hit", Boolean, nullable=False),
     Column("computed_at", UTCDateTime, nullable=False),
+    Column("measure", String(32), nullable=False, server_default="return"),  # migration 0015
+    Index(None, "automation", "time"),
+)
+
+#: The values a non-market automation observed (migration 0015): only the column its detector's
+#: outcome rule watches (a shop item's price, its stock), kept as long as bars are (retention),
+#: read only to measure outcomes.
+observations = Table(
+    "observations",
+    metadata,
+    Column("automation", String(64), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("time", UTCDateTime, primary_key=True),
+    Column("value", Float, nullable=False),
     Index(None, "automation", "time"),
 )
 

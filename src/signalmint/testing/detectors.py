@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..records import BAR_COLUMNS, COLUMN_KINDS, ColumnKind, Frame, Schema, Scores
+from ..records import BAR_COLUMNS, COLUMN_KINDS, MEASURES, ColumnKind, Frame, OutcomeRule, Schema, Scores
 from ..registry import declared
 
 __all__ = ["check_detector", "detector_checks", "example_frames", "needs_of"]
@@ -119,6 +119,24 @@ def check_declares_needs(factory: Factory) -> None:
         assert kind in COLUMN_KINDS, f"column {name!r}: kind {kind!r} is not one of {COLUMN_KINDS}"
 
 
+def check_states_a_known_outcome(factory: Factory) -> None:
+    """An ``outcome(options)`` (optional: without one the kind has none) gives an
+    :class:`~signalmint.records.OutcomeRule` this version measures, on a column the detector reads."""
+    detector = factory()
+    declare = getattr(type(detector), "outcome", None)
+    if declare is None:
+        return
+    rule = declare(type(detector).Options.model_validate(_options_of(detector)))
+    assert isinstance(rule, OutcomeRule), "outcome(options) returns an OutcomeRule"
+    assert rule.measure in MEASURES, f"outcome measure {rule.measure!r} is not one of {MEASURES}"
+    if rule.observed:
+        assert rule.column, "an observed outcome names the column it watches"
+        needs = needs_of(detector)
+        assert not needs or rule.column in needs, f"the outcome watches {rule.column!r}, which the detector never reads"
+    if rule.measure == "none":
+        assert rule.reason, "a kind without an outcome says why (the track record shows it)"
+
+
 def check_scores_align_with_input(factory: Factory) -> None:
     for frame in _frames(factory, ticks=40):
         scores = factory().update(frame)
@@ -185,6 +203,7 @@ def check_batch_equals_streaming(factory: Factory) -> None:
 _CHECKS = [
     check_has_kind_and_options,
     check_declares_needs,
+    check_states_a_known_outcome,
     check_scores_align_with_input,
     check_does_not_mutate_input,
     check_deterministic,

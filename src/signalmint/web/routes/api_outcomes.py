@@ -18,12 +18,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
+from ...engine.outcome_rules import HEADLINES, rule_for
 from ...engine.outcomes import summarize
 from ...records import Outcome, OutcomeSummary
 from ..api_access import read_viewer
 from ..auth import Viewer
 from ..context import AppContext, ctx_dependency
-from ..core.deps import MAX_LIMIT, RESPONSES
+from ..core.deps import MAX_LIMIT, RESPONSES, automation_or_404
 from ..openapi import errors
 from ..serialize import decode_cursor, encode_cursor
 from ..track_rows import MOST, Row, viewer_rows
@@ -36,7 +37,12 @@ Who = Annotated[Viewer, Depends(read_viewer)]
 
 
 class OutcomeOut(BaseModel):
-    horizon: int = Field(description="bars after the signal's bar")
+    measure: str = Field(
+        description="what it measures: return (market), stays_down, stays_in_stock, continues or holds_rank; "
+        "for all but return, entry/exit are the watched value (a rank for holds_rank), volume the share of "
+        "the horizon on which it held and baseline the base rate of random earlier starts"
+    )
+    horizon: int = Field(description="bars (observations of the key, or rankings) after the signal")
     end_time: datetime = Field(description="time of the bar ``horizon`` bars later (UTC)")
     entry: float | None = Field(description="close at the signal's bar")
     exit: float | None = Field(description="close ``horizon`` bars later")
@@ -75,6 +81,9 @@ class SummaryOut(BaseModel):
 
 class OutcomePage(BaseModel):
     automation: str
+    measure: str = Field(description="what this automation's outcomes measure (none: no outcome for its kind)")
+    hit_means: str = Field(description="what a hit means, in words")
+    no_outcome: str | None = Field(description="why this kind of signal has no outcome (measure none)")
     horizons: list[int] = Field(description="the horizons measured among the signals you may see")
     summary: list[SummaryOut] = Field(description="hit rates and returns per horizon, over every signal shown")
     signals: int = Field(description="signals you may see (of the key, when given)")
@@ -91,8 +100,8 @@ def _number(value: float) -> float | None:
 
 def _outcome_json(o: Outcome) -> dict[str, Any]:
     return {
-        "horizon": o.horizon, "end_time": o.end_time, "entry": _number(o.entry), "exit": _number(o.exit),
-        "ret": _number(o.ret), "volume": _number(o.volume), "baseline": _number(o.baseline),
+        "measure": o.measure, "horizon": o.horizon, "end_time": o.end_time, "entry": _number(o.entry),
+        "exit": _number(o.exit), "ret": _number(o.ret), "volume": _number(o.volume), "baseline": _number(o.baseline),
         "samples": o.samples, "hit": o.hit,
     }  # fmt: skip
 
@@ -157,8 +166,13 @@ def automation_outcomes(
     after = [r for r in rows if before_id is None or (r.signal.id or 0) < before_id]
     page = after[:limit]
     last = page[-1].signal.id if page else None
+    automation = ctx.db.read_sync(automation_or_404, name)
+    rule = rule_for(automation.detector_kind, automation.detector_options)
     return {
         "automation": name,
+        "measure": rule.measure,
+        "hit_means": HEADLINES.get(rule.measure, ""),
+        "no_outcome": rule.reason or None,
         "horizons": sorted({o.horizon for r in rows for o in r.outcomes.values()}),
         "summary": [_summary_json(s) for s in summaries],
         "signals": len(rows),
