@@ -106,7 +106,7 @@ def test_a_changed_endpoint_reaches_the_fan_out_at_once(client: TestClient, app:
         """The webhook endpoints the fan-out gives a new signal to."""
         signal = Signal("us-stocks", key, now, "volume_spike", 5.0, {"ratio": 5.0})
         stored = db.write_sync(append_signals, "us-stocks", [signal], now)
-        return {row["endpoint_id"] for row in db.read_sync(fanout.deliveries_for, stored, now)}
+        return {row.endpoint_id for row in db.read_sync(fanout.deliveries_for, stored, now)}
 
     csrf = signed_in(client, app, "alerts")
     assert sent_to("A") == set()  # no webhook yet; the audience is now built

@@ -190,10 +190,12 @@ def release_candidates(
     since: tuple[datetime, datetime],
     keys: Iterable[str] | None,
     limit: int,
+    exclude: Iterable[int] = (),
 ) -> list[Signal]:
     """Signals of ``automation`` a live stream may release next, by id: created by ``created_by``,
     stamped by ``time_by``, and created or stamped after ``since`` = (created, stamped) (either
-    will do); only ``keys`` when given. The caller works out each one's release time."""
+    will do); only ``keys`` when given, never the ids in ``exclude`` (already sent). The caller
+    works out each one's release time."""
     created_after, time_after = since
     query = select(signals).where(
         signals.c.automation == automation,
@@ -201,6 +203,9 @@ def release_candidates(
         signals.c.time <= time_by,
         or_(signals.c.created_at >= created_after, signals.c.time >= time_after),
     )
+    skip = sorted(set(exclude))
+    if skip:
+        query = query.where(signals.c.id.not_in(skip))
     if keys is not None:
         query = query.where(signals.c.key.in_(sorted(keys)))
     return [row_to_signal(r) for r in conn.execute(query.order_by(signals.c.id).limit(limit))]

@@ -7,6 +7,12 @@ order, and only those available at least :data:`SETTLE` seconds ago, by which ti
 commit stamped earlier is visible. That order is a function of the stored signal and the
 viewer's grant, so ``Last-Event-ID`` (a signal id) locates exactly where a stream stopped,
 whatever the mix of delays and automations.
+
+A commit that takes longer than ``SETTLE`` (a signal fanned out to thousands of endpoints on a
+busy host) becomes visible after the stream has passed its position. :func:`late_released`
+finds those, up to :data:`LATE` behind the stream's position, and the stream sends them then:
+out of order, never lost (a reconnect from such a signal's id may repeat a few signals after it;
+every event carries its signal id).
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ from ..store.signals import Scope, automations_with_signals, get_signal, release
 from .auth import Viewer
 from .serialize import signal_json
 
-__all__ = ["SETTLE", "available_at", "position_of", "present", "released_after", "scopes_for"]
+__all__ = ["LATE", "SETTLE", "available_at", "late_released", "position_of", "present", "released_after", "scopes_for"]
 
 SETTLE = timedelta(seconds=1)
+#: How far behind its position a stream looks for signals whose commit became visible late.
+LATE = timedelta(seconds=30)
 
 
 def scopes_for(viewer: Viewer, now: datetime, names: Sequence[str]) -> list[Scope] | None:
@@ -96,6 +104,50 @@ def released_after(
                 continue
             position = (at, signal.id or 0)
             if position > (after_at, after_id):
+                out.append((position, signal))
+    out.sort(key=lambda item: item[0])
+    return out[:limit]
+
+
+def late_released(
+    conn: Connection,
+    viewer: Viewer,
+    cursor: tuple[datetime, int],
+    floor: tuple[datetime, int],
+    sent: set[int],
+    now: datetime,
+    *,
+    automation: str | None = None,
+    limit: int = 200,
+) -> list[tuple[tuple[datetime, int], Signal]]:
+    """Signals released to ``viewer`` at positions in ``(floor, cursor]``, at most :data:`LATE`
+    behind ``cursor``, that are not in ``sent``: commits that became visible after the stream
+    had passed their position. Oldest position first."""
+    horizon = now - SETTLE
+    start = max(floor[0], cursor[0] - LATE)
+    out: list[tuple[tuple[datetime, int], Signal]] = []
+    names = [automation] if automation is not None else automations_with_signals(conn)
+    for name in names:
+        grant = viewer.grant(name)
+        if grant is None:
+            continue
+        delays = [t.delay for t in grant.tiers]
+        candidates = release_candidates(
+            conn,
+            name,
+            created_by=horizon,
+            time_by=horizon - min(delays),
+            since=(start, start - max(delays)),
+            keys=grant.keys,
+            limit=limit,
+            exclude=sent,
+        )
+        for signal in candidates:
+            at = available_at(signal, grant)
+            if at is None or at > horizon or (signal.id or 0) in sent:
+                continue
+            position = (at, signal.id or 0)
+            if floor < position <= cursor and at >= start:
                 out.append((position, signal))
     out.sort(key=lambda item: item[0])
     return out[:limit]

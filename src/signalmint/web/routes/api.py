@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -40,10 +41,11 @@ from ..serialize import (
     plan_json,
 )
 from ..teaser import teasers_after, veil_json
-from ..visibility import SETTLE, position_of, present, released_after, scopes_for
+from ..visibility import LATE, SETTLE, late_released, position_of, present, released_after, scopes_for
 
 __all__ = ["router", "signals"]
 
+log = logging.getLogger("signalmint.web")
 router = APIRouter()
 Ctx = Annotated[AppContext, Depends(ctx_dependency)]
 
@@ -221,13 +223,15 @@ async def stream(
         found = await ctx.db.read(position_of, viewer, last_id)
         if found is not None:
             cursor = found
+    floor = cursor  # nothing at or before where the stream starts is sent, late or not
+    sent: dict[int, datetime] = {}  # signal id -> its release time, for the last LATE of the stream
 
     owner = viewer.subscriber.id if viewer.subscriber is not None else None
     titles = {a.name: a.title for a in await ctx.db.read(list_automations)}
     teased, _ = await ctx.db.read(teasers_after, viewer, None, datetime.now(UTC), [], titles)
 
     async def events() -> AsyncIterator[dict[str, Any]]:
-        nonlocal cursor, viewer, teased
+        nonlocal cursor, viewer, teased, sent
         ctx.metrics.sse_clients.inc()
         if owner is not None:
             ctx.live_streams[owner] = ctx.live_streams.get(owner, 0) + 1
@@ -248,9 +252,17 @@ async def stream(
                 for teaser in teasers:  # no id: a teaser is not a position in the stream
                     yield {"event": "teaser", "data": json.dumps(teaser)}
                 batch = await ctx.db.read(released_after, viewer, cursor, now, automation=automation)
+                if sent:  # commits that became visible after the stream passed them: send them now
+                    late = await ctx.db.read(
+                        late_released, viewer, cursor, floor, set(sent), now, automation=automation
+                    )
+                    if late:
+                        log.warning("stream: %d signal(s) committed late, sent out of order", len(late))
+                    batch = late + batch
                 for position, item in batch:
                     body = present(item, viewer, now)
-                    cursor = position
+                    cursor = max(cursor, position)
+                    sent[item.id or 0] = position[0]
                     grant = viewer.grant(item.automation)
                     if body is not None and body["masked"] and grant is not None:
                         body["veil"] = veil_json(item, grant, plans)
@@ -260,6 +272,8 @@ async def stream(
                             "id": str(item.id),
                             "data": json.dumps(body, allow_nan=False),
                         }
+                if len(sent) > 2000 or (sent and min(sent.values()) < cursor[0] - LATE):
+                    sent = {i: at for i, at in sent.items() if at >= cursor[0] - LATE}
                 if len(batch) < 200:
                     if await request.is_disconnected():
                         return
