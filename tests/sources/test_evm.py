@@ -275,7 +275,7 @@ class _FlakyProxy:
     that is not JSON-RPC when ``junk`` is set too (and counts them). ``faults`` scripts the
     answers to the next requests, one each: a JSON-RPC error object (``rpc_error``), a 429 with
     ``Retry-After: 2`` (``http_429``), a JSON-RPC "limit exceeded" (``rpc_limit``), no answer
-    within a second (``slow``). Each request's arrival (monotonic seconds) is kept."""
+    within 2.5 s (``slow``). Each request's arrival (monotonic seconds) is kept."""
 
     def __init__(self, upstream: str) -> None:
         self.failing = threading.Event()
@@ -329,7 +329,7 @@ def _fault(fault: str, request: Any) -> tuple[int, bytes, dict[str, str]]:
     if fault == "http_429":
         return 429, b"slow down", {"Retry-After": "2"}
     if fault == "slow":
-        time.sleep(1.0)  # the source's timeout is shorter
+        time.sleep(2.5)  # the source's timeout is shorter
         return 500, b"late", {}
     error = {"code": -32000, "message": "header not found"}
     if fault == "rpc_limit":
@@ -499,7 +499,7 @@ def test_node_errors_are_counted_by_kind_and_a_429_waits_its_retry_after(evm_nod
         await asyncio.sleep(min(seconds, 0.02))
 
     source = EvmChain(
-        rpc_url=flaky.url, confirmations=0, warmup=1, interval=0.02, backoff=0.02, timeout=0.3, host_interval=0,
+        rpc_url=flaky.url, confirmations=0, warmup=1, interval=0.02, backoff=0.02, timeout=1.0, host_interval=0,
         sleep=sleep,
     )  # fmt: skip
     flaky.faults = ["rpc_error", "rpc_limit", "http_429", "slow"]
