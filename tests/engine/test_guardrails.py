@@ -34,7 +34,7 @@ from signalmint.store.signals import signal_hash
 from signalmint.store.tables import deliveries
 from signalmint.web.app import create_app
 
-from .conftest import LiveServer
+from ..conftest import LiveServer
 
 MINUTE = timedelta(minutes=1)
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -237,8 +237,8 @@ def test_staleness_is_raised_and_cleared_with_operator_alerts(
 def test_operator_email_alerts_go_through_smtp(db: Database, registry: Registry) -> None:
     from signalmint.config import EmailConfig
 
-    from .delivery.test_email import Recorder as SmtpRecorder
-    from .delivery.test_email import _serve
+    from ..delivery.test_email import Recorder as SmtpRecorder
+    from ..delivery.test_email import _serve
 
     with _serve(SmtpRecorder()) as smtp:
         settings = Settings(
