@@ -138,6 +138,12 @@ def free_port() -> int:
         return port
 
 
+def stored_id(signal: Signal) -> int:
+    """A stored signal's id (the store gives it one; a signal not yet stored has none)."""
+    assert signal.id is not None, "the signal was not stored"
+    return signal.id
+
+
 class LiveServer:
     """An ASGI app served by uvicorn in a thread on 127.0.0.1 (like httpx's test server)."""
 
@@ -153,7 +159,6 @@ class LiveServer:
             timeout_graceful_shutdown=1,
         )
         self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:

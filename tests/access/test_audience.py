@@ -32,7 +32,11 @@ def row(
     state: str = "active",
     watchlist: AbstractSet[str] = frozenset(),
     confirmed: bool = True,
-    **dates: datetime,
+    *,
+    trial_end: datetime | None = None,
+    period_end: datetime | None = None,
+    past_due_since: datetime | None = None,
+    ended_at: datetime | None = None,
 ) -> Row:
     subscription = Subscription(
         id=100 + i,
@@ -41,7 +45,10 @@ def row(
         plan_version=plan.version,
         state=state,
         started_at=T0 - timedelta(days=40),
-        **dates,
+        trial_end=trial_end,
+        period_end=period_end,
+        past_due_since=past_due_since,
+        ended_at=ended_at,
     )
     return (subscription, plan, person(i, confirmed), frozenset(watchlist))
 

@@ -42,7 +42,7 @@ from signalmint.store.outbox import (
 )
 from signalmint.store.plans import sync_plans
 
-from ..conftest import free_port
+from ..conftest import free_port, stored_id
 from .conftest import HttpSink, Reply
 from .test_outbox import NUMBERS, PEPPER, Outbox
 
@@ -114,7 +114,7 @@ def test_signals_within_the_window_arrive_as_one_request(outbox: Grouping) -> No
     t0 = next_window(60)
     first = outbox.commit_at(t0, "AAPL", "MSFT")
     second = outbox.commit_at(t0 + timedelta(seconds=20), "TSLA")
-    ids = [s.id for s in [*first, *second]]
+    ids = [stored_id(s) for s in [*first, *second]]
     rows = outbox.db.read_sync(list_deliveries)
     end = t0 - timedelta(seconds=5) + timedelta(seconds=60)
     assert {r.group_key for r in rows} == {f"g:{rows[0].endpoint_id}:{int(end.timestamp())}"}

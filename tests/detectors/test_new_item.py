@@ -17,7 +17,7 @@ from tests.detectors.frames import frame
 
 def poll(det: NewItem, minute: int, items: dict[str, str], **texts: list[str]) -> list[bool]:
     f = frame(list(items), minute, texts={"title": list(items.values()), **texts})
-    return det.update(f).flags.tolist()
+    return [bool(flag) for flag in det.update(f).flags]
 
 
 def test_the_backlog_is_remembered_then_only_new_items_fire() -> None:

@@ -122,7 +122,7 @@ class Recorder:
 def automation(**extra: Any) -> AutomationConfig:
     return AutomationConfig(
         name="live",
-        source={"kind": "queue"},  # type: ignore[arg-type]
+        source={"kind": "queue"},
         detector=DetectorConfig(kind="volume_spike", window=3, ratio=3, z=4),
         retention=None,
         **extra,
@@ -408,7 +408,7 @@ def test_replays_are_never_stale_nor_late() -> None:
     config = AutomationConfig(
         name="replay",
         source={"kind": "file", "path": "x.csv"},
-        detector=DetectorConfig(kind="volume_spike"),  # type: ignore[arg-type]
+        detector=DetectorConfig(kind="volume_spike"),
     )
     guard = guard_for(config, FileReplay.__new__(FileReplay))
     assert (guard.stale_after, guard.max_signal_age, guard.cadence) == (None, None, None)

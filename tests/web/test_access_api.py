@@ -17,6 +17,7 @@ from signalmint.store import Database, append_signals, sync_automations
 from signalmint.store.accounts import confirm_subscriber, ensure_subscriber, set_watchlist, start_subscription
 from signalmint.store.plans import load_plans
 from signalmint.web.app import create_app
+from tests.conftest import stored_id
 
 NUMBERS = ["volume", "baseline", "ratio", "z", "mad", "price_change", "score"]
 SECRET = "test-secret-0123456789abcdef"
@@ -391,7 +392,7 @@ def test_stream_releases_only_what_the_viewer_may_see(world: World, live_server:
     from .test_api import _read_events
 
     with live_server(world.app) as server, httpx.Client(base_url=server.url, timeout=10) as http:
-        first = world.signals[0].id - 1
+        first = stored_id(world.signals[0]) - 1
         headers = {"Last-Event-ID": str(first), "Authorization": f"Bearer {world.keys['free']}"}
         with http.stream("GET", "/api/v1/stream", headers=headers) as response:
             events = _read_events(response, 4)

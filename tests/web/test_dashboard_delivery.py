@@ -25,6 +25,7 @@ from signalmint.store.outbox import add_endpoint, enqueue, list_endpoints, set_e
 from signalmint.store.tables import deliveries
 from signalmint.web import app as web_app
 from signalmint.web.routes import dashboard_delivery
+from tests.conftest import stored_id
 from tests.delivery.conftest import HttpSink, Reply, SinkServer
 
 from .test_account_pages import AUTOMATION, client_for, make_app
@@ -106,7 +107,7 @@ def test_a_changed_endpoint_reaches_the_fan_out_at_once(client: TestClient, app:
         """The webhook endpoints the fan-out gives a new signal to."""
         signal = Signal("us-stocks", key, now, "volume_spike", 5.0, {"ratio": 5.0})
         stored = db.write_sync(append_signals, "us-stocks", [signal], now)
-        return {row["endpoint_id"] for row in db.read_sync(fanout.deliveries_for, stored, now)}
+        return {row.endpoint_id for row in db.read_sync(fanout.deliveries_for, stored, now)}
 
     csrf = signed_in(client, app, "alerts")
     assert sent_to("A") == set()  # no webhook yet; the audience is now built
@@ -312,7 +313,7 @@ def test_the_delivery_log_lists_the_endpoints_deliveries(client: TestClient, app
         Signal("us-stocks", f"K{i}", now - timedelta(minutes=i), "volume_spike", 5.0, {"ratio": 5.0}) for i in range(3)
     ]
     made = db.write_sync(append_signals, "us-stocks", signals, now)
-    rows = [OutboxRow(s.id, email.id, sid, now) for s in made]
+    rows = [OutboxRow(stored_id(s), email.id, sid, now) for s in made]
     db.write_sync(enqueue, rows, now)
 
     def outcomes(conn: Any) -> None:

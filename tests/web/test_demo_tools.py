@@ -32,7 +32,7 @@ from signalmint.store.outbox import add_endpoint, enqueue, list_endpoints
 from signalmint.store.tables import deliveries
 from signalmint.web import app as web_app
 
-from ..conftest import LiveServer, free_port
+from ..conftest import LiveServer, free_port, stored_id
 from .test_account_pages import AUTOMATION, client_for, csrf_of, settings, sign_up
 from .test_dashboard import subscriber_id
 
@@ -273,7 +273,7 @@ def test_the_status_page_shows_automations_and_delivery_health(db: Database) -> 
         sign_up(client, app, "ann@example.com", "free")
         sid = subscriber_id(db)
         endpoint = db.write_sync(add_endpoint, sid, "webhook", "webhook+https://hooks.example/x", now, ["whsec_x"])
-        rows = [OutboxRow(stored.id, endpoint.id, sid, now)]
+        rows = [OutboxRow(stored_id(stored), endpoint.id, sid, now)]
         db.write_sync(enqueue, rows, now)
         db.write_sync(lambda conn: conn.execute(update(deliveries).values(status="dead", last_error="410 Gone")))
         page = client.get("/status")
