@@ -67,6 +67,7 @@ def seed(db_path: str) -> str:
     from signalmint.store import Database, append_signals, sync_automations
     from signalmint.store.accounts import confirm_subscriber, ensure_subscriber, start_subscription
     from signalmint.web.app import create_app
+    from signalmint.web.context import AppContext
 
     db = Database(f"sqlite:///{db_path}")
     db.migrate()
@@ -99,7 +100,7 @@ def seed(db_path: str) -> str:
     for name in ("spikes", "stocks"):
         db.write_sync(append_signals, name, [s for s in batch if s.automation == name], now)
     app = create_app(settings_for(db_path), db)
-    ctx = app.state.ctx
+    ctx: AppContext = app.state.ctx
     pro = ctx.access.current()[-1]
 
     def write(conn):  # type: ignore[no-untyped-def]

@@ -224,7 +224,7 @@ def in_flight(settings: Any) -> int:
     async def probe() -> int:
         context = channel_context(settings)
         try:
-            return min(settings.delivery.concurrency, int(context.http.limit))
+            return min(int(settings.delivery.concurrency), int(context.http.limit))
         finally:
             await context.http.close()
 

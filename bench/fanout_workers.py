@@ -146,7 +146,8 @@ def throughput(db: Any, sink: fanout.Sink, endpoints: int, key: str, total: int,
         time.sleep(0.05)
     arrivals = sink.stats(full=True)["arrivals"]
     wait_all_sent(db, total)
-    return endpoints / (max(arrivals.values()) - committed)
+    last: float = max(arrivals.values())
+    return endpoints / (last - committed)
 
 
 def latency(db: Any, sink: fanout.Sink, signals_per_s: float, subscribers: int, seconds: float) -> dict[str, float]:

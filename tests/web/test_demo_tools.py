@@ -98,7 +98,9 @@ def _html_mail() -> bytes:
     msg["From"], msg["To"], msg["Subject"] = "a@demo.example", "b@demo.example", "<script>alert(1)</script> spike"
     msg.set_content("text part")
     msg.add_alternative('<p>Hi<script>alert(2)</script><img src="cid:chart"></p>', subtype="html")
-    msg.get_payload()[1].add_related(b"\x89PNG fake", "image", "png", cid="<chart>")  # type: ignore[index]
+    html = msg.get_body(("html",))
+    assert html is not None
+    html.add_related(b"\x89PNG fake", "image", "png", cid="<chart>")
     return msg.as_bytes()
 
 

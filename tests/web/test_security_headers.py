@@ -161,12 +161,13 @@ def test_docs_run_under_the_page_policy(client: TestClient) -> None:
 def test_a_route_with_its_own_policy_may_be_framed_by_it(sqlite_db: Database) -> None:
     """The demo mail catcher's HTML body sets frame-ancestors 'self'; no blanket DENY overrides it."""
     from starlette.responses import Response
+    from starlette.types import Message
 
     from signalmint.config import Settings
     from signalmint.web.security import _merge, security_headers
 
     framed = Response("x", headers={"Content-Security-Policy": "sandbox; frame-ancestors 'self'"})
-    start = {"type": "http.response.start", "status": 200, "headers": list(framed.raw_headers)}
+    start: Message = {"type": "http.response.start", "status": 200, "headers": list(framed.raw_headers)}
     _merge(start, security_headers(Settings()))
     names = [k for k, _ in start["headers"]]
     assert names.count(b"content-security-policy") == 1 and b"x-frame-options" not in names
