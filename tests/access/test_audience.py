@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime, timedelta
 
@@ -122,7 +122,9 @@ ROWS: list[Row] = [
 @pytest.mark.parametrize("key", ["AAPL", "MSFT", "TSLA", "IBM"])
 @pytest.mark.parametrize("automation", ["spikes", "gaps", "nothing"])
 @pytest.mark.parametrize("now", [T0 - timedelta(seconds=1), T0, T0 + MIN15, T0 + timedelta(days=30)])
-def test_decide_equals_deliver_at_row_by_row(build, key: str, automation: str, now: datetime) -> None:  # type: ignore[no-untyped-def]
+def test_decide_equals_deliver_at_row_by_row(
+    build: Callable[[Sequence[Row]], Audience], key: str, automation: str, now: datetime
+) -> None:
     audience = build(ROWS)
     signal = spike(key, automation)
     assert got(audience.decide(signal, now)) == expected(ROWS, signal, now)

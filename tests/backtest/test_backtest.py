@@ -91,9 +91,9 @@ def assert_same(batch: Scores, stream: Scores) -> None:
 @pytest.mark.parametrize("levels", [0, 4])
 def test_batch_flags_equal_streaming_flags(window: int, ragged: bool, levels: int) -> None:
     frame = history(window * 7 + ragged + levels, keys=9, ticks=4 * window + 40, ragged=ragged, levels=levels)
-    options = {"window": window, "ratio": 2.0, "z": 3.0}
-    batch = VolumeSpike(**options).batch(frame)  # type: ignore[arg-type]
-    stream = streamed(VolumeSpike(**options), frame)  # type: ignore[arg-type]
+    options: dict[str, Any] = {"window": window, "ratio": 2.0, "z": 3.0}
+    batch = VolumeSpike(**options).batch(frame)
+    stream = streamed(VolumeSpike(**options), frame)
     assert_same(batch, stream)
     assert stream.flags.any()
     if levels and window < 7:  # few distinct values: flat windows (z = inf) and zero medians

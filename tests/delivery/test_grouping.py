@@ -480,7 +480,9 @@ def test_a_grouped_email_lists_every_signal(outbox: Grouping, smtp: tuple[Inbox,
     rows = outbox.db.read_sync(list_deliveries)
     ids = sorted(r.signal_id for r in rows)
     assert mail["Message-ID"] == f"<{group_message_id(rows[0].group_key or '', ids)}@alerts.example>"
-    text = mail.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    plain = mail.get_body(preferencelist=("plain",))
+    assert plain is not None
+    text = plain.get_content()
     assert all(key in text for key in ("AAPL", "MSFT", "TSLA")) and "Unsubscribe:" in text
     assert mail["List-Unsubscribe"]
 

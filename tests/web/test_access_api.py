@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Connection
 
 from signalmint.config import AdminConfig, PlanConfig, Settings, WebConfig
 from signalmint.records import Automation, Signal
@@ -94,7 +95,7 @@ class World:
         current = {p.id: p for p in db.read_sync(load_plans, current_only=True).values()}
         for name, plan in (("free", "free"), ("premium", "premium"), ("pro", "pro"), ("pro2", "pro")):
 
-            def write(conn, name=name, plan=plan):  # type: ignore[no-untyped-def]
+            def write(conn: Connection, name: str = name, plan: str = plan) -> int:
                 person = ensure_subscriber(conn, f"{name}@example.com", self.now)
                 confirm_subscriber(conn, person.id, self.now)
                 start_subscription(conn, person.id, current[plan], self.now, origin="test", state="active")

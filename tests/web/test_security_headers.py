@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from html.parser import HTMLParser
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import pytest
@@ -45,8 +46,15 @@ def policy(header: str) -> dict[str, list[str]]:
     return directives
 
 
-def assert_guarded(response: object, path: str) -> dict[str, list[str]]:
-    headers = response.headers  # type: ignore[attr-defined]
+class Answered(Protocol):
+    """An HTTP response of either client (the test client and httpx are separate packages)."""
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+def assert_guarded(response: Answered, path: str) -> dict[str, list[str]]:
+    headers = response.headers
     assert "content-security-policy" in headers, f"{path}: no CSP"
     csp = policy(headers["content-security-policy"])
     assert csp["frame-ancestors"] == ["'none'"], path
