@@ -110,7 +110,9 @@ def db(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> Iterator[
         database = Database(db_url)
         script = request.getfixturevalue("_pg_migration_script")
         with database.engine.begin() as conn:
-            conn.connection.driver_connection.execute(script)  # type: ignore[union-attr]
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            driver.execute(script)
     try:
         yield database
     finally:
