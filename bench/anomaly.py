@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-import statsmodels.api as sm
+import statsmodels.api as sm  # type: ignore[import-untyped]
 from bokeh_sampledata import stocks
 from river import anomaly as river_anomaly
 from river import preprocessing
@@ -186,7 +186,7 @@ def nab_raw(flags: npt.NDArray[np.bool_], windows: list[tuple[int, int]]) -> flo
 def nab(scores: list[FloatArray], series: list[Series], threshold: float) -> float:
     raw = sum(nab_raw(sc >= threshold, s.windows) for sc, s in zip(scores, series, strict=True))
     n = sum(len(s.windows) for s in series)
-    perfect = n * (2.0 / (1.0 + np.exp(-5.0)) - 1.0)
+    perfect = n * (2.0 / (1.0 + float(np.exp(-5.0))) - 1.0)
     return 100.0 * (raw + n) / (perfect + n)
 
 

@@ -26,6 +26,7 @@ import tempfile
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from _common import (
     Ports,
@@ -40,13 +41,20 @@ from _common import (
     wait_for_port,
 )
 
+if TYPE_CHECKING:  # for annotations only: this file imports them inside the functions that use them
+    from sqlalchemy import Connection
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from signalmint.config import Settings
+
 HERE = Path(__file__).resolve()
 
 
 # --- the two servers ---------------------------------------------------------------------------
 
 
-def settings_for(db_path: str):  # type: ignore[no-untyped-def]
+def settings_for(db_path: str) -> Settings:
     from signalmint.config import PlanConfig, Settings
 
     return Settings(
@@ -67,6 +75,7 @@ def seed(db_path: str) -> str:
     from signalmint.store import Database, append_signals, sync_automations
     from signalmint.store.accounts import confirm_subscriber, ensure_subscriber, start_subscription
     from signalmint.web.app import create_app
+    from signalmint.web.context import AppContext
 
     db = Database(f"sqlite:///{db_path}")
     db.migrate()
@@ -99,10 +108,10 @@ def seed(db_path: str) -> str:
     for name in ("spikes", "stocks"):
         db.write_sync(append_signals, name, [s for s in batch if s.automation == name], now)
     app = create_app(settings_for(db_path), db)
-    ctx = app.state.ctx
+    ctx: AppContext = app.state.ctx
     pro = ctx.access.current()[-1]
 
-    def write(conn):  # type: ignore[no-untyped-def]
+    def write(conn: Connection) -> int:
         person = ensure_subscriber(conn, "pro@bench.invalid", now)
         confirm_subscriber(conn, person.id, now)
         start_subscription(conn, person.id, pro, now, origin="bench", state="active")
@@ -140,7 +149,7 @@ def serve_bare(body_path: str, port: int) -> None:
 
     body = Path(body_path).read_bytes()
 
-    async def signals(request):  # type: ignore[no-untyped-def]
+    async def signals(request: Request) -> Response:
         return Response(body, media_type="application/json")
 
     app = Starlette(routes=[Route("/api/v1/signals", signals)])

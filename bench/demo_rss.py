@@ -162,8 +162,9 @@ async def drive(proc: subprocess.Popen[bytes], base: str, keys: dict[str, str], 
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             for task in done:
-                if task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+                failure = task.exception()
+                if failure is not None:
+                    raise failure
     ok = sum(n for code, n in traffic.api.items() if 200 <= code < 300)
     print(f"API answers by status: {dict(sorted(traffic.api.items()))} (0: connection errors)")
     print(

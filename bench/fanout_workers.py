@@ -92,7 +92,7 @@ class Workers:
         while waiting and time.monotonic() < deadline:
             for key, _ in selector.select(timeout=0.5):
                 proc = key.data
-                line = key.fileobj.readline()  # type: ignore[union-attr]
+                line = proc.stdout.readline()
                 if b"signalmint is running" in line:
                     waiting.discard(proc)
                     selector.unregister(key.fileobj)
@@ -105,7 +105,8 @@ class Workers:
             raise SystemExit(f"{len(waiting)} workers did not start within 180 s:\n{logs.read_text()[-2000:]}")
         # the rest of their output is not read: drain it so a chatty worker never blocks on a full pipe
         for proc in self.procs:
-            threading.Thread(target=proc.stdout.read, daemon=True).start()  # type: ignore[union-attr]
+            assert proc.stdout is not None
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -146,7 +147,8 @@ def throughput(db: Any, sink: fanout.Sink, endpoints: int, key: str, total: int,
         time.sleep(0.05)
     arrivals = sink.stats(full=True)["arrivals"]
     wait_all_sent(db, total)
-    return endpoints / (max(arrivals.values()) - committed)
+    last: float = max(arrivals.values())
+    return endpoints / (last - committed)
 
 
 def latency(db: Any, sink: fanout.Sink, signals_per_s: float, subscribers: int, seconds: float) -> dict[str, float]:

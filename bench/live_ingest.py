@@ -186,7 +186,7 @@ async def run_signalmint(
 
 async def run_ccxt_loop(args: argparse.Namespace, url: str, clock: CompressedClock) -> dict[str, Any]:
     """The peer: ccxt's fetch_ohlcv for every symbol at each close, nothing else."""
-    import ccxt.async_support as ccxt_async
+    import ccxt.async_support as ccxt_async  # type: ignore[import-untyped]
 
     ex = ccxt_async.binance(
         {"enableRateLimit": True, "rateLimit": args.rate_limit, "options": {"fetchMarkets": {"types": ["spot"]}}}

@@ -260,6 +260,7 @@ def enqueue(settings: Any, db: Any, report: Any) -> tuple[int, float]:
 
     db.write_sync(lambda conn: conn.execute(report_deliveries.delete()))
     spec = find_spec(settings, "stocks", "weekly")
+    assert spec is not None, "the bench's settings define the weekly report"
     now = datetime.now(UTC)
     started = time.perf_counter()
 

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,7 @@ def peer_extract(body: bytes) -> tuple[float | None, str | None]:
                 offers = offers if isinstance(offers, list) else [offers]
                 prices = [float(o["price"]) for o in offers if str(o.get("availability", "")).endswith("InStock")]
                 return (min(prices) if prices else None), node.get("name")
-    tag = soup.find(attrs={"itemprop": "price"})
+    tag = soup.find(itemprop="price")
     return (float(str(tag.get("content"))) if tag else None), None
 
 
@@ -135,7 +135,7 @@ async def peer(urls: list[str], concurrency: int) -> int:
     return good
 
 
-def timed(run: Callable[[list[str], int], Awaitable[int]], urls: list[str], concurrency: int) -> float:
+def timed(run: Callable[[list[str], int], Coroutine[Any, Any, int]], urls: list[str], concurrency: int) -> float:
     started = time.perf_counter()
     good = asyncio.run(run(urls, concurrency))
     elapsed = time.perf_counter() - started

@@ -110,7 +110,9 @@ def db(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> Iterator[
         database = Database(db_url)
         script = request.getfixturevalue("_pg_migration_script")
         with database.engine.begin() as conn:
-            conn.connection.driver_connection.execute(script)  # type: ignore[union-attr]
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            driver.execute(script)
     try:
         yield database
     finally:
@@ -138,6 +140,12 @@ def free_port() -> int:
         return port
 
 
+def stored_id(signal: Signal) -> int:
+    """A stored signal's id (the store gives it one; a signal not yet stored has none)."""
+    assert signal.id is not None, "the signal was not stored"
+    return signal.id
+
+
 class LiveServer:
     """An ASGI app served by uvicorn in a thread on 127.0.0.1 (like httpx's test server)."""
 
@@ -153,7 +161,6 @@ class LiveServer:
             timeout_graceful_shutdown=1,
         )
         self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:

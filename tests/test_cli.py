@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from typer.testing import CliRunner
 
 from signalmint.cli import app
@@ -105,7 +105,7 @@ def test_verify_passes_then_catches_an_edit(tmp_path: Path) -> None:
     ok = runner.invoke(app, ["verify", "--db", str(path)])
     assert ok.exit_code == 0 and "3 signals, chain intact" in ok.output
 
-    def edit(conn) -> None:  # type: ignore[no-untyped-def]
+    def edit(conn: Connection) -> None:
         conn.execute(text("DROP TRIGGER signals_no_update"))
         conn.execute(text("UPDATE signals SET payload = '{\"ratio\": 50.0}' WHERE seq = 2"))
 

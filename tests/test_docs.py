@@ -87,7 +87,8 @@ def test_every_plugin_and_option_is_documented() -> None:
 
 def test_every_cli_command_is_documented() -> None:
     for command in cli_app.registered_commands:
-        name = command.name or command.callback.__name__  # type: ignore[union-attr]
+        assert command.name or command.callback, "a command has a name or a function"
+        name = command.name or getattr(command.callback, "__name__", "")
         assert f"`signalmint {name}" in README, f"document `signalmint {name}` in README"
 
 

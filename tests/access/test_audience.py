@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime, timedelta
 
@@ -32,7 +32,11 @@ def row(
     state: str = "active",
     watchlist: AbstractSet[str] = frozenset(),
     confirmed: bool = True,
-    **dates: datetime,
+    *,
+    trial_end: datetime | None = None,
+    period_end: datetime | None = None,
+    past_due_since: datetime | None = None,
+    ended_at: datetime | None = None,
 ) -> Row:
     subscription = Subscription(
         id=100 + i,
@@ -41,7 +45,10 @@ def row(
         plan_version=plan.version,
         state=state,
         started_at=T0 - timedelta(days=40),
-        **dates,
+        trial_end=trial_end,
+        period_end=period_end,
+        past_due_since=past_due_since,
+        ended_at=ended_at,
     )
     return (subscription, plan, person(i, confirmed), frozenset(watchlist))
 
@@ -115,7 +122,9 @@ ROWS: list[Row] = [
 @pytest.mark.parametrize("key", ["AAPL", "MSFT", "TSLA", "IBM"])
 @pytest.mark.parametrize("automation", ["spikes", "gaps", "nothing"])
 @pytest.mark.parametrize("now", [T0 - timedelta(seconds=1), T0, T0 + MIN15, T0 + timedelta(days=30)])
-def test_decide_equals_deliver_at_row_by_row(build, key: str, automation: str, now: datetime) -> None:  # type: ignore[no-untyped-def]
+def test_decide_equals_deliver_at_row_by_row(
+    build: Callable[[Sequence[Row]], Audience], key: str, automation: str, now: datetime
+) -> None:
     audience = build(ROWS)
     signal = spike(key, automation)
     assert got(audience.decide(signal, now)) == expected(ROWS, signal, now)

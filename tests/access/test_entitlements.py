@@ -66,7 +66,15 @@ ANN = Subscriber(id=1, email="ann@example.com", created_at=T0, confirmed_at=T0)
 NEW = Subscriber(id=1, email="ann@example.com", created_at=T0)  # has not clicked the link
 
 
-def sub(plan: Plan = PREMIUM, state: str = "active", **dates: datetime | None) -> Subscription:
+def sub(
+    plan: Plan = PREMIUM,
+    state: str = "active",
+    *,
+    trial_end: datetime | None = None,
+    period_end: datetime | None = None,
+    past_due_since: datetime | None = None,
+    ended_at: datetime | None = None,
+) -> Subscription:
     return Subscription(
         id=7,
         subscriber_id=1,
@@ -74,7 +82,10 @@ def sub(plan: Plan = PREMIUM, state: str = "active", **dates: datetime | None) -
         plan_version=plan.version,
         state=state,
         started_at=T0 - timedelta(days=30),
-        **dates,
+        trial_end=trial_end,
+        period_end=period_end,
+        past_due_since=past_due_since,
+        ended_at=ended_at,
     )
 
 

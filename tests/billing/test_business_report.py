@@ -380,7 +380,8 @@ def test_cli_previews_writes_and_sends(sqlite_db: Database, catcher: MailCatcher
         sent = runner.invoke(cli_app, ["business-report", "-c", str(config), "--week", WEEK, "--send"])
         assert sent.exit_code == 0, sent.output
         assert "2026-W48 sent to owner@ops.example" in sent.output
-        assert len(catcher.messages()) == 1 and seeded.read_sync(read_mark, WEEK)["state"] == "sent"  # type: ignore[index]
+        mark = seeded.read_sync(read_mark, WEEK)
+        assert len(catcher.messages()) == 1 and mark is not None and mark["state"] == "sent"
     finally:
         asyncio.run_coroutine_threadsafe(catcher.close(), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from signalmint.config import PlanConfig
+from signalmint.records import Subscription
 from signalmint.store import Database
 from signalmint.store.accounts import current_subscription, subscriber_by_email
 from signalmint.store.tables import payments, subscription_history, wallets
@@ -34,7 +35,7 @@ def client(app: FastAPI) -> Iterator[TestClient]:
         yield c
 
 
-def sub_of(db: Database, email: str = "ann@example.com"):  # type: ignore[no-untyped-def]
+def sub_of(db: Database, email: str = "ann@example.com") -> tuple[int, Subscription | None]:
     found = db.read_sync(subscriber_by_email, email)
     assert found is not None
     return found.id, db.read_sync(current_subscription, found.id)

@@ -19,6 +19,7 @@ from signalmint.store.outbox import add_endpoint, enqueue, list_deliveries, list
 from signalmint.store.plans import load_plans
 from signalmint.web.app import create_app
 
+from ..conftest import stored_id
 from .conftest import HttpSink
 
 NUMBERS = ["volume", "baseline", "ratio", "z", "mad", "price_change", "score"]
@@ -170,7 +171,7 @@ def test_admin_lists_dead_letters_and_replays_them(site: Site) -> None:
         append_signals, "spikes", [Signal("spikes", "AAPL", now, "volume_spike", 9.0, {})], now
     )
     endpoint = site.db.read_sync(list_endpoints, site.ids["premium"])[0]
-    row = OutboxRow(signal.id, endpoint.id, site.ids["premium"], now)
+    row = OutboxRow(stored_id(signal), endpoint.id, site.ids["premium"], now)
     site.db.write_sync(enqueue, [row], now)
     from sqlalchemy import update
 

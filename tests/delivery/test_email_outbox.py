@@ -105,8 +105,10 @@ def test_an_email_alert_carries_the_chart_and_unsubscribes_in_one_click(db: Data
     kinds = [part.get_content_type() for part in mail.walk()]
     assert {"text/plain", "text/html", "image/png"} <= set(kinds)
     png = next(part for part in mail.walk() if part.get_content_type() == "image/png").get_payload(decode=True)
-    assert png.startswith(b"\x89PNG")
-    link = re.search(r"<(https://alerts\.example/unsubscribe/[^>]+)>", mail["List-Unsubscribe"]).group(1)  # type: ignore[union-attr]
+    assert isinstance(png, bytes) and png.startswith(b"\x89PNG")
+    found = re.search(r"<(https://alerts\.example/unsubscribe/[^>]+)>", mail["List-Unsubscribe"])
+    assert found is not None
+    link = found.group(1)
     app = create_app(settings, db)
     response = TestClient(app).post(link.removeprefix("https://alerts.example"), content="List-Unsubscribe=One-Click")
     assert response.status_code == 200

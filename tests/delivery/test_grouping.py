@@ -42,7 +42,7 @@ from signalmint.store.outbox import (
 )
 from signalmint.store.plans import sync_plans
 
-from ..conftest import free_port
+from ..conftest import free_port, stored_id
 from .conftest import HttpSink, Reply
 from .test_outbox import NUMBERS, PEPPER, Outbox
 
@@ -114,7 +114,7 @@ def test_signals_within_the_window_arrive_as_one_request(outbox: Grouping) -> No
     t0 = next_window(60)
     first = outbox.commit_at(t0, "AAPL", "MSFT")
     second = outbox.commit_at(t0 + timedelta(seconds=20), "TSLA")
-    ids = [s.id for s in [*first, *second]]
+    ids = [stored_id(s) for s in [*first, *second]]
     rows = outbox.db.read_sync(list_deliveries)
     end = t0 - timedelta(seconds=5) + timedelta(seconds=60)
     assert {r.group_key for r in rows} == {f"g:{rows[0].endpoint_id}:{int(end.timestamp())}"}
@@ -480,7 +480,9 @@ def test_a_grouped_email_lists_every_signal(outbox: Grouping, smtp: tuple[Inbox,
     rows = outbox.db.read_sync(list_deliveries)
     ids = sorted(r.signal_id for r in rows)
     assert mail["Message-ID"] == f"<{group_message_id(rows[0].group_key or '', ids)}@alerts.example>"
-    text = mail.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    plain = mail.get_body(preferencelist=("plain",))
+    assert plain is not None
+    text = plain.get_content()
     assert all(key in text for key in ("AAPL", "MSFT", "TSLA")) and "Unsubscribe:" in text
     assert mail["List-Unsubscribe"]
 

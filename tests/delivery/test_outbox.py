@@ -208,6 +208,7 @@ def test_a_subscription_that_ended_after_fan_out_receives_nothing(outbox: Outbox
     from signalmint.store.accounts import current_subscription, set_subscription_state
 
     sub = outbox.db.read_sync(current_subscription, sid)
+    assert sub is not None
     outbox.db.write_sync(set_subscription_state, sub.id, datetime.now(UTC), state="expired")
     outbox.drain(rounds=1)
     (row,) = outbox.db.read_sync(list_deliveries)

@@ -484,6 +484,10 @@ class Handlers:
         self.calls.append(("watchlist", chat_id, tuple(args)))
         return "Watching AAPL"
 
+    async def tip(self, chat_id: int, args: Sequence[str]) -> str:
+        self.calls.append(("tip", chat_id, tuple(args)))
+        return "Thanks for the tip"
+
 
 def _update(update_id: int, text: str, chat: int = 777) -> dict[str, Any]:
     chat_json = {"id": chat, "type": "private"}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,7 @@ START = np.datetime64("2024-01-02T09:00", "ns")
 def frame(
     keys: Sequence[str],
     minute: int | Sequence[int] = 0,
-    texts: dict[str, Sequence[Any]] | None = None,
+    texts: Mapping[str, Sequence[Any]] | None = None,
     **columns: Sequence[float],
 ) -> Frame:
     """Rows of ``keys`` at ``minute`` (one for all, or one per row) with the given columns."""

@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from signalmint.detectors.change import Change, difference, unified_diff
+from signalmint.detectors.change import Change, ChangeOptions, difference, unified_diff
 from signalmint.errors import DetectorError
 from signalmint.pipeline import signals_from_scores
 from signalmint.testing import check_detector
@@ -61,7 +61,7 @@ def test_unchanged_rows_carry_no_diff() -> None:
 
 
 def test_needs_options_and_pickling() -> None:
-    assert Change.needs(Change.Options(column="body", include=["url"])) == {"body": "text", "url": "text"}  # type: ignore[arg-type]
+    assert Change.needs(ChangeOptions(column="body", include=["url"])) == {"body": "text", "url": "text"}
     with pytest.raises(DetectorError, match="min_ratio"):
         Change(min_ratio=0)
     det = Change()

@@ -7,7 +7,7 @@ import pickle
 import pytest
 
 from signalmint.config import parse_settings
-from signalmint.detectors.new_item import NewItem
+from signalmint.detectors.new_item import NewItem, NewItemOptions
 from signalmint.errors import ConfigError, DetectorError
 from signalmint.pipeline import signals_from_scores
 from signalmint.registry import Registry
@@ -17,7 +17,7 @@ from tests.detectors.frames import frame
 
 def poll(det: NewItem, minute: int, items: dict[str, str], **texts: list[str]) -> list[bool]:
     f = frame(list(items), minute, texts={"title": list(items.values()), **texts})
-    return det.update(f).flags.tolist()
+    return [bool(flag) for flag in det.update(f).flags]
 
 
 def test_the_backlog_is_remembered_then_only_new_items_fire() -> None:
@@ -78,11 +78,11 @@ def test_bad_regex_is_refused_by_check_with_the_key() -> None:
 
 
 def test_needs_and_pickling() -> None:
-    assert NewItem.needs(NewItem.Options(match=["x"], fields=["title", "summary"])) == {  # type: ignore[arg-type]
+    assert NewItem.needs(NewItemOptions(match=["x"], fields=["title", "summary"])) == {
         "title": "text",
         "summary": "text",
     }
-    assert NewItem.needs(NewItem.Options()) == {}  # type: ignore[arg-type]
+    assert NewItem.needs(NewItemOptions()) == {}
     det = NewItem(match=["/a+/"])
     poll(det, 0, {"k1": "aaa"})
     clone = pickle.loads(pickle.dumps(det))

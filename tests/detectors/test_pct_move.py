@@ -72,7 +72,7 @@ def test_pickles_and_refuses_bad_options() -> None:
     assert pickle.loads(pickle.dumps(det)).update(frame(["A"], 1, close=[20])).flags.tolist() == [True]
     with pytest.raises(DetectorError, match="pct"):
         PctMove(pct=0)
-    assert PctMove(over="1h").over == timedelta(hours=1)  # type: ignore[arg-type]
+    assert PctMove(over="1h").over == timedelta(hours=1)
 
 
 def test_conformance() -> None:

@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 
-from signalmint.detectors.price_drop import PriceDrop
+from signalmint.detectors.price_drop import PriceDrop, PriceDropOptions
 from signalmint.errors import DetectorError
 from signalmint.pipeline import signals_from_scores
 from signalmint.testing import check_detector
@@ -66,8 +66,8 @@ def test_the_payload_carries_the_included_text() -> None:
 
 
 def test_needs_options_and_pickling() -> None:
-    options = PriceDrop.Options.model_validate({"pct": 5, "include": ["title"]})
-    assert PriceDrop.needs(options) == {"price": "metric", "title": "text"}  # type: ignore[arg-type]
+    options = PriceDropOptions.model_validate({"pct": 5, "include": ["title"]})
+    assert PriceDrop.needs(options) == {"price": "metric", "title": "text"}
     with pytest.raises(DetectorError, match="pct"):
         PriceDrop()
     det = PriceDrop(pct=5)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 import pickle
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
 
-from signalmint.detectors.ranking import Ranking
+from signalmint.detectors.ranking import Ranking, RankingOptions
 from signalmint.errors import DetectorError
 from signalmint.pipeline import signals_from_scores
+from signalmint.records import Scores
 from signalmint.store.signals import signal_hash
 from signalmint.testing import check_detector
 from tests.detectors.frames import frame
@@ -18,12 +20,12 @@ from tests.detectors.frames import frame
 KEYS = ["A", "B", "C", "D"]
 
 
-def ranks(scores: object) -> list[tuple[int, str, float]]:
-    [row] = [i for i, f in enumerate(scores.flags) if f]  # type: ignore[attr-defined]
-    return [(r["rank"], r["key"], round(r["move"], 4)) for r in scores.extras["ranks"][row]]  # type: ignore[attr-defined]
+def ranks(scores: Scores) -> list[tuple[int, str, float]]:
+    [row] = [i for i, f in enumerate(scores.flags) if f]
+    return [(r["rank"], r["key"], round(r["move"], 4)) for r in scores.extras["ranks"][row]]
 
 
-def feed(det: Ranking, minute: int, values: list[float], keys: list[str] = KEYS) -> object:
+def feed(det: Ranking, minute: int, values: Sequence[float], keys: Sequence[str] = KEYS) -> Scores:
     return det.update(frame(keys, minute, close=values))
 
 
@@ -101,8 +103,8 @@ def test_the_payload_is_json_and_hashes() -> None:
 def test_options_and_pickling() -> None:
     with pytest.raises(DetectorError, match="longer than zero"):
         Ranking(interval=timedelta(0))
-    assert Ranking(interval="15m").interval == timedelta(minutes=15)  # type: ignore[arg-type]
-    assert Ranking.needs(Ranking.Options(column="stars")) == {"stars": "metric"}  # type: ignore[arg-type]
+    assert Ranking(interval="15m").interval == timedelta(minutes=15)
+    assert Ranking.needs(RankingOptions(column="stars")) == {"stars": "metric"}
     det = Ranking(top=1, interval=timedelta(minutes=10))
     feed(det, 0, [10, 20, 50, 8])
     feed(det, 10, [10, 20, 50, 8])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import pickle
 
-from signalmint.detectors.restock import Restock
+from signalmint.detectors.restock import Restock, RestockOptions
 from signalmint.pipeline import signals_from_scores
 from signalmint.testing import check_detector
 from tests.detectors.frames import frame
@@ -38,8 +38,8 @@ def test_the_payload_has_price_and_title() -> None:
 
 
 def test_needs_and_pickling() -> None:
-    options = Restock.Options.model_validate({"price_column": "price", "include": ["url"]})
-    assert Restock.needs(options) == {"in_stock": "metric", "url": "text", "price": "metric"}  # type: ignore[arg-type]
+    options = RestockOptions.model_validate({"price_column": "price", "include": ["url"]})
+    assert Restock.needs(options) == {"in_stock": "metric", "url": "text", "price": "metric"}
     det = Restock()
     det.update(frame(["sku"], 0, in_stock=[0]))
     assert pickle.loads(pickle.dumps(det)).update(frame(["sku"], 1, in_stock=[1])).flags.tolist() == [True]

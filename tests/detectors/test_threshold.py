@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from signalmint.detectors.threshold import Threshold
+from signalmint.detectors.threshold import Threshold, ThresholdOptions
 from signalmint.errors import DetectorError
 from signalmint.testing import check_detector
 from tests.detectors.frames import frame, stream
@@ -74,7 +74,7 @@ def test_state_survives_pickling() -> None:
 
 
 def test_needs_the_configured_column_and_refuses_bad_options() -> None:
-    assert Threshold.needs(Threshold.Options(column="price", level=1)) == {"price": "metric"}  # type: ignore[call-arg]
+    assert Threshold.needs(ThresholdOptions(column="price", level=1)) == {"price": "metric"}
     with pytest.raises(DetectorError, match="hysteresis"):
         Threshold(column="price", level=1, hysteresis=-1)
     with pytest.raises(DetectorError, match="direction"):

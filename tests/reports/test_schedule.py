@@ -14,8 +14,8 @@ def spec(**values: Any) -> ReportConfig:
     return ReportConfig.model_validate({"name": "r", "schedule": "0 8 * * MON", **values})
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def test_a_weekly_run_keeps_its_wall_clock_time_across_the_autumn_change() -> None:

@@ -85,7 +85,8 @@ def test_two_renderings_of_one_period_keep_the_first(db: Database) -> None:
     assert not ours2 and kept2.id == kept.id and kept2.pdf == b"%PDF-first"
     listed = db.read_sync(list_reports, "stocks")
     assert [r.period_key for r in listed] == ["2026-W48"] and listed[0].pdf == b"" and listed[0].pdf_size == 10
-    assert db.read_sync(find_report, "stocks", "weekly", "2026-W48").html == "<p>first</p>"  # type: ignore[union-attr]
+    found = db.read_sync(find_report, "stocks", "weekly", "2026-W48")
+    assert found is not None and found.html == "<p>first</p>"
 
 
 CHILD = """

@@ -69,7 +69,7 @@ def settings_for(db_url: str, data: dict[str, Path], *, pace: float, lease: floa
     return Settings(
         database=db_url,
         checkpoint_every=timedelta(seconds=0.3),
-        engine={"lease": timedelta(seconds=lease), "heartbeat": timedelta(seconds=beat)},  # type: ignore[arg-type]
+        engine={"lease": timedelta(seconds=lease), "heartbeat": timedelta(seconds=beat)},
         automations=[
             AutomationConfig(
                 name=name,

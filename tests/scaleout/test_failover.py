@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -89,9 +89,9 @@ def setup(
         engines.close()
 
 
-def wait_for(what: str, check: object, timeout: float, engines: Engines) -> float:
+def wait_for(what: str, check: Callable[[], bool], timeout: float, engines: Engines) -> float:
     deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
+    while not check():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}\n{engines.output()}")
         time.sleep(0.02)

@@ -204,7 +204,8 @@ def store(fabric: Fabric) -> Iterator[Store]:
 def _receiver_records(fabric: Fabric) -> list[list[Any]]:
     url = f"http://{fabric.address['receiver']}:{RECEIVER_PORT}/deliveries"
     with urllib.request.urlopen(url, timeout=30) as r:
-        return json.loads(r.read())  # type: ignore[no-any-return]
+        records: list[list[Any]] = json.loads(r.read())
+        return records
 
 
 def _schedule(procs: dict[str, Proc], shared: bool) -> list[tuple[float, str, bool]]:

@@ -86,7 +86,7 @@ class TesterChain:
     def __init__(self) -> None:
         from eth_tester import EthereumTester, PyEVMBackend  # type: ignore[import-untyped]  # lazily: ~1 s
         from eth_tester.exceptions import BlockNotFound, TransactionNotFound  # type: ignore[import-untyped]
-        from eth_utils import to_checksum_address
+        from eth_utils.address import to_checksum_address
 
         self.tester = EthereumTester(backend=PyEVMBackend())
         self.checksum = to_checksum_address
@@ -182,7 +182,8 @@ class TesterChain:
     def answer(self, call: Any) -> dict[str, Any]:
         """The JSON-RPC answer to one call."""
         ident = call.get("id") if isinstance(call, dict) else None
-        method = self.methods.get(call.get("method")) if isinstance(call, dict) else None
+        name = call.get("method") if isinstance(call, dict) else None
+        method = self.methods.get(name) if isinstance(name, str) else None
         if method is None:
             error = {"code": -32601, "message": f"the method {call.get('method')!r} does not exist"}
             return {"jsonrpc": "2.0", "id": ident, "error": error}

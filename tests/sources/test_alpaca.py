@@ -172,6 +172,7 @@ def test_keys_come_from_the_environment(alpaca_server: AlpacaServer, monkeypatch
 def test_options() -> None:
     assert AlpacaOptions.model_validate({"symbols": [" aapl", "msft"]}).symbols == ["AAPL", "MSFT"]
     assert AlpacaOptions.model_validate({"symbols": ["AAPL"]}).feed == "iex"
+    bad: Mapping[str, object]
     for bad in ({"symbols": []}, {"symbols": ["A", "a"]}, {"symbols": ["A"], "feed": "otc"}):
         with pytest.raises(ValidationError):
             AlpacaOptions.model_validate(bad)
@@ -186,8 +187,8 @@ def test_sip_feed_is_requested(alpaca_server: AlpacaServer) -> None:
 # -- the market calendar ---------------------------------------------------------
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(

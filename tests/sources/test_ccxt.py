@@ -301,7 +301,8 @@ def test_a_spike_on_the_first_live_candle_fires_and_a_restart_resumes_without_ga
     with StandInBinance(SYMBOLS, clock=clock, spikes=spikes) as ex:
         settings = engine_settings(db, ex.url)
         registry = virtual_registry(clock)
-        assert build_pipeline(settings.automations[0], registry).source.warmup == 12  # the detector's window
+        source = build_pipeline(settings.automations[0], registry).source
+        assert isinstance(source, CcxtCandles) and source.warmup == 12  # the detector's window
         clock.limit = T0 + 3 * 60
         asyncio.run(run_engine_until(settings, db, registry, boundary + 3 * MINUTE))
         signals = db.read_sync(list_signals, automation="crypto", limit=100)
@@ -341,6 +342,7 @@ def test_kill_9_mid_backfill_then_restart_loses_nothing_and_feeds_nothing_twice(
         run = [sys.executable, "-m", "signalmint.cli", "run", "-c", str(config)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         db = Database(f"sqlite:///{target}")
+        proc: subprocess.Popen[bytes] | subprocess.Popen[str]
         proc = subprocess.Popen(run, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 90

@@ -101,8 +101,10 @@ def assert_whole_candles(got: list[tuple[Frame, float]]) -> None:
         assert sorted(frame.keys.tolist()) == SYMBOLS
         for key, volume in zip(frame.keys.tolist(), frame.columns["volume"].tolist(), strict=True):
             assert volume == candle(key, closes - MINUTE, MINUTE)[4]  # the whole candle, never a partial one
-    closes = [close_ms(f) for f, _ in got]
-    assert closes == list(range(closes[0], closes[0] + MINUTE * len(closes), MINUTE)), "a gap or a duplicate"
+    every_close = [close_ms(f) for f, _ in got]
+    assert every_close == list(range(every_close[0], every_close[0] + MINUTE * len(every_close), MINUTE)), (
+        "a gap or a duplicate"
+    )
 
 
 def test_auto_means_websocket_and_the_urls_reach_ccxt_pro(exchange: StandInBinance, clock: SteppingClock) -> None:

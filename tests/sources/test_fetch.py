@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from typing import Any
 
 from signalmint.sources.fetch import Fetcher, Page
 
 from .web_server import Reply, Site, VirtualTime
 
 
-def fetcher(time: VirtualTime, **options: object) -> Fetcher:
-    settings: dict[str, object] = {"host_interval": 0, "allow_private": True, "backoff": 1.0} | options
-    return Fetcher(Counter(), "test", clock=time.clock, sleep=time.sleep, **settings)  # type: ignore[arg-type]
+def fetcher(time: VirtualTime, **options: Any) -> Fetcher:
+    settings: dict[str, Any] = {"host_interval": 0, "allow_private": True, "backoff": 1.0} | options
+    return Fetcher(Counter(), "test", clock=time.clock, sleep=time.sleep, **settings)
 
 
 def test_a_429_waits_its_retry_after_then_succeeds() -> None:

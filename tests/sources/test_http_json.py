@@ -324,7 +324,7 @@ def test_requests_of_two_automations_to_one_host_share_its_interval(api: JsonApi
     gap = 0.2
 
     def automation(name: str) -> AutomationConfig:
-        options = {"url": f"{api.url}/repos?for={name}", "items": "items", "key": "full_name"}
+        options: dict[str, Any] = {"url": f"{api.url}/repos?for={name}", "items": "items", "key": "full_name"}
         options |= {"metrics": {"stars": "stargazers_count"}, "interval": 0.01, "host_interval": gap}
         source = PluginConfig(kind="http_json", allow_private=True, **options)
         return AutomationConfig(name=name, source=source, detector=DetectorConfig(kind="threshold", column="stars",

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signalmint.records import BAR_COLUMNS, Frame
+from signalmint.records import BAR_COLUMNS, Frame, Schema
 from signalmint.sources.validate import REASONS, RowValidator
 
 GOOD = (10.0, 11.0, 9.0, 10.5, 100.0)  # open, high, low, close, volume
@@ -258,7 +258,7 @@ def test_property_matches_row_model(
 
 # -- column kinds: metric and text columns are not bars ------------------------------------
 
-SHOP = {"price": "metric", "in_stock": "metric", "title": "text"}
+SHOP: Schema = {"price": "metric", "in_stock": "metric", "title": "text"}
 
 
 def shop_frame(prices: list[float], titles: list[object]) -> Frame:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import column, insert, table
+from sqlalchemy import Connection, column, insert, table
 
 from signalmint.chain.hashing import hash_v1
 from signalmint.records import Signal
@@ -30,7 +30,7 @@ def test_a_chain_stored_before_0008_still_verifies_and_grows_in_scheme_2(db_url:
             prev = digest
         old_table = table("signals", *[column(name, signals.c[name].type) for name in rows[0]])
 
-        def write(conn):  # type: ignore[no-untyped-def]
+        def write(conn: Connection) -> None:
             conn.execute(insert(old_table), rows)
 
         db.write_sync(write)

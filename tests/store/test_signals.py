@@ -4,7 +4,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from signalmint.chain.hashing import commitment
@@ -82,7 +82,7 @@ def test_signals_are_append_only_in_the_database(db: Database) -> None:
 def _tamper(db: Database, sql: str) -> None:
     """Edit the log the way an attacker with database access would: around the guard."""
 
-    def run(conn) -> None:  # type: ignore[no-untyped-def]
+    def run(conn: Connection) -> None:
         if conn.dialect.name == "postgresql":
             conn.execute(text("ALTER TABLE signals DISABLE TRIGGER signals_append_only"))
             conn.execute(text(sql))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Connection
 
 from signalmint.config import AdminConfig, PlanConfig, Settings, WebConfig
 from signalmint.records import Automation, Signal
@@ -17,6 +19,7 @@ from signalmint.store import Database, append_signals, sync_automations
 from signalmint.store.accounts import confirm_subscriber, ensure_subscriber, set_watchlist, start_subscription
 from signalmint.store.plans import load_plans
 from signalmint.web.app import create_app
+from tests.conftest import stored_id
 
 NUMBERS = ["volume", "baseline", "ratio", "z", "mad", "price_change", "score"]
 SECRET = "test-secret-0123456789abcdef"
@@ -93,7 +96,7 @@ class World:
         current = {p.id: p for p in db.read_sync(load_plans, current_only=True).values()}
         for name, plan in (("free", "free"), ("premium", "premium"), ("pro", "pro"), ("pro2", "pro")):
 
-            def write(conn, name=name, plan=plan):  # type: ignore[no-untyped-def]
+            def write(conn: Connection, name: str = name, plan: str = plan) -> int:
                 person = ensure_subscriber(conn, f"{name}@example.com", self.now)
                 confirm_subscriber(conn, person.id, self.now)
                 start_subscription(conn, person.id, current[plan], self.now, origin="test", state="active")
@@ -254,7 +257,9 @@ def test_bad_keys_are_refused_not_ignored(world: World, header: str) -> None:
 def test_a_database_dump_holds_no_plaintext_key(sqlite_db: Database) -> None:
     world = World(sqlite_db)
     created = world.request("POST", "/api/v1/me/keys", "pro", json={"name": "fresh"}).json()["key"]
-    dump = "\n".join(world.db.engine.raw_connection().driver_connection.iterdump())  # type: ignore[union-attr]
+    driver = world.db.engine.raw_connection().driver_connection
+    assert isinstance(driver, sqlite3.Connection)
+    dump = "\n".join(driver.iterdump())
     for text in [*world.keys.values(), created]:
         assert text not in dump
         assert text.split("_", 2)[2] not in dump  # not even the secret part
@@ -391,7 +396,7 @@ def test_stream_releases_only_what_the_viewer_may_see(world: World, live_server:
     from .test_api import _read_events
 
     with live_server(world.app) as server, httpx.Client(base_url=server.url, timeout=10) as http:
-        first = world.signals[0].id - 1
+        first = stored_id(world.signals[0]) - 1
         headers = {"Last-Event-ID": str(first), "Authorization": f"Bearer {world.keys['free']}"}
         with http.stream("GET", "/api/v1/stream", headers=headers) as response:
             events = _read_events(response, 4)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from signalmint.config import AdminConfig
 from signalmint.store import Database
@@ -124,11 +124,11 @@ def test_magic_link_sign_in_without_password(db: Database) -> None:
         assert client.get(link).status_code == 400  # once only
 
 
-def test_admin_logout_revokes_the_session(client: TestClient) -> None:
+def test_admin_logout_revokes_the_session(client: TestClient, app: FastAPI) -> None:
     csrf = admin_session(client)
     session = client.cookies["sm_session"]
     assert client.post("/admin/logout", data={"csrf": csrf}).headers["location"] == "/admin/login"
-    with client_for(client.app) as thief:  # type: ignore[arg-type]
+    with client_for(app) as thief:
         thief.cookies.set("sm_session", session)
         assert thief.get("/admin").headers["location"] == "/admin/login"
 
@@ -190,7 +190,7 @@ def test_plan_comp_and_trial_take_effect(client: TestClient, app: FastAPI, db: D
 def test_subscribers_search_and_keyset_pages(client: TestClient, db: Database) -> None:
     now = datetime.now(UTC)
 
-    def seed(conn):  # type: ignore[no-untyped-def]
+    def seed(conn: Connection) -> None:
         for i in range(55):
             ensure_subscriber(conn, f"user{i:02d}@{'corp' if i % 5 == 0 else 'mail'}.example.com", now)
 
@@ -212,7 +212,7 @@ def test_csv_export(client: TestClient, app: FastAPI, db: Database) -> None:
     now = datetime.now(UTC)
     plan = next(p for p in app.state.ctx.access.current() if p.id == "premium")
 
-    def seed(conn):  # type: ignore[no-untyped-def]
+    def seed(conn: Connection) -> None:
         ann = ensure_subscriber(conn, "ann@example.com", now)
         start_subscription(conn, ann.id, plan, now, origin="test")
         ensure_subscriber(conn, "=HYPERLINK(evil)@example.com", now)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -11,6 +12,7 @@ from signalmint.config import Settings
 from signalmint.records import Automation, Signal
 from signalmint.store import Database, append_signals, sync_automations
 from signalmint.web.app import create_app
+from tests.conftest import LiveServer, stored_id
 
 T0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
 
@@ -37,7 +39,7 @@ def seed(db: Database, n: int = 7) -> list[Signal]:
 
 
 @pytest.fixture
-def client(db: Database):
+def client(db: Database) -> Iterator[TestClient]:
     app = create_app(Settings(database=db.url), db)
     with TestClient(app) as c:
         yield c
@@ -78,7 +80,7 @@ def test_cursor_pagination_walks_every_signal_once(client: TestClient, db: Datab
         if cursor is None:
             break
     assert pages == 5
-    assert seen == sorted((s.id for s in stored), reverse=True)
+    assert seen == sorted((stored_id(s) for s in stored), reverse=True)
 
 
 def test_one_signal_and_404(client: TestClient, db: Database) -> None:
@@ -102,7 +104,7 @@ def test_one_signal_and_404(client: TestClient, db: Database) -> None:
         ({"automation": "nope"}, "nope"),
     ],
 )
-def test_bad_requests_get_a_clear_4xx(client: TestClient, db: Database, params: dict, fragment: str) -> None:
+def test_bad_requests_get_a_clear_4xx(client: TestClient, db: Database, params: dict[str, str], fragment: str) -> None:
     seed(db)
     response = client.get("/api/v1/signals", params=params)
     assert 400 <= response.status_code < 500
@@ -141,7 +143,7 @@ def _read_events(response: httpx.Response, count: int) -> list[dict[str, str]]:
     return events
 
 
-def test_stream_replays_after_last_event_id_then_goes_live(db: Database, live_server) -> None:
+def test_stream_replays_after_last_event_id_then_goes_live(db: Database, live_server: type[LiveServer]) -> None:
     stored = seed(db, n=6)
     app = create_app(Settings(database=db.url), db)
     with live_server(app) as server, httpx.Client(base_url=server.url, timeout=10) as http:

@@ -11,6 +11,7 @@ import pytest
 from signalmint.store import Database
 from signalmint.store.outcomes import insert_outcomes
 
+from ..conftest import stored_id
 from .test_reveal import _aged, _world
 from .test_track_record import MASKED, REVEALED, _outcome
 
@@ -46,8 +47,8 @@ def test_the_public_gets_the_revealed_outcomes_and_the_masked_ones_withheld(worl
     items = _by_id(body)
     for key in ("AAPL", "MSFT", "IBM"):
         old, recent = _aged(world, 120, key), _aged(world, 16, key)
-        assert items[recent.id]["withheld"] is True and items[recent.id]["outcomes"] is None
-        shown = items[old.id]
+        assert items[stored_id(recent)]["withheld"] is True and items[stored_id(recent)]["outcomes"] is None
+        shown = items[stored_id(old)]
         assert shown["withheld"] is False and [o["horizon"] for o in shown["outcomes"]] == [1, 5]
         assert shown["outcomes"][1]["ret"] == pytest.approx(REVEALED) and shown["key"] == key
     assert _aged(world, 5).id not in items  # not released to the public yet
@@ -63,7 +64,7 @@ def test_a_paying_subscriber_gets_every_outcome(world: Any) -> None:
     assert body["withheld"] == 0 and all(not i["withheld"] for i in body["items"])
     five = next(s for s in body["summary"] if s["horizon"] == 5)
     assert (five["count"], five["hits"]) == (6, 5)  # 5 of 6, as the page shows premium
-    recent = _by_id(body)[_aged(world, 16).id]
+    recent = _by_id(body)[stored_id(_aged(world, 16))]
     assert recent["outcomes"][0]["ret"] == pytest.approx(MASKED)
     assert world.get(URL, "admin").json()["summary"] == body["summary"]
 

@@ -45,7 +45,8 @@ def session_client(world: World, who: str) -> TestClient:
 
 
 def plan_of(world: World, plan_id: str) -> Plan:
-    (plan,) = [p for p in world.ctx.access.current() if p.id == plan_id]
+    plans: list[Plan] = [p for p in world.ctx.access.current() if p.id == plan_id]
+    (plan,) = plans
     return plan
 
 

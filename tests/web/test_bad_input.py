@@ -58,12 +58,16 @@ def integer_path_routes(world: World) -> list[tuple[str, str, list[str]]]:
     for route in api_routes(world.app.routes):
         names = [p.name for p in route.dependant.path_params if p.field_info.annotation is int]
         if names:
-            found += [(method, route.path, names) for method in sorted(route.methods)]
+            found += [(method, route.path, names) for method in sorted(route.methods or ())]
     return found
 
 
 def bearer(world: World, who: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {world.keys[who]}"}
+
+
+def as_bytes(headers: dict[str, str]) -> dict[bytes, bytes]:
+    return {name.encode(): value.encode() for name, value in headers.items()}
 
 
 def _says_why(response: Any) -> bool:
@@ -126,7 +130,7 @@ def test_ids_in_cursors_and_headers_past_int64_are_refused(world: World) -> None
         cursor = base64.urlsafe_b64encode(f"id:{digit}".encode()).decode().rstrip("=")
         assert world.get("/api/v1/signals", "pro", params={"cursor": cursor}).status_code == 400
     # header values travel as bytes and Starlette reads them as latin-1: b"\xb2" arrives as "²"
-    answer = world.client.get("/api/v1/stream", headers={**bearer(world, "pro"), "Last-Event-ID": b"\xb2"})
+    answer = world.client.get("/api/v1/stream", headers={**as_bytes(bearer(world, "pro")), b"Last-Event-ID": b"\xb2"})
     assert answer.status_code == 400 and "Last-Event-ID" in answer.json()["detail"]
 
 

@@ -40,7 +40,7 @@ if not CHROMIUM.exists():
         allow_module_level=True,
     )
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -55,8 +55,8 @@ ARGS = [
     "--disable-sync",
 ]
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 VISITOR = "visitor@example.com"
 SETTLED = "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))"
 #: What reaches past the right edge (boxes, or content spilling out of a box), for the failure message.
@@ -160,7 +160,7 @@ def tour(browser: Browser, demo: Demo) -> Iterator[Tour]:
     SHOTS.mkdir(parents=True, exist_ok=True)
     for old in SHOTS.glob("*.png"):
         old.unlink()
-    context = browser.new_context(base_url=demo.url, viewport=DESKTOP)  # type: ignore[arg-type]
+    context = browser.new_context(base_url=demo.url, viewport=DESKTOP)
     context.set_default_timeout(15_000)
     try:
         yield Tour(context.new_page(), demo)
@@ -298,7 +298,7 @@ def mrr_cents(demo: Demo) -> int:
 
 
 def admin_sees_the_new_mrr(tour: Tour, browser: Browser, expected_cents: int) -> None:
-    context = browser.new_context(base_url=tour.demo.url, viewport=DESKTOP)  # type: ignore[arg-type]
+    context = browser.new_context(base_url=tour.demo.url, viewport=DESKTOP)
     try:
         page = context.new_page()
         page.goto("/admin/login")
@@ -339,7 +339,7 @@ def test_a_visitor_becomes_a_paying_subscriber_and_tries_every_tool(tour: Tour, 
 
 def test_the_api_docs_render_offline(browser: Browser, demo: Demo) -> None:
     """Swagger UI from the package's own files: the browser may reach nothing but the demo."""
-    context = browser.new_context(base_url=demo.url, viewport=DESKTOP)  # type: ignore[arg-type]
+    context = browser.new_context(base_url=demo.url, viewport=DESKTOP)
     outside: list[str] = []
 
     def only_the_demo(route: Any) -> None:

@@ -143,7 +143,8 @@ def test_text_is_escaped() -> None:
     svg = volume_chart(days(3), np.ones(3), np.ones(3), 1, title=title)
     assert "<script>" not in svg
     root = parse(svg)
-    assert root.find(f"{SVG}title").text == title  # type: ignore[union-attr]
+    found = root.find(f"{SVG}title")
+    assert found is not None and found.text == title
     assert root.get("aria-label") == title
     assert "<script>" not in price_chart(days(3), np.ones(3), None, title=title)
     assert "<script>" not in sparkline(np.ones(3), title=title)

@@ -25,6 +25,7 @@ from signalmint.store.outbox import add_endpoint, enqueue, list_endpoints, set_e
 from signalmint.store.tables import deliveries
 from signalmint.web import app as web_app
 from signalmint.web.routes import dashboard_delivery
+from tests.conftest import stored_id
 from tests.delivery.conftest import HttpSink, Reply, SinkServer
 
 from .test_account_pages import AUTOMATION, client_for, make_app
@@ -312,7 +313,7 @@ def test_the_delivery_log_lists_the_endpoints_deliveries(client: TestClient, app
         Signal("us-stocks", f"K{i}", now - timedelta(minutes=i), "volume_spike", 5.0, {"ratio": 5.0}) for i in range(3)
     ]
     made = db.write_sync(append_signals, "us-stocks", signals, now)
-    rows = [OutboxRow(s.id, email.id, sid, now) for s in made]
+    rows = [OutboxRow(stored_id(s), email.id, sid, now) for s in made]
     db.write_sync(enqueue, rows, now)
 
     def outcomes(conn: Any) -> None:

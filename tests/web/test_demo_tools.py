@@ -32,7 +32,7 @@ from signalmint.store.outbox import add_endpoint, enqueue, list_endpoints
 from signalmint.store.tables import deliveries
 from signalmint.web import app as web_app
 
-from ..conftest import LiveServer, free_port
+from ..conftest import LiveServer, free_port, stored_id
 from .test_account_pages import AUTOMATION, client_for, csrf_of, settings, sign_up
 from .test_dashboard import subscriber_id
 
@@ -98,7 +98,9 @@ def _html_mail() -> bytes:
     msg["From"], msg["To"], msg["Subject"] = "a@demo.example", "b@demo.example", "<script>alert(1)</script> spike"
     msg.set_content("text part")
     msg.add_alternative('<p>Hi<script>alert(2)</script><img src="cid:chart"></p>', subtype="html")
-    msg.get_payload()[1].add_related(b"\x89PNG fake", "image", "png", cid="<chart>")  # type: ignore[index]
+    html = msg.get_body(("html",))
+    assert html is not None
+    html.add_related(b"\x89PNG fake", "image", "png", cid="<chart>")
     return msg.as_bytes()
 
 
@@ -273,7 +275,7 @@ def test_the_status_page_shows_automations_and_delivery_health(db: Database) -> 
         sign_up(client, app, "ann@example.com", "free")
         sid = subscriber_id(db)
         endpoint = db.write_sync(add_endpoint, sid, "webhook", "webhook+https://hooks.example/x", now, ["whsec_x"])
-        rows = [OutboxRow(stored.id, endpoint.id, sid, now)]
+        rows = [OutboxRow(stored_id(stored), endpoint.id, sid, now)]
         db.write_sync(enqueue, rows, now)
         db.write_sync(lambda conn: conn.execute(update(deliveries).values(status="dead", last_error="410 Gone")))
         page = client.get("/status")

@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
-import feedparser
+import feedparser  # type: ignore[import-untyped]
 import numpy as np
 import pytest
 

@@ -133,7 +133,8 @@ def test_a_bad_signature_is_401(server: tuple[LiveServer, Engine]) -> None:
     assert post(live, points(51.0), tampered).status_code == 401
     missing = post(live, body, {"content-type": "application/json"})
     assert missing.status_code == 401 and "webhook-id" in missing.json()["detail"]
-    assert engine.source("sensors").accepted == 0  # type: ignore[union-attr]
+    sensors = engine.source("sensors")
+    assert sensors is not None and sensors.accepted == 0
 
 
 def test_a_stale_or_future_timestamp_is_401(server: tuple[LiveServer, Engine]) -> None:
@@ -168,7 +169,8 @@ def test_a_body_that_does_not_validate_is_422_and_queues_nothing(server: tuple[L
         answer = post(live, body, signed(body))
         assert answer.status_code == 422, body
         assert words in answer.json()["detail"], (body, answer.json())
-    assert engine.source("sensors").accepted == 0  # type: ignore[union-attr]
+    sensors = engine.source("sensors")
+    assert sensors is not None and sensors.accepted == 0
 
 
 def test_an_unknown_automation_is_404(server: tuple[LiveServer, Engine]) -> None:

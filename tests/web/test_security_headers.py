@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from html.parser import HTMLParser
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import pytest
@@ -45,8 +46,15 @@ def policy(header: str) -> dict[str, list[str]]:
     return directives
 
 
-def assert_guarded(response: object, path: str) -> dict[str, list[str]]:
-    headers = response.headers  # type: ignore[attr-defined]
+class Answered(Protocol):
+    """An HTTP response of either client (the test client and httpx are separate packages)."""
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+def assert_guarded(response: Answered, path: str) -> dict[str, list[str]]:
+    headers = response.headers
     assert "content-security-policy" in headers, f"{path}: no CSP"
     csp = policy(headers["content-security-policy"])
     assert csp["frame-ancestors"] == ["'none'"], path
@@ -161,12 +169,13 @@ def test_docs_run_under_the_page_policy(client: TestClient) -> None:
 def test_a_route_with_its_own_policy_may_be_framed_by_it(sqlite_db: Database) -> None:
     """The demo mail catcher's HTML body sets frame-ancestors 'self'; no blanket DENY overrides it."""
     from starlette.responses import Response
+    from starlette.types import Message
 
     from signalmint.config import Settings
     from signalmint.web.security import _merge, security_headers
 
     framed = Response("x", headers={"Content-Security-Policy": "sandbox; frame-ancestors 'self'"})
-    start = {"type": "http.response.start", "status": 200, "headers": list(framed.raw_headers)}
+    start: Message = {"type": "http.response.start", "status": 200, "headers": list(framed.raw_headers)}
     _merge(start, security_headers(Settings()))
     names = [k for k, _ in start["headers"]]
     assert names.count(b"content-security-policy") == 1 and b"x-frame-options" not in names

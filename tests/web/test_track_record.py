@@ -11,6 +11,7 @@ from signalmint.records import Automation, Outcome, Signal
 from signalmint.store import Database, sync_automations
 from signalmint.store.outcomes import insert_outcomes
 
+from .test_access_api import World
 from .test_reveal import _aged, _world
 
 REVEALED = 0.0421  # the move after the public's revealed signals (2 hits of 3)
@@ -27,7 +28,7 @@ def _outcome(signal: Signal, horizon: int, ret: float, hit: bool) -> Outcome:
 
 
 @pytest.fixture
-def world(db: Database):  # type: ignore[no-untyped-def]
+def world(db: Database) -> World:
     world = _world(db)  # free plan (the public's view): 15 min late, numbers masked, revealed after 1 h
     rows = []
     for key, hit in (("AAPL", True), ("MSFT", True), ("IBM", False)):
@@ -39,7 +40,7 @@ def world(db: Database):  # type: ignore[no-untyped-def]
     return world
 
 
-def test_the_public_sees_hit_rates_of_revealed_signals_only(world) -> None:  # type: ignore[no-untyped-def]
+def test_the_public_sees_hit_rates_of_revealed_signals_only(world: World) -> None:
     page = world.get("/automations/spikes/track-record")
     assert page.status_code == 200
     html = page.text
@@ -57,14 +58,14 @@ def test_the_public_sees_hit_rates_of_revealed_signals_only(world) -> None:  # t
     assert "/api/v1/chain?automation=spikes" in html
 
 
-def test_a_paying_viewer_sees_every_outcome(world) -> None:  # type: ignore[no-untyped-def]
+def test_a_paying_viewer_sees_every_outcome(world: World) -> None:
     html = world.get("/automations/spikes/track-record", "premium").text
     assert fmt_pct(MASKED) in html and fmt_pct(REVEALED) in html
     assert "5 of 6" in html and "83%" in html  # the 5-bar rate over every measured signal
     assert "🔒 hidden" not in html
 
 
-def test_the_chain_head_is_the_newest_signal_the_viewer_sees(world) -> None:  # type: ignore[no-untyped-def]
+def test_the_chain_head_is_the_newest_signal_the_viewer_sees(world: World) -> None:
     released = world.now - timedelta(minutes=15)
     spikes = [s for s in world.signals if s.automation == "spikes"]
     newest_public = max((s for s in spikes if s.time <= released), key=lambda s: s.seq)
@@ -74,7 +75,7 @@ def test_the_chain_head_is_the_newest_signal_the_viewer_sees(world) -> None:  # 
     assert newest.hash in world.get("/automations/spikes/track-record", "premium").text
 
 
-def test_the_signal_page_hides_the_outcome_until_the_move_is_revealed(world) -> None:  # type: ignore[no-untyped-def]
+def test_the_signal_page_hides_the_outcome_until_the_move_is_revealed(world: World) -> None:
     masked, revealed = _aged(world, 16), _aged(world, 120)
     page = world.get(f"/signals/{masked.id}").text
     assert "What happened next" in page and fmt_pct(MASKED) not in page and "data-horizon" not in page
@@ -83,7 +84,7 @@ def test_the_signal_page_hides_the_outcome_until_the_move_is_revealed(world) -> 
     assert fmt_pct(REVEALED) in shown and 'data-horizon="1"' in shown and 'data-horizon="5"' in shown
 
 
-def test_pages_and_bad_input(world) -> None:  # type: ignore[no-untyped-def]
+def test_pages_and_bad_input(world: World) -> None:
     assert world.get("/automations/spikes/track-record?page=0").status_code == 422
     assert world.get("/automations/spikes/track-record?page=abc").status_code == 422
     assert world.get("/automations/nope/track-record").status_code == 404

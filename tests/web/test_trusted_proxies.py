@@ -32,7 +32,6 @@ def served(app: FastAPI) -> Iterator[str]:
     """The app under uvicorn exactly as ``signalmint run`` configures it, in a thread."""
     config = web_config(app, app.state.ctx.settings)
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -38,7 +38,7 @@ import os
 import time
 import warnings
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
@@ -242,7 +242,7 @@ class AlpacaBars:
 
     # -- the stream ------------------------------------------------------------
 
-    async def stream(self, since: datetime | None = None) -> AsyncIterator[Frame]:
+    async def stream(self, since: datetime | None = None) -> AsyncGenerator[Frame, None]:
         """Backfilled minutes, then live minutes, one frame per minute, forever."""
         keys = self._keys()
         enums, _, _, _, stream_cls = _alpaca()

@@ -56,7 +56,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal, Self
@@ -333,7 +333,7 @@ class CcxtCandles:
 
     # -- the stream --------------------------------------------------------------
 
-    async def stream(self, since: datetime | None = None) -> AsyncIterator[Frame]:
+    async def stream(self, since: datetime | None = None) -> AsyncGenerator[Frame, None]:
         """Backfill (or resume after ``since``), then one frame per closed candle time, forever."""
         validator = RowValidator(self._rejected, source=self.kind)
         ex = self._exchange()

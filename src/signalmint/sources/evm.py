@@ -54,7 +54,7 @@ import email.utils
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
@@ -409,7 +409,7 @@ class EvmChain:
 
     # -- the stream --------------------------------------------------------------
 
-    async def stream(self, since: datetime | None = None) -> AsyncIterator[Frame]:
+    async def stream(self, since: datetime | None = None) -> AsyncGenerator[Frame, None]:
         """Backfill (or resume after ``since``), then one frame per confirmed block, forever."""
         validator = RowValidator(self._rejected, source=self.kind, schema=self.schema)
         self._last_ns, self._prev, self._first = 0, None, 0

@@ -48,7 +48,7 @@ import math
 import os
 import re
 import time as _time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, ClassVar, Self
@@ -355,7 +355,7 @@ class HttpJson(PoliteSource):
 
     # -- the stream --------------------------------------------------------------
 
-    async def stream(self, since: datetime | None = None) -> AsyncIterator[Frame]:
+    async def stream(self, since: datetime | None = None) -> AsyncGenerator[Frame, None]:
         """A frame per poll that found rows after ``since``, forever."""
         schema: dict[str, ColumnKind] = {**dict.fromkeys(self.metrics, "metric"), **dict.fromkeys(self.texts, "text")}
         validator = RowValidator(self._rejected, source=self.kind, schema=schema)

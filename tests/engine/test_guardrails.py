@@ -34,7 +34,7 @@ from signalmint.store.signals import signal_hash
 from signalmint.store.tables import deliveries
 from signalmint.web.app import create_app
 
-from .conftest import LiveServer
+from ..conftest import LiveServer
 
 MINUTE = timedelta(minutes=1)
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -122,7 +122,7 @@ class Recorder:
 def automation(**extra: Any) -> AutomationConfig:
     return AutomationConfig(
         name="live",
-        source={"kind": "queue"},  # type: ignore[arg-type]
+        source={"kind": "queue"},
         detector=DetectorConfig(kind="volume_spike", window=3, ratio=3, z=4),
         retention=None,
         **extra,
@@ -237,8 +237,8 @@ def test_staleness_is_raised_and_cleared_with_operator_alerts(
 def test_operator_email_alerts_go_through_smtp(db: Database, registry: Registry) -> None:
     from signalmint.config import EmailConfig
 
-    from .delivery.test_email import Recorder as SmtpRecorder
-    from .delivery.test_email import _serve
+    from ..delivery.test_email import Recorder as SmtpRecorder
+    from ..delivery.test_email import _serve
 
     with _serve(SmtpRecorder()) as smtp:
         settings = Settings(
@@ -408,7 +408,7 @@ def test_replays_are_never_stale_nor_late() -> None:
     config = AutomationConfig(
         name="replay",
         source={"kind": "file", "path": "x.csv"},
-        detector=DetectorConfig(kind="volume_spike"),  # type: ignore[arg-type]
+        detector=DetectorConfig(kind="volume_spike"),
     )
     guard = guard_for(config, FileReplay.__new__(FileReplay))
     assert (guard.stale_after, guard.max_signal_age, guard.cadence) == (None, None, None)

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -20,6 +22,7 @@ from signalmint.backtest import has_batch, run_backtest
 from signalmint.cli import app
 from signalmint.detectors import VolumeSpike
 from signalmint.detectors.cooldown import Cooldown
+from signalmint.detectors.volume_spike import VolumeSpikeOptions
 from signalmint.detectors.volume_spike_batch import chunk_size, median_bound
 from signalmint.records import Frame, Scores, Signal
 from signalmint.sources.file import split_ticks
@@ -89,9 +92,9 @@ def assert_same(batch: Scores, stream: Scores) -> None:
 @pytest.mark.parametrize("levels", [0, 4])
 def test_batch_flags_equal_streaming_flags(window: int, ragged: bool, levels: int) -> None:
     frame = history(window * 7 + ragged + levels, keys=9, ticks=4 * window + 40, ragged=ragged, levels=levels)
-    options = {"window": window, "ratio": 2.0, "z": 3.0}
-    batch = VolumeSpike(**options).batch(frame)  # type: ignore[arg-type]
-    stream = streamed(VolumeSpike(**options), frame)  # type: ignore[arg-type]
+    options: dict[str, Any] = {"window": window, "ratio": 2.0, "z": 3.0}
+    batch = VolumeSpike(**options).batch(frame)
+    stream = streamed(VolumeSpike(**options), frame)
     assert_same(batch, stream)
     assert stream.flags.any()
     if levels and window < 7:  # few distinct values: flat windows (z = inf) and zero medians
@@ -127,7 +130,9 @@ def test_batch_equals_streaming_with_cooldown_property(
     seed: int, window: int, ratio: float, z: float, levels: int, cooldown: int
 ) -> None:
     frame = history(seed, keys=4, ticks=window * 3 + 15, ragged=True, levels=levels)
-    make = lambda: Cooldown(VolumeSpike(window=window, ratio=ratio, z=z), timedelta(minutes=cooldown))  # noqa: E731
+    make: Callable[[], Cooldown] = lambda: Cooldown(  # noqa: E731
+        VolumeSpike(window=window, ratio=ratio, z=z), timedelta(minutes=cooldown)
+    )
     assert_same(make().batch(frame), streamed(make(), frame))
 
 
@@ -172,7 +177,8 @@ def _plain(found: Any) -> list[tuple[Any, ...]]:
 class _Streaming:
     """A detector without a batch path (the backtest streams it)."""
 
-    kind = "volume_spike"
+    kind: ClassVar[str] = "volume_spike"
+    Options: ClassVar[type[BaseModel]] = VolumeSpikeOptions
 
     def __init__(self, inner: VolumeSpike) -> None:
         self.inner = inner
@@ -187,7 +193,7 @@ def test_the_backtest_takes_the_batch_path_when_offered_and_both_agree() -> None
     assert has_batch(Cooldown(VolumeSpike(), timedelta(minutes=5))) and not has_batch(_Streaming(VolumeSpike()))
     batch = run_backtest(Cooldown(VolumeSpike(5, 2.0, 3.0), timedelta(minutes=5)), frame, "a", start, end)
     stream = run_backtest(
-        Cooldown(_Streaming(VolumeSpike(5, 2.0, 3.0)), timedelta(minutes=5)),  # type: ignore[arg-type]
+        Cooldown(_Streaming(VolumeSpike(5, 2.0, 3.0)), timedelta(minutes=5)),
         frame,
         "a",
         start,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,7 +147,7 @@ def test_horizons_must_be_positive_bars() -> None:
         OutcomesConfig(horizons=[0])
 
 
-def test_the_engine_measures_outcomes_after_a_replay(tmp_path, db: Database, registry: Registry) -> None:  # type: ignore[no-untyped-def]
+def test_the_engine_measures_outcomes_after_a_replay(tmp_path: Path, db: Database, registry: Registry) -> None:
     n = 120
     close = _closes(n, seed=9)
     volume = np.full(n, 1000.0)

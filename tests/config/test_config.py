@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from signalmint.config import load_settings, parse_duration, parse_settings
+from signalmint.config import Settings, load_settings, parse_duration, parse_settings
 from signalmint.errors import ConfigError
 from signalmint.registry import Registry
 
@@ -24,7 +24,7 @@ automations:
 """
 
 
-def parse(text: str, registry: Registry, env: dict[str, str] | None = None):
+def parse(text: str, registry: Registry, env: dict[str, str] | None = None) -> Settings:
     return parse_settings(text, file="cfg.yaml", registry=registry, env=env or {})
 
 

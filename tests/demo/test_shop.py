@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 
-import feedparser
+import feedparser  # type: ignore[import-untyped]
 import httpx
 import pytest
 
