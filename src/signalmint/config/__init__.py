@@ -297,7 +297,9 @@ class TelegramConfig(_Strict):
 
 class DeliveryConfig(_Strict):
     allow_loopback_targets: bool = Field(
-        default=False, description="let webhooks reach 127.0.0.1 and private addresses: local testing only"
+        default=False,
+        description="let webhooks reach loopback addresses (127.0.0.0/8, ::1): local testing only; "
+        "private ranges stay refused",
     )
     concurrency: int = Field(default=256, ge=1, le=10_000, description="sends in flight per worker")
     batch: int = Field(default=500, ge=1, le=10_000, description="deliveries claimed per round")
