@@ -12,9 +12,9 @@ import numpy as np
 from typer.testing import CliRunner
 
 from signalmint.backtest import measure_outcomes, run_backtest
+from signalmint.cli import app
 from signalmint.config import OutcomesConfig
 from signalmint.detectors import VolumeSpike
-from signalmint.cli import app
 from signalmint.records import Frame, OutcomeRule
 
 runner = CliRunner()
