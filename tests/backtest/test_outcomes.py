@@ -15,7 +15,8 @@ from signalmint.backtest import measure_outcomes, run_backtest
 from signalmint.cli import app
 from signalmint.config import OutcomesConfig
 from signalmint.detectors import VolumeSpike
-from signalmint.records import Frame, OutcomeRule
+from signalmint.engine.outcome_rules import rule_for
+from signalmint.records import Frame, OutcomeRule, Signal
 
 runner = CliRunner()
 
@@ -120,3 +121,20 @@ def test_the_command_reports_outcomes_per_horizon(tmp_path: Path) -> None:
     unset = runner.invoke(app, [*args, "-c", str(write(tmp_path, "")[0]), "--data", str(data), "--json"])
     defaults = json.loads(unset.stdout)["outcomes"]
     assert not defaults["configured"] and defaults["horizons"] == [1, 5, 20]
+
+
+def test_other_measures_use_the_engines_rules_and_wait_past_the_end_too() -> None:
+    """``stays_down`` (price_drop) on a price column: hits by hand, a horizon past the end pending."""
+    prices = [10.0, 9.0, 8.0, 9.0, 11.0]
+    times = np.array([np.datetime64(f"2024-01-02T10:0{i}", "ns") for i in range(5)])
+    data = Frame(keys=np.array(["P"] * 5), times=times, columns={"price": np.array(prices)})
+    sig = [Signal("a", "P", datetime(2024, 1, 2, 10, i, tzinfo=UTC), "price_drop", 1.0, {}) for i in (1, 3)]
+    spec = OutcomesConfig(horizons=[1, 3], lookback=20, baseline_samples=10)
+    rule = rule_for("price_drop", {"pct": 5})
+    found = measure_outcomes(sig, data, END, rule, spec)
+    got = {(o.time.minute, o.horizon): (o.hit, o.exit) for o in found.outcomes}
+    # from 9: next 8 (stayed down); next three 8, 9, 11 (did not); from 9 at 10:03: next 11
+    assert got == {(1, 1): (True, 8.0), (1, 3): (False, 11.0), (3, 1): (False, 11.0)}
+    assert found.pending == {1: 0, 3: 1}
+    none = measure_outcomes(sig, data, END, rule_for("new_item"), spec)
+    assert none.measure == "none" and not none.outcomes and none.reason
