@@ -365,10 +365,10 @@ def backtest(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
-    """Run an automation's detector over recorded bars and forecast each plan's alerts a day (writes nothing)."""
+    """Run an automation's detector over recorded bars: signals, each plan's alerts a day, outcomes (writes nothing)."""
     from rich.progress import Progress
 
-    from .backtest import forecast_plan, load_history, run_backtest
+    from .backtest import backtest_outcomes, forecast_plan, load_history, run_backtest
     from .backtest.report import print_backtest
     from .pipeline import build_detector
     from .store import Database
@@ -404,7 +404,8 @@ def backtest(
         raise _fail(exc) from None
     plans = [p for p in settings.current_plans() if p.covers(automation)]
     forecasts = tuple(forecast_plan(p.expanded(names), result.signals, result.keys, result.days) for p in plans)
-    result = dataclasses.replace(result, forecasts=forecasts)
+    outcomes = backtest_outcomes(chosen, result.signals, history, finish)
+    result = dataclasses.replace(result, forecasts=forecasts, outcomes=outcomes)
     if as_json:
         print(json.dumps(result.to_json(), indent=2))
     else:

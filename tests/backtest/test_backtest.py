@@ -376,7 +376,10 @@ def test_a_backtest_of_the_stored_bars_leaves_the_store_unchanged(tmp_path: Path
         ],
     )
     assert got.exit_code == 0, got.output
-    assert json.loads(got.stdout)["signals"] == 4  # it did read the stored bars
+    report = json.loads(got.stdout)
+    assert report["signals"] == 4  # it did read the stored bars
+    assert report["outcomes"]["measure"] == "return"  # and measured outcomes on them, writing none
+    assert sum(h["count"] for h in report["outcomes"]["per_horizon"]) + sum(report["outcomes"]["pending"].values())
     if sqlite:
         assert _files(db.url) == before
         db = Database(db.url, read_only=True)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 from rich.console import Console
 from rich.table import Table
 
+from ..engine.outcome_rules import HEADLINES
+from .outcomes import BacktestOutcomes
 from .run import Backtest
 
-__all__ = ["print_backtest"]
+__all__ = ["print_backtest", "print_outcomes"]
 
 #: Keys listed in the per-key table (the busiest); the JSON lists them all.
 TOP_KEYS = 20
@@ -49,6 +53,12 @@ def print_backtest(console: Console, bt: Backtest) -> None:
     if quiet > 0:
         per_key.add_row(f"({quiet} keys without a signal)", "0", "0")
     console.print(per_key)
+    _print_forecasts(console, bt)
+    if bt.outcomes is not None:
+        print_outcomes(console, bt.outcomes)
+
+
+def _print_forecasts(console: Console, bt: Backtest) -> None:
     if not bt.forecasts:
         console.print("no plan covers this automation: nothing to forecast")
         return
@@ -73,3 +83,48 @@ def print_backtest(console: Console, bt: Backtest) -> None:
         style="dim",
         highlight=False,
     )
+
+
+def _pct(value: float, signed: bool = True) -> str:
+    if not math.isfinite(value):
+        return "-"
+    return f"{value:+.2%}" if signed else f"{value:.2%}"
+
+
+def print_outcomes(console: Console, found: BacktestOutcomes) -> None:
+    """Per horizon, like the track record: hit rate and its 95% interval, moves, the baseline."""
+    if found.measure == "none":
+        console.print(f"outcomes: none measured ({found.reason})", highlight=False)
+        return
+    unit = "bars" if found.unit == "bars" or found.measure == "return" else found.unit
+    setting = "" if found.configured else ", the default horizons: set `outcomes:` to choose"
+    headline = HEADLINES.get(found.measure, "")
+    table = Table(title=f"outcomes ({found.measure}: a hit when {headline}{setting})", title_justify="left")
+    for column in ("horizon", "n", "hit rate", "95% CI", "mean", "median", "baseline", "pending"):
+        table.add_column(column, justify="right")
+    ranks = found.measure == "holds_rank"
+    summaries = {s.horizon: s for s in found.summaries}
+    for h in found.horizons:
+        s = summaries.get(h)
+        pending = str(found.pending.get(h, 0))
+        if s is None:
+            table.add_row(f"{h} {unit}", "0", "-", "-", "-", "-", "-", pending)
+            continue
+        table.add_row(
+            f"{h} {unit}",
+            str(s.count),
+            f"{s.hit_rate:.0%}",
+            f"{s.hit_low:.0%}-{s.hit_high:.0%}",
+            f"{s.mean:+.2f}" if ranks else _pct(s.mean),
+            f"{s.median:+.2f}" if ranks else _pct(s.median),
+            _pct(s.baseline, signed=False),
+            pending,
+        )
+    console.print(table)
+    console.print(
+        "pending: the horizon runs past the end of the data (--to), so no outcome yet; baseline: "
+        + ("the median absolute move of random earlier bars of the same key" if found.measure == "return" else
+           "how often the same held from random earlier observations of the key"),
+        style="dim",
+        highlight=False,
+    )  # fmt: skip

@@ -20,6 +20,7 @@ from ..records import Frame, Signal, to_datetime64
 from ..registry import Detector
 from ..sources.file import FileReplay, split_ticks
 from .forecast import PlanForecast
+from .outcomes import BacktestOutcomes
 
 __all__ = ["Backtest", "days_between", "has_batch", "load_history", "run_backtest"]
 
@@ -42,6 +43,7 @@ class Backtest:
     forecasts: tuple[PlanForecast, ...] = ()
     per_day: dict[str, int] = field(default_factory=dict)
     per_key: dict[str, int] = field(default_factory=dict)
+    outcomes: BacktestOutcomes | None = None
 
     @property
     def days(self) -> list[date]:
@@ -60,6 +62,7 @@ class Backtest:
             "per_day": self.per_day,
             "per_key": self.per_key,
             "forecasts": [f.to_json() for f in self.forecasts],
+            "outcomes": self.outcomes.to_json() if self.outcomes is not None else None,
         }
 
 
