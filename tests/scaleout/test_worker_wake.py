@@ -28,8 +28,6 @@ from signalmint.store.plans import sync_plans
 
 from ..delivery.conftest import HttpSink, SinkServer
 
-pytestmark = [pytest.mark.pg]
-
 POLL = timedelta(seconds=30)  # the fallback poll never fires within a test
 WAKE_WITHIN = 1.0  # seconds from the commit to the receipt
 
@@ -109,6 +107,32 @@ async def _received(sink: HttpSink, count: int, timeout: float) -> float:
     return sink.requests[count - 1].at
 
 
+def test_in_one_process_the_engines_commit_wakes_the_worker(db: Database, sink: HttpSink) -> None:
+    """``serve`` with the engine and the worker in one process: the engine's listeners set the
+    worker's wake event after each commit (no LISTEN needed, so on SQLite too)."""
+    sink.reset()
+    settings = _settings(db)
+    _seed(db, settings, sink)
+
+    async def run() -> float:
+        stop, wake = asyncio.Event(), asyncio.Event()
+        context = channel_context(settings)
+        worker = Worker(settings, db, context, b"pepper")
+        task = asyncio.create_task(worker.run(stop, idle=30, wake=wake))
+        try:
+            await asyncio.sleep(0.2)  # the first round finds nothing; the worker waits 30 s
+            committed = await _commit(db, "K")
+            wake.set()  # what serve's engine listener does after the commit
+            return await _received(sink, 1, 5) - committed
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            await context.http.close()
+
+    assert asyncio.run(run()) < WAKE_WITHIN
+
+
+@pytest.mark.pg
 def test_an_idle_worker_with_a_30s_poll_delivers_a_new_signal_at_once(pg: Database, sink: HttpSink) -> None:
     sink.reset()
     settings = _settings(pg)
@@ -133,6 +157,7 @@ def test_an_idle_worker_with_a_30s_poll_delivers_a_new_signal_at_once(pg: Databa
     assert max(lags) < WAKE_WITHIN, lags  # a poll would have taken up to 30 s
 
 
+@pytest.mark.pg
 def test_a_killed_listen_connection_comes_back_and_still_wakes_the_worker(pg: Database, sink: HttpSink) -> None:
     sink.reset()
     settings = _settings(pg)
