@@ -28,7 +28,6 @@ like any single signal.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -104,16 +103,27 @@ class Worker:
             self.sender.forget(endpoint_id)
         return len(claimed)
 
-    async def run(self, stop: asyncio.Event, *, idle: float = 0.5) -> None:
-        while not stop.is_set():
-            try:
-                handled = await self.run_once()
-            except Exception:
-                log.exception("delivery round failed; trying again")
-                handled = 0
-            if handled == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), idle)
+    async def run(self, stop: asyncio.Event, *, idle: float = 0.5, wake: asyncio.Event | None = None) -> None:
+        """Rounds until ``stop``; after a round that found nothing, wait ``idle`` seconds, or
+        until ``wake`` is set (new rows are due: :mod:`~signalmint.delivery.wake`)."""
+        wake = wake or asyncio.Event()
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                wake.clear()  # before the claim: a wake-up that lands during the round is kept
+                try:
+                    handled = await self.run_once()
+                except Exception:
+                    log.exception("delivery round failed; trying again")
+                    handled = 0
+                if handled == 0 and not wake.is_set():
+                    woken = asyncio.ensure_future(wake.wait())
+                    try:
+                        await asyncio.wait({stopping, woken}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        woken.cancel()
+        finally:
+            stopping.cancel()
 
     async def _deliver(self, rows: list[Delivery], batch: Batch, recorder: Recorder) -> None:
         """Send one message (one row, or every row of a group); an outcome for each row."""

@@ -90,7 +90,12 @@ async def serve(
         await catcher.start()
     engine = wire_engine(settings, db, registry)[0] if "engine" in roles else None
     stop = asyncio.Event()
-    worker = asyncio.create_task(run_worker(settings, db, stop)) if "worker" in roles else None
+    worker = None
+    if "worker" in roles:
+        wake = asyncio.Event()
+        if engine is not None:  # one process: the engine's commits wake the worker, no round trip
+            engine.listeners.append(lambda _stored: wake.set())
+        worker = asyncio.create_task(run_worker(settings, db, stop, wake=wake))
     tasks: list[asyncio.Task[None]] = []
     if "worker" in roles and settings.admin.business_report_on:  # the operator's weekly business report
         tasks.append(asyncio.create_task(run_business_reports(settings, db, stop)))

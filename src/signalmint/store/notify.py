@@ -1,6 +1,6 @@
 """PostgreSQL ``NOTIFY`` on the store's commits, and the ``LISTEN`` side's SQL.
 
-Two channels, both named after the schema so that several signalmint databases (or test
+Three channels, both named after the schema so that several signalmint databases (or test
 schemas) in one PostgreSQL database never wake each other:
 
 - ``signalmint_signals``: ``<automation>:<id>`` of the newest signal of a commit, sent by
@@ -9,6 +9,9 @@ schemas) in one PostgreSQL database never wake each other:
   signal it cannot read yet.
 - ``signalmint_cache``: what a web process changed that other replicas cache
   (``sub:<id>``, ``key:<prefix>``, ``plans``, ``all``), sent by :func:`notify_cache`.
+- ``signalmint_outbox``: outbox rows that are due now were committed (the fan-out's
+  :func:`~signalmint.store.outbox.enqueue`), sent by :func:`notify_outbox`; idle delivery
+  workers (:mod:`signalmint.delivery.wake`) claim them at once instead of at their next poll.
 
 In the ``public`` schema the channels are exactly those names; in any other schema
 ``_<schema>`` is appended. On SQLite every function here does nothing.
@@ -16,6 +19,7 @@ In the ``public`` schema the channels are exactly those names; in any other sche
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import psycopg
@@ -24,17 +28,23 @@ from sqlalchemy import Connection, Engine, text
 
 __all__ = [
     "CACHE",
+    "OUTBOX",
     "SIGNALS",
+    "backoff_delay",
+    "channel_name",
     "channel_names",
     "connect_listener",
+    "connect_outbox_listener",
     "listen_statements",
     "notify_cache",
+    "notify_outbox",
     "notify_signals",
     "ping_listener",
 ]
 
 SIGNALS = "signalmint_signals"
 CACHE = "signalmint_cache"
+OUTBOX = "signalmint_outbox"
 
 # The channel for ``base`` in the connection's current schema (one SQL expression).
 _CHANNEL = "CASE WHEN current_schema() = 'public' THEN {base} ELSE {base} || '_' || current_schema() END"
@@ -57,6 +67,23 @@ def notify_cache(conn: Connection, payload: str) -> None:
         conn.execute(_NOTIFY, {"base": CACHE, "payload": payload[:7000]})
 
 
+def notify_outbox(conn: Connection, due: int) -> None:
+    """Announce, on commit, that ``due`` outbox rows may be sent now (idle workers claim them)."""
+    if _postgres(conn) and due > 0:
+        # One payload per transaction whatever the count: PostgreSQL folds identical
+        # notifications of a transaction into one, so a tick of many signals wakes once.
+        conn.execute(_NOTIFY, {"base": OUTBOX, "payload": "due"})
+
+
+def channel_name(base: str, schema: str) -> str:
+    """The channel ``base`` in ``schema``.
+
+    >>> channel_name(OUTBOX, "public"), channel_name(OUTBOX, "t_1")
+    ('signalmint_outbox', 'signalmint_outbox_t_1')
+    """
+    return base if schema == "public" else f"{base}_{schema}"
+
+
 def channel_names(schema: str) -> tuple[str, str]:
     """The (signals, cache) channel names in ``schema``.
 
@@ -65,18 +92,18 @@ def channel_names(schema: str) -> tuple[str, str]:
     >>> channel_names("t_1")
     ('signalmint_signals_t_1', 'signalmint_cache_t_1')
     """
-    if schema == "public":
-        return SIGNALS, CACHE
-    return f"{SIGNALS}_{schema}", f"{CACHE}_{schema}"
+    return channel_name(SIGNALS, schema), channel_name(CACHE, schema)
 
 
-def listen_statements(schema: str) -> list[str]:
+def listen_statements(schema: str, bases: tuple[str, ...] = (SIGNALS, CACHE)) -> list[str]:
     """The ``LISTEN`` statements of a listener connection whose current schema is ``schema``.
 
     >>> listen_statements("t_1")
     ['LISTEN "signalmint_signals_t_1"', 'LISTEN "signalmint_cache_t_1"']
+    >>> listen_statements("public", (OUTBOX,))
+    ['LISTEN "signalmint_outbox"']
     """
-    return ['LISTEN "{}"'.format(name.replace('"', '""')) for name in channel_names(schema)]
+    return ['LISTEN "{}"'.format(channel_name(base, schema).replace('"', '""')) for base in bases]
 
 
 CURRENT_SCHEMA = "SELECT current_schema()"
@@ -86,6 +113,22 @@ async def connect_listener(engine: Engine, *, timeout: float = 5.0) -> tuple[psy
     """A new autocommit connection to ``engine``'s database listening on both channels of its
     schema; returns it with the (signals, cache) channel names. TCP keepalives are on, so a
     silently lost server is noticed within about 30 seconds even when nothing is said."""
+    conn, schema = await _listen(engine, (SIGNALS, CACHE), "listener", timeout)
+    signals_channel, cache_channel = channel_names(schema)
+    return conn, signals_channel, cache_channel
+
+
+async def connect_outbox_listener(engine: Engine, *, timeout: float = 5.0) -> tuple[psycopg.AsyncConnection[Any], str]:
+    """A new autocommit connection listening on the outbox channel of ``engine``'s schema (a
+    delivery worker's), with the channel's name; its ``application_name`` is
+    ``signalmint worker <schema>``."""
+    conn, schema = await _listen(engine, (OUTBOX,), "worker", timeout)
+    return conn, channel_name(OUTBOX, schema)
+
+
+async def _listen(
+    engine: Engine, bases: tuple[str, ...], role: str, timeout: float
+) -> tuple[psycopg.AsyncConnection[Any], str]:
     args, kwargs = engine.dialect.create_connect_args(engine.url)
     kwargs = {k: v for k, v in kwargs.items() if k not in {"prepare_threshold"}}
     kwargs.update(keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
@@ -95,16 +138,27 @@ async def connect_listener(engine: Engine, *, timeout: float = 5.0) -> tuple[psy
         row = await (await conn.execute(CURRENT_SCHEMA)).fetchone()
         schema = str(row[0]) if row is not None else "public"
         # Named after the schema, so an operator (or a test) can tell whose listener a backend is.
-        await conn.execute("SELECT set_config('application_name', %s, false)", (f"signalmint listener {schema}"[:63],))
-        for statement in listen_statements(schema):
+        await conn.execute("SELECT set_config('application_name', %s, false)", (f"signalmint {role} {schema}"[:63],))
+        for statement in listen_statements(schema, bases):
             await conn.execute(sql.SQL(statement))  # a quoted identifier
     except BaseException:
         await conn.close()
         raise
-    signals_channel, cache_channel = channel_names(schema)
-    return conn, signals_channel, cache_channel
+    return conn, schema
 
 
 async def ping_listener(conn: psycopg.AsyncConnection[Any]) -> None:
     """A round trip on a listener connection (it raises if the server is gone)."""
     await conn.execute("SELECT 1")
+
+
+def backoff_delay(failures: int, *, first: float = 0.1, most: float = 5.0, rng: random.Random | None = None) -> float:
+    """Seconds a listener waits before reconnect attempt ``failures`` (0 is the first retry), ±20% jitter.
+
+    >>> [round(backoff_delay(n, rng=random.Random(1)), 3) for n in range(3)]  # 0.1, 0.2, 0.4 s, jittered
+    [0.085, 0.171, 0.341]
+    >>> 5.0 * 0.8 <= backoff_delay(30) <= 5.0 * 1.2
+    True
+    """
+    base = min(most, first * 2.0 ** min(failures, 16))
+    return base * (rng.uniform(0.8, 1.2) if rng is not None else random.uniform(0.8, 1.2))

@@ -26,6 +26,7 @@ from sqlalchemy import Connection, and_, bindparam, func, literal_column, or_, s
 from ..errors import LimitError
 from ..records import Delivery, DeliveryOutcome, Endpoint, OutboxRow
 from .accounts import lock_subscriber
+from .notify import notify_outbox
 from .tables import deliveries, endpoints
 
 __all__ = [
@@ -156,7 +157,9 @@ def set_endpoint_status(
 
 
 def enqueue(conn: Connection, rows: Iterable[OutboxRow], now: datetime) -> int:
-    """Insert the fan-out's outbox rows; duplicates (same signal and endpoint) are skipped."""
+    """Insert the fan-out's outbox rows; duplicates (same signal and endpoint) are skipped. On
+    PostgreSQL, when some are due now, idle workers hear of it on commit (:func:`notify_outbox`)."""
+    rows = list(rows)
     values = [
         {
             "signal_id": row.signal_id,
@@ -181,6 +184,7 @@ def enqueue(conn: Connection, rows: Iterable[OutboxRow], now: datetime) -> int:
     else:
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     conn.execute(insert(deliveries).on_conflict_do_nothing(), values)
+    notify_outbox(conn, sum(1 for row in rows if row.not_before <= now and row.group_key is None))
     return len(values)
 
 

@@ -19,31 +19,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Callable
 
 import psycopg
 
 from ..engine.hub import SignalHub
 from ..store import Database
-from ..store.notify import connect_listener, notify_cache, ping_listener
+from ..store.notify import backoff_delay, connect_listener, notify_cache, ping_listener
 from .visibility import SETTLE
 
 __all__ = ["Listener", "backoff_delay"]
 
 log = logging.getLogger("signalmint.web")
-
-
-def backoff_delay(failures: int, *, first: float = 0.1, most: float = 5.0, rng: random.Random | None = None) -> float:
-    """Seconds to wait before reconnect attempt ``failures`` (0 is the first retry), ±20% jitter.
-
-    >>> [round(backoff_delay(n, rng=random.Random(1)), 3) for n in range(3)]  # 0.1, 0.2, 0.4 s, jittered
-    [0.085, 0.171, 0.341]
-    >>> 5.0 * 0.8 <= backoff_delay(30) <= 5.0 * 1.2
-    True
-    """
-    base = min(most, first * 2.0 ** min(failures, 16))
-    return base * (rng.uniform(0.8, 1.2) if rng is not None else random.uniform(0.8, 1.2))
 
 
 class Listener:
