@@ -66,7 +66,7 @@ def test_a_large_attachment_round_trips_byte_exact(smtp: SmtpServer) -> None:
     channel = EmailChannel.from_url("mailto:ada@example.com", smtp.context())
     _send(channel, _message(html="<p>big</p>\n.<p>dot</p>", attachments=files))
     msg = smtp.handler.parsed()
-    attached = msg.get_payload()[1]
+    _, attached = msg.iter_parts()
     assert attached.get_filename() == "big.bin" and attached.get_payload(decode=True) == data
 
 
