@@ -210,7 +210,7 @@ _LINE_END = re.compile(rb"\r\n|\n|\r(?!\n)")
 
 
 def dot_stuffed(data: bytes) -> bytes:
-    """``data`` as it goes after ``DATA``: CRLF line ends, ending in CRLF, and every line that
+    r"""``data`` as it goes after ``DATA``: CRLF line ends, ending in CRLF, and every line that
     starts with ``.`` starting with ``..`` (RFC 5321 4.5.2), without the final ``.`` line.
 
     >>> dot_stuffed(b".hidden\n.\r\nend")
