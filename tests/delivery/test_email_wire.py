@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 from collections.abc import Iterator
 
+import aiosmtplib
 import pytest
 
 from signalmint.config import EmailConfig
@@ -77,3 +78,29 @@ def test_the_wire_is_the_message_stuffed_and_the_body_is_shared() -> None:
     assert body_a is body_b and head_a != head_b and size_b == size_a + 1
     assert head_a + body_a == dot_stuffed(email_bytes(message, "a@example.com", SENDER))
     assert size_a == len(email_bytes(message, "a@example.com", SENDER))
+
+
+def test_a_refused_recipient_leaves_the_session_usable(smtp: SmtpServer) -> None:
+    smtp.handler.rcpt_answers["gone@example.com"] = "550 5.1.1 no such user"
+
+    async def run() -> tuple[int, str]:
+        config = EmailConfig(host="127.0.0.1", port=smtp.port, starttls=False, sender=SENDER)
+        pool = SmtpPool(config, size=1)
+        try:
+            with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
+                await pool.send(b"Subject: one\r\n\r\nnot sent\r\n", "gone@example.com")
+            answer = await pool.send(b"Subject: two\r\n\r\nsent\r\n", "ada@example.com")
+            return pool.connections_opened, answer
+        finally:
+            await pool.aclose()
+
+    opened, answer = asyncio.run(run())
+    assert opened == 1 and answer.startswith("2.0.0")  # RSET cleaned the envelope, the session went on
+    assert [(r[1], r[2]) for r in smtp.handler.received] == [(["ada@example.com"], b"Subject: two\r\n\r\nsent\r\n")]
+
+
+def test_an_unsendable_address_is_refused_before_connecting() -> None:
+    pool = SmtpPool(EmailConfig(host="127.0.0.1", port=1, starttls=False, sender=SENDER))
+    with pytest.raises(ValueError):
+        asyncio.run(pool.send(b"x\r\n", "ada lovelace@example.com"))
+    assert pool.connections_opened == 0

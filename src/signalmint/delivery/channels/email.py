@@ -7,10 +7,9 @@ receiver (or a person) can tell a retried duplicate. ``List-Unsubscribe`` and
 ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058) go with every message that has
 an ``unsubscribe_url``.
 
-SMTP connections are reused: one :class:`SmtpPool` per worker (kept in the
-:class:`ChannelContext`) holds up to ``size`` open sessions and sends one transaction after
-another on each, so a batch costs a MAIL/RCPT/DATA exchange per message instead of a TCP and
-TLS handshake, EHLO and login. Close it with :func:`close` when the worker stops.
+SMTP connections are reused: one :class:`~signalmint.delivery.smtp.SmtpPool` per worker (kept
+in the :class:`ChannelContext`, see :mod:`signalmint.delivery.smtp`) sends one transaction after
+another on each of its few sessions. Close it with :func:`close` when the worker stops.
 
 A message's :attr:`~signalmint.delivery.channels.base.Message.attachments` go along: files
 (a report's PDF) make the whole multipart/mixed, images with a ``content_id`` join the HTML's
@@ -20,9 +19,8 @@ The MIME text is written directly (quoted-printable text and HTML, the chart's b
 once per chart): the email package takes milliseconds per message with an image. The body goes on
 the wire ready for DATA (CRLF line ends, lines starting with ``.`` doubled: RFC 5321 4.5.2),
 prepared once for all the messages that share it (a report's thousands); per recipient only the
-headers are written. The transaction is aiosmtplib's ``mail()``, ``rcpt()`` and ``DATA`` with
-those bytes written straight to its protocol: ``sendmail()`` would normalise line ends and
-dot-stuff all 40 KB of a report again for every recipient (a millisecond of CPU each).
+headers are written (:func:`wire_message`): aiosmtplib's ``sendmail()`` would normalise line
+ends and dot-stuff all 40 KB of a report again for every recipient (a millisecond of CPU each).
 
 Errors: a recipient refused with a 5xx code or a message refused at DATA with 5xx is permanent;
 when the enhanced status says the address itself is wrong (5.1.x: no such mailbox or domain)
@@ -33,14 +31,10 @@ timeouts and connection trouble are retryable, and so are problems of the operat
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import functools
 import re
-import socket
-import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -52,11 +46,9 @@ from typing import Any, ClassVar
 from urllib.parse import quote, unquote
 
 import aiosmtplib
-from aiosmtplib.email import parse_address
-from aiosmtplib.typing import SMTPStatus
 
-from signalmint.config import EmailConfig
 from signalmint.delivery.render import CHART_CID
+from signalmint.delivery.smtp import SmtpPool, close, dot_stuffed, smtp_pool
 from signalmint.errors import ConfigError, DeliveryError
 
 from .base import Attachment, ChannelContext, Message, Receipt
@@ -74,7 +66,6 @@ __all__ = [
     "wire_message",
 ]
 
-_POOL_KEY = "email.smtp_pool"
 _LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _DOMAIN = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _BAD_MAILBOX = re.compile(r"^5\.1\.\d+\b")  # RFC 3463 X.1.X: the address itself is wrong
@@ -206,25 +197,6 @@ def _body(text: str, html: str | None, chart_png: bytes | None, attachments: tup
     return b"MIME-Version: 1.0\r\n" + entity
 
 
-_LINE_END = re.compile(rb"\r\n|\n|\r(?!\n)")
-
-
-def dot_stuffed(data: bytes) -> bytes:
-    r"""``data`` as it goes after ``DATA``: CRLF line ends, ending in CRLF, and every line that
-    starts with ``.`` starting with ``..`` (RFC 5321 4.5.2), without the final ``.`` line.
-
-    >>> dot_stuffed(b".hidden\n.\r\nend")
-    b'..hidden\r\n..\r\nend\r\n'
-    """
-    crlf = data.count(b"\r\n")
-    if data.count(b"\r") != crlf or data.count(b"\n") != crlf:  # a lone CR or LF somewhere
-        data = _LINE_END.sub(b"\r\n", data)
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    data = data.replace(b"\r\n.", b"\r\n..")
-    return b"." + data if data[:1] == b"." else data
-
-
 @functools.lru_cache(maxsize=16)
 def _wire_body(
     text: str, html: str | None, chart_png: bytes | None, attachments: tuple[Attachment, ...]
@@ -309,192 +281,6 @@ def wire_message(message: Message, to: str, sender: str) -> tuple[tuple[bytes, .
 def build_email(message: Message, to: str, sender: str) -> EmailMessage:
     """The message for ``to`` as an :class:`EmailMessage` (for catchers and tests; sending uses the bytes)."""
     return message_from_bytes(email_bytes(message, to, sender), policy=default_policy)
-
-
-@dataclass(slots=True)
-class _Session:
-    smtp: aiosmtplib.SMTP
-    last_used: float
-    sent: int = 0
-
-
-class SmtpPool:
-    """Up to ``size`` SMTP sessions, each reused for ``max_messages`` messages or until idle ``max_idle`` s."""
-
-    def __init__(
-        self,
-        config: EmailConfig,
-        *,
-        size: int = 4,
-        timeout: float = 15.0,
-        max_messages: int = 100,
-        max_idle: float = 20.0,
-    ) -> None:
-        if not config.host:
-            raise ConfigError("no SMTP server configured", key="email.host", hint="set email.host (and port)")
-        self.config = config
-        self.size = size
-        self.timeout = timeout
-        self.max_messages = max_messages
-        self.max_idle = max_idle
-        self.sender = config.sender
-        self.envelope_from = parseaddr(config.sender)[1]
-        try:
-            self._mail_from = f"<{parse_address(self.envelope_from)}>".encode("ascii")
-        except ValueError as exc:
-            raise ConfigError(f"{config.sender!r} cannot go in MAIL FROM: {exc}", key="email.sender") from exc
-        self._idle: list[_Session] = []
-        self._slots = asyncio.Semaphore(size)
-        self._hostname: str | None = None
-        self.connections_opened = 0
-
-    async def send(self, data: bytes, recipient: str) -> str:
-        """One SMTP transaction; returns the server's answer to DATA. aiosmtplib errors pass through."""
-        return await self.send_wire((dot_stuffed(data),), len(data), recipient)
-
-    async def send_wire(self, chunks: tuple[bytes, ...], size: int, recipient: str) -> str:
-        """:meth:`send` for a message already dot-stuffed (:func:`wire_message`)."""
-        rcpt_to = b"TO:<" + parse_address(recipient).encode("ascii") + b">"  # ValueError: nothing sent
-        async with self._slots:
-            session = self._take()
-            reused = session is not None
-            if session is None:
-                session = await self._open()
-            try:
-                try:
-                    answer = await self._transaction(session.smtp, chunks, size, recipient, rcpt_to)
-                except aiosmtplib.SMTPServerDisconnected:
-                    if not reused:
-                        raise
-                    session.smtp.close()  # the server dropped an idle session: one fresh try
-                    session = await self._open()
-                    answer = await self._transaction(session.smtp, chunks, size, recipient, rcpt_to)
-            except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
-                await self._reset(session)
-                raise
-            except BaseException:
-                session.smtp.close()
-                raise
-            session.sent += 1
-            if session.sent >= self.max_messages:  # rotate: some servers cap messages per session
-                await self._quit(session)
-            else:
-                self._give_back(session)
-            return answer
-
-    async def _transaction(
-        self, smtp: aiosmtplib.SMTP, chunks: tuple[bytes, ...], size: int, recipient: str, rcpt_to: bytes
-    ) -> str:
-        """MAIL, RCPT and DATA, the message written as is (it is dot-stuffed already).
-
-        The commands go through ``execute_command`` with the addresses checked and quoted once
-        (``parse_address``, ``rcpt_to`` is ``TO:<address>``), as ``mail()`` and ``rcpt()`` would,
-        without parsing them again for every message."""
-        options = [f"SIZE={size}".encode()] if smtp.supports_extension("size") else []
-        answer = await smtp.execute_command(b"MAIL", b"FROM:" + self._mail_from, *options)
-        if answer.code != SMTPStatus.completed:
-            raise aiosmtplib.SMTPSenderRefused(answer.code, answer.message, self.envelope_from)
-        answer = await smtp.execute_command(b"RCPT", rcpt_to)
-        if answer.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
-            refused = aiosmtplib.SMTPRecipientRefused(answer.code, answer.message, recipient)
-            raise aiosmtplib.SMTPRecipientsRefused([refused])
-        start = await smtp.execute_command(b"DATA")
-        if start.code != SMTPStatus.start_input:
-            raise aiosmtplib.SMTPDataError(start.code, start.message)
-        protocol = smtp.protocol
-        if protocol is None:
-            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
-        try:  # no await between the writes and read_response: the answer cannot be missed
-            for chunk in chunks:
-                protocol.write(chunk)
-            protocol.write(b".\r\n")
-            answer = await protocol.read_response(timeout=self.timeout)
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
-            smtp.close()
-            raise
-        if answer.code != SMTPStatus.completed:
-            raise aiosmtplib.SMTPDataError(answer.code, answer.message)
-        return answer.message
-
-    async def _reset(self, session: _Session) -> None:
-        """RSET after a refusal, so the session is clean for the next message (else it is closed)."""
-        try:
-            await session.smtp.rset()
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
-            session.smtp.close()
-        self._give_back(session)
-
-    async def aclose(self) -> None:
-        idle, self._idle = self._idle, []
-        for session in idle:
-            await self._quit(session)
-
-    @staticmethod
-    async def _quit(session: _Session) -> None:
-        try:
-            await asyncio.wait_for(session.smtp.quit(), timeout=2)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
-            session.smtp.close()
-
-    def _take(self) -> _Session | None:
-        now = time.monotonic()
-        while self._idle:
-            session = self._idle.pop()
-            if session.smtp.is_connected and now - session.last_used < self.max_idle:
-                return session
-            session.smtp.close()
-        return None
-
-    def _give_back(self, session: _Session) -> None:
-        session.last_used = time.monotonic()
-        if session.smtp.is_connected:
-            self._idle.append(session)
-        else:
-            session.smtp.close()
-
-    async def _open(self) -> _Session:
-        c = self.config
-        if self._hostname is None:
-            self._hostname = await asyncio.to_thread(socket.getfqdn)
-        smtp = aiosmtplib.SMTP(
-            hostname=c.host,
-            port=c.port,
-            username=c.username,
-            password=c.password,
-            use_tls=c.tls,
-            start_tls=c.starttls and not c.tls,
-            timeout=self.timeout,
-            local_hostname=self._hostname,
-        )
-        try:
-            await smtp.connect()
-            if smtp.is_ehlo_or_helo_needed:  # once per session: mail() would ask on every message
-                try:
-                    await smtp.ehlo()
-                except aiosmtplib.SMTPHeloError:
-                    await smtp.helo()
-        except BaseException:
-            smtp.close()
-            raise
-        self.connections_opened += 1
-        return _Session(smtp, time.monotonic())
-
-
-def smtp_pool(context: ChannelContext) -> SmtpPool:
-    """The worker's SMTP pool, made on first use from ``context.smtp`` (an :class:`EmailConfig`)."""
-    pool = context.extra.get(_POOL_KEY)
-    if not isinstance(pool, SmtpPool):
-        if not isinstance(context.smtp, EmailConfig):
-            raise ConfigError("no SMTP server configured", key="email.host", hint="set email.host (and port)")
-        pool = context.extra[_POOL_KEY] = SmtpPool(context.smtp)
-    return pool
-
-
-async def close(context: ChannelContext) -> None:
-    """Close the SMTP sessions this module opened for ``context``."""
-    pool = context.extra.pop(_POOL_KEY, None)
-    if isinstance(pool, SmtpPool):
-        await pool.aclose()
 
 
 class EmailChannel:
