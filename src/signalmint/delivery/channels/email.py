@@ -7,17 +7,20 @@ receiver (or a person) can tell a retried duplicate. ``List-Unsubscribe`` and
 ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058) go with every message that has
 an ``unsubscribe_url``.
 
-SMTP connections are reused: one :class:`SmtpPool` per worker (kept in the
-:class:`ChannelContext`) holds up to ``size`` open sessions and sends one transaction after
-another on each, so a batch costs a MAIL/RCPT/DATA exchange per message instead of a TCP and
-TLS handshake, EHLO and login. Close it with :func:`close` when the worker stops.
+SMTP connections are reused: one :class:`~signalmint.delivery.smtp.SmtpPool` per worker (kept
+in the :class:`ChannelContext`, see :mod:`signalmint.delivery.smtp`) sends one transaction after
+another on each of its few sessions. Close it with :func:`close` when the worker stops.
 
 A message's :attr:`~signalmint.delivery.channels.base.Message.attachments` go along: files
 (a report's PDF) make the whole multipart/mixed, images with a ``content_id`` join the HTML's
 multipart/related so the HTML shows them with ``cid:`` (email clients block ``data:`` images).
 
 The MIME text is written directly (quoted-printable text and HTML, the chart's base64 encoded
-once per chart): the email package takes milliseconds per message with an image.
+once per chart): the email package takes milliseconds per message with an image. The body goes on
+the wire ready for DATA (CRLF line ends, lines starting with ``.`` doubled: RFC 5321 4.5.2),
+prepared once for all the messages that share it (a report's thousands); per recipient only the
+headers are written (:func:`wire_message`): aiosmtplib's ``sendmail()`` would normalise line
+ends and dot-stuff all 40 KB of a report again for every recipient (a millisecond of CPU each).
 
 Errors: a recipient refused with a 5xx code or a message refused at DATA with 5xx is permanent;
 when the enhanced status says the address itself is wrong (5.1.x: no such mailbox or domain)
@@ -28,14 +31,10 @@ timeouts and connection trouble are retryable, and so are problems of the operat
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import functools
 import re
-import socket
-import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -48,8 +47,8 @@ from urllib.parse import quote, unquote
 
 import aiosmtplib
 
-from signalmint.config import EmailConfig
 from signalmint.delivery.render import CHART_CID
+from signalmint.delivery.smtp import SmtpPool, close, dot_stuffed, smtp_pool
 from signalmint.errors import ConfigError, DeliveryError
 
 from .base import Attachment, ChannelContext, Message, Receipt
@@ -60,12 +59,13 @@ __all__ = [
     "SmtpPool",
     "build_email",
     "close",
+    "dot_stuffed",
     "email_bytes",
     "message_id",
     "smtp_pool",
+    "wire_message",
 ]
 
-_POOL_KEY = "email.smtp_pool"
 _LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _DOMAIN = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _BAD_MAILBOX = re.compile(r"^5\.1\.\d+\b")  # RFC 3463 X.1.X: the address itself is wrong
@@ -197,6 +197,15 @@ def _body(text: str, html: str | None, chart_png: bytes | None, attachments: tup
     return b"MIME-Version: 1.0\r\n" + entity
 
 
+@functools.lru_cache(maxsize=16)
+def _wire_body(
+    text: str, html: str | None, chart_png: bytes | None, attachments: tuple[Attachment, ...]
+) -> tuple[bytes, int]:
+    """The body ready for DATA and its size before stuffing; made once for a body many messages share."""
+    body = _body(text, html, chart_png, attachments)
+    return dot_stuffed(body), len(body)
+
+
 @functools.lru_cache(maxsize=8)
 def _header(name: str, value: str) -> bytes:
     """A header through the email package (addresses with display names); cached, as it is slow."""
@@ -237,8 +246,8 @@ def _ascii_value(name: str, value: str) -> str:
     return value
 
 
-def email_bytes(message: Message, to: str, sender: str) -> bytes:
-    """The message for ``to`` as sent on the wire (CRLF line ends, 7-bit)."""
+def _head(message: Message, to: str, sender: str) -> bytes:
+    """The headers for ``to``, ending in CRLF (no line of them starts with ``.``)."""
     created = message.created_at if message.created_at.tzinfo else message.created_at.replace(tzinfo=UTC)
     lines = [
         f"To: {_ascii_value('address', to)}",
@@ -253,143 +262,25 @@ def email_bytes(message: Message, to: str, sender: str) -> bytes:
             raise ValueError(f"unsubscribe_url {url!r} cannot go in a header")
         lines.append(f"List-Unsubscribe: <{url}>")
         lines.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")  # RFC 8058
-    head = "".join(line + "\r\n" for line in lines).encode("ascii")
-    return _header("From", sender) + head + _body(message.text, message.html, message.chart_png, message.attachments)
+    return _header("From", sender) + "".join(line + "\r\n" for line in lines).encode("ascii")
+
+
+def email_bytes(message: Message, to: str, sender: str) -> bytes:
+    """The message for ``to`` (CRLF line ends, 7-bit), before dot-stuffing."""
+    return _head(message, to, sender) + _body(message.text, message.html, message.chart_png, message.attachments)
+
+
+def wire_message(message: Message, to: str, sender: str) -> tuple[tuple[bytes, ...], int]:
+    """The message for ``to`` as written after DATA (the chunks, see :func:`dot_stuffed`) and its
+    size for the SIZE extension; the body part is shared by every message with the same body."""
+    head = dot_stuffed(_head(message, to, sender))
+    body, size = _wire_body(message.text, message.html, message.chart_png, message.attachments)
+    return (head, body), len(head) + size
 
 
 def build_email(message: Message, to: str, sender: str) -> EmailMessage:
     """The message for ``to`` as an :class:`EmailMessage` (for catchers and tests; sending uses the bytes)."""
     return message_from_bytes(email_bytes(message, to, sender), policy=default_policy)
-
-
-@dataclass(slots=True)
-class _Session:
-    smtp: aiosmtplib.SMTP
-    last_used: float
-    sent: int = 0
-
-
-class SmtpPool:
-    """Up to ``size`` SMTP sessions, each reused for ``max_messages`` messages or until idle ``max_idle`` s."""
-
-    def __init__(
-        self,
-        config: EmailConfig,
-        *,
-        size: int = 4,
-        timeout: float = 15.0,
-        max_messages: int = 100,
-        max_idle: float = 20.0,
-    ) -> None:
-        if not config.host:
-            raise ConfigError("no SMTP server configured", key="email.host", hint="set email.host (and port)")
-        self.config = config
-        self.size = size
-        self.timeout = timeout
-        self.max_messages = max_messages
-        self.max_idle = max_idle
-        self.sender = config.sender
-        self.envelope_from = parseaddr(config.sender)[1]
-        self._idle: list[_Session] = []
-        self._slots = asyncio.Semaphore(size)
-        self._hostname: str | None = None
-        self.connections_opened = 0
-
-    async def send(self, data: bytes, recipient: str) -> str:
-        """One SMTP transaction; returns the server's answer to DATA. aiosmtplib errors pass through."""
-        async with self._slots:
-            session = self._take()
-            reused = session is not None
-            if session is None:
-                session = await self._open()
-            try:
-                try:
-                    _, answer = await session.smtp.sendmail(self.envelope_from, [recipient], data)
-                except aiosmtplib.SMTPServerDisconnected:
-                    if not reused:
-                        raise
-                    session.smtp.close()  # the server dropped an idle session: one fresh try
-                    session = await self._open()
-                    _, answer = await session.smtp.sendmail(self.envelope_from, [recipient], data)
-            except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
-                self._give_back(session)  # aiosmtplib sent RSET: the session is clean
-                raise
-            except BaseException:
-                session.smtp.close()
-                raise
-            session.sent += 1
-            if session.sent >= self.max_messages:  # rotate: some servers cap messages per session
-                await self._quit(session)
-            else:
-                self._give_back(session)
-            return answer
-
-    async def aclose(self) -> None:
-        idle, self._idle = self._idle, []
-        for session in idle:
-            await self._quit(session)
-
-    @staticmethod
-    async def _quit(session: _Session) -> None:
-        try:
-            await asyncio.wait_for(session.smtp.quit(), timeout=2)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
-            session.smtp.close()
-
-    def _take(self) -> _Session | None:
-        now = time.monotonic()
-        while self._idle:
-            session = self._idle.pop()
-            if session.smtp.is_connected and now - session.last_used < self.max_idle:
-                return session
-            session.smtp.close()
-        return None
-
-    def _give_back(self, session: _Session) -> None:
-        session.last_used = time.monotonic()
-        if session.smtp.is_connected:
-            self._idle.append(session)
-        else:
-            session.smtp.close()
-
-    async def _open(self) -> _Session:
-        c = self.config
-        if self._hostname is None:
-            self._hostname = await asyncio.to_thread(socket.getfqdn)
-        smtp = aiosmtplib.SMTP(
-            hostname=c.host,
-            port=c.port,
-            username=c.username,
-            password=c.password,
-            use_tls=c.tls,
-            start_tls=c.starttls and not c.tls,
-            timeout=self.timeout,
-            local_hostname=self._hostname,
-        )
-        try:
-            await smtp.connect()
-        except BaseException:
-            smtp.close()
-            raise
-        self.connections_opened += 1
-        return _Session(smtp, time.monotonic())
-
-
-def smtp_pool(context: ChannelContext) -> SmtpPool:
-    """The worker's SMTP pool, made on first use from ``context.smtp`` (an :class:`EmailConfig`)."""
-    pool = context.extra.get(_POOL_KEY)
-    if not isinstance(pool, SmtpPool):
-        if not isinstance(context.smtp, EmailConfig):
-            raise ConfigError("no SMTP server configured", key="email.host", hint="set email.host (and port)")
-        pool = context.extra[_POOL_KEY] = SmtpPool(context.smtp)
-    return pool
-
-
-async def close(context: ChannelContext) -> None:
-    """Close the SMTP sessions this module opened for ``context``."""
-    pool = context.extra.pop(_POOL_KEY, None)
-    if isinstance(pool, SmtpPool):
-        await pool.aclose()
 
 
 class EmailChannel:
@@ -438,7 +329,8 @@ class EmailChannel:
             raise DeliveryError(f"email is not set up: {exc}") from exc
         to = _redact(self.address)
         try:
-            answer = await pool.send(email_bytes(message, self.address, pool.sender), self.address)
+            chunks, size = wire_message(message, self.address, pool.sender)
+            answer = await pool.send_wire(chunks, size, self.address)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refusals = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
             if all(r.code >= 500 and _BAD_MAILBOX.match(r.message) for r in exc.recipients):
