@@ -121,6 +121,14 @@ def _drain(db: Database, procs: list[subprocess.Popen[bytes]], total: int, folde
             assert time.monotonic() < deadline, (db.read_sync(counts_by_status), logs)
             time.sleep(0.1)
     finally:
+        # a worker still importing when the others drained everything has no SIGTERM handler
+        # yet: wait until each says it started, so the stop below tests the clean stop
+        started = time.monotonic() + 30
+        while time.monotonic() < started and any(
+            proc.poll() is None and b"started" not in (folder / f"worker{i}.log").read_bytes()
+            for i, proc in enumerate(procs)
+        ):
+            time.sleep(0.05)
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
