@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ..records import Automation
 from .tables import automation_state, automations
@@ -22,7 +23,10 @@ __all__ = [
 
 
 def sync_automations(conn: Connection, configured: Iterable[Automation], now: datetime) -> None:
-    """Insert or update the automations named in config; others stay (their history too) but disabled."""
+    """Insert or update the automations named in config; others stay (their history too) but disabled.
+
+    One upsert per automation, so engines starting at once on one database both succeed."""
+    insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
     names = set()
     for a in configured:
         names.add(a.name)
@@ -35,11 +39,8 @@ def sync_automations(conn: Connection, configured: Iterable[Automation], now: da
             "enabled": True,
             "updated_at": now,
         }
-        found = conn.execute(select(automations.c.name).where(automations.c.name == a.name)).first()
-        if found:
-            conn.execute(update(automations).where(automations.c.name == a.name).values(**values))
-        else:
-            conn.execute(automations.insert().values(name=a.name, created_at=now, **values))
+        stmt = insert(automations).values(name=a.name, created_at=now, **values)
+        conn.execute(stmt.on_conflict_do_update(index_elements=[automations.c.name], set_=values))
     conn.execute(update(automations).where(automations.c.name.not_in(names)).values(enabled=False))
 
 
