@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, literal_column, or_, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, func, literal_column, or_, select, update
 
 from ..errors import LimitError
 from ..records import Delivery, DeliveryOutcome, Endpoint, OutboxRow
@@ -48,6 +48,7 @@ __all__ = [
     "list_deliveries",
     "list_endpoints",
     "record",
+    "record_leased",
     "replay",
     "set_endpoint_status",
 ]
@@ -244,13 +245,20 @@ def record(conn: Connection, outcomes: Sequence[DeliveryOutcome], now: datetime,
 
     A row whose lease moved to another worker (this one was too slow) is left alone.
     """
-    mine = and_(
-        deliveries.c.id == bindparam("_id"), deliveries.c.lease_owner == owner, deliveries.c.status == "sending"
-    )
+    return record_leased(conn, deliveries, outcomes, now, owner)
+
+
+def record_leased(
+    conn: Connection, table: Table, outcomes: Sequence[DeliveryOutcome], now: datetime, owner: str
+) -> int:
+    """:func:`record` for any outbox table with the same lease and outcome columns (the report
+    outbox, store/report_outbox.py, too)."""
+    c = table.c
+    mine = and_(c.id == bindparam("_id"), c.lease_owner == owner, c.status == "sending")
     done = 0
     sent = [{"_id": o.delivery_id, "_receipt": o.receipt} for o in outcomes if o.status == "sent"]
     if sent:
-        statement = update(deliveries).where(mine).values(
+        statement = update(table).where(mine).values(
             status="sent", sent_at=now, receipt=bindparam("_receipt"), last_error=None, lease_until=None,
             lease_owner=None,
         )  # fmt: skip
@@ -261,7 +269,7 @@ def record(conn: Connection, outcomes: Sequence[DeliveryOutcome], now: datetime,
         if o.status != "sent"
     ]
     if others:
-        statement = update(deliveries).where(mine).values(
+        statement = update(table).where(mine).values(
             status=bindparam("_status"), last_error=bindparam("_error"), next_attempt_at=bindparam("_next"),
             lease_until=None, lease_owner=None,
         )  # fmt: skip

@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, or_, select, update
 
 from ..records import DeliveryOutcome as Outcome
 from ..records import Preferences
 from .accounts import preferences_of
+from .outbox import record_leased
 from .tables import preferences, report_deliveries, report_renderings
 
 __all__ = [
@@ -133,28 +134,7 @@ def claim_reports(conn: Connection, owner: str, now: datetime, *, lease: timedel
 
 def record_reports(conn: Connection, outcomes: Sequence[Outcome], now: datetime, owner: str) -> int:
     """Store the outcomes of ``owner``'s leased rows; a row whose lease moved on is left alone."""
-    c = report_deliveries.c
-    mine = and_(c.id == bindparam("_id"), c.lease_owner == owner, c.status == "sending")
-    done = 0
-    sent = [{"_id": o.delivery_id, "_receipt": o.receipt} for o in outcomes if o.status == "sent"]
-    if sent:
-        statement = update(report_deliveries).where(mine).values(
-            status="sent", sent_at=now, receipt=bindparam("_receipt"), last_error=None, lease_until=None,
-            lease_owner=None,
-        )  # fmt: skip
-        done += int(conn.execute(statement, sent).rowcount or 0)
-    others = [
-        {"_id": o.delivery_id, "_status": o.status, "_error": o.error, "_next": o.next_attempt_at or now}
-        for o in outcomes
-        if o.status != "sent"
-    ]
-    if others:
-        statement = update(report_deliveries).where(mine).values(
-            status=bindparam("_status"), last_error=bindparam("_error"), next_attempt_at=bindparam("_next"),
-            lease_until=None, lease_owner=None,
-        )  # fmt: skip
-        done += int(conn.execute(statement, others).rowcount or 0)
-    return done
+    return record_leased(conn, report_deliveries, outcomes, now, owner)
 
 
 def list_report_deliveries(
