@@ -1,6 +1,6 @@
 """kill -9 the delivery worker at chosen moments: every delivery still arrives, duplicates stay bounded.
 
-A real `signalmint run --role worker` process drains an outbox of 20 signals x 40 subscribers x
+A real `signalmint run --role worker` process (tests/processes.py) drains an outbox of 20 signals x 40 subscribers x
 {webhook, email} (8 batches of 200) into a local HTTP receiver and a local SMTP server. A tripwire
 in the receivers (a fault-injection hook on the receiving side: nothing in the worker knows about
 it) sends SIGKILL to the worker the moment the chosen message of a run arrives, before that
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -38,6 +36,7 @@ from signalmint.store.accounts import confirm_subscriber, ensure_subscriber, sta
 from signalmint.store.outbox import add_endpoint, counts_by_status, list_deliveries
 from signalmint.store.plans import sync_plans
 
+from .. import processes
 from ..conftest import free_port
 from .conftest import HttpSink, SinkServer
 
@@ -168,6 +167,7 @@ KILL_POINTS = {
 def test_kill_9_at_chosen_moments_loses_no_delivery(
     kill_at: int, tmp_path: Path, http_sink: TrippingSink, wire: Tripwire
 ) -> None:
+    processes.warm_up()  # the zygote imports while the outbox is seeded
     inbox = Inbox(wire)
     smtp_port = free_port()
     smtp = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
@@ -181,10 +181,10 @@ def test_kill_9_at_chosen_moments_loses_no_delivery(
         assert len(expected) == SIGNALS * SUBSCRIBERS * 2
         config = tmp_path / "signalmint.yaml"
         _config(config, db_path, smtp_port)
-        command = [sys.executable, "-m", "signalmint.cli", "run", "-c", str(config), "--role", "worker"]
+        command = ["run", "-c", str(config), "--role", "worker"]
         kills = 0
         for _ in range(3):
-            proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ)
+            proc = processes.start(command)
             wire.arm(proc.pid, kill_at)
             try:
                 proc.wait(timeout=120)  # the tripwire kills it at message `kill_at` of this run
@@ -196,7 +196,7 @@ def test_kill_9_at_chosen_moments_loses_no_delivery(
             kills += 1
         partway = db.read_sync(counts_by_status)
         assert 0 < partway.get("sent", 0) < len(expected), partway  # the kills hit it mid-stream
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ)
+        proc = processes.start(command)
         try:
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline:
