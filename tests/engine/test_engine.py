@@ -6,8 +6,6 @@ import asyncio
 import csv
 import os
 import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +18,8 @@ from signalmint.engine.runner import Engine
 from signalmint.registry import Registry
 from signalmint.store import Database, list_signals, load_checkpoint, verify_chain
 from signalmint.store.signals import count_signals
+
+from .. import processes
 
 START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 SYMBOLS = [f"S{i:02d}" for i in range(12)]
@@ -123,14 +123,19 @@ def test_graceful_stop_and_restart_gives_the_same_signals_once(
     asyncio.run(stop_midway())
     partial = keys_of(db)
     assert 0 < len(partial) < len(expected)
-    asyncio.run(run_to_end(settings, db, registry))
+    rest = settings_for(db.url, tmp_path / "bars.csv", checkpoint=0.3)  # the rest at full speed
+    asyncio.run(run_to_end(rest, db, registry))
     assert keys_of(db) == expected  # nothing missing, nothing twice
     assert db.read_sync(verify_chain, "replay").ok
 
 
 @pytest.mark.slow
 def test_kill_9_and_restart_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
-    """A real `signalmint run` process, killed with SIGKILL mid-replay, then run again to the end."""
+    """A real `signalmint run` process, killed with SIGKILL mid-replay (by its fault-injection hook,
+    right after the commit that stores its middle signal: signalmint/engine/faults.py), then run
+    again to the end. It checkpoints every 0.1 s and replays at 5 ms a tick: some checkpoints are
+    stored before the kill, and signals after the last one, which the restart must not repeat."""
+    processes.warm_up()
     write_bars(tmp_path / "bars.csv", bars=220)
     reference = tmp_path / "reference.db"
     config = tmp_path / "signalmint.yaml"
@@ -138,7 +143,7 @@ def test_kill_9_and_restart_loses_nothing_and_duplicates_nothing(tmp_path: Path)
     def write_config(db_path: Path, pace: float) -> None:
         config.write_text(
             f"database: sqlite:///{db_path}\n"
-            "checkpoint_every: 0.5s\n"
+            "checkpoint_every: 0.1s\n"
             "web: {port: 0}\n"
             "automations:\n"
             "  - name: replay\n"
@@ -147,52 +152,34 @@ def test_kill_9_and_restart_loses_nothing_and_duplicates_nothing(tmp_path: Path)
             "    retention: null\n"
         )
 
-    exe = [sys.executable, "-m", "signalmint.cli"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     write_config(reference, 0.0)
-    subprocess.run(
-        [*exe, "run", "-c", str(config), "--for", "60", "--exit-when-done"],
-        check=True,
-        env=env,
-        capture_output=True,
-    )
+    first = processes.start(["run", "-c", config, "--for", "60", "--exit-when-done"], output=tmp_path / "ref.log")
+    assert first.wait(timeout=90) == 0, first.read_output()
     ref_db = Database(f"sqlite:///{reference}")
     expected = keys_of(ref_db)
     ref_db.close()
     assert len(expected) > 10
 
     target = tmp_path / "crash.db"
-    write_config(target, 0.02)
-    proc = subprocess.Popen(
-        [*exe, "run", "-c", str(config)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    write_config(target, 0.005)
+    kill_after = {"SIGNALMINT_FAULT_KILL_AFTER_SIGNAL": str(len(expected) // 2)}
+    proc = processes.start(["run", "-c", config], env={**env, **kill_after}, output=tmp_path / "killed.log")
     db = Database(f"sqlite:///{target}")
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            time.sleep(0.2)
-            try:
-                if db.read_sync(count_signals, "replay") >= len(expected) // 2:
-                    break
-            except Exception:  # the schema may not exist yet
-                continue
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+        assert proc.wait(timeout=90) == -signal.SIGKILL, proc.read_output()
         partial = keys_of(db)
         assert 0 < len(partial) < len(expected)
+        assert db.read_sync(load_checkpoint, "replay").cursor is not None  # it restarts from a checkpoint
         write_config(target, 0.0)
-        rerun = subprocess.run(
-            [*exe, "run", "-c", str(config), "--for", "60", "--exit-when-done"],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        assert rerun.returncode == 0, rerun.stderr
+        rerun = processes.start(["run", "-c", config, "--for", "60", "--exit-when-done"], env=env,
+                                output=tmp_path / "rerun.log")  # fmt: skip
+        assert rerun.wait(timeout=90) == 0, rerun.read_output()
         got = keys_of(db)
         assert got == expected, (
             sorted(set(expected) - set(got)),
             sorted(set(got) - set(expected)),
-            rerun.stderr[-3000:],
+            rerun.read_output()[-3000:],
         )
         assert db.read_sync(verify_chain, "replay").ok
     finally:
@@ -202,6 +189,7 @@ def test_kill_9_and_restart_loses_nothing_and_duplicates_nothing(tmp_path: Path)
 
 
 def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path: Path) -> None:
+    processes.warm_up()
     write_bars(tmp_path / "bars.csv", bars=400, bad_rows=False)
     config = tmp_path / "signalmint.yaml"
     config.write_text(
@@ -212,17 +200,12 @@ def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path: Path) -> None:
         f"    source: {{kind: file, path: {tmp_path / 'bars.csv'}, pace: 0.02}}\n"
         "    detector: {kind: volume_spike}\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "signalmint.cli", "run", "-c", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = processes.start(["run", "-c", config], output=tmp_path / "term.log")
     db = Database(f"sqlite:///{tmp_path / 'term.db'}")
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            time.sleep(0.2)
+            time.sleep(0.05)
             try:
                 if db.read_sync(load_checkpoint, "replay").bars_total or db.read_sync(count_signals, "replay"):
                     break
