@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
@@ -24,10 +23,10 @@ from signalmint.records import Signal
 from signalmint.registry import Registry
 from signalmint.store import Database, append_signals
 
+from . import processes
 from .conftest import free_port
 
 runner = CliRunner()
-DEMO = [sys.executable, "-m", "signalmint.cli", "demo"]
 ALL_DEMO = {"us-stocks-volume", "synthetic-volume", "shop-price-drop", "news-keyword"}
 
 
@@ -134,23 +133,21 @@ def test_verify_reads_only_and_fails_in_one_line(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_process_serves_signals_from_every_automation(tmp_path: Path) -> None:
-    """Both markets, the local shop and the local news feed: each gives signals within 35 s (speed 4)."""
+    """Both markets, the local shop and the local news feed: each gives signals within 35 s (speed 8).
+
+    The process starts from the test zygote (tests/processes.py); the command as typed
+    (`python -m signalmint.cli`) is the worker-role test's below, and the browser test's demo."""
     port = free_port()
     db = tmp_path / "demo.db"
     keys_file = tmp_path / "keys.json"
-    proc = subprocess.Popen(
-        [*DEMO, "--port", str(port), "--for", "40", "--db", str(db), "--speed", "4", "--keys-file", str(keys_file)],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    demo = ["demo", "--port", str(port), "--for", "40", "--db", str(db), "--speed", "8", "--keys-file", str(keys_file)]
+    proc = processes.start(demo, output=tmp_path / "demo.log")
     seen: set[str] = set()
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
             deadline = time.monotonic() + 35
             while time.monotonic() < deadline and seen != ALL_DEMO:
-                time.sleep(0.5)
+                time.sleep(0.2)
                 if not keys_file.exists():
                     continue
                 accounts = {a["role"]: a["api_key"] for a in json.loads(keys_file.read_text())["accounts"]}
@@ -183,7 +180,7 @@ def test_demo_process_serves_signals_from_every_automation(tmp_path: Path) -> No
             while time.monotonic() < deadline and not fresh:
                 items = http.get("/api/v1/signals", params={"automation": "synthetic-volume"}).json()["items"]
                 fresh = [i for i in items if i["score"] is not None]
-                time.sleep(0.5)
+                time.sleep(0.2)
             assert fresh, "a premium subscriber sees the live automation unmasked, in real time"
             assert _mrr(http, admin) == mrr_before + 2900  # and the operator's MRR moved
             assert "signalmint_signals_total" in http.get("/metrics").text
@@ -226,7 +223,7 @@ def test_a_worker_role_process_serves_no_web_port(tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "signalmint.yaml"
     config.write_text(f"database: sqlite:///{tmp_path / 'w.db'}\nweb: {{port: {port}}}\n")
-    command = [sys.executable, "-m", "signalmint.cli", "run", "-c", str(config), "--role", "worker", "--for", "4"]
+    command = [sys.executable, "-m", "signalmint.cli", "run", "-c", str(config), "--role", "worker", "--for", "2"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         while proc.poll() is None:  # for its whole life
