@@ -14,6 +14,7 @@ from signalmint.config import DeliveryConfig, PlanConfig, Settings, TelegramConf
 from signalmint.delivery.channels.base import ChannelContext
 from signalmint.delivery.channels.telegram import close, run_polling, telegram_bot
 from signalmint.delivery.fanout import FanOut
+from signalmint.delivery.pacing import Pacer
 from signalmint.delivery.telegram_commands import StoreCommands
 from signalmint.delivery.worker import Worker
 from signalmint.engine.runner import commit_tick
@@ -25,6 +26,21 @@ from signalmint.store.plans import load_plans
 from signalmint.web.app import create_app
 
 from .test_telegram import TOKEN, FakeBotApi, base_url, fake, fake_server  # noqa: F401 (fixtures)
+
+
+class SkipAhead:
+    """Virtual time for the bot's pacer: a sleep moves the clock on at once (the bot answers one
+    update at a time, so nothing else is waiting on the clock meanwhile)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.0)
+        await asyncio.sleep(0)
 
 
 class Bot:
@@ -59,6 +75,10 @@ class Bot:
             self.keys[name] = asyncio.run(self.ctx.accounts.create_key("k", subscriber_id=self.ids[name]))[1]
         self.client = TestClient(self.app)
         self.context = ChannelContext(telegram_token=TOKEN, telegram_base_url=url)
+        # Telegram's limits as in production (one message a second per chat), in virtual time:
+        # the pacing itself is tested in test_pacing and, in real time, in test_telegram.
+        self.time = SkipAhead()
+        self.context.extra["telegram.pacer"] = Pacer(1.0, 30.0, clock=self.time.clock, sleep=self.time.sleep)
 
     def link(self, who: str) -> Any:
         return self.client.post("/api/v1/me/telegram", headers={"Authorization": f"Bearer {self.keys[who]}"})
