@@ -111,42 +111,56 @@ class Tour:
 # --- the demo and the browser ---------------------------------------------------------------------
 
 
+@dataclass
+class Started:
+    proc: subprocess.Popen[bytes]
+    url: str
+    keys_file: Path
+    log: Path
+
+
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    """A real ``signalmint demo`` on a free port, five times the default pace so the feed moves fast."""
+def started_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Started]:
+    """A real ``signalmint demo`` on a free port, five times the default pace so the feed moves fast,
+    started first: Chromium starts while it does (``demo`` waits for it to be ready)."""
     tmp = tmp_path_factory.mktemp("browser-demo")
     port, keys_file = free_port(), tmp / "keys.json"
     command = [sys.executable, "-m", "signalmint.cli", "demo", "--port", str(port), "--speed", "5",
                "--db", str(tmp / "demo.db"), "--keys-file", str(keys_file), "--for", "240"]  # fmt: skip
-    log = (tmp / "demo.log").open("w")
-    proc = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp / "demo.log").read_text()
-            assert time.monotonic() < deadline, "the demo did not start within 60 s"
-            try:
-                if keys_file.exists() and httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        found = json.loads(keys_file.read_text())
-        keys = {a["role"]: a["api_key"] for a in found["accounts"]}
-        yield Demo(url, found["admin_password"], keys)
-    finally:
-        proc.terminate()
+    with (tmp / "demo.log").open("w") as log:
+        proc = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=log)
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+            yield Started(proc, f"http://127.0.0.1:{port}", keys_file, tmp / "demo.log")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def demo(started_demo: Started) -> Demo:
+    """The demo, once it serves and has written its accounts' keys."""
+    proc, url, keys_file = started_demo.proc, started_demo.url, started_demo.keys_file
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, started_demo.log.read_text()
+        assert time.monotonic() < deadline, "the demo did not start within 60 s"
+        try:
+            if keys_file.exists() and httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    found = json.loads(keys_file.read_text())
+    keys = {a["role"]: a["api_key"] for a in found["accounts"]}
+    return Demo(url, found["admin_password"], keys)
+
+
+@pytest.fixture(scope="module")
+def browser(started_demo: Started) -> Iterator[Browser]:
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
@@ -260,7 +274,7 @@ def alerts_arrive_by_email(tour: Tour, email: str) -> None:
     deadline = time.monotonic() + 30
     while not alert.count():
         assert time.monotonic() < deadline, "no email alert reached the mail catcher within 30 s"
-        page.wait_for_timeout(500)  # polls the static page; the loop ends as soon as the alert is there
+        page.wait_for_timeout(200)  # polls the static page; the loop ends as soon as the alert is there
         page.reload()
     alert.locator("a").click()
     expect(page.locator("iframe.demo-frame")).to_be_visible()
