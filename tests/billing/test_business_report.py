@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,10 +33,11 @@ from signalmint.billing.business_schedule import (
     send_week,
 )
 from signalmint.cli import app as cli_app
-from signalmint.config import AdminConfig, BusinessReportConfig, EmailConfig, Settings
+from signalmint.config import AdminConfig, BusinessReportConfig, EmailConfig, Settings, load_settings
 from signalmint.demo.mailcatcher import MailCatcher
 from signalmint.errors import ConfigError
 from signalmint.records import Automation, Outcome, Plan, Signal
+from signalmint.registry import Registry
 from signalmint.store import Database
 from signalmint.store.accounts import ensure_subscriber, set_subscription_state, start_subscription
 from signalmint.store.business import read_mark, write_mark
@@ -48,6 +48,8 @@ from signalmint.store.plans import sync_plans
 from signalmint.store.signals import append_signals
 from signalmint.store.state import Checkpoint, save_checkpoint, sync_automations
 from signalmint.store.tables import deliveries, payments
+
+from .. import processes
 
 TZ = "Europe/Paris"
 WEEK = "2026-W48"
@@ -391,18 +393,13 @@ def test_cli_previews_writes_and_sends(sqlite_db: Database, catcher: MailCatcher
 
 # --- kill -9 while sending ----------------------------------------------------------------------------
 
-SEND_DUE = """
-import asyncio, sys
-from datetime import datetime
-from signalmint.billing.business_schedule import send_due
-from signalmint.config import load_settings
-from signalmint.registry import Registry
-from signalmint.store import Database
 
-settings = load_settings(sys.argv[1], registry=Registry.from_entry_points())
-sent = asyncio.run(send_due(settings, Database(settings.database), datetime.fromisoformat(sys.argv[2])))
-print("RESULT", sent.status if sent else None, flush=True)
-"""
+def send_due_in_a_process(config: str, now: str) -> None:
+    """The child process (tests/processes.py): one ``send_due`` for the config's business, its
+    result printed."""
+    settings = load_settings(config, registry=Registry.from_entry_points())
+    sent = asyncio.run(send_due(settings, Database(settings.database), datetime.fromisoformat(now)))
+    print("RESULT", sent.status if sent else None, flush=True)
 
 
 class KillOnData:
@@ -437,12 +434,8 @@ def test_kill_9_while_sending_never_sends_the_week_twice(sqlite_db: Database, tm
     )
 
     def run(armed: bool) -> subprocess.CompletedProcess[str] | int:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", SEND_DUE, str(config), NOW.isoformat()],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        output_file = tmp_path / f"send-{'armed' if armed else 'again'}.log"
+        proc = processes.call(send_due_in_a_process, str(config), NOW.isoformat(), output=output_file)
         if armed:
             handler.pid = proc.pid
         output, _ = proc.communicate(timeout=60)
