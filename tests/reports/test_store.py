@@ -8,6 +8,7 @@ file) and waits; the test sends it SIGKILL there, restarts a step, and counts wh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -159,9 +160,23 @@ def test_the_engine_role_renders_due_reports(tmp_path: Path) -> None:
         catch_up: 1
 """
     settings = report_settings(url, extra)
+
+    async def until_rendered() -> list[Any]:
+        """Serve until the report is stored (at most 60 s), then stop serving."""
+        serving = asyncio.create_task(
+            serve(settings, db, Registry.from_entry_points(), run_for=60.0, roles=frozenset({"engine"}))
+        )
+        try:
+            while not (found := await db.read(list_reports, "stocks", name="minutely")) and not serving.done():
+                await asyncio.sleep(0.05)
+            return found
+        finally:
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+
     try:
-        asyncio.run(serve(settings, db, Registry.from_entry_points(), run_for=4.0, roles=frozenset({"engine"})))
-        found = db.read_sync(list_reports, "stocks", name="minutely")
+        found = asyncio.run(until_rendered())
     finally:
         db.close()
     assert len(found) == 1 and found[0].period_end <= datetime.now(UTC)
