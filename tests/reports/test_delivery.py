@@ -16,8 +16,6 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -36,7 +34,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from signalmint.accounts.service import server_pepper
-from signalmint.config import Settings, parse_settings
+from signalmint.config import Settings, load_settings, parse_settings
 from signalmint.delivery.channels import email as email_channel
 from signalmint.delivery.channels import telegram as telegram_channel
 from signalmint.delivery.channels.webhook import new_secret
@@ -59,6 +57,7 @@ from signalmint.store.report_outbox import (
 )
 from signalmint.store.reports import find_report
 
+from .. import processes
 from ..conftest import LiveServer, free_port
 from ..delivery.conftest import HttpSink, Recorded, SinkServer
 from ..delivery.test_telegram import TOKEN, FakeBotApi
@@ -368,38 +367,28 @@ def test_a_plan_that_ended_before_sending_receives_nothing(
     assert smtp[0].messages == []
 
 
-CHILD = """
-import asyncio, math, sys, time
-from pathlib import Path
-from signalmint.accounts.service import server_pepper
-from signalmint.config import load_settings
-from signalmint.delivery.pacing import Pacer
-from signalmint.delivery.report_outbox import ReportSender
-from signalmint.delivery.runner import channel_context
-from signalmint.registry import Registry
-from signalmint.store import Database
+def send_until_killed(config: str, point: str, marker: str) -> None:
+    """The child process (tests/processes.py): the report sender, which at the third row to
+    reach ``point`` says so in ``marker`` and waits to be killed."""
+    settings = load_settings(config, registry=Registry.from_entry_points())
+    db = Database(settings.database)
+    seen = []
 
-config, point, marker = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-settings = load_settings(config, registry=Registry.from_entry_points())
-db = Database(settings.database)
-seen = []
+    def hook(at: str, row: Any) -> None:
+        if at == point:
+            seen.append(row.id)
+            if len(seen) == 3:  # the third row at this point: stop here and wait for SIGKILL
+                Path(marker).write_text(at)
+                time.sleep(600)
 
-def hook(at, row):
-    if at == point:
-        seen.append(row.id)
-        if len(seen) == 3:  # the third row at this point: stop here and wait for SIGKILL
-            marker.write_text(at)
-            time.sleep(600)
+    async def main() -> None:
+        context = channel_context(settings)
+        context.extra["telegram.pacer"] = Pacer(per_key_interval=0.0, global_rate=math.inf)
+        sender = ReportSender(settings, db, context, server_pepper(settings, db), concurrency=1, hook=hook)
+        while await sender.run_once():
+            pass
 
-async def main():
-    context = channel_context(settings)
-    context.extra["telegram.pacer"] = Pacer(per_key_interval=0.0, global_rate=math.inf)
-    sender = ReportSender(settings, db, context, server_pepper(settings, db), concurrency=1, hook=hook)
-    while await sender.run_once():
-        pass
-
-asyncio.run(main())
-"""
+    asyncio.run(main())
 
 
 @pytest.mark.slow
@@ -421,7 +410,7 @@ def test_kill_9_while_sending_loses_nothing_and_repeats_with_the_same_id(
     config = tmp_path / "signalmint.yaml"
     config.write_text(config_text(db, port, bot[1]))
     marker = tmp_path / "at"
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(config), point, str(marker)])
+    child = processes.call(send_until_killed, str(config), point, str(marker))
     try:
         deadline = time.monotonic() + 60
         while not marker.exists():

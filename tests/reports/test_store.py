@@ -11,8 +11,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from io import BytesIO
@@ -23,12 +21,15 @@ import pypdf
 import pytest
 from sqlalchemy import func, select
 
+from signalmint.config import load_settings
 from signalmint.records import Report
+from signalmint.registry import Registry
 from signalmint.reports.scheduler import ReportScheduler, reports_due
 from signalmint.store import Database
 from signalmint.store.reports import find_report, list_reports, period_keys, store_report
 from signalmint.store.tables import reports
 
+from .. import processes
 from .conftest import CONFIG, report_settings, seed_market
 
 NOW = datetime(2026, 11, 30, 9, tzinfo=UTC)  # catch_up 2: W47 and W48 are due
@@ -90,27 +91,19 @@ def test_two_renderings_of_one_period_keep_the_first(db: Database) -> None:
     assert found is not None and found.html == "<p>first</p>"
 
 
-CHILD = """
-import asyncio, sys, time
-from datetime import datetime, UTC
-from pathlib import Path
-from signalmint.config import load_settings
-from signalmint.registry import Registry
-from signalmint.reports.scheduler import ReportScheduler
-from signalmint.store import Database
+def step_until_killed(config: str, point: str, marker: str) -> None:
+    """The child process (tests/processes.py): one report step that, at ``point`` of 2026-W48,
+    says so in ``marker`` and waits to be killed."""
+    settings = load_settings(config, registry=Registry.from_entry_points())
+    db = Database(settings.database)
 
-config, point, marker = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-settings = load_settings(config, registry=Registry.from_entry_points())
-db = Database(settings.database)
+    def hook(at: str, automation: str, report: str, key: str) -> None:
+        if at == point and key == "2026-W48":
+            Path(marker).write_text(at)
+            time.sleep(600)  # the test kills us here
 
-def hook(at, automation, report, key):
-    if at == point and key == "2026-W48":
-        marker.write_text(at)
-        time.sleep(600)  # the test kills us here
-
-scheduler = ReportScheduler(settings, db, clock=lambda: datetime(2026, 11, 30, 9, tzinfo=UTC), hook=hook)
-asyncio.run(scheduler.step())
-"""
+    scheduler = ReportScheduler(settings, db, clock=lambda: datetime(2026, 11, 30, 9, tzinfo=UTC), hook=hook)
+    asyncio.run(scheduler.step())
 
 
 @pytest.mark.slow
@@ -122,7 +115,7 @@ def test_kill_9_anywhere_in_a_step_leaves_exactly_one_report_per_period(
     config = tmp_path / "signalmint.yaml"
     config.write_text(CONFIG.format(database=db.url))
     marker = tmp_path / "at"
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(config), point, str(marker)])
+    child = processes.call(step_until_killed, str(config), point, str(marker))
     try:
         deadline = time.monotonic() + 120
         while not marker.exists():
@@ -148,7 +141,6 @@ def test_kill_9_anywhere_in_a_step_leaves_exactly_one_report_per_period(
 @pytest.mark.slow
 def test_the_engine_role_renders_due_reports(tmp_path: Path) -> None:
     """`serve` with the engine role runs the report step: a report every minute shows up."""
-    from signalmint.registry import Registry
     from signalmint.serve import serve
 
     url = f"sqlite:///{tmp_path / 'e.db'}"
