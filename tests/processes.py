@@ -93,7 +93,7 @@ def _redirect(output: str | None) -> None:
     os.close(out)
     for fd, name in ((1, "stdout"), (2, "stderr")):
         stream = io.TextIOWrapper(
-            io.FileIO(fd, "w", closefd=False),  # type: ignore[arg-type]  # raw, as python -u
+            io.FileIO(fd, "w", closefd=False),  # raw, as python -u
             encoding="utf-8",
             errors="backslashreplace",
             line_buffering=True,
@@ -165,7 +165,9 @@ def _env(env: Mapping[str, str] | None) -> dict[str, str]:
     return {**os.environ, "PYTHONUNBUFFERED": "1"} if env is None else {**env}
 
 
-def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None, output: Path | None = None) -> Started:
+def start(
+    argv: Sequence[str | os.PathLike[str]], *, env: Mapping[str, str] | None = None, output: Path | None = None
+) -> Started:
     """``signalmint ARGV`` in a new process; ``env`` is its whole environment (default: ours),
     ``output`` the file its stdout and stderr go to (default: /dev/null)."""
     args = [str(a) for a in argv]

@@ -439,7 +439,8 @@ def test_kill_9_while_sending_never_sends_the_week_twice(sqlite_db: Database, tm
         if armed:
             handler.pid = proc.pid
         output, _ = proc.communicate(timeout=60)
-        return proc.returncode if armed else subprocess.CompletedProcess(proc.args, proc.returncode, output)
+        code = proc.wait()
+        return code if armed else subprocess.CompletedProcess(proc.args, code, output)
 
     try:
         assert run(armed=True) == -signal.SIGKILL  # died with the message at the server, unanswered
