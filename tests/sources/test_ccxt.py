@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -323,7 +322,10 @@ def test_a_spike_on_the_first_live_candle_fires_and_a_restart_resumes_without_ga
 
 @pytest.mark.slow
 def test_kill_9_mid_backfill_then_restart_loses_nothing_and_feeds_nothing_twice(tmp_path: Path) -> None:
-    """A real `signalmint run` on the real clock, SIGKILLed mid-backfill, run again until caught up."""
+    """A real `signalmint run` on the real clock, SIGKILLed mid-backfill, run again until caught up.
+
+    The kill lands at a chosen point: the engine's fault-injection hook (engine/faults.py) kills
+    the process right after the commit that stored its 90th bar (30 of the 120 backfilled ticks)."""
     symbols = [f"S{i}/USDT" for i in range(3)]
     target = tmp_path / "crash.db"
     config = tmp_path / "signalmint.yaml"
@@ -343,27 +345,28 @@ def test_kill_9_mid_backfill_then_restart_loses_nothing_and_feeds_nothing_twice(
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         db = Database(f"sqlite:///{target}")
         proc: subprocess.Popen[bytes] | subprocess.Popen[str]
-        proc = subprocess.Popen(run, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        killing = {**env, "SIGNALMINT_FAULT_KILL_AFTER_BARS": "90"}
+        proc = subprocess.Popen(run, env=killing, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                time.sleep(0.05)
-                with contextlib.suppress(Exception):  # the schema may not exist yet
-                    if db.read_sync(count_bars, "crypto") >= 90:
-                        break
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
+            _, stderr = proc.communicate(timeout=90)  # it dies by its own hook, mid-backfill
+            assert proc.returncode == -signal.SIGKILL, stderr[-3000:]
             partial = db.read_sync(count_bars, "crypto")
             assert 90 <= partial < 120 * len(symbols), "killed mid-backfill"
             proc = subprocess.Popen(run, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             caught_up = time.time() // 60 * 60
+            minute = np.datetime64(int(caught_up), "s")
+
+            def newest_bar(symbol: str) -> np.datetime64 | None:
+                times = db.read_sync(bar_window, "crypto", symbol, to_datetime(minute), before=0, after=0)["time"]
+                return times[-1] if len(times) else None
+
+            # until every symbol's bar of the minute it restarted in is committed (checkpoints lag behind)
             deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                time.sleep(0.1)
-                cursor = db.read_sync(load_checkpoint, "crypto").cursor
-                if cursor is not None and cursor.timestamp() >= caught_up:
+            while time.monotonic() < deadline and proc.poll() is None:
+                if all((t := newest_bar(s)) is not None and t >= minute for s in symbols):
                     break
-            proc.send_signal(signal.SIGTERM)
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)  # a clean stop saves the checkpoint at the last committed tick
             _, stderr = proc.communicate(timeout=30)
             assert proc.returncode == 0, stderr[-3000:]
         finally:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 
 from signalmint.records import Frame
+from signalmint.sources import ccxt_candles
 from signalmint.sources.ccxt_candles import CcxtCandles, CcxtOptions
+from signalmint.sources.ccxt_ws import KlineFeed
 from signalmint.testing.exchange import StandInBinance, candle
 
 MINUTE = 60_000
@@ -19,14 +22,15 @@ SYMBOLS = ["AAA/USDT", "BBB/USDT", "CCC/USDT"]
 
 
 class SteppingClock:
-    """Virtual seconds that move only when someone sleeps; a sleep leaving a minute's close
-    waits ``patience`` real seconds there first, so the stand-in's websocket can deliver what
-    it sent for that close (the source cancels the sleep when a kline arrives)."""
+    """Virtual seconds that move only when someone sleeps. A sleep leaving a minute's close first
+    waits there (real time, bounded) until ``settled`` says the websocket's part of that close is
+    done, so what the stand-in sends for it arrives at its close (the source cancels the sleep
+    when a kline arrives)."""
 
-    def __init__(self, now: float, patience: float = 0.3) -> None:
-        self.now, self.patience = now, patience
-        #: Before the first close, wait (real time, bounded) until this holds: the subscription is in.
-        self.ready: Callable[[], bool] | None = None
+    def __init__(self, now: float) -> None:
+        self.now = now
+        #: Whether what the websocket sends for the close at this clock time (ms) is all taken in.
+        self.settled: Callable[[int], bool] | None = None
 
     def __call__(self) -> float:
         return self.now
@@ -34,16 +38,50 @@ class SteppingClock:
     async def sleep(self, seconds: float) -> None:
         target = self.now + max(seconds, 0.0)
         while self.now < target:
-            if self.now % 60 == 0:  # at a close: what the websocket sends for it comes first
-                for _ in range(500):
-                    if self.ready is None or self.ready():
-                        break
-                    await asyncio.sleep(0.01)
-                self.ready = None
-                await asyncio.sleep(self.patience)
+            if self.now % 60 == 0 and self.settled is not None:  # at a close: the websocket comes first
+                deadline = time.monotonic() + 10
+                while not self.settled(int(self.now * 1000)) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.001)
             close = (self.now // 60 + 1) * 60
             self.now = max(self.now, min(target, close))
             await asyncio.sleep(0)
+
+
+class WatchedFeed(KlineFeed):
+    """The source's kline feed, as the test clock watches it: the kline events ccxt.pro handed
+    it (counted once handled) and whether it is backing off before a reconnect."""
+
+    live: ClassVar[list[WatchedFeed]] = []
+
+    def __init__(self, ex: Any, *args: Any, **kwargs: Any) -> None:
+        self.received = 0
+        self.backing_off = False
+        handle = ex.handle_message  # each websocket client calls it for every message it reads
+
+        def counted(client: Any, message: Any) -> Any:
+            try:
+                return handle(client, message)
+            finally:
+                if isinstance(message, dict) and message.get("e") == "kline":
+                    self.received += 1
+
+        ex.handle_message = counted
+        super().__init__(ex, *args, **kwargs)
+        sleep = self.sleep
+
+        async def backoff(seconds: float) -> None:
+            self.backing_off = True
+            try:
+                await sleep(seconds)
+            finally:
+                self.backing_off = False
+
+        self.sleep = backoff
+        WatchedFeed.live.append(self)
+
+    async def close(self) -> None:
+        WatchedFeed.live.remove(self)
+        await super().close()
 
 
 @pytest.fixture
@@ -52,10 +90,29 @@ def clock() -> SteppingClock:
 
 
 @pytest.fixture
-def exchange(clock: SteppingClock) -> Iterator[StandInBinance]:
+def exchange(clock: SteppingClock, monkeypatch: pytest.MonkeyPatch) -> Iterator[StandInBinance]:
+    monkeypatch.setattr(ccxt_candles, "KlineFeed", WatchedFeed)
     with StandInBinance(SYMBOLS, clock=clock) as ex:
-        clock.ready = lambda: ex.ws_streams >= len(SYMBOLS)
+        sent_before = ex.ws_messages
+
+        def settled(close_ms: int) -> bool:
+            """The stand-in has sent every event of the close, the source has received and drained
+            them all (no kline in flight, none undrained), and no reconnect is under way."""
+            sent = ex.ws_sent_ms
+            return (
+                sent is not None
+                and sent >= close_ms
+                and all(
+                    feed.received >= ex.ws_messages - sent_before
+                    and not feed.wake.is_set()
+                    and (feed.backing_off or ex.ws_streams >= len(feed.symbols))
+                    for feed in WatchedFeed.live
+                )
+            )
+
+        clock.settled = settled
         yield ex
+    WatchedFeed.live.clear()
 
 
 def source(exchange: StandInBinance, clock: SteppingClock, **options: Any) -> CcxtCandles:

@@ -351,7 +351,13 @@ def flaky(evm_node: Node) -> Iterator[_FlakyProxy]:
 
 def test_rpc_errors_are_counted_and_the_stream_recovers(evm_node: Node, flaky: _FlakyProxy) -> None:
     node = evm_node
-    source = EvmChain(rpc_url=flaky.url, confirmations=0, warmup=1, interval=0.02, backoff=0.02, host_interval=0)
+
+    async def sleep(seconds: float) -> None:  # the backoff doubles per failure: real waits kept short
+        await asyncio.sleep(min(seconds, 0.02))
+
+    source = EvmChain(
+        rpc_url=flaky.url, confirmations=0, warmup=1, interval=0.02, backoff=0.02, host_interval=0, sleep=sleep
+    )
 
     async def run() -> list[Frame]:
         stream = source.stream()

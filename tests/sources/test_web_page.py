@@ -252,7 +252,9 @@ def test_a_web_page_automation_fires_when_the_served_price_drops(db: Database) -
                 automations=[
                     AutomationConfig(
                         name="kettle-deals",
-                        source=PluginConfig(kind="web_page", urls=[url], interval="20ms", allow_private=True),
+                        source=PluginConfig(
+                            kind="web_page", urls=[url], interval="20ms", host_interval=0, allow_private=True
+                        ),
                         detector=DetectorConfig(kind="price_drop", pct=10, include=["title", "url"]),
                         retention=None,
                     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 from signalmint.errors import ConfigError
 from signalmint.records import Frame
 from signalmint.registry import Registry
+from signalmint.sources.ccxt_candles import CcxtCandles
 from signalmint.testing import ChannelSink, check_channel, detector_checks, source_checks
 from signalmint.testing.detectors import check_declares_needs
 from signalmint.testing.exchange import StandInBinance
@@ -171,15 +174,48 @@ def test_source_conformance(kind: str, check: Any, tmp_path: Path, request: pyte
     check(lambda: REGISTRY.build("source", kind, options))
 
 
+class FastClock:
+    """The real clock running ``speed`` times faster (seconds since the epoch), with its sleep."""
+
+    def __init__(self, speed: float) -> None:
+        self.speed, self.origin, self.started = speed, time.time(), time.monotonic()
+
+    def __call__(self) -> float:
+        return self.origin + (time.monotonic() - self.started) * self.speed
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(seconds, 0.0) / self.speed)
+
+
+@pytest.fixture(scope="module")
+def fast_exchange() -> Iterator[tuple[StandInBinance, Registry]]:
+    """A stand-in Binance on a clock three times faster than the real one, and a registry whose
+    ``ccxt`` source (the registered class, options validated as usual) runs on that clock too."""
+    clock = FastClock(3.0)
+
+    class FastCcxt(CcxtCandles):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs, clock=clock, sleep=clock.sleep)
+
+    registry = Registry.from_entry_points()
+    assert registry.get("source", "ccxt") is CcxtCandles  # the registered class, run on the fast clock
+    registry.sources["ccxt"] = FastCcxt
+    with StandInBinance(["AAA/USDT", "BBB/USDT", "CCC/USDT"], clock=clock) as ex:
+        yield ex, registry
+
+
 #: ``ccxt`` over its websocket (ccxt.pro) rather than polling: one-second candles, so the suite's
 #: 50 frames are 47 backfilled over REST and the last ones pushed by the stand-in's kline
-#: websocket within about three seconds (REST asks only for a candle the stream is ``delay`` late
-#: with: the seam at the start).
+#: websocket within about three (virtual) seconds, one of real time on the fast clock (REST asks
+#: only for a candle the stream is ``delay`` late with: the seam at the start).
 CCXT_WEBSOCKET_WARMUP = 47
 
 
 @pytest.mark.parametrize("check", list(source_checks()), ids=lambda c: c.__name__)
-def test_ccxt_websocket_mode_passes_the_source_suite(check: Any, exchange: StandInBinance) -> None:
+def test_ccxt_websocket_mode_passes_the_source_suite(
+    check: Any, fast_exchange: tuple[StandInBinance, Registry]
+) -> None:
+    exchange, registry = fast_exchange
     options = {
         "exchange": "binance",
         "symbols": ["AAA/USDT", "BBB/USDT", "CCC/USDT"],
@@ -194,7 +230,7 @@ def test_ccxt_websocket_mode_passes_the_source_suite(check: Any, exchange: Stand
     built: list[Any] = []
 
     def factory() -> Any:
-        source = REGISTRY.build("source", "ccxt", options)
+        source = registry.build("source", "ccxt", options)
         built.append(source)
         return source
 

@@ -7,6 +7,8 @@ nothing:
 - ``SIGNALMINT_FAULT_KILL_BEFORE_SIGNAL=N``: die right before committing the tick that holds this
   process's N-th signal (nothing of that tick is stored);
 - ``SIGNALMINT_FAULT_KILL_AFTER_SIGNAL=N``: die right after the commit that stored its N-th signal;
+- ``SIGNALMINT_FAULT_KILL_AFTER_BARS=N``: die right after the commit that took the bars this process
+  fed (over all its automations) to N or past it (a point in a backfill, whether or not it signals);
 - ``SIGNALMINT_FAULT_PAUSE_BEFORE_SIGNAL=N``: stop (SIGSTOP) right before that commit, as a
   paused or zombie engine would; a test resumes it with SIGCONT once its lease was taken;
 - ``SIGNALMINT_FAULT_START_GATE=PATH``: automations start reading their sources only once this
@@ -37,12 +39,14 @@ class Faults:
     kill_after: int | None = None
     pause_before: int | None = None
     gate: str | None = None
+    kill_after_bars: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Faults:
         env = os.environ if environ is None else environ
         return cls(_number(env, "KILL_BEFORE_SIGNAL"), _number(env, "KILL_AFTER_SIGNAL"),
-                   _number(env, "PAUSE_BEFORE_SIGNAL"), env.get(PREFIX + "START_GATE") or None)  # fmt: skip
+                   _number(env, "PAUSE_BEFORE_SIGNAL"), env.get(PREFIX + "START_GATE") or None,
+                   _number(env, "KILL_AFTER_BARS"))  # fmt: skip
 
     async def wait_for_gate(self) -> None:
         """Until the start gate's file exists (at once without a gate)."""
@@ -63,4 +67,9 @@ class Faults:
     def after_commit(self, before: int, committed: int) -> None:
         """A commit took this process's signal count from ``before`` to ``committed``."""
         if self.kill_after is not None and before < self.kill_after <= committed:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def after_bars(self, before: int, fed: int) -> None:
+        """A commit took the bars this process fed from ``before`` to ``fed``."""
+        if self.kill_after_bars is not None and before < self.kill_after_bars <= fed:
             os.kill(os.getpid(), signal.SIGKILL)

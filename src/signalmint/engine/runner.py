@@ -334,6 +334,8 @@ class AutomationRunner:
                 if stored:
                     engine.committed += len(stored)
                     engine.faults.after_commit(engine.committed - len(stored), engine.committed)
+                engine.fed += len(frame)
+                engine.faults.after_bars(engine.fed - len(frame), engine.fed)
                 if due:
                     self._checkpointed = time.monotonic()
                 status.cursor = cursor
@@ -501,6 +503,7 @@ class Engine:
             log.warning("fault injection armed (a test): %s", self.faults)
         self.committed = 0  # signals this process stored (the fault-injection hooks count them)
         self.attempted = 0  # signals this process sent to be committed
+        self.fed = 0  # bars this process committed (the fault-injection hooks count them)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._changed = asyncio.Event()
         self._keeper: asyncio.Task[None] | None = None

@@ -20,7 +20,9 @@ and ``/stream`` (combined-stream ``{"stream": ..., "data": ...}`` events) answer
 ``{"result": null, "id": N}``, then push, as the clock passes each close, the closed
 kline (``"x": true``) and the next one being formed (``"x": false``). Point ccxt.pro at
 it with ``urls: {ws: {spot: <ws_url>}}``. ``drop_websockets(refuse=n)`` closes every
-connection and refuses the next ``n`` attempts (an outage); ``ws_messages`` counts what it sent.
+connection and refuses the next ``n`` attempts (an outage); ``ws_messages`` counts what it sent
+and ``ws_sent_ms`` is the clock time (ms) up to which every close's events have been sent (a
+test on a virtual clock waits for it at a close, rather than for a fixed real time).
 
 Run it in a thread (``with StandInBinance(...) as ex:``) or as a process:
 ``python -m signalmint.testing.exchange --port 8900 --symbols 1000 --speed 60``.
@@ -102,6 +104,7 @@ class StandInBinance:
         self.ws_refuse = 0  # the next this many websocket connections are refused (503)
         self.ws_messages = 0
         self.ws_connections = 0
+        self.ws_sent_ms: int | None = None  # every close up to this clock time (ms) has been sent
 
     @property
     def ws_url(self) -> str:
@@ -245,7 +248,10 @@ class StandInBinance:
                         with contextlib.suppress(ConnectionError, RuntimeError):
                             await ws.send_str(text)
                             self.ws_messages += 1
+                self.ws_sent_ms = now
                 await self._prepare(now)
+            else:
+                self.ws_sent_ms = now
             await asyncio.sleep(self.publish_every)
 
     def _event(self, symbol: str, interval: str, opened: int, at: int, combined: bool) -> str:
