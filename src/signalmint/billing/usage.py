@@ -75,6 +75,8 @@ class UsageMeter:
         key = (subscriber_id, month)
         with self._lock:
             stored = self._stored.get(key)
+            if stored is not None:  # the usual case: one lock, no read
+                return stored + self._pending.get(key, (0, 0))[0]
         if stored is None:
             stored = self.db.read_sync(get_usage, subscriber_id, month)[0]
             with self._lock:
