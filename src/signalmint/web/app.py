@@ -313,6 +313,8 @@ def create_app(
             "you get the public view (delayed, masked as the free plan is)."
         ),
         lifespan=lifespan,
+        # FastAPI's native OpenTelemetry looks for the global providers on every request: only when asked for.
+        telemetry=None if settings.web.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
         docs_url=None,  # /docs is routes/status.py's: Swagger UI from the package's own files
         redoc_url=None,
     )
