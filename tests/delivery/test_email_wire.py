@@ -110,7 +110,8 @@ def test_an_unsendable_address_is_refused_before_connecting() -> None:
 
 
 _TEXT = st.lists(
-    st.sampled_from([".", "..", "a", "é", "×", " ", "\t", "=", "\n", "\r", "\r\n", "x" * 70, ". ", "\n.\n"]), max_size=40
+    st.sampled_from([".", "..", "a", "é", "×", " ", "\t", "=", "\n", "\r", "\r\n", "x" * 70, ". ", "\n.\n"]),
+    max_size=40,
 ).map("".join)
 
 

@@ -94,7 +94,9 @@ def test_a_hidden_multiple_changes_the_headline() -> None:
     masked=st.booleans(),
     chart=st.booleans(),
 )
-def test_each_subscriber_gets_what_rendering_for_them_alone_gives(url: str, key: str, masked: bool, chart: bool) -> None:
+def test_each_subscriber_gets_what_rendering_for_them_alone_gives(
+    url: str, key: str, masked: bool, chart: bool
+) -> None:
     """A view is rendered once and each subscriber's unsubscribe link spliced in: the same text."""
     doc = _doc(key=key, masked=["volume"] if masked else [])
     got = signal_text(doc, "Spikes & co", base_url=BASE, unsubscribe_url=url, chart=chart)

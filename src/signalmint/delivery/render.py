@@ -151,7 +151,6 @@ def _with_link(key: tuple[Any, ...], render: Callable[[str | None], Rendered], u
     return Rendered(subject, text.replace(_SLOT, unsubscribe_url), html.replace(_SLOT, escape(unsubscribe_url)))
 
 
-
 def _footer_text(automation_title: str, unsubscribe_url: str | None) -> str:
     text = f"--\nYou receive these alerts because you subscribed to {automation_title}."
     return text + (f"\nUnsubscribe: {unsubscribe_url}" if unsubscribe_url else "")
