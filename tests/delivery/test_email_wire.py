@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import binascii
 import hashlib
 from collections.abc import Iterator
 
 import aiosmtplib
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from signalmint.config import EmailConfig
 from signalmint.delivery.channels.base import Attachment
-from signalmint.delivery.channels.email import EmailChannel, SmtpPool, dot_stuffed, email_bytes, wire_message
+from signalmint.delivery.channels.email import EmailChannel, SmtpPool, _qp, dot_stuffed, email_bytes, wire_message
 
 from .test_email import SENDER, Recorder, SmtpServer, _message, _send, _serve
 
@@ -104,3 +107,29 @@ def test_an_unsendable_address_is_refused_before_connecting() -> None:
     with pytest.raises(ValueError):
         asyncio.run(pool.send(b"x\r\n", "ada lovelace@example.com"))
     assert pool.connections_opened == 0
+
+
+_TEXT = st.lists(
+    st.sampled_from([".", "..", "a", "é", "×", " ", "\t", "=", "\n", "\r", "\r\n", "x" * 70, ". ", "\n.\n"]),
+    max_size=40,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_TEXT, html=st.none() | _TEXT, chart=st.booleans(), files=st.booleans())
+def test_the_wire_body_is_the_body_dot_stuffed(text: str, html: str | None, chart: bool, files: bool) -> None:
+    """The body is stuffed line by line as it is written (each text line once); the result is
+    exactly what stuffing the whole message would give, and its size the unstuffed one."""
+    attachments = (Attachment(".hidden", "application/pdf", b"%PDF\r\n.\r\n" * 50),) if files else ()
+    message = _message(text=text, html=html, chart_png=b"\x89PNG." * 40 if chart else None, attachments=attachments)
+    (head, body), size = wire_message(message, "a@example.com", SENDER)
+    plain = email_bytes(message, "a@example.com", SENDER)
+    assert head + body == dot_stuffed(plain)
+    assert size == len(plain)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_TEXT)
+def test_quoted_printable_line_by_line_is_quoted_printable_of_the_whole(text: str) -> None:
+    whole = binascii.b2a_qp(text.replace("\r\n", "\n").replace("\r", "\n").encode(), istext=True)
+    assert _qp(text) == whole.replace(b"\n", b"\r\n")

@@ -10,8 +10,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
+from signalmint.delivery import render
 from signalmint.delivery.render import CHART_CID, chart_png, group_text, signal_text
 
 BASE = "https://sm.example"
@@ -82,6 +85,31 @@ def test_a_hidden_multiple_changes_the_headline() -> None:
     subject, text, _ = signal_text(doc, "Unusual volume", base_url=BASE, upgrade_url="https://sm.example/pricing")
     assert subject == "AAPL: unusual volume"
     assert "Multiple of usual volume" in text and "https://sm.example/pricing" in text
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    url=st.text(min_size=1, max_size=40),
+    key=st.sampled_from(["AAPL", "A&B", "<x>", "\x00unsubscribe-link\x00"]),
+    masked=st.booleans(),
+    chart=st.booleans(),
+)
+def test_each_subscriber_gets_what_rendering_for_them_alone_gives(
+    url: str, key: str, masked: bool, chart: bool
+) -> None:
+    """A view is rendered once and each subscriber's unsubscribe link spliced in: the same text."""
+    doc = _doc(key=key, masked=["volume"] if masked else [])
+    got = signal_text(doc, "Spikes & co", base_url=BASE, unsubscribe_url=url, chart=chart)
+    assert got == render._signal_text(doc, "Spikes & co", BASE, url, None, chart)
+    assert signal_text(doc, "Spikes & co", base_url=BASE, unsubscribe_url=url, chart=chart) == got  # from the template
+    docs = [doc, _doc(id=43, key="MSFT")]
+    assert group_text(docs, "Spikes", base_url=BASE, unsubscribe_url=url) == render._group_text(
+        docs, "Spikes", BASE, url, None
+    )
+    changed = _doc(key=key, masked=["volume"] if masked else [], time="2014-05-06T07:08:00Z")  # another view
+    assert signal_text(changed, "Spikes & co", base_url=BASE, unsubscribe_url=url, chart=chart) == render._signal_text(
+        changed, "Spikes & co", BASE, url, None, chart
+    )
 
 
 def test_unsubscribe_footer_only_when_given() -> None:

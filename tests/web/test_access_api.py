@@ -247,6 +247,14 @@ def test_a_revoked_key_gets_401_on_its_next_request(world: World) -> None:
     assert "revoked" in response.json()["detail"]
 
 
+def test_revoking_a_key_through_the_api_tells_every_replica(world: World) -> None:
+    heard: list[str] = []
+    world.ctx.viewers.announce = heard.append  # what the LISTEN connection does on PostgreSQL
+    mine = world.get("/api/v1/me/keys", "pro").json()["items"][0]
+    assert world.request("DELETE", f"/api/v1/me/keys/{mine['id']}", "pro").status_code == 204
+    assert f"key:{mine['prefix']}" in heard
+
+
 @pytest.mark.parametrize("header", ["Bearer nope", "Basic abc", "Bearer sm_aaaaaaaa_" + "x" * 43, "Bearer"])
 def test_bad_keys_are_refused_not_ignored(world: World, header: str) -> None:
     response = world.client.get("/api/v1/signals", headers={"Authorization": header})

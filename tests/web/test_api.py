@@ -111,6 +111,24 @@ def test_bad_requests_get_a_clear_4xx(client: TestClient, db: Database, params: 
     assert fragment in response.json()["detail"]
 
 
+def test_signals_answer_the_same_through_the_edge_as_through_the_router(client: TestClient, db: Database) -> None:
+    """GET /api/v1/signals is served by the edge middleware itself; HEAD still goes through the router."""
+    seed(db)
+    got = client.get("/api/v1/signals", params={"limit": 3})
+    head = client.head("/api/v1/signals", params={"limit": 3})
+    assert got.status_code == head.status_code == 200
+    for name in ("content-length", "content-type", "x-frame-options", "content-security-policy", "ratelimit-limit"):
+        assert got.headers[name] == head.headers[name], name
+    for _ in range(2):  # the second time the filters come from the parsed-query cache: still refused
+        bad = client.get("/api/v1/signals", params={"limit": 0})
+        assert bad.status_code == 422
+        assert [e["where"] for e in bad.json()["errors"]] == ["query.limit"]
+        assert bad.headers["x-frame-options"] == "DENY"
+    unknown = client.get("/api/v1/signals", params={"automation": "nope"})
+    assert unknown.status_code == 404 and "nope" in unknown.json()["detail"]
+    assert client.get("/api/v1/signals", params={"limit": 2, "key": "K1"}).json()["items"][0]["key"] == "K1"
+
+
 def test_healthz_and_metrics(client: TestClient) -> None:
     health = client.get("/healthz")
     assert health.status_code == 200 and health.json()["database"] is True

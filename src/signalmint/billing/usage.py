@@ -75,12 +75,11 @@ class UsageMeter:
         key = (subscriber_id, month)
         with self._lock:
             stored = self._stored.get(key)
-        if stored is None:
-            stored = self.db.read_sync(get_usage, subscriber_id, month)[0]
-            with self._lock:
-                self._stored.setdefault(key, stored)
-                stored = self._stored[key]
+            if stored is not None:  # the usual case: one lock, no read
+                return stored + self._pending.get(key, (0, 0))[0]
+        stored = self.db.read_sync(get_usage, subscriber_id, month)[0]
         with self._lock:
+            stored = self._stored.setdefault(key, stored)
             return stored + self._pending.get(key, (0, 0))[0]
 
     def record(self, subscriber_id: int, month: str, *, overage: bool, metered: bool = False) -> None:

@@ -520,6 +520,12 @@ class WebConfig(_Strict):
         description="addresses or CIDR networks of your reverse proxies; X-Forwarded-For is believed only "
         "from these (none by default: every throttle keys on the connecting address)",
     )
+    opentelemetry: bool = Field(
+        default=False,
+        description="FastAPI's native OpenTelemetry: spans, metrics and logs of every request through the "
+        "process's global OpenTelemetry providers (set up by you, e.g. opentelemetry-instrument); off by "
+        "default, as it checks those providers on every request (about a quarter of an API call's time)",
+    )
 
     @field_validator("trusted_proxies")
     @classmethod

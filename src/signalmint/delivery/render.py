@@ -126,6 +126,30 @@ def _upgrade_url(base_url: str, signal: Mapping[str, Any], upgrade_url: str | No
 
 # --- plain text -------------------------------------------------------------------------------
 
+#: Where the subscriber's own unsubscribe link goes in a rendered template (HTML escaping keeps it as is).
+_SLOT = "\x00unsubscribe-link\x00"
+_TEMPLATES: dict[tuple[Any, ...], Rendered] = {}
+_MAX_TEMPLATES = 512
+
+
+def _with_link(key: tuple[Any, ...], render: Callable[[str | None], Rendered], unsubscribe_url: str | None) -> Rendered:
+    """``render(unsubscribe_url)``, made once per signal (or group) and view: the subscribers of a
+    view differ only in their unsubscribe link, which is spliced into a template rendered with
+    :data:`_SLOT` in its place (the same text as rendering with the link; ``key`` names the view:
+    the signals' ``repr``, which holds every value they are rendered from, and the options)."""
+    if not unsubscribe_url:
+        return render(unsubscribe_url)
+    template = _TEMPLATES.get(key)
+    if template is None:
+        template = render(_SLOT)
+        if len(_TEMPLATES) >= _MAX_TEMPLATES:
+            _TEMPLATES.pop(next(iter(_TEMPLATES)))  # the oldest view
+        _TEMPLATES[key] = template
+    subject, text, html = template
+    if _SLOT in subject or text.count(_SLOT) != 1 or html.count(_SLOT) != 1:  # the slot's text in a signal
+        return render(unsubscribe_url)
+    return Rendered(subject, text.replace(_SLOT, unsubscribe_url), html.replace(_SLOT, escape(unsubscribe_url)))
+
 
 def _footer_text(automation_title: str, unsubscribe_url: str | None) -> str:
     text = f"--\nYou receive these alerts because you subscribed to {automation_title}."
@@ -157,6 +181,20 @@ def signal_text(
     >>> "https://sm.example/signals/42" in html and "upgrade to see" in html
     True
     """
+    key = ("signal", repr(signal), automation_title, base_url, upgrade_url, chart)
+    return _with_link(
+        key, lambda link: _signal_text(signal, automation_title, base_url, link, upgrade_url, chart), unsubscribe_url
+    )
+
+
+def _signal_text(
+    signal: Mapping[str, Any],
+    automation_title: str,
+    base_url: str,
+    unsubscribe_url: str | None,
+    upgrade_url: str | None,
+    chart: bool,
+) -> Rendered:
     subject = _headline(signal)
     rows = _rows(signal)
     width = max((len(label) for label, _ in rows), default=0) + 3
@@ -195,6 +233,19 @@ def group_text(
     if len(signals) == 1:
         return signal_text(signals[0], automation_title, base_url=base_url, unsubscribe_url=unsubscribe_url,
                            upgrade_url=upgrade_url)  # fmt: skip
+    key = ("group", repr(signals), automation_title, base_url, upgrade_url)
+    return _with_link(
+        key, lambda link: _group_text(signals, automation_title, base_url, link, upgrade_url), unsubscribe_url
+    )
+
+
+def _group_text(
+    signals: Sequence[Mapping[str, Any]],
+    automation_title: str,
+    base_url: str,
+    unsubscribe_url: str | None,
+    upgrade_url: str | None,
+) -> Rendered:
     named = [" ".join(filter(None, (str(s.get("key", "?")), _ratio(s)))) for s in signals[:3]]
     more = f" and {len(signals) - 3} more" if len(signals) > 3 else ""
     subject = f"{len(signals)} alerts: {', '.join(named)}{more}"
@@ -302,7 +353,7 @@ def _document(subject: str, title: str, body_rows: str, unsubscribe_url: str | N
         '<tr><td align="center" style="padding:24px 12px;">'
         '<table role="presentation" width="600" cellpadding="0" cellspacing="0" style="width:100%;max-width:600px;'
         f'background:#ffffff;border:1px solid {LINE};border-radius:8px;font-family:{FONT};color:{INK};">'
-        f"{body_rows}</table>"
+        f"{body_rows}</table>\n"  # the footer on a line of its own: what differs between subscribers
         f'<p style="max-width:600px;margin:16px auto 0;font-size:12px;line-height:1.5;color:{MUTED};'
         f'font-family:{FONT};">{footer}</p></td></tr></table></body></html>'
     )

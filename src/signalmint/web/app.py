@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -113,12 +114,18 @@ class _LabelledRoute(Route):
 
 class _Edge:
     """The app's one ASGI middleware: refuses bodies over ``max_bytes`` (413, OWASP API4), adds the
-    API's rate-limit headers to every answer, and counts requests by route and status."""
+    API's rate-limit headers to every answer, and counts requests by route and status.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_bytes: int) -> None:
+    ``fast`` maps a path to a GET route this middleware calls itself (``GET /api/v1/signals``, the
+    busiest): the same endpoint and exception handlers as through the router, without FastAPI's
+    per-request layers in between (exception middleware, exit stack, routing)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_bytes: int, fast: dict[str, Route] | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.max_bytes = max_bytes
+        self.fast = fast or {}
+        self._counters: dict[tuple[str, str, int], Any] = {}  # the counter of each label set, found once
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -151,18 +158,63 @@ class _Edge:
                 status = message["status"]
                 limits = state.get("limit_headers")
                 if limits:
-                    message["headers"] = [
-                        *message.get("headers", []),
-                        *((k.lower().encode(), v.encode()) for k, v in limits.items() if k != "Retry-After"),
-                    ]
+                    message["headers"] = [*message.get("headers", []), *_limit_headers(limits)]
             await send(message)
 
+        fast = self.fast.get(scope["path"]) if scope["method"] == "GET" else None
         try:
-            await self.app(scope, receiving, sending)
+            if fast is not None:
+                await _serve(fast, scope, receiving, sending)
+            else:
+                await self.app(scope, receiving, sending)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            self.metrics.http_requests.labels(scope["method"], path, str(status)).inc()
+            labels = (scope["method"], path, status)
+            counter = self._counters.get(labels)
+            if counter is None:
+                counter = self.metrics.http_requests.labels(scope["method"], path, str(status))
+                if len(self._counters) < 10_000:
+                    self._counters[labels] = counter
+            counter.inc()
+
+
+_NAMES: dict[str, bytes] = {}  # header name -> its lower-case bytes
+
+
+def _limit_headers(limits: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """The rate-limit headers as ASGI pairs (``Retry-After`` stays with the 429s that set it themselves)."""
+    pairs = []
+    for name, value in limits.items():
+        if name != "Retry-After":
+            raw = _NAMES.get(name)
+            if raw is None:
+                raw = _NAMES[name] = name.lower().encode()
+            pairs.append((raw, value.encode()))
+    return pairs
+
+
+async def _serve(route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+    """One request to ``route``'s endpoint (it takes the request), its errors answered by the app's handlers."""
+    scope["route"] = route
+    scope["endpoint"] = route.endpoint
+    scope["path_params"] = {}
+    request = Request(scope, receive, send)
+    try:
+        response = await route.endpoint(request)
+    except Exception as exc:
+        handler = _handler_for(scope["app"].exception_handlers, exc)
+        if handler is None:
+            raise
+        response = await handler(request, exc)
+    await response(scope, receive, send)
+
+
+def _handler_for(handlers: dict[Any, Any], exc: Exception) -> Any:
+    """The app's handler of ``exc``, as Starlette's exception middleware finds it (status code, then class)."""
+    if isinstance(exc, StarletteHTTPException) and exc.status_code in handlers:
+        return handlers[exc.status_code]
+    return next((handlers[cls] for cls in type(exc).__mro__ if cls in handlers), None)
 
 
 def _wants_html(request: Request) -> bool:
@@ -261,6 +313,8 @@ def create_app(
             "you get the public view (delayed, masked as the free plan is)."
         ),
         lifespan=lifespan,
+        # FastAPI's native OpenTelemetry looks for the global providers on every request: only when asked for.
+        telemetry=None if settings.web.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
         docs_url=None,  # /docs is routes/status.py's: Swagger UI from the package's own files
         redoc_url=None,
     )
@@ -278,8 +332,9 @@ def create_app(
     # The busiest route also goes in front as a plain Starlette route: the same function (it takes
     # only the request, validates its query and calls api_viewer itself), without FastAPI's
     # per-request dependency machinery. The FastAPI route above stays for the OpenAPI docs.
-    app.router.routes.insert(0, _LabelledRoute("/api/v1/signals", api.signals, methods=["GET"], name="signals_fast"))
-    app.add_middleware(_Edge, metrics=metrics, max_bytes=MAX_BODY)
+    fast = _LabelledRoute("/api/v1/signals", api.signals, methods=["GET"], name="signals_fast")
+    app.router.routes.insert(0, fast)
+    app.add_middleware(_Edge, metrics=metrics, max_bytes=MAX_BODY, fast={fast.path: fast})
     install_openapi(app)
     # Outermost, so every answer (a 413 included) carries the security headers.
     app.add_middleware(SecurityGuard, settings=settings, pepper=pepper, max_bytes=MAX_BODY)

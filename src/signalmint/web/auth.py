@@ -267,9 +267,10 @@ def _key_viewer(ctx: ViewerSource, token: str) -> Viewer:
 
 def resolve_viewer(request: Request) -> Viewer:
     """The viewer of this request (cached on the request)."""
-    cached = getattr(request.state, "viewer", None)
+    state: dict[str, Any] = request.scope.setdefault("state", {})  # what request.state holds
+    cached: Viewer | None = state.get("viewer")
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached
     ctx: ViewerSource = request.app.state.ctx
     header = request.headers.get("authorization")
     if header:
@@ -286,5 +287,5 @@ def resolve_viewer(request: Request) -> Viewer:
                 viewer = Viewer(kind="admin", session=session_token, signature=("admin",))
             elif row is not None and row.subscriber_id is not None:
                 viewer = subscriber_viewer(ctx, row.subscriber_id, session=session_token)
-    request.state.viewer = viewer
+    state["viewer"] = viewer
     return viewer

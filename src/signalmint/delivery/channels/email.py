@@ -124,17 +124,37 @@ _ALT, _REL = b"=_sm-alternative", b"=_sm-related"
 _CRLF = b"\r\n"
 
 
-def _qp(text: str) -> bytes:
-    """UTF-8 text as quoted-printable with CRLF line ends (lines of at most 76 characters)."""
-    lines = text.replace("\r\n", "\n").replace("\r", "\n")
-    return binascii.b2a_qp(lines.encode("utf-8"), istext=True).replace(b"\n", _CRLF)
+def _qp(text: str, stuffed: bool = False) -> bytes:
+    """UTF-8 text as quoted-printable with CRLF line ends (lines of at most 76 characters);
+    ``stuffed``: with lines starting with ``.`` doubled, as they go after DATA.
+
+    Encoded line by line (quoted-printable wraps each line on its own), each line once: the
+    messages of one alert differ in a line or two (the unsubscribe link), not in the rest.
+    """
+    *lines, last = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    encode = _qp_stuffed_line if stuffed else _qp_line
+    return b"".join([*(encode(line, True) for line in lines), encode(last, False)])
+
+
+@functools.lru_cache(maxsize=4096)
+def _qp_line(line: str, ended: bool) -> bytes:
+    """One line (``ended``: followed by a line end, which b2a_qp wraps differently from the end of the text)."""
+    data = line.encode("utf-8") + b"\n" if ended else line.encode("utf-8")
+    return binascii.b2a_qp(data, istext=True).replace(b"\n", _CRLF)
+
+
+@functools.lru_cache(maxsize=4096)
+def _qp_stuffed_line(line: str, ended: bool) -> bytes:
+    """:func:`_qp_line` dot-stuffed (RFC 5321 4.5.2): it starts a line, and so do its soft breaks."""
+    encoded = _qp_line(line, ended).replace(b"\r\n.", b"\r\n..")
+    return b"." + encoded if encoded[:1] == b"." else encoded
 
 
 @functools.lru_cache(maxsize=32)
-def _text_part(subtype: str, text: str) -> bytes:
+def _text_part(subtype: str, text: str, stuffed: bool = False) -> bytes:
     """A text part; kept for a text many messages share (a report's HTML goes to thousands)."""
     head = f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
-    return head.encode() + _qp(text)
+    return head.encode() + _qp(text, stuffed)
 
 
 @functools.lru_cache(maxsize=16)
@@ -173,25 +193,35 @@ def _multipart(subtype: str, boundary: bytes, parts: list[bytes], params: str = 
     return head + body + b"--" + boundary + b"--" + _CRLF
 
 
-def _body(text: str, html: str | None, chart_png: bytes | None, attachments: tuple[Attachment, ...] = ()) -> bytes:
+def _body(
+    text: str,
+    html: str | None,
+    chart_png: bytes | None,
+    attachments: tuple[Attachment, ...] = (),
+    *,
+    stuffed: bool = False,
+) -> bytes:
     """The MIME entity: text/plain, or multipart/alternative of text and HTML (multipart/related
     with the chart and inline images when there are some), inside multipart/mixed with the files.
 
     Written out directly: the email package takes milliseconds for a message with an image,
-    which would cap one worker at a few hundred emails a second.
+    which would cap one worker at a few hundred emails a second. Every line ends in CRLF but
+    maybe the last, and only the quoted-printable text can start a line with ``.`` (headers,
+    boundaries and base64 never do): ``stuffed`` doubles those dots, so the result is
+    :func:`dot_stuffed` of the plain one but its final CRLF, each text line stuffed only once.
     """
     inline = [_file_part(a) for a in attachments if a.content_id is not None]
     files = [_file_part(a) for a in attachments if a.content_id is None]
     if html is None and chart_png:
         html = f'<pre style="font-family:inherit;white-space:pre-wrap;">{escape(text)}</pre>'
     if html is None:
-        entity = _text_part("plain", text)
+        entity = _text_part("plain", text, stuffed)
     else:
-        html_part = _text_part("html", _with_chart(html) if chart_png else html)
+        html_part = _text_part("html", _with_chart(html) if chart_png else html, stuffed)
         related = ([_png_part(chart_png)] if chart_png else []) + inline
         if related:
             html_part = _multipart("related", _REL, [html_part, *related], '; type="text/html"')
-        entity = _multipart("alternative", _ALT, [_text_part("plain", text), html_part])
+        entity = _multipart("alternative", _ALT, [_text_part("plain", text, stuffed), html_part])
     if files:
         entity = _multipart("mixed", _MIX, [entity, *files])
     return b"MIME-Version: 1.0\r\n" + entity
@@ -201,9 +231,11 @@ def _body(text: str, html: str | None, chart_png: bytes | None, attachments: tup
 def _wire_body(
     text: str, html: str | None, chart_png: bytes | None, attachments: tuple[Attachment, ...]
 ) -> tuple[bytes, int]:
-    """The body ready for DATA and its size before stuffing; made once for a body many messages share."""
-    body = _body(text, html, chart_png, attachments)
-    return dot_stuffed(body), len(body)
+    """The body ready for DATA (:func:`dot_stuffed`) and its size before stuffing; made once for a
+    body many messages share, and from lines stuffed once for the messages of one alert."""
+    body = _body(text, html, chart_png, attachments, stuffed=True)
+    size = len(body) - body.count(b"\r\n..") - body.startswith(b"..")  # each stuffed line has one dot more
+    return (body, size) if body.endswith(_CRLF) else (body + _CRLF, size)
 
 
 @functools.lru_cache(maxsize=8)
@@ -213,6 +245,7 @@ def _header(name: str, value: str) -> bytes:
     return folded.encode("ascii")
 
 
+@functools.lru_cache(maxsize=256)
 def _words(text: str) -> str:
     """``text`` as it may appear in a header: as is when printable ASCII, else RFC 2047 encoded
     words (base64 of at most 39 UTF-8 bytes each, never splitting a character), folded so that

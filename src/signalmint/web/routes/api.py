@@ -75,7 +75,7 @@ def plans(ctx: Ctx, viewer: Who) -> dict[str, Any]:
 class SignalQuery(BaseModel):
     """The filters of ``GET /api/v1/signals`` (unknown parameters are ignored, as elsewhere)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", frozen=True)  # frozen: one parsed query serves many requests
     automation: str | None = Field(default=None, max_length=64, description="only this automation")
     key: str | None = Field(default=None, max_length=128, description="only this key, e.g. AAPL")
     since: datetime | None = Field(default=None, description="only bars at or after this time (ISO 8601 with zone)")
@@ -83,6 +83,24 @@ class SignalQuery(BaseModel):
     cursor: str | None = Field(
         default=None, max_length=64, pattern="^[A-Za-z0-9_-]+$", description="next_cursor of the previous page"
     )
+
+
+_QUERIES: dict[bytes, SignalQuery] = {}  # query string -> its validated filters (clients repeat theirs)
+
+
+def _signal_query(request: Request) -> SignalQuery:
+    """The request's filters, validated once per distinct query string; a 422 if they are wrong."""
+    raw: bytes = request.scope.get("query_string", b"")
+    query = _QUERIES.get(raw)
+    if query is None:
+        try:
+            query = SignalQuery.model_validate(dict(request.query_params))
+        except ValidationError as exc:
+            raise RequestValidationError([{**e, "loc": ("query", *e["loc"])} for e in exc.errors()]) from None
+        if len(_QUERIES) >= 4096:
+            _QUERIES.clear()
+        _QUERIES[raw] = query
+    return query
 
 
 def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
@@ -109,10 +127,7 @@ async def signals(request: Request) -> Response:
     """
     # The busiest route: it validates its query and calls api_viewer itself, which saves
     # FastAPI's per-parameter dependency solving (bench/api.py); the rules are the same.
-    try:
-        query = SignalQuery.model_validate(dict(request.query_params))
-    except ValidationError as exc:
-        raise RequestValidationError([{**e, "loc": ("query", *e["loc"])} for e in exc.errors()]) from None
+    query = _signal_query(request)
     viewer = await read_viewer(request)
     ctx = get_ctx(request)
     automation, key, since, limit, cursor = query.automation, query.key, query.since, query.limit, query.cursor

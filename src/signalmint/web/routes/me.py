@@ -123,7 +123,9 @@ async def create_key(body: KeyIn, ctx: Ctx, viewer: Me) -> dict[str, Any]:
 async def revoke_key(key_id: Id, ctx: Ctx, viewer: Me) -> None:
     """Revoke one of your keys (it stops working at once). Someone else's key is a 404."""
     assert viewer.subscriber is not None
+    owned = {k.id: k for k in await ctx.db.read(list_api_keys, viewer.subscriber.id)}
     done = await ctx.db.write(revoke_api_key, key_id, datetime.now(UTC), owner=viewer.subscriber.id)
     if not done:
         raise HTTPException(404, f"you have no active key with id {key_id}")
-    ctx.viewers.keys.clear()
+    if key_id in owned:  # forgotten here and, on PostgreSQL, by every other replica at once
+        ctx.viewers.forget_key(owned[key_id].prefix)
