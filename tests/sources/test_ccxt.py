@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -27,6 +25,8 @@ from signalmint.sources.ccxt_candles import CcxtCandles, CcxtOptions
 from signalmint.store import Database, list_signals, load_checkpoint, verify_chain
 from signalmint.store.bars import bar_window, count_bars
 from signalmint.testing.exchange import StandInBinance, candle
+
+from .. import processes
 
 MINUTE = 60_000
 #: 2023-11-14 22:13:20 UTC: 20 s into a minute.
@@ -341,18 +341,17 @@ def test_kill_9_mid_backfill_then_restart_loses_nothing_and_feeds_nothing_twice(
             "    detector: {kind: volume_spike}\n"
             "    retention: null\n"
         )
-        run = [sys.executable, "-m", "signalmint.cli", "run", "-c", str(config)]
+        run = ["run", "-c", str(config)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         db = Database(f"sqlite:///{target}")
-        proc: subprocess.Popen[bytes] | subprocess.Popen[str]
         killing = {**env, "SIGNALMINT_FAULT_KILL_AFTER_BARS": "90"}
-        proc = subprocess.Popen(run, env=killing, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = processes.start(run, env=killing, output=tmp_path / "killed.log")
         try:
             _, stderr = proc.communicate(timeout=90)  # it dies by its own hook, mid-backfill
             assert proc.returncode == -signal.SIGKILL, stderr[-3000:]
             partial = db.read_sync(count_bars, "crypto")
             assert 90 <= partial < 120 * len(symbols), "killed mid-backfill"
-            proc = subprocess.Popen(run, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            proc = processes.start(run, env=env, output=tmp_path / "restarted.log")
             caught_up = time.time() // 60 * 60
             minute = np.datetime64(int(caught_up), "s")
 
