@@ -137,9 +137,9 @@ async def run_signalmint(
         done = asyncio.Event()
         write = db.write
 
-        async def timed_write(fn: Any, *a: Any) -> Any:
+        async def timed_write(fn: Any, *a: Any, **kw: Any) -> Any:
             """Every tick's commit, timed as it returns (the engine awaits it)."""
-            result = await write(fn, *a)
+            result = await write(fn, *a, **kw)
             if fn is commit_tick:
                 close = a[1].times[0].astype("datetime64[ms]").astype("int64") / 1000
                 if live["first"] == float("inf") and close >= start_boundary:
