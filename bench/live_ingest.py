@@ -123,6 +123,7 @@ async def run_signalmint(
                         rate_limit=args.rate_limit,
                         delay=0.0 if stream == "poll" else args.ws_delay * args.speed,
                         grace=10.0,
+                        batch=None if args.batch < 0 else args.batch * args.speed,
                     ),
                     detector=DetectorConfig(kind="volume_spike", window=30, ratio=3, z=4),
                     retention=None,
@@ -133,23 +134,27 @@ async def run_signalmint(
         signal_ms: list[float] = []
         tick_ms: list[float] = []
         start_boundary = clock() // MINUTE * MINUTE  # the backfill ends with the candle closing here
-        live = {"first": float("inf"), "cpu0": 0.0, "bars0": 0}  # set once the backfill is committed
+        live = {"first": float("inf"), "cpu0": 0.0, "bars": 0}  # set once the backfill is committed
+        bars_at: dict[float, int] = {}  # live close -> bars committed (a tick may commit in batches)
         done = asyncio.Event()
         write = db.write
 
         async def timed_write(fn: Any, *a: Any, **kw: Any) -> Any:
-            """Every tick's commit, timed as it returns (the engine awaits it)."""
+            """Every commit of bars, timed as it returns (the engine awaits it); a tick is whole
+            once every symbol's bar of it is committed."""
             result = await write(fn, *a, **kw)
             if fn is commit_tick:
                 close = a[1].times[0].astype("datetime64[ms]").astype("int64") / 1000
                 if live["first"] == float("inf") and close >= start_boundary:
                     live.update(first=(clock() // MINUTE + 1) * MINUTE, cpu0=time.process_time())
                     live["requests0"] = made[-1].requests
-                    live["bars0"] = engine.statuses()[0].bars  # this tick counted already
                 elif close >= live["first"]:
-                    tick_ms.append((time.time() - clock.real(close)) * 1000)
-                    if close >= live["first"] + (args.candles - 1) * MINUTE:
-                        done.set()
+                    live["bars"] += len(a[1])
+                    bars_at[close] = bars_at.get(close, 0) + len(a[1])
+                    if bars_at[close] == args.symbols:
+                        tick_ms.append((time.time() - clock.real(close)) * 1000)
+                        if close >= live["first"] + (args.candles - 1) * MINUTE:
+                            done.set()
             return result
 
         db.write = timed_write  # type: ignore[method-assign]
@@ -167,8 +172,8 @@ async def run_signalmint(
             async with asyncio.timeout(args.candles * MINUTE / args.speed + 300):
                 await done.wait()
             cpu = time.process_time() - live["cpu0"]
-            live_bars = engine.statuses()[0].bars - int(live["bars0"])
-            bars0 = int(live["bars0"])
+            live_bars = int(live["bars"])
+            bars0 = engine.statuses()[0].bars - live_bars
             requests = made[-1].requests - int(live["requests0"])
         finally:
             await engine.stop()
@@ -188,9 +193,14 @@ async def run_ccxt_loop(args: argparse.Namespace, url: str, clock: CompressedClo
     """The peer: ccxt's fetch_ohlcv for every symbol at each close, nothing else."""
     import ccxt.async_support as ccxt_async  # type: ignore[import-untyped]
 
-    ex = ccxt_async.binance(
-        {"enableRateLimit": True, "rateLimit": args.rate_limit, "options": {"fetchMarkets": {"types": ["spot"]}}}
-    )
+    config: dict[str, Any] = {"enableRateLimit": True, "options": {"fetchMarkets": {"types": ["spot"]}}}
+    if args.rate_limit is None or args.rate_limit > 0:  # ccxt's per-minute budget, on the compressed clock
+        config["rateLimiterAlgorithm"] = "rollingWindow"
+        config["rollingWindowSize"] = 60_000 / args.speed
+        config["rateLimit"] = (args.rate_limit or ccxt_async.binance().rateLimit) / args.speed
+    else:
+        config["rateLimit"] = 0
+    ex = ccxt_async.binance(config)
     ex.urls["api"] = {**ex.urls["api"], "public": url}
     symbols = [f"S{i:04d}/USDT" for i in range(args.symbols)]
     tick_ms: list[float] = []
@@ -221,7 +231,16 @@ def main() -> None:
     )
     parser.add_argument("--spike-rate", type=float, default=0.02, help="share of candles with 10x volume")
     parser.add_argument(
-        "--rate-limit", type=int, default=0, help="ms between requests (ccxt's limiter; binance's is 50)"
+        "--rate-limit",
+        type=int,
+        default=None,
+        help="ccxt's rateLimit in ms (default: binance's, 50, i.e. its 6,000 request weight a minute; 0: no limit)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=float,
+        default=0.02,
+        help="real seconds a live tick's first candles wait for more before they commit (negative: whole ticks)",
     )
     parser.add_argument(
         "--ws-delay",

@@ -450,7 +450,8 @@ class CcxtCandles:
                 floor = min(answered.values(), default=now)  # every symbol has answered up to here
                 for close in sorted(pending):
                     deadline = max(close, started) + self.grace * 1000  # backfill waits from the start
-                    if floor >= close or now >= deadline:
+                    # (a request under way is waited for, as a whole round is without ``batch``)
+                    if floor >= close or (now >= deadline and not inflight):
                         cursor, waiting = close, None
                         rows = pending.pop(close)
                         frame = validator.check(_frame(close, rows)) if rows else None
@@ -491,14 +492,16 @@ class CcxtCandles:
         waiting: int | None = None,
     ) -> None:
         """Sleep until the next thing to do: a retry, a grace deadline, the next close, the end of a
-        batch's wait (or a kline, or an answer to a request in flight)."""
-        wake = boundary + self._tf + self.delay * 1000
-        busy = set(inflight.values()) if inflight else set()
-        behind = [retry_at.get(s, 0.0) for s in symbols if answered[s] < boundary and s not in busy]
-        if behind:
-            wake = min(wake, *behind)
-        if pending:
-            wake = min(wake, max(min(pending), started) + self.grace * 1000)
+        batch's wait (or a kline). While requests are under way (``batch``), only an answer, a kline
+        or the end of a batch's wait: the rest is decided once they answer, as after a round."""
+        wake: float = float("inf")
+        if not inflight:
+            wake = boundary + self._tf + self.delay * 1000
+            behind = [retry_at.get(s, 0.0) for s in symbols if answered[s] < boundary]
+            if behind:
+                wake = min(wake, *behind)
+            if pending:
+                wake = min(wake, max(min(pending), started) + self.grace * 1000)
         if waiting is not None and self.batch is not None:
             wake = min(wake, waiting + self.batch * 1000)
         wait = (wake - self._now_ms()) / 1000
@@ -511,14 +514,15 @@ class CcxtCandles:
         if any(event.is_set() for event in events):
             await asyncio.sleep(0)
             return
-        sleeper = asyncio.ensure_future(self.sleep(wait))
         woken = [asyncio.ensure_future(event.wait()) for event in events]
+        sleeper = asyncio.ensure_future(self.sleep(wait)) if wait != float("inf") else None
+        waits = {*woken, sleeper} if sleeper is not None else set(woken)
         try:
-            await asyncio.wait({sleeper, *woken}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (sleeper, *woken):
+            for task in waits:
                 task.cancel()
-            await asyncio.gather(sleeper, *woken, return_exceptions=True)
+            await asyncio.gather(*waits, return_exceptions=True)
 
 
 def _frame(close_ms: int, rows: dict[str, Row]) -> Frame:
