@@ -82,6 +82,9 @@ log = logging.getLogger("signalmint.sources")
 MAX_BACKOFF = 60.0
 #: Most candles asked for in one request (Binance's maximum).
 PAGE = 1000
+#: Most requests under way at once (ccxt's connection pool holds 100): the others wait their
+#: turn before they start, so a request's ``timeout`` counts its own wait on the exchange.
+IN_FLIGHT = 50
 
 Row = tuple[float, float, float, float, float]
 
@@ -357,6 +360,11 @@ class CcxtCandles:
         inflight: dict[asyncio.Task[tuple[list[tuple[int, Row]], int]], str] = {}
         finished: list[asyncio.Task[tuple[list[tuple[int, Row]], int]]] = []
         arrived = asyncio.Event()
+        slots = asyncio.Semaphore(IN_FLIGHT)
+
+        async def fetch(symbol: str, start: int, boundary: int) -> tuple[list[tuple[int, Row]], int]:
+            async with slots:
+                return await self._fetch(ex, symbol, start, boundary)
 
         def landed(task: asyncio.Task[tuple[list[tuple[int, Row]], int]]) -> None:
             finished.append(task)
@@ -405,7 +413,7 @@ class CcxtCandles:
                     busy = set(inflight.values())
                     for symbol in symbols:
                         if answered[symbol] < boundary and retry_at.get(symbol, 0.0) <= now and symbol not in busy:
-                            task = asyncio.ensure_future(self._fetch(ex, symbol, answered[symbol], boundary))
+                            task = asyncio.ensure_future(fetch(symbol, answered[symbol], boundary))
                             task.add_done_callback(landed)
                             inflight[task] = symbol
                 if inflight and batch is None:  # whole rounds: every request of the round answers first
