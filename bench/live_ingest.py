@@ -3,24 +3,27 @@
 The stand-in (``signalmint.testing.exchange``, its own process) serves 1,000 USDT markets of
 one-minute candles in compressed time (``--speed`` virtual seconds per real second; a share
 ``--spike-rate`` of candles carries 10x volume). In this process the engine runs one
-automation: the ``ccxt`` source (binance, ``urls: {public: ...}``, ccxt's rate limiter at
-``--rate-limit`` ms, ``delay: 0``) -> ``volume_spike`` (window 30) -> SQLite. It backfills the
-warm-up, then follows ``--candles`` live candles. Measured, in real milliseconds from the
-moment the stand-in's clock reaches a candle's close:
+automation: the ``ccxt`` source (binance, ``urls: {public: ...}``, within binance's request
+weight a minute (ccxt's ``rateLimit``, ``--rate-limit`` ms, 50 by default) on the compressed
+clock, ``delay: 0``, ``batch: --batch`` real seconds) -> ``volume_spike`` (window 30) ->
+SQLite. It backfills the warm-up, then follows ``--candles`` live candles. Measured, in real
+milliseconds from the moment the stand-in's clock reaches a candle's close:
 
 - ``signal``: until the signal of a spiked candle is committed (an engine listener);
-- ``tick``: until the whole tick (all symbols) is committed;
+- ``tick``: until the whole tick (all symbols) is committed (with ``batch``, its last batch);
 - CPU time of this process per 1,000 candles during the live phase (the stand-in excluded).
 
 Then the same automation with ``stream: websocket`` (ccxt.pro on the stand-in's Binance-shaped
 kline websocket, ``urls: {ws: {spot: ...}}``; REST steps in for a symbol ``--ws-delay`` real
 seconds after a close), measured the same way, with the live REST requests it still made.
 
-The peer, in the same run against the same stand-in: a raw ccxt loop (the same client and
-rate limiter, ``fetch_ohlcv`` for every symbol concurrently at each close, no validation,
+The peer, in the same run against the same stand-in: a raw ccxt loop (the same client, ccxt's
+own per-minute limiter (``rateLimiterAlgorithm: rollingWindow``) at the same budget on the
+compressed clock, ``fetch_ohlcv`` for every symbol concurrently at each close, no validation,
 detector or store), timed from close to all candles in hand, and its CPU per 1,000 candles.
 
-    uv run python bench/live_ingest.py [--symbols 1000] [--candles 3] [--speed 6] [--port-base 8960]
+    uv run python bench/live_ingest.py [--symbols 1000] [--candles 3] [--speed 6] [--batch 0.02]
+        [--rate-limit 50] [--port-base 8960]
 
 Last line: RESULT symbols=... p50_ms=... p99_ms=... cpu_ms_per_1000=... peer_p99_ms=...
 peer_cpu_ms_per_1000=... ratio=... (p50/p99 of the signal latency; ratio = CPU per 1,000

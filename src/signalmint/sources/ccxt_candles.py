@@ -16,7 +16,14 @@ Public market data needs no key. What the source does, and what it decided:
   simply is not in the tick), or ``grace`` seconds after its close, whichever
   comes first, so a slow or failing symbol does not hold back the rest. Its
   candle, if it arrives later, is dropped and counted as ``late`` (ticks only
-  move forward).
+  move forward). A request under way is waited for before a tick goes out
+  after its grace.
+- **Batches.** With ``batch`` (seconds), a live tick does not wait for its last
+  symbol: the candles in hand go out as a frame once the first of them has
+  waited ``batch`` seconds, then the next ones, so a signal commits as soon as
+  its symbol's candle is in (the engine commits each batch in one transaction
+  and checkpoints a tick once it is whole: ``partial_ticks``). The backfill goes
+  out in whole ticks, and a tick still goes out before any candle of the next.
 - **Closed by whose clock.** Ours: ``delay`` gives the exchange time to roll
   its candle over before we ask, so keep it above the clock skew.
 - **Backfill and resume.** With no checkpoint the stream starts ``warmup``
@@ -24,9 +31,13 @@ Public market data needs no key. What the source does, and what it decided:
   sets ``warmup`` to the detector's window when it is not given). With a
   checkpoint (``since``) it fetches everything after it, paginated: no gap and
   no duplicate across a restart.
-- **Errors never stop the stream.** Requests go through ccxt's own rate limiter
-  (``enableRateLimit``); a failed request (or an answer ccxt cannot parse) is retried with exponential backoff
-  (``backoff`` seconds doubled per failure, at most 60 s), a 429/418 waits at
+- **Rate limit.** Requests spend the exchange's request weight per minute, priced
+  by ccxt (``rateLimit`` and each endpoint's cost): a round of every symbol at a
+  close goes at once when it fits in the minute's budget, and waits only when it
+  does not (``ccxt_budget.py``; ``rate_limit: 0``: no limit). At most 50 requests
+  are under way at once.
+- **Errors never stop the stream.** A failed request (or an answer ccxt cannot
+  parse) is retried with exponential backoff (``backoff`` seconds doubled per failure, at most 60 s), a 429/418 waits at
   least its ``Retry-After`` and pauses every symbol. Failures are logged and
   counted in ``rejected`` (and so in the ``signalmint_rejected`` metric):
   ``exchange_error``, ``rate_limited``, ``late``, ``unknown_symbol``.
