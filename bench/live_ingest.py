@@ -3,24 +3,27 @@
 The stand-in (``signalmint.testing.exchange``, its own process) serves 1,000 USDT markets of
 one-minute candles in compressed time (``--speed`` virtual seconds per real second; a share
 ``--spike-rate`` of candles carries 10x volume). In this process the engine runs one
-automation: the ``ccxt`` source (binance, ``urls: {public: ...}``, ccxt's rate limiter at
-``--rate-limit`` ms, ``delay: 0``) -> ``volume_spike`` (window 30) -> SQLite. It backfills the
-warm-up, then follows ``--candles`` live candles. Measured, in real milliseconds from the
-moment the stand-in's clock reaches a candle's close:
+automation: the ``ccxt`` source (binance, ``urls: {public: ...}``, within binance's request
+weight a minute (ccxt's ``rateLimit``, ``--rate-limit`` ms, 50 by default) on the compressed
+clock, ``delay: 0``, ``batch: --batch`` real seconds) -> ``volume_spike`` (window 30) ->
+SQLite. It backfills the warm-up, then follows ``--candles`` live candles. Measured, in real
+milliseconds from the moment the stand-in's clock reaches a candle's close:
 
 - ``signal``: until the signal of a spiked candle is committed (an engine listener);
-- ``tick``: until the whole tick (all symbols) is committed;
+- ``tick``: until the whole tick (all symbols) is committed (with ``batch``, its last batch);
 - CPU time of this process per 1,000 candles during the live phase (the stand-in excluded).
 
 Then the same automation with ``stream: websocket`` (ccxt.pro on the stand-in's Binance-shaped
 kline websocket, ``urls: {ws: {spot: ...}}``; REST steps in for a symbol ``--ws-delay`` real
 seconds after a close), measured the same way, with the live REST requests it still made.
 
-The peer, in the same run against the same stand-in: a raw ccxt loop (the same client and
-rate limiter, ``fetch_ohlcv`` for every symbol concurrently at each close, no validation,
+The peer, in the same run against the same stand-in: a raw ccxt loop (the same client, ccxt's
+own per-minute limiter (``rateLimiterAlgorithm: rollingWindow``) at the same budget on the
+compressed clock, ``fetch_ohlcv`` for every symbol concurrently at each close, no validation,
 detector or store), timed from close to all candles in hand, and its CPU per 1,000 candles.
 
-    uv run python bench/live_ingest.py [--symbols 1000] [--candles 3] [--speed 6] [--port-base 8960]
+    uv run python bench/live_ingest.py [--symbols 1000] [--candles 3] [--speed 6] [--batch 0.02]
+        [--rate-limit 50] [--port-base 8960]
 
 Last line: RESULT symbols=... p50_ms=... p99_ms=... cpu_ms_per_1000=... peer_p99_ms=...
 peer_cpu_ms_per_1000=... ratio=... (p50/p99 of the signal latency; ratio = CPU per 1,000
@@ -123,6 +126,7 @@ async def run_signalmint(
                         rate_limit=args.rate_limit,
                         delay=0.0 if stream == "poll" else args.ws_delay * args.speed,
                         grace=10.0,
+                        batch=None if args.batch < 0 else args.batch * args.speed,
                     ),
                     detector=DetectorConfig(kind="volume_spike", window=30, ratio=3, z=4),
                     retention=None,
@@ -133,23 +137,27 @@ async def run_signalmint(
         signal_ms: list[float] = []
         tick_ms: list[float] = []
         start_boundary = clock() // MINUTE * MINUTE  # the backfill ends with the candle closing here
-        live = {"first": float("inf"), "cpu0": 0.0, "bars0": 0}  # set once the backfill is committed
+        live = {"first": float("inf"), "cpu0": 0.0, "bars": 0}  # set once the backfill is committed
+        bars_at: dict[float, int] = {}  # live close -> bars committed (a tick may commit in batches)
         done = asyncio.Event()
         write = db.write
 
-        async def timed_write(fn: Any, *a: Any) -> Any:
-            """Every tick's commit, timed as it returns (the engine awaits it)."""
-            result = await write(fn, *a)
+        async def timed_write(fn: Any, *a: Any, **kw: Any) -> Any:
+            """Every commit of bars, timed as it returns (the engine awaits it); a tick is whole
+            once every symbol's bar of it is committed."""
+            result = await write(fn, *a, **kw)
             if fn is commit_tick:
                 close = a[1].times[0].astype("datetime64[ms]").astype("int64") / 1000
                 if live["first"] == float("inf") and close >= start_boundary:
                     live.update(first=(clock() // MINUTE + 1) * MINUTE, cpu0=time.process_time())
                     live["requests0"] = made[-1].requests
-                    live["bars0"] = engine.statuses()[0].bars  # this tick counted already
                 elif close >= live["first"]:
-                    tick_ms.append((time.time() - clock.real(close)) * 1000)
-                    if close >= live["first"] + (args.candles - 1) * MINUTE:
-                        done.set()
+                    live["bars"] += len(a[1])
+                    bars_at[close] = bars_at.get(close, 0) + len(a[1])
+                    if bars_at[close] == args.symbols:
+                        tick_ms.append((time.time() - clock.real(close)) * 1000)
+                        if close >= live["first"] + (args.candles - 1) * MINUTE:
+                            done.set()
             return result
 
         db.write = timed_write  # type: ignore[method-assign]
@@ -167,8 +175,8 @@ async def run_signalmint(
             async with asyncio.timeout(args.candles * MINUTE / args.speed + 300):
                 await done.wait()
             cpu = time.process_time() - live["cpu0"]
-            live_bars = engine.statuses()[0].bars - int(live["bars0"])
-            bars0 = int(live["bars0"])
+            live_bars = int(live["bars"])
+            bars0 = engine.statuses()[0].bars - live_bars
             requests = made[-1].requests - int(live["requests0"])
         finally:
             await engine.stop()
@@ -188,9 +196,14 @@ async def run_ccxt_loop(args: argparse.Namespace, url: str, clock: CompressedClo
     """The peer: ccxt's fetch_ohlcv for every symbol at each close, nothing else."""
     import ccxt.async_support as ccxt_async  # type: ignore[import-untyped]
 
-    ex = ccxt_async.binance(
-        {"enableRateLimit": True, "rateLimit": args.rate_limit, "options": {"fetchMarkets": {"types": ["spot"]}}}
-    )
+    config: dict[str, Any] = {"enableRateLimit": True, "options": {"fetchMarkets": {"types": ["spot"]}}}
+    if args.rate_limit is None or args.rate_limit > 0:  # ccxt's per-minute budget, on the compressed clock
+        config["rateLimiterAlgorithm"] = "rollingWindow"
+        config["rollingWindowSize"] = 60_000 / args.speed
+        config["rateLimit"] = (args.rate_limit or ccxt_async.binance().rateLimit) / args.speed
+    else:
+        config["rateLimit"] = 0
+    ex = ccxt_async.binance(config)
     ex.urls["api"] = {**ex.urls["api"], "public": url}
     symbols = [f"S{i:04d}/USDT" for i in range(args.symbols)]
     tick_ms: list[float] = []
@@ -221,7 +234,16 @@ def main() -> None:
     )
     parser.add_argument("--spike-rate", type=float, default=0.02, help="share of candles with 10x volume")
     parser.add_argument(
-        "--rate-limit", type=int, default=0, help="ms between requests (ccxt's limiter; binance's is 50)"
+        "--rate-limit",
+        type=int,
+        default=None,
+        help="ccxt's rateLimit in ms (default: binance's, 50, i.e. its 6,000 request weight a minute; 0: no limit)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=float,
+        default=0.02,
+        help="real seconds a live tick's first candles wait for more before they commit (negative: whole ticks)",
     )
     parser.add_argument(
         "--ws-delay",

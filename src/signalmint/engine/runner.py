@@ -8,6 +8,12 @@ their signals, already stored, are skipped by the idempotency key
 (automation, key, bar time, kind). Cancellation (SIGINT/SIGTERM) waits for the
 commit under way and saves a last checkpoint: nothing is half-written.
 
+A source with ``partial_ticks`` set (the ``ccxt`` source with ``batch``) may send one bar time
+in several frames of disjoint keys, so a signal commits as soon as its key's bar is in. Its
+checkpoints then hold, as the cursor, the newest time known whole (an older one than the
+newest fed), with the newest time and the keys already fed at it: a restart asks the source
+for everything after the cursor and drops the rows of those keys at that time (:class:`OpenTick`).
+
 The engine knows nothing of the stages after the signal log. Whoever runs it hands it an
 ``on_commit`` hook, called inside each tick's transaction with the tick's new (not late)
 signals: :mod:`signalmint.serve` passes the fan-out (:class:`~signalmint.delivery.fanout.FanOut`),
@@ -120,6 +126,47 @@ def without_retractions(frame: Frame, automation: str = "") -> Frame:
 
 
 @dataclass
+class OpenTick:
+    """What a runner fed of a source with ``partial_ticks``: ``settled`` is the newest bar time
+    known whole (ns since the epoch, None: none yet), ``time`` the newest time fed and ``keys``
+    the keys fed at it. After a restart ``skip`` holds the keys fed at ``time`` before it."""
+
+    settled: int | None = None
+    time: int | None = None
+    keys: set[str] = field(default_factory=set)
+    skip: set[str] = field(default_factory=set)
+
+    def admit(self, frame: Frame) -> Frame:
+        """``frame`` without the rows fed before a restart; then ``frame`` is taken as fed."""
+        times = frame.times.view(np.int64)
+        if self.skip and self.time is not None:
+            fed = (times == self.time) & np.isin(frame.keys, list(self.skip))
+            if times.max() > self.time:
+                self.skip = set()
+            if fed.any():
+                frame = frame.take(~fed)
+                times = frame.times.view(np.int64)
+        if len(frame) == 0:
+            return frame
+        newest = int(times.max())
+        if self.time is None or newest > self.time:
+            older = times[times < newest]
+            candidates = [t for t in (self.time, int(older.max()) if len(older) else None) if t is not None]
+            self.settled = max(candidates) if candidates else self.settled
+            self.time, self.keys = newest, set()
+        self.keys.update(frame.keys[times == newest].tolist())
+        return frame
+
+    def state(self) -> dict[str, Any]:
+        return {"settled": self.settled, "time": self.time, "keys": sorted(self.keys)}
+
+    @classmethod
+    def restore(cls, state: dict[str, Any]) -> OpenTick:
+        keys = set(state.get("keys", ()))
+        return cls(settled=state.get("settled"), time=state.get("time"), keys=set(keys), skip=keys)
+
+
+@dataclass
 class AutomationStatus:
     name: str
     running: bool = False
@@ -181,6 +228,7 @@ class AutomationRunner:
         self.guard: Guard | None = None
         self.gaps: GapTracker | None = None
         self.fence: Fence | None = None  # the lease this runner commits under (None: unfenced)
+        self.open_tick: OpenTick | None = None  # a source with partial ticks: what is fed of the newest
         detector = config.detector
         self.outcome_rule = rule_for(detector.kind, detector.options) if config.outcomes is not None else None
         self._observe = self.outcome_rule.column if self.outcome_rule and self.outcome_rule.observed else None
@@ -268,6 +316,8 @@ class AutomationRunner:
             return
         pipeline.detector = detector
         extra = restored[2] if len(restored) > 2 else {}
+        if self.open_tick is not None and "open_tick" in extra:
+            self.open_tick = OpenTick.restore(extra["open_tick"])
         if self.gaps is not None and "gaps" in extra:
             self.gaps.restore(extra["gaps"])
         for name in ("gaps", "missing_bars", "warmup_resets", "late_signals"):
@@ -280,6 +330,7 @@ class AutomationRunner:
         if hasattr(pipeline.source, "user_agent") and pipeline.source.user_agent is None:  # web sources name the site
             pipeline.source.user_agent = default_user_agent(self.engine.settings.base_url)
         self._set_guard(pipeline)
+        self.open_tick = OpenTick() if getattr(pipeline.source, "partial_ticks", False) else None
         checkpoint = await db.read(load_checkpoint, name)
         self._restore(pipeline, checkpoint)
         status = self.status
@@ -305,6 +356,8 @@ class AutomationRunner:
         try:
             async for raw in frames:
                 frame = without_retractions(raw, name)
+                if self.open_tick is not None and len(frame):
+                    frame = self.open_tick.admit(frame)
                 if len(frame) == 0:
                     continue
                 started = time.perf_counter()
@@ -373,16 +426,21 @@ class AutomationRunner:
 
     def _checkpoint(self, cursor: datetime) -> Checkpoint:
         status = self.status
-        extra = {
+        extra: dict[str, Any] = {
             "gaps": self.gaps.state() if self.gaps is not None else {},
             "counts": {n: getattr(status, n) for n in ("gaps", "missing_bars", "warmup_resets", "late_signals")},
         }
+        resume: datetime | None = cursor
+        if self.open_tick is not None:  # resume after the newest whole time; the keys fed after it are skipped
+            extra["open_tick"] = self.open_tick.state()
+            settled = self.open_tick.settled
+            resume = None if settled is None else to_datetime(settled)
         blob = pickle.dumps(
             (self._pipeline.fingerprint, self._pipeline.detector, extra), protocol=pickle.HIGHEST_PROTOCOL
         )
         return Checkpoint(
             automation=self.config.name,
-            cursor=cursor,
+            cursor=resume,
             detector_state=blob,
             bars_total=self.status.bars,
             keys=max(self._keys, len(self.status.keys)),

@@ -16,7 +16,14 @@ Public market data needs no key. What the source does, and what it decided:
   simply is not in the tick), or ``grace`` seconds after its close, whichever
   comes first, so a slow or failing symbol does not hold back the rest. Its
   candle, if it arrives later, is dropped and counted as ``late`` (ticks only
-  move forward).
+  move forward). A request under way is waited for before a tick goes out
+  after its grace.
+- **Batches.** With ``batch`` (seconds), a live tick does not wait for its last
+  symbol: the candles in hand go out as a frame once the first of them has
+  waited ``batch`` seconds, then the next ones, so a signal commits as soon as
+  its symbol's candle is in (the engine commits each batch in one transaction
+  and checkpoints a tick once it is whole: ``partial_ticks``). The backfill goes
+  out in whole ticks, and a tick still goes out before any candle of the next.
 - **Closed by whose clock.** Ours: ``delay`` gives the exchange time to roll
   its candle over before we ask, so keep it above the clock skew.
 - **Backfill and resume.** With no checkpoint the stream starts ``warmup``
@@ -24,9 +31,13 @@ Public market data needs no key. What the source does, and what it decided:
   sets ``warmup`` to the detector's window when it is not given). With a
   checkpoint (``since``) it fetches everything after it, paginated: no gap and
   no duplicate across a restart.
-- **Errors never stop the stream.** Requests go through ccxt's own rate limiter
-  (``enableRateLimit``); a failed request (or an answer ccxt cannot parse) is retried with exponential backoff
-  (``backoff`` seconds doubled per failure, at most 60 s), a 429/418 waits at
+- **Rate limit.** Requests spend the exchange's request weight per minute, priced
+  by ccxt (``rateLimit`` and each endpoint's cost): a round of every symbol at a
+  close goes at once when it fits in the minute's budget, and waits only when it
+  does not (``ccxt_budget.py``; ``rate_limit: 0``: no limit). At most 50 requests
+  are under way at once.
+- **Errors never stop the stream.** A failed request (or an answer ccxt cannot
+  parse) is retried with exponential backoff (``backoff`` seconds doubled per failure, at most 60 s), a 429/418 waits at
   least its ``Retry-After`` and pauses every symbol. Failures are logged and
   counted in ``rejected`` (and so in the ``signalmint_rejected`` metric):
   ``exchange_error``, ``rate_limited``, ``late``, ``unknown_symbol``.
@@ -70,6 +81,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..config import Duration
 from ..errors import SourceError
 from ..records import Frame, to_datetime64
+from .ccxt_budget import RateBudget
 from .ccxt_ws import KlineFeed
 from .validate import RowValidator
 
@@ -81,6 +93,9 @@ log = logging.getLogger("signalmint.sources")
 MAX_BACKOFF = 60.0
 #: Most candles asked for in one request (Binance's maximum).
 PAGE = 1000
+#: Most requests under way at once (ccxt's connection pool holds 100): the others wait their
+#: turn before they start, so a request's ``timeout`` counts its own wait on the exchange.
+IN_FLIGHT = 50
 
 Row = tuple[float, float, float, float, float]
 
@@ -115,6 +130,12 @@ class CcxtOptions(BaseModel):
     warmup: int | None = Field(None, ge=0, description="Candles backfilled at first start (None: detector's).")
     delay: float = Field(1.0, ge=0, description="Seconds after a close before polling for the candle.")
     grace: float = Field(10.0, ge=0, description="Seconds after a close a tick waits for slow symbols.")
+    batch: float | None = Field(
+        None,
+        ge=0,
+        description="Seconds a live tick's first candles wait for company, then go out without the rest "
+        "(None: each tick goes out whole).",
+    )
     backoff: float = Field(1.0, gt=0, description="First retry delay in seconds (doubles, at most 60).")
     rate_limit: int | None = Field(None, ge=0, description="Milliseconds between requests (None: ccxt's).")
     timeout: float = Field(10.0, gt=0, description="Seconds before a request is abandoned.")
@@ -174,6 +195,7 @@ class CcxtCandles:
         rate_limit: int | None = None,
         timeout: float = 10.0,
         stream: str = "auto",
+        batch: float | None = None,
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -197,6 +219,10 @@ class CcxtCandles:
         self.market_type = market_type
         self.warmup = warmup
         self.delay, self.grace, self.backoff = delay, grace, backoff
+        self.batch = batch
+        #: With ``batch`` a live tick may come in several frames (disjoint symbols, one time): the
+        #: engine then checkpoints a tick once it is whole (see engine/runner.py).
+        self.partial_ticks = batch is not None
         self.rate_limit, self.timeout = rate_limit, timeout
         self.clock, self.sleep = clock, sleep
         self._tf = _timeframe_ms(exchange, timeframe)
@@ -222,6 +248,8 @@ class CcxtCandles:
         if self.rate_limit is not None:
             config["rateLimit"] = self.rate_limit
         ex = getattr(ccxt_pro if self.websocket else ccxt_async, self.exchange)(config)
+        # the exchange's weight per minute, spent in bursts (ccxt_budget.py), on our clock
+        ex.throttler = RateBudget.for_exchange(float(ex.rateLimit or 0), clock=self.clock, sleep=self.sleep)
         ex.options["defaultType"] = self.market_type
         loading = ex.options.get("fetchMarkets")
         if isinstance(loading, dict) and "types" in loading:
@@ -334,15 +362,32 @@ class CcxtCandles:
     # -- the stream --------------------------------------------------------------
 
     async def stream(self, since: datetime | None = None) -> AsyncGenerator[Frame, None]:
-        """Backfill (or resume after ``since``), then one frame per closed candle time, forever."""
+        """Backfill (or resume after ``since``), then one frame per closed candle time, forever
+        (with ``batch``, a live candle time may come in several frames of disjoint symbols)."""
         validator = RowValidator(self._rejected, source=self.kind)
         ex = self._exchange()
         tf = self._tf
+        batch = None if self.batch is None else self.batch * 1000
+        inflight: dict[asyncio.Task[tuple[list[tuple[int, Row]], int]], str] = {}
+        finished: list[asyncio.Task[tuple[list[tuple[int, Row]], int]]] = []
+        arrived = asyncio.Event()
+        slots = asyncio.Semaphore(IN_FLIGHT)
+
+        async def fetch(symbol: str, start: int, boundary: int) -> tuple[list[tuple[int, Row]], int]:
+            async with slots:
+                return await self._fetch(ex, symbol, start, boundary)
+
+        def landed(task: asyncio.Task[tuple[list[tuple[int, Row]], int]]) -> None:
+            finished.append(task)
+            arrived.set()
+
+        feed: KlineFeed | None = None
         try:
             await self._persist(ex, "load_markets", ex.load_markets)
             symbols = await self._resolve(ex)
             started = resolved_at = self._now_ms()
             boundary = started // tf * tf
+            live = boundary  # candles closing after this are live (``batch`` may split their ticks)
             if since is not None:
                 cursor = int(to_datetime64(since).astype(np.int64)) // 1_000_000
             else:
@@ -351,7 +396,7 @@ class CcxtCandles:
             retry_at: dict[str, float] = {}
             failures: Counter[str] = Counter()
             pending: dict[int, dict[str, Row]] = {}
-            feed: KlineFeed | None = None
+            waiting: int | None = None  # since when the oldest open tick's unsent candles wait (batch)
             if self.websocket:
                 feed = KlineFeed(
                     ex, symbols, self.timeframe, tf,
@@ -375,30 +420,41 @@ class CcxtCandles:
                 # REST asks for a candle once its close has passed (by ``delay`` when the websocket has it)
                 boundary = (now - int(self.delay * 1000 if feed is not None else 0)) // tf * tf
                 # (answered holds exactly the symbols followed; min() spares a Python loop per kline wake-up)
-                lagging = min(answered.values(), default=boundary) < boundary
-                due = [s for s in symbols if answered[s] < boundary and retry_at.get(s, 0.0) <= now] if lagging else []
-                results = (
-                    await asyncio.gather(
-                        *(self._fetch(ex, s, answered[s], boundary) for s in due), return_exceptions=True
-                    )
-                    if due
-                    else []
-                )
+                if min(answered.values(), default=boundary) < boundary:
+                    busy = set(inflight.values())
+                    for symbol in symbols:
+                        if answered[symbol] < boundary and retry_at.get(symbol, 0.0) <= now and symbol not in busy:
+                            task = asyncio.ensure_future(fetch(symbol, answered[symbol], boundary))
+                            task.add_done_callback(landed)
+                            inflight[task] = symbol
+                if inflight and batch is None:  # whole rounds: every request of the round answers first
+                    await asyncio.wait(inflight)
+                arrived.clear()
+                results, finished[:] = list(finished), []
                 pause = 0.0
-                for symbol, result in zip(due, results, strict=True):
-                    if isinstance(result, Exception):  # an exchange error or an answer ccxt could not parse
+                for task in results:
+                    symbol = inflight.pop(task)
+                    if symbol not in answered:  # no longer followed (a refresh of the top list)
+                        continue
+                    if task.cancelled():
+                        raise asyncio.CancelledError
+                    error = task.exception()
+                    if isinstance(error, Exception):  # an exchange error or an answer ccxt could not parse
                         failures[symbol] += 1
-                        pause = max(pause, self._failed(ex, f"fetch_ohlcv {symbol}", result))
+                        pause = max(pause, self._failed(ex, f"fetch_ohlcv {symbol}", error))
                         wait = min(self.backoff * 2 ** (failures[symbol] - 1), MAX_BACKOFF)
                         retry_at[symbol] = now + wait * 1000
                         continue
-                    if isinstance(result, BaseException):  # cancelled
-                        raise result
-                    rows, upto = result
+                    if error is not None:
+                        raise error
+                    fetched, upto = task.result()
                     failures.pop(symbol, None)
                     retry_at.pop(symbol, None)
-                    answered[symbol] = upto
-                    for close, row in rows:
+                    held = answered[symbol]  # the websocket may have delivered some meanwhile
+                    answered[symbol] = max(held, upto)
+                    for close, row in fetched:
+                        if close <= held:
+                            continue
                         if close <= cursor:
                             self._rejected["late"] += 1
                         else:
@@ -413,14 +469,29 @@ class CcxtCandles:
                 floor = min(answered.values(), default=now)  # every symbol has answered up to here
                 for close in sorted(pending):
                     deadline = max(close, started) + self.grace * 1000  # backfill waits from the start
-                    if not (floor >= close or now >= deadline):
-                        break
-                    cursor = close
-                    frame = validator.check(_frame(close, pending.pop(close)))
-                    if len(frame):
-                        yield frame
-                await self._wait(symbols, answered, retry_at, pending, boundary, started, feed)
+                    # (a request under way is waited for, as a whole round is without ``batch``)
+                    if floor >= close or (now >= deadline and not inflight):
+                        cursor, waiting = close, None
+                        rows = pending.pop(close)
+                        frame = validator.check(_frame(close, rows)) if rows else None
+                        if frame is not None and len(frame):
+                            yield frame
+                        continue
+                    if batch is not None and close > live and pending[close]:  # the open tick, in batches
+                        waiting = now if waiting is None else waiting
+                        if now >= waiting + batch:
+                            rows, pending[close], waiting = pending[close], {}, None
+                            frame = validator.check(_frame(close, rows))
+                            if len(frame):
+                                yield frame
+                    break
+                await self._wait(symbols, answered, retry_at, pending, boundary, started, feed, inflight, arrived,
+                                 waiting)  # fmt: skip
         finally:
+            for task in inflight:
+                task.cancel()
+            if inflight:
+                await asyncio.gather(*inflight, return_exceptions=True)
             if feed is not None:
                 await feed.close()
             validator.flush()
@@ -435,29 +506,42 @@ class CcxtCandles:
         boundary: int,
         started: int,
         feed: KlineFeed | None = None,
+        inflight: Mapping[asyncio.Task[Any], str] | None = None,
+        arrived: asyncio.Event | None = None,
+        waiting: int | None = None,
     ) -> None:
-        """Sleep until the next thing to do: a retry, a grace deadline, the next close (or a kline)."""
-        wake = boundary + self._tf + self.delay * 1000
-        behind = [retry_at.get(s, 0.0) for s in symbols if answered[s] < boundary]
-        if behind:
-            wake = min(wake, *behind)
-        if pending:
-            wake = min(wake, max(min(pending), started) + self.grace * 1000)
+        """Sleep until the next thing to do: a retry, a grace deadline, the next close, the end of a
+        batch's wait (or a kline). While requests are under way (``batch``), only an answer, a kline
+        or the end of a batch's wait: the rest is decided once they answer, as after a round."""
+        wake: float = float("inf")
+        if not inflight:
+            wake = boundary + self._tf + self.delay * 1000
+            behind = [retry_at.get(s, 0.0) for s in symbols if answered[s] < boundary]
+            if behind:
+                wake = min(wake, *behind)
+            if pending:
+                wake = min(wake, max(min(pending), started) + self.grace * 1000)
+        if waiting is not None and self.batch is not None:
+            wake = min(wake, waiting + self.batch * 1000)
         wait = (wake - self._now_ms()) / 1000
-        if feed is None or wait <= 0:
+        events = [feed.wake] if feed is not None else []
+        if inflight and arrived is not None:
+            events.append(arrived)
+        if not events or wait <= 0:
             await (self.sleep(wait) if wait > 0 else asyncio.sleep(0))
             return
-        if feed.wake.is_set():
+        if any(event.is_set() for event in events):
             await asyncio.sleep(0)
             return
-        sleeper = asyncio.ensure_future(self.sleep(wait))
-        woken = asyncio.ensure_future(feed.wake.wait())
+        woken = [asyncio.ensure_future(event.wait()) for event in events]
+        sleeper = asyncio.ensure_future(self.sleep(wait)) if wait != float("inf") else None
+        waits = {*woken, sleeper} if sleeper is not None else set(woken)
         try:
-            await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (sleeper, woken):
+            for task in waits:
                 task.cancel()
-            await asyncio.gather(sleeper, woken, return_exceptions=True)
+            await asyncio.gather(*waits, return_exceptions=True)
 
 
 def _frame(close_ms: int, rows: dict[str, Row]) -> Frame:

