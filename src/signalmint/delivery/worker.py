@@ -2,8 +2,8 @@
 
 Each round runs five steps, each with one owner:
 
-1. claim (:mod:`~signalmint.delivery.claim`): lease up to ``batch`` due rows (one
-   transaction), load what they need in one read, and group them into messages;
+1. claim (:mod:`~signalmint.delivery.claim`): lease up to ``batch`` due rows and load what
+   they need (one transaction), and group them into messages;
 2. decide (:mod:`~signalmint.delivery.decide`): check entitlement again (a plan that ended
    since the fan-out gets nothing), the daily budgets, and pay-per-alert credits;
 3. compose (:mod:`~signalmint.delivery.compose`): mask each signal for its subscriber's plan
@@ -38,10 +38,9 @@ from ..config import Settings
 from ..errors import DeliveryError
 from ..records import Delivery, Signal
 from ..store import Database
-from ..store.outbox import claim
 from .batch import Batch
 from .channels.base import ChannelContext
-from .claim import load_batch, messages
+from .claim import Plans, claim_batch, messages
 from .compose import Composer, draw_charts, unsubscribe_token
 from .decide import entitled, pay, release, take_budgets
 from .record import RETRY_SCHEDULE, Recorder, backoff, sent, skipped
@@ -78,16 +77,16 @@ class Worker:
         self.pepper = pepper
         self.composer = Composer(settings.base_url, pepper)
         self.sender = Sender(context, channel_factory)
+        self.plans = Plans()  # the plan versions read so far (immutable once stored)
         self.sent = 0
         self.failed = 0
 
     async def run_once(self) -> int:
         """Claim, send and record one batch; the number of deliveries handled."""
         now = self.clock()
-        claimed = await self.db.write(claim, self.owner, now, lease=self.lease, limit=self.batch)
-        if not claimed:
+        claimed, batch = await self.db.write(claim_batch, self.owner, now, self.lease, self.batch, self.plans)
+        if batch is None:
             return 0
-        batch = await self.db.read(load_batch, claimed, now)
         if batch.series:
             await asyncio.to_thread(draw_charts, batch)
         recorder = Recorder()
@@ -104,8 +103,8 @@ class Worker:
         return len(claimed)
 
     async def run(self, stop: asyncio.Event, *, idle: float = 0.5, wake: asyncio.Event | None = None) -> None:
-        """Rounds until ``stop``; after a round that found nothing, wait ``idle`` seconds, or
-        until ``wake`` is set (new rows are due: :mod:`~signalmint.delivery.wake`)."""
+        """Rounds until ``stop``; after a round that found less than a full batch, wait ``idle``
+        seconds, or until ``wake`` is set (new rows are due: :mod:`~signalmint.delivery.wake`)."""
         wake = wake or asyncio.Event()
         stopping = asyncio.ensure_future(stop.wait())
         try:
@@ -116,7 +115,9 @@ class Worker:
                 except Exception:
                     log.exception("delivery round failed; trying again")
                     handled = 0
-                if handled == 0 and not wake.is_set():
+                # a round that took less than a full batch left nothing due behind it: wait for the
+                # next wake-up (rows committed meanwhile set it) or the poll, not an empty claim
+                if handled < self.batch and not wake.is_set():
                     woken = asyncio.ensure_future(wake.wait())
                     try:
                         await asyncio.wait({stopping, woken}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
