@@ -5,7 +5,8 @@ The lease and the load are one transaction (:func:`claim_batch`, on the writer):
 then a handful of queries for the whole batch (not a few per subscriber), so the sends that
 follow run outside any transaction. Round trips are what a round's latency is made of on a
 busy machine, so the load reads what it can together: each signal with its automation (its
-title, its chart window), each subscriber with their open subscription. Plan versions never
+title, its chart window), each subscriber with their open subscription and own daily
+budgets; watchlists only of subscribers whose plan counts one. Plan versions never
 change once stored (new terms make a new version), so a worker keeps the ones it has read
 (:class:`Plans`) and reads them again only when a subscription names one it has not seen.
 """
@@ -17,7 +18,7 @@ from datetime import datetime, timedelta
 
 from ..records import Delivery, Plan
 from ..store import Connection
-from ..store.accounts import own_daily_budgets, subscribers_with_subscriptions, watchlists_of
+from ..store.accounts import subscribers_with_subscriptions, watchlists_of
 from ..store.outbox import claim, list_endpoints, sent_since_by_channel, sent_since_many
 from ..store.plans import load_plans
 from ..store.series import signal_series
@@ -56,29 +57,25 @@ def load_batch(conn: Connection, claimed: Sequence[Delivery], now: datetime, pla
     found, automations = signals_with_automations(conn, (d.signal_id for d in claimed))
     endpoints = {e.id: e for e in list_endpoints(conn, ids=sorted({d.endpoint_id for d in claimed}))}
     subscriber_ids = sorted({d.subscriber_id for d in claimed})
-    people, holdings = subscribers_with_subscriptions(conn, subscriber_ids)
+    people, holdings, own = subscribers_with_subscriptions(conn, subscriber_ids)
     stored = (plans or Plans()).get(conn, {(sub.plan_id, sub.plan_version) for sub in holdings.values()})
+    held = {sid: plan for sid, sub in holdings.items() if (plan := stored.get((sub.plan_id, sub.plan_version)))}
     day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    budgeted = [
-        sid for sid, sub in holdings.items()
-        if (plan := stored.get((sub.plan_id, sub.plan_version))) is not None and plan.alerts_per_day is not None
-    ]  # fmt: skip
+    budgeted = [sid for sid, plan in held.items() if plan.alerts_per_day is not None]
+    watching = [sid for sid, plan in held.items() if plan.watchlist is not None]  # nobody else's matters
     views = views_of(
         subscriber_ids,
         people,
         holdings,
         stored,
-        watchlists_of(conn, subscriber_ids),
+        watchlists_of(conn, watching) if watching else {},
         sent_since_many(conn, budgeted, day) if budgeted else {},
         # a plan's "*" spelled out with the batch's automations: the only grants a round asks about
         sorted(automations),
         now,
     )
     batch = Batch(found, endpoints, views, {a.name: a.title for a in automations.values()}, now)
-    own = own_daily_budgets(
-        conn, subscriber_ids
-    )  # the subscriber's own daily budget per channel (on top of the plan's)
-    if own:
+    if own:  # the subscriber's own daily budget per channel (on top of the plan's)
         sent = sent_since_by_channel(conn, sorted({sid for sid, _ in own}), day)
         batch.own_budgets = {key: Allowance(limit - sent.get(key, 0)) for key, limit in own.items()}
     sizes: dict[str, int] = {}

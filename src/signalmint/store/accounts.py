@@ -386,27 +386,34 @@ _SUBSCRIPTION = [c.label(f"sub_{c.name}") for c in subscriptions.c]
 
 def subscribers_with_subscriptions(
     conn: Connection, subscriber_ids: Iterable[int]
-) -> tuple[dict[int, Subscriber], dict[int, Subscription]]:
-    """:func:`subscribers_by_id` and :func:`open_subscriptions_of` in one query."""
+) -> tuple[dict[int, Subscriber], dict[int, Subscription], dict[tuple[int, str], int]]:
+    """:func:`subscribers_by_id`, :func:`open_subscriptions_of` and :func:`own_daily_budgets` in
+    one query (a delivery round's subscribers)."""
     wanted = list(subscriber_ids)
     if not wanted:
-        return {}, {}
-    s = subscriptions.c
+        return {}, {}, {}
+    s, p = subscriptions.c, preferences.c
     query = (
-        select(subscribers, *_SUBSCRIPTION)
+        select(subscribers, *_SUBSCRIPTION, p.channel.label("budget_channel"), p.daily_budget)
         .select_from(
-            subscribers.outerjoin(subscriptions, and_(s.subscriber_id == subscribers.c.id, s.ended_at.is_(None)))
+            subscribers.outerjoin(
+                subscriptions, and_(s.subscriber_id == subscribers.c.id, s.ended_at.is_(None))
+            ).outerjoin(preferences, and_(p.subscriber_id == subscribers.c.id, p.daily_budget.is_not(None)))
         )
         .where(among(conn, subscribers.c.id, wanted))
         .order_by(s.id)
     )
     people: dict[int, Subscriber] = {}
     holdings: dict[int, Subscription] = {}
-    for r in conn.execute(query):
-        people[r.id] = _subscriber(r)
-        if r.sub_id is not None:  # later ids win: the newest, as open_subscriptions_of
-            holdings[r.id] = _subscription(r, "sub_")
-    return people, holdings
+    budgets: dict[tuple[int, str], int] = {}
+    for r in conn.execute(query).all():
+        if r.id not in people:
+            people[r.id] = _subscriber(r)
+        if r.sub_id is not None and (r.id not in holdings or holdings[r.id].id != r.sub_id):
+            holdings[r.id] = _subscription(r, "sub_")  # later ids win: the newest, as open_subscriptions_of
+        if r.daily_budget is not None:
+            budgets[(r.id, r.budget_channel)] = int(r.daily_budget)
+    return people, holdings, budgets
 
 
 def watchlists_of(conn: Connection, subscriber_ids: Iterable[int]) -> dict[int, frozenset[str]]:
