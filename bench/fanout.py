@@ -31,6 +31,12 @@ schema and N real ``signalmint run --role worker`` processes, deliveries/s for `
 
     uv run python bench/fanout.py --pg [--pg-url URL] [--workers 1,2,4] [--poll-ms 50] [--endpoints 10000]
 
+For an A/B at the same offered load (the machine's load shifts between runs), fix the rate and
+alternate this tree's workers with another checkout's, run by run:
+
+    git archive main | tar -x -C /tmp/base
+    uv run python bench/fanout.py --pg --workers 4 --latency-only --offered 500 --baseline-src /tmp/base
+
 Last line: RESULT workers=1,2,4 deliveries_per_s=...,...,... p99_ms_at_half=... (and more)
 """
 
@@ -435,6 +441,27 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4", help="--pg: worker process counts to compare (default 1,2,4)")
     parser.add_argument(
         "--poll-ms", type=float, default=None, help="--pg: the workers' delivery.poll in ms (default: the product's)"
+    )
+    parser.add_argument(
+        "--offered",
+        type=float,
+        default=None,
+        help="--pg: the latency phase's offered load in deliveries/s (default: half the measured saturation); "
+        "fix it to compare code at the same load",
+    )
+    parser.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="--pg: skip the throughput phase (needs --offered); latency with the largest --workers count",
+    )
+    parser.add_argument(
+        "--baseline-src",
+        default=None,
+        help="--pg: a checkout of other code (e.g. `git archive main | tar -x -C DIR`): its workers "
+        "(PYTHONPATH=DIR/src) run the latency phase too, alternated run by run with this tree's, same offered load",
+    )
+    parser.add_argument(
+        "--warmup-seconds", type=float, default=2, help="--pg: offered load before each latency run, not measured"
     )
     add_common(parser, runs=3)
     args = parser.parse_args()

@@ -243,3 +243,43 @@ def test_a_channel_switched_off_gets_no_rows(outbox: Outbox) -> None:
     outbox.fanout.invalidate()
     outbox.commit(spike("AAPL", 1, outbox.now))
     assert outbox.db.read_sync(list_deliveries) == []
+
+
+def test_run_stores_a_round_with_the_next_claim_and_the_last_before_it_returns(outbox: Outbox) -> None:
+    """Full batches follow each other at once: each round's outcomes commit with the next claim
+    (one transaction), and the last round's before ``run`` returns; every row once, none lost."""
+    for name in ("ann", "bob", "cy", "dee", "eve"):
+        outbox.subscriber(name, "premium")
+    outbox.commit(spike("AAPL", 1, outbox.now))
+    rows = outbox.db.read_sync(list_deliveries)
+    assert len(rows) == 5
+
+    async def run() -> list[str]:
+        context = channel_context(outbox.settings)
+        worker = Worker(outbox.settings, outbox.db, context, PEPPER, batch=2)
+        transactions: list[str] = []
+        write = outbox.db.write
+
+        async def spy(fn: Any, *args: Any, **kwargs: Any) -> Any:
+            transactions.append(fn.__name__)
+            return await write(fn, *args, **kwargs)
+
+        stop = asyncio.Event()
+        outbox.db.write = spy  # type: ignore[method-assign]
+        try:
+            task = asyncio.create_task(worker.run(stop, idle=30))
+            while sum(1 for t in transactions if t in ("write", "_store_and_claim")) < 3:
+                await asyncio.sleep(0.01)  # rounds of 2, 2 and 1: the last one found less than a batch
+            stop.set()
+            await asyncio.wait_for(task, 10)
+        finally:
+            outbox.db.write = write  # type: ignore[method-assign]
+            await context.http.close()
+        return transactions
+
+    transactions = asyncio.run(run())
+    # claim; claim with round 1's outcomes; claim with round 2's; round 3's alone (a partial batch)
+    assert transactions == ["claim_batch", "_store_and_claim", "_store_and_claim", "write"]
+    received = outbox.sink.wait_for(5)
+    assert sorted(r.headers["webhook-id"] for r in received) == sorted(d.idempotency_id for d in rows)
+    assert outbox.db.read_sync(counts_by_status) == {"sent": 5}

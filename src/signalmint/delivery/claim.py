@@ -1,57 +1,81 @@
 """Claiming: lease due outbox rows, load everything they need, and group them into messages.
 
-The lease is one transaction (:func:`~signalmint.store.outbox.claim`); loading is one read
-of a handful of queries for the whole batch (not a few per subscriber), so the sends that
-follow run outside any transaction.
+The lease and the load are one transaction (:func:`claim_batch`, on the writer): the lease
+(:func:`~signalmint.store.outbox.claim`, one statement on PostgreSQL when no group is due),
+then a handful of queries for the whole batch (not a few per subscriber), so the sends that
+follow run outside any transaction. Round trips are what a round's latency is made of on a
+busy machine, so the load reads what it can together: each signal with its automation (its
+title, its chart window), each subscriber with their open subscription and own daily
+budgets; watchlists only of subscribers whose plan counts one. Plan versions never
+change once stored (new terms make a new version), so a worker keeps the ones it has read
+(:class:`Plans`) and reads them again only when a subscription names one it has not seen.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
 
-from ..records import Delivery
-from ..store import Connection, list_automations
-from ..store.accounts import open_subscriptions_of, own_daily_budgets, subscribers_by_id, watchlists_of
-from ..store.outbox import list_endpoints, sent_since_by_channel, sent_since_many
+from ..records import Delivery, Plan
+from ..store import Connection
+from ..store.accounts import subscribers_with_subscriptions, watchlists_of
+from ..store.outbox import claim, list_endpoints, sent_since_by_channel, sent_since_many
 from ..store.plans import load_plans
 from ..store.series import signal_series
-from ..store.signals import signals_by_id
+from ..store.signals import signals_with_automations
 from .batch import Allowance, Batch
 from .decide import views_of
 from .send import renders_chart
 
-__all__ = ["load_batch", "messages"]
+__all__ = ["Plans", "claim_batch", "load_batch", "messages"]
 
 
-def load_batch(conn: Connection, claimed: Sequence[Delivery], now: datetime) -> Batch:
+class Plans:
+    """The stored plan versions a worker has read, by (id, version): immutable once stored."""
+
+    def __init__(self) -> None:
+        self.known: dict[tuple[str, int], Plan] = {}
+        self.loads = 0  # how often they were read (a version not seen before)
+
+    def get(self, conn: Connection, wanted: Collection[tuple[str, int]]) -> dict[tuple[str, int], Plan]:
+        if any(key not in self.known for key in wanted):
+            self.known = load_plans(conn)
+            self.loads += 1
+        return self.known
+
+
+def claim_batch(
+    conn: Connection, owner: str, now: datetime, lease: timedelta, limit: int, plans: Plans | None = None
+) -> tuple[list[Delivery], Batch | None]:
+    """Lease up to about ``limit`` due rows to ``owner`` and load what they need (one transaction)."""
+    claimed = claim(conn, owner, now, lease=lease, limit=limit)
+    return claimed, load_batch(conn, claimed, now, plans) if claimed else None
+
+
+def load_batch(conn: Connection, claimed: Sequence[Delivery], now: datetime, plans: Plans | None = None) -> Batch:
     """The signals, endpoints, subscribers' views and budgets, and chart data of ``claimed``."""
-    found = signals_by_id(conn, (d.signal_id for d in claimed))
+    found, automations = signals_with_automations(conn, (d.signal_id for d in claimed))
     endpoints = {e.id: e for e in list_endpoints(conn, ids=sorted({d.endpoint_id for d in claimed}))}
-    automations = list_automations(conn, enabled_only=False)
-    plans = load_plans(conn)
     subscriber_ids = sorted({d.subscriber_id for d in claimed})
-    holdings = open_subscriptions_of(conn, subscriber_ids)
+    people, holdings, own = subscribers_with_subscriptions(conn, subscriber_ids)
+    stored = (plans or Plans()).get(conn, {(sub.plan_id, sub.plan_version) for sub in holdings.values()})
+    held = {sid: plan for sid, sub in holdings.items() if (plan := stored.get((sub.plan_id, sub.plan_version)))}
     day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    budgeted = [
-        sid for sid, sub in holdings.items()
-        if (plan := plans.get((sub.plan_id, sub.plan_version))) is not None and plan.alerts_per_day is not None
-    ]  # fmt: skip
+    budgeted = [sid for sid, plan in held.items() if plan.alerts_per_day is not None]
+    watching = [sid for sid, plan in held.items() if plan.watchlist is not None]  # nobody else's matters
     views = views_of(
         subscriber_ids,
-        subscribers_by_id(conn, subscriber_ids),
+        people,
         holdings,
-        plans,
-        watchlists_of(conn, subscriber_ids),
+        stored,
+        watchlists_of(conn, watching) if watching else {},
         sent_since_many(conn, budgeted, day) if budgeted else {},
-        [a.name for a in automations],
+        # a plan's "*" spelled out with the batch's automations: the only grants a round asks about
+        sorted(automations),
         now,
     )
-    batch = Batch(found, endpoints, views, {a.name: a.title for a in automations}, now)
-    own = own_daily_budgets(
-        conn, subscriber_ids
-    )  # the subscriber's own daily budget per channel (on top of the plan's)
-    if own:
+    batch = Batch(found, endpoints, views, {a.name: a.title for a in automations.values()}, now)
+    if own:  # the subscriber's own daily budget per channel (on top of the plan's)
         sent = sent_since_by_channel(conn, sorted({sid for sid, _ in own}), day)
         batch.own_budgets = {key: Allowance(limit - sent.get(key, 0)) for key, limit in own.items()}
     sizes: dict[str, int] = {}
@@ -65,7 +89,7 @@ def load_batch(conn: Connection, claimed: Sequence[Delivery], now: datetime) -> 
         and renders_chart(endpoint.channel)
         and sizes.get(d.group_key or "", 1) == 1
     }
-    windows = {a.name: int(a.detector_options.get("window", 30)) for a in automations}
+    windows = {a.name: int(a.detector_options.get("window", 30)) for a in automations.values()}
     for signal_id in sorted(readers):
         signal = found.get(signal_id)
         if signal is not None:

@@ -1,6 +1,8 @@
 """Recording: what became of each claimed row, retries on the Standard Webhooks schedule.
 
-Every outcome of a round is stored in one transaction (:func:`~signalmint.store.outbox.record`);
+Every outcome of a round is stored in one transaction (:func:`~signalmint.store.outbox.record`),
+with the endpoint changes; a worker going on to its next claim at once stores them in that claim's
+transaction (one commit less a round);
 a row whose lease moved to another worker is left alone. A failed row is tried again after
 :func:`backoff` (with jitter, honouring a receiver's Retry-After up to a day), and after the
 last attempt it is a dead letter with its reason. An endpoint that a channel found gone is
@@ -16,7 +18,7 @@ from typing import Any
 
 from ..errors import DeliveryError
 from ..records import Delivery, DeliveryOutcome
-from ..store import Database
+from ..store import Connection, Database
 from ..store.outbox import record, set_endpoint_status
 from .channels.base import Receipt
 
@@ -91,6 +93,7 @@ class Recorder:
     def __init__(self) -> None:
         self.outcomes: list[DeliveryOutcome] = []
         self.endpoint_changes: dict[int, tuple[str, str]] = {}  # endpoint id -> (status, reason)
+        self.stored = False  # committed (set by whoever awaited the transaction)
 
     def add(self, outcomes: Iterable[DeliveryOutcome]) -> None:
         self.outcomes.extend(outcomes)
@@ -103,9 +106,16 @@ class Recorder:
             self.endpoint_changes[endpoint_id] = ("paused", str(exc))
         self.outcomes.extend(failure(d, exc, now) for d in rows)
 
-    async def store(self, db: Database, owner: str, now: datetime) -> list[int]:
-        """Store the outcomes (one transaction) and endpoint changes; the endpoints that changed."""
-        await db.write(record, self.outcomes, now, owner)
+    def write(self, conn: Connection, owner: str, now: datetime) -> list[int]:
+        """Store the outcomes and endpoint changes (in the caller's transaction); the endpoints that
+        changed. Only rows still leased to ``owner`` move."""
+        record(conn, self.outcomes, now, owner)
         for endpoint_id, (status, reason) in self.endpoint_changes.items():
-            await db.write(set_endpoint_status, endpoint_id, status, reason, now)
+            set_endpoint_status(conn, endpoint_id, status, reason, now)
         return list(self.endpoint_changes)
+
+    async def store(self, db: Database, owner: str, now: datetime) -> list[int]:
+        """:meth:`write` in a transaction of its own."""
+        changed = await db.write(self.write, owner, now)
+        self.stored = True
+        return changed

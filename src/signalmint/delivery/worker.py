@@ -2,15 +2,16 @@
 
 Each round runs five steps, each with one owner:
 
-1. claim (:mod:`~signalmint.delivery.claim`): lease up to ``batch`` due rows (one
-   transaction), load what they need in one read, and group them into messages;
+1. claim (:mod:`~signalmint.delivery.claim`): lease up to ``batch`` due rows and load what
+   they need (one transaction), and group them into messages;
 2. decide (:mod:`~signalmint.delivery.decide`): check entitlement again (a plan that ended
    since the fan-out gets nothing), the daily budgets, and pay-per-alert credits;
 3. compose (:mod:`~signalmint.delivery.compose`): mask each signal for its subscriber's plan
    and build one message per (signal, view), or one per group;
 4. send (:mod:`~signalmint.delivery.send`): through the endpoint's channel, all messages
    concurrently, outside any transaction;
-5. record (:mod:`~signalmint.delivery.record`): every outcome in one transaction. Retries
+5. record (:mod:`~signalmint.delivery.record`): every outcome in one transaction (the next
+   round's claim, when that follows at once). Retries
    follow the Standard Webhooks schedule with jitter; after the last attempt a delivery is
    a dead letter with its reason.
 
@@ -37,11 +38,10 @@ from datetime import UTC, datetime, timedelta
 from ..config import Settings
 from ..errors import DeliveryError
 from ..records import Delivery, Signal
-from ..store import Database
-from ..store.outbox import claim
+from ..store import Connection, Database
 from .batch import Batch
 from .channels.base import ChannelContext
-from .claim import load_batch, messages
+from .claim import Plans, claim_batch, messages
 from .compose import Composer, draw_charts, unsubscribe_token
 from .decide import entitled, pay, release, take_budgets
 from .record import RETRY_SCHEDULE, Recorder, backoff, sent, skipped
@@ -78,16 +78,28 @@ class Worker:
         self.pepper = pepper
         self.composer = Composer(settings.base_url, pepper)
         self.sender = Sender(context, channel_factory)
+        self.plans = Plans()  # the plan versions read so far (immutable once stored)
         self.sent = 0
         self.failed = 0
 
     async def run_once(self) -> int:
         """Claim, send and record one batch; the number of deliveries handled."""
+        handled, recorder = await self._round(None)
+        await self._store(recorder)
+        return handled
+
+    async def _round(self, previous: Recorder | None) -> tuple[int, Recorder | None]:
+        """Claim (storing ``previous``, the last round's outcomes, in the same transaction) and send
+        one batch; the number of deliveries handled and their outcomes, not stored yet."""
         now = self.clock()
-        claimed = await self.db.write(claim, self.owner, now, lease=self.lease, limit=self.batch)
-        if not claimed:
-            return 0
-        batch = await self.db.read(load_batch, claimed, now)
+        if previous is None:
+            claimed, batch = await self.db.write(claim_batch, self.owner, now, self.lease, self.batch, self.plans)
+        else:
+            claimed, batch = await self.db.write(self._store_and_claim, previous, now)
+            previous.stored = True
+            self._forget(previous)
+        if batch is None:
+            return 0, None
         if batch.series:
             await asyncio.to_thread(draw_charts, batch)
         recorder = Recorder()
@@ -99,24 +111,47 @@ class Worker:
                 await self._deliver(rows, batch, recorder)
 
         await asyncio.gather(*(lane() for _ in range(min(self.concurrency, len(grouped)))))
-        for endpoint_id in await recorder.store(self.db, self.owner, self.clock()):
+        return len(claimed), recorder
+
+    def _store_and_claim(
+        self, conn: Connection, previous: Recorder, now: datetime
+    ) -> tuple[list[Delivery], Batch | None]:
+        previous.write(conn, self.owner, self.clock())
+        return claim_batch(conn, self.owner, now, self.lease, self.batch, self.plans)
+
+    async def _store(self, recorder: Recorder | None) -> None:
+        if recorder is not None and not recorder.stored:
+            await recorder.store(self.db, self.owner, self.clock())
+            self._forget(recorder)
+
+    def _forget(self, recorder: Recorder) -> None:
+        for endpoint_id in recorder.endpoint_changes:  # their channels are built afresh
             self.sender.forget(endpoint_id)
-        return len(claimed)
 
     async def run(self, stop: asyncio.Event, *, idle: float = 0.5, wake: asyncio.Event | None = None) -> None:
-        """Rounds until ``stop``; after a round that found nothing, wait ``idle`` seconds, or
-        until ``wake`` is set (new rows are due: :mod:`~signalmint.delivery.wake`)."""
+        """Rounds until ``stop``; after a round that found less than a full batch, wait ``idle``
+        seconds, or until ``wake`` is set (new rows are due: :mod:`~signalmint.delivery.wake`).
+
+        A round followed at once by another (a full batch, or woken meanwhile) has its outcomes
+        stored in the next claim's transaction; any other round stores them before waiting."""
         wake = wake or asyncio.Event()
         stopping = asyncio.ensure_future(stop.wait())
+        pending: Recorder | None = None  # the last round's outcomes, stored with the next claim
         try:
             while not stop.is_set():
                 wake.clear()  # before the claim: a wake-up that lands during the round is kept
                 try:
-                    handled = await self.run_once()
+                    handled, pending = await self._round(pending)
                 except Exception:
                     log.exception("delivery round failed; trying again")
                     handled = 0
-                if handled == 0 and not wake.is_set():
+                    await self._settle(pending)  # unless it was stored with the claim
+                    pending = None
+                # a round that took less than a full batch left nothing due behind it: wait for the
+                # next wake-up (rows committed meanwhile set it) or the poll, not an empty claim
+                if handled < self.batch and not wake.is_set():
+                    await self._settle(pending)
+                    pending = None
                     woken = asyncio.ensure_future(wake.wait())
                     try:
                         await asyncio.wait({stopping, woken}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
@@ -124,6 +159,14 @@ class Worker:
                         woken.cancel()
         finally:
             stopping.cancel()
+            await self._settle(pending)
+
+    async def _settle(self, recorder: Recorder | None) -> None:
+        """Store outcomes not stored yet; a failure is logged (the leases expire, the rows go again)."""
+        try:
+            await self._store(recorder)
+        except Exception:
+            log.exception("storing a delivery round's outcomes failed; its rows are sent again when the lease ends")
 
     async def _deliver(self, rows: list[Delivery], batch: Batch, recorder: Recorder) -> None:
         """Send one message (one row, or every row of a group); an outcome for each row."""

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, or_, select, update
 
 from ..errors import AccessError, LimitError
 from ..records import Plan, Preferences, Subscriber, Subscription
+from .sql import among
 from .tables import plans, preferences, subscribers, subscription_history, subscriptions, watchlist
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "set_watchlist",
     "start_subscription",
     "subscriber_by_email",
+    "subscribers_with_subscriptions",
     "watchlist_cap",
 ]
 
@@ -68,20 +70,22 @@ def _subscriber(row: Any) -> Subscriber:
     )
 
 
-def _subscription(row: Any) -> Subscription:
+def _subscription(row: Any, prefix: str = "") -> Subscription:
+    """The subscription in ``row``, whose columns are named ``prefix`` + the column's name."""
+    m = row._mapping
     return Subscription(
-        id=row.id,
-        subscriber_id=row.subscriber_id,
-        plan_id=row.plan_id,
-        plan_version=row.plan_version,
-        state=row.state,
-        started_at=row.started_at,
-        trial_end=row.trial_end,
-        period_end=row.period_end,
-        past_due_since=row.past_due_since,
-        ended_at=row.ended_at,
-        provider=row.provider,
-        provider_ref=row.provider_ref,
+        id=m[prefix + "id"],
+        subscriber_id=m[prefix + "subscriber_id"],
+        plan_id=m[prefix + "plan_id"],
+        plan_version=m[prefix + "plan_version"],
+        state=m[prefix + "state"],
+        started_at=m[prefix + "started_at"],
+        trial_end=m[prefix + "trial_end"],
+        period_end=m[prefix + "period_end"],
+        past_due_since=m[prefix + "past_due_since"],
+        ended_at=m[prefix + "ended_at"],
+        provider=m[prefix + "provider"],
+        provider_ref=m[prefix + "provider_ref"],
     )
 
 
@@ -376,12 +380,48 @@ def open_subscriptions_of(conn: Connection, subscriber_ids: Iterable[int]) -> di
     return {r.subscriber_id: _subscription(r) for r in rows}  # later ids win: the newest
 
 
+#: A subscription's columns beside its subscriber's (:func:`subscribers_with_subscriptions`), prefixed.
+_SUBSCRIPTION = [c.label(f"sub_{c.name}") for c in subscriptions.c]
+
+
+def subscribers_with_subscriptions(
+    conn: Connection, subscriber_ids: Iterable[int]
+) -> tuple[dict[int, Subscriber], dict[int, Subscription], dict[tuple[int, str], int]]:
+    """:func:`subscribers_by_id`, :func:`open_subscriptions_of` and :func:`own_daily_budgets` in
+    one query (a delivery round's subscribers)."""
+    wanted = list(subscriber_ids)
+    if not wanted:
+        return {}, {}, {}
+    s, p = subscriptions.c, preferences.c
+    query = (
+        select(subscribers, *_SUBSCRIPTION, p.channel.label("budget_channel"), p.daily_budget)
+        .select_from(
+            subscribers.outerjoin(
+                subscriptions, and_(s.subscriber_id == subscribers.c.id, s.ended_at.is_(None))
+            ).outerjoin(preferences, and_(p.subscriber_id == subscribers.c.id, p.daily_budget.is_not(None)))
+        )
+        .where(among(conn, subscribers.c.id, wanted))
+        .order_by(s.id)
+    )
+    people: dict[int, Subscriber] = {}
+    holdings: dict[int, Subscription] = {}
+    budgets: dict[tuple[int, str], int] = {}
+    for r in conn.execute(query).all():
+        if r.id not in people:
+            people[r.id] = _subscriber(r)
+        if r.sub_id is not None and (r.id not in holdings or holdings[r.id].id != r.sub_id):
+            holdings[r.id] = _subscription(r, "sub_")  # later ids win: the newest, as open_subscriptions_of
+        if r.daily_budget is not None:
+            budgets[(r.id, r.budget_channel)] = int(r.daily_budget)
+    return people, holdings, budgets
+
+
 def watchlists_of(conn: Connection, subscriber_ids: Iterable[int]) -> dict[int, frozenset[str]]:
     wanted = list(subscriber_ids)
     out: dict[int, set[str]] = {}
     if wanted:
         rows = conn.execute(
-            select(watchlist.c.subscriber_id, watchlist.c.key).where(watchlist.c.subscriber_id.in_(wanted))
+            select(watchlist.c.subscriber_id, watchlist.c.key).where(among(conn, watchlist.c.subscriber_id, wanted))
         )
         for subscriber_id, key in rows:
             out.setdefault(subscriber_id, set()).add(key)
@@ -407,7 +447,7 @@ def own_daily_budgets(conn: Connection, subscriber_ids: Iterable[int]) -> dict[t
     if not wanted:
         return {}
     query = select(preferences.c.subscriber_id, preferences.c.channel, preferences.c.daily_budget).where(
-        preferences.c.subscriber_id.in_(wanted), preferences.c.daily_budget.is_not(None)
+        among(conn, preferences.c.subscriber_id, wanted), preferences.c.daily_budget.is_not(None)
     )
     return {(r.subscriber_id, r.channel): int(r.daily_budget) for r in conn.execute(query)}
 

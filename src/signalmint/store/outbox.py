@@ -17,16 +17,18 @@ workers from taking parts of one group at the same time: only the holder locks i
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, func, literal_column, or_, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, func, literal_column, or_, select, text, update
 
 from ..errors import LimitError
 from ..records import Delivery, DeliveryOutcome, Endpoint, OutboxRow
 from .accounts import lock_subscriber
 from .notify import notify_outbox
+from .sql import among
 from .tables import deliveries, endpoints
 
 __all__ = [
@@ -133,7 +135,7 @@ def list_endpoints(
 ) -> list[Endpoint]:
     query = select(endpoints).order_by(endpoints.c.id)
     if ids is not None:
-        query = query.where(endpoints.c.id.in_(list(ids)))
+        query = query.where(among(conn, endpoints.c.id, ids))
     if subscriber_id is not None:
         query = query.where(endpoints.c.subscriber_id == subscriber_id)
     if active_only:
@@ -193,12 +195,14 @@ def claim(conn: Connection, owner: str, now: datetime, *, lease: timedelta, limi
     """Lease due deliveries (pending and due, or whose lease expired) to ``owner``.
 
     About ``limit`` rows, earliest first: single rows, and whole groups (a group is never
-    split, so one may carry the batch past ``limit``).
+    split, so one may carry the batch past ``limit``). On PostgreSQL, with no group due (the
+    usual case), the rows are picked, locked, leased and returned by one statement.
     """
     c = deliveries.c
     postgres = conn.dialect.name == "postgresql"
     expired = and_(c.status == "sending", c.lease_until < now)
     due = or_(and_(c.status == "pending", c.next_attempt_at <= now), expired)
+    leased = {"status": "sending", "lease_until": now + lease, "lease_owner": owner, "attempts": c.attempts + 1}
     ids: set[int] = set()
     wanted: list[str] = []
     if not postgres:  # one writer at a time: the earliest due rows, and the groups among them
@@ -207,13 +211,17 @@ def claim(conn: Connection, owner: str, now: datetime, *, lease: timedelta, limi
         keys = select(c.group_key).distinct().where(c.id.in_(ids), c.group_key.is_not(None))
         wanted = list(conn.execute(keys).scalars()) if ids else []
     else:  # single rows other workers hold are skipped; groups are taken whole, earliest first
-        pick = select(c.id, c.next_attempt_at).where(due, c.group_key.is_(None))
-        pick = pick.order_by(c.next_attempt_at, c.id).limit(limit).with_for_update(skip_locked=True)
-        singles = [(r.next_attempt_at, 1, r.id) for r in conn.execute(pick)]
         first = func.min(c.next_attempt_at)
         candidates = select(c.group_key, first, func.count()).where(due, c.group_key.is_not(None))
         candidates = candidates.group_by(c.group_key).order_by(first).limit(min(limit, MAX_GROUPS))
         groups = [(at, count, key) for key, at, count in conn.execute(candidates)]
+        pick = select(c.id, c.next_attempt_at).where(due, c.group_key.is_(None))
+        pick = pick.order_by(c.next_attempt_at, c.id).limit(limit).with_for_update(skip_locked=True)
+        if not groups:  # singles only: lock, lease and read them in one round trip
+            picked = pick.cte("picked").prefix_with("MATERIALIZED")  # locked once, exactly these rows
+            statement = update(deliveries).where(c.id.in_(select(picked.c.id))).values(**leased)
+            return sorted((_delivery(r) for r in conn.execute(statement.returning(*deliveries.c))), key=_by_id)
+        singles = [(r.next_attempt_at, 1, r.id) for r in conn.execute(pick)]
         taken = 0
         for _at, count, item in sorted([*singles, *groups], key=lambda x: (x[0], str(x[2]))):
             if taken >= limit:
@@ -231,13 +239,12 @@ def claim(conn: Connection, owner: str, now: datetime, *, lease: timedelta, limi
         ids.update(conn.execute(rest.with_for_update() if postgres else rest).scalars())
     if not ids:
         return []
-    conn.execute(
-        update(deliveries)
-        .where(c.id.in_(sorted(ids)))
-        .values(status="sending", lease_until=now + lease, lease_owner=owner, attempts=c.attempts + 1)
-    )
-    rows = conn.execute(select(deliveries).where(c.id.in_(sorted(ids))).order_by(c.id))
-    return [_delivery(r) for r in rows]
+    statement = update(deliveries).where(among(conn, c.id, sorted(ids))).values(**leased).returning(*deliveries.c)
+    return sorted((_delivery(r) for r in conn.execute(statement)), key=_by_id)
+
+
+def _by_id(delivery: Delivery) -> int:
+    return delivery.id
 
 
 def record(conn: Connection, outcomes: Sequence[DeliveryOutcome], now: datetime, owner: str) -> int:
@@ -253,6 +260,8 @@ def record_leased(
 ) -> int:
     """:func:`record` for any outbox table with the same lease and outcome columns (the report
     outbox, store/report_outbox.py, too)."""
+    if conn.dialect.name == "postgresql":
+        return _record_arrays(conn, table, outcomes, now, owner)
     c = table.c
     mine = and_(c.id == bindparam("_id"), c.lease_owner == owner, c.status == "sending")
     done = 0
@@ -274,6 +283,46 @@ def record_leased(
             lease_until=None, lease_owner=None,
         )  # fmt: skip
         done += int(conn.execute(statement, others).rowcount or 0)
+    return done
+
+
+def _naive_utc(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(tzinfo=None)  # as the UTCDateTime columns store it
+
+
+def _record_arrays(
+    conn: Connection, table: Table, outcomes: Sequence[DeliveryOutcome], now: datetime, owner: str
+) -> int:
+    """:func:`record_leased` on PostgreSQL: one ``UPDATE ... FROM unnest(arrays)`` per kind of
+    outcome, whatever the number of rows (not one statement per row), with the same text every
+    time (psycopg converts it once, the server prepares it)."""
+    mine = "t.id = v.id AND t.lease_owner = :owner AND t.status = 'sending'"
+    done = 0
+    sent = [o for o in outcomes if o.status == "sent"]
+    if sent:
+        statement = text(
+            f"UPDATE {table.name} AS t SET status = 'sent', sent_at = :now, receipt = CAST(v.receipt AS JSON), "
+            "last_error = NULL, lease_until = NULL, lease_owner = NULL "
+            "FROM unnest(CAST(:ids AS BIGINT[]), CAST(:receipts AS TEXT[])) AS v(id, receipt) WHERE " + mine
+        )
+        receipts = [json.dumps(o.receipt) for o in sent]
+        values = {"now": _naive_utc(now), "owner": owner, "ids": [o.delivery_id for o in sent], "receipts": receipts}
+        done += int(conn.execute(statement, values).rowcount or 0)
+    others = [o for o in outcomes if o.status != "sent"]
+    if others:
+        statement = text(
+            f"UPDATE {table.name} AS t SET status = v.status, last_error = v.error, next_attempt_at = v.next, "
+            "lease_until = NULL, lease_owner = NULL FROM unnest(CAST(:ids AS BIGINT[]), CAST(:statuses AS TEXT[]), "
+            "CAST(:errors AS TEXT[]), CAST(:nexts AS TIMESTAMP[])) AS v(id, status, error, next) WHERE " + mine
+        )
+        values = {
+            "owner": owner,
+            "ids": [o.delivery_id for o in others],
+            "statuses": [o.status for o in others],
+            "errors": [o.error for o in others],
+            "nexts": [_naive_utc(o.next_attempt_at or now) for o in others],
+        }
+        done += int(conn.execute(statement, values).rowcount or 0)
     return done
 
 
@@ -360,7 +409,7 @@ def sent_since_many(conn: Connection, subscriber_ids: Sequence[int], since: date
     query = (
         select(deliveries.c.subscriber_id, _MESSAGES)
         .where(
-            deliveries.c.subscriber_id.in_(list(subscriber_ids)),
+            among(conn, deliveries.c.subscriber_id, subscriber_ids),
             deliveries.c.status == "sent",
             deliveries.c.sent_at >= since,
         )
@@ -377,7 +426,7 @@ def sent_since_by_channel(
         select(deliveries.c.subscriber_id, endpoints.c.channel, _MESSAGES)
         .join(endpoints, endpoints.c.id == deliveries.c.endpoint_id)
         .where(
-            deliveries.c.subscriber_id.in_(list(subscriber_ids)),
+            among(conn, deliveries.c.subscriber_id, subscriber_ids),
             deliveries.c.status == "sent",
             deliveries.c.sent_at >= since,
         )

@@ -19,9 +19,10 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, false, func, or_, select
 
 from ..chain.hashing import ChainReport, chain_record, commitment, hash_v1, hash_v2, new_salt, verify_records
-from ..records import Signal
+from ..records import Automation, Signal
 from .notify import notify_signals
-from .tables import signals
+from .sql import among
+from .tables import automations, signals
 
 __all__ = [
     "ChainReport",
@@ -37,6 +38,7 @@ __all__ = [
     "signal_hash",
     "signals_after",
     "signals_by_id",
+    "signals_with_automations",
     "verify_chain",
 ]
 
@@ -179,6 +181,33 @@ def signals_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, Signal]:
     if not wanted:
         return {}
     return {r.id: row_to_signal(r) for r in conn.execute(select(signals).where(signals.c.id.in_(wanted)))}
+
+
+#: The automation's columns beside a signal's (:func:`signals_with_automations`), prefixed.
+_AUTOMATION = [c.label(f"automation_{c.name}") for c in automations.c]
+
+
+def signals_with_automations(conn: Connection, ids: Iterable[int]) -> tuple[dict[int, Signal], dict[str, Automation]]:
+    """:func:`signals_by_id`, and the automation of each signal (one query): by name, those stored."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}, {}
+    query = (
+        select(signals, *_AUTOMATION)
+        .select_from(signals.outerjoin(automations, automations.c.name == signals.c.automation))
+        .where(among(conn, signals.c.id, wanted))
+    )
+    found: dict[int, Signal] = {}
+    owners: dict[str, Automation] = {}
+    for r in conn.execute(query):
+        found[r.id] = row_to_signal(r)
+        m = r._mapping
+        if m["automation_name"] is not None and m["automation_name"] not in owners:
+            owners[m["automation_name"]] = Automation(
+                m["automation_name"], m["automation_title"], m["automation_description"],
+                m["automation_source_kind"], m["automation_detector_kind"], m["automation_detector_options"] or {},
+            )  # fmt: skip
+    return found, owners
 
 
 def release_candidates(
