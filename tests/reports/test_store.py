@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 from signalmint.records import Report
 from signalmint.reports.scheduler import ReportScheduler, reports_due
 from signalmint.store import Database
+from signalmint.store.migrate import migrate
 from signalmint.store.reports import find_report, list_reports, period_keys, store_report
 from signalmint.store.tables import reports
 
@@ -148,11 +149,12 @@ def test_kill_9_anywhere_in_a_step_leaves_exactly_one_report_per_period(
 def test_the_engine_role_renders_due_reports(tmp_path: Path) -> None:
     """`serve` with the engine role runs the report step: a report every minute shows up."""
     from signalmint.registry import Registry
-    from signalmint.serve import serve
+    from signalmint.serve.process import RoleCode, serve
+    from signalmint.serve.wiring import wire_engine
 
     url = f"sqlite:///{tmp_path / 'e.db'}"
     db = Database(url)
-    db.migrate()
+    migrate(db)
     extra = """      - name: minutely
         schedule: "* * * * *"
         period: run
@@ -160,7 +162,7 @@ def test_the_engine_role_renders_due_reports(tmp_path: Path) -> None:
 """
     settings = report_settings(url, extra)
     try:
-        asyncio.run(serve(settings, db, Registry.from_entry_points(), run_for=4.0, roles=frozenset({"engine"})))
+        asyncio.run(serve(settings, db, Registry.from_entry_points(), RoleCode(engine=wire_engine), run_for=4.0))
         found = db.read_sync(list_reports, "stocks", name="minutely")
     finally:
         db.close()

@@ -9,6 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from signalmint.store import Database
+from signalmint.store.migrate import head_revision, migrate
 from signalmint.store.tables import metadata
 
 
@@ -17,7 +18,7 @@ def db(db_url: str) -> Iterator[Database]:
     """An empty database migrated by Alembic here (elsewhere tests get copies of a migrated template)."""
     database = Database(db_url)
     assert database.table_names() == []
-    database.migrate()
+    migrate(database)
     try:
         yield database
     finally:
@@ -35,6 +36,6 @@ def test_migrations_match_the_table_definitions(db: Database) -> None:
 
 def test_migrating_twice_changes_nothing(db: Database) -> None:
     before = db.table_names()
-    db.migrate()
+    migrate(db)
     assert db.table_names() == before
-    assert db.current_revision() == db.head_revision()
+    assert db.current_revision() == head_revision()
