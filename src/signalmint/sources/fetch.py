@@ -53,7 +53,8 @@ import yarl
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ..errors import DeliveryError
-from ..net.ssrf import BAD_PORTS, Resolver, UnsafeTarget, VettedResolver, check_host
+from ..net.ssrf import BAD_PORTS, Resolver, UnsafeTarget, check_host
+from ..net.vetted import VettedResolver
 from .agent import default_user_agent
 from .hosts import HostGate, gate_for, host_of
 
