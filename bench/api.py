@@ -74,11 +74,12 @@ def seed(db_path: str) -> str:
     from signalmint.records import Automation, Signal
     from signalmint.store import Database, append_signals, sync_automations
     from signalmint.store.accounts import confirm_subscriber, ensure_subscriber, start_subscription
+    from signalmint.store.migrate import migrate
     from signalmint.web.app import create_app
     from signalmint.web.context import AppContext
 
     db = Database(f"sqlite:///{db_path}")
-    db.migrate()
+    migrate(db)
     now = datetime.now(UTC)
     db.write_sync(
         sync_automations,

@@ -163,6 +163,7 @@ def build(db_path: str, sink_port: int, endpoints: int, concurrency: int, batch:
     from signalmint.config import DeliveryConfig, PlanConfig, Settings
     from signalmint.records import Automation
     from signalmint.store import Database, sync_automations
+    from signalmint.store.migrate import migrate
     from signalmint.store.plans import sync_plans
     from signalmint.store.tables import endpoints as endpoints_table
     from signalmint.store.tables import subscribers, subscriptions
@@ -174,7 +175,7 @@ def build(db_path: str, sink_port: int, endpoints: int, concurrency: int, batch:
         plans=[PlanConfig(id="premium", price=2900, channels=["web", "webhook"])],
     )
     db = Database(settings.database)
-    db.migrate()
+    migrate(db)
     now = datetime.now(UTC)
     db.write_sync(sync_automations, [Automation("spikes", "Spikes", "", "synthetic", "volume_spike", {})], now)
     (plan,) = db.write_sync(sync_plans, settings.current_plans(), now)

@@ -62,8 +62,9 @@ def serve(kind: str, port: int, workdir: str) -> None:
         return
     from signalmint.config import load_settings
     from signalmint.registry import Registry
-    from signalmint.serve import wire_engine
+    from signalmint.serve.wiring import wire_engine
     from signalmint.store import Database
+    from signalmint.store.migrate import migrate
     from signalmint.web.app import create_app
 
     path = Path(workdir) / "signalmint.yaml"
@@ -71,7 +72,7 @@ def serve(kind: str, port: int, workdir: str) -> None:
     registry = Registry.from_entry_points()
     settings = load_settings(path, registry=registry)
     db = Database(settings.database)
-    db.migrate()
+    migrate(db)
     engine, _ = wire_engine(settings, db, registry)  # as `signalmint run` does
     app = create_app(settings, db, engine=engine)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")

@@ -43,6 +43,7 @@ from signalmint.billing.credits import balance, credit, debit
 from signalmint.store import Database
 from signalmint.store.accounts import ensure_subscriber
 from signalmint.store.ledger import insert_entry, ledger_sums
+from signalmint.store.migrate import migrate
 from signalmint.store.tables import wallets
 
 SUBSCRIBERS = 8
@@ -203,7 +204,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         db = Database(f"sqlite:///{tmp}/ledger.db")
-        db.migrate()
+        migrate(db)
         try:
             sqlite_mine, sqlite_peer = paired(args.runs, lambda fn: run_sqlite(db, fn))
         finally:
@@ -221,7 +222,7 @@ def main() -> None:
         url = f"{pg_base}{'&' if '?' in pg_base else '?'}options=-csearch_path%3D{schema}"
         db = Database(url)
         try:
-            db.migrate()
+            migrate(db)
             pg_mine, pg_peer = paired(args.runs, lambda fn: run_pg(db, url, fn))
             fields.update(report("PostgreSQL", pg_mine, pg_peer, f"{THREADS_PG} threads, a connection each", "pg"))
         finally:

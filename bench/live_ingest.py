@@ -94,9 +94,10 @@ async def run_signalmint(
     from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Settings
     from signalmint.engine.runner import commit_tick
     from signalmint.registry import Registry
-    from signalmint.serve import wire_engine
+    from signalmint.serve.wiring import wire_engine
     from signalmint.sources.ccxt_candles import CcxtCandles
     from signalmint.store import Database
+    from signalmint.store.migrate import migrate
 
     made: list[CcxtCandles] = []
 
@@ -110,7 +111,7 @@ async def run_signalmint(
     symbols = [f"S{i:04d}/USDT" for i in range(args.symbols)]
     with tempfile.TemporaryDirectory() as tmp:
         db = Database(f"sqlite:///{Path(tmp) / 'bench.db'}")
-        db.migrate()
+        migrate(db)
         settings = Settings(
             database=db.url,
             checkpoint_every=timedelta(seconds=5),

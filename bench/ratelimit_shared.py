@@ -39,6 +39,7 @@ from sqlalchemy import create_engine, text
 
 from signalmint.access.ratelimit import TokenBucketLimiter
 from signalmint.store import Database
+from signalmint.store.migrate import migrate
 from signalmint.web.shared_limits import Limiter, PostgresLimiter, RedisLimiter
 
 
@@ -73,7 +74,7 @@ async def measure(limiter: Any, ops: int, concurrency: int, keys: int) -> tuple[
 
 async def run(args: argparse.Namespace, url: str) -> dict[str, object]:
     db = Database(url)
-    db.migrate()
+    migrate(db)
     pg = PostgresLimiter(db, connections=args.connections)
     await pg.astart()
     redis = RedisLimiter(args.redis, prefix=f"bench:{uuid.uuid4().hex[:8]}:")

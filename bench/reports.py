@@ -360,6 +360,7 @@ def main() -> None:
     connections = int(inspect.signature(SmtpPool).parameters["size"].default)
 
     from signalmint.store import Database
+    from signalmint.store.migrate import migrate
 
     port = Ports(args.port_base).next()
     sink = SinkProcess(port, args.sink)
@@ -367,7 +368,7 @@ def main() -> None:
     database = args.database or f"sqlite:///{Path(folder.name) / 'bench.db'}"
     settings = settings_for(database, port)
     db = Database(settings.database)
-    db.migrate()
+    migrate(db)
     seeded = time.perf_counter()
     bars, signals = seed(settings, db, args.symbols, args.signals, args.subscribers)
     print(f"seeded {bars:,} bars, {signals:,} signals and {args.subscribers:,} subscribers in "

@@ -21,6 +21,7 @@ import uvicorn
 from signalmint.config import Settings
 from signalmint.records import Automation, Signal
 from signalmint.store import Database, append_signals, sync_automations
+from signalmint.store.migrate import migrate
 from signalmint.web.app import create_app
 
 DOCS = Path(__file__).resolve().parent
@@ -94,7 +95,7 @@ NICHES: list[tuple[Automation, Signal]] = [
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = Database(f"sqlite:///{tmp}/niches.db")
-        db.migrate()
+        migrate(db)
         db.write_sync(sync_automations, [a for a, _ in NICHES], datetime.now(UTC))
         ids = {}
         for automation, signal in NICHES:

@@ -29,6 +29,7 @@ from sqlalchemy import create_engine, event, text
 from signalmint.records import Signal
 from signalmint.registry import Registry
 from signalmint.store import Database, list_signals
+from signalmint.store.migrate import head_revision, migrate
 
 PG_URL = os.environ.get("SIGNALMINT_TEST_PG")
 
@@ -78,8 +79,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
 def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "migrated.db"
     database = Database(f"sqlite:///{path}")
-    database.migrate()
-    assert database.current_revision() == database.head_revision()
+    migrate(database)
+    assert database.current_revision() == head_revision()
     database.close()  # the last connection checkpoints the WAL into the file
     return path
 
@@ -98,9 +99,9 @@ def _pg_migration_script() -> Iterator[str]:
     for url in _pg_schema_url():
         database = Database(url)
         event.listen(database.engine, "before_cursor_execute", record)
-        database.migrate()
+        migrate(database)
         event.remove(database.engine, "before_cursor_execute", record)
-        assert database.current_revision() == database.head_revision()
+        assert database.current_revision() == head_revision()
         database.close()
     yield ";\n".join(statements)
 

@@ -43,6 +43,10 @@ PRELOAD = [
     "tests.processes",
     "signalmint.cli",
     "signalmint.serve.process",
+    "signalmint.serve.wiring",  # (the roles' code, which the command imports for its roles only)
+    "signalmint.serve.web",
+    "signalmint.delivery.runner",
+    "signalmint.store.migrate",
     "signalmint.demo.seed",
     "signalmint.demo.shop",
     "signalmint.demo.mailcatcher",

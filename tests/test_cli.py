@@ -22,6 +22,7 @@ from signalmint.config import load_settings
 from signalmint.records import Signal
 from signalmint.registry import Registry
 from signalmint.store import Database, append_signals
+from signalmint.store.migrate import migrate
 
 from . import processes
 from .conftest import free_port
@@ -97,7 +98,7 @@ def test_check_missing_file(tmp_path: Path) -> None:
 def test_verify_passes_then_catches_an_edit(tmp_path: Path) -> None:
     path = tmp_path / "v.db"
     db = Database(f"sqlite:///{path}")
-    db.migrate()
+    migrate(db)
     for i in range(3):
         signal = Signal("a", f"K{i}", datetime(2024, 1, 1, i, tzinfo=UTC), "volume_spike", 5.0, {"ratio": 5.0})
         db.write_sync(append_signals, "a", [signal], datetime.now(UTC))

@@ -11,7 +11,7 @@ import tempfile
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,6 +20,10 @@ from rich.table import Table
 from .config import Settings, demo_exposure, load_settings
 from .errors import ConfigError, SignalmintError, StoreError
 from .registry import Registry
+
+if TYPE_CHECKING:
+    from .serve.process import RoleCode
+    from .store import Database
 
 __all__ = ["app", "main"]
 
@@ -100,7 +104,7 @@ def demo(
     from .demo.mailcatcher import MailCatcher
     from .demo.seed import demo_settings, new_admin_password, seed_demo
     from .demo.shop import LocalShop
-    from .serve.process import run_process
+    from .serve.process import ROLES, run_process
 
     exposure = demo_exposure(demo_settings("sqlite://", host=host, port=port))
     if exposure:  # before anything is created: one line, exit 1
@@ -151,7 +155,14 @@ def demo(
 
     try:
         run_process(
-            settings, Registry.from_entry_points(), run_for=run_for, on_ready=ready, prepare=prepare, catcher=catcher
+            settings,
+            Registry.from_entry_points(),
+            role_code(ROLES, settings),
+            migrate=migrate_to_head,
+            run_for=run_for,
+            on_ready=ready,
+            prepare=prepare,
+            catcher=catcher,
         )
     except SignalmintError as exc:
         raise _fail(exc) from None
@@ -159,6 +170,43 @@ def demo(
         shop.close()
         if tmp is not None:
             tmp.cleanup()
+
+
+def role_code(roles: frozenset[str], settings: Settings) -> RoleCode:
+    """The code of ``roles``, imported for those roles only: a worker never loads the engine nor
+    the web app, an engine never the web app (:class:`~signalmint.serve.process.RoleCode`)."""
+    from .serve.process import RoleCode, RunBusinessReports, RunWorker, ServeWeb, WireEngine
+
+    engine: WireEngine | None = None
+    worker: RunWorker | None = None
+    web: ServeWeb | None = None
+    business_reports: RunBusinessReports | None = None
+    if "engine" in roles:
+        from .serve.wiring import wire_engine
+
+        engine = wire_engine
+    if "worker" in roles:
+        from .delivery.runner import run_worker
+
+        worker = run_worker
+        if settings.admin.business_report_on:
+            from .billing.business_schedule import run_business_reports
+
+            business_reports = run_business_reports
+    if "web" in roles:
+        from .serve.web import serve_web
+
+        web = serve_web
+    return RoleCode(engine=engine, worker=worker, web=web, business_reports=business_reports)
+
+
+def migrate_to_head(db: Database) -> None:
+    """Bring the store to the code's schema at start-up; Alembic (a quarter second to import)
+    loads only when the database is behind, so every start but the first skips it."""
+    if not db.at_head():
+        from .store.migrate import migrate
+
+        migrate(db)
 
 
 @app.command()
@@ -188,10 +236,11 @@ def run(
         run_process(
             settings,
             Registry.from_entry_points(),
+            role_code(roles, settings),
+            migrate=migrate_to_head,
             run_for=run_for,
             exit_when_done=exit_when_done,
             on_ready=lambda url: out.print(f"signalmint is running{f' at [bold]{url}[/]' if url else ''}"),
-            roles=roles,
         )
     except SignalmintError as exc:
         raise _fail(exc) from None
@@ -269,11 +318,12 @@ def _print_business(settings: Settings) -> None:
 def migrate(config: ConfigOption = Path("signalmint.yaml")) -> None:
     """Create or upgrade the database schema."""
     from .store import Database
+    from .store.migrate import migrate as upgrade
 
     settings = _load(config)
     db = Database(settings.database)
     try:
-        db.migrate()
+        upgrade(db)
         out.print(f"{db.safe_url} is at revision {db.current_revision()}")
     except SignalmintError as exc:
         raise _fail(exc) from None

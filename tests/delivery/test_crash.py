@@ -33,6 +33,7 @@ from signalmint.engine.runner import commit_tick
 from signalmint.records import Automation, Frame, Signal
 from signalmint.store import Database, sync_automations
 from signalmint.store.accounts import confirm_subscriber, ensure_subscriber, start_subscription
+from signalmint.store.migrate import migrate
 from signalmint.store.outbox import add_endpoint, counts_by_status, list_deliveries
 from signalmint.store.plans import sync_plans
 
@@ -175,7 +176,7 @@ def test_kill_9_at_chosen_moments_loses_no_delivery(
     try:
         db_path = tmp_path / "outbox.db"
         db = Database(f"sqlite:///{db_path}")
-        db.migrate()
+        migrate(db)
         _seed(db, http_sink, smtp_port)
         expected = {d.idempotency_id for d in db.read_sync(list_deliveries, limit=10**6)}
         assert len(expected) == SIGNALS * SUBSCRIBERS * 2

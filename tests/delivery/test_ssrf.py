@@ -18,7 +18,8 @@ import pytest
 from signalmint.delivery.channels.base import ChannelContext, Message
 from signalmint.delivery.channels.webhook import WebhookChannel, make_http_session, new_secret
 from signalmint.errors import ConfigError, DeliveryError
-from signalmint.net.ssrf import Resolver, UnsafeTarget, VettedResolver, check_host, check_url, resolve_safe
+from signalmint.net.ssrf import Resolver, UnsafeTarget, check_host, check_url, resolve_safe
+from signalmint.net.vetted import VettedResolver
 
 from .conftest import TLS_HOSTNAME, HttpSink, HttpsSink
 

@@ -17,6 +17,7 @@ from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Se
 from signalmint.engine.runner import Engine
 from signalmint.registry import Registry
 from signalmint.store import Database, list_signals, load_checkpoint, verify_chain
+from signalmint.store.migrate import migrate
 from signalmint.store.signals import count_signals
 
 from .. import processes
@@ -106,7 +107,7 @@ def test_graceful_stop_and_restart_gives_the_same_signals_once(
 ) -> None:
     write_bars(tmp_path / "bars.csv")
     reference_db = Database(f"sqlite:///{tmp_path / 'reference.db'}")
-    reference_db.migrate()
+    migrate(reference_db)
     asyncio.run(run_to_end(settings_for(reference_db.url, tmp_path / "bars.csv"), reference_db, registry))
     expected = keys_of(reference_db)
     reference_db.close()

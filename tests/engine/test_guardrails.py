@@ -24,7 +24,7 @@ from standardwebhooks import Webhook
 from signalmint.config import AutomationConfig, DeliveryConfig, DetectorConfig, OperatorConfig, PlanConfig, Settings
 from signalmint.records import Frame, Signal
 from signalmint.registry import Registry
-from signalmint.serve import wire_engine
+from signalmint.serve.wiring import wire_engine
 from signalmint.store import Database, list_signals, verify_chain
 from signalmint.store.accounts import confirm_subscriber, ensure_subscriber, start_subscription
 from signalmint.store.health import list_stale_periods

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from signalmint.cli import app
 from signalmint.store import Database
+from signalmint.store.migrate import migrate
 
 from .conftest import CONFIG, seed_market
 
@@ -22,7 +23,7 @@ runner = CliRunner()
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     db = Database(f"sqlite:///{tmp_path / 'r.db'}")
-    db.migrate()
+    migrate(db)
     seed_market(db)
     db.close()
     path = tmp_path / "signalmint.yaml"

@@ -26,6 +26,7 @@ from signalmint.records import Report
 from signalmint.registry import Registry
 from signalmint.reports.scheduler import ReportScheduler, reports_due
 from signalmint.store import Database
+from signalmint.store.migrate import migrate
 from signalmint.store.reports import find_report, list_reports, period_keys, store_report
 from signalmint.store.tables import reports
 
@@ -141,11 +142,12 @@ def test_kill_9_anywhere_in_a_step_leaves_exactly_one_report_per_period(
 @pytest.mark.slow
 def test_the_engine_role_renders_due_reports(tmp_path: Path) -> None:
     """`serve` with the engine role runs the report step: a report every minute shows up."""
-    from signalmint.serve import serve
+    from signalmint.serve.process import RoleCode, serve
+    from signalmint.serve.wiring import wire_engine
 
     url = f"sqlite:///{tmp_path / 'e.db'}"
     db = Database(url)
-    db.migrate()
+    migrate(db)
     extra = """      - name: minutely
         schedule: "* * * * *"
         period: run
@@ -156,7 +158,7 @@ def test_the_engine_role_renders_due_reports(tmp_path: Path) -> None:
     async def until_rendered() -> list[Any]:
         """Serve until the report is stored (at most 60 s), then stop serving."""
         serving = asyncio.create_task(
-            serve(settings, db, Registry.from_entry_points(), run_for=60.0, roles=frozenset({"engine"}))
+            serve(settings, db, Registry.from_entry_points(), RoleCode(engine=wire_engine), run_for=60.0)
         )
         try:
             while not (found := await db.read(list_reports, "stocks", name="minutely")) and not serving.done():

@@ -18,6 +18,7 @@ from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Se
 from signalmint.engine.runner import Engine
 from signalmint.registry import Registry
 from signalmint.store import Database
+from signalmint.store.migrate import migrate
 from signalmint.store.signals import chain_signals
 
 START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
@@ -97,7 +98,7 @@ def signal_logs(db: Database) -> dict[str, Log]:
 def reference_logs(folder: Path, data: dict[str, Path], registry: Registry) -> dict[str, Log]:
     """One engine, alone, over the same data at full speed: the log every run must equal."""
     db = Database(f"sqlite:///{folder / 'reference.db'}")
-    db.migrate()
+    migrate(db)
 
     async def run() -> None:
         engine = Engine(settings_for(db.url, data, pace=0), db, registry, watch_every=None)

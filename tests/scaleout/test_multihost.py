@@ -58,6 +58,7 @@ from signalmint.config import PlanConfig, Settings
 from signalmint.records import Automation
 from signalmint.store import Database, sync_automations
 from signalmint.store.auth import create_api_key
+from signalmint.store.migrate import migrate
 from signalmint.store.outbox import counts_by_status, idempotency_id
 from signalmint.store.plans import sync_plans
 from signalmint.store.tables import deliveries, subscribers, subscriptions
@@ -190,7 +191,7 @@ def store(fabric: Fabric) -> Iterator[Store]:
     remote = base.set(host=fabric.gateway, port=base.port or 5432).update_query_dict(options)
     db = Database(url)
     try:
-        db.migrate()
+        migrate(db)
         key, by_path = _seed(db)
         with TcpProxy(fabric.gateway, base.port or 5432, base.port or 5432):
             yield Store(url, remote.render_as_string(hide_password=False), db, key, by_path)

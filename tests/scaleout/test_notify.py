@@ -26,6 +26,7 @@ import pytest
 from sqlalchemy import create_engine, select, text
 
 from signalmint.store import Database
+from signalmint.store.migrate import migrate
 from signalmint.store.tables import signals as signals_table
 
 from ..conftest import free_port
@@ -60,7 +61,7 @@ def schema() -> Iterator[tuple[str, str]]:
     sep = "&" if "?" in PG_URL else "?"
     url = f"{PG_URL}{sep}options=-csearch_path%3D{name}"
     db = Database(url)
-    db.migrate()  # once, before the processes start (each would find it at head)
+    migrate(db)  # once, before the processes start (each would find it at head)
     db.close()
     try:
         yield url, name

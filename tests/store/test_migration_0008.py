@@ -9,6 +9,7 @@ from sqlalchemy import Connection, column, insert, table
 from signalmint.chain.hashing import hash_v1
 from signalmint.records import Signal
 from signalmint.store import Database, append_signals, verify_chain
+from signalmint.store.migrate import head_revision, migrate
 from signalmint.store.tables import signals
 
 T0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
@@ -17,7 +18,7 @@ T0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
 def test_a_chain_stored_before_0008_still_verifies_and_grows_in_scheme_2(db_url: str) -> None:
     db = Database(db_url)
     try:
-        db.migrate("0005")
+        migrate(db, "0005")
         prev = ""
         rows = []
         for seq in (1, 2, 3):  # written as 0005 wrote them: no scheme, salt or commitment columns
@@ -34,8 +35,8 @@ def test_a_chain_stored_before_0008_still_verifies_and_grows_in_scheme_2(db_url:
             conn.execute(insert(old_table), rows)
 
         db.write_sync(write)
-        db.migrate()
-        assert db.current_revision() == db.head_revision()
+        migrate(db)
+        assert db.current_revision() == head_revision()
         before = db.read_sync(verify_chain, "a")
         assert before.ok and before.checked == 3
         new = db.write_sync(

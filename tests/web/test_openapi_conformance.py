@@ -33,6 +33,7 @@ from schemathesis.core.failures import FailureGroup
 from schemathesis.core.result import Ok
 
 from signalmint.store import Database
+from signalmint.store.migrate import migrate
 from tests.web.test_access_api import World
 
 MAX_EXAMPLES = 12
@@ -51,7 +52,7 @@ CHECKS = [
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
     db = Database(f"sqlite:///{tmp_path_factory.mktemp('openapi') / 'conformance.db'}")
-    db.migrate()
+    migrate(db)
     world = World(db)
     try:
         yield world

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from signalmint.config import WebConfig, parse_settings
 from signalmint.errors import ConfigError
 from signalmint.registry import Registry
-from signalmint.serve.process import web_config
+from signalmint.serve.web import web_config
 from signalmint.store import Database
 
 from ..conftest import free_port

@@ -1,32 +1,10 @@
 """Billing: payment providers (stripe, local test mode, manual), credits, revenue.
 
-:func:`make_provider` picks the provider the settings name; :class:`~.service.Billing`
+:func:`~.providers.make_provider` picks the provider the settings name; :class:`~.service.Billing`
 starts checkouts with it, and every provider drives the same state machine
 (:func:`~.core.converge`).
+
+Importing this package imports none of its modules (so importing one module never loads its
+siblings and their dependencies, such as the Stripe SDK: start-up time); import each name from
+its module.
 """
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-from .local import LocalProvider
-from .manual import ManualProvider
-from .stripe_provider import StripeProvider
-
-if TYPE_CHECKING:
-    from ..config import Settings
-    from ..store import Database
-    from .core import PaymentProvider
-
-__all__ = ["make_provider"]
-
-
-def make_provider(settings: Settings, db: Database) -> PaymentProvider:
-    """The provider ``settings.billing.provider`` names."""
-    name = settings.billing.provider
-    if name == "stripe":
-        return StripeProvider(settings, db)  # type: ignore[no-any-return, unused-ignore]
-    if name == "manual":
-        return ManualProvider(settings, db)
-
-    return LocalProvider(settings, db)

@@ -20,8 +20,8 @@ from ..registry import channel_class, channel_kinds
 from ..store.outbox import Endpoint
 from .channels import email, telegram
 from .channels.base import ChannelContext, Message
-from .runner import channel_context
-from .worker import default_channel_factory
+from .context import channel_context
+from .send import default_channel_factory
 
 __all__ = ["OperatorChannels", "alert_message"]
 

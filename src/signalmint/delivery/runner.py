@@ -13,10 +13,8 @@ from ..accounts.service import server_pepper
 from ..config import Settings
 from ..store import Database
 from .channels import email, telegram
-from .channels.base import ChannelContext
 from .channels.telegram import run_polling, telegram_bot
-from .channels.webhook import make_http_session
-from .inspect import inspector_prefix
+from .context import channel_context
 from .report_outbox import ReportSender
 from .telegram_commands import StoreCommands
 from .wake import OutboxListener
@@ -25,20 +23,6 @@ from .worker import Worker
 __all__ = ["channel_context", "run_worker"]
 
 log = logging.getLogger("signalmint.delivery")
-
-
-def channel_context(settings: Settings) -> ChannelContext:
-    """Channel resources from settings (call inside the event loop; close ``http`` when done)."""
-    context = ChannelContext(
-        smtp=settings.email,
-        telegram_token=settings.telegram.token,
-        telegram_base_url=settings.telegram.base_url,
-        allow_loopback=settings.delivery.allow_loopback_targets,
-        apprise_schemes=frozenset(settings.delivery.apprise_extra_schemes),
-        own=inspector_prefix(settings),
-    )
-    context.http = make_http_session(context)
-    return context
 
 
 async def run_worker(

@@ -25,7 +25,8 @@ import logging
 import psycopg
 
 from ..store import Database
-from ..store.notify import backoff_delay, connect_outbox_listener, ping_listener
+from ..store.listen import connect_outbox_listener, ping_listener
+from ..store.notify import backoff_delay
 
 __all__ = ["OutboxListener"]
 

@@ -5,22 +5,7 @@ signal (:mod:`.outcomes`), the wake-ups live pages wait on (:mod:`.hub`) and the
 
 The engine knows nothing of delivery: whoever runs it (:mod:`signalmint.serve`) hands it an
 on-commit hook (the fan-out) and the operator's alert sender.
+
+Importing this package imports none of its modules (so importing one module never loads its
+siblings and their dependencies: start-up time); import each name from its module.
 """
-
-from __future__ import annotations
-
-from .hub import SignalHub
-from .metrics import Metrics
-from .runner import Engine, OnCommit, commit_tick, without_retractions
-from .watchdog import OperatorAlerts, Staleness
-
-__all__ = [
-    "Engine",
-    "Metrics",
-    "OnCommit",
-    "OperatorAlerts",
-    "SignalHub",
-    "Staleness",
-    "commit_tick",
-    "without_retractions",
-]

@@ -46,7 +46,7 @@ from ..errors import LeaseLost
 from ..pipeline import Pipeline, build_pipeline, describe, signals_from_scores
 from ..records import Fence, Frame, Signal, to_datetime
 from ..registry import Registry
-from ..sources.fetch import default_user_agent
+from ..sources.agent import default_user_agent
 from ..store import Checkpoint, Connection, Database, append_signals, load_checkpoint, save_checkpoint, sync_automations
 from ..store.bars import insert_bars, prune_bars
 from ..store.leases import check_fence

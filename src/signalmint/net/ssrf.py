@@ -16,8 +16,8 @@ Three layers, each cheap:
   (:mod:`signalmint.delivery.http1`) calls :func:`resolve_safe` and connects the socket to
   the address it returned, so nothing resolves the name a second time between the check and
   the connect; the ``Host`` header, TLS SNI and certificate verification use the name.
-  :class:`VettedResolver` does the same for an aiohttp connector (``aiohttp.abc.AbstractResolver``),
-  for any aiohttp-based client.
+  :class:`~signalmint.net.vetted.VettedResolver` does the same for an aiohttp connector
+  (``aiohttp.abc.AbstractResolver``), for any aiohttp-based client.
 
 The guard raises :class:`UnsafeTarget`, a permanent :class:`~signalmint.errors.DeliveryError`.
 ``allow_loopback`` (an operator setting, for local testing only) lets loopback addresses,
@@ -50,7 +50,6 @@ from dataclasses import dataclass
 from typing import Final
 
 import yarl
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from signalmint.errors import DeliveryError
 
@@ -59,7 +58,6 @@ __all__ = [
     "ParsedTarget",
     "Resolver",
     "UnsafeTarget",
-    "VettedResolver",
     "check_host",
     "check_url",
     "classify_ip",
@@ -433,35 +431,3 @@ async def resolve_safe(
     if not vetted:
         raise DeliveryError(f"{name} has no addresses", permanent=False)
     return vetted
-
-
-class VettedResolver(AbstractResolver):
-    """An aiohttp resolver that hands the connector only addresses :func:`resolve_safe` vetted.
-
-    The connector dials what this returns, so a name cannot answer public to the check and
-    private to the connection (DNS rebinding). Refusals surface from ``session.request`` as
-    :class:`UnsafeTarget`.
-    """
-
-    def __init__(self, *, resolver: Resolver | None = None, allow_loopback: bool = False) -> None:
-        self.resolver = resolver
-        self.allow_loopback = allow_loopback
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        ips = await resolve_safe(host, port, resolver=self.resolver, allow_loopback=self.allow_loopback)
-        results: list[ResolveResult] = []
-        for ip in ips:
-            fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
-            if family in (socket.AF_INET, socket.AF_INET6) and fam != family:
-                continue
-            results.append(
-                {"hostname": host, "host": ip, "port": port, "family": fam, "proto": 0, "flags": socket.AI_NUMERICHOST}
-            )
-        if not results:
-            raise DeliveryError(f"{host} has no address of the requested family", permanent=False)
-        return results
-
-    async def close(self) -> None:
-        return None

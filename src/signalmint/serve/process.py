@@ -1,4 +1,10 @@
-"""Running the whole embedded process: web app, engine and workers in one loop."""
+"""Running the whole embedded process: web app, engine and workers in one loop, or some of them.
+
+Each role's code is handed in (:class:`RoleCode`) by the caller, which imports it for the roles
+it runs only: ``signalmint run --role worker`` never loads the engine nor the web app (FastAPI,
+uvicorn, every page, the Stripe SDK), ``--role engine`` never loads the web app, and this module
+imports none of them.
+"""
 
 from __future__ import annotations
 
@@ -7,106 +13,114 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
-import uvicorn
-from starlette.types import ASGIApp
-
-from ..billing.business_schedule import run_business_reports
 from ..config import Settings
-from ..delivery.runner import run_worker
-from ..demo.mailcatcher import MailCatcher
-from ..engine.runner import Engine
 from ..registry import Registry
 from ..store import Database
-from ..web.app import create_app
-from .wiring import wire_engine
 
-__all__ = ["ROLES", "run_process", "serve", "web_config"]
+if TYPE_CHECKING:
+    from ..demo.mailcatcher import MailCatcher
+    from ..engine.runner import Engine
+
+__all__ = ["ROLES", "RoleCode", "run_process", "serve"]
 
 log = logging.getLogger("signalmint")
 
+ROLES = frozenset({"web", "engine", "worker"})
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, but SIGINT/SIGTERM only ask it to stop (no re-raise after a clean
-    shutdown), and ``on_exit`` runs the moment it is asked to, so live streams end at once
-    instead of holding the graceful shutdown open."""
 
-    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
-        self._on_exit = on_exit
-        self._exiting = False
-        super().__init__(config)
+class WireEngine(Protocol):
+    """:func:`signalmint.serve.wiring.wire_engine`."""
+
+    def __call__(self, settings: Settings, db: Database, registry: Registry) -> tuple[Engine, object]: ...
+
+
+class RunWorker(Protocol):
+    """:func:`signalmint.delivery.runner.run_worker`."""
+
+    def __call__(
+        self, settings: Settings, db: Database, stop: asyncio.Event, *, wake: asyncio.Event | None = None
+    ) -> Coroutine[Any, Any, object]: ...
+
+
+class ServeWeb(Protocol):
+    """:func:`signalmint.serve.web.serve_web`."""
+
+    def __call__(
+        self,
+        settings: Settings,
+        db: Database,
+        engine: Engine | None,
+        stop: asyncio.Event,
+        run_for: float | None,
+        exit_when_done: bool,
+        on_ready: Callable[[str], None] | None,
+        catcher: MailCatcher | None = None,
+    ) -> Awaitable[None]: ...
+
+
+#: :func:`signalmint.billing.business_schedule.run_business_reports`.
+RunBusinessReports = Callable[[Settings, Database, asyncio.Event], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class RoleCode:
+    """The code of the roles a process runs (``None``: that role does not run here).
+
+    The caller imports it for its roles only, so a process loads what it runs and no more (the
+    command line: :func:`signalmint.cli.role_code`). ``business_reports`` runs beside the worker
+    when the operator's weekly business report is on.
+    """
+
+    engine: WireEngine | None = None
+    worker: RunWorker | None = None
+    web: ServeWeb | None = None
+    business_reports: RunBusinessReports | None = None
 
     @property
-    def should_exit(self) -> bool:
-        return self._exiting
-
-    @should_exit.setter
-    def should_exit(self, value: bool) -> None:
-        if value and not self._exiting:
-            self._on_exit()
-        self._exiting = value
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        loop = asyncio.get_running_loop()
-        installed = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self._ask_exit, sig)
-                installed.append(sig)
-        try:
-            yield
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
-
-    def _ask_exit(self, sig: int) -> None:
-        if self.should_exit and sig == signal.SIGINT:
-            self.force_exit = True
-        self.should_exit = True
-        log.info("received %s; shutting down", signal.Signals(sig).name)
-
-
-ROLES = frozenset({"web", "engine", "worker"})
+    def roles(self) -> frozenset[str]:
+        return frozenset(name for name in ROLES if getattr(self, name) is not None)
 
 
 async def serve(
     settings: Settings,
     db: Database,
     registry: Registry,
+    code: RoleCode,
     *,
     run_for: float | None = None,
     exit_when_done: bool = False,
     on_ready: Callable[[str], None] | None = None,
-    roles: frozenset[str] = ROLES,
     catcher: MailCatcher | None = None,
 ) -> None:
-    """Run the given roles until a signal, ``run_for`` seconds, or (``exit_when_done``) until every
-    automation's source has ended: ``web`` (pages and API), ``engine`` (sources, detectors, the
-    signal log and fan-out) and ``worker`` (the outbox). Together they are the embedded default.
+    """Run the roles ``code`` has until a signal, ``run_for`` seconds, or (``exit_when_done``) until
+    every automation's source has ended: ``web`` (pages and API), ``engine`` (sources, detectors,
+    the signal log and fan-out) and ``worker`` (the outbox). Together they are the embedded default.
     ``catcher`` (the demo) is a local SMTP server served alongside, its mail shown by the web app."""
     if catcher is not None:
         await catcher.start()
-    engine = wire_engine(settings, db, registry)[0] if "engine" in roles else None
+    engine = code.engine(settings, db, registry)[0] if code.engine is not None else None
     stop = asyncio.Event()
     worker = None
-    if "worker" in roles:
+    if code.worker is not None:
         wake = asyncio.Event()
         if engine is not None:  # one process: the engine's commits wake the worker, no round trip
             engine.listeners.append(lambda _stored: wake.set())
-        worker = asyncio.create_task(run_worker(settings, db, stop, wake=wake))
+        worker = asyncio.create_task(code.worker(settings, db, stop, wake=wake))
     tasks: list[asyncio.Task[None]] = []
-    if "worker" in roles and settings.admin.business_report_on:  # the operator's weekly business report
-        tasks.append(asyncio.create_task(run_business_reports(settings, db, stop)))
-    if "engine" in roles and any(a.reports for a in settings.automations):
+    if code.worker is not None and code.business_reports is not None:  # the operator's weekly business report
+        tasks.append(asyncio.create_task(code.business_reports(settings, db, stop)))
+    if engine is not None and any(a.reports for a in settings.automations):
         from ..reports.scheduler import ReportScheduler  # reportlab (0.5 s) loads only where reports are configured
 
         tasks.append(asyncio.create_task(ReportScheduler(settings, db).run(stop)))
     loop = asyncio.get_running_loop()
     try:
-        if "web" in roles:
-            await _serve_web(settings, db, engine, stop, run_for, exit_when_done, on_ready, catcher)
+        if code.web is not None:
+            await code.web(settings, db, engine, stop, run_for, exit_when_done, on_ready, catcher)
         else:
             await _run_headless(engine, stop, run_for, exit_when_done, on_ready, loop)
     finally:
@@ -150,73 +164,6 @@ async def _run_headless(
                 loop.remove_signal_handler(sig)
 
 
-def web_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
-    """How the web role runs under uvicorn.
-
-    uvicorn's own proxy-header handling is off: by default it believes ``X-Forwarded-For``
-    from any connection on 127.0.0.1, so a local client could name any address it liked and
-    slip past every per-address throttle. The app decides, from ``web.trusted_proxies``
-    (:func:`signalmint.web.security.client_address`).
-    """
-    return uvicorn.Config(
-        app,
-        host=settings.web.host,
-        port=settings.web.port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=3,
-        proxy_headers=False,
-        server_header=False,
-    )
-
-
-async def _serve_web(
-    settings: Settings,
-    db: Database,
-    engine: Engine | None,
-    stop: asyncio.Event,
-    run_for: float | None,
-    exit_when_done: bool,
-    on_ready: Callable[[str], None] | None,
-    catcher: MailCatcher | None = None,
-) -> None:
-    hub = engine.hub if engine is not None else None
-    app = create_app(settings, db, engine=engine, hub=hub, catcher=catcher)
-    config = web_config(app, settings)
-
-    def exiting() -> None:
-        app.state.ctx.hub.close()
-        stop.set()
-
-    server = _Server(config, on_exit=exiting)
-    loop = asyncio.get_running_loop()
-    if run_for is not None:
-        loop.call_later(run_for, setattr, server, "should_exit", True)
-
-    async def announce() -> None:
-        while not server.started:
-            if server.should_exit:
-                return
-            await asyncio.sleep(0.05)
-        sockets = [s for srv in server.servers for s in (srv.sockets or [])]
-        port = sockets[0].getsockname()[1] if sockets else settings.web.port
-        if on_ready:
-            on_ready(f"http://{settings.web.host}:{port}")
-        if exit_when_done and engine is not None:
-            await engine.wait()
-            log.info("every source has ended; exiting")
-            server.should_exit = True
-
-    watcher = asyncio.create_task(announce())
-    try:
-        await server.serve()
-    finally:
-        watcher.cancel()
-    if not server.started and not server.should_exit:
-        raise SystemExit(f"could not listen on {settings.web.host}:{settings.web.port}")
-
-
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     try:
         import uvloop
@@ -228,19 +175,20 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def run_process(
     settings: Settings,
     registry: Registry,
+    code: RoleCode,
     *,
+    migrate: Callable[[Database], None],
     run_for: float | None = None,
     exit_when_done: bool = False,
     on_ready: Callable[[str], None] | None = None,
     prepare: Callable[[Database], None] | None = None,
-    roles: frozenset[str] = ROLES,
     catcher: MailCatcher | None = None,
 ) -> None:
-    """Open the store, migrate it, ``prepare`` it (the demo seeds accounts), and serve until
-    stopped; the store is closed cleanly."""
+    """Open the store, ``migrate`` it (to the code's schema), ``prepare`` it (the demo seeds
+    accounts), and serve the roles ``code`` has until stopped; the store is closed cleanly."""
     db = Database(settings.database)
     try:
-        db.migrate()
+        migrate(db)
         if prepare is not None:
             prepare(db)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
@@ -249,10 +197,10 @@ def run_process(
                     settings,
                     db,
                     registry,
+                    code,
                     run_for=run_for,
                     exit_when_done=exit_when_done,
                     on_ready=on_ready,
-                    roles=roles,
                     catcher=catcher,
                 )
             )

@@ -45,7 +45,6 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -54,7 +53,9 @@ import yarl
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ..errors import DeliveryError
-from ..net.ssrf import BAD_PORTS, Resolver, UnsafeTarget, VettedResolver, check_host
+from ..net.ssrf import BAD_PORTS, Resolver, UnsafeTarget, check_host
+from ..net.vetted import VettedResolver
+from .agent import default_user_agent
 from .hosts import HostGate, gate_for, host_of
 
 __all__ = [
@@ -75,16 +76,6 @@ MAX_BACKOFF = 60.0
 #: Redirect hops followed per request.
 MAX_REDIRECTS = 5
 _RETRIED = frozenset({408, 500, 502, 503, 504})
-
-
-def default_user_agent(base_url: str | None = None) -> str:
-    """``signalmint/<version>``, with the operator's site when known.
-
-    >>> default_user_agent("https://alerts.example.com")[:10], default_user_agent("https://a.example")[-20:]
-    ('signalmint', '(+https://a.example)')
-    """
-    name = f"signalmint/{version('signalmint')}"
-    return f"{name} (+{base_url})" if base_url else name
 
 
 def vet_url(url: str, *, allow_private: bool = False) -> str:

@@ -1,37 +1,32 @@
-"""Connecting, migrating, and the single writer.
+"""Connecting, the schema's revision, and the single writer.
 
 SQLite runs in WAL mode with a busy timeout; every write goes through one
 writer thread (:meth:`Database.write`), so writes never contend with each
 other and readers never block them. PostgreSQL uses the same code.
+
+Migrating is :mod:`signalmint.store.migrate`'s (Alembic, a quarter second to import): this
+module reads the revision a database is at and the newest one without it, so a process whose
+database is already at head (every start but the first) never loads Alembic.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
+import re
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StoreError
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: concurrent SQLite migrations are not locked there
-    fcntl = None  # type: ignore[assignment]
-
-__all__ = ["Connection", "Database", "DatabaseError", "is_sqlite"]
+__all__ = ["MIGRATIONS", "Connection", "Database", "DatabaseError", "is_sqlite", "schema_head"]
 
 # ``Connection`` (imported above) is what every function handed to ``Database.read``/``write``
 # receives; other packages name it through the store, never through SQLAlchemy.
@@ -42,8 +37,34 @@ DatabaseError = SQLAlchemyError
 
 T = TypeVar("T")
 MIGRATIONS = Path(__file__).parent / "migrations"
-#: The PostgreSQL advisory lock key ``signalmint migrate`` holds while it upgrades ("sgnlmint").
-MIGRATION_LOCK = 0x73676E6C6D696E74
+#: Alembic's table of the revision a database is at (one row).
+VERSION_TABLE = "alembic_version"
+
+_REVISION = re.compile(r"^(down_revision|revision)\b[^=\n]*=(.*)$", re.MULTILINE)
+_QUOTED = re.compile(r"[\"']([^\"']+)[\"']")
+
+
+def schema_head(versions: Path = MIGRATIONS / "versions") -> str | None:
+    """The newest revision of the migrations in ``versions``, read from their files' ``revision``
+    and ``down_revision`` lines without importing Alembic: the one revision no other revises.
+    ``None`` when that is not exactly one (a merge, or a file this cannot read): then Alembic,
+    which imports every file, decides (:func:`signalmint.store.migrate.head_revision` must agree
+    with this, tests/store/test_migrations.py checks it).
+
+    >>> schema_head() == sorted(p.name[:4] for p in (MIGRATIONS / "versions").glob("0*.py"))[-1]
+    True
+    """
+    revisions: set[str] = set()
+    revised: set[str] = set()
+    for path in versions.glob("*.py"):
+        lines = {m[1]: m[2] for m in _REVISION.finditer(path.read_text(encoding="utf-8"))}
+        names = _QUOTED.findall(lines.get("revision", ""))
+        if len(names) != 1 or "down_revision" not in lines:
+            return None
+        revisions.add(names[0])
+        revised.update(_QUOTED.findall(lines["down_revision"]))
+    heads = revisions - revised
+    return heads.pop() if len(heads) == 1 else None
 
 
 def is_sqlite(engine: Engine | Connection) -> bool:
@@ -127,46 +148,20 @@ class Database:
 
     # -- schema -----------------------------------------------------------------------------
 
-    def _alembic(self, connection: Connection) -> AlembicConfig:
-        config = AlembicConfig()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        config.attributes["connection"] = connection
-        return config
-
-    def migrate(self, revision: str = "head") -> None:
-        """Bring the schema up to ``revision`` (idempotent), safely when several processes or
-        hosts run it at once: one migrates while the others wait, then find nothing to do.
-        PostgreSQL: a transaction-scoped advisory lock taken before Alembic reads the version;
-        SQLite: an exclusive lock on a ``.migrate.lock`` file beside the database."""
-        try:
-            with self._migration_lock(), self.engine.begin() as connection:
-                if connection.dialect.name == "postgresql":
-                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
-                command.upgrade(self._alembic(connection), revision)
-        except SQLAlchemyError as exc:
-            raise StoreError(f"migrating {self.safe_url} failed: {exc}") from exc
-
-    @contextlib.contextmanager
-    def _migration_lock(self) -> Iterator[None]:
-        path = self.url.split(":///", 1)[-1] if is_sqlite(self.engine) else ""
-        if not path or path == ":memory:" or path.startswith("file:") or fcntl is None:
-            yield
-            return
-        lock = Path(path).expanduser().with_name(Path(path).name + ".migrate.lock")
-        with lock.open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
     def current_revision(self) -> str | None:
+        """The migration the database is at (``None``: never migrated), read as Alembic reads it."""
         with self.engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
+            if not inspect(connection).has_table(VERSION_TABLE):
+                return None
+            found = connection.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalars().all()
+        if len(found) > 1:
+            raise StoreError(f"{self.safe_url} is at several revisions at once: {', '.join(sorted(found))}")
+        return found[0] if found else None
 
-    def head_revision(self) -> str | None:
-        with self.engine.connect() as connection:
-            return ScriptDirectory.from_config(self._alembic(connection)).get_current_head()
+    def at_head(self) -> bool:
+        """Whether the schema is already the code's newest (then there is nothing to migrate)."""
+        head = schema_head()
+        return head is not None and self.current_revision() == head
 
     def table_names(self) -> list[str]:
         return sorted(inspect(self.engine).get_table_names())

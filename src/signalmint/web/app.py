@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from ..accounts.mail import Mailer, mailer_for
 from ..accounts.service import Accounts, server_pepper
-from ..billing import make_provider
+from ..billing.providers import make_provider
 from ..billing.service import Billing
 from ..billing.usage import UsageMeter
 from ..config import Settings, demo_exposure

@@ -23,8 +23,8 @@ from ..delivery.channels import email, telegram
 from ..delivery.channels.apprise import vet_apprise_url
 from ..delivery.channels.base import ChannelContext, Message
 from ..delivery.channels.webhook import new_secret
+from ..delivery.context import channel_context
 from ..delivery.inspect import inspector_prefix
-from ..delivery.runner import channel_context
 from ..delivery.telegram_commands import connect_link
 from ..delivery.worker import default_channel_factory
 from ..errors import ConfigError, DeliveryError

@@ -25,7 +25,8 @@ import psycopg
 
 from ..engine.hub import SignalHub
 from ..store import Database
-from ..store.notify import backoff_delay, connect_listener, notify_cache, ping_listener
+from ..store.listen import connect_listener, ping_listener
+from ..store.notify import backoff_delay, notify_cache
 from .visibility import SETTLE
 
 __all__ = ["Listener", "backoff_delay"]
