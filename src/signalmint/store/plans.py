@@ -88,8 +88,8 @@ def sync_plans(conn: Connection, configured: Iterable[Plan], now: datetime) -> l
             version = (latest.version + 1) if latest is not None else 1
             values = {"terms": terms, "fingerprint": fingerprint, "current": True, "created_at": now}
             stmt = insert(plans).values(id=plan.id, version=version, **values)
-            stmt = stmt.on_conflict_do_nothing(index_elements=[plans.c.id, plans.c.version]).returning(plans.c.version)
-            if conn.execute(stmt).first() is not None:
+            unless_stored = stmt.on_conflict_do_nothing(index_elements=[plans.c.id, plans.c.version])
+            if conn.execute(unless_stored.returning(plans.c.version)).first() is not None:
                 break
         conn.execute(update(plans).where(plans.c.id == plan.id, plans.c.version != version).values(current=False))
         conn.execute(update(plans).where(plans.c.id == plan.id, plans.c.version == version).values(current=True))
