@@ -80,7 +80,7 @@ def setup(
 ) -> Iterator[tuple[Engines, dict[str, Log]]]:
     data, expected = replay
     config = tmp_path / "engines.yaml"
-    config.write_text(config_yaml(db.url, data, pace=0.03, lease=LEASE, beat=BEAT))
+    config.write_text(config_yaml(db.url, data, pace=0.015, lease=LEASE, beat=BEAT))
     engines = Engines(config, tmp_path)
     try:
         yield engines, expected

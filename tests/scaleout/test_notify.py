@@ -45,7 +45,7 @@ AUTOMATION = """
 automations:
   - name: syn
     title: Synthetic
-    source: {kind: synthetic, symbols: 100, seed: 3, interval: 0.2, spike_rate: 0.01, spike_gap: 30, warmup: 12}
+    source: {kind: synthetic, symbols: 100, seed: 3, interval: 0.2, spike_rate: 0.016, spike_gap: 30, warmup: 12}
     detector: {kind: volume_spike, window: 10, ratio: 3, z: 4, cooldown: 1m}
 """
 
