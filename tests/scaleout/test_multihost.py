@@ -76,7 +76,7 @@ PG_URL = os.environ.get("SIGNALMINT_TEST_PG")
 SECRET = "multihost-secret-0123456789abcdef"
 SUBSCRIBERS = 1000
 SEED = 16
-LOAD_SECONDS = 8.0  # signals flow this long after the first one; the kills (and restarts) fall inside it
+LOAD_SECONDS = 12.0  # signals flow this long after the first one; the kills fall inside it
 WEB_PORT, RECEIVER_PORT = 8000, 9000
 HOSTS = ["web1", "web2", "engine1", "engine2", "worker1", "worker2", "worker3", "receiver"]
 AUTOMATIONS = ["alpha", "beta"]
@@ -154,7 +154,7 @@ def _config(store: Store, automations: list[str], shared: bool) -> str:
         lines += [
             f"  - name: {name}",
             f"    title: {name.title()}",
-            "    source: {kind: synthetic, symbols: 2, interval: 0.5, spike_rate: 0.18, spike_gap: 2, "
+            "    source: {kind: synthetic, symbols: 2, interval: 0.5, spike_rate: 0.12, spike_gap: 2, "
             f"warmup: 25, seed: {seed}}}",
             "    detector: {kind: volume_spike, window: 20, cooldown: 1s}",
         ]
