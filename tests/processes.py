@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import io
 import multiprocessing
 import os
@@ -28,7 +29,6 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from importlib import import_module
-from importlib.metadata import entry_points
 from multiprocessing import forkserver
 from multiprocessing.context import ForkServerContext, ForkServerProcess
 from pathlib import Path
@@ -36,23 +36,11 @@ from typing import Any
 
 __all__ = ["Started", "call", "start"]
 
-PLUGIN_GROUPS = ("signalmint.sources", "signalmint.detectors", "signalmint.channels")
-# Everything a `signalmint` process imports, imported once by the zygote.
-PRELOAD = [
-    "__main__",
-    "tests.processes",
-    "signalmint.cli",
-    "signalmint.serve.process",
-    "signalmint.serve.wiring",  # (the roles' code, which the command imports for its roles only)
-    "signalmint.serve.web",
-    "signalmint.delivery.runner",
-    "signalmint.store.migrate",
-    "signalmint.demo.seed",
-    "signalmint.demo.shop",
-    "signalmint.demo.mailcatcher",
-    "signalmint.reports.scheduler",
-    "signalmint.billing.business_schedule",
-]
+# The forkserver imports the test runner's main script (multiprocessing's way) and tests.zygote_preload.
+PRELOAD = ["__main__", "tests.zygote_preload"]
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_CLONE_NEWNET = 0x40000000
+_PR_SET_PDEATHSIG = 1
 
 _context: ForkServerContext | None = None
 _running: list[Started] = []
@@ -62,8 +50,7 @@ def _zygote() -> ForkServerContext:
     global _context
     if _context is None:
         context = multiprocessing.get_context("forkserver")
-        plugins = sorted({ep.module for group in PLUGIN_GROUPS for ep in entry_points(group=group)})
-        context.set_forkserver_preload([*PRELOAD, *plugins])
+        context.set_forkserver_preload(PRELOAD)
         atexit.register(_stop)
         _context = context
     return _context
@@ -107,18 +94,38 @@ def _redirect(output: str | None) -> None:
         setattr(sys, f"__{name}__", stream)
 
 
-def _child(argv: list[str], env: dict[str, str], output: str | None) -> None:
+def _enter(env: dict[str, str], output: str | None, cwd: str, netns: str | None) -> None:
+    """In the forked process: die with the zygote (hence with the test process), enter the network
+    namespace (as ``ip netns exec`` does), take the environment, directory and output file, and the
+    default signal handlers."""
+    if _LIBC.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL)) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+    if os.getppid() == 1:  # the zygote died before the prctl
+        os._exit(1)
+    if netns is not None:
+        fd = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
+        if _LIBC.setns(fd, _CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns({netns})")
+        os.close(fd)
     _redirect(output)
     os.environ.clear()
     os.environ.update(env)
+    os.chdir(cwd)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _child(argv: list[str], env: dict[str, str], output: str | None, cwd: str, netns: str | None) -> None:
+    _enter(env, output, cwd, netns)
     sys.argv = ["signalmint", *argv]
     import_module("signalmint.cli").main()
 
 
-def _call(module: str, name: str, args: tuple[Any, ...], env: dict[str, str], output: str | None) -> None:
-    _redirect(output)
-    os.environ.clear()
-    os.environ.update(env)
+def _call(
+    module: str, name: str, args: tuple[Any, ...], env: dict[str, str], output: str | None, cwd: str, netns: str | None
+) -> None:
+    _enter(env, output, cwd, netns)
     getattr(import_module(module), name)(*args)
 
 
@@ -170,18 +177,19 @@ def _env(env: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def start(
-    argv: Sequence[str | os.PathLike[str]], *, env: Mapping[str, str] | None = None, output: Path | None = None
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    output: Path | None = None,
+    netns: str | None = None,
 ) -> Started:
     """``signalmint ARGV`` in a new process; ``env`` is its whole environment (default: ours),
-    ``output`` the file its stdout and stderr go to (default: /dev/null)."""
+    ``output`` the file its stdout and stderr are appended to (default: /dev/null), ``netns`` the
+    network namespace (as ``ip netns add`` made it) it runs in (default: ours)."""
     args = [str(a) for a in argv]
-    process = _zygote().Process(
-        target=_child, args=(args, _env(env), str(output) if output else None), daemon=True, name="signalmint"
-    )
-    process.start()
-    started = Started(process, ["signalmint", *args], output)
-    _running[:] = [*(s for s in _running if s.poll() is None), started]
-    return started
+    child_args = (args, _env(env), str(output) if output else None, os.getcwd(), netns)
+    process = _zygote().Process(target=_child, args=child_args, daemon=True, name="signalmint")
+    return _started(process, ["signalmint", *args], output)
 
 
 def call(
@@ -189,15 +197,21 @@ def call(
     *args: Any,
     env: Mapping[str, str] | None = None,
     output: Path | None = None,
+    netns: str | None = None,
 ) -> Started:
     """``function(*args)`` (a module-level function) in a new process, as :func:`start`."""
+    where = (function.__module__, function.__qualname__, args)
     process = _zygote().Process(
         target=_call,
-        args=(function.__module__, function.__qualname__, args, _env(env), str(output) if output else None),
+        args=(*where, _env(env), str(output) if output else None, os.getcwd(), netns),
         daemon=True,
         name=function.__qualname__,
     )
+    return _started(process, [function.__qualname__, *map(str, args)], output)
+
+
+def _started(process: ForkServerProcess, args: list[str], output: Path | None) -> Started:
     process.start()
-    started = Started(process, [function.__qualname__, *map(str, args)], output)
+    started = Started(process, args, output)
     _running[:] = [*(s for s in _running if s.poll() is None), started]
     return started

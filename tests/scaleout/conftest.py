@@ -26,6 +26,15 @@ SYMBOLS = [f"S{i:02d}" for i in range(12)]
 NAMES = ["alpha", "bravo", "charlie", "delta"]
 
 
+def replay_migration(db: Database, script: str) -> None:
+    """Migrate an empty PostgreSQL schema to head as the ``db`` fixture does: the statements Alembic ran
+    once this session (``_pg_migration_script``), in one round trip."""
+    with db.engine.begin() as conn:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.execute(script)
+
+
 def write_bars(path: Path, *, bars: int, seed: int, quiet: int) -> None:
     rng = np.random.default_rng(seed)
     with path.open("w", newline="") as f:

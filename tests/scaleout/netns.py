@@ -7,8 +7,8 @@ process's id (``smx<pid>a``), so parallel runs do not clash, and a run finds and
 killed earlier run left behind. :class:`TcpProxy` forwards a port on the bridge address to
 ``127.0.0.1`` (PostgreSQL listens there only), in a thread of the test process.
 
-Run as a program, ``python netns.py LISTEN_HOST PORT TARGET_HOST TARGET_PORT`` is the same
-forwarder in a process of its own: the multi-host test runs one inside each worker's namespace
+:func:`run_relay` (or ``python netns.py LISTEN_HOST PORT TARGET_HOST TARGET_PORT``) is the same
+forwarder as a process's whole work: the multi-host test runs one inside each worker's namespace
 as its egress relay, on 127.0.0.1, because the delivery SSRF guard lets
 ``delivery.allow_loopback_targets`` reach loopback addresses but never private ones such as
 the bridge's ``10.X.Y.N``.
@@ -35,6 +35,15 @@ PREFIX = "smx"
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
+
+
+def _batch(commands: Sequence[str], namespace: str | None = None) -> None:
+    """``ip -batch``: the commands, one a line, in one process (in ``namespace`` if given); stops at the first error."""
+    where = ["-n", namespace] if namespace else []
+    done = subprocess.run(["ip", *where, "-batch", "-"], input="\n".join(commands) + "\n", capture_output=True,
+                          text=True, timeout=30)  # fmt: skip
+    if done.returncode != 0:
+        raise subprocess.CalledProcessError(done.returncode, done.args, done.stdout, done.stderr)
 
 
 def unavailable() -> str | None:
@@ -103,24 +112,20 @@ class Fabric:
         return f"{self.token}-{host}"
 
     def up(self) -> None:
+        """The bridge and every host, in one ``ip -batch`` in the root namespace and one in each host."""
         sweep_leftovers()
+        self.made = [self.bridge, *(self.namespace(host) for host in self.hosts)]  # down() tolerates the unmade
         try:
-            _ip("link", "add", self.bridge, "type", "bridge")
-            self.made.append(self.bridge)
-            _ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
-            _ip("link", "set", self.bridge, "up")
+            root = [f"link add {self.bridge} type bridge", f"addr add {self.gateway}/24 dev {self.bridge}",
+                    f"link set {self.bridge} up"]  # fmt: skip
             for i, host in enumerate(self.hosts):
-                ns, outside, inside = self.namespace(host), f"{self.token}h{i}", f"{self.token}n{i}"
-                _ip("netns", "add", ns)
-                self.made.append(ns)
-                _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
-                _ip("link", "set", inside, "netns", ns)
-                _ip("link", "set", outside, "master", self.bridge)
-                _ip("link", "set", outside, "up")
-                _ip("-n", ns, "link", "set", "lo", "up")
-                _ip("-n", ns, "link", "set", inside, "name", "eth0")
-                _ip("-n", ns, "addr", "add", f"{self.address[host]}/24", "dev", "eth0")
-                _ip("-n", ns, "link", "set", "eth0", "up")
+                ns, outside = self.namespace(host), f"{self.token}h{i}"
+                root += [f"netns add {ns}", f"link add {outside} type veth peer name eth0 netns {ns}",
+                         f"link set {outside} master {self.bridge}", f"link set {outside} up"]  # fmt: skip
+            _batch(root)
+            for host in self.hosts:
+                _batch(["link set lo up", f"addr add {self.address[host]}/24 dev eth0", "link set eth0 up"],
+                       self.namespace(host))  # fmt: skip
         except BaseException:
             self.down()
             raise
@@ -206,10 +211,14 @@ class TcpProxy:
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
+def run_relay(host: str, port: int, target_host: str, target_port: int) -> None:
+    """The forwarder as a process's whole work: says ``relaying`` once it listens, then forwards until killed."""
+    with TcpProxy(host, port, target_port, target_host) as proxy:
+        print("relaying", flush=True)
+        proxy._thread.join()
+
+
 if __name__ == "__main__":
     import sys
 
-    host, port, target_host, target_port = sys.argv[1:5]
-    with TcpProxy(host, int(port), int(target_port), target_host) as relay:
-        print("relaying", flush=True)
-        relay._thread.join()
+    run_relay(sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))

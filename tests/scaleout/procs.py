@@ -1,41 +1,44 @@
-"""Processes on the multi-host test's hosts: started, killed with SIGKILL, stopped, waited for; and an
-SSE client that follows one web replica's stream, reconnecting with ``Last-Event-ID``."""
+"""Processes on the multi-host test's hosts: started (forked from a warm parent, :mod:`tests.processes`),
+killed with SIGKILL, stopped, waited for; and an SSE client that follows one web replica's stream,
+reconnecting with ``Last-Event-ID``."""
 
 from __future__ import annotations
 
-import ctypes
 import signal
 import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+from .. import processes
 
 __all__ = ["Proc", "SseClient", "stop_all", "wait_http", "wait_log"]
 
 
-_PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # looked up before any fork: the child only calls it
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL it if the test process dies (a timeout's os._exit leaves no orphans)."""
-    _PRCTL(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG, kept across `ip netns exec`'s exec
-
-
 @dataclass
 class Proc:
+    """``signalmint ARGS`` (or ``target(*args)``) on one host: inside the network namespace ``netns``;
+    it dies with the test process (PR_SET_PDEATHSIG, so a timeout's os._exit leaves no orphans)."""
+
     name: str  # the host (namespace) it runs on
-    argv: list[str]
+    args: list[Any]  # the CLI's (strings), or target's
     log: Path
-    popen: subprocess.Popen[bytes] | None = None
+    netns: str | None = None
+    target: Callable[..., object] | None = None
+    popen: processes.Started | None = None
     kills: int = 0
 
     def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.popen = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        if self.target is None:
+            self.popen = processes.start(self.args, output=self.log, netns=self.netns)
+        else:
+            self.popen = processes.call(self.target, *self.args, output=self.log, netns=self.netns)
 
     def kill9(self) -> None:
         assert self.popen is not None

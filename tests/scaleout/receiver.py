@@ -1,6 +1,6 @@
 """The webhook receiver of the multi-host test, run in its own network namespace:
 
-    python receiver.py HOST PORT
+    python receiver.py HOST PORT    (or serve(HOST, PORT) in a forked process)
 
 Every POST is answered 200 and recorded as ``[path, webhook-id, signal id]`` (the signal id
 read from the Standard Webhooks payload's ``data.id``); ``GET /deliveries?after=N`` returns
@@ -51,5 +51,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def serve(host: str, port: int) -> None:
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, backlog=2048)
+
+
 if __name__ == "__main__":
-    uvicorn.run(app, host=sys.argv[1], port=int(sys.argv[2]), log_level="warning", access_log=False, backlog=2048)
+    serve(sys.argv[1], int(sys.argv[2]))

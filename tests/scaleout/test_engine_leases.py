@@ -34,8 +34,8 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
-def engine(db: Database, registry: Registry, data: dict[str, Path], clock: Clock) -> Engine:
-    settings = settings_for(db.url, data, pace=0.05, lease=LEASE)
+def engine(db: Database, registry: Registry, data: dict[str, Path], clock: Clock, pace: float = 0.05) -> Engine:
+    settings = settings_for(db.url, data, pace=pace, lease=LEASE)
     return Engine(settings, db, registry, watch_every=None, lease_clock=clock, lease_rounds=False)
 
 
@@ -99,7 +99,7 @@ def test_an_engine_whose_lease_was_taken_commits_nothing_more(db: Database, regi
     clock = Clock()
 
     async def scenario() -> None:
-        a = engine(db, registry, data, clock)
+        a = engine(db, registry, data, clock, pace=0.02)  # 300 bars: 6 s, still running long after the theft
         await a.start()
         deadline = time.monotonic() + 20
         while db.read_sync(count_signals, "alpha") == 0:  # alpha is committing signals

@@ -1,4 +1,5 @@
-"""Two real engine processes (`signalmint run --role engine`) share four replayed automations;
+"""Two real engine processes (`signalmint run --role engine`, forked from a warm parent:
+:mod:`tests.processes`) share four replayed automations;
 one is killed with -9 at a chosen commit (the fault-injection hooks of signalmint/engine/faults.py) or
 paused with SIGSTOP, and the other takes its automations over within a lease period. The
 signal log of every automation must then equal, signal for signal and seq for seq, the log of
@@ -8,8 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from signalmint.store import Database
 from signalmint.store.leases import list_leases
 from signalmint.store.signals import count_signals, verify_chain
 
+from .. import processes
 from .conftest import NAMES, Log, config_yaml, reference_logs, same_signals, signal_logs, write_data
 
 LEASE, BEAT = 1.5, 0.3
@@ -38,19 +38,18 @@ class Engines:
 
     def __init__(self, config: Path, folder: Path) -> None:
         self.config, self.folder = config, folder
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs: list[processes.Started] = []
         self.gate = folder / "go"
 
     def go(self) -> None:
         """Let the data flow (the engines have lined up: automations wait for this file)."""
         self.gate.touch()
 
-    def start(self, **faults: int) -> subprocess.Popen[bytes]:
+    def start(self, **faults: int) -> processes.Started:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "SIGNALMINT_FAULT_START_GATE": str(self.gate)}
         env.update({f"SIGNALMINT_FAULT_{k.upper()}": str(v) for k, v in faults.items()})
-        command = [sys.executable, "-m", "signalmint.cli", "run", "-c", str(self.config), "--role", "engine"]
-        with (self.folder / f"engine{len(self.procs)}.log").open("wb") as log:
-            proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        args = ["run", "-c", str(self.config), "--role", "engine"]
+        proc = processes.start(args, output=self.folder / f"engine{len(self.procs)}.log", env=env)
         self.procs.append(proc)
         return proc
 
@@ -81,7 +80,7 @@ def setup(
 ) -> Iterator[tuple[Engines, dict[str, Log]]]:
     data, expected = replay
     config = tmp_path / "engines.yaml"
-    config.write_text(config_yaml(db.url, data, pace=0.03, lease=LEASE, beat=BEAT))
+    config.write_text(config_yaml(db.url, data, pace=0.015, lease=LEASE, beat=BEAT))
     engines = Engines(config, tmp_path)
     try:
         yield engines, expected

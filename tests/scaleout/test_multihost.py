@@ -5,8 +5,10 @@ The hosts (:mod:`tests.scaleout.netns`; their processes and the SSE clients:
 :mod:`tests.scaleout.procs`) sit on a bridge in the root namespace; PostgreSQL, which listens on
 127.0.0.1 only, is reached through a small TCP proxy on the bridge address, as a
 database host would be. Every process is a real ``signalmint run --role ...`` reading its own
-config; a webhook receiver (:mod:`tests.scaleout.receiver`) runs in a namespace of its own,
-reached from each worker host through an egress relay on that host's 127.0.0.1 (the SSRF guard's
+config, in its host's namespace (forked from a parent that imported the CLI once,
+:mod:`tests.processes`: a process of its own, killed and restarted as any other); a webhook
+receiver (:mod:`tests.scaleout.receiver`) runs in a namespace of its own, reached from each worker
+host through an egress relay on that host's 127.0.0.1 (the SSRF guard's
 ``delivery.allow_loopback_targets`` opens loopback, never private addresses such as 10.X.Y.N). The
 load comes from the engines' sources (the synthetic market, a few symbols spiking often): each
 signal fans out to 1,000 subscribers' webhook endpoints.
@@ -37,7 +39,6 @@ import importlib.util
 import json
 import os
 import random
-import sys
 import threading
 import time
 import urllib.request
@@ -58,15 +59,16 @@ from signalmint.config import PlanConfig, Settings
 from signalmint.records import Automation
 from signalmint.store import Database, sync_automations
 from signalmint.store.auth import create_api_key
-from signalmint.store.migrate import migrate
 from signalmint.store.outbox import counts_by_status, idempotency_id
 from signalmint.store.plans import sync_plans
 from signalmint.store.tables import deliveries, subscribers, subscriptions
 from signalmint.store.tables import endpoints as endpoints_table
 from signalmint.store.tables import signals as signals_table
 
-from .netns import Fabric, TcpProxy, unavailable
+from .conftest import replay_migration
+from .netns import Fabric, TcpProxy, run_relay, unavailable
 from .procs import Proc, SseClient, stop_all, wait_http, wait_log
+from .receiver import serve
 
 pytestmark = [pytest.mark.pg, pytest.mark.slow]
 
@@ -78,8 +80,6 @@ LOAD_SECONDS = 12.0  # signals flow this long after the first one; the kills fal
 WEB_PORT, RECEIVER_PORT = 8000, 9000
 HOSTS = ["web1", "web2", "engine1", "engine2", "worker1", "worker2", "worker3", "receiver"]
 AUTOMATIONS = ["alpha", "beta"]
-RECEIVER = Path(__file__).with_name("receiver.py")
-NETNS = Path(__file__).with_name("netns.py")
 
 
 def engine_leases() -> bool:
@@ -178,7 +178,7 @@ def fabric() -> Iterator[Fabric]:
 
 
 @pytest.fixture
-def store(fabric: Fabric) -> Iterator[Store]:
+def store(fabric: Fabric, request: pytest.FixtureRequest) -> Iterator[Store]:
     if PG_URL is None:
         pytest.skip("SIGNALMINT_TEST_PG is not set (the hosts share PostgreSQL)")
     schema = f"multihost_{uuid.uuid4().hex[:10]}"
@@ -191,7 +191,7 @@ def store(fabric: Fabric) -> Iterator[Store]:
     remote = base.set(host=fabric.gateway, port=base.port or 5432).update_query_dict(options)
     db = Database(url)
     try:
-        migrate(db)
+        replay_migration(db, request.getfixturevalue("_pg_migration_script"))
         key, by_path = _seed(db)
         with TcpProxy(fabric.gateway, base.port or 5432, base.port or 5432):
             yield Store(url, remote.render_as_string(hide_password=False), db, key, by_path)
@@ -233,7 +233,6 @@ def test_kill_9_across_hosts_loses_nothing(engines: str, fabric: Fabric, store: 
     shared = engines == "shared"
     if shared and not engine_leases():
         pytest.skip("engine leases (signalmint.store.leases, issue 16 item 1) have not landed: engines run disjoint")
-    python = sys.executable
     receiver_at = fabric.address["receiver"]
     procs: dict[str, Proc] = {}
     for host in HOSTS:
@@ -244,18 +243,18 @@ def test_kill_9_across_hosts_loses_nothing(engines: str, fabric: Fabric, store: 
         automations = [AUTOMATIONS[int(host[-1]) - 1]] if role == "engine" and not shared else AUTOMATIONS
         config = tmp_path / f"{host}.yaml"
         config.write_text(_config(store, automations, shared))
-        argv = fabric.command(host, [python, "-m", "signalmint.cli", "run", "-c", str(config), "--role", role])
-        procs[host] = Proc(host, argv, tmp_path / f"{host}.log")
+        args = ["run", "-c", str(config), "--role", role]
+        procs[host] = Proc(host, args, tmp_path / f"{host}.log", fabric.namespace(host))
     receiver = Proc(
-        "receiver",
-        fabric.command("receiver", [python, str(RECEIVER), "0.0.0.0", str(RECEIVER_PORT)]),
-        tmp_path / "receiver.log",
+        "receiver", ["0.0.0.0", RECEIVER_PORT], tmp_path / "receiver.log", fabric.namespace("receiver"), serve
     )
     relays = [  # each worker host's egress relay: 127.0.0.1:9000 there -> the receiver host
         Proc(
             f"relay-{w}",
-            fabric.command(w, [python, str(NETNS), "127.0.0.1", str(RECEIVER_PORT), receiver_at, str(RECEIVER_PORT)]),
+            ["127.0.0.1", RECEIVER_PORT, receiver_at, RECEIVER_PORT],
             tmp_path / f"relay-{w}.log",
+            fabric.namespace(w),
+            run_relay,
         )
         for w in ("worker1", "worker2", "worker3")
     ]

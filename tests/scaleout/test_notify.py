@@ -11,7 +11,6 @@ import contextlib
 import os
 import signal as signals
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -26,10 +25,11 @@ import pytest
 from sqlalchemy import create_engine, select, text
 
 from signalmint.store import Database
-from signalmint.store.migrate import migrate
 from signalmint.store.tables import signals as signals_table
 
+from .. import processes
 from ..conftest import free_port
+from .conftest import replay_migration
 
 PG_URL = os.environ.get("SIGNALMINT_TEST_PG")
 pytestmark = [
@@ -45,13 +45,13 @@ AUTOMATION = """
 automations:
   - name: syn
     title: Synthetic
-    source: {kind: synthetic, symbols: 100, seed: 3, interval: 0.2, spike_rate: 0.01, spike_gap: 30, warmup: 12}
+    source: {kind: synthetic, symbols: 100, seed: 3, interval: 0.2, spike_rate: 0.016, spike_gap: 30, warmup: 12}
     detector: {kind: volume_spike, window: 10, ratio: 3, z: 4, cooldown: 1m}
 """
 
 
 @pytest.fixture
-def schema() -> Iterator[tuple[str, str]]:
+def schema(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     """(URL, schema name) of a fresh, migrated PostgreSQL schema; dropped afterwards."""
     assert PG_URL is not None
     name = f"t_{uuid.uuid4().hex[:12]}"
@@ -61,7 +61,8 @@ def schema() -> Iterator[tuple[str, str]]:
     sep = "&" if "?" in PG_URL else "?"
     url = f"{PG_URL}{sep}options=-csearch_path%3D{name}"
     db = Database(url)
-    migrate(db)  # once, before the processes start (each would find it at head)
+    # once, before the processes start (each would find it at head): Alembic's statements of this session
+    replay_migration(db, request.getfixturevalue("_pg_migration_script"))
     db.close()
     try:
         yield url, name
@@ -76,7 +77,7 @@ class Cluster:
 
     def __init__(self, tmp: Path, url: str, extra: str = "", web: str = "") -> None:
         self.tmp, self.url, self.extra, self.web = tmp, url, extra, web
-        self.procs: list[tuple[str, subprocess.Popen[str], Path]] = []
+        self.procs: list[tuple[str, processes.Started, Path]] = []
 
     def start(self, role: str) -> str:
         """Start a process of ``role``; for ``web``, its base URL once it answers."""
@@ -86,9 +87,7 @@ class Cluster:
         web = f"port: {port}, stream_poll_seconds: {POLL}" + (f", {self.web}" if self.web else "")
         config.write_text(f'database: "{self.url}"\nweb: {{{web}}}\n{self.extra}')
         log = self.tmp / f"{name}.log"
-        command = [sys.executable, "-m", "signalmint.cli", "run", "-c", str(config), "--role", role]
-        with log.open("w") as out:
-            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True)
+        proc = processes.start(["run", "-c", str(config), "--role", role], output=log)
         self.procs.append((name, proc, log))
         return f"http://127.0.0.1:{port}" if role == "web" else ""
 

@@ -1,4 +1,5 @@
-"""Three real worker processes (`signalmint run --role worker`) drain one PostgreSQL outbox into
+"""Three real worker processes (`signalmint run --role worker`, forked from a warm parent:
+:mod:`tests.processes`) drain one PostgreSQL outbox into
 a local webhook receiver: each delivery is claimed and sent exactly once (``FOR UPDATE SKIP
 LOCKED``) across processes; and when one worker is killed with -9 mid-batch (a tripwire in the
 receiver fires on a chosen request, before answering it), nothing is lost and the only
@@ -9,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,6 +28,7 @@ from signalmint.store.accounts import confirm_subscriber, ensure_subscriber, sta
 from signalmint.store.outbox import add_endpoint, counts_by_status, list_deliveries
 from signalmint.store.plans import sync_plans
 
+from .. import processes
 from ..delivery.conftest import HttpSink, SinkServer
 
 SIGNALS, SUBSCRIBERS, BATCH, WORKERS = 20, 20, 25, 3
@@ -98,22 +99,18 @@ def _seed(db: Database, sink: HttpSink) -> set[str]:
     return expected
 
 
-def _workers(db: Database, folder: Path) -> list[subprocess.Popen[bytes]]:
+def _workers(db: Database, folder: Path) -> list[processes.Started]:
     config = folder / "workers.yaml"
     config.write_text(
         f"database: {db.url}\nsecret: scaleout-test-secret-0123456789\n"
         f"delivery: {{allow_loopback_targets: true, lease: 2s, batch: {BATCH}, concurrency: 16}}\n"
         "plans:\n  - {id: premium, price: 2900, channels: [web, webhook]}\n"
     )
-    command = [sys.executable, "-m", "signalmint.cli", "run", "-c", str(config), "--role", "worker"]
-    procs = []
-    for i in range(WORKERS):
-        with (folder / f"worker{i}.log").open("wb") as log:
-            procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ))
-    return procs
+    args = ["run", "-c", str(config), "--role", "worker"]
+    return [processes.start(args, output=folder / f"worker{i}.log") for i in range(WORKERS)]
 
 
-def _drain(db: Database, procs: list[subprocess.Popen[bytes]], total: int, folder: Path) -> None:
+def _drain(db: Database, procs: list[processes.Started], total: int, folder: Path) -> None:
     try:
         deadline = time.monotonic() + 90
         while db.read_sync(counts_by_status).get("sent", 0) < total:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ..records import Plan
 from .tables import plans
@@ -63,33 +64,33 @@ def _fingerprint(terms: dict[str, Any]) -> str:
 
 
 def sync_plans(conn: Connection, configured: Iterable[Plan], now: datetime) -> list[Plan]:
-    """Make the configured plans current, creating a version for any whose terms changed."""
+    """Make the configured plans current, creating a version for any whose terms changed.
+
+    A version that another process stored first (web replicas starting at once on one database)
+    is read again, not inserted twice: the same terms use it, other terms take the next version."""
+    insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
     current: list[Plan] = []
     ids = set()
     for plan in configured:
         ids.add(plan.id)
         terms = plan_terms(plan)
         fingerprint = _fingerprint(terms)
-        latest = conn.execute(
-            select(plans.c.version, plans.c.fingerprint)
-            .where(plans.c.id == plan.id)
-            .order_by(plans.c.version.desc())
-            .limit(1)
-        ).first()
-        if latest is not None and latest.fingerprint == fingerprint:
-            version = latest.version
-        else:
+        while True:
+            latest = conn.execute(
+                select(plans.c.version, plans.c.fingerprint)
+                .where(plans.c.id == plan.id)
+                .order_by(plans.c.version.desc())
+                .limit(1)
+            ).first()
+            if latest is not None and latest.fingerprint == fingerprint:
+                version = latest.version
+                break
             version = (latest.version + 1) if latest is not None else 1
-            conn.execute(
-                plans.insert().values(
-                    id=plan.id,
-                    version=version,
-                    terms=terms,
-                    fingerprint=fingerprint,
-                    current=True,
-                    created_at=now,
-                )
-            )
+            values = {"terms": terms, "fingerprint": fingerprint, "current": True, "created_at": now}
+            stmt = insert(plans).values(id=plan.id, version=version, **values)
+            unless_stored = stmt.on_conflict_do_nothing(index_elements=[plans.c.id, plans.c.version])
+            if conn.execute(unless_stored.returning(plans.c.version)).first() is not None:
+                break
         conn.execute(update(plans).where(plans.c.id == plan.id, plans.c.version != version).values(current=False))
         conn.execute(update(plans).where(plans.c.id == plan.id, plans.c.version == version).values(current=True))
         current.append(dataclasses.replace(plan, version=version))
