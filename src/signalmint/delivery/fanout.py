@@ -110,11 +110,16 @@ class FanOut:
         watch = every_watchlist(conn)
         self.prefs = every_preference(conn)
         rows = []
+        expanded: dict[tuple[str, int], Plan] = {}  # each plan version spelled out once, not per subscriber
         for subscription, subscriber in open_subscriptions(conn):
-            plan = plans.get((subscription.plan_id, subscription.plan_version))
+            key = (subscription.plan_id, subscription.plan_version)
+            plan = plans.get(key)
             if plan is None or subscriber.id not in by_subscriber:
                 continue
-            rows.append((subscription, plan.expanded(names), subscriber, watch.get(subscriber.id, frozenset())))
+            full = expanded.get(key)
+            if full is None:
+                full = expanded[key] = plan.expanded(names)
+            rows.append((subscription, full, subscriber, watch.get(subscriber.id, frozenset())))
         self.rows = rows
         self.audience = Audience.build(rows)
         self.endpoints = dict(by_subscriber)

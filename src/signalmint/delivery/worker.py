@@ -42,6 +42,7 @@ from ..store.outbox import claim
 from .batch import Batch
 from .channels.base import ChannelContext
 from .claim import load_batch, messages
+from .collector import fewer_collections
 from .compose import Composer, draw_charts, unsubscribe_token
 from .decide import entitled, pay, release, take_budgets
 from .record import RETRY_SCHEDULE, Recorder, backoff, sent, skipped
@@ -83,6 +84,10 @@ class Worker:
 
     async def run_once(self) -> int:
         """Claim, send and record one batch; the number of deliveries handled."""
+        with fewer_collections():  # the round's objects live until it ends: see collector.py
+            return await self._round()
+
+    async def _round(self) -> int:
         now = self.clock()
         claimed = await self.db.write(claim, self.owner, now, lease=self.lease, limit=self.batch)
         if not claimed:
