@@ -100,8 +100,8 @@ def new_secret(nbytes: int = 32) -> str:
 
 def _secret_key(secret: str) -> bytes:
     raw = secret.removeprefix(SECRET_PREFIX)
-    try:
-        key = base64.b64decode(raw, validate=True)
+    try:  # strict: the base64 alphabet only, padding only at the end
+        key = binascii.a2b_base64(raw, strict_mode=True)
     except (binascii.Error, ValueError):
         raise DeliveryError("webhook secret is not whsec_ followed by base64", permanent=True) from None
     if not 24 <= len(key) <= 64:
