@@ -339,7 +339,9 @@ class WebhookChannel:
         msg_id = message.idempotency_id.encode("ascii")
         signature = _signature(b"%s.%d.%s" % (msg_id, timestamp, body), self._keys)
         # Nothing to escape: the id passed _HEADER_SAFE, the timestamp is digits, the signature base64.
-        fields = b"webhook-id: %s\r\nwebhook-timestamp: %d\r\nwebhook-signature: %s\r\n" % (msg_id, timestamp, signature)
+        fields = b"webhook-id: %s\r\nwebhook-timestamp: %d\r\nwebhook-signature: %s\r\n" % (
+            msg_id, timestamp, signature,
+        )  # fmt: skip
         request = http1.finish_request(self._head, fields, body)
         session = self.context.http
         if session is None:  # one-off sends (a "send test event" button): a pool of our own
