@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import re
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ import standardwebhooks
 from signalmint.delivery.channels.base import Channel, ChannelContext, Message, Receipt
 from signalmint.delivery.channels.webhook import (
     EndpointGone,
+    HmacKey,
     WebhookChannel,
     make_http_session,
     new_secret,
@@ -227,6 +229,13 @@ def test_bad_secrets_are_refused(secret: str) -> None:
     with pytest.raises(DeliveryError) as info:
         WebhookChannel.from_url("webhook+https://hooks.example.com/", ChannelContext(), secrets=[secret])
     assert info.value.permanent
+
+
+@pytest.mark.parametrize("size", [1, 24, 32, 63, 64, 65, 200])
+def test_precomputed_hmac_keys_sign_like_hmac(size: int) -> None:
+    key = bytes(range(size))
+    for body in (b"", b"msg_1.1700000000.{}", ("café ☕" * 500).encode()):
+        assert HmacKey(key).digest(body) == hmac.digest(key, body, "sha256")
 
 
 def test_new_secret_format() -> None:

@@ -49,6 +49,13 @@ class Composer:
     def __init__(self, base_url: str, pepper: bytes) -> None:
         self.base_url = base_url
         self.pepper = pepper
+        self._for_people: dict[str, bool] = {}  # channel kind -> people read it (asked once per kind)
+
+    def for_people(self, kind: str) -> bool:
+        answer = self._for_people.get(kind)
+        if answer is None:
+            answer = self._for_people[kind] = for_people(kind)
+        return answer
 
     def body(self, signal: Signal, hidden: frozenset[str], batch: Batch) -> Body:
         """(masked signal, webhook payload, payload as JSON), once per (signal, what is hidden)."""
@@ -75,7 +82,7 @@ class Composer:
         unsubscribe = self.unsubscribe_url(endpoint)
         subject, text, html = "", "", None
         chart = None
-        if for_people(endpoint.channel):  # people read these: render them
+        if self.for_people(endpoint.channel):  # people read these: render them
             if renders_chart(endpoint.channel) and not hidden & CHART_FIELDS:
                 chart = batch.charts.get(signal.id or 0)
             title = batch.titles.get(signal.automation, signal.automation)
@@ -108,7 +115,7 @@ class Composer:
         payload = {"type": "signal.group", "version": 1, "timestamp": batch.at.isoformat(), "data": data}
         unsubscribe = self.unsubscribe_url(endpoint)
         subject, text, html = f"{len(bodies)} signals", "", None
-        if for_people(endpoint.channel):
+        if self.for_people(endpoint.channel):
             titles = list(dict.fromkeys(batch.titles.get(s.automation, s.automation) for s, _ in ready))
             subject, text, html = group_text(
                 bodies, " · ".join(titles), base_url=self.base_url, unsubscribe_url=unsubscribe

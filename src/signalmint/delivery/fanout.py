@@ -110,11 +110,16 @@ class FanOut:
         watch = every_watchlist(conn)
         self.prefs = every_preference(conn)
         rows = []
+        expanded: dict[tuple[str, int], Plan] = {}  # each plan version spelled out once, not per subscriber
         for subscription, subscriber in open_subscriptions(conn):
-            plan = plans.get((subscription.plan_id, subscription.plan_version))
+            key = (subscription.plan_id, subscription.plan_version)
+            plan = plans.get(key)
             if plan is None or subscriber.id not in by_subscriber:
                 continue
-            rows.append((subscription, plan.expanded(names), subscriber, watch.get(subscriber.id, frozenset())))
+            full = expanded.get(key)
+            if full is None:
+                full = expanded[key] = plan.expanded(names)
+            rows.append((subscription, full, subscriber, watch.get(subscriber.id, frozenset())))
         self.rows = rows
         self.audience = Audience.build(rows)
         self.endpoints = dict(by_subscriber)
@@ -134,12 +139,16 @@ class FanOut:
                 raise ValueError(f"{signal.key} {signal.kind}: only stored signals (with ids) fan out")
             signal_id = signal.id
             decided = self.audience.decide(signal, now)
-            for row, at in zip(decided.row.tolist(), decided.deliver_at, strict=True):
+            times = decided.deliver_at.astype("datetime64[ns]", copy=False).view("int64").tolist()
+            converted: dict[int, datetime] = {}  # subscribers of one plan share a time: convert it once
+            for row, at in zip(decided.row.tolist(), times, strict=True):
                 _subscription, plan, subscriber, _ = self.rows[row]
                 endpoints = self.endpoints.get(subscriber.id)
-                if not endpoints:  # (a refresh leaves these out; converting the time is the costly part)
+                if not endpoints:  # (a refresh leaves these out)
                     continue
-                deliver_at = to_datetime(at)
+                deliver_at = converted.get(at)
+                if deliver_at is None:
+                    deliver_at = converted[at] = to_datetime(at)
                 for endpoint in endpoints:
                     if endpoint.channel not in plan.channels:
                         continue

@@ -24,13 +24,15 @@ connection and a response parsed by ``httptools`` (llhttp, the parser uvicorn us
   Nothing is retried once a response has started.
 - Failures raise :class:`HttpError`: :class:`ConnectError`, :class:`ConnectionClosed`,
   :class:`ProtocolError` or :class:`Timeout` (the whole exchange, DNS and waiting for a
-  connection included, is bounded by ``timeout``). Refusals by the SSRF guard stay
-  :class:`~signalmint.net.ssrf.UnsafeTarget`.
+  connection included, is bounded by ``timeout``; requests whose deadlines fall in the same
+  10 ms share one timer). Refusals by the SSRF guard stay :class:`~signalmint.net.ssrf.UnsafeTarget`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import math
 import re
 import socket
 import ssl
@@ -53,12 +55,14 @@ __all__ = [
     "Response",
     "Timeout",
     "encode_request",
+    "finish_request",
     "request_head",
 ]
 
 BODY_CAP: Final = 64 * 1024
 HEAD_CAP: Final = 64 * 1024  # status line and headers
 MAX_HEADERS: Final = 100
+_GRAIN: Final = 0.01  # seconds: requests whose deadlines fall in the same slot share one timer
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
@@ -108,17 +112,31 @@ def request_head(target: ParsedTarget, headers: Mapping[str, str], *, method: st
     >>> request_head(check_url("https://hooks.example.com/in?a=1"), {"user-agent": "x/1"})
     b'POST /in?a=1 HTTP/1.1\\r\\nhost: hooks.example.com\\r\\nuser-agent: x/1\\r\\n'
     """
-    url = yarl.URL(target.url)
     host = f"[{target.host}]" if ":" in target.host else target.host
     if target.port != _DEFAULT_PORTS.get(target.scheme):
         host = f"{host}:{target.port}"
-    line = f"{method} {url.raw_path_qs or '/'} HTTP/1.1\r\nhost: {host}\r\n"
+    line = f"{method} {_path_qs(target.url)} HTTP/1.1\r\nhost: {host}\r\n"
     return line.encode("ascii") + _encode_headers(headers)
+
+
+@functools.lru_cache(maxsize=10_000)
+def _path_qs(url: str) -> str:
+    return yarl.URL(url).raw_path_qs or "/"
 
 
 def encode_request(head: bytes, headers: Mapping[str, str], body: bytes) -> bytes:
     """One buffer: ``head``, per-request ``headers``, ``content-length`` and the body."""
-    return b"".join((head, _encode_headers(headers), b"content-length: %d\r\n\r\n" % len(body), body))
+    return finish_request(head, _encode_headers(headers), body)
+
+
+def finish_request(head: bytes, lines: bytes, body: bytes) -> bytes:
+    """:func:`encode_request` with the per-request header ``lines`` already encoded
+    (``name: value\\r\\n`` each): the caller vouches that they need no escaping.
+
+    >>> finish_request(b"POST / HTTP/1.1\\r\\nhost: h\\r\\n", b"x-a: 1\\r\\n", b"{}")
+    b'POST / HTTP/1.1\\r\\nhost: h\\r\\nx-a: 1\\r\\ncontent-length: 2\\r\\n\\r\\n{}'
+    """
+    return b"%s%scontent-length: %d\r\n\r\n%s" % (head, lines, len(body), body)
 
 
 def _encode_headers(headers: Mapping[str, str]) -> bytes:
@@ -324,6 +342,8 @@ class Http1Pool:
         self._dns: dict[str, tuple[float, list[str]]] = {}
         self._resolving: dict[str, asyncio.Task[list[str]]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self._deadlines: dict[int, tuple[asyncio.TimerHandle, dict[asyncio.Task[object], None]]] = {}
+        self._expired: set[asyncio.Task[object]] = set()  # cancelled by their deadline
 
     @property
     def _loop(self) -> asyncio.AbstractEventLoop:
@@ -363,11 +383,48 @@ class Http1Pool:
         if self.closed:
             raise HttpError("the HTTP pool is closed")
         seconds = self.timeout if timeout is None else timeout
-        try:
+        task = asyncio.current_task()
+        if task is None:  # (not inside a task: nothing to cancel on time)
             async with asyncio.timeout(seconds):
                 return await self._request(target, data)
-        except TimeoutError:
-            raise Timeout(f"no complete answer within {seconds:g} s") from None
+        slot = self._arm(task, seconds)
+        try:
+            return await self._request(target, data)
+        except asyncio.CancelledError:
+            if task in self._expired:
+                self._expired.discard(task)
+                if task.uncancel() == 0:  # our deadline cancelled it, nothing else did
+                    raise Timeout(f"no complete answer within {seconds:g} s") from None
+            raise
+        finally:
+            self._disarm(task, slot)
+
+    # -- deadlines --------------------------------------------------------------------------
+    # asyncio.timeout() costs a timer per request (a libuv timer on uvloop); requests whose
+    # deadlines fall in the same ``_GRAIN`` share one (a deadline fires at most that late).
+
+    def _arm(self, task: asyncio.Task[object], seconds: float) -> int:
+        slot = math.ceil((self._loop.time() + seconds) / _GRAIN)
+        entry = self._deadlines.get(slot)
+        if entry is None:
+            entry = self._deadlines[slot] = (self._loop.call_at(slot * _GRAIN, self._expire, slot), {})
+        entry[1][task] = None
+        return slot
+
+    def _disarm(self, task: asyncio.Task[object], slot: int) -> None:
+        self._expired.discard(task)
+        entry = self._deadlines.get(slot)
+        if entry is not None:
+            entry[1].pop(task, None)
+
+    def _expire(self, slot: int) -> None:
+        entry = self._deadlines.pop(slot, None)
+        if entry is None:
+            return
+        for task in entry[1]:
+            if not task.done():
+                self._expired.add(task)
+                task.cancel()
 
     async def _request(self, target: ParsedTarget, data: bytes) -> Response:
         origin: Origin = (target.scheme, target.host, target.port)

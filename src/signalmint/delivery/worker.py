@@ -42,6 +42,7 @@ from ..store import Connection, Database
 from .batch import Batch
 from .channels.base import ChannelContext
 from .claim import Plans, claim_batch, messages
+from .collector import fewer_collections
 from .compose import Composer, draw_charts, unsubscribe_token
 from .decide import entitled, pay, release, take_budgets
 from .record import RETRY_SCHEDULE, Recorder, backoff, sent, skipped
@@ -91,6 +92,10 @@ class Worker:
     async def _round(self, previous: Recorder | None) -> tuple[int, Recorder | None]:
         """Claim (storing ``previous``, the last round's outcomes, in the same transaction) and send
         one batch; the number of deliveries handled and their outcomes, not stored yet."""
+        with fewer_collections():  # the round's objects live until it ends: see collector.py
+            return await self._claim_and_send(previous)
+
+    async def _claim_and_send(self, previous: Recorder | None) -> tuple[int, Recorder | None]:
         now = self.clock()
         if previous is None:
             claimed, batch = await self.db.write(claim_batch, self.owner, now, self.lease, self.batch, self.plans)
