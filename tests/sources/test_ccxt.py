@@ -347,8 +347,8 @@ def test_kill_9_mid_backfill_then_restart_loses_nothing_and_feeds_nothing_twice(
         killing = {**env, "SIGNALMINT_FAULT_KILL_AFTER_BARS": "90"}
         proc = processes.start(run, env=killing, output=tmp_path / "killed.log")
         try:
-            _, stderr = proc.communicate(timeout=90)  # it dies by its own hook, mid-backfill
-            assert proc.returncode == -signal.SIGKILL, stderr[-3000:]
+            output, _ = proc.communicate(timeout=90)  # it dies by its own hook, mid-backfill
+            assert proc.returncode == -signal.SIGKILL, output[-3000:]
             partial = db.read_sync(count_bars, "crypto")
             assert 90 <= partial < 120 * len(symbols), "killed mid-backfill"
             proc = processes.start(run, env=env, output=tmp_path / "restarted.log")
@@ -366,8 +366,8 @@ def test_kill_9_mid_backfill_then_restart_loses_nothing_and_feeds_nothing_twice(
                     break
                 time.sleep(0.05)
             proc.send_signal(signal.SIGTERM)  # a clean stop saves the checkpoint at the last committed tick
-            _, stderr = proc.communicate(timeout=30)
-            assert proc.returncode == 0, stderr[-3000:]
+            output, _ = proc.communicate(timeout=30)
+            assert proc.returncode == 0, output[-3000:]
         finally:
             if proc.poll() is None:
                 proc.kill()
