@@ -12,6 +12,7 @@ from sqlalchemy import Connection, func, select, update
 from ..errors import LimitError
 from ..records import ApiKey
 from .accounts import lock_subscriber
+from .sql import upsert_into
 from .tables import api_keys, sessions, settings_kv, tokens
 
 __all__ = [
@@ -195,12 +196,13 @@ def get_setting(conn: Connection, name: str) -> str | None:
 
 
 def get_or_create_setting(conn: Connection, name: str, make: Callable[[], str]) -> str:
+    """The stored setting ``name``, stored first as ``make()`` when missing. Processes starting at
+    once (web replicas creating the server secret) all get the one value the first of them stored."""
     row = conn.execute(select(settings_kv.c.value).where(settings_kv.c.name == name)).first()
     if row is not None:
         return str(row.value)
-    value = make()
-    conn.execute(settings_kv.insert().values(name=name, value=value))
-    return value
+    conn.execute(upsert_into(conn, settings_kv).values(name=name, value=make()).on_conflict_do_nothing())
+    return str(conn.execute(select(settings_kv.c.value).where(settings_kv.c.name == name)).scalar_one())
 
 
 def replace_setting(conn: Connection, name: str, make: Callable[[], str]) -> str:
