@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..records import Automation
@@ -21,12 +21,19 @@ __all__ = [
     "sync_automations",
 ]
 
+#: The PostgreSQL advisory lock key ``sync_automations`` holds while it writes ("sgnlauto").
+SYNC_LOCK = int.from_bytes(b"sgnlauto", "big") & 0x7FFF_FFFF_FFFF_FFFF
+
 
 def sync_automations(conn: Connection, configured: Iterable[Automation], now: datetime) -> None:
     """Insert or update the automations named in config; others stay (their history too) but disabled.
 
-    One upsert per automation, so engines starting at once on one database both succeed."""
+    One upsert per automation, so engines starting at once on one database both succeed. On
+    PostgreSQL concurrent syncs take turns (a transaction-scoped advisory lock): engines with
+    other automations would otherwise lock the same rows in opposite orders and deadlock."""
     insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(SYNC_LOCK)))
     names = set()
     for a in configured:
         names.add(a.name)
