@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..records import BAR_COLUMNS, Frame, to_datetime
+from .sql import upsert_into
 from .tables import bars
 
 __all__ = ["bar_window", "bars_until", "insert_bars", "prune_bars"]
@@ -50,8 +50,7 @@ def insert_bars(conn: Connection, automation: str, frame: Frame) -> int:
         }
         for i, (key, t) in enumerate(zip(frame.keys.tolist(), times, strict=True))
     ]
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(dialect.insert(bars).on_conflict_do_nothing(), rows)
+    conn.execute(upsert_into(conn, bars).on_conflict_do_nothing(), rows)
     return len(rows)
 
 

@@ -10,10 +10,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..records import Checkout, Payment, Subscription
 from .accounts import _subscription
+from .sql import upsert_into
 from .tables import billing_customers, billing_events, checkouts, payments, provider_prices, subscriptions
 
 __all__ = [
@@ -30,10 +30,6 @@ __all__ = [
     "subscriber_of_customer",
     "subscription_by_ref",
 ]
-
-
-def _insert(conn: Connection, table: Any) -> Any:
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
 
 
 def _checkout(row: Any) -> Checkout:
@@ -93,7 +89,7 @@ def first_seen(
 ) -> bool:
     """Remember a provider's event; False when it was already seen (then do nothing with it)."""
     done = conn.execute(
-        _insert(conn, billing_events)
+        upsert_into(conn, billing_events)
         .values(provider=provider, event_id=event_id, type=kind, object_ref=object_ref, received_at=now)
         .on_conflict_do_nothing()
         .returning(billing_events.c.event_id)
@@ -111,7 +107,7 @@ def customer_ref(conn: Connection, subscriber_id: int, provider: str) -> str | N
 
 def save_customer(conn: Connection, subscriber_id: int, provider: str, ref: str, now: datetime) -> None:
     conn.execute(
-        _insert(conn, billing_customers)
+        upsert_into(conn, billing_customers)
         .values(subscriber_id=subscriber_id, provider=provider, customer_ref=ref, created_at=now)
         .on_conflict_do_nothing()
     )
@@ -156,7 +152,7 @@ def save_price(
     now: datetime,
 ) -> None:
     conn.execute(
-        _insert(conn, provider_prices)
+        upsert_into(conn, provider_prices)
         .values(
             provider=provider,
             plan_id=plan_id,
@@ -213,7 +209,7 @@ def record_payment(
         "plan_id": plan_id,
         "automation": automation,
     }
-    done = conn.execute(_insert(conn, payments).values(**values).on_conflict_do_nothing().returning(payments.c.id))
+    done = conn.execute(upsert_into(conn, payments).values(**values).on_conflict_do_nothing().returning(payments.c.id))
     return done.scalar()
 
 

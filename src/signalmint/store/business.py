@@ -14,11 +14,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, case, delete, func, literal, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..records import Signal
 from .health import StalePeriod, _period
 from .signals import row_to_signal
+from .sql import upsert_into
 from .tables import deliveries, endpoints, settings_kv, signals, stale_periods, subscribers
 
 __all__ = [
@@ -149,7 +149,7 @@ def signups_between(conn: Connection, start: datetime, end: datetime) -> int:
 
 def claim_mark(conn: Connection, week: str, value: dict[str, Any]) -> bool:
     """Mark ``week``'s report as being sent; False when another process (or run) marked it first."""
-    insert = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(settings_kv)
+    insert = upsert_into(conn, settings_kv)
     done = conn.execute(
         insert.values(name=MARK + week, value=json.dumps(value, sort_keys=True))
         .on_conflict_do_nothing()

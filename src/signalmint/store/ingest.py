@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Connection, delete
-from sqlalchemy.dialects import postgresql, sqlite
 
+from .sql import upsert_into
 from .tables import ingest_events
 
 __all__ = ["first_ingest", "forget_ingest", "forget_ingests"]
 
 
-def _insert(conn: Connection) -> Any:
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(ingest_events)
-
-
 def first_ingest(conn: Connection, automation: str, event_id: str, now: datetime) -> bool:
     """Remember ``event_id`` for ``automation``; False when it was already seen."""
     done = conn.execute(
-        _insert(conn)
+        upsert_into(conn, ingest_events)
         .values(automation=automation, event_id=event_id, received_at=now)
         .on_conflict_do_nothing()
         .returning(ingest_events.c.event_id)

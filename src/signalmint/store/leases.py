@@ -24,10 +24,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import LeaseLost
 from ..records import Fence, Lease
+from .sql import upsert_into
 from .tables import engine_leases, engine_nodes
 
 __all__ = [
@@ -57,15 +57,11 @@ def guard_idle(conn: Connection, seconds: float) -> None:
         conn.exec_driver_sql(f"SET LOCAL idle_in_transaction_session_timeout = {max(int(seconds * 1000), 1)}")
 
 
-def _insert(conn: Connection) -> Any:
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(engine_leases)
-
-
 def ensure_leases(conn: Connection, automations: Iterable[str], now: datetime) -> None:
     """A free lease row for every automation that has none yet."""
     rows = [{"automation": name, "holder": None, "epoch": 0, "expires_at": now} for name in automations]
     if rows:
-        conn.execute(_insert(conn).on_conflict_do_nothing(), rows)
+        conn.execute(upsert_into(conn, engine_leases).on_conflict_do_nothing(), rows)
 
 
 def _lease(r: Any) -> Lease:

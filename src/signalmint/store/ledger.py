@@ -16,10 +16,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import BillingError
 from ..records import LedgerEntry, MeterEvent
+from .sql import upsert_into
 from .tables import ledger, meter_events, wallets
 
 __all__ = [
@@ -41,10 +41,6 @@ __all__ = [
     "take_from_wallet",
     "wallet_balance",
 ]
-
-
-def _insert(conn: Connection, table: Any) -> Any:
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
 
 
 def _entry(row: Any) -> LedgerEntry:
@@ -78,7 +74,7 @@ def _statements(conn: Connection) -> tuple[Any, Any]:
     """(add to a wallet, append a ledger entry) for this connection's dialect."""
     name = conn.dialect.name
     if name not in _dialect_statements:
-        add = _insert(conn, wallets).values(
+        add = upsert_into(conn, wallets).values(
             subscriber_id=bindparam("sid"), balance=bindparam("n"), updated_at=bindparam("now")
         )
         add = add.on_conflict_do_update(
@@ -86,7 +82,7 @@ def _statements(conn: Connection) -> tuple[Any, Any]:
             set_={"balance": wallets.c.balance + add.excluded.balance, "updated_at": add.excluded.updated_at},
         ).returning(wallets.c.balance)
         entry = (
-            _insert(conn, ledger)
+            upsert_into(conn, ledger)
             .values(
                 subscriber_id=bindparam("sid"),
                 delta=bindparam("delta"),
@@ -199,7 +195,7 @@ def _meter_event(row: Any) -> MeterEvent:
 def insert_meter_event(conn: Connection, event: MeterEvent) -> bool:
     """Store an event to report; False when its identifier is already stored."""
     done = conn.execute(
-        _insert(conn, meter_events)
+        upsert_into(conn, meter_events)
         .values(
             identifier=event.identifier,
             subscriber_id=event.subscriber_id,

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Connection, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..records import Frame, Outcome, Signal, to_datetime
 from .signals import row_to_signal
+from .sql import upsert_into
 from .tables import bars, observations, outcomes, signals
 
 __all__ = [
@@ -133,8 +133,7 @@ def insert_observations(conn: Connection, automation: str, frame: Frame, column:
         {"automation": automation, "key": str(key), "time": to_datetime(t * 1000), "value": value}
         for key, t, value in zip(frame.keys[keep].tolist(), times, values[keep].tolist(), strict=True)
     ]
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(dialect.insert(observations).on_conflict_do_nothing(), rows)
+    conn.execute(upsert_into(conn, observations).on_conflict_do_nothing(), rows)
     return len(rows)
 
 

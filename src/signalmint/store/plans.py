@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..records import Plan
+from .sql import upsert_into
 from .tables import plans
 
 __all__ = ["load_plans", "plan_from_terms", "plan_terms", "sync_plans"]
@@ -68,7 +68,6 @@ def sync_plans(conn: Connection, configured: Iterable[Plan], now: datetime) -> l
 
     A version that another process stored first (web replicas starting at once on one database)
     is read again, not inserted twice: the same terms use it, other terms take the next version."""
-    insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
     current: list[Plan] = []
     ids = set()
     for plan in configured:
@@ -87,7 +86,7 @@ def sync_plans(conn: Connection, configured: Iterable[Plan], now: datetime) -> l
                 break
             version = (latest.version + 1) if latest is not None else 1
             values = {"terms": terms, "fingerprint": fingerprint, "current": True, "created_at": now}
-            stmt = insert(plans).values(id=plan.id, version=version, **values)
+            stmt = upsert_into(conn, plans).values(id=plan.id, version=version, **values)
             unless_stored = stmt.on_conflict_do_nothing(index_elements=[plans.c.id, plans.c.version])
             if conn.execute(unless_stored.returning(plans.c.version)).first() is not None:
                 break

@@ -26,6 +26,7 @@ from ..records import DeliveryOutcome as Outcome
 from ..records import Preferences
 from .accounts import preferences_of
 from .outbox import record_leased
+from .sql import upsert_into
 from .tables import preferences, report_deliveries, report_renderings
 
 __all__ = [
@@ -76,14 +77,6 @@ def _row(r: Any) -> ReportDelivery:
     )  # fmt: skip
 
 
-def _insert(conn: Connection, table: Any) -> Any:
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    return insert(table)
-
-
 def all_preferences(
     conn: Connection, subscriber_ids: Sequence[int] | None = None
 ) -> dict[tuple[int, str], Preferences]:
@@ -109,7 +102,7 @@ def enqueue_reports(conn: Connection, rows: Iterable[dict[str, Any]], now: datet
     ]
     inserted = 0
     for at in range(0, len(values), 2000):  # SQLite caps the bound parameters of one statement
-        result = conn.execute(_insert(conn, report_deliveries).on_conflict_do_nothing(), values[at : at + 2000])
+        result = conn.execute(upsert_into(conn, report_deliveries).on_conflict_do_nothing(), values[at : at + 2000])
         inserted += max(int(result.rowcount or 0), 0)
     return inserted
 
@@ -166,7 +159,7 @@ def lease_rendering(
     c = report_renderings.c
     key = and_(c.automation == automation, c.name == name, c.period_key == period_key)
     conn.execute(
-        _insert(conn, report_renderings)
+        upsert_into(conn, report_renderings)
         .values(automation=automation, name=name, period_key=period_key, owner=owner, lease_until=now + lease)
         .on_conflict_do_nothing()
     )

@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import Connection, and_, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..records import Report, ReportSignal, Signal
 from .signals import row_to_signal
+from .sql import upsert_into
 from .tables import bars, report_purchases, reports, signals
 
 __all__ = [
@@ -39,10 +39,6 @@ __all__ = [
 
 Purchase = Literal["bought", "owned", "insufficient"]
 _LIGHT = [c for c in reports.c if c.name not in {"html", "email_html", "pdf"}]
-
-
-def _insert(conn: Connection, table: Any) -> Any:
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
 
 
 def _top_json(top: Iterable[ReportSignal]) -> list[dict[str, Any]]:
@@ -88,7 +84,7 @@ def _report(row: Any, content: bool) -> Report:
 def store_report(conn: Connection, report: Report) -> tuple[Report, bool]:
     """Store a rendered report unless its period is stored already: (the stored one, whether ours)."""
     inserted = conn.execute(
-        _insert(conn, reports)
+        upsert_into(conn, reports)
         .values(
             automation=report.automation,
             name=report.name,
@@ -187,7 +183,7 @@ def owns_report(conn: Connection, report_id: int, subscriber_id: int) -> bool:
 def record_purchase(conn: Connection, report_id: int, subscriber_id: int, micros: int, now: datetime) -> bool:
     """Record a paid purchase; False when one was recorded before (a concurrent buyer's stands)."""
     done = conn.execute(
-        _insert(conn, report_purchases)
+        upsert_into(conn, report_purchases)
         .values(report_id=report_id, subscriber_id=subscriber_id, price=micros, created_at=now)
         .on_conflict_do_nothing()
         .returning(report_purchases.c.report_id)

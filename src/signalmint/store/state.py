@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..records import Automation
+from .sql import upsert_into
 from .tables import automation_state, automations
 
 __all__ = [
@@ -31,7 +31,6 @@ def sync_automations(conn: Connection, configured: Iterable[Automation], now: da
     One upsert per automation, so engines starting at once on one database both succeed. On
     PostgreSQL concurrent syncs take turns (a transaction-scoped advisory lock): engines with
     other automations would otherwise lock the same rows in opposite orders and deadlock."""
-    insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
     if conn.dialect.name == "postgresql":
         conn.execute(select(func.pg_advisory_xact_lock(SYNC_LOCK)))
     names = set()
@@ -46,7 +45,7 @@ def sync_automations(conn: Connection, configured: Iterable[Automation], now: da
             "enabled": True,
             "updated_at": now,
         }
-        stmt = insert(automations).values(name=a.name, created_at=now, **values)
+        stmt = upsert_into(conn, automations).values(name=a.name, created_at=now, **values)
         conn.execute(stmt.on_conflict_do_update(index_elements=[automations.c.name], set_=values))
     conn.execute(update(automations).where(automations.c.name.not_in(names)).values(enabled=False))
 
