@@ -31,6 +31,8 @@ class SteppingClock:
         self.now = now
         #: Whether what the websocket sends for the close at this clock time (ms) is all taken in.
         self.settled: Callable[[int], bool] | None = None
+        #: Whether every feed's streams are subscribed (or it is backing off), asked before reaching a close.
+        self.subscribed: Callable[[], bool] | None = None
 
     def __call__(self) -> float:
         return self.now
@@ -43,6 +45,12 @@ class SteppingClock:
                 while not self.settled(int(self.now * 1000)) and time.monotonic() < deadline:
                     await asyncio.sleep(0.001)
             close = (self.now // 60 + 1) * 60
+            if (
+                target >= close and self.subscribed is not None
+            ):  # a close is published only to streams subscribed by then
+                deadline = time.monotonic() + 10
+                while not self.subscribed() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.001)
             self.now = max(self.now, min(target, close))
             await asyncio.sleep(0)
 
@@ -117,6 +125,9 @@ def exchange(clock: SteppingClock, monkeypatch: pytest.MonkeyPatch) -> Iterator[
             )
 
         clock.settled = settled
+        clock.subscribed = lambda: all(
+            feed.backing_off or ex.ws_streams >= len(feed.symbols) for feed in WatchedFeed.live
+        )
         yield ex
     WatchedFeed.live.clear()
 
