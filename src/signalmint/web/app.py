@@ -17,6 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from jinja2 import BytecodeCache, Environment, FileSystemLoader, select_autoescape
+from jinja2.bccache import Bucket
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -223,6 +225,26 @@ def _wants_html(request: Request) -> bool:
     )
 
 
+class _CompiledTemplates(BytecodeCache):
+    """Templates compiled once per process, whatever number of apps render them (tests make one
+    per test; each new app compiled every page it showed again). Jinja keys an entry by the
+    template's name and checks the source's hash, so an edited template compiles afresh."""
+
+    def __init__(self) -> None:
+        self._code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        code = self._code.get(bucket.key)
+        if code is not None:
+            bucket.bytecode_from_string(code)
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        self._code[bucket.key] = bucket.bytecode_to_string()
+
+
+_COMPILED = _CompiledTemplates()
+
+
 def create_app(
     settings: Settings,
     db: Database,
@@ -319,7 +341,10 @@ def create_app(
         redoc_url=None,
     )
     app.state.ctx = ctx
-    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    env = Environment(
+        loader=FileSystemLoader(str(HERE / "templates")), autoescape=select_autoescape(), bytecode_cache=_COMPILED
+    )
+    templates = Jinja2Templates(env=env)
     register_filters(templates.env)
     register_money_filters(templates.env)
     templates.env.globals["demo_tools"] = settings.demo  # the demo's request inspector
