@@ -178,13 +178,14 @@ _MIGRATED: set[str] = set()
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
     """A fresh database URL: a SQLite file, then a PostgreSQL schema. Empty, unless the test
-    also uses ``db``: on PostgreSQL it is then a migrated schema (see ``_MigratedSchemas``)."""
+    also uses the ``db`` fixture below: on PostgreSQL it is then a migrated schema (see
+    ``_MigratedSchemas``)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'test.db'}"
         return
     if PG_URL is None:
         pytest.skip("SIGNALMINT_TEST_PG is not set")
-    if "db" not in request.fixturenames:
+    if "_migrated_db" not in request.fixturenames:  # not the ``db`` fixture below (a module may have its own)
         yield from _pg_schema_url()
         return
     schemas: _MigratedSchemas = request.getfixturevalue("_pg_schemas")
@@ -241,7 +242,12 @@ def _copy_sqlite(template: Path, target: Path) -> str:
 
 
 @pytest.fixture
-def db(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> Iterator[Database]:
+def _migrated_db() -> None:
+    """Marks a test that uses the ``db`` fixture below: ``db_url`` then lends it a migrated schema."""
+
+
+@pytest.fixture
+def db(request: pytest.FixtureRequest, db_url: str, tmp_path: Path, _migrated_db: None) -> Iterator[Database]:
     """A migrated database on each backend (a copy of one Alembic migrated for this session)."""
     if db_url.startswith("sqlite"):
         database = Database(_copy_sqlite(request.getfixturevalue("_sqlite_template"), tmp_path / "test.db"))
