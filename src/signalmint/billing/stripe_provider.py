@@ -112,11 +112,11 @@ def subscriber_of(conn: Connection, obj: Mapping[str, Any]) -> int | None:
     return int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else None
 
 
-
 @cache
 def _stripe_tls() -> ssl.SSLContext:
     """The TLS context stripe's aiohttp client would make for each session: its CA bundle."""
     return ssl.create_default_context(cafile=stripe.ca_bundle_path)
+
 
 class StripeProvider:
     """Payments through Stripe (``test_mode`` with an ``sk_test_`` key: Stripe moves no money)."""
