@@ -60,10 +60,16 @@ def _pg_schema_url() -> Iterator[str]:
 
 def _schema_url(schema: str) -> str:
     """The test URL of one schema: its search path, and its name as every connection's
-    ``application_name``, so that connections a test left open can be found."""
+    ``application_name``, so that connections a test left open can be found.
+
+    Its sessions commit without waiting for the server's WAL flush (``synchronous_commit=off``):
+    6 ms a commit less on this machine's disk, and no test changes, since a commit is visible to
+    every other session at once either way and only a crash of the server itself (never of a
+    test's process) could lose one."""
     assert PG_URL is not None
     sep = "&" if "?" in PG_URL else "?"
-    return f"{PG_URL}{sep}options=-csearch_path%3D{schema}&application_name={schema}"
+    options = f"-csearch_path%3D{schema}%20-csynchronous_commit%3Doff"
+    return f"{PG_URL}{sep}options={options}&application_name={schema}"
 
 
 class _MigratedSchemas:

@@ -59,7 +59,7 @@ def schema(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{name}"'))
     sep = "&" if "?" in PG_URL else "?"
-    url = f"{PG_URL}{sep}options=-csearch_path%3D{name}"
+    url = f"{PG_URL}{sep}options=-csearch_path%3D{name}%20-csynchronous_commit%3Doff"  # as conftest's
     db = Database(url)
     # once, before the processes start (each would find it at head): Alembic's statements of this session
     replay_migration(db, request.getfixturevalue("_pg_migration_script"))
