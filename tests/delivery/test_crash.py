@@ -121,7 +121,7 @@ def _config(path: Path, db: Path, smtp_port: int) -> None:
         f"database: sqlite:///{db}\n"
         "secret: crash-test-secret-0123456789\n"
         "email: {host: 127.0.0.1, port: %d, starttls: false, sender: 'alerts <alerts@signalmint.test>'}\n"
-        "delivery: {allow_loopback_targets: true, lease: 2s, batch: %d, concurrency: 64}\n"
+        "delivery: {allow_loopback_targets: true, lease: 1s, batch: %d, concurrency: 64}\n"
         "plans:\n  - {id: premium, price: 2900, channels: [web, webhook, email]}\n" % (smtp_port, BATCH)
     )
 
@@ -155,7 +155,7 @@ def _seed(db: Database, sink: HttpSink, smtp_port: int) -> None:
 
 # The message of a run (webhooks and emails counted together) at which the worker is killed. A
 # run's first batch is recorded before its second is claimed, so each run leaves one batch
-# recorded and one leased but unrecorded: its rows come back when the 2 s lease expires.
+# recorded and one leased but unrecorded: its rows come back when the 1 s lease expires.
 KILL_POINTS = {
     "on the first message of a batch": BATCH + 1,
     "in the middle of a batch": BATCH + BATCH // 2,

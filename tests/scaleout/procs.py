@@ -31,14 +31,15 @@ class Proc:
     log: Path
     netns: str | None = None
     target: Callable[..., object] | None = None
+    env: dict[str, str] | None = None  # its whole environment (default: the test process's)
     popen: processes.Started | None = None
     kills: int = 0
 
     def start(self) -> None:
         if self.target is None:
-            self.popen = processes.start(self.args, output=self.log, netns=self.netns)
+            self.popen = processes.start(self.args, env=self.env, output=self.log, netns=self.netns)
         else:
-            self.popen = processes.call(self.target, *self.args, output=self.log, netns=self.netns)
+            self.popen = processes.call(self.target, *self.args, env=self.env, output=self.log, netns=self.netns)
 
     def kill9(self) -> None:
         assert self.popen is not None

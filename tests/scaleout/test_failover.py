@@ -68,7 +68,7 @@ class Engines:
 def replay(tmp_path_factory: pytest.TempPathFactory, registry: Registry) -> tuple[dict[str, Path], dict[str, Log]]:
     """The four automations' data, and the log one engine alone makes of it (once per module)."""
     folder = tmp_path_factory.mktemp("replay")
-    data = write_data(folder, bars=170, quiet=50)
+    data = write_data(folder, bars=120, quiet=50)
     expected = reference_logs(folder, data, registry)
     assert all(len(expected[n]) > 20 for n in NAMES)
     return data, expected
