@@ -116,12 +116,18 @@ def request_head(target: ParsedTarget, headers: Mapping[str, str], *, method: st
     if target.port != _DEFAULT_PORTS.get(target.scheme):
         host = f"{host}:{target.port}"
     line = f"{method} {_path_qs(target.url)} HTTP/1.1\r\nhost: {host}\r\n"
-    return line.encode("ascii") + _encode_headers(headers)
+    return line.encode("ascii") + _encode_fixed(tuple(headers.items()))
 
 
 @functools.lru_cache(maxsize=10_000)
 def _path_qs(url: str) -> str:
     return yarl.URL(url).raw_path_qs or "/"
+
+
+@functools.lru_cache(maxsize=256)
+def _encode_fixed(headers: tuple[tuple[str, str], ...]) -> bytes:
+    """:func:`_encode_headers` of a channel's fixed headers: the same for every endpoint, encoded once."""
+    return _encode_headers(dict(headers))
 
 
 def encode_request(head: bytes, headers: Mapping[str, str], body: bytes) -> bytes:
