@@ -361,7 +361,7 @@ def open_subscriptions(conn: Connection) -> list[tuple[Subscription, Subscriber]
         .select_from(subscriptions)
         .join(subscribers, subscribers.c.id == subscriptions.c.subscriber_id)
         .where(subscriptions.c.ended_at.is_(None))
-    )
+    ).all()
     at = reader(conn, subscribers.c.created_at)
     return [
         (
@@ -420,7 +420,7 @@ def subscribers_with_subscriptions(
     people: dict[int, Subscriber] = {}
     holdings: dict[int, Subscription] = {}
     budgets: dict[tuple[int, str], int] = {}
-    for r in conn.execute(query):
+    for r in conn.execute(query).all():
         person = r[0]
         if person not in people:
             people[person] = Subscriber(person, r[1], at(r[2]), at(r[3]), r[4])

@@ -170,7 +170,7 @@ def list_endpoints(
     if active_only:
         query = query.where(endpoints.c.status == "active")
     secrets = reader(conn, endpoints.c.secrets)
-    return [Endpoint(r[0], r[1], r[2], r[3], tuple(secrets(r[4]) or ()), r[5], r[6]) for r in conn.execute(query)]
+    return [Endpoint(r[0], r[1], r[2], r[3], tuple(secrets(r[4]) or ()), r[5], r[6]) for r in conn.execute(query).all()]
 
 
 def endpoints_at(conn: Connection, channel: str, url: str) -> list[Endpoint]:
@@ -259,7 +259,7 @@ def claim(conn: Connection, owner: str, now: datetime, *, lease: timedelta, limi
         groups = select(picked.c.group_key).where(picked.c.group_key.is_not(None))
         rest = and_(c.group_key.in_(groups), or_(c.status == "pending", expired))
         statement = update(deliveries).where(or_(c.id.in_(select(picked.c.id)), rest)).values(**leased)
-        return _deliveries_raw(conn, conn.execute(statement.returning(*_RAW_DELIVERY)))
+        return _deliveries_raw(conn, conn.execute(statement.returning(*_RAW_DELIVERY)).all())
     # single rows other workers hold are skipped; groups are taken whole, earliest first
     first = func.min(c.next_attempt_at)
     candidates = select(c.group_key, first, func.count()).where(due, c.group_key.is_not(None))
@@ -270,7 +270,7 @@ def claim(conn: Connection, owner: str, now: datetime, *, lease: timedelta, limi
     if not groups_due:  # singles only: lock, lease and read them in one round trip
         locked = pick.cte("picked").prefix_with("MATERIALIZED")  # locked once, exactly these rows
         statement = update(deliveries).where(c.id.in_(select(locked.c.id))).values(**leased)
-        return _deliveries_raw(conn, conn.execute(statement.returning(*_RAW_DELIVERY)))
+        return _deliveries_raw(conn, conn.execute(statement.returning(*_RAW_DELIVERY)).all())
     singles = [(r.next_attempt_at, 1, r.id) for r in conn.execute(pick)]
     taken = 0
     for _at, count, item in sorted([*singles, *groups_due], key=lambda x: (x[0], str(x[2]))):
@@ -290,7 +290,7 @@ def claim(conn: Connection, owner: str, now: datetime, *, lease: timedelta, limi
     if not ids:
         return []
     statement = update(deliveries).where(among(conn, c.id, sorted(ids))).values(**leased)
-    return _deliveries_raw(conn, conn.execute(statement.returning(*_RAW_DELIVERY)))
+    return _deliveries_raw(conn, conn.execute(statement.returning(*_RAW_DELIVERY)).all())
 
 
 def _by_id(delivery: Delivery) -> int:
