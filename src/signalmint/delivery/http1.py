@@ -389,7 +389,7 @@ class Http1Pool:
         if self.closed:
             raise HttpError("the HTTP pool is closed")
         seconds = self.timeout if timeout is None else timeout
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._loop)  # (the loop given: no get_running_loop per request)
         if task is None:  # (not inside a task: nothing to cancel on time)
             async with asyncio.timeout(seconds):
                 return await self._request(target, data)
