@@ -36,7 +36,7 @@ import math
 import re
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final, cast
 
@@ -93,6 +93,35 @@ class ProtocolError(HttpError):
 
 class Timeout(HttpError, TimeoutError):
     """No complete response within the timeout."""
+
+
+class _Headers(Mapping[str, str]):
+    """A response's headers, decoded (names lowercased, the last value wins) on first use: a
+    webhook's 2xx answer is never asked for them, so most responses skip the work."""
+
+    __slots__ = ("_decoded", "_raw")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+        self._decoded: dict[str, str] | None = None
+
+    def _dict(self) -> dict[str, str]:
+        decoded = self._decoded
+        if decoded is None:
+            decoded = self._decoded = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self._raw}
+        return decoded
+
+    def __getitem__(self, name: str) -> str:
+        return self._dict()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._dict())
+
+    def __repr__(self) -> str:
+        return repr(self._dict())
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +204,7 @@ class _Connection(asyncio.Protocol):
         self.started = False  # a byte of the response arrived
         self.head_done = False
         self.head_size = 0
-        self.headers: dict[str, str] = {}
+        self.raw_headers: list[tuple[bytes, bytes]] = []  # decoded only if asked: see _Headers
         self.chunks: list[bytes] = []
         self.size = 0
         self.truncated = False
@@ -214,10 +243,11 @@ class _Connection(asyncio.Protocol):
         waiter = self.waiter
         if waiter is None or waiter.done():
             return
+        headers = _Headers(self.raw_headers)
         if (
             self.head_done
-            and "content-length" not in self.headers
-            and "chunked" not in self.headers.get("transfer-encoding", "")
+            and "content-length" not in headers
+            and "chunked" not in headers.get("transfer-encoding", "")
         ):
             self._finish(reusable=False)  # a body delimited by the end of the connection (HTTP/1.0 style)
             return
@@ -235,9 +265,10 @@ class _Connection(asyncio.Protocol):
             self.reusable = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(self.headers) >= MAX_HEADERS:
+        raw = self.raw_headers
+        if len(raw) >= MAX_HEADERS:
             raise ProtocolError(f"more than {MAX_HEADERS} headers")
-        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        raw.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.head_done = True
@@ -281,7 +312,7 @@ class _Connection(asyncio.Protocol):
         status = self.parser.get_status_code()
         self.exchanges += 1
         self.reusable = reusable and not self.truncated
-        waiter.set_result(Response(status, self.headers, body, self.truncated))
+        waiter.set_result(Response(status, _Headers(self.raw_headers), body, self.truncated))
 
     def _fail(self, exc: HttpError) -> None:
         waiter, self.waiter = self.waiter, None
