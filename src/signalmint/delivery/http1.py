@@ -244,11 +244,7 @@ class _Connection(asyncio.Protocol):
         if waiter is None or waiter.done():
             return
         headers = _Headers(self.raw_headers)
-        if (
-            self.head_done
-            and "content-length" not in headers
-            and "chunked" not in headers.get("transfer-encoding", "")
-        ):
+        if self.head_done and "content-length" not in headers and "chunked" not in headers.get("transfer-encoding", ""):
             self._finish(reusable=False)  # a body delimited by the end of the connection (HTTP/1.0 style)
             return
         where = "in the middle of the response" if self.started else "before answering"
