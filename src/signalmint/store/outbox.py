@@ -205,6 +205,7 @@ def enqueue(conn: Connection, rows: Iterable[OutboxRow], now: datetime) -> int:
         for row in rows
     ]  # fmt: skip
     columns = "signal_id, endpoint_id, subscriber_id, not_before, group_key, idempotency_id, next_attempt_at"
+    at = writer(conn, deliveries.c.not_before)  # UTCDateTime's conversion (an aware time, or an error)
     if conn.dialect.name == "postgresql":
         signals, endpoint_ids, subscribers, not_befores, groups, ids, nexts = zip(*values, strict=True)
         conn.execute(
@@ -215,18 +216,17 @@ def enqueue(conn: Connection, rows: Iterable[OutboxRow], now: datetime) -> int:
                 "CAST(:ids AS TEXT[]), CAST(:nexts AS TIMESTAMP[])) AS v ON CONFLICT DO NOTHING"
             ),
             {
-                "now": _naive_utc(now),
+                "now": at(now),
                 "signals": list(signals),
                 "endpoints": list(endpoint_ids),
                 "subscribers": list(subscribers),
-                "not_befores": [_naive_utc(t) for t in not_befores],
+                "not_befores": [at(t) for t in not_befores],
                 "groups": list(groups),
                 "ids": list(ids),
-                "nexts": [_naive_utc(t) for t in nexts],
+                "nexts": [at(t) for t in nexts],
             },
         )
     else:
-        at = writer(conn, deliveries.c.not_before)
         created = at(now)
         conn.exec_driver_sql(
             f"INSERT INTO deliveries ({columns}, status, attempts, created_at) "
