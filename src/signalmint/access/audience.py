@@ -155,8 +155,13 @@ class Audience:
         ids: list[tuple[int, int]] = []
         deadlines: list[int] = []
         chosen: dict[str, list[int]] = {}
+        last: tuple[Plan | None, int] = (None, 0)  # rows of one plan object come in runs: hash it once a run
         for i, (subscription, plan, subscriber, watchlist) in enumerate(rows):
-            j = plan_of.setdefault(plan, len(plan_of))
+            if plan is last[0]:
+                j = last[1]
+            else:
+                j = plan_of.setdefault(plan, len(plan_of))
+                last = (plan, j)
             plan_index.append(j)
             ids.append((subscription.id, subscription.subscriber_id))
             deadlines.append(_deadline(subscription, plan, subscriber))

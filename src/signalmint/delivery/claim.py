@@ -82,11 +82,12 @@ def load_batch(conn: Connection, claimed: Sequence[Delivery], now: datetime, pla
     for d in claimed:
         if d.group_key is not None:
             sizes[d.group_key] = sizes.get(d.group_key, 0) + 1
+    charted = {kind: renders_chart(kind) for kind in {e.channel for e in endpoints.values()}}  # once per kind
     readers = {  # a group's message has no chart
         d.signal_id
         for d in claimed
         if (endpoint := endpoints.get(d.endpoint_id)) is not None
-        and renders_chart(endpoint.channel)
+        and charted[endpoint.channel]
         and sizes.get(d.group_key or "", 1) == 1
     }
     windows = {a.name: int(a.detector_options.get("window", 30)) for a in automations.values()}

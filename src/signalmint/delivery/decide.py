@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
-from ..access import grants
+from ..access import Grant, grants, is_entitled
 from ..records import Delivery, Plan, Signal, Subscriber, Subscription
 from ..store import Connection, Database
 from ..store.ledger import charge_alert
@@ -28,12 +28,23 @@ def subscriber_view(
     watchlist: frozenset[str],
     sent_today: int,
     now: datetime,
+    shared: dict[tuple[str, int, frozenset[str] | None], Mapping[str, Grant]] | None = None,
 ) -> SubscriberView | None:
     """What a subscriber holds at ``now`` (None: no plan any more); ``expanded`` is ``plan``
-    with its automations spelled out, ``sent_today`` the messages already sent today."""
+    with its automations spelled out, ``sent_today`` the messages already sent today.
+
+    ``shared``: grants already worked out this round. A subscription that entitles gives the
+    same grants to everyone on its plan version with the same watchlist (or any watchlist, when
+    the plan counts none), so thousands of subscribers of a round share a few."""
     if subscriber is None or subscription is None or plan is None or expanded is None:
         return None
-    held = grants([(subscription, expanded)], subscriber, watchlist, now)
+    if shared is not None and is_entitled(subscription, expanded, subscriber, now):
+        key = (expanded.id, expanded.version, watchlist if expanded.watchlist is not None else None)
+        held = shared.get(key)
+        if held is None:
+            held = shared[key] = grants([(subscription, expanded)], subscriber, watchlist, now)
+    else:
+        held = grants([(subscription, expanded)], subscriber, watchlist, now)
     budget = Allowance(plan.alerts_per_day - sent_today) if plan.alerts_per_day is not None else None
     return SubscriberView(held, plan, budget)
 
@@ -109,6 +120,7 @@ def views_of(
 ) -> dict[int, SubscriberView | None]:
     """:func:`subscriber_view` of each subscriber, expanding each plan version once."""
     expanded: dict[tuple[str, int], Plan] = {}
+    shared: dict[tuple[str, int, frozenset[str] | None], Mapping[str, Grant]] = {}
     out: dict[int, SubscriberView | None] = {}
     for subscriber_id in subscriber_ids:
         subscription = holdings.get(subscriber_id)
@@ -127,5 +139,6 @@ def views_of(
             watching.get(subscriber_id, frozenset()),
             sent_today.get(subscriber_id, 0),
             now,
+            shared,
         )
     return out

@@ -29,6 +29,7 @@ from ..store import Connection, list_automations
 from ..store.accounts import every_preference, every_watchlist, open_subscriptions
 from ..store.outbox import enqueue, list_endpoints
 from ..store.plans import load_plans
+from .collector import fewer_collections
 
 __all__ = ["FanOut", "send_window"]
 
@@ -94,8 +95,10 @@ class FanOut:
 
     def __call__(self, conn: Connection, signals: list[Signal], now: datetime) -> None:
         """The engine's on-commit hook (:data:`signalmint.engine.OnCommit`): the outbox rows of
-        ``signals``, written in the transaction that commits them."""
-        enqueue(conn, self.deliveries_for(conn, signals, now), now)
+        ``signals``, written in the transaction that commits them. Young collections are rarer
+        meanwhile (collector.py): an audience and its rows live until the call ends."""
+        with fewer_collections():
+            enqueue(conn, self.deliveries_for(conn, signals, now), now)
 
     def invalidate(self) -> None:
         self._built = float("-inf")

@@ -36,7 +36,7 @@ import math
 import re
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final, cast
 
@@ -95,6 +95,35 @@ class Timeout(HttpError, TimeoutError):
     """No complete response within the timeout."""
 
 
+class _Headers(Mapping[str, str]):
+    """A response's headers, decoded (names lowercased, the last value wins) on first use: a
+    webhook's 2xx answer is never asked for them, so most responses skip the work."""
+
+    __slots__ = ("_decoded", "_raw")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+        self._decoded: dict[str, str] | None = None
+
+    def _dict(self) -> dict[str, str]:
+        decoded = self._decoded
+        if decoded is None:
+            decoded = self._decoded = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self._raw}
+        return decoded
+
+    def __getitem__(self, name: str) -> str:
+        return self._dict()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._dict())
+
+    def __repr__(self) -> str:
+        return repr(self._dict())
+
+
 @dataclass(frozen=True, slots=True)
 class Response:
     """A response: header names lowercased (last value wins), at most ``body_cap`` body bytes."""
@@ -116,12 +145,18 @@ def request_head(target: ParsedTarget, headers: Mapping[str, str], *, method: st
     if target.port != _DEFAULT_PORTS.get(target.scheme):
         host = f"{host}:{target.port}"
     line = f"{method} {_path_qs(target.url)} HTTP/1.1\r\nhost: {host}\r\n"
-    return line.encode("ascii") + _encode_headers(headers)
+    return line.encode("ascii") + _encode_fixed(tuple(headers.items()))
 
 
 @functools.lru_cache(maxsize=10_000)
 def _path_qs(url: str) -> str:
     return yarl.URL(url).raw_path_qs or "/"
+
+
+@functools.lru_cache(maxsize=256)
+def _encode_fixed(headers: tuple[tuple[str, str], ...]) -> bytes:
+    """:func:`_encode_headers` of a channel's fixed headers: the same for every endpoint, encoded once."""
+    return _encode_headers(dict(headers))
 
 
 def encode_request(head: bytes, headers: Mapping[str, str], body: bytes) -> bytes:
@@ -169,7 +204,7 @@ class _Connection(asyncio.Protocol):
         self.started = False  # a byte of the response arrived
         self.head_done = False
         self.head_size = 0
-        self.headers: dict[str, str] = {}
+        self.raw_headers: list[tuple[bytes, bytes]] = []  # decoded only if asked: see _Headers
         self.chunks: list[bytes] = []
         self.size = 0
         self.truncated = False
@@ -208,11 +243,8 @@ class _Connection(asyncio.Protocol):
         waiter = self.waiter
         if waiter is None or waiter.done():
             return
-        if (
-            self.head_done
-            and "content-length" not in self.headers
-            and "chunked" not in self.headers.get("transfer-encoding", "")
-        ):
+        headers = _Headers(self.raw_headers)
+        if self.head_done and "content-length" not in headers and "chunked" not in headers.get("transfer-encoding", ""):
             self._finish(reusable=False)  # a body delimited by the end of the connection (HTTP/1.0 style)
             return
         where = "in the middle of the response" if self.started else "before answering"
@@ -229,9 +261,10 @@ class _Connection(asyncio.Protocol):
             self.reusable = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(self.headers) >= MAX_HEADERS:
+        raw = self.raw_headers
+        if len(raw) >= MAX_HEADERS:
             raise ProtocolError(f"more than {MAX_HEADERS} headers")
-        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        raw.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.head_done = True
@@ -275,7 +308,7 @@ class _Connection(asyncio.Protocol):
         status = self.parser.get_status_code()
         self.exchanges += 1
         self.reusable = reusable and not self.truncated
-        waiter.set_result(Response(status, self.headers, body, self.truncated))
+        waiter.set_result(Response(status, _Headers(self.raw_headers), body, self.truncated))
 
     def _fail(self, exc: HttpError) -> None:
         waiter, self.waiter = self.waiter, None
@@ -383,7 +416,7 @@ class Http1Pool:
         if self.closed:
             raise HttpError("the HTTP pool is closed")
         seconds = self.timeout if timeout is None else timeout
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._loop)  # (the loop given: no get_running_loop per request)
         if task is None:  # (not inside a task: nothing to cancel on time)
             async with asyncio.timeout(seconds):
                 return await self._request(target, data)

@@ -126,7 +126,8 @@ class Worker:
 
     async def _store(self, recorder: Recorder | None) -> None:
         if recorder is not None and not recorder.stored:
-            await recorder.store(self.db, self.owner, self.clock())
+            with fewer_collections():  # the round's outcomes are still alive: see collector.py
+                await recorder.store(self.db, self.owner, self.clock())
             self._forget(recorder)
 
     def _forget(self, recorder: Recorder) -> None:

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, select, update
 
 from ..errors import AccessError, LimitError
 from ..records import Plan, Preferences, Subscriber, Subscription
-from .sql import among
+from .sql import among, raw_columns, reader
 from .tables import plans, preferences, subscribers, subscription_history, subscriptions, watchlist
 
 __all__ = [
@@ -87,6 +87,14 @@ def _subscription(row: Any, prefix: str = "") -> Subscription:
         provider=m[prefix + "provider"],
         provider_ref=m[prefix + "provider_ref"],
     )
+
+
+#: A :class:`Subscriber`'s and a :class:`Subscription`'s fields, in order, as their tables' columns.
+_SUBSCRIBER_FIELDS = ("id", "email", "created_at", "confirmed_at", "timezone")
+_SUBSCRIPTION_FIELDS = (
+    "id", "subscriber_id", "plan_id", "plan_version", "state", "started_at", "trial_end", "period_end",
+    "past_due_since", "ended_at", "provider", "provider_ref",
+)  # fmt: skip
 
 
 # States in which a subscription brings money in: MRR counts them (``canceled`` means canceled
@@ -343,20 +351,24 @@ def count_subscribers(conn: Connection) -> int:
 
 
 def open_subscriptions(conn: Connection) -> list[tuple[Subscription, Subscriber]]:
-    """Every open subscription with its subscriber (for audiences and revenue views)."""
+    """Every open subscription with its subscriber (for audiences and revenue views: every
+    subscriber at once, read raw, each distinct time converted once)."""
     rows = conn.execute(
         select(
-            subscriptions,
-            subscribers.c.email,
-            subscribers.c.created_at.label("s_created"),
-            subscribers.c.confirmed_at,
-            subscribers.c.timezone,
+            *raw_columns(subscriptions, _SUBSCRIPTION_FIELDS, qualified=True),
+            *raw_columns(subscribers, ("email", "created_at", "confirmed_at", "timezone"), qualified=True),
         )
+        .select_from(subscriptions)
         .join(subscribers, subscribers.c.id == subscriptions.c.subscriber_id)
-        .where(or_(subscriptions.c.ended_at.is_(None)))
-    )
+        .where(subscriptions.c.ended_at.is_(None))
+    ).all()
+    at = reader(conn, subscribers.c.created_at)
     return [
-        (_subscription(r), Subscriber(r.subscriber_id, r.email, r.s_created, r.confirmed_at, r.timezone)) for r in rows
+        (
+            Subscription(r[0], r[1], r[2], r[3], r[4], at(r[5]), at(r[6]), at(r[7]), at(r[8]), at(r[9]), r[10], r[11]),
+            Subscriber(r[1], r[12], at(r[13]), at(r[14]), r[15]),
+        )
+        for r in rows
     ]
 
 
@@ -380,21 +392,22 @@ def open_subscriptions_of(conn: Connection, subscriber_ids: Iterable[int]) -> di
     return {r.subscriber_id: _subscription(r) for r in rows}  # later ids win: the newest
 
 
-#: A subscription's columns beside its subscriber's (:func:`subscribers_with_subscriptions`), prefixed.
-_SUBSCRIPTION = [c.label(f"sub_{c.name}") for c in subscriptions.c]
-
-
 def subscribers_with_subscriptions(
     conn: Connection, subscriber_ids: Iterable[int]
 ) -> tuple[dict[int, Subscriber], dict[int, Subscription], dict[tuple[int, str], int]]:
     """:func:`subscribers_by_id`, :func:`open_subscriptions_of` and :func:`own_daily_budgets` in
-    one query (a delivery round's subscribers)."""
+    one query (a delivery round's subscribers: thousands, read raw, each distinct time converted once)."""
     wanted = list(subscriber_ids)
     if not wanted:
         return {}, {}, {}
     s, p = subscriptions.c, preferences.c
     query = (
-        select(subscribers, *_SUBSCRIPTION, p.channel.label("budget_channel"), p.daily_budget)
+        select(
+            *raw_columns(subscribers, _SUBSCRIBER_FIELDS, qualified=True),
+            *raw_columns(subscriptions, _SUBSCRIPTION_FIELDS, qualified=True),
+            p.channel,
+            p.daily_budget,
+        )
         .select_from(
             subscribers.outerjoin(
                 subscriptions, and_(s.subscriber_id == subscribers.c.id, s.ended_at.is_(None))
@@ -403,16 +416,21 @@ def subscribers_with_subscriptions(
         .where(among(conn, subscribers.c.id, wanted))
         .order_by(s.id)
     )
+    at = reader(conn, subscribers.c.created_at)
     people: dict[int, Subscriber] = {}
     holdings: dict[int, Subscription] = {}
     budgets: dict[tuple[int, str], int] = {}
     for r in conn.execute(query).all():
-        if r.id not in people:
-            people[r.id] = _subscriber(r)
-        if r.sub_id is not None and (r.id not in holdings or holdings[r.id].id != r.sub_id):
-            holdings[r.id] = _subscription(r, "sub_")  # later ids win: the newest, as open_subscriptions_of
-        if r.daily_budget is not None:
-            budgets[(r.id, r.budget_channel)] = int(r.daily_budget)
+        person = r[0]
+        if person not in people:
+            people[person] = Subscriber(person, r[1], at(r[2]), at(r[3]), r[4])
+        sub_id = r[5]
+        if sub_id is not None and (person not in holdings or holdings[person].id != sub_id):
+            holdings[person] = Subscription(  # later ids win: the newest, as open_subscriptions_of
+                sub_id, r[6], r[7], r[8], r[9], at(r[10]), at(r[11]), at(r[12]), at(r[13]), at(r[14]), r[15], r[16]
+            )
+        if r[18] is not None:
+            budgets[(person, r[17])] = int(r[18])
     return people, holdings, budgets
 
 

@@ -22,13 +22,13 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, func, literal_column, or_, select, text, update
+from sqlalchemy import Connection, Table, and_, func, literal_column, or_, select, text, update
 
 from ..errors import LimitError
 from ..records import Delivery, DeliveryOutcome, Endpoint, OutboxRow
 from .accounts import lock_subscriber
 from .notify import notify_outbox
-from .sql import among
+from .sql import among, raw_columns, reader, writer
 from .tables import deliveries, endpoints
 
 __all__ = [
@@ -101,6 +101,28 @@ def _delivery(r: Any) -> Delivery:
     )  # fmt: skip
 
 
+#: A :class:`Delivery`'s fields, in order, as the outbox's columns.
+_DELIVERY_FIELDS = (
+    "id", "signal_id", "endpoint_id", "subscriber_id", "idempotency_id", "status", "not_before", "next_attempt_at",
+    "attempts", "last_error", "receipt", "created_at", "sent_at", "group_key",
+)  # fmt: skip
+#: The same columns untyped: the claim reads them raw and converts each distinct time once.
+_RAW_DELIVERY = raw_columns(deliveries, _DELIVERY_FIELDS)
+
+
+def _deliveries_raw(conn: Connection, rows: Iterable[Any]) -> list[Delivery]:
+    """Deliveries from raw rows of :data:`_RAW_DELIVERY`, sorted by id."""
+    c = deliveries.c
+    at, receipt = reader(conn, c.not_before), reader(conn, c.receipt, memo=False)
+    out = [
+        Delivery(r[0], r[1], r[2], r[3], r[4], r[5], at(r[6]), at(r[7]), r[8], r[9], receipt(r[10]), at(r[11]),
+                 at(r[12]), r[13])
+        for r in rows
+    ]  # fmt: skip
+    out.sort(key=_by_id)
+    return out
+
+
 def add_endpoint(
     conn: Connection, subscriber_id: int, channel: str, url: str, now: datetime, secrets: Sequence[str] = ()
 ) -> Endpoint:
@@ -130,17 +152,25 @@ def add_endpoint(
     return _endpoint(conn.execute(select(endpoints).where(endpoints.c.id == new_id)).one())
 
 
+#: An :class:`Endpoint`'s fields, in order, as the endpoints' columns.
+_ENDPOINT_FIELDS = ("id", "subscriber_id", "channel", "url", "secrets", "status", "status_reason")
+
+
 def list_endpoints(
     conn: Connection, subscriber_id: int | None = None, *, active_only: bool = False, ids: Sequence[int] | None = None
 ) -> list[Endpoint]:
-    query = select(endpoints).order_by(endpoints.c.id)
+    """Endpoints by id (a fan-out's audience, a delivery round's endpoints: thousands at a time,
+    read raw, each distinct list of secrets decoded once)."""
+    query = select(*raw_columns(endpoints, _ENDPOINT_FIELDS, qualified=True)).select_from(endpoints)
+    query = query.order_by(endpoints.c.id)
     if ids is not None:
         query = query.where(among(conn, endpoints.c.id, ids))
     if subscriber_id is not None:
         query = query.where(endpoints.c.subscriber_id == subscriber_id)
     if active_only:
         query = query.where(endpoints.c.status == "active")
-    return [_endpoint(r) for r in conn.execute(query)]
+    secrets = reader(conn, endpoints.c.secrets)
+    return [Endpoint(r[0], r[1], r[2], r[3], tuple(secrets(r[4]) or ()), r[5], r[6]) for r in conn.execute(query).all()]
 
 
 def endpoints_at(conn: Connection, channel: str, url: str) -> list[Endpoint]:
@@ -161,42 +191,60 @@ def set_endpoint_status(
 
 def enqueue(conn: Connection, rows: Iterable[OutboxRow], now: datetime) -> int:
     """Insert the fan-out's outbox rows; duplicates (same signal and endpoint) are skipped. On
-    PostgreSQL, when some are due now, idle workers hear of it on commit (:func:`notify_outbox`)."""
+    PostgreSQL, when some are due now, idle workers hear of it on commit (:func:`notify_outbox`).
+
+    One fixed statement whatever the count: on PostgreSQL one ``INSERT ... SELECT FROM
+    unnest(arrays)``, on SQLite the driver's executemany; times converted as the columns' types
+    would, each distinct one once (a signal's rows share theirs)."""
     rows = list(rows)
-    values = [
-        {
-            "signal_id": row.signal_id,
-            "endpoint_id": row.endpoint_id,
-            "subscriber_id": row.subscriber_id,
-            "not_before": row.not_before,
-            "group_key": row.group_key,
-            "idempotency_id": idempotency_id(row.signal_id, row.endpoint_id),
-            "status": "pending",
-            # a group is first tried a moment after its window ends, so rows committed late are in
-            "next_attempt_at": row.not_before + (SETTLE if row.group_key else timedelta(0)),
-            "attempts": 0,
-            "created_at": now,
-        }
-        for row in rows
-    ]
-    if not values:
+    if not rows:
         return 0
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+    values = [  # a group is first tried a moment after its window ends, so rows committed late are in
+        (row.signal_id, row.endpoint_id, row.subscriber_id, row.not_before, row.group_key,
+         idempotency_id(row.signal_id, row.endpoint_id), row.not_before + SETTLE if row.group_key else row.not_before)
+        for row in rows
+    ]  # fmt: skip
+    columns = "signal_id, endpoint_id, subscriber_id, not_before, group_key, idempotency_id, next_attempt_at"
+    at = writer(conn, deliveries.c.not_before)  # UTCDateTime's conversion (an aware time, or an error)
+    if conn.dialect.name == "postgresql":
+        signals, endpoint_ids, subscribers, not_befores, groups, ids, nexts = zip(*values, strict=True)
+        conn.execute(
+            text(
+                f"INSERT INTO deliveries ({columns}, status, attempts, created_at) "
+                "SELECT v.*, 'pending', 0, :now FROM unnest(CAST(:signals AS BIGINT[]), CAST(:endpoints AS BIGINT[]), "
+                "CAST(:subscribers AS BIGINT[]), CAST(:not_befores AS TIMESTAMP[]), CAST(:groups AS TEXT[]), "
+                "CAST(:ids AS TEXT[]), CAST(:nexts AS TIMESTAMP[])) AS v ON CONFLICT DO NOTHING"
+            ),
+            {
+                "now": at(now),
+                "signals": list(signals),
+                "endpoints": list(endpoint_ids),
+                "subscribers": list(subscribers),
+                "not_befores": [at(t) for t in not_befores],
+                "groups": list(groups),
+                "ids": list(ids),
+                "nexts": [at(t) for t in nexts],
+            },
+        )
     else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    conn.execute(insert(deliveries).on_conflict_do_nothing(), values)
-    notify_outbox(conn, sum(1 for row in rows if row.not_before <= now and row.group_key is None))
-    return len(values)
+        created = at(now)
+        conn.exec_driver_sql(
+            f"INSERT INTO deliveries ({columns}, status, attempts, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?) ON CONFLICT DO NOTHING",
+            [(s, e, sub, at(nb), g, i, at(nx), created) for s, e, sub, nb, g, i, nx in values],
+        )
+    due = sum(1 for row in rows if row.not_before <= now and row.group_key is None)
+    notify_outbox(conn, due)
+    return len(rows)
 
 
 def claim(conn: Connection, owner: str, now: datetime, *, lease: timedelta, limit: int) -> list[Delivery]:
     """Lease due deliveries (pending and due, or whose lease expired) to ``owner``.
 
     About ``limit`` rows, earliest first: single rows, and whole groups (a group is never
-    split, so one may carry the batch past ``limit``). On PostgreSQL, with no group due (the
-    usual case), the rows are picked, locked, leased and returned by one statement.
+    split, so one may carry the batch past ``limit``). One statement picks, leases and returns
+    them on SQLite (one writer at a time), and on PostgreSQL when no group is due (the usual
+    case). The rows come back raw and each distinct time is converted once (_deliveries_raw).
     """
     c = deliveries.c
     postgres = conn.dialect.name == "postgresql"
@@ -205,42 +253,44 @@ def claim(conn: Connection, owner: str, now: datetime, *, lease: timedelta, limi
     leased = {"status": "sending", "lease_until": now + lease, "lease_owner": owner, "attempts": c.attempts + 1}
     ids: set[int] = set()
     wanted: list[str] = []
-    if not postgres:  # one writer at a time: the earliest due rows, and the groups among them
-        pick = select(c.id).where(due).order_by(c.next_attempt_at, c.id).limit(limit)
-        ids.update(conn.execute(pick).scalars())
-        keys = select(c.group_key).distinct().where(c.id.in_(ids), c.group_key.is_not(None))
-        wanted = list(conn.execute(keys).scalars()) if ids else []
-    else:  # single rows other workers hold are skipped; groups are taken whole, earliest first
-        first = func.min(c.next_attempt_at)
-        candidates = select(c.group_key, first, func.count()).where(due, c.group_key.is_not(None))
-        candidates = candidates.group_by(c.group_key).order_by(first).limit(min(limit, MAX_GROUPS))
-        groups = [(at, count, key) for key, at, count in conn.execute(candidates)]
-        pick = select(c.id, c.next_attempt_at).where(due, c.group_key.is_(None))
-        pick = pick.order_by(c.next_attempt_at, c.id).limit(limit).with_for_update(skip_locked=True)
-        if not groups:  # singles only: lock, lease and read them in one round trip
-            picked = pick.cte("picked").prefix_with("MATERIALIZED")  # locked once, exactly these rows
-            statement = update(deliveries).where(c.id.in_(select(picked.c.id))).values(**leased)
-            return sorted((_delivery(r) for r in conn.execute(statement.returning(*deliveries.c))), key=_by_id)
-        singles = [(r.next_attempt_at, 1, r.id) for r in conn.execute(pick)]
-        taken = 0
-        for _at, count, item in sorted([*singles, *groups], key=lambda x: (x[0], str(x[2]))):
-            if taken >= limit:
-                break
-            taken += count
-            if isinstance(item, str):
-                wanted.append(item)
-            else:
-                ids.add(item)
-    if wanted and postgres:  # a group another worker is claiming right now is left to it
+    if not postgres:  # one writer at a time: the earliest due rows, and every row of the groups among them
+        earliest = select(c.id, c.group_key).where(due).order_by(c.next_attempt_at, c.id).limit(limit)
+        picked = earliest.cte("picked").prefix_with("MATERIALIZED")
+        groups = select(picked.c.group_key).where(picked.c.group_key.is_not(None))
+        rest = and_(c.group_key.in_(groups), or_(c.status == "pending", expired))
+        statement = update(deliveries).where(or_(c.id.in_(select(picked.c.id)), rest)).values(**leased)
+        return _deliveries_raw(conn, conn.execute(statement.returning(*_RAW_DELIVERY)).all())
+    # single rows other workers hold are skipped; groups are taken whole, earliest first
+    first = func.min(c.next_attempt_at)
+    candidates = select(c.group_key, first, func.count()).where(due, c.group_key.is_not(None))
+    candidates = candidates.group_by(c.group_key).order_by(first).limit(min(limit, MAX_GROUPS))
+    groups_due = [(at, count, key) for key, at, count in conn.execute(candidates)]
+    pick = select(c.id, c.next_attempt_at).where(due, c.group_key.is_(None))
+    pick = pick.order_by(c.next_attempt_at, c.id).limit(limit).with_for_update(skip_locked=True)
+    if not groups_due:  # singles only: lock, lease and read them in one round trip
+        locked = pick.cte("picked").prefix_with("MATERIALIZED")  # locked once, exactly these rows
+        statement = update(deliveries).where(c.id.in_(select(locked.c.id))).values(**leased)
+        return _deliveries_raw(conn, conn.execute(statement.returning(*_RAW_DELIVERY)).all())
+    singles = [(r.next_attempt_at, 1, r.id) for r in conn.execute(pick)]
+    taken = 0
+    for _at, count, item in sorted([*singles, *groups_due], key=lambda x: (x[0], str(x[2]))):
+        if taken >= limit:
+            break
+        taken += count
+        if isinstance(item, str):
+            wanted.append(item)
+        else:
+            ids.add(item)
+    if wanted:  # a group another worker is claiming right now is left to it
         lock = func.pg_try_advisory_xact_lock(literal_column(_GROUP_LOCKS), func.hashtext(c.group_key))
         wanted = list(conn.execute(select(c.group_key).distinct().where(c.group_key.in_(wanted), lock)).scalars())
     if wanted:  # every row of each group (only one transaction at a time locks a group's rows)
-        rest = select(c.id).where(c.group_key.in_(wanted), or_(c.status == "pending", expired))
-        ids.update(conn.execute(rest.with_for_update() if postgres else rest).scalars())
+        members = select(c.id).where(c.group_key.in_(wanted), or_(c.status == "pending", expired))
+        ids.update(conn.execute(members.with_for_update()).scalars())
     if not ids:
         return []
-    statement = update(deliveries).where(among(conn, c.id, sorted(ids))).values(**leased).returning(*deliveries.c)
-    return sorted((_delivery(r) for r in conn.execute(statement)), key=_by_id)
+    statement = update(deliveries).where(among(conn, c.id, sorted(ids))).values(**leased)
+    return _deliveries_raw(conn, conn.execute(statement.returning(*_RAW_DELIVERY)).all())
 
 
 def _by_id(delivery: Delivery) -> int:
@@ -262,27 +312,34 @@ def record_leased(
     outbox, store/report_outbox.py, too)."""
     if conn.dialect.name == "postgresql":
         return _record_arrays(conn, table, outcomes, now, owner)
+    return _record_many(conn, table, outcomes, now, owner)
+
+
+def _record_many(conn: Connection, table: Table, outcomes: Sequence[DeliveryOutcome], now: datetime, owner: str) -> int:
+    """:func:`record_leased` on SQLite: the driver's executemany of one fixed statement per kind
+    of outcome, with values converted as the columns' types would (each distinct time once),
+    not SQLAlchemy's per-row parameter processing."""
     c = table.c
-    mine = and_(c.id == bindparam("_id"), c.lease_owner == owner, c.status == "sending")
+    at, receipt = writer(conn, c.sent_at), writer(conn, c.receipt, memo=False)
+    mine = "id = ? AND lease_owner = ? AND status = 'sending'"
     done = 0
-    sent = [{"_id": o.delivery_id, "_receipt": o.receipt} for o in outcomes if o.status == "sent"]
+    sent_at = at(now)
+    sent = [(sent_at, receipt(o.receipt), o.delivery_id, owner) for o in outcomes if o.status == "sent"]
     if sent:
-        statement = update(table).where(mine).values(
-            status="sent", sent_at=now, receipt=bindparam("_receipt"), last_error=None, lease_until=None,
-            lease_owner=None,
-        )  # fmt: skip
-        done += int(conn.execute(statement, sent).rowcount or 0)
+        statement = (
+            f"UPDATE {table.name} SET status = 'sent', sent_at = ?, receipt = ?, last_error = NULL, "
+            f"lease_until = NULL, lease_owner = NULL WHERE {mine}"
+        )
+        done += int(conn.exec_driver_sql(statement, sent).rowcount or 0)
     others = [
-        {"_id": o.delivery_id, "_status": o.status, "_error": o.error, "_next": o.next_attempt_at or now}
-        for o in outcomes
-        if o.status != "sent"
+        (o.status, o.error, at(o.next_attempt_at or now), o.delivery_id, owner) for o in outcomes if o.status != "sent"
     ]
     if others:
-        statement = update(table).where(mine).values(
-            status=bindparam("_status"), last_error=bindparam("_error"), next_attempt_at=bindparam("_next"),
-            lease_until=None, lease_owner=None,
-        )  # fmt: skip
-        done += int(conn.execute(statement, others).rowcount or 0)
+        statement = (
+            f"UPDATE {table.name} SET status = ?, last_error = ?, next_attempt_at = ?, lease_until = NULL, "
+            f"lease_owner = NULL WHERE {mine}"
+        )
+        done += int(conn.exec_driver_sql(statement, others).rowcount or 0)
     return done
 
 

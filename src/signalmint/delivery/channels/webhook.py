@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -159,6 +160,13 @@ class HmacKey:
         return outer.digest()
 
 
+@functools.lru_cache(maxsize=10_000)
+def _hmac_key(secret: str) -> HmacKey:
+    """The signing key of ``secret``, made once per secret (a worker builds the channel of every
+    endpoint it sends to; HmacKey is immutable: each signature copies its hash states)."""
+    return HmacKey(_secret_key(secret))
+
+
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delay-seconds or an HTTP date).
 
@@ -240,6 +248,8 @@ def encode_body(message: Message) -> bytes:
     return text.encode()
 
 
+#: The fixed headers of every webhook request.
+_HEADERS: Final = {"content-type": "application/json", "user-agent": USER_AGENT}
 _TOKENISH = re.compile(r"(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9_\-]{20,}")
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,256}")
 
@@ -275,8 +285,8 @@ class WebhookChannel:
         self.context = context
         self.secrets = tuple(secrets)
         self.timeout = timeout
-        self._keys = tuple(HmacKey(_secret_key(s)) for s in self.secrets)
-        self._head = http1.request_head(target, {"content-type": "application/json", "user-agent": USER_AGENT})
+        self._keys = tuple(_hmac_key(s) for s in self.secrets)
+        self._head = http1.request_head(target, _HEADERS)
         self._vetted: tuple[tuple[bool, str | None], ParsedTarget] | None = None  # (policy, check_url's answer)
 
     @classmethod
