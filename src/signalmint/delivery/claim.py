@@ -23,7 +23,7 @@ from ..records import Delivery, Plan
 from ..store import Connection
 from ..store.accounts import subscribers_with_subscriptions, watchlists_of
 from ..store.outbox import claim, list_endpoints, sent_since_by_channel, sent_since_many
-from ..store.outbox_claim import Loaded, claim_loaded
+from ..store.outbox_claim import Loaded, autocommitting, claim_loaded
 from ..store.plans import load_plans
 from ..store.series import signal_series
 from ..store.signals import signals_with_automations
@@ -50,11 +50,16 @@ class Plans:
 
 def claim_batch(
     conn: Connection, owner: str, now: datetime, lease: timedelta, limit: int, plans: Plans | None = None
-) -> tuple[list[Delivery], Batch | None]:
-    """Lease up to about ``limit`` due rows to ``owner`` and load what they need (one transaction)."""
+) -> tuple[list[Delivery], Batch | None] | None:
+    """Lease up to about ``limit`` due rows to ``owner`` and load what they need (one transaction).
+
+    None, having leased nothing, when ``conn`` commits each statement alone (on PostgreSQL,
+    ``Database.write(..., autocommit=True)``) and a group is due: claim again in a transaction."""
     loaded = claim_loaded(conn, owner, now, lease=lease, limit=limit)
     if loaded is not None:
         return loaded.claimed, _complete(conn, loaded, now, plans) if loaded.claimed else None
+    if autocommitting(conn):
+        return None
     claimed = claim(conn, owner, now, lease=lease, limit=limit)
     return claimed, load_batch(conn, claimed, now, plans) if claimed else None
 

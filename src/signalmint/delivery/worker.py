@@ -97,12 +97,17 @@ class Worker:
 
     async def _claim_and_send(self, previous: Recorder | None) -> tuple[int, Recorder | None]:
         now = self.clock()
+        # with no transaction around them (PostgreSQL): the outcomes' statements and the claim's
+        # one statement are each atomic alone, and BEGIN and COMMIT would be two more round trips
         if previous is None:
-            claimed, batch = await self.db.write(claim_batch, self.owner, now, self.lease, self.batch, self.plans)
+            got = await self.db.write(claim_batch, self.owner, now, self.lease, self.batch, self.plans, autocommit=True)
         else:
-            claimed, batch = await self.db.write(self._store_and_claim, previous, now)
+            got = await self.db.write(self._store_and_claim, previous, now, autocommit=True)
             previous.stored = True
             self._forget(previous)
+        if got is None:  # a group is due: its claim holds locks until its transaction ends
+            got = await self.db.write(claim_batch, self.owner, now, self.lease, self.batch, self.plans)
+        claimed, batch = got or ([], None)
         if batch is None:
             return 0, None
         if batch.series:
@@ -120,7 +125,7 @@ class Worker:
 
     def _store_and_claim(
         self, conn: Connection, previous: Recorder, now: datetime
-    ) -> tuple[list[Delivery], Batch | None]:
+    ) -> tuple[list[Delivery], Batch | None] | None:
         previous.write(conn, self.owner, self.clock())
         return claim_batch(conn, self.owner, now, self.lease, self.batch, self.plans)
 

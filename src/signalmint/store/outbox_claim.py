@@ -14,6 +14,11 @@ It takes single rows only. When a group is due it leases nothing and returns Non
 caller claims with :func:`~signalmint.store.outbox.claim`, which orders singles and whole
 groups together (the check and the lease are one statement, so they see the same rows). On
 SQLite (no round trips to save) it returns None too.
+
+Being one statement, it is atomic without a transaction around it: a worker runs it with
+each statement committing alone (``Database.write(..., autocommit=True)``), which saves the
+``BEGIN`` and ``COMMIT`` round trips; :func:`~signalmint.store.outbox.claim` does need one
+(its row locks and a group's advisory lock last until the transaction ends).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, or_, select, true, update
+from sqlalchemy import Connection, and_, bindparam, exists, func, or_, select, true, update
 
 from ..records import Automation, Delivery, Endpoint, Signal, Subscriber, Subscription
 from .accounts import _subscriber, _subscription
@@ -30,7 +35,7 @@ from .outbox import _by_id, _delivery, _endpoint
 from .signals import row_to_signal
 from .tables import automations, deliveries, endpoints, preferences, signals, subscribers, subscriptions
 
-__all__ = ["Loaded", "claim_loaded"]
+__all__ = ["Loaded", "autocommitting", "claim_loaded"]
 
 
 @dataclass(slots=True)
@@ -61,12 +66,14 @@ class _Prefixed:
             raise AttributeError(name) from None
 
 
-def _labelled(table: Any, prefix: str) -> list[Any]:
-    return [c.label(prefix + c.name) for c in table.c]
+def _labelled(prefix: str, *columns: Any) -> list[Any]:
+    return [c.label(prefix + c.name) for c in columns]
 
 
-def _statement(owner: str, now: datetime, lease: timedelta, limit: int) -> Any:
+def _statement() -> Any:
+    """The claim (its parameters: ``now``, ``lease_until``, ``owner``, ``limit``), built once."""
     c = deliveries.c
+    now = bindparam("now", type_=c.next_attempt_at.type)
     expired = and_(c.status == "sending", c.lease_until < now)
     due = or_(and_(c.status == "pending", c.next_attempt_at <= now), expired)
     flag = select(exists().where(due, c.group_key.is_not(None)).label("groups_due")).cte("flag")
@@ -74,20 +81,30 @@ def _statement(owner: str, now: datetime, lease: timedelta, limit: int) -> Any:
         select(c.id)
         .where(due, c.group_key.is_(None), ~select(flag.c.groups_due).scalar_subquery())
         .order_by(c.next_attempt_at, c.id)
-        .limit(limit)
+        .limit(bindparam("limit"))
         .with_for_update(skip_locked=True)
     )
     picked = pick.cte("picked").prefix_with("MATERIALIZED")  # locked once, exactly these rows
     leased = (
         update(deliveries)
         .where(c.id.in_(select(picked.c.id)))
-        .values(status="sending", lease_until=now + lease, lease_owner=owner, attempts=c.attempts + 1)
+        .values(
+            status="sending",
+            lease_until=bindparam("lease_until", type_=c.lease_until.type),
+            lease_owner=bindparam("owner", type_=c.lease_owner.type),
+            attempts=c.attempts + 1,
+        )
         .returning(*deliveries.c)
         .cte("leased")
     )
-    s, p = subscriptions.c, preferences.c
+    # each signal (and its automation) on the first of its rows only: read and decoded once
+    firsts = select(leased.c.signal_id, func.min(leased.c.id).label("row_id")).group_by(leased.c.signal_id)
+    first = firsts.cte("firsts")
+    s, p, a = subscriptions.c, preferences.c, automations.c
+    wanted = [s.id, s.subscriber_id, s.plan_id, s.plan_version, s.state, s.started_at, s.trial_end, s.period_end]
+    wanted += [s.past_due_since, s.ended_at, s.provider, s.provider_ref]
     newest = (
-        select(*subscriptions.c)
+        select(*wanted)
         .where(s.subscriber_id == leased.c.subscriber_id, s.ended_at.is_(None))
         .order_by(s.id.desc())
         .limit(1)
@@ -100,8 +117,9 @@ def _statement(owner: str, now: datetime, lease: timedelta, limit: int) -> Any:
     )
     joined = (
         leased.outerjoin(endpoints, endpoints.c.id == leased.c.endpoint_id)
-        .outerjoin(signals, signals.c.id == leased.c.signal_id)
-        .outerjoin(automations, automations.c.name == signals.c.automation)
+        .outerjoin(first, first.c.row_id == leased.c.id)
+        .outerjoin(signals, signals.c.id == first.c.signal_id)
+        .outerjoin(automations, a.name == signals.c.automation)
         .outerjoin(subscribers, subscribers.c.id == leased.c.subscriber_id)
         .outerjoin(newest, true())
         .outerjoin(own, true())
@@ -109,18 +127,25 @@ def _statement(owner: str, now: datetime, lease: timedelta, limit: int) -> Any:
     return select(
         flag.c.groups_due,
         *leased.c,
-        *_labelled(endpoints, "e_"),
-        *_labelled(signals, "s_"),
-        *_labelled(automations, "a_"),
-        *_labelled(subscribers, "p_"),
-        *[c.label("sub_" + c.name) for c in newest.c],
+        *_labelled("e_", *endpoints.c),
+        *_labelled("s_", *signals.c),
+        *_labelled("a_", a.name, a.title, a.description, a.source_kind, a.detector_kind, a.detector_options),
+        *_labelled("p_", *subscribers.c),
+        *_labelled("sub_", *newest.c),
         own.c.channels.label("own_channels"),
         own.c.budgets.label("own_budgets"),
     ).select_from(flag.outerjoin(joined, true()))
 
 
+_CLAIM = _statement()
 _NAMES = {prefix: [c.name for c in table.c] for prefix, table in (("e_", endpoints), ("s_", signals))}
 _NAMES["p_"] = [c.name for c in subscribers.c]
+
+
+def autocommitting(conn: Connection) -> bool:
+    """Whether each statement on ``conn`` commits alone (``Database.write(..., autocommit=True)``
+    on PostgreSQL): no transaction to hold :func:`~signalmint.store.outbox.claim`'s locks."""
+    return conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
 
 
 def claim_loaded(conn: Connection, owner: str, now: datetime, *, lease: timedelta, limit: int) -> Loaded | None:
@@ -129,7 +154,8 @@ def claim_loaded(conn: Connection, owner: str, now: datetime, *, lease: timedelt
     if conn.dialect.name != "postgresql":
         return None
     out = Loaded()
-    for r in conn.execute(_statement(owner, now, lease, limit)):
+    values = {"now": now, "lease_until": now + lease, "owner": owner, "limit": limit}
+    for r in conn.execute(_CLAIM, values):
         m = r._mapping
         if m["groups_due"]:
             return None  # (the flag row alone: nothing was leased)
