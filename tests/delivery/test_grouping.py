@@ -21,10 +21,12 @@ import pytest
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 from standardwebhooks import Webhook
 
 from signalmint.config import EmailConfig, PlanConfig
 from signalmint.delivery.channels.email import close as close_email
+from signalmint.delivery.claim import Plans, claim_batch, load_batch
 from signalmint.delivery.fanout import FanOut, window_end
 from signalmint.delivery.runner import channel_context
 from signalmint.delivery.worker import Worker
@@ -354,6 +356,61 @@ def test_concurrent_workers_on_postgresql_never_split_a_group(outbox: Grouping) 
     for row in rows:
         owners.setdefault(row.group_key, set()).add(row.lease_owner)
     assert len(owners) == 6 and all(len(o) == 1 for o in owners.values()), owners
+
+
+@pg_only
+def test_on_postgresql_one_statement_leases_a_round_and_reads_what_it_needs(outbox: Grouping) -> None:
+    """Singles only: the lease and the round's signals, endpoints, subscribers, subscriptions and
+    own budgets come back from one statement, the same as the separate queries read them."""
+    outbox.subscriber("ann", "premium")
+    outbox.subscriber("bob", "premium")
+    outbox.prefer("ann", daily_budget=5)
+    now = datetime.now(UTC)
+    outbox.commit_at(now, "AAPL", "MSFT")
+    at, plans = now + timedelta(seconds=1), Plans()
+    outbox.db.read_sync(plans.get, {("no such plan", 0)})  # every stored plan read once, as a warm worker has
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(outbox.db.engine, "before_cursor_execute", count)
+    try:
+        got = outbox.db.write_sync(claim_batch, "w1", at, timedelta(seconds=30), 500, plans, autocommit=True)
+    finally:
+        event.remove(outbox.db.engine, "before_cursor_execute", count)
+    assert got is not None
+    claimed, batch = got
+    # the claim's one statement, and what ann's own budget has spent today (she set one)
+    assert len(statements) == 2 and "GROUP BY deliveries.subscriber_id, endpoints.channel" in statements[1], statements
+    assert len(claimed) == 4 and {d.status for d in outbox.db.read_sync(list_deliveries)} == {"sending"}
+    assert batch is not None
+    expected = outbox.db.read_sync(load_batch, claimed, at, plans)
+    assert (
+        len(batch.signals) == 2
+        and len(batch.endpoints) == 2
+        and set(batch.own_budgets) == {(outbox.ids["ann"], "webhook")}
+    )
+    for name in ("signals", "endpoints", "views", "titles", "own_budgets"):
+        assert getattr(batch, name) == getattr(expected, name), name
+
+
+@pg_only
+def test_with_a_group_due_the_autocommitted_claim_leases_nothing_and_the_worker_takes_a_transaction(
+    outbox: Grouping,
+) -> None:
+    outbox.subscriber("ann", "premium")
+    outbox.subscriber("bob", "premium")
+    outbox.prefer("ann", group_seconds=60)
+    t0 = next_window(60)
+    outbox.commit_at(t0, "AAPL", "MSFT")  # ann's two rows one group, bob's two singles
+    later = t0 + timedelta(seconds=60) + SETTLE
+    lease = timedelta(seconds=30)
+    assert outbox.db.write_sync(claim_batch, "w1", later, lease, 500, autocommit=True) is None
+    assert outbox.db.read_sync(counts_by_status) == {"pending": 4}
+    assert outbox.run(later, rounds=1) == 4  # singles and the whole group, earliest first, in one round
+    assert len(outbox.sink.wait_for(3)) == 3
+    assert outbox.db.read_sync(counts_by_status) == {"sent": 4}
 
 
 # -- entitlement and the daily budget -----------------------------------------------------------

@@ -246,8 +246,8 @@ def test_a_channel_switched_off_gets_no_rows(outbox: Outbox) -> None:
 
 
 def test_run_stores_a_round_with_the_next_claim_and_the_last_before_it_returns(outbox: Outbox) -> None:
-    """Full batches follow each other at once: each round's outcomes commit with the next claim
-    (one transaction), and the last round's before ``run`` returns; every row once, none lost."""
+    """Full batches follow each other at once: each round's outcomes are stored with the next claim
+    (one call on the writer), and the last round's before ``run`` returns; every row once, none lost."""
     for name in ("ann", "bob", "cy", "dee", "eve"):
         outbox.subscriber(name, "premium")
     outbox.commit(spike("AAPL", 1, outbox.now))

@@ -1,10 +1,13 @@
 """Claiming: lease due outbox rows, load everything they need, and group them into messages.
 
 The lease and the load are one transaction (:func:`claim_batch`, on the writer): the lease
-(:func:`~signalmint.store.outbox.claim`, one statement on PostgreSQL when no group is due),
-then a handful of queries for the whole batch (not a few per subscriber), so the sends that
-follow run outside any transaction. Round trips are what a round's latency is made of on a
-busy machine, so the load reads what it can together: each signal with its automation (its
+(:func:`~signalmint.store.outbox.claim`), then a handful of queries for the whole batch (not a
+few per subscriber), so the sends that follow run outside any transaction. On PostgreSQL with
+no group due (the usual case) one statement leases the rows and reads their signals,
+endpoints, subscribers and subscriptions (:func:`~signalmint.store.outbox_claim.claim_loaded`);
+only what a plan needs beyond that (watchlists, daily budgets, charts) takes more queries.
+Round trips are what a round's latency is made of on a busy machine, so the load reads what it
+can together: each signal with its automation (its
 title, its chart window), each subscriber with their open subscription and own daily
 budgets; watchlists only of subscribers whose plan counts one. Plan versions never
 change once stored (new terms make a new version), so a worker keeps the ones it has read
@@ -20,6 +23,7 @@ from ..records import Delivery, Plan
 from ..store import Connection
 from ..store.accounts import subscribers_with_subscriptions, watchlists_of
 from ..store.outbox import claim, list_endpoints, sent_since_by_channel, sent_since_many
+from ..store.outbox_claim import Loaded, autocommitting, claim_loaded
 from ..store.plans import load_plans
 from ..store.series import signal_series
 from ..store.signals import signals_with_automations
@@ -46,8 +50,16 @@ class Plans:
 
 def claim_batch(
     conn: Connection, owner: str, now: datetime, lease: timedelta, limit: int, plans: Plans | None = None
-) -> tuple[list[Delivery], Batch | None]:
-    """Lease up to about ``limit`` due rows to ``owner`` and load what they need (one transaction)."""
+) -> tuple[list[Delivery], Batch | None] | None:
+    """Lease up to about ``limit`` due rows to ``owner`` and load what they need (one transaction).
+
+    None, having leased nothing, when ``conn`` commits each statement alone (on PostgreSQL,
+    ``Database.write(..., autocommit=True)``) and a group is due: claim again in a transaction."""
+    loaded = claim_loaded(conn, owner, now, lease=lease, limit=limit)
+    if loaded is not None:
+        return loaded.claimed, _complete(conn, loaded, now, plans) if loaded.claimed else None
+    if autocommitting(conn):
+        return None
     claimed = claim(conn, owner, now, lease=lease, limit=limit)
     return claimed, load_batch(conn, claimed, now, plans) if claimed else None
 
@@ -56,8 +68,16 @@ def load_batch(conn: Connection, claimed: Sequence[Delivery], now: datetime, pla
     """The signals, endpoints, subscribers' views and budgets, and chart data of ``claimed``."""
     found, automations = signals_with_automations(conn, (d.signal_id for d in claimed))
     endpoints = {e.id: e for e in list_endpoints(conn, ids=sorted({d.endpoint_id for d in claimed}))}
+    people, holdings, own = subscribers_with_subscriptions(conn, sorted({d.subscriber_id for d in claimed}))
+    loaded = Loaded(list(claimed), found, automations, endpoints, people, holdings, own)
+    return _complete(conn, loaded, now, plans)
+
+
+def _complete(conn: Connection, loaded: Loaded, now: datetime, plans: Plans | None) -> Batch:
+    """The batch of ``loaded``: plans, views, budgets and charts on top of what the claim read."""
+    claimed, found, automations, endpoints = loaded.claimed, loaded.signals, loaded.automations, loaded.endpoints
+    people, holdings, own = loaded.people, loaded.holdings, loaded.own_budgets
     subscriber_ids = sorted({d.subscriber_id for d in claimed})
-    people, holdings, own = subscribers_with_subscriptions(conn, subscriber_ids)
     stored = (plans or Plans()).get(conn, {(sub.plan_id, sub.plan_version) for sub in holdings.values()})
     held = {sid: plan for sid, sub in holdings.items() if (plan := stored.get((sub.plan_id, sub.plan_version)))}
     day = now.replace(hour=0, minute=0, second=0, microsecond=0)

@@ -115,7 +115,7 @@ class Recorder:
         return list(self.endpoint_changes)
 
     async def store(self, db: Database, owner: str, now: datetime) -> list[int]:
-        """:meth:`write` in a transaction of its own."""
-        changed = await db.write(self.write, owner, now)
+        """:meth:`write`, each statement committing alone on PostgreSQL (no BEGIN and COMMIT round trips)."""
+        changed = await db.write(self.write, owner, now, autocommit=True)
         self.stored = True
         return changed

@@ -3,15 +3,16 @@
 Each round runs five steps, each with one owner:
 
 1. claim (:mod:`~signalmint.delivery.claim`): lease up to ``batch`` due rows and load what
-   they need (one transaction), and group them into messages;
+   they need (one call on the writer; on PostgreSQL usually one statement), and group them into
+   messages;
 2. decide (:mod:`~signalmint.delivery.decide`): check entitlement again (a plan that ended
    since the fan-out gets nothing), the daily budgets, and pay-per-alert credits;
 3. compose (:mod:`~signalmint.delivery.compose`): mask each signal for its subscriber's plan
    and build one message per (signal, view), or one per group;
 4. send (:mod:`~signalmint.delivery.send`): through the endpoint's channel, all messages
    concurrently, outside any transaction;
-5. record (:mod:`~signalmint.delivery.record`): every outcome in one transaction (the next
-   round's claim, when that follows at once). Retries
+5. record (:mod:`~signalmint.delivery.record`): every outcome in one call on the writer (the
+   next round's claim, when that follows at once). Retries
    follow the Standard Webhooks schedule with jitter; after the last attempt a delivery is
    a dead letter with its reason.
 
@@ -90,19 +91,24 @@ class Worker:
         return handled
 
     async def _round(self, previous: Recorder | None) -> tuple[int, Recorder | None]:
-        """Claim (storing ``previous``, the last round's outcomes, in the same transaction) and send
+        """Claim (storing ``previous``, the last round's outcomes, in the same writer call) and send
         one batch; the number of deliveries handled and their outcomes, not stored yet."""
         with fewer_collections():  # the round's objects live until it ends: see collector.py
             return await self._claim_and_send(previous)
 
     async def _claim_and_send(self, previous: Recorder | None) -> tuple[int, Recorder | None]:
         now = self.clock()
+        # with no transaction around them (PostgreSQL): the outcomes' statements and the claim's
+        # one statement are each atomic alone, and BEGIN and COMMIT would be two more round trips
         if previous is None:
-            claimed, batch = await self.db.write(claim_batch, self.owner, now, self.lease, self.batch, self.plans)
+            got = await self.db.write(claim_batch, self.owner, now, self.lease, self.batch, self.plans, autocommit=True)
         else:
-            claimed, batch = await self.db.write(self._store_and_claim, previous, now)
+            got = await self.db.write(self._store_and_claim, previous, now, autocommit=True)
             previous.stored = True
             self._forget(previous)
+        if got is None:  # a group is due: its claim holds locks until its transaction ends
+            got = await self.db.write(claim_batch, self.owner, now, self.lease, self.batch, self.plans)
+        claimed, batch = got or ([], None)
         if batch is None:
             return 0, None
         if batch.series:
@@ -120,7 +126,7 @@ class Worker:
 
     def _store_and_claim(
         self, conn: Connection, previous: Recorder, now: datetime
-    ) -> tuple[list[Delivery], Batch | None]:
+    ) -> tuple[list[Delivery], Batch | None] | None:
         previous.write(conn, self.owner, self.clock())
         return claim_batch(conn, self.owner, now, self.lease, self.batch, self.plans)
 
@@ -139,7 +145,7 @@ class Worker:
         seconds, or until ``wake`` is set (new rows are due: :mod:`~signalmint.delivery.wake`).
 
         A round followed at once by another (a full batch, or woken meanwhile) has its outcomes
-        stored in the next claim's transaction; any other round stores them before waiting."""
+        stored with the next claim; any other round stores them before waiting."""
         wake = wake or asyncio.Event()
         stopping = asyncio.ensure_future(stop.wait())
         pending: Recorder | None = None  # the last round's outcomes, stored with the next claim

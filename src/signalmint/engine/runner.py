@@ -378,7 +378,7 @@ class AutomationRunner:
                 engine = self.engine
                 engine.faults.before_commit(engine.attempted, len(found))
                 engine.attempted += len(found)  # counted now: two automations' commits may be under way at once
-                fenced = {"fence": self.fence, "idle_timeout": engine.leases.idle_timeout}
+                fenced: dict[str, Any] = {"fence": self.fence, "idle_timeout": engine.leases.idle_timeout}
                 pending = asyncio.ensure_future(
                     db.write(commit_tick, name, frame, found, snapshot, engine.on_commit, self._observe, **fenced)
                 )

@@ -188,14 +188,24 @@ class Database:
 
     # -- the single writer -------------------------------------------------------------------
 
-    async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``fn(connection, *args)`` in a transaction on the writer thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, functools.partial(self.write_sync, fn, *args, **kwargs))
+    async def write(self, fn: Callable[..., T], *args: Any, autocommit: bool = False, **kwargs: Any) -> T:
+        """Run ``fn(connection, *args)`` in a transaction on the writer thread.
 
-    def write_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        ``autocommit``: on PostgreSQL, no transaction around ``fn``: each statement commits on
+        its own, which saves the ``BEGIN`` and ``COMMIT`` round trips (for work whose
+        statements need no common transaction, each being atomic alone). SQLite (one writer,
+        where a transaction costs no round trip) runs ``fn`` in a transaction either way."""
+        loop = asyncio.get_running_loop()
+        call = functools.partial(self.write_sync, fn, *args, autocommit=autocommit, **kwargs)
+        return await loop.run_in_executor(self._writer, call)
+
+    def write_sync(self, fn: Callable[..., T], *args: Any, autocommit: bool = False, **kwargs: Any) -> T:
         if self.read_only:
             raise StoreError(f"{self.safe_url} was opened read-only")
+        if autocommit and not is_sqlite(self.engine):
+            with self.engine.connect() as connection:
+                # the pool sets the connection's isolation level back when it is returned
+                return fn(connection.execution_options(isolation_level="AUTOCOMMIT"), *args, **kwargs)
         with self.engine.begin() as connection:
             return fn(connection, *args, **kwargs)
 
