@@ -70,22 +70,20 @@ def _subscriber(row: Any) -> Subscriber:
     )
 
 
-def _subscription(row: Any, prefix: str = "") -> Subscription:
-    """The subscription in ``row``, whose columns are named ``prefix`` + the column's name."""
-    m = row._mapping
+def _subscription(row: Any) -> Subscription:
     return Subscription(
-        id=m[prefix + "id"],
-        subscriber_id=m[prefix + "subscriber_id"],
-        plan_id=m[prefix + "plan_id"],
-        plan_version=m[prefix + "plan_version"],
-        state=m[prefix + "state"],
-        started_at=m[prefix + "started_at"],
-        trial_end=m[prefix + "trial_end"],
-        period_end=m[prefix + "period_end"],
-        past_due_since=m[prefix + "past_due_since"],
-        ended_at=m[prefix + "ended_at"],
-        provider=m[prefix + "provider"],
-        provider_ref=m[prefix + "provider_ref"],
+        id=row.id,
+        subscriber_id=row.subscriber_id,
+        plan_id=row.plan_id,
+        plan_version=row.plan_version,
+        state=row.state,
+        started_at=row.started_at,
+        trial_end=row.trial_end,
+        period_end=row.period_end,
+        past_due_since=row.past_due_since,
+        ended_at=row.ended_at,
+        provider=row.provider,
+        provider_ref=row.provider_ref,
     )
 
 

@@ -23,7 +23,7 @@ each statement committing alone (``Database.write(..., autocommit=True)``), whic
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -140,6 +140,7 @@ def _statement() -> Any:
 _CLAIM = _statement()
 _NAMES = {prefix: [c.name for c in table.c] for prefix, table in (("e_", endpoints), ("s_", signals))}
 _NAMES["p_"] = [c.name for c in subscribers.c]
+_NAMES["sub_"] = [f.name for f in fields(Subscription)]
 
 
 def autocommitting(conn: Connection) -> bool:
@@ -176,7 +177,7 @@ def claim_loaded(conn: Connection, owner: str, now: datetime, *, lease: timedelt
         if sid is not None and sid not in out.people:
             out.people[sid] = _subscriber(_Prefixed(m, "p_", _NAMES["p_"]))
             if m["sub_id"] is not None:
-                out.holdings[sid] = _subscription(r, "sub_")
+                out.holdings[sid] = _subscription(_Prefixed(m, "sub_", _NAMES["sub_"]))
             for channel, budget in zip(m["own_channels"] or (), m["own_budgets"] or (), strict=True):
                 out.own_budgets[(sid, channel)] = int(budget)
     out.claimed.sort(key=_by_id)
