@@ -283,3 +283,73 @@ def test_run_stores_a_round_with_the_next_claim_and_the_last_before_it_returns(o
     received = outbox.sink.wait_for(5)
     assert sorted(r.headers["webhook-id"] for r in received) == sorted(d.idempotency_id for d in rows)
     assert outbox.db.read_sync(counts_by_status) == {"sent": 5}
+
+
+def _plans(db: Database, statements: list[tuple[str, Any]]) -> list[list[str]]:
+    """Each statement's plan as lines naming what it scans (PostgreSQL: with sequential scans
+    priced out, so that only an index the statement cannot use shows as a scan of the table)."""
+    plans = []
+    with db.engine.connect() as conn:
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        for statement, parameters in statements:
+            if postgres:
+                (plan,) = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, parameters).one()
+                nodes, lines = [plan[0]["Plan"]], []
+                while nodes:
+                    node = nodes.pop()
+                    nodes.extend(node.get("Plans", []))
+                    index = node.get("Index Name", "")
+                    if index.endswith("_deliveries") or index.startswith("ix_deliveries"):
+                        lines.append(f"{node['Node Type']} {index}")
+                    elif node.get("Relation Name") == "deliveries" and node["Node Type"] == "Seq Scan":
+                        lines.append("Seq Scan deliveries")
+                plans.append(lines)
+            else:
+                rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
+                plans.append([r[-1] for r in rows if " deliveries" in r[-1]])
+        conn.rollback()
+    return plans
+
+
+def test_a_claim_reads_the_rows_waiting_or_in_flight_through_their_own_indexes(outbox: Outbox) -> None:
+    """Rows ever delivered are most of the outbox: a claim must not read their index entries.
+
+    On PostgreSQL it also reads the front of each partial index with a plain index scan (for
+    ``min()``), the scan that marks entries left behind by rows claimed and sent as dead.
+    """
+    from sqlalchemy import event
+
+    from signalmint.store.outbox import claim
+    from signalmint.store.outbox_claim import claim_loaded
+
+    outbox.subscriber("ann", "premium")
+    outbox.commit(*[spike(f"K{i}", 1, outbox.now) for i in range(20)])
+    statements: list[tuple[str, Any]] = []
+
+    def grab(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if "deliveries" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(outbox.db.engine, "before_cursor_execute", grab)
+    try:
+        when, lease = datetime.now(UTC), timedelta(seconds=30)
+        if outbox.db.engine.dialect.name == "postgresql":
+            loaded = outbox.db.write_sync(claim_loaded, "w1", when, lease=lease, limit=5, autocommit=True)
+            assert loaded is not None and len(loaded.claimed) == 5
+        assert len(outbox.db.write_sync(claim, "w2", when, lease=lease, limit=5)) == 5
+    finally:
+        event.remove(outbox.db.engine, "before_cursor_execute", grab)
+    assert statements
+    scans = [line for plan in _plans(outbox.db, statements) for line in plan]
+    # the primary key (the rows picked), the partial indexes of waiting and leased rows, and of group keys
+    allowed = ["pk_deliveries", "PRIMARY KEY", "ix_deliveries_pending", "ix_deliveries_sending"]
+    allowed.append("ix_deliveries_group_key")
+    assert [line for line in scans if not any(name in line for name in allowed)] == []
+    assert any("ix_deliveries_pending" in line for line in scans), scans
+    assert any("ix_deliveries_sending" in line for line in scans), scans
+    if outbox.db.engine.dialect.name == "postgresql":
+        fronts = [line for line in scans if line.startswith(("Index Scan", "Index Only Scan"))]
+        assert any(line.endswith(" ix_deliveries_pending") for line in fronts), scans
+        assert any(line.endswith(" ix_deliveries_sending") for line in fronts), scans

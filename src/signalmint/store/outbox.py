@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, func, literal_column, or_, select, text, update
+from sqlalchemy import Connection, Table, and_, func, literal_column, or_, select, text, union_all, update
 
 from ..errors import LimitError
 from ..records import Delivery, DeliveryOutcome, Endpoint, OutboxRow
@@ -43,12 +43,16 @@ __all__ = [
     "claim",
     "counts_by_status",
     "delivery_health",
+    "due_pending",
+    "earliest_due",
     "endpoints_at",
     "enqueue",
     "group_message_id",
     "idempotency_id",
+    "lease_expired",
     "list_deliveries",
     "list_endpoints",
+    "queue_fronts",
     "record",
     "record_leased",
     "replay",
@@ -238,6 +242,70 @@ def enqueue(conn: Connection, rows: Iterable[OutboxRow], now: datetime) -> int:
     return len(rows)
 
 
+#: The statuses as literals, not parameters: a partial index (tables.py) serves a query whose
+#: conditions contain its predicate as written, and a parameter would hide that from SQLite and
+#: from a prepared statement's generic plan on PostgreSQL.
+_PENDING: Any = literal_column("'pending'")
+_SENDING: Any = literal_column("'sending'")
+
+
+def due_pending(now: Any) -> Any:
+    """Rows waiting for their first or next attempt, due by ``now`` (ix_deliveries_pending)."""
+    c = deliveries.c
+    return and_(c.status == _PENDING, c.next_attempt_at <= now)
+
+
+def lease_expired(now: Any) -> Any:
+    """Rows leased to a worker that did not record them in time, e.g. it died (ix_deliveries_sending)."""
+    c = deliveries.c
+    return and_(c.status == _SENDING, c.lease_until < now)
+
+
+def queue_fronts() -> list[Any]:
+    """The oldest waiting row's time and the oldest lease's end (PostgreSQL: read with a claim).
+
+    Each is read by an index scan from the front of its partial index, which PostgreSQL answers
+    for ``min()`` however few rows it expects. A plain index scan marks the entries it passes
+    whose rows are dead to everyone (rows a claim moved on from pending, or from sending), and
+    later scans skip marked entries, bitmap scans too; bitmap scans never mark them. Claims take
+    the oldest rows first, so those entries sit at the front: reading the fronts with every claim
+    keeps what :func:`earliest_due` reads near the rows waiting, between two vacuums.
+    """
+    c = deliveries.c
+    return [
+        select(func.min(c.next_attempt_at)).where(c.status == _PENDING).scalar_subquery(),
+        select(func.min(c.lease_until)).where(c.status == _SENDING).scalar_subquery(),
+    ]
+
+
+def earliest_due(now: Any, limit: Any, *, lock: bool, singles: bool = True, unless: Any = None) -> Any:
+    """The earliest ``limit`` due rows: ``id``, ``next_attempt_at``, ``group_key``; with
+    ``singles``, rows outside any group only; none when ``unless`` (a condition) holds.
+
+    The two kinds of due rows are read apart, each in the order of its partial index with a
+    plain index scan that stops after ``limit`` rows, then merged. One condition with ``OR``
+    read both whole into a bitmap, and with them every index entry that rows moving from
+    pending to sending to sent left behind until the next vacuum: the claim's cost grew with
+    the rows delivered. ``lock``: ``FOR UPDATE SKIP LOCKED`` (PostgreSQL), so that workers
+    claiming together never wait on one another.
+    """
+    c = deliveries.c
+    parts = []
+    kinds = (("due_pending", due_pending(now), c.next_attempt_at), ("expired", lease_expired(now), c.lease_until))
+    for name, due, order in kinds:
+        part = select(c.id, c.next_attempt_at, c.group_key).where(due)
+        if singles:
+            part = part.where(c.group_key.is_(None))
+        if unless is not None:
+            part = part.where(~unless)
+        part = part.order_by(order, c.id).limit(limit)
+        if lock:
+            part = part.with_for_update(skip_locked=True)
+        parts.append(part.cte(name).prefix_with("MATERIALIZED"))
+    both = union_all(*(select(p.c.id, p.c.next_attempt_at, p.c.group_key) for p in parts)).subquery("due")
+    return select(*both.c).order_by(both.c.next_attempt_at, both.c.id).limit(limit)
+
+
 def claim(conn: Connection, owner: str, now: datetime, *, lease: timedelta, limit: int) -> list[Delivery]:
     """Lease due deliveries (pending and due, or whose lease expired) to ``owner``.
 
@@ -248,14 +316,13 @@ def claim(conn: Connection, owner: str, now: datetime, *, lease: timedelta, limi
     """
     c = deliveries.c
     postgres = conn.dialect.name == "postgresql"
-    expired = and_(c.status == "sending", c.lease_until < now)
-    due = or_(and_(c.status == "pending", c.next_attempt_at <= now), expired)
+    expired = lease_expired(now)
+    due = or_(due_pending(now), expired)
     leased = {"status": "sending", "lease_until": now + lease, "lease_owner": owner, "attempts": c.attempts + 1}
     ids: set[int] = set()
     wanted: list[str] = []
     if not postgres:  # one writer at a time: the earliest due rows, and every row of the groups among them
-        earliest = select(c.id, c.group_key).where(due).order_by(c.next_attempt_at, c.id).limit(limit)
-        picked = earliest.cte("picked").prefix_with("MATERIALIZED")
+        picked = earliest_due(now, limit, lock=False, singles=False).cte("picked").prefix_with("MATERIALIZED")
         groups = select(picked.c.group_key).where(picked.c.group_key.is_not(None))
         rest = and_(c.group_key.in_(groups), or_(c.status == "pending", expired))
         statement = update(deliveries).where(or_(c.id.in_(select(picked.c.id)), rest)).values(**leased)
@@ -265,8 +332,7 @@ def claim(conn: Connection, owner: str, now: datetime, *, lease: timedelta, limi
     candidates = select(c.group_key, first, func.count()).where(due, c.group_key.is_not(None))
     candidates = candidates.group_by(c.group_key).order_by(first).limit(min(limit, MAX_GROUPS))
     groups_due = [(at, count, key) for key, at, count in conn.execute(candidates)]
-    pick = select(c.id, c.next_attempt_at).where(due, c.group_key.is_(None))
-    pick = pick.order_by(c.next_attempt_at, c.id).limit(limit).with_for_update(skip_locked=True)
+    pick = earliest_due(now, limit, lock=True)
     if not groups_due:  # singles only: lock, lease and read them in one round trip
         locked = pick.cte("picked").prefix_with("MATERIALIZED")  # locked once, exactly these rows
         statement = update(deliveries).where(c.id.in_(select(locked.c.id))).values(**leased)

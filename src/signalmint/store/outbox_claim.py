@@ -27,11 +27,11 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, exists, func, or_, select, true, update
+from sqlalchemy import Connection, bindparam, exists, func, or_, select, true, update
 
 from ..records import Automation, Delivery, Endpoint, Signal, Subscriber, Subscription
 from .accounts import _subscriber, _subscription
-from .outbox import _by_id, _delivery, _endpoint
+from .outbox import _by_id, _delivery, _endpoint, due_pending, earliest_due, lease_expired, queue_fronts
 from .signals import row_to_signal
 from .tables import automations, deliveries, endpoints, preferences, signals, subscribers, subscriptions
 
@@ -74,16 +74,13 @@ def _statement() -> Any:
     """The claim (its parameters: ``now``, ``lease_until``, ``owner``, ``limit``), built once."""
     c = deliveries.c
     now = bindparam("now", type_=c.next_attempt_at.type)
-    expired = and_(c.status == "sending", c.lease_until < now)
-    due = or_(and_(c.status == "pending", c.next_attempt_at <= now), expired)
-    flag = select(exists().where(due, c.group_key.is_not(None)).label("groups_due")).cte("flag")
-    pick = (
-        select(c.id)
-        .where(due, c.group_key.is_(None), ~select(flag.c.groups_due).scalar_subquery())
-        .order_by(c.next_attempt_at, c.id)
-        .limit(bindparam("limit"))
-        .with_for_update(skip_locked=True)
-    )
+    grouped = c.group_key.is_not(None)
+    groups_due = or_(exists().where(due_pending(now), grouped), exists().where(lease_expired(now), grouped))
+    oldest_pending, oldest_lease = queue_fronts()  # read for what reading them does: see queue_fronts
+    flag = select(
+        groups_due.label("groups_due"), oldest_pending.label("oldest_pending"), oldest_lease.label("oldest_lease")
+    ).cte("flag")
+    pick = earliest_due(now, bindparam("limit"), lock=True, unless=select(flag.c.groups_due).scalar_subquery())
     picked = pick.cte("picked").prefix_with("MATERIALIZED")  # locked once, exactly these rows
     leased = (
         update(deliveries)

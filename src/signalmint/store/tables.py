@@ -28,6 +28,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.expression import false
@@ -320,6 +321,13 @@ endpoints = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+
+def _partial(name: str, *columns: str, where: str) -> Index:
+    """A partial index (``WHERE where``) on PostgreSQL and SQLite; a query uses it when its own
+    conditions contain ``where`` as written, with the same literals."""
+    return Index(name, *columns, postgresql_where=text(where), sqlite_where=text(where))
+
+
 deliveries = Table(
     "deliveries",
     metadata,
@@ -341,9 +349,13 @@ deliveries = Table(
     # migration 0004: deliveries sharing a group key go out as one message (grouping, digests)
     Column("group_key", String(64), nullable=True),
     UniqueConstraint("signal_id", "endpoint_id"),
-    Index(None, "status", "next_attempt_at"),
     Index(None, "endpoint_id", "id"),
-    Index(None, "group_key"),
+    # migration 0016: partial indexes, so that what a claim scans is the rows waiting or in flight,
+    # not every row ever sent (see store/outbox.py's due_pending and lease_expired)
+    _partial("ix_deliveries_pending", "next_attempt_at", "id", where="status = 'pending'"),
+    _partial("ix_deliveries_sending", "lease_until", where="status = 'sending'"),
+    _partial("ix_deliveries_pending_groups", "next_attempt_at", where="status = 'pending' AND group_key IS NOT NULL"),
+    _partial("ix_deliveries_group_key", "group_key", where="group_key IS NOT NULL"),
 )
 
 
