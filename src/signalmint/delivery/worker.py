@@ -119,7 +119,10 @@ class Worker:
 
         async def lane() -> None:  # `concurrency` lanes take the messages in turn: sends in flight stay bounded
             for rows in queue:
-                await self._deliver(rows, batch, recorder)
+                if len(rows) == 1:
+                    await self._deliver_one(rows[0], batch, recorder)
+                else:
+                    await self._deliver(rows, batch, recorder)
 
         await asyncio.gather(*(lane() for _ in range(min(self.concurrency, len(grouped)))))
         return len(claimed), recorder
@@ -179,6 +182,39 @@ class Worker:
             await self._store(recorder)
         except Exception:
             log.exception("storing a delivery round's outcomes failed; its rows are sent again when the lease ends")
+
+    async def _deliver_one(self, delivery: Delivery, batch: Batch, recorder: Recorder) -> None:
+        """:meth:`_deliver` of a message of one row (the usual case), without its lists."""
+        now = self.clock()
+        decided = entitled(delivery, batch, now)
+        if isinstance(decided, str):
+            recorder.skip(delivery, decided)
+            return
+        signal, hidden = decided
+        view = batch.views[delivery.subscriber_id]
+        endpoint = batch.endpoints[delivery.endpoint_id]
+        if view is None:  # (entitled() skipped these already)
+            recorder.skip(delivery, "the subscriber has no plan any more")
+            return
+        own = batch.own_budgets.get((delivery.subscriber_id, endpoint.channel)) if batch.own_budgets else None
+        taken = take_budgets(view, own, endpoint.channel)
+        if isinstance(taken, str):
+            recorder.skip(delivery, taken)
+            return
+        price = view.plan.alert_price
+        if price > 0 and not await pay(self.db, [delivery.id], delivery.subscriber_id, price, self.clock()):
+            release(taken)
+            recorder.skip(delivery, "not enough credits for this pay-per-alert plan: top up")
+            return
+        message = self.composer.single(delivery, endpoint, signal, hidden, batch, now)
+        try:
+            receipt = await self.sender.send(endpoint, message)
+        except DeliveryError as exc:
+            self.failed += 1
+            recorder.failed((delivery,), endpoint.id, exc, self.clock())
+            return
+        self.sent += 1
+        recorder.sent_one(delivery, receipt)
 
     async def _deliver(self, rows: list[Delivery], batch: Batch, recorder: Recorder) -> None:
         """Send one message (one row, or every row of a group); an outcome for each row."""

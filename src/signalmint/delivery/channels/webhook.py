@@ -252,6 +252,8 @@ def encode_body(message: Message) -> bytes:
 _HEADERS: Final = {"content-type": "application/json", "user-agent": USER_AGENT}
 _TOKENISH = re.compile(r"(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9_\-]{20,}")
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,256}")
+#: A 2xx status as a receipt's provider id (``str(status)``, made once).
+_STATUS_TEXT: Final = {status: str(status) for status in range(200, 300)}
 
 
 class WebhookChannel:
@@ -357,21 +359,35 @@ class WebhookChannel:
         if session is None:  # one-off sends (a "send test event" button): a pool of our own
             async with make_http_session(self.context, timeout=self.timeout) as own:
                 return await self._post(own, target, request)
-        return await self._post(session, target, request)
-
-    async def _post(self, session: http1.Http1Pool, target: ParsedTarget, request: bytes) -> Receipt:
-        where = f"webhook {target.host}"
+        # the worker's pool: _post's work inline (one coroutine less per delivery)
         try:
             response = await session.request(target, request, timeout=self.timeout)
-        except http1.Timeout:
-            raise DeliveryError(f"{where}: no answer within {self.timeout:g} s", permanent=False) from None
         except http1.HttpError as exc:
-            raise DeliveryError(f"{where}: {type(exc).__name__}: {exc}", permanent=False) from None
+            raise self._unanswered(target, exc) from None
         status = response.status
         if 200 <= status < 300:
-            return Receipt(channel=self.scheme, at=datetime.now(UTC), provider_id=str(status), detail="")
+            return Receipt(self.scheme, datetime.now(UTC), _STATUS_TEXT[status], "")
+        return self._answered(target, response)
+
+    async def _post(self, session: http1.Http1Pool, target: ParsedTarget, request: bytes) -> Receipt:
+        try:
+            response = await session.request(target, request, timeout=self.timeout)
+        except http1.HttpError as exc:
+            raise self._unanswered(target, exc) from None
+        status = response.status
+        if 200 <= status < 300:
+            return Receipt(self.scheme, datetime.now(UTC), _STATUS_TEXT[status], "")
+        return self._answered(target, response)
+
+    def _unanswered(self, target: ParsedTarget, exc: http1.HttpError) -> DeliveryError:
+        where = f"webhook {target.host}"
+        if isinstance(exc, http1.Timeout):
+            return DeliveryError(f"{where}: no answer within {self.timeout:g} s", permanent=False)
+        return DeliveryError(f"{where}: {type(exc).__name__}: {exc}", permanent=False)
+
+    def _answered(self, target: ParsedTarget, response: http1.Response) -> Receipt:
         snippet = response.body[:300].decode("utf-8", "replace")
-        return self._failure(where, status, response.headers, snippet)
+        return self._failure(f"webhook {target.host}", response.status, response.headers, snippet)
 
     def _failure(self, where: str, status: int, headers: Mapping[str, str], snippet: str) -> Receipt:
         text = " ".join(snippet.split())[:200]
