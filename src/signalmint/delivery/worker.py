@@ -30,6 +30,7 @@ like any single signal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -86,8 +87,10 @@ class Worker:
 
     async def run_once(self) -> int:
         """Claim, send and record one batch; the number of deliveries handled."""
-        handled, recorder = await self._round(None)
-        await self._store(recorder)
+        with fewer_collections():  # until the outcomes are stored and dropped: see collector.py
+            handled, recorder = await self._round(None)
+            await self._store(recorder)
+            del recorder
         return handled
 
     async def _round(self, previous: Recorder | None) -> tuple[int, Recorder | None]:
@@ -152,8 +155,14 @@ class Worker:
         wake = wake or asyncio.Event()
         stopping = asyncio.ensure_future(stop.wait())
         pending: Recorder | None = None  # the last round's outcomes, stored with the next claim
+        # Rounds that follow one another keep young collections rare until the worker waits
+        # (collector.py): a round's outcomes and batch die by reference counting once stored,
+        # and a collection when each round ends would walk them all first.
+        busy = contextlib.ExitStack()
         try:
             while not stop.is_set():
+                if not busy._exit_callbacks:
+                    busy.enter_context(fewer_collections())
                 wake.clear()  # before the claim: a wake-up that lands during the round is kept
                 try:
                     handled, pending = await self._round(pending)
@@ -167,6 +176,7 @@ class Worker:
                 if handled < self.batch and not wake.is_set():
                     await self._settle(pending)
                     pending = None
+                    busy.close()
                     woken = asyncio.ensure_future(wake.wait())
                     try:
                         await asyncio.wait({stopping, woken}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
@@ -175,6 +185,7 @@ class Worker:
         finally:
             stopping.cancel()
             await self._settle(pending)
+            busy.close()
 
     async def _settle(self, recorder: Recorder | None) -> None:
         """Store outcomes not stored yet; a failure is logged (the leases expire, the rows go again)."""
