@@ -167,6 +167,12 @@ def _hmac_key(secret: str) -> HmacKey:
     return HmacKey(_secret_key(secret))
 
 
+@functools.lru_cache(maxsize=10_000)
+def _hmac_keys(secrets: tuple[str, ...]) -> tuple[HmacKey, ...]:
+    """The signing keys of an endpoint's secrets, one tuple per distinct list (as :func:`_hmac_key`)."""
+    return tuple(_hmac_key(s) for s in secrets)
+
+
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delay-seconds or an HTTP date).
 
@@ -259,6 +265,9 @@ _STATUS_TEXT: Final = {status: str(status) for status in range(200, 300)}
 class WebhookChannel:
     """POST signed JSON to one endpoint. Build it with :meth:`from_url`."""
 
+    # a worker keeps one per endpoint: no __dict__ each (fewer objects for the collector to walk)
+    __slots__ = ("_head", "_keys", "_vetted", "context", "secrets", "target", "timeout")
+
     scheme: ClassVar[str] = "webhook"
     kind: ClassVar[str] = "webhook"
     url_prefix: ClassVar[str] = "webhook+"
@@ -287,7 +296,7 @@ class WebhookChannel:
         self.context = context
         self.secrets = tuple(secrets)
         self.timeout = timeout
-        self._keys = tuple(_hmac_key(s) for s in self.secrets)
+        self._keys = _hmac_keys(self.secrets)
         self._head = http1.request_head(target, _HEADERS)
         self._vetted: tuple[tuple[bool, str | None], ParsedTarget] | None = None  # (policy, check_url's answer)
 
