@@ -159,10 +159,12 @@ class Worker:
         # (collector.py): a round's outcomes and batch die by reference counting once stored,
         # and a collection when each round ends would walk them all first.
         busy = contextlib.ExitStack()
+        held = False
         try:
             while not stop.is_set():
-                if not busy._exit_callbacks:
+                if not held:
                     busy.enter_context(fewer_collections())
+                    held = True
                 wake.clear()  # before the claim: a wake-up that lands during the round is kept
                 try:
                     handled, pending = await self._round(pending)
@@ -177,6 +179,7 @@ class Worker:
                     await self._settle(pending)
                     pending = None
                     busy.close()
+                    held = False
                     woken = asyncio.ensure_future(wake.wait())
                     try:
                         await asyncio.wait({stopping, woken}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
