@@ -91,17 +91,9 @@ class Composer:
             )
         else:
             subject = f"{signal.key} {signal.kind}"
+        # positional (Message's field order): a keyword call costs more, once per delivery
         return Message(
-            idempotency_id=delivery.idempotency_id,
-            subject=subject,
-            text=text,
-            html=html,
-            payload=payload,
-            body=encoded,
-            chart_png=chart,
-            created_at=now,
-            signal_ids=(signal.id or 0,),
-            unsubscribe_url=unsubscribe,
+            delivery.idempotency_id, subject, text, payload, now, html, chart, (signal.id or 0,), unsubscribe, encoded
         )
 
     def group(

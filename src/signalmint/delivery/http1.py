@@ -422,7 +422,21 @@ class Http1Pool:
                 return await self._request(target, data)
         slot = self._arm(task, seconds)
         try:
-            return await self._request(target, data)
+            conn = self._idle_for(target)
+            if conn is None:  # no address cached, or no idle connection: look up, dial or wait
+                return await self._request(target, data)
+            try:  # the usual case, without a coroutine of its own: _request's work on an idle connection
+                response = await conn.exchange(data)
+            except ConnectionClosed as exc:
+                self._discard(conn)
+                if exc.response_started:
+                    raise
+                return await self._request(target, data, fresh=True)  # the idle-close race: once more, anew
+            except BaseException:
+                self._discard(conn)
+                raise
+            self._release(conn)
+            return response
         except asyncio.CancelledError:
             if task in self._expired:
                 self._expired.discard(task)
@@ -459,7 +473,34 @@ class Http1Pool:
                 self._expired.add(task)
                 task.cancel()
 
-    async def _request(self, target: ParsedTarget, data: bytes) -> Response:
+    def _idle_for(self, target: ParsedTarget) -> _Connection | None:
+        """An idle connection to ``target``'s vetted addresses (cached), taken from the pool; None
+        when the name is not cached or none is idle (:meth:`_request` then does the work)."""
+        origin: Origin = (target.scheme, target.host, target.port)
+        if origin == self.own_origin and target.ip is not None:
+            ips = [target.ip]
+        else:
+            cached = self._dns.get(target.host)
+            if cached is None or cached[0] <= self._loop.time():
+                return None
+            ips = cached[1]
+        return self._take_idle(origin, ips)
+
+    def _take_idle(self, origin: Origin, ips: list[str]) -> _Connection | None:
+        """The most recently used idle connection to one of ``ips`` that is still usable."""
+        now = self._loop.time()
+        for ip in ips:
+            idle = self._idle.get((*origin, ip))
+            while idle:
+                conn = idle.pop()
+                del self._lru[conn]
+                if conn.closed or now - conn.idle_since > self.keepalive:
+                    self._discard(conn)
+                    continue
+                return conn
+        return None
+
+    async def _request(self, target: ParsedTarget, data: bytes, *, fresh: bool = False) -> Response:
         origin: Origin = (target.scheme, target.host, target.port)
         cached = self._dns.get(target.host)
         if origin == self.own_origin and target.ip is not None:
@@ -468,7 +509,6 @@ class Http1Pool:
             ips = cached[1]
         else:
             ips = await self._resolve(target.host, target.port)
-        fresh = False
         while True:
             conn = await self._acquire(origin, ips, fresh)
             reused = conn.exchanges > 0
@@ -521,16 +561,9 @@ class Http1Pool:
             if self.closed:
                 raise HttpError("the HTTP pool is closed")
             if not fresh:
-                now = self._loop.time()
-                for ip in ips:
-                    idle = self._idle.get((*origin, ip))
-                    while idle:
-                        conn = idle.pop()
-                        del self._lru[conn]
-                        if conn.closed or now - conn.idle_since > self.keepalive:
-                            self._discard(conn)
-                            continue
-                        return conn
+                conn = self._take_idle(origin, ips)
+                if conn is not None:
+                    return conn
             if self._can_dial(origin):
                 if self._total >= self.limit:
                     self._discard(next(iter(self._lru)))  # make room: the least recently used idle one

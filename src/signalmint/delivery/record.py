@@ -98,6 +98,14 @@ class Recorder:
     def add(self, outcomes: Iterable[DeliveryOutcome]) -> None:
         self.outcomes.extend(outcomes)
 
+    def sent_one(self, delivery: Delivery, receipt: Receipt) -> None:
+        """:func:`sent` of a message of one row."""
+        self.outcomes.append(DeliveryOutcome(delivery.id, "sent", None, receipt_json(receipt)))
+
+    def skip(self, delivery: Delivery, reason: str) -> None:
+        """:func:`skipped` of one row."""
+        self.outcomes.append(DeliveryOutcome(delivery.id, "skipped", reason))
+
     def failed(self, rows: Iterable[Delivery], endpoint_id: int, exc: DeliveryError, now: datetime) -> None:
         """Rows whose message the endpoint did not take; the endpoint is disabled or paused if asked."""
         if getattr(exc, "disable_endpoint", False):

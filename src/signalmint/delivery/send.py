@@ -35,7 +35,7 @@ def default_channel_factory(endpoint: Endpoint, context: ChannelContext) -> Chan
     except ConfigError as exc:
         raise DeliveryError(f"no channel for {endpoint.channel!r}: {exc}", permanent=True) from exc
     if cls.takes_secrets:
-        return cast(Channel, cls.from_url(endpoint.url, context, secrets=list(endpoint.secrets)))
+        return cast(Channel, cls.from_url(endpoint.url, context, secrets=endpoint.secrets))
     return cast(Channel, cls.from_url(endpoint.url, context))
 
 

@@ -30,6 +30,7 @@ like any single signal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -86,8 +87,10 @@ class Worker:
 
     async def run_once(self) -> int:
         """Claim, send and record one batch; the number of deliveries handled."""
-        handled, recorder = await self._round(None)
-        await self._store(recorder)
+        with fewer_collections():  # until the outcomes are stored and dropped: see collector.py
+            handled, recorder = await self._round(None)
+            await self._store(recorder)
+            del recorder
         return handled
 
     async def _round(self, previous: Recorder | None) -> tuple[int, Recorder | None]:
@@ -119,7 +122,10 @@ class Worker:
 
         async def lane() -> None:  # `concurrency` lanes take the messages in turn: sends in flight stay bounded
             for rows in queue:
-                await self._deliver(rows, batch, recorder)
+                if len(rows) == 1:
+                    await self._deliver_one(rows[0], batch, recorder)
+                else:
+                    await self._deliver(rows, batch, recorder)
 
         await asyncio.gather(*(lane() for _ in range(min(self.concurrency, len(grouped)))))
         return len(claimed), recorder
@@ -149,8 +155,16 @@ class Worker:
         wake = wake or asyncio.Event()
         stopping = asyncio.ensure_future(stop.wait())
         pending: Recorder | None = None  # the last round's outcomes, stored with the next claim
+        # Rounds that follow one another keep young collections rare until the worker waits
+        # (collector.py): a round's outcomes and batch die by reference counting once stored,
+        # and a collection when each round ends would walk them all first.
+        busy = contextlib.ExitStack()
+        held = False
         try:
             while not stop.is_set():
+                if not held:
+                    busy.enter_context(fewer_collections())
+                    held = True
                 wake.clear()  # before the claim: a wake-up that lands during the round is kept
                 try:
                     handled, pending = await self._round(pending)
@@ -164,6 +178,8 @@ class Worker:
                 if handled < self.batch and not wake.is_set():
                     await self._settle(pending)
                     pending = None
+                    busy.close()
+                    held = False
                     woken = asyncio.ensure_future(wake.wait())
                     try:
                         await asyncio.wait({stopping, woken}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
@@ -172,6 +188,7 @@ class Worker:
         finally:
             stopping.cancel()
             await self._settle(pending)
+            busy.close()
 
     async def _settle(self, recorder: Recorder | None) -> None:
         """Store outcomes not stored yet; a failure is logged (the leases expire, the rows go again)."""
@@ -179,6 +196,39 @@ class Worker:
             await self._store(recorder)
         except Exception:
             log.exception("storing a delivery round's outcomes failed; its rows are sent again when the lease ends")
+
+    async def _deliver_one(self, delivery: Delivery, batch: Batch, recorder: Recorder) -> None:
+        """:meth:`_deliver` of a message of one row (the usual case), without its lists."""
+        now = self.clock()
+        decided = entitled(delivery, batch, now)
+        if isinstance(decided, str):
+            recorder.skip(delivery, decided)
+            return
+        signal, hidden = decided
+        view = batch.views[delivery.subscriber_id]
+        endpoint = batch.endpoints[delivery.endpoint_id]
+        if view is None:  # (entitled() skipped these already)
+            recorder.skip(delivery, "the subscriber has no plan any more")
+            return
+        own = batch.own_budgets.get((delivery.subscriber_id, endpoint.channel)) if batch.own_budgets else None
+        taken = take_budgets(view, own, endpoint.channel)
+        if isinstance(taken, str):
+            recorder.skip(delivery, taken)
+            return
+        price = view.plan.alert_price
+        if price > 0 and not await pay(self.db, [delivery.id], delivery.subscriber_id, price, self.clock()):
+            release(taken)
+            recorder.skip(delivery, "not enough credits for this pay-per-alert plan: top up")
+            return
+        message = self.composer.single(delivery, endpoint, signal, hidden, batch, now)
+        try:
+            receipt = await self.sender.send(endpoint, message)
+        except DeliveryError as exc:
+            self.failed += 1
+            recorder.failed((delivery,), endpoint.id, exc, self.clock())
+            return
+        self.sent += 1
+        recorder.sent_one(delivery, receipt)
 
     async def _deliver(self, rows: list[Delivery], batch: Batch, recorder: Recorder) -> None:
         """Send one message (one row, or every row of a group); an outcome for each row."""

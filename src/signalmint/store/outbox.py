@@ -90,6 +90,8 @@ SETTLE = timedelta(seconds=2)
 MAX_GROUPS = 200
 #: Endpoints (of any channel, paused ones included, removed ones not) one subscriber may have.
 MAX_ENDPOINTS = 20
+#: A JSON string, as json.dumps writes one (ASCII only).
+_quote = json.encoder.encode_basestring_ascii
 #: First key of the PostgreSQL advisory locks that guard groups while they are claimed ("SM").
 _GROUP_LOCKS = "21325"
 
@@ -386,7 +388,16 @@ def _record_many(conn: Connection, table: Table, outcomes: Sequence[DeliveryOutc
     of outcome, with values converted as the columns' types would (each distinct time once),
     not SQLAlchemy's per-row parameter processing."""
     c = table.c
-    at, receipt = writer(conn, c.sent_at), writer(conn, c.receipt, memo=False)
+    at, encode = writer(conn, c.sent_at), writer(conn, c.receipt, memo=False)
+
+    def receipt(value: Any) -> Any:  # a receipt is a few strings: json.dumps's text, with no encoder made per row
+        if type(value) is dict:
+            try:
+                return "{" + ", ".join([_quote(k) + ": " + _quote(v) for k, v in value.items()]) + "}"
+            except TypeError:  # not only strings
+                pass
+        return encode(value)
+
     mine = "id = ? AND lease_owner = ? AND status = 'sending'"
     done = 0
     sent_at = at(now)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import BigInteger, ColumnElement, Connection, Table, any_, literal, literal_column
+from sqlalchemy import BigInteger, ColumnElement, Connection, String, Table, any_, func, literal, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
@@ -14,13 +16,24 @@ from sqlalchemy.sql.elements import ColumnClause
 __all__ = ["among", "raw_columns", "reader", "upsert_into", "writer"]
 
 
+#: SQLite has ``json_each`` built in from 3.38 (JSON1 was optional before).
+_JSON_EACH: Final = sqlite3.sqlite_version_info >= (3, 38)
+#: From how many ids SQLite gets them as one JSON array rather than one placeholder each.
+_MANY: Final = 32
+
+
 def among(conn: Connection, column: ColumnElement[Any], ids: Iterable[int]) -> ColumnElement[bool]:
     """``column IN ids``; on PostgreSQL ``column = ANY(:ids)``: one array parameter whatever the
     count, so the statement's text is the same every time (psycopg converts it once, the server
-    can prepare it) rather than a new text of n placeholders per batch."""
+    can prepare it) rather than a new text of n placeholders per batch. On SQLite, many integer
+    ids go as one JSON array (``IN (SELECT value FROM json_each(:ids))``): a delivery round's
+    thousands of ids are not each rendered and bound by SQLAlchemy."""
     wanted = list(ids)
     if conn.dialect.name == "postgresql":
         return column == any_(literal(wanted, ARRAY(BigInteger)))
+    if _JSON_EACH and len(wanted) >= _MANY and all(type(i) is int for i in wanted):
+        listed = func.json_each(literal(json.dumps(wanted), String()))
+        return column.in_(select(literal_column("value")).select_from(listed).scalar_subquery())
     return column.in_(wanted)
 
 

@@ -167,6 +167,12 @@ def _hmac_key(secret: str) -> HmacKey:
     return HmacKey(_secret_key(secret))
 
 
+@functools.lru_cache(maxsize=10_000)
+def _hmac_keys(secrets: tuple[str, ...]) -> tuple[HmacKey, ...]:
+    """The signing keys of an endpoint's secrets, one tuple per distinct list (as :func:`_hmac_key`)."""
+    return tuple(_hmac_key(s) for s in secrets)
+
+
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delay-seconds or an HTTP date).
 
@@ -252,10 +258,15 @@ def encode_body(message: Message) -> bytes:
 _HEADERS: Final = {"content-type": "application/json", "user-agent": USER_AGENT}
 _TOKENISH = re.compile(r"(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9_\-]{20,}")
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,256}")
+#: A 2xx status as a receipt's provider id (``str(status)``, made once).
+_STATUS_TEXT: Final = {status: str(status) for status in range(200, 300)}
 
 
 class WebhookChannel:
     """POST signed JSON to one endpoint. Build it with :meth:`from_url`."""
+
+    # a worker keeps one per endpoint: no __dict__ each (fewer objects for the collector to walk)
+    __slots__ = ("_head", "_keys", "_vetted", "context", "secrets", "target", "timeout")
 
     scheme: ClassVar[str] = "webhook"
     kind: ClassVar[str] = "webhook"
@@ -285,7 +296,7 @@ class WebhookChannel:
         self.context = context
         self.secrets = tuple(secrets)
         self.timeout = timeout
-        self._keys = tuple(_hmac_key(s) for s in self.secrets)
+        self._keys = _hmac_keys(self.secrets)
         self._head = http1.request_head(target, _HEADERS)
         self._vetted: tuple[tuple[bool, str | None], ParsedTarget] | None = None  # (policy, check_url's answer)
 
@@ -357,21 +368,35 @@ class WebhookChannel:
         if session is None:  # one-off sends (a "send test event" button): a pool of our own
             async with make_http_session(self.context, timeout=self.timeout) as own:
                 return await self._post(own, target, request)
-        return await self._post(session, target, request)
-
-    async def _post(self, session: http1.Http1Pool, target: ParsedTarget, request: bytes) -> Receipt:
-        where = f"webhook {target.host}"
+        # the worker's pool: _post's work inline (one coroutine less per delivery)
         try:
             response = await session.request(target, request, timeout=self.timeout)
-        except http1.Timeout:
-            raise DeliveryError(f"{where}: no answer within {self.timeout:g} s", permanent=False) from None
         except http1.HttpError as exc:
-            raise DeliveryError(f"{where}: {type(exc).__name__}: {exc}", permanent=False) from None
+            raise self._unanswered(target, exc) from None
         status = response.status
         if 200 <= status < 300:
-            return Receipt(channel=self.scheme, at=datetime.now(UTC), provider_id=str(status), detail="")
+            return Receipt(self.scheme, datetime.now(UTC), _STATUS_TEXT[status], "")
+        return self._answered(target, response)
+
+    async def _post(self, session: http1.Http1Pool, target: ParsedTarget, request: bytes) -> Receipt:
+        try:
+            response = await session.request(target, request, timeout=self.timeout)
+        except http1.HttpError as exc:
+            raise self._unanswered(target, exc) from None
+        status = response.status
+        if 200 <= status < 300:
+            return Receipt(self.scheme, datetime.now(UTC), _STATUS_TEXT[status], "")
+        return self._answered(target, response)
+
+    def _unanswered(self, target: ParsedTarget, exc: http1.HttpError) -> DeliveryError:
+        where = f"webhook {target.host}"
+        if isinstance(exc, http1.Timeout):
+            return DeliveryError(f"{where}: no answer within {self.timeout:g} s", permanent=False)
+        return DeliveryError(f"{where}: {type(exc).__name__}: {exc}", permanent=False)
+
+    def _answered(self, target: ParsedTarget, response: http1.Response) -> Receipt:
         snippet = response.body[:300].decode("utf-8", "replace")
-        return self._failure(where, status, response.headers, snippet)
+        return self._failure(f"webhook {target.host}", response.status, response.headers, snippet)
 
     def _failure(self, where: str, status: int, headers: Mapping[str, str], snippet: str) -> Receipt:
         text = " ".join(snippet.split())[:200]
