@@ -44,7 +44,7 @@ from ..store import Connection, Database
 from .batch import Batch
 from .channels.base import ChannelContext
 from .claim import Plans, claim_batch, messages
-from .collector import fewer_collections
+from .collector import IdleCollections, fewer_collections
 from .compose import Composer, draw_charts, unsubscribe_token
 from .decide import entitled, pay, release, take_budgets
 from .record import RETRY_SCHEDULE, Recorder, backoff, sent, skipped
@@ -82,6 +82,7 @@ class Worker:
         self.composer = Composer(settings.base_url, pepper)
         self.sender = Sender(context, channel_factory)
         self.plans = Plans()  # the plan versions read so far (immutable once stored)
+        self.collections = IdleCollections()  # run() collects garbage cycles when it goes idle
         self.sent = 0
         self.failed = 0
 
@@ -180,6 +181,7 @@ class Worker:
                     pending = None
                     busy.close()
                     held = False
+                    self.collections.idle()  # the cycles rounds left: see collector.py
                     woken = asyncio.ensure_future(wake.wait())
                     try:
                         await asyncio.wait({stopping, woken}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
