@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from signalmint.delivery.collector import IDLE_FULL_EVERY, IDLE_YOUNG_EVERY, IdleCollections
+from signalmint.delivery.collector import IDLE_EVERY, IdleCollections
 from signalmint.delivery.runner import channel_context
 from signalmint.delivery.worker import Worker
 from signalmint.store import Database
@@ -49,15 +49,23 @@ def test_idle_collections_free_cycles_at_most_every_so_often(no_automatic_collec
     cycle = Node()
     gone = weakref.ref(cycle)
     del cycle
-    assert collections.idle() is None and gone() is not None  # nothing due yet
-    clock.now += IDLE_YOUNG_EVERY
-    assert collections.idle() == 1 and gone() is None
-    assert collections.idle() is None  # not again within the period
-    clock.now += IDLE_FULL_EVERY
-    assert collections.idle() == 2
-    clock.now += IDLE_YOUNG_EVERY / 2
-    assert collections.idle() is None  # a full collection counts as a young one too
-    assert (collections.young, collections.full) == (1, 1)
+    assert collections.idle() is False and gone() is not None  # nothing due yet
+    clock.now += IDLE_EVERY
+    assert collections.idle() is True and gone() is None
+    assert collections.idle() is False  # not again within the period
+    clock.now += IDLE_EVERY
+    assert collections.idle() is True and collections.made == 2
+
+
+def test_what_is_alive_at_start_is_out_of_later_collections_sight() -> None:
+    collections = IdleCollections()
+    kept = Node()
+    try:
+        collections.start()
+        assert not gc.is_tracked(kept) or gc.get_freeze_count() > 0
+        assert all(o is not kept for o in gc.get_objects())  # frozen: collections do not walk it
+    finally:
+        gc.unfreeze()
 
 
 def test_a_worker_collects_when_it_goes_idle(db: Database, http_sink: HttpSink) -> None:
@@ -73,16 +81,16 @@ def test_a_worker_collects_when_it_goes_idle(db: Database, http_sink: HttpSink) 
         task = asyncio.create_task(worker.run(stop, idle=0.01))
         while not http_sink.requests:  # the round that sends, then idle waits
             await asyncio.sleep(0.01)
-        before = worker.collections.young
-        clock.now += IDLE_YOUNG_EVERY
+        before = worker.collections.made
+        clock.now += IDLE_EVERY
         for _ in range(200):  # the next time it goes idle
-            if worker.collections.young > before:
+            if worker.collections.made > before:
                 break
             await asyncio.sleep(0.01)
         stop.set()
         await task
         await worker.context.http.close()
-        return before, worker.collections.young
+        return before, worker.collections.made
 
     before, after = asyncio.run(run())
     assert after == before + 1

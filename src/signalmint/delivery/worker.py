@@ -161,6 +161,7 @@ class Worker:
         # and a collection when each round ends would walk them all first.
         busy = contextlib.ExitStack()
         held = False
+        self.collections.start()
         try:
             while not stop.is_set():
                 if not held:
