@@ -8,7 +8,9 @@ automations before the first signal."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,8 +18,10 @@ import numpy as np
 
 from signalmint.config import AutomationConfig, DetectorConfig, PluginConfig, Settings
 from signalmint.engine.runner import Engine
+from signalmint.records import Fence
 from signalmint.registry import Registry
 from signalmint.store import Database
+from signalmint.store.leases import check_fence
 from signalmint.store.migrate import migrate
 from signalmint.store.signals import chain_signals
 
@@ -127,3 +131,33 @@ def same_signals(got: dict[str, Log], expected: dict[str, Log]) -> None:
     for name in NAMES:
         assert [s[1:] for s in got[name]] == [s[1:] for s in expected[name]], name
         assert [s[0] for s in got[name]] == list(range(1, len(got[name]) + 1)), name
+
+
+@contextlib.contextmanager
+def stuck_mid_pipeline(db: Database, automation: str, fence: Fence, *, idle_timeout: float) -> Iterator[int]:
+    """An engine frozen mid-commit, the way SIGSTOP can catch one (PostgreSQL): a connection whose
+    transaction passed ``automation``'s fence (so the lease row is locked, with ``idle_timeout`` set
+    as every fenced commit sets it) and then sent half a pipeline, a statement without its Sync, as
+    psycopg's ``executemany`` does. The server waits for the rest with no idle timeout. Yields
+    the connection's backend pid; the connection is thrown away afterwards."""
+    conn = db.engine.connect()
+    try:
+        conn.begin()
+        check_fence(conn, automation, fence, datetime.now(UTC), idle_timeout=idle_timeout)
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        pid = driver.info.backend_pid
+        driver.pgconn.enter_pipeline_mode()
+        driver.pgconn.send_query_params(b"SELECT 1", None)
+        driver.pgconn.flush()
+        yield pid
+    finally:
+        conn.invalidate()
+        conn.close()
+
+
+def backend_state(db: Database, pid: int) -> tuple[str, str] | None:
+    """(state, wait_event) of a PostgreSQL backend, None once it is gone."""
+    with db.engine.connect() as conn:
+        row = conn.exec_driver_sql("SELECT state, wait_event FROM pg_stat_activity WHERE pid = %s", (pid,)).first()
+    return None if row is None else (row[0], row[1])

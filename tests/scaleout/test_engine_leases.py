@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 
 from signalmint.engine.runner import Engine
+from signalmint.records import Fence
 from signalmint.registry import Registry
 from signalmint.store import Database
-from signalmint.store.leases import claim, list_leases
+from signalmint.store.leases import claim, ensure_leases, list_leases
 from signalmint.store.signals import count_signals, verify_chain
 
-from .conftest import NAMES, settings_for, write_data
+from .conftest import NAMES, backend_state, settings_for, stuck_mid_pipeline, write_data
 
 LEASE = 1.5
 
@@ -121,3 +122,44 @@ def test_an_engine_whose_lease_was_taken_commits_nothing_more(db: Database, regi
 
     asyncio.run(scenario())
     assert db.read_sync(verify_chain, "alpha").ok
+
+
+def test_an_engine_takes_over_from_a_holder_frozen_mid_commit(
+    db: Database, registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A holder frozen mid-pipeline keeps its lease row locked past the idle timeout: a lease
+    period after the lease ran out the engine ends that session, and its next round claims it."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite writers hold no row locks")
+    data = write_data(tmp_path)
+    clock = Clock()
+    caplog.set_level(logging.INFO, logger="signalmint.leases")
+    now = datetime.now(UTC)  # the frozen session's wait is measured on the server's clock
+    clock.now = now
+
+    async def scenario() -> None:
+        b = engine(db, registry, data, clock)
+        await db.write(ensure_leases, NAMES, now)
+        frozen = await db.write(claim, "alpha", "frozen", now, now + timedelta(seconds=LEASE))
+        assert frozen is not None
+        with stuck_mid_pipeline(db, "alpha", Fence("frozen", frozen.epoch), idle_timeout=LEASE) as pid:
+            await b.start()
+            assert sorted(b.leases.held) == NAMES[1:]
+            clock.advance(LEASE)  # the lease ran out, but the row is locked: nothing to claim yet
+            await b.leases.tick()
+            assert "alpha" not in b.leases.held and backend_state(db, pid) is not None
+            await asyncio.sleep(LEASE)  # the session has waited for its client a lease period
+            clock.advance(LEASE)
+            await b.leases.tick()  # a lease period after it ran out: the frozen session is ended
+            deadline = time.monotonic() + 10
+            while backend_state(db, pid) is not None:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            await b.leases.tick()
+            assert sorted(b.leases.held) == NAMES and b.leases.held["alpha"] == 2
+        await b.stop()
+
+    asyncio.run(scenario())
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("alpha: ended the database session") and "frozen" in m for m in messages), messages
+    assert any(m.startswith("alpha: TAKE-OVER from frozen") for m in messages), messages

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,6 +16,7 @@ from signalmint.store.leases import (
     beat,
     check_fence,
     claim,
+    end_stuck_holder,
     ensure_leases,
     expire_holder,
     list_leases,
@@ -22,6 +24,8 @@ from signalmint.store.leases import (
     release,
     renew,
 )
+
+from .conftest import backend_state, stuck_mid_pipeline
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LEASE = timedelta(seconds=10)
@@ -112,3 +116,35 @@ def test_concurrent_claims_have_exactly_one_winner(db: Database) -> None:
     assert len(winners) == 1
     (lease,) = db.read_sync(list_leases)
     assert lease.holder == winners[0] and lease.epoch == 1
+
+
+def test_a_holder_frozen_mid_pipeline_past_its_lease_has_its_session_ended(db: Database) -> None:
+    """SIGSTOP can freeze an engine after its commit passed the fence and while it was sending a
+    pipeline: the server then waits for the rest with no idle timeout, the lease row stays locked,
+    and no claim can take the automation over. :func:`end_stuck_holder` ends that session."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite writers hold no row locks")
+    now = datetime.now(UTC)
+    db.write_sync(ensure_leases, ["a"], now)
+    mine = db.write_sync(claim, "a", "e1", now, now + LEASE)
+    assert mine is not None
+    with stuck_mid_pipeline(db, "a", Fence("e1", mine.epoch), idle_timeout=0.1) as pid:
+        deadline = time.monotonic() + 10
+        while backend_state(db, pid) != ("active", "ClientRead"):  # half a pipeline sent
+            assert time.monotonic() < deadline, backend_state(db, pid)
+            time.sleep(0.01)
+        time.sleep(0.5)  # five idle timeouts: the server has not ended the session, it is no idle transaction
+        assert backend_state(db, pid) == ("active", "ClientRead")
+        later = now + 2 * LEASE
+        assert db.write_sync(claim, "a", "e2", later, later + LEASE) is None  # the row is locked
+        # not before the lease ran out, nor before the session waited ``grace`` for its client
+        assert db.write_sync(end_stuck_holder, "a", now, 0.3) is None
+        assert db.write_sync(end_stuck_holder, "a", later, 60) is None
+        assert db.write_sync(end_stuck_holder, "a", later, 0.3) == pid
+        deadline = time.monotonic() + 10
+        while backend_state(db, pid) is not None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        taken = db.write_sync(claim, "a", "e2", later, later + LEASE)
+    assert taken is not None and (taken.epoch, taken.previous_holder) == (2, "e1")
+    assert db.read_sync(list_leases)[0].committed_at is None  # the frozen fence's write rolled back

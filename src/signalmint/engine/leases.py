@@ -30,7 +30,7 @@ import os
 import secrets
 import socket
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ from ..store import Connection
 from ..store.leases import (
     beat,
     claim,
+    end_stuck_holder,
     ensure_leases,
     expire_holder,
     guard_idle,
@@ -189,11 +190,28 @@ class LeaseKeeper:
             if name not in engine.runners or name in self.held or lease.live(now):
                 continue
             got = await engine.db.write(self._claim_one, name, now, until)
-            if got is None:
-                continue  # another engine was quicker
+            if got is None:  # another engine was quicker, or its holder is stuck mid-commit
+                await self._end_stuck(lease, now)
+                continue
             self.held[name] = got.epoch
             self._announce(lease, got)
             engine.start_runner(name, Fence(self.holder, got.epoch))
+
+    async def _end_stuck(self, lease: Lease, now: datetime) -> None:
+        """A lease that ran out a lease period ago but cannot be claimed: its row is locked by a
+        holder paused mid-commit; end that holder's session (the next round claims the lease)."""
+        grace = self.idle_timeout
+        if lease.holder is None or now - lease.expires_at < timedelta(seconds=grace):
+            return
+        try:
+            pid = await self.engine.db.write(end_stuck_holder, lease.automation, now - timedelta(seconds=grace), grace)
+        except Exception as exc:  # e.g. another database role's session: its idle timeout is what is left
+            log.warning("%s: cannot end the stuck session of %s: %s", lease.automation, lease.holder, exc)
+            return
+        if pid is not None:
+            late = (now - lease.expires_at).total_seconds()
+            log.warning("%s: ended the database session (pid %d) of %s, stuck mid-commit %.1fs after its lease ran out",
+                        lease.automation, pid, lease.holder, late)  # fmt: skip
 
     def _announce(self, before: Lease, got: Lease) -> None:
         name, previous = got.automation, got.previous_holder

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, or_, select, update
+from sqlalchemy import Connection, delete, func, or_, select, text, update
 
 from ..errors import LeaseLost
 from ..records import Fence, Lease
@@ -35,6 +35,7 @@ __all__ = [
     "beat",
     "check_fence",
     "claim",
+    "end_stuck_holder",
     "ensure_leases",
     "expire_holder",
     "forget_node",
@@ -58,8 +59,10 @@ def guard_idle(conn: Connection, seconds: float) -> None:
 
 
 def ensure_leases(conn: Connection, automations: Iterable[str], now: datetime) -> None:
-    """A free lease row for every automation that has none yet."""
-    rows = [{"automation": name, "holder": None, "epoch": 0, "expires_at": now} for name in automations]
+    """A free lease row for every automation that has none yet. The rows there are read first and
+    left alone: an insert that met one locked by a frozen holder's commit would wait for it."""
+    there = set(conn.execute(select(engine_leases.c.automation)).scalars())
+    rows = [{"automation": n, "holder": None, "epoch": 0, "expires_at": now} for n in automations if n not in there]
     if rows:
         conn.execute(upsert_into(conn, engine_leases).on_conflict_do_nothing(), rows)
 
@@ -158,6 +161,39 @@ def check_fence(
             f"{automation}: the lease of {fence.holder} at epoch {fence.epoch} was taken over; nothing committed",
             automation=automation,
         )
+
+
+# the backend whose open transaction holds the lease row (its id is the row's xmax) and has sat
+# waiting for its client at least :grace seconds: a paused or frozen engine mid-commit
+_STUCK = text(
+    """
+    SELECT a.pid, pg_terminate_backend(a.pid) AS ended
+    FROM engine_leases AS e
+    JOIN pg_locks AS l ON l.locktype = 'transactionid' AND l.transactionid = e.xmax
+                      AND l.mode = 'ExclusiveLock' AND l.granted
+    JOIN pg_stat_activity AS a ON a.pid = l.pid
+    WHERE e.automation = :automation AND e.expires_at <= :expired
+      AND a.pid <> pg_backend_pid() AND a.datid = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND a.wait_event = 'ClientRead' AND a.state_change <= clock_timestamp() - make_interval(secs => :grace)
+    """
+)
+
+
+def end_stuck_holder(conn: Connection, automation: str, expired: datetime, grace: float) -> int | None:
+    """PostgreSQL: end the session of an engine paused mid-commit, so its lease can be taken over.
+
+    A commit's fence keeps the lease row locked to the end of its transaction. Should the engine
+    stop mid-transaction (SIGSTOP, a frozen VM), :func:`guard_idle`'s timeout ends its session
+    only if the server was waiting for a new command; an engine stopped in the middle of a
+    pipeline (psycopg's ``executemany``) leaves the server waiting for the rest of it, with no
+    timeout, and the row stays locked for good. This ends that session (its transaction rolls
+    back) when the lease ran out at ``expired`` or before and the session has waited for its
+    client ``grace`` seconds or more; the pid ended, or None (nothing stuck, or SQLite, whose
+    writers hold no row locks)."""
+    if conn.dialect.name != "postgresql":
+        return None
+    row = conn.execute(_STUCK, {"automation": automation, "expired": expired, "grace": grace}).first()
+    return int(row.pid) if row is not None and row.ended else None
 
 
 def expire_holder(conn: Connection, holder: str, now: datetime) -> list[str]:
