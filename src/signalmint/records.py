@@ -11,9 +11,9 @@ Times inside a frame are ``datetime64[ns]`` values meaning UTC.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -55,10 +55,57 @@ __all__ = [
     "Signal",
     "Subscriber",
     "Subscription",
+    "quick",
     "satisfies",
     "to_datetime",
     "to_datetime64",
 ]
+
+R = TypeVar("R")
+
+
+def quick(cls: type[R]) -> type[R]:
+    """Give a frozen, slotted dataclass an ``__init__`` that fills its slots through their
+    descriptors, for the records a delivery round builds by the thousand.
+
+    A frozen dataclass's own ``__init__`` sets each field with ``object.__setattr__(self, name,
+    value)``, a name lookup per field: about 1.3 µs for twelve fields against 0.7 µs this way.
+    Everything else (the signature and defaults, ``replace``, equality, hashing, pickling,
+    ``FrozenInstanceError`` on assignment) stays the dataclass's. Records with a field factory,
+    a field outside ``__init__`` or a ``__post_init__`` are refused.
+
+    >>> @quick
+    ... @dataclass(frozen=True, slots=True)
+    ... class Point:
+    ...     x: int
+    ...     y: int = 0
+    >>> Point(1), Point(1, y=2) == Point(x=1, y=2), replace(Point(1), y=3)
+    (Point(x=1, y=0), True, Point(x=1, y=3))
+    """
+    params = getattr(cls, "__dataclass_params__", None)
+    if params is None or not params.frozen or "__slots__" not in cls.__dict__ or hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__}: quick() takes a frozen, slotted dataclass without __post_init__")
+    found = fields(cls)  # type: ignore[arg-type]
+    if any(f.default_factory is not MISSING or not f.init for f in found):
+        raise TypeError(f"{cls.__name__}: quick() takes fields with plain defaults only")
+    names: dict[str, Any] = {}
+    args, body = [], []
+    for f in found:
+        names[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
+        if f.default is MISSING:
+            args.append(f.name)
+        else:
+            names[f"_default_{f.name}"] = f.default
+            args.append(f"{f.name}=_default_{f.name}")
+        body.append(f"    _set_{f.name}(self, {f.name})")
+    source = "\n".join([f"def __init__(self, {', '.join(args)}):", *(body or ["    pass"])])
+    exec(source, names)
+    init = names["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__doc__ = cls.__init__.__doc__
+    cls.__init__ = init  # type: ignore[method-assign]
+    return cls
+
 
 #: The value columns of a market bar, in order.
 BAR_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
@@ -194,6 +241,7 @@ class Scores:
         return len(self.keys)
 
 
+@quick
 @dataclass(frozen=True, slots=True)
 class Signal:
     """One detected event, as stored in an automation's append-only signal log.
@@ -392,6 +440,7 @@ class Plan:
         return "api" in self.channels
 
 
+@quick
 @dataclass(frozen=True, slots=True)
 class Subscriber:
     """A person on the list: ``confirmed_at`` is set by the double opt-in link."""
@@ -407,6 +456,7 @@ class Subscriber:
         return self.confirmed_at is not None
 
 
+@quick
 @dataclass(frozen=True, slots=True)
 class Subscription:
     """A subscriber's hold on one plan version, and where it stands.
@@ -600,6 +650,7 @@ class RevenueData:
 # --- delivery: endpoints, outbox rows and what became of them ---------------------------------
 
 
+@quick
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """Where a subscriber's alerts go: one channel, configured by URL (secrets kept apart)."""
@@ -613,6 +664,7 @@ class Endpoint:
     status_reason: str = ""
 
 
+@quick
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
     """The fan-out's decision for one (signal, endpoint): when it may be sent, which message it joins."""
@@ -624,6 +676,7 @@ class OutboxRow:
     group_key: str | None = None  # rows sharing one go out as one message
 
 
+@quick
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One outbox row: a signal on its way to one endpoint, with every attempt counted."""
@@ -644,6 +697,7 @@ class Delivery:
     group_key: str | None = None  # rows sharing one go out as one message
 
 
+@quick
 @dataclass(frozen=True, slots=True)
 class DeliveryOutcome:
     """What happened to one claimed delivery."""

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from ..access import Grant
-from ..records import Endpoint, Plan, Signal
+from ..records import Endpoint, Plan, Signal, quick
 from ..store.series import Series
 
 __all__ = ["Allowance", "Batch", "Body", "SubscriberView"]
@@ -30,6 +30,7 @@ class Allowance:
     left: int
 
 
+@quick
 @dataclass(frozen=True, slots=True)
 class SubscriberView:
     """What a subscriber holds when the round runs: a grant per automation, the plan, its budget."""

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from ...records import quick
+
 __all__ = ["Attachment", "Channel", "ChannelContext", "Message", "Receipt"]
 
 
@@ -33,6 +35,7 @@ class Attachment:
     content_id: str | None = None
 
 
+@quick
 @dataclass(frozen=True, slots=True)
 class Message:
     """One delivery to one endpoint; several grouped signals make one message.
@@ -54,6 +57,7 @@ class Message:
     attachments: tuple[Attachment, ...] = ()  # email attaches them; Telegram sends the first file as a document
 
 
+@quick
 @dataclass(frozen=True, slots=True)
 class Receipt:
     """What the receiver said: its own id for the message (if any) and a short detail."""
