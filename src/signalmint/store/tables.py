@@ -335,7 +335,8 @@ deliveries = Table(
     Column("signal_id", BigInteger, nullable=False),
     Column("endpoint_id", BigInteger, ForeignKey("endpoints.id"), nullable=False),
     Column("subscriber_id", BigInteger, nullable=False, index=True),
-    Column("idempotency_id", String(64), nullable=False, unique=True),
+    # a hash of (signal_id, endpoint_id), unique with them; no index of its own (migration 0017)
+    Column("idempotency_id", String(64), nullable=False),
     Column("status", String(16), nullable=False),  # pending | sending | sent | dead | skipped
     Column("not_before", UTCDateTime, nullable=False),
     Column("next_attempt_at", UTCDateTime, nullable=False),
