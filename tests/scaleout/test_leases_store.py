@@ -137,8 +137,11 @@ def test_a_holder_frozen_mid_pipeline_past_its_lease_has_its_session_ended(db: D
         assert backend_state(db, pid) == ("active", "ClientRead")
         later = now + 2 * LEASE
         assert db.write_sync(claim, "a", "e2", later, later + LEASE) is None  # the row is locked
-        # not before the lease ran out, nor before the session waited ``grace`` for its client
-        assert db.write_sync(end_stuck_holder, "a", now, 0.3) is None
+        # not before the lease ran out (whatever the session's time zone: times are compared as
+        # stored, naive UTC), nor before the session waited ``grace`` for its client
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("SET LOCAL TIME ZONE 'Asia/Kolkata'")
+            assert end_stuck_holder(conn, "a", now, 0.3) is None
         assert db.write_sync(end_stuck_holder, "a", later, 60) is None
         assert db.write_sync(end_stuck_holder, "a", later, 0.3) == pid
         deadline = time.monotonic() + 10

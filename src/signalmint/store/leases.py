@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, or_, select, text, update
+from sqlalchemy import Connection, bindparam, delete, func, or_, select, text, update
 
 from ..errors import LeaseLost
 from ..records import Fence, Lease
@@ -176,7 +176,7 @@ _STUCK = text(
       AND a.pid <> pg_backend_pid() AND a.datid = (SELECT oid FROM pg_database WHERE datname = current_database())
       AND a.wait_event = 'ClientRead' AND a.state_change <= clock_timestamp() - make_interval(secs => :grace)
     """
-)
+).bindparams(bindparam("expired", type_=engine_leases.c.expires_at.type))  # stored as the column stores times
 
 
 def end_stuck_holder(conn: Connection, automation: str, expired: datetime, grace: float) -> int | None:
