@@ -98,15 +98,22 @@ class AppContext:
     _used_keys: dict[int, datetime] = field(default_factory=dict)
     _names: tuple[float, list[str]] = (-1e9, [])
     pages: dict[tuple[Any, ...], asyncio.Future[bytes]] = field(default_factory=dict)
+    _pages_second = 0  # the second the cached pages are for
     live_streams: dict[int, int] = field(default_factory=dict)  # subscriber id -> open /api/v1/stream answers
 
-    async def page(self, key: tuple[Any, ...], make: Callable[[], Awaitable[bytes]]) -> bytes:
-        """A cached response body; concurrent misses of one key wait for a single ``make()``."""
+    async def page(self, key: tuple[Any, ...], make: Callable[[], Awaitable[bytes]], *, second: int) -> bytes:
+        """A response body cached for ``second`` (a Unix time): concurrent misses of one key wait
+        for a single ``make()``. The first page asked for a later second drops the pages made
+        for earlier ones (those still being made stay for their waiters): a cache that kept them
+        grew by every page polled, tens of KB each, until it held 20,000."""
+        if second > self._pages_second:
+            self._pages_second = second
+            self.pages = {k: f for k, f in self.pages.items() if not f.done()}
         found = self.pages.get(key)
         if found is not None and found.done():
             return found.result()
         if found is None:
-            if len(self.pages) > 20_000:
+            if len(self.pages) > 20_000:  # within one second
                 self.pages = {k: f for k, f in self.pages.items() if not f.done()}
             found = self.pages[key] = asyncio.get_running_loop().create_future()
             try:

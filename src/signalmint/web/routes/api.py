@@ -162,7 +162,7 @@ async def signals(request: Request) -> Response:
         return json.dumps({"items": items, "next_cursor": next_cursor}, allow_nan=False).encode()
 
     page_key = (viewer.signature, automation, key, since, before_id, limit, second, ctx.hub.latest_id)
-    body = await (ctx.page(page_key, make) if viewer.signature else make())
+    body = await (ctx.page(page_key, make, second=second) if viewer.signature else make())
     return Response(body, media_type="application/json")
 
 
