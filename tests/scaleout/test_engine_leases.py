@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from signalmint.engine import leases as leases_module
 from signalmint.engine.runner import Engine
 from signalmint.records import Fence
 from signalmint.registry import Registry
@@ -163,3 +164,34 @@ def test_an_engine_takes_over_from_a_holder_frozen_mid_commit(
     messages = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("alpha: ended the database session") and "frozen" in m for m in messages), messages
     assert any(m.startswith("alpha: TAKE-OVER from frozen") for m in messages), messages
+
+
+def test_a_stuck_session_it_may_not_end_is_reported_once(
+    db: Database, registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database refuses to end the frozen holder's session (another role's): said once, not
+    every round, and the engine carries on with the rest."""
+    data = write_data(tmp_path)
+    clock = Clock()
+    caplog.set_level(logging.INFO, logger="signalmint.leases")
+
+    def refused(*_args: object) -> None:
+        raise PermissionError("must be a member of the role whose process is being terminated")
+
+    async def scenario() -> None:
+        b = engine(db, registry, data, clock)
+        await db.write(ensure_leases, NAMES, clock.now)
+        assert await db.write(claim, "alpha", "frozen", clock.now, clock.now + timedelta(seconds=LEASE)) is not None
+        await b.start()
+        clock.advance(3 * LEASE)  # long past: a claim that finds the row locked tries to end its session
+        monkeypatch.setattr(leases_module, "claim", lambda *_args: None)  # the row stays locked
+        monkeypatch.setattr(leases_module, "end_stuck_holder", refused)
+        for _ in range(3):
+            await b.leases.tick()
+        assert sorted(b.leases.held) == NAMES[1:]
+        await b.stop()
+
+    asyncio.run(scenario())
+    said = [r.getMessage() for r in caplog.records if "cannot end the stuck session" in r.getMessage()]
+    assert said == ["alpha: cannot end the stuck session of frozen: must be a member of the role whose process is "
+                    "being terminated"]  # fmt: skip

@@ -98,6 +98,7 @@ class LeaseKeeper:
         self.live = 0
         self.target = 0
         self._lock = asyncio.Lock()
+        self._unstuck_refused: set[tuple[str, str]] = set()  # (automation, holder) said once
 
     def fence(self, automation: str) -> Fence | None:
         epoch = self.held.get(automation)
@@ -206,7 +207,9 @@ class LeaseKeeper:
         try:
             pid = await self.engine.db.write(end_stuck_holder, lease.automation, now - timedelta(seconds=grace), grace)
         except Exception as exc:  # e.g. another database role's session: its idle timeout is what is left
-            log.warning("%s: cannot end the stuck session of %s: %s", lease.automation, lease.holder, exc)
+            if (lease.automation, lease.holder) not in self._unstuck_refused:  # said once, not every round
+                self._unstuck_refused.add((lease.automation, lease.holder))
+                log.warning("%s: cannot end the stuck session of %s: %s", lease.automation, lease.holder, exc)
             return
         if pid is not None:
             late = (now - lease.expires_at).total_seconds()
