@@ -326,6 +326,39 @@ def test_a_group_being_claimed_on_postgresql_is_left_to_that_worker(outbox: Grou
 
 
 @pg_only
+def test_a_worker_frozen_in_its_group_claim_loses_its_locks_after_a_lease(outbox: Grouping) -> None:
+    """A group claim's locks last until its transaction ends. A worker frozen before then (here:
+    it never commits) has its session ended by the server once it sat idle a lease; the claim
+    rolls back and another worker takes the group."""
+    outbox.subscriber("ann", "premium")
+    outbox.prefer("ann", group_seconds=60)
+    t0 = next_window(60)
+    outbox.commit_at(t0, "AAPL", "MSFT", "TSLA")
+    later = t0 + timedelta(seconds=60)
+
+    def alive(pid: int) -> bool:
+        query = "SELECT 1 FROM pg_stat_activity WHERE pid = %s"
+        return outbox.db.read_sync(lambda conn: conn.exec_driver_sql(query, (pid,)).first()) is not None
+
+    frozen = outbox.db.engine.connect()
+    try:
+        frozen.begin()
+        assert len(claim(frozen, "w1", later, lease=timedelta(seconds=0.5), limit=1)) == 3  # then it freezes
+        driver = frozen.connection.driver_connection
+        assert driver is not None
+        pid = driver.info.backend_pid
+        deadline = time.monotonic() + 10
+        while alive(pid):  # idle in its transaction for the lease (0.5 s): the server ends the session
+            assert time.monotonic() < deadline, "the frozen claim's session is still there"
+            time.sleep(0.05)
+    finally:
+        frozen.invalidate()
+        frozen.close()
+    theirs = outbox.db.write_sync(claim, "w2", later, lease=timedelta(minutes=5), limit=10)
+    assert len(theirs) == 3 and {d.status for d in outbox.db.read_sync(list_deliveries)} == {"sending"}
+
+
+@pg_only
 def test_concurrent_workers_on_postgresql_never_split_a_group(outbox: Grouping) -> None:
     from signalmint.store.tables import deliveries
 

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Table, and_, func, literal_column, or_, selec
 from ..errors import LimitError
 from ..records import Delivery, DeliveryOutcome, Endpoint, OutboxRow
 from .accounts import lock_subscriber
+from .leases import guard_idle
 from .notify import notify_outbox
 from .sql import among, raw_columns, reader, writer
 from .tables import deliveries, endpoints
@@ -329,6 +330,11 @@ def claim(conn: Connection, owner: str, now: datetime, *, lease: timedelta, limi
         rest = and_(c.group_key.in_(groups), or_(c.status == "pending", expired))
         statement = update(deliveries).where(or_(c.id.in_(select(picked.c.id)), rest)).values(**leased)
         return _deliveries_raw(conn, conn.execute(statement.returning(*_RAW_DELIVERY)).all())
+    if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        # the locks below last until the transaction ends: should this worker freeze before
+        # then (SIGSTOP, a frozen VM), the server ends its session after a lease, and the rows
+        # and groups it locked go to the other workers
+        guard_idle(conn, lease.total_seconds())
     # single rows other workers hold are skipped; groups are taken whole, earliest first
     first = func.min(c.next_attempt_at)
     candidates = select(c.group_key, first, func.count()).where(due, c.group_key.is_not(None))
