@@ -78,3 +78,27 @@ def test_the_demo_reads_its_shop_and_feed_as_two_more_businesses(shop: tuple[Loc
     assert shop_source["allow_private"] is True  # only the demo's own loopback server
     assert by_name["news-keyword"].detector.model_dump()["match"] == KEYWORDS
     assert {a.name for a in demo_settings("sqlite://").automations} == {"us-stocks-volume", "synthetic-volume"}
+
+
+def test_a_reader_gone_mid_answer_prints_no_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    """A source stopping with the demo drops its connection while the shop answers: the shop
+    says nothing (the demo's log must stay free of tracebacks); other errors still print."""
+    local = LocalShop()
+    local.start()
+    try:
+        server = local._server
+        assert server is not None
+        for gone in (BrokenPipeError(32, "Broken pipe"), ConnectionResetError(104, "Connection reset by peer")):
+            try:
+                raise gone
+            except ConnectionError:
+                server.handle_error(None, ("127.0.0.1", 1))
+        assert capsys.readouterr().err == ""
+        try:
+            raise ValueError("a bug in a page")
+        except ValueError:
+            server.handle_error(None, ("127.0.0.1", 1))
+        assert "ValueError: a bug in a page" in capsys.readouterr().err
+        assert httpx.get(local.product_urls[0]).status_code == 200  # still serving
+    finally:
+        local.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -66,6 +67,17 @@ class Product:
     phase: float  # seconds into its cycle at the start
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A reader that went away mid-answer (a source stopping with the demo) is nothing to
+        report; anything else prints its traceback, as http.server does."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 class LocalShop:
     """The demo's shop and feed on ``127.0.0.1``; ``speed`` compresses its clock."""
 
@@ -88,7 +100,7 @@ class LocalShop:
         ]
         self._started = clock()
         self._wall = datetime.now(UTC)
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
 
     # -- the data, a function of the shop's elapsed time --------------------------------------
 
@@ -147,8 +159,7 @@ class LocalShop:
             def log_message(self, format: str, *args: Any) -> None:  # quiet: the demo's log is for signals
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, name="demo-shop", daemon=True).start()
 
     def close(self) -> None:
