@@ -289,6 +289,13 @@ def registry() -> Registry:
     return Registry.from_entry_points()
 
 
+def backend_state(db: Database, pid: int) -> tuple[str, str] | None:
+    """(state, wait_event) of a PostgreSQL backend, None once it is gone."""
+    with db.engine.connect() as conn:
+        row = conn.exec_driver_sql("SELECT state, wait_event FROM pg_stat_activity WHERE pid = %s", (pid,)).first()
+    return None if row is None else (row[0], row[1])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -44,7 +44,7 @@ from signalmint.store.outbox import (
 )
 from signalmint.store.plans import sync_plans
 
-from ..conftest import free_port, stored_id
+from ..conftest import backend_state, free_port, stored_id
 from .conftest import HttpSink, Reply
 from .test_outbox import NUMBERS, PEPPER, Outbox
 
@@ -336,10 +336,6 @@ def test_a_worker_frozen_in_its_group_claim_loses_its_locks_after_a_lease(outbox
     outbox.commit_at(t0, "AAPL", "MSFT", "TSLA")
     later = t0 + timedelta(seconds=60)
 
-    def alive(pid: int) -> bool:
-        query = "SELECT 1 FROM pg_stat_activity WHERE pid = %s"
-        return outbox.db.read_sync(lambda conn: conn.exec_driver_sql(query, (pid,)).first()) is not None
-
     frozen = outbox.db.engine.connect()
     try:
         frozen.begin()
@@ -348,7 +344,9 @@ def test_a_worker_frozen_in_its_group_claim_loses_its_locks_after_a_lease(outbox
         assert driver is not None
         pid = driver.info.backend_pid
         deadline = time.monotonic() + 10
-        while alive(pid):  # idle in its transaction for the lease (0.5 s): the server ends the session
+        while (
+            backend_state(outbox.db, pid) is not None
+        ):  # idle in its transaction for the lease (0.5 s): the server ends the session
             assert time.monotonic() < deadline, "the frozen claim's session is still there"
             time.sleep(0.05)
     finally:

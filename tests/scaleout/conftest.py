@@ -154,10 +154,3 @@ def stuck_mid_pipeline(db: Database, automation: str, fence: Fence, *, idle_time
     finally:
         conn.invalidate()
         conn.close()
-
-
-def backend_state(db: Database, pid: int) -> tuple[str, str] | None:
-    """(state, wait_event) of a PostgreSQL backend, None once it is gone."""
-    with db.engine.connect() as conn:
-        row = conn.exec_driver_sql("SELECT state, wait_event FROM pg_stat_activity WHERE pid = %s", (pid,)).first()
-    return None if row is None else (row[0], row[1])

@@ -20,7 +20,8 @@ from signalmint.store import Database
 from signalmint.store.leases import claim, ensure_leases, list_leases
 from signalmint.store.signals import count_signals, verify_chain
 
-from .conftest import NAMES, backend_state, settings_for, stuck_mid_pipeline, write_data
+from ..conftest import backend_state
+from .conftest import NAMES, settings_for, stuck_mid_pipeline, write_data
 
 LEASE = 1.5
 

@@ -25,7 +25,8 @@ from signalmint.store.leases import (
     renew,
 )
 
-from .conftest import backend_state, stuck_mid_pipeline
+from ..conftest import backend_state
+from .conftest import stuck_mid_pipeline
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LEASE = timedelta(seconds=10)

@@ -23,10 +23,11 @@ from ..records import Delivery, Plan
 from ..store import Connection
 from ..store.accounts import subscribers_with_subscriptions, watchlists_of
 from ..store.outbox import claim, list_endpoints, sent_since_by_channel, sent_since_many
-from ..store.outbox_claim import Loaded, autocommitting, claim_loaded
+from ..store.outbox_claim import Loaded, claim_loaded
 from ..store.plans import load_plans
 from ..store.series import signal_series
 from ..store.signals import signals_with_automations
+from ..store.sql import autocommitting
 from .batch import Allowance, Batch
 from .decide import views_of
 from .send import renders_chart

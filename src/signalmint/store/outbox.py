@@ -29,7 +29,7 @@ from ..records import Delivery, DeliveryOutcome, Endpoint, OutboxRow
 from .accounts import lock_subscriber
 from .leases import guard_idle
 from .notify import notify_outbox
-from .sql import among, raw_columns, reader, writer
+from .sql import among, autocommitting, raw_columns, reader, writer
 from .tables import deliveries, endpoints
 
 __all__ = [
@@ -330,7 +330,7 @@ def claim(conn: Connection, owner: str, now: datetime, *, lease: timedelta, limi
         rest = and_(c.group_key.in_(groups), or_(c.status == "pending", expired))
         statement = update(deliveries).where(or_(c.id.in_(select(picked.c.id)), rest)).values(**leased)
         return _deliveries_raw(conn, conn.execute(statement.returning(*_RAW_DELIVERY)).all())
-    if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+    if not autocommitting(conn):
         # the locks below last until the transaction ends: should this worker freeze before
         # then (SIGSTOP, a frozen VM), the server ends its session after a lease, and the rows
         # and groups it locked go to the other workers

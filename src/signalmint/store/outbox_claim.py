@@ -35,7 +35,7 @@ from .outbox import _by_id, _delivery, _endpoint, due_pending, earliest_due, lea
 from .signals import row_to_signal
 from .tables import automations, deliveries, endpoints, preferences, signals, subscribers, subscriptions
 
-__all__ = ["Loaded", "autocommitting", "claim_loaded"]
+__all__ = ["Loaded", "claim_loaded"]
 
 
 @dataclass(slots=True)
@@ -138,12 +138,6 @@ _CLAIM = _statement()
 _NAMES = {prefix: [c.name for c in table.c] for prefix, table in (("e_", endpoints), ("s_", signals))}
 _NAMES["p_"] = [c.name for c in subscribers.c]
 _NAMES["sub_"] = [f.name for f in fields(Subscription)]
-
-
-def autocommitting(conn: Connection) -> bool:
-    """Whether each statement on ``conn`` commits alone (``Database.write(..., autocommit=True)``
-    on PostgreSQL): no transaction to hold :func:`~signalmint.store.outbox.claim`'s locks."""
-    return conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
 
 
 def claim_loaded(conn: Connection, owner: str, now: datetime, *, lease: timedelta, limit: int) -> Loaded | None:

@@ -13,13 +13,19 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.elements import ColumnClause
 
-__all__ = ["among", "raw_columns", "reader", "upsert_into", "writer"]
+__all__ = ["among", "autocommitting", "raw_columns", "reader", "upsert_into", "writer"]
 
 
 #: SQLite has ``json_each`` built in from 3.38 (JSON1 was optional before).
 _JSON_EACH: Final = sqlite3.sqlite_version_info >= (3, 38)
 #: From how many ids SQLite gets them as one JSON array rather than one placeholder each.
 _MANY: Final = 32
+
+
+def autocommitting(conn: Connection) -> bool:
+    """Whether each statement on ``conn`` commits alone (``Database.write(..., autocommit=True)``
+    on PostgreSQL): no transaction to hold a claim's locks."""
+    return conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
 
 
 def among(conn: Connection, column: ColumnElement[Any], ids: Iterable[int]) -> ColumnElement[bool]:
